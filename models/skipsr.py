@@ -1,0 +1,132 @@
+"""SkipSR: condition -> mask -> masked transformer -> compose -> decode.
+
+Input is low-resolution frames in [0, 1]; output is the upscaled frames in [0, 1]. Sizes that do not
+divide by the token size are padded inside (edge replicate) and cropped back; clips whose length does
+not divide by the VAE's temporal factor are padded with the last frame and trimmed after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.args import ModelArgs
+from models.dit import DiT, TokenSet, patchify, unpatchify
+from models.mask_predictor import MaskPredictor, keep_mask
+from models.vae import VAE
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Per-call inference settings."""
+
+    threshold: float | None = None  # tau in dB; None -> the model's default
+    skip: bool = True  # False: the dense baseline, every token kept
+    steps: int = 1  # Euler steps of the flow; 1 = one-step
+    seed: int = 0
+    decode_slice: int | None = None  # latent frames per VAE decode slice
+    decode_tile: int | None = None  # latent pixels per VAE decode tile
+
+
+@dataclass(frozen=True)
+class Result:
+    frames: Tensor  # (B, 3, T, H, W) in [0, 1]
+    keep: Tensor  # (B, T', H', W') bool token mask on the padded grid
+    kept_fraction: float
+
+
+class SkipSR(nn.Module):
+    def __init__(self, args: ModelArgs) -> None:
+        super().__init__()
+        self.args = args
+        self.vae = VAE(args.vae)
+        self.mask_predictor = MaskPredictor(args.mask, args.dit.latent_channels, args.dit.patch)
+        self.dit = DiT(args.dit)
+
+    @torch.no_grad()
+    def init_weights(self, seed: int = 0) -> None:
+        """Random weights (for tests and benchmarks); the DiT's output layer starts at zero."""
+        gen = torch.Generator(device=next(self.parameters()).device).manual_seed(seed)
+        for module in self.vae.modules():
+            if isinstance(module, nn.Conv2d | nn.Conv3d):
+                nn.init.kaiming_uniform_(module.weight, a=5**0.5, generator=gen)
+                nn.init.zeros_(module.bias)
+        for module in self.vae.modules():
+            if hasattr(module, "weight") and module.__class__.__name__ == "PixelNorm":
+                nn.init.ones_(module.weight)
+        self.mask_predictor.init_weights(gen)
+        self.dit.init_weights(gen)
+
+    def upsample(self, lr: Tensor, size: tuple[int, int]) -> Tensor:
+        """Bicubic, antialiased when shrinking: (B, 3, T, h, w) -> (B, 3, T, H, W), clamped to [0, 1]."""
+        b, t = lr.shape[0], lr.shape[2]
+        frames = lr.transpose(1, 2).flatten(0, 1)  # (B*T, 3, h, w)
+        up = F.interpolate(frames, size=size, mode="bicubic", align_corners=False, antialias=True)
+        return up.clamp(0, 1).unflatten(0, (b, t)).transpose(1, 2)
+
+    def condition(self, hr_fill: Tensor) -> Tensor:
+        """Condition latent c of the upsampled frames (B, 3, T, H, W) in [0, 1]."""
+        return self.vae.encode(hr_fill * 2 - 1)
+
+    def forward(self, lr: Tensor, size: tuple[int, int], settings: Settings = Settings()) -> Result:
+        """Upscale lr (B, 3, T, h, w) in [0, 1] to `size` = (H, W)."""
+        t = lr.shape[2]
+        fill = self._pad(self.upsample(lr, size))  # (B, 3, T', H', W') padded to whole tokens
+        c = self.condition(fill)
+        keep = self.predict_keep(c, settings)
+        z = self.refine(c, keep, settings)
+        hr = self.vae.decode(z, settings.decode_slice, settings.decode_tile)
+        hr = ((hr + 1) / 2).clamp(0, 1)[:, :, :t, : size[0], : size[1]]
+        return Result(hr, keep, keep.float().mean().item())
+
+    def predict_keep(self, c: Tensor, settings: Settings) -> Tensor:
+        scores = self.mask_predictor(c)  # (B, T', H', W') predicted fill PSNR
+        if not settings.skip:
+            return torch.ones_like(scores, dtype=torch.bool)
+        tau = self.args.threshold if settings.threshold is None else settings.threshold
+        return keep_mask(scores, tau)
+
+    def refine(self, c: Tensor, keep: Tensor, settings: Settings) -> Tensor:
+        """Flow-matching sampling on the kept tokens only, then compose onto the condition latent."""
+        patch = self.args.dit.patch
+        c_grid = patchify(c, patch)  # (B, T', H', W', C*pv)
+        if not bool(keep.any()):
+            return c
+        tokens = TokenSet.from_keep(keep, self.args.dit.window)
+        c_kept = c_grid[keep]  # (N, C*pv), in keep.nonzero() order
+        gen = torch.Generator(device=c.device).manual_seed(settings.seed)
+        x = torch.randn(c_kept.shape, generator=gen, device=c.device, dtype=c.dtype)  # x at t = 1
+        x0 = sample(self.dit, x, c_kept, tokens, settings.steps)
+        return compose(c_grid, keep, x0, patch, c.shape[1])
+
+    def _pad(self, x: Tensor) -> Tensor:
+        """Replicate-pad time to the VAE's temporal factor and space to whole tokens."""
+        ft, hp, wp = self.args.token_pixels
+        t, h, w = x.shape[2:]
+        pt, ph, pw = -t % ft, -h % hp, -w % wp
+        if ph or pw:
+            x = F.pad(x.transpose(1, 2).flatten(0, 1), (0, pw, 0, ph), mode="replicate")
+            x = x.unflatten(0, (-1, t)).transpose(1, 2)
+        if pt:
+            x = torch.cat((x, x[:, :, -1:].expand(-1, -1, pt, -1, -1)), dim=2)
+        return x
+
+
+def sample(dit: DiT, x: Tensor, c: Tensor, tokens: TokenSet, steps: int) -> Tensor:
+    """Euler steps of the flow x_t = (1 - t) x_0 + t noise from t = 1 to 0; returns x_0."""
+    times = torch.linspace(1.0, 0.0, steps + 1, device=x.device)
+    for t_now, t_next in zip(times[:-1], times[1:], strict=True):
+        x0 = dit(x, c, t_now.expand(tokens.batch), tokens)
+        velocity = (x - x0) / t_now  # d x_t / dt, from the predicted clean latent
+        x = x + (t_next - t_now) * velocity
+    return x0
+
+
+def compose(c_grid: Tensor, keep: Tensor, x0: Tensor, patch: tuple[int, int, int], channels: int) -> Tensor:
+    """Kept tokens take the transformer's x_0, skipped tokens the condition latent, exactly."""
+    z = c_grid.clone()
+    z[keep] = x0.to(z.dtype)
+    return unpatchify(z, patch, channels)

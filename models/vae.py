@@ -1,0 +1,181 @@
+"""The video VAE: frames <-> latent, with configurable spatial (4 or 8) and temporal (1 or 4) factors.
+
+Full-resolution levels are 2D convolutions applied frame by frame; only the latent level mixes time,
+with convolutions that are causal (they see the past, never the future). Normalisation is per pixel
+(RMS over channels), never over the image, so every output depends on a bounded neighbourhood only.
+That makes decoding in slices exact: over time with a causal halo of past latent frames, over space
+with tiles that overlap by the receptive field.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.args import VAEArgs
+
+
+class PixelNorm(nn.Module):
+    """RMS norm over channels at each pixel: (B, C, ...) -> same."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        rms = x.float().pow(2).mean(1, keepdim=True).add(1e-6).rsqrt().to(x.dtype)
+        return x * rms * self.weight.view(1, -1, *([1] * (x.dim() - 2)))
+
+
+class CausalConv3d(nn.Conv3d):
+    """3x3x3 convolution padded with the past only along time (first frame repeated)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(cin, cout, 3, padding=(0, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:  # x: (B, C, T, H, W)
+        x = torch.cat((x[:, :, :1], x[:, :, :1], x), dim=2)  # two frames of causal context
+        return super().forward(x)
+
+
+class ResBlock(nn.Module):
+    """Pre-norm residual block; 2D (per frame, input (B*T, C, H, W)) or causal 3D (B, C, T, H, W)."""
+
+    def __init__(self, channels: int, temporal: bool) -> None:
+        super().__init__()
+        conv = (lambda: CausalConv3d(channels, channels)) if temporal else (
+            lambda: nn.Conv2d(channels, channels, 3, padding=1)
+        )
+        self.norm1, self.conv1 = PixelNorm(channels), conv()
+        self.norm2, self.conv2 = PixelNorm(channels), conv()
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        return x + self.conv2(F.silu(self.norm2(h)))
+
+
+def _frames(x: Tensor) -> Tensor:
+    """(B, C, T, H, W) -> (B*T, C, H, W) for per-frame 2D layers."""
+    return x.transpose(1, 2).flatten(0, 1)
+
+
+def _video(x: Tensor, b: int) -> Tensor:
+    """(B*T, C, H, W) -> (B, C, T, H, W)."""
+    return x.unflatten(0, (b, -1)).transpose(1, 2)
+
+
+class Encoder(nn.Module):
+    def __init__(self, args: VAEArgs) -> None:
+        super().__init__()
+        w = args.widths
+        self.args = args
+        self.conv_in = nn.Conv2d(3, w[0], 3, padding=1)
+        self.levels = nn.ModuleList()
+        for i in range(len(w) - 1):
+            blocks = [ResBlock(w[i], False) for _ in range(args.blocks)]
+            self.levels.append(nn.Sequential(*blocks, nn.Conv2d(w[i], w[i + 1], 2, stride=2)))
+        self.time_in = nn.Conv3d(w[-1] * args.temporal, w[-1], 1)  # groups of frames -> one latent frame
+        self.mid = nn.Sequential(*(ResBlock(w[-1], True) for _ in range(args.blocks)))
+        self.norm_out = PixelNorm(w[-1])
+        self.conv_out = nn.Conv3d(w[-1], 2 * args.latent_channels, 1)  # mean and log-variance
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, 3, T, H, W) in [-1, 1], T a multiple of the temporal factor -> (B, 2*C, T/ft, H/s, W/s)."""
+        b, ft = x.shape[0], self.args.temporal
+        h = self.conv_in(_frames(x))
+        for level in self.levels:
+            h = level(h)
+        h = _video(h, b)  # (B, w, T, h, w)
+        h = h.unflatten(2, (-1, ft)).transpose(2, 3).flatten(1, 2)  # (B, w*ft, T/ft, h, w)
+        h = self.mid(self.time_in(h))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    def __init__(self, args: VAEArgs) -> None:
+        super().__init__()
+        w = args.widths
+        self.args = args
+        self.conv_in = CausalConv3d(args.latent_channels, w[-1])
+        self.mid = nn.Sequential(*(ResBlock(w[-1], True) for _ in range(args.blocks)))
+        self.time_out = nn.Conv3d(w[-1], w[-1] * args.temporal, 1)  # one latent frame -> ft frames
+        self.levels = nn.ModuleList()
+        for i in reversed(range(len(w) - 1)):
+            up = nn.Sequential(nn.Conv2d(w[i + 1], 4 * w[i], 1), nn.PixelShuffle(2))
+            self.levels.append(nn.Sequential(up, *(ResBlock(w[i], False) for _ in range(args.blocks))))
+        self.norm_out = PixelNorm(w[0])
+        self.conv_out = nn.Conv2d(w[0], 3, 3, padding=1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """z: (B, C, t, h, w) -> (B, 3, t*ft, h*s, w*s), unclamped, about [-1, 1]."""
+        b, ft = z.shape[0], self.args.temporal
+        h = self.mid(self.conv_in(z))
+        h = self.time_out(h).unflatten(1, (-1, ft)).transpose(2, 3).flatten(2, 3)  # (B, w, t*ft, h, w)
+        h = _frames(h)
+        for level in self.levels:
+            h = level(h)
+        return _video(self.conv_out(F.silu(self.norm_out(h))), b)
+
+    @property
+    def time_halo(self) -> int:
+        """Past latent frames an output depends on: two per causal 3x3x3 convolution."""
+        return 2 * (1 + 2 * self.args.blocks)
+
+    @property
+    def space_halo(self) -> int:
+        """Latent pixels of context a tile needs on each side for an exact result (rounded up)."""
+        convs_latent = 1 + 2 * self.args.blocks  # 3x3 convs at the latent level
+        pixels, scale = 0.0, 1
+        for _ in range(len(self.args.widths) - 1):
+            scale *= 2
+            pixels += 2 * self.args.blocks / scale  # 3x3 convs at each finer level, in latent pixels
+        return convs_latent + int(pixels + 1.0 / scale) + 1  # + the output conv, + one for rounding
+
+
+class VAE(nn.Module):
+    def __init__(self, args: VAEArgs) -> None:
+        super().__init__()
+        self.args = args
+        self.encoder = Encoder(args)
+        self.decoder = Decoder(args)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Mean latent of x: (B, 3, T, H, W) in [-1, 1]."""
+        return self.encoder(x).chunk(2, dim=1)[0]
+
+    def decode(self, z: Tensor, time_slice: int | None = None, tile: int | None = None) -> Tensor:
+        """Decode, optionally in slices of `time_slice` latent frames and `tile` latent pixels.
+
+        Slices carry their halo (causal past in time, overlap in space) and keep only their own
+        outputs, so the result equals an unsliced decode while memory stays bounded by the slice.
+        """
+        t = z.shape[2]
+        if time_slice is None or time_slice >= t:
+            return self._decode_tiled(z, tile)
+        halo = self.decoder.time_halo
+        parts = []
+        for start in range(0, t, time_slice):
+            lo = max(0, start - halo)
+            out = self._decode_tiled(z[:, :, lo : start + time_slice], tile)
+            parts.append(out[:, :, (start - lo) * self.args.temporal :])
+        return torch.cat(parts, dim=2)
+
+    def _decode_tiled(self, z: Tensor, tile: int | None) -> Tensor:
+        h, w = z.shape[-2:]
+        if tile is None or (h <= tile and w <= tile):
+            return self.decoder(z)
+        s, halo = self.args.spatial, self.decoder.space_halo
+        out = None
+        for y in range(0, h, tile):
+            for x in range(0, w, tile):
+                y0, x0 = max(0, y - halo), max(0, x - halo)
+                y1, x1 = min(h, y + tile + halo), min(w, x + tile + halo)
+                part = self.decoder(z[..., y0:y1, x0:x1])
+                if out is None:
+                    out = part.new_empty(*part.shape[:3], h * s, w * s)
+                ty, tx = min(tile, h - y), min(tile, w - x)
+                out[..., y * s : (y + ty) * s, x * s : (x + tx) * s] = part[
+                    ..., (y - y0) * s : (y - y0 + ty) * s, (x - x0) * s : (x - x0 + tx) * s
+                ]
+        return out
