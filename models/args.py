@@ -26,7 +26,9 @@ class VAEArgs:
         if self.temporal not in (1, 4):
             raise ValueError(f"VAE temporal factor must be 1 or 4, not {self.temporal}")
         if len(self.widths) != self.spatial.bit_length():  # 4 -> 3 levels, 8 -> 4 levels
-            raise ValueError(f"VAE widths need {self.spatial.bit_length()} entries for {self.spatial}x")
+            raise ValueError(
+                f"VAE widths need {self.spatial.bit_length()} entries for {self.spatial}x"
+            )
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,17 @@ class ModelArgs:
     vae: VAEArgs = field(default_factory=VAEArgs)
     dit: DiTArgs = field(default_factory=DiTArgs)
     mask: MaskArgs = field(default_factory=MaskArgs)
-    threshold: float = 30.0  # default tau: predicted fill PSNR (dB) at or above which a token is skipped
+    threshold: float = (
+        30.0  # default tau: predicted fill PSNR (dB) at or above which a token is skipped
+    )
 
     def __post_init__(self) -> None:
         if self.vae.latent_channels != self.dit.latent_channels:
             raise ValueError("the VAE and the DiT disagree on latent channels")
         if self.dit.patch[0] != 1:
-            raise ValueError("temporal patch size must be 1 (the mask predictor scores per latent frame)")
+            raise ValueError(
+                "temporal patch size must be 1 (the mask predictor scores per latent frame)"
+            )
 
     @property
     def token_pixels(self) -> tuple[int, int, int]:
@@ -121,9 +127,16 @@ PRESETS: dict[str, ModelArgs] = {
     ),
     # The paper's base model at full scale, random weights, for speed measurements.
     "seedvr2-3b": ModelArgs(
-        vae=VAEArgs(spatial=8, temporal=4, latent_channels=16, widths=(128, 256, 512, 512), blocks=2),
+        vae=VAEArgs(
+            spatial=8, temporal=4, latent_channels=16, widths=(128, 256, 512, 512), blocks=2
+        ),
         dit=DiTArgs(
-            width=2560, depth=32, heads=20, head_dim=128, mlp="swiglu", mlp_hidden=6912,
+            width=2560,
+            depth=32,
+            heads=20,
+            head_dim=128,
+            mlp="swiglu",
+            mlp_hidden=6912,
             window=(8, 15, 27),
         ),
         mask=MaskArgs(hidden=64, layers=2),

@@ -30,7 +30,9 @@ class WindowLayout:
     perm: Tensor  # (N,) kept-token indices, sorted window after window
     cu_seqlens: Tensor  # (W + 1,) int32 offsets of each non-empty window in `perm` order
     max_len: int  # the longest window, for the flash kernel
-    groups: tuple[tuple[int, Tensor], ...]  # (length L, (n, L) indices into packed order) for the exact path
+    groups: tuple[
+        tuple[int, Tensor], ...
+    ]  # (length L, (n, L) indices into packed order) for the exact path
 
 
 def window_index(
@@ -75,7 +77,9 @@ def _length_groups(cu: Tensor) -> tuple[tuple[int, Tensor], ...]:
 def varlen_attention(q: Tensor, k: Tensor, v: Tensor, layout: WindowLayout) -> Tensor:
     """Attention within each window of the packed sequence. q, k, v: (N, heads, head_dim), packed."""
     if _use_flash(q):
-        return _varlen_attn(q, k, v, layout.cu_seqlens, layout.cu_seqlens, layout.max_len, layout.max_len)
+        return _varlen_attn(
+            q, k, v, layout.cu_seqlens, layout.cu_seqlens, layout.max_len, layout.max_len
+        )
     return exact_varlen_attention(q, k, v, layout)
 
 
@@ -99,7 +103,12 @@ def exact_varlen_attention(q: Tensor, k: Tensor, v: Tensor, layout: WindowLayout
 
 
 def grid_window_attention(
-    q: Tensor, k: Tensor, v: Tensor, window: tuple[int, int, int], shifted: bool, key_keep: Tensor | None
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    window: tuple[int, int, int],
+    shifted: bool,
+    key_keep: Tensor | None,
 ) -> Tensor:
     """Dense reference: q, k, v are full grids (B, T, H, W, heads, head_dim).
 
@@ -131,7 +140,9 @@ def grid_window_attention(
 def _pad_grid(x: Tensor, pads: list[tuple[int, int]]) -> Tensor:
     """Zero-pad dims 1..3 of a (B, T, H, W, ...) tensor."""
     (ft, bt), (fh, bh), (fw, bw) = pads
-    out = x.new_zeros(x.shape[0], x.shape[1] + ft + bt, x.shape[2] + fh + bh, x.shape[3] + fw + bw, *x.shape[4:])
+    out = x.new_zeros(
+        x.shape[0], x.shape[1] + ft + bt, x.shape[2] + fh + bh, x.shape[3] + fw + bw, *x.shape[4:]
+    )
     out[:, ft : ft + x.shape[1], fh : fh + x.shape[2], fw : fw + x.shape[3]] = x
     return out
 
@@ -142,7 +153,9 @@ def _to_windows(x: Tensor, wins: tuple[int, int, int]) -> Tensor:
     rest = x.shape[4:]
     wt, wh, ww = wins
     x = x.reshape(b, t // wt, wt, h // wh, wh, w // ww, ww, *rest)
-    x = x.permute(0, 1, 3, 5, 2, 4, 6, *range(7, 7 + len(rest)))  # (B, nT, nH, nW, wt, wh, ww, *rest)
+    x = x.permute(
+        0, 1, 3, 5, 2, 4, 6, *range(7, 7 + len(rest))
+    )  # (B, nT, nH, nW, wt, wh, ww, *rest)
     return x.reshape(-1, wt * wh * ww, *rest)
 
 
@@ -152,5 +165,7 @@ def _from_windows(x: Tensor, wins: tuple[int, int, int], shape: torch.Size) -> T
     rest = x.shape[2:]
     wt, wh, ww = wins
     x = x.reshape(b, t // wt, h // wh, w // ww, wt, wh, ww, *rest)
-    x = x.permute(0, 1, 4, 2, 5, 3, 6, *range(7, 7 + len(rest)))  # (B, nT, wt, nH, wh, nW, ww, *rest)
+    x = x.permute(
+        0, 1, 4, 2, 5, 3, 6, *range(7, 7 + len(rest))
+    )  # (B, nT, wt, nH, wh, nW, ww, *rest)
     return x.reshape(b, t, h, w, *rest)

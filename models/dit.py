@@ -40,7 +40,10 @@ class TokenSet:
         """keep: (B, T, H, W) bool. Tokens are ordered as keep.nonzero() orders them."""
         coords = keep.nonzero()  # (N, 4)
         grid = tuple(keep.shape[1:])
-        layouts = (pack_windows(coords, grid, window, False), pack_windows(coords, grid, window, True))
+        layouts = (
+            pack_windows(coords, grid, window, False),
+            pack_windows(coords, grid, window, True),
+        )
         return cls(coords, grid, keep.shape[0], layouts)
 
 
@@ -101,13 +104,19 @@ class Block(nn.Module):
         self.proj = nn.Linear(inner, args.width)
         self.norm2 = nn.LayerNorm(args.width, elementwise_affine=False, eps=1e-6)
         self.mlp = MLP(args)
-        self.modulation = nn.Parameter(torch.zeros(6, args.width))  # per-block offset (adaLN-single)
+        self.modulation = nn.Parameter(
+            torch.zeros(6, args.width)
+        )  # per-block offset (adaLN-single)
 
-    def forward(self, x: Tensor, mod: Tensor, rope: tuple[Tensor, Tensor], attend: Callable) -> Tensor:
+    def forward(
+        self, x: Tensor, mod: Tensor, rope: tuple[Tensor, Tensor], attend: Callable
+    ) -> Tensor:
         """x: (N, width); mod: (N or 1, 6, width); rope: (N, head_dim/2) cos and sin tables."""
         shift1, scale1, gate1, shift2, scale2, gate2 = (mod + self.modulation).unbind(-2)
         h = self.norm1(x) * (1 + scale1) + shift1
-        q, k, v = self.qkv(h).unflatten(-1, (3, self.heads, self.head_dim)).unbind(-3)  # (N, heads, hd)
+        q, k, v = (
+            self.qkv(h).unflatten(-1, (3, self.heads, self.head_dim)).unbind(-3)
+        )  # (N, heads, hd)
         q = apply_rope(self.q_norm(q), *rope)
         k = apply_rope(self.k_norm(k), *rope)
         x = x + gate1 * self.proj(attend(q, k, v).flatten(-2))
@@ -121,7 +130,9 @@ class DiT(nn.Module):
         token_in = args.in_channels * args.patch_volume
         token_out = args.latent_channels * args.patch_volume
         self.embed = nn.Linear(token_in, args.width)
-        self.t_embed = nn.Sequential(nn.Linear(256, args.width), nn.SiLU(), nn.Linear(args.width, args.width))
+        self.t_embed = nn.Sequential(
+            nn.Linear(256, args.width), nn.SiLU(), nn.Linear(args.width, args.width)
+        )
         self.t_mod = nn.Linear(args.width, 6 * args.width)
         self.rope = Rope3D(args.head_dim, args.rope_theta)
         self.blocks = nn.ModuleList(Block(args) for _ in range(args.depth))
@@ -146,7 +157,9 @@ class DiT(nn.Module):
 
         return self._run(x_t, c, t, batch_of if tokens.batch > 1 else None, rope, attend)
 
-    def forward_dense(self, x_t: Tensor, c: Tensor, t: Tensor, key_keep: Tensor | None = None) -> Tensor:
+    def forward_dense(
+        self, x_t: Tensor, c: Tensor, t: Tensor, key_keep: Tensor | None = None
+    ) -> Tensor:
         """Reference path on the whole grid: x_t, c (B, T, H, W, C * pv) token grids.
 
         Windows by reshape with padding; tokens where key_keep (B, T, H, W) is False are masked out
@@ -154,7 +167,10 @@ class DiT(nn.Module):
         """
         b, tt, hh, ww, _ = x_t.shape
         grid = torch.stack(
-            torch.meshgrid(*(torch.arange(n, device=x_t.device) for n in (b, tt, hh, ww)), indexing="ij"), -1
+            torch.meshgrid(
+                *(torch.arange(n, device=x_t.device) for n in (b, tt, hh, ww)), indexing="ij"
+            ),
+            -1,
         ).reshape(-1, 4)  # (B*T*H*W, 4)
         rope = self.rope(grid[:, 1:])
 
@@ -164,10 +180,14 @@ class DiT(nn.Module):
             out = grid_window_attention(q, k, v, self.args.window, layer % 2 == 1, key_keep)
             return out.reshape(-1, *out.shape[4:])
 
-        flat = self._run(x_t.reshape(-1, x_t.shape[-1]), c.reshape(-1, c.shape[-1]), t, grid[:, 0], rope, attend)
+        flat = self._run(
+            x_t.reshape(-1, x_t.shape[-1]), c.reshape(-1, c.shape[-1]), t, grid[:, 0], rope, attend
+        )
         return flat.reshape(b, tt, hh, ww, -1)
 
-    def _run(self, x_t: Tensor, c: Tensor, t: Tensor, batch_of: Tensor | None, rope, attend: Attend) -> Tensor:
+    def _run(
+        self, x_t: Tensor, c: Tensor, t: Tensor, batch_of: Tensor | None, rope, attend: Attend
+    ) -> Tensor:
         h = self.embed(_token_features(x_t, c, self.args.patch_volume))  # (N, width)
         temb = F.silu(self.t_embed(timestep_embedding(t, 256).to(h.dtype)))  # (B, width)
         mod = self.t_mod(temb).unflatten(-1, (6, -1))  # (B, 6, width)

@@ -23,7 +23,9 @@ class MaskPredictor(nn.Module):
             convs += [nn.Conv2d(cin, args.hidden, 3, padding=1), nn.SiLU()]
             cin = args.hidden
         self.features = nn.Sequential(*convs)
-        self.to_token = nn.Conv2d(cin, args.hidden, patch[1:], stride=patch[1:])  # one cell per token
+        self.to_token = nn.Conv2d(
+            cin, args.hidden, patch[1:], stride=patch[1:]
+        )  # one cell per token
         self.head = nn.Conv2d(args.hidden, 1, 1)
 
     def forward(self, c: Tensor) -> Tensor:
@@ -39,7 +41,9 @@ class MaskPredictor(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_uniform_(module.weight, a=5**0.5, generator=generator)
                 nn.init.zeros_(module.bias)
-        nn.init.constant_(self.head.bias, 30.0)  # a typical fill PSNR, so an untrained net is neutral
+        nn.init.constant_(
+            self.head.bias, 30.0
+        )  # a typical fill PSNR, so an untrained net is neutral
 
 
 def keep_mask(scores: Tensor, threshold: float) -> Tensor:

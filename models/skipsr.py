@@ -27,8 +27,8 @@ class Settings:
     skip: bool = True  # False: the dense baseline, every token kept
     steps: int = 1  # Euler steps of the flow; 1 = one-step
     seed: int = 0
-    decode_slice: int | None = None  # latent frames per VAE decode slice
-    decode_tile: int | None = None  # latent pixels per VAE decode tile
+    frame_slice: int | None = None  # frames per full-resolution VAE slice (memory bound)
+    decode_tile: int | None = None  # latent pixels per VAE decode tile (memory bound)
 
 
 @dataclass(frozen=True)
@@ -67,18 +67,18 @@ class SkipSR(nn.Module):
         up = F.interpolate(frames, size=size, mode="bicubic", align_corners=False, antialias=True)
         return up.clamp(0, 1).unflatten(0, (b, t)).transpose(1, 2)
 
-    def condition(self, hr_fill: Tensor) -> Tensor:
+    def condition(self, hr_fill: Tensor, frame_slice: int | None = None) -> Tensor:
         """Condition latent c of the upsampled frames (B, 3, T, H, W) in [0, 1]."""
-        return self.vae.encode(hr_fill * 2 - 1)
+        return self.vae.encode(hr_fill * 2 - 1, frame_slice)
 
     def forward(self, lr: Tensor, size: tuple[int, int], settings: Settings = Settings()) -> Result:
         """Upscale lr (B, 3, T, h, w) in [0, 1] to `size` = (H, W)."""
         t = lr.shape[2]
         fill = self._pad(self.upsample(lr, size))  # (B, 3, T', H', W') padded to whole tokens
-        c = self.condition(fill)
+        c = self.condition(fill, settings.frame_slice)
         keep = self.predict_keep(c, settings)
         z = self.refine(c, keep, settings)
-        hr = self.vae.decode(z, settings.decode_slice, settings.decode_tile)
+        hr = self.vae.decode(z, settings.frame_slice, settings.decode_tile)
         hr = ((hr + 1) / 2).clamp(0, 1)[:, :, :t, : size[0], : size[1]]
         return Result(hr, keep, keep.float().mean().item())
 
@@ -125,7 +125,9 @@ def sample(dit: DiT, x: Tensor, c: Tensor, tokens: TokenSet, steps: int) -> Tens
     return x0
 
 
-def compose(c_grid: Tensor, keep: Tensor, x0: Tensor, patch: tuple[int, int, int], channels: int) -> Tensor:
+def compose(
+    c_grid: Tensor, keep: Tensor, x0: Tensor, patch: tuple[int, int, int], channels: int
+) -> Tensor:
     """Kept tokens take the transformer's x_0, skipped tokens the condition latent, exactly."""
     z = c_grid.clone()
     z[keep] = x0.to(z.dtype)

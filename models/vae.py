@@ -3,8 +3,8 @@
 Full-resolution levels are 2D convolutions applied frame by frame; only the latent level mixes time,
 with convolutions that are causal (they see the past, never the future). Normalisation is per pixel
 (RMS over channels), never over the image, so every output depends on a bounded neighbourhood only.
-That makes decoding in slices exact: over time with a causal halo of past latent frames, over space
-with tiles that overlap by the receptive field.
+That makes slicing exact and cheap: the full-resolution part runs in slices of frames with no
+context at all, and in spatial tiles that overlap by its receptive field.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ class PixelNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        rms = x.float().pow(2).mean(1, keepdim=True).add(1e-6).rsqrt().to(x.dtype)
+        wide = x.float() if x.element_size() < 4 else x  # statistics in fp32 at least
+        rms = wide.pow(2).mean(1, keepdim=True).add(1e-6).rsqrt().to(x.dtype)
         return x * rms * self.weight.view(1, -1, *([1] * (x.dim() - 2)))
 
 
@@ -44,8 +45,10 @@ class ResBlock(nn.Module):
 
     def __init__(self, channels: int, temporal: bool) -> None:
         super().__init__()
-        conv = (lambda: CausalConv3d(channels, channels)) if temporal else (
-            lambda: nn.Conv2d(channels, channels, 3, padding=1)
+        conv = (
+            (lambda: CausalConv3d(channels, channels))
+            if temporal
+            else (lambda: nn.Conv2d(channels, channels, 3, padding=1))
         )
         self.norm1, self.conv1 = PixelNorm(channels), conv()
         self.norm2, self.conv2 = PixelNorm(channels), conv()
@@ -75,21 +78,31 @@ class Encoder(nn.Module):
         for i in range(len(w) - 1):
             blocks = [ResBlock(w[i], False) for _ in range(args.blocks)]
             self.levels.append(nn.Sequential(*blocks, nn.Conv2d(w[i], w[i + 1], 2, stride=2)))
-        self.time_in = nn.Conv3d(w[-1] * args.temporal, w[-1], 1)  # groups of frames -> one latent frame
+        self.time_in = nn.Conv3d(
+            w[-1] * args.temporal, w[-1], 1
+        )  # groups of frames -> one latent frame
         self.mid = nn.Sequential(*(ResBlock(w[-1], True) for _ in range(args.blocks)))
         self.norm_out = PixelNorm(w[-1])
         self.conv_out = nn.Conv3d(w[-1], 2 * args.latent_channels, 1)  # mean and log-variance
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x: (B, 3, T, H, W) in [-1, 1], T a multiple of the temporal factor -> (B, 2*C, T/ft, H/s, W/s)."""
-        b, ft = x.shape[0], self.args.temporal
-        h = self.conv_in(_frames(x))
-        for level in self.levels:
-            h = level(h)
-        h = _video(h, b)  # (B, w, T, h, w)
+    def forward(self, x: Tensor, frame_slice: int | None = None) -> Tensor:
+        """x: (B, 3, T, H, W) in [-1, 1], T a multiple of the temporal factor -> (B, 2*C, T/ft, H/s, W/s).
+
+        The full-resolution part runs frame by frame, so slicing it over frames is exact and bounds
+        memory; only the small latent-level part sees the whole clip.
+        """
+        t, ft = x.shape[2], self.args.temporal
+        step = frame_slice or t
+        h = torch.cat([self._per_frame(x[:, :, s : s + step]) for s in range(0, t, step)], dim=2)
         h = h.unflatten(2, (-1, ft)).transpose(2, 3).flatten(1, 2)  # (B, w*ft, T/ft, h, w)
         h = self.mid(self.time_in(h))
         return self.conv_out(F.silu(self.norm_out(h)))
+
+    def _per_frame(self, x: Tensor) -> Tensor:
+        h = self.conv_in(_frames(x))
+        for level in self.levels:
+            h = level(h)
+        return _video(h, x.shape[0])  # (B, w, T, h, w)
 
 
 class Decoder(nn.Module):
@@ -103,34 +116,61 @@ class Decoder(nn.Module):
         self.levels = nn.ModuleList()
         for i in reversed(range(len(w) - 1)):
             up = nn.Sequential(nn.Conv2d(w[i + 1], 4 * w[i], 1), nn.PixelShuffle(2))
-            self.levels.append(nn.Sequential(up, *(ResBlock(w[i], False) for _ in range(args.blocks))))
+            self.levels.append(
+                nn.Sequential(up, *(ResBlock(w[i], False) for _ in range(args.blocks)))
+            )
         self.norm_out = PixelNorm(w[0])
         self.conv_out = nn.Conv2d(w[0], 3, 3, padding=1)
 
-    def forward(self, z: Tensor) -> Tensor:
-        """z: (B, C, t, h, w) -> (B, 3, t*ft, h*s, w*s), unclamped, about [-1, 1]."""
-        b, ft = z.shape[0], self.args.temporal
-        h = self.mid(self.conv_in(z))
-        h = self.time_out(h).unflatten(1, (-1, ft)).transpose(2, 3).flatten(2, 3)  # (B, w, t*ft, h, w)
-        h = _frames(h)
-        for level in self.levels:
-            h = level(h)
-        return _video(self.conv_out(F.silu(self.norm_out(h))), b)
+    def forward(self, z: Tensor, frame_slice: int | None = None, tile: int | None = None) -> Tensor:
+        """z: (B, C, t, h, w) -> (B, 3, t*ft, h*s, w*s), unclamped, about [-1, 1].
 
-    @property
-    def time_halo(self) -> int:
-        """Past latent frames an output depends on: two per causal 3x3x3 convolution."""
-        return 2 * (1 + 2 * self.args.blocks)
+        The latent-level part (causal in time) runs on the whole clip; the full-resolution part runs
+        per frame, in slices of `frame_slice` frames and tiles of `tile` latent pixels (exact: tiles
+        carry `space_halo` pixels of context and keep only their own outputs).
+        """
+        ft = self.args.temporal
+        h = self.mid(self.conv_in(z))
+        h = (
+            self.time_out(h).unflatten(1, (-1, ft)).transpose(2, 3).flatten(2, 3)
+        )  # (B, w, t*ft, h, w)
+        step = frame_slice or h.shape[2]
+        return torch.cat(
+            [self._tiled(h[:, :, s : s + step], tile) for s in range(0, h.shape[2], step)], 2
+        )
+
+    def _per_frame(self, h: Tensor) -> Tensor:
+        x = _frames(h)
+        for level in self.levels:
+            x = level(x)
+        return _video(self.conv_out(F.silu(self.norm_out(x))), h.shape[0])
+
+    def _tiled(self, h: Tensor, tile: int | None) -> Tensor:
+        rows, cols = h.shape[-2:]
+        if tile is None or (rows <= tile and cols <= tile):
+            return self._per_frame(h)
+        s, halo = self.args.spatial, self.space_halo
+        out = h.new_empty(h.shape[0], 3, h.shape[2], rows * s, cols * s)
+        for y in range(0, rows, tile):
+            for x in range(0, cols, tile):
+                y0, x0 = max(0, y - halo), max(0, x - halo)
+                part = self._per_frame(h[..., y0 : y + tile + halo, x0 : x + tile + halo])
+                ty, tx = min(tile, rows - y), min(tile, cols - x)
+                out[..., y * s : (y + ty) * s, x * s : (x + tx) * s] = part[
+                    ..., (y - y0) * s : (y - y0 + ty) * s, (x - x0) * s : (x - x0 + tx) * s
+                ]
+        return out
 
     @property
     def space_halo(self) -> int:
-        """Latent pixels of context a tile needs on each side for an exact result (rounded up)."""
-        convs_latent = 1 + 2 * self.args.blocks  # 3x3 convs at the latent level
+        """Latent pixels of context a tile of the per-frame part needs on each side (rounded up)."""
         pixels, scale = 0.0, 1
         for _ in range(len(self.args.widths) - 1):
             scale *= 2
-            pixels += 2 * self.args.blocks / scale  # 3x3 convs at each finer level, in latent pixels
-        return convs_latent + int(pixels + 1.0 / scale) + 1  # + the output conv, + one for rounding
+            pixels += (
+                2 * self.args.blocks / scale
+            )  # the 3x3 convs of each finer level, in latent pixels
+        return int(pixels + 1.0 / scale) + 1  # + the output conv, + one for rounding
 
 
 class VAE(nn.Module):
@@ -140,42 +180,9 @@ class VAE(nn.Module):
         self.encoder = Encoder(args)
         self.decoder = Decoder(args)
 
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor, frame_slice: int | None = None) -> Tensor:
         """Mean latent of x: (B, 3, T, H, W) in [-1, 1]."""
-        return self.encoder(x).chunk(2, dim=1)[0]
+        return self.encoder(x, frame_slice).chunk(2, dim=1)[0]
 
-    def decode(self, z: Tensor, time_slice: int | None = None, tile: int | None = None) -> Tensor:
-        """Decode, optionally in slices of `time_slice` latent frames and `tile` latent pixels.
-
-        Slices carry their halo (causal past in time, overlap in space) and keep only their own
-        outputs, so the result equals an unsliced decode while memory stays bounded by the slice.
-        """
-        t = z.shape[2]
-        if time_slice is None or time_slice >= t:
-            return self._decode_tiled(z, tile)
-        halo = self.decoder.time_halo
-        parts = []
-        for start in range(0, t, time_slice):
-            lo = max(0, start - halo)
-            out = self._decode_tiled(z[:, :, lo : start + time_slice], tile)
-            parts.append(out[:, :, (start - lo) * self.args.temporal :])
-        return torch.cat(parts, dim=2)
-
-    def _decode_tiled(self, z: Tensor, tile: int | None) -> Tensor:
-        h, w = z.shape[-2:]
-        if tile is None or (h <= tile and w <= tile):
-            return self.decoder(z)
-        s, halo = self.args.spatial, self.decoder.space_halo
-        out = None
-        for y in range(0, h, tile):
-            for x in range(0, w, tile):
-                y0, x0 = max(0, y - halo), max(0, x - halo)
-                y1, x1 = min(h, y + tile + halo), min(w, x + tile + halo)
-                part = self.decoder(z[..., y0:y1, x0:x1])
-                if out is None:
-                    out = part.new_empty(*part.shape[:3], h * s, w * s)
-                ty, tx = min(tile, h - y), min(tile, w - x)
-                out[..., y * s : (y + ty) * s, x * s : (x + tx) * s] = part[
-                    ..., (y - y0) * s : (y - y0 + ty) * s, (x - x0) * s : (x - x0 + tx) * s
-                ]
-        return out
+    def decode(self, z: Tensor, frame_slice: int | None = None, tile: int | None = None) -> Tensor:
+        return self.decoder(z, frame_slice, tile)

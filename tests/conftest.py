@@ -2,11 +2,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import randomize
 
 from models import PRESETS, SkipSR
-
-
-from helpers import randomize
 
 
 @pytest.fixture

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import randomize
 
 from models import PRESETS
 from models.attention import exact_varlen_attention, pack_windows, window_index
 from models.dit import DiT, TokenSet, patchify, unpatchify
 from models.skipsr import Settings, compose
-
-from helpers import randomize
 
 ARGS = PRESETS["debug"].dit
 GRID = (3, 6, 7)  # token grid (T, H, W): windows (2, 4, 4) do not divide it, so edges are partial
@@ -104,7 +103,9 @@ def test_varlen_attention_equals_dense_attention_under_window_block_mask(shifted
     q, k, v = (torch.randn(n, heads, dim, generator=gen, dtype=torch.float64) for _ in range(3))
     layout = pack_windows(coords, GRID, ARGS.window, shifted)
     out = torch.empty_like(q)
-    out[layout.perm] = exact_varlen_attention(q[layout.perm], k[layout.perm], v[layout.perm], layout)
+    out[layout.perm] = exact_varlen_attention(
+        q[layout.perm], k[layout.perm], v[layout.perm], layout
+    )
     wid = window_index(coords, GRID, ARGS.window, shifted)
     block = wid[:, None] == wid[None, :]  # (N, N): same batch item and same window
     ref = torch.nn.functional.scaled_dot_product_attention(
@@ -120,4 +121,6 @@ def test_shifted_windows_differ_from_regular():
     coords = torch.ones(*GRID, dtype=torch.bool)[None].nonzero()
     regular = window_index(coords, GRID, ARGS.window, False)
     shifted = window_index(coords, GRID, ARGS.window, True)
-    assert not torch.equal(regular.unique(return_inverse=True)[1], shifted.unique(return_inverse=True)[1])
+    assert not torch.equal(
+        regular.unique(return_inverse=True)[1], shifted.unique(return_inverse=True)[1]
+    )

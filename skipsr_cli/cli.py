@@ -1,0 +1,244 @@
+"""The `skipsr` command line: options -> config objects -> library calls; exceptions -> exit codes.
+
+Exit codes (README, "Exit codes"): 0 ok, 1 internal error, 2 bad usage, 3 unreadable input,
+4 model or weights error, 5 output or encode error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from models.skipsr import Settings
+from skipsr_cli import __version__
+from skipsr_cli.errors import ExitCode, InputError, SkipSRError, UsageError
+from skipsr_cli.pipeline import UpscaleJob, prepare, upscale
+from skipsr_cli.progress import make_renderer
+from skipsr_cli.video_io import EncodeOptions
+from skipsr_cli.weights import load_model
+
+app = typer.Typer(
+    name="skipsr",
+    help="Video super-resolution with SkipSR: detailed regions go through the transformer, flat ones skip it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_state = {"debug": False}
+
+
+def exit_codes(command: Callable) -> Callable:
+    """Turn every failure of a command into one line on stderr and its documented exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            print("skipsr: interrupted; no output was left behind", file=sys.stderr)
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except SkipSRError as e:
+            _report(e, str(e))
+            raise typer.Exit(e.exit_code) from None
+        except Exception as e:  # a bug: say so plainly
+            _report(
+                e, f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)"
+            )
+            raise typer.Exit(ExitCode.INTERNAL) from None
+
+    return wrapper
+
+
+def _report(error: BaseException, message: str) -> None:
+    if _state["debug"]:
+        traceback.print_exception(error, file=sys.stderr)
+    print(f"skipsr: error: {message}", file=sys.stderr, flush=True)
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+class DtypeChoice(str, Enum):
+    auto = "auto"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+def pick_device(choice: DeviceChoice) -> torch.device:
+    if choice is DeviceChoice.cuda and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available (use --device cpu)")
+    if choice is DeviceChoice.cpu or (
+        choice is DeviceChoice.auto and not torch.cuda.is_available()
+    ):
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def pick_dtype(choice: DtypeChoice, device: torch.device) -> torch.dtype:
+    if choice is DtypeChoice.auto:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[choice.value]
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 1920x1080") from None
+    if w < 1 or h < 1 or w > 16384 or h > 16384:
+        raise UsageError(f"--size {text!r}: width and height must be between 1 and 16384")
+    return w, h
+
+
+@app.command("upscale")
+@exit_codes
+def upscale_command(
+    input: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT", help="Video to upscale (any container and codec FFmpeg reads)."
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Argument(
+            metavar="OUTPUT", help="Where to write the result; the container follows the extension."
+        ),
+    ],
+    scale: Annotated[int, typer.Option("--scale", "-s", help="Upscale factor: 2 or 4.")] = 2,
+    size: Annotated[
+        str | None, typer.Option(help="Target size WIDTHxHEIGHT (overrides --scale).")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="tau in dB: skip tokens whose plain upsample is predicted at least this good. Higher keeps more (slower, closer to --no-skip)."
+        ),
+    ] = None,
+    no_skip: Annotated[
+        bool, typer.Option("--no-skip", help="Keep every token: the dense baseline.")
+    ] = False,
+    steps: Annotated[
+        int, typer.Option(min=1, max=1000, help="Flow-matching steps; 1 is one-step.")
+    ] = 1,
+    device: Annotated[DeviceChoice, typer.Option(help="Where the model runs.")] = DeviceChoice.auto,
+    dtype: Annotated[
+        DtypeChoice, typer.Option(help="Model precision; auto = bf16 on CUDA, fp32 on CPU.")
+    ] = DtypeChoice.auto,
+    chunk_frames: Annotated[
+        int, typer.Option(min=1, help="Frames per chunk (memory grows with it).")
+    ] = 16,
+    overlap: Annotated[
+        int, typer.Option(min=0, help="Frames shared by neighbouring chunks, cross-faded.")
+    ] = 4,
+    tile: Annotated[
+        int | None,
+        typer.Option(min=4, help="Decode in tiles of this many latent pixels to bound memory."),
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="A .safetensors weights file (overrides --model).")
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="Model preset: base, debug, seedvr2-3b.")
+    ] = "base",
+    random_weights: Annotated[
+        bool,
+        typer.Option(
+            "--random-weights", help="Untrained random weights, for tests and benchmarks."
+        ),
+    ] = False,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the sampling noise (and of --random-weights).")
+    ] = 0,
+    codec: Annotated[
+        str, typer.Option(help="Video encoder, e.g. libx264, libx265, libvpx-vp9, ffv1.")
+    ] = "libx264",
+    crf: Annotated[
+        int | None, typer.Option(help="Constant rate factor (quality) for x264/x265/vpx.")
+    ] = 18,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Encoder preset, e.g. medium, slow, veryfast.")
+    ] = "medium",
+    pix_fmt: Annotated[
+        str | None, typer.Option("--pix-fmt", help="Output pixel format, e.g. yuv420p, yuv444p.")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", "-y", help="Replace an existing output file.")
+    ] = False,
+    mask_out: Annotated[
+        Path | None,
+        typer.Option("--mask-out", help="Also write a video with skipped regions tinted blue."),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress and no summary on stderr.")
+    ] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Upscale a video: `skipsr upscale in.mp4 out.mp4`."""
+    _state["debug"] = debug
+    if scale not in (2, 4) and size is None:
+        raise UsageError(f"--scale must be 2 or 4, not {scale} (or give --size WIDTHxHEIGHT)")
+    if weights is not None and random_weights:
+        raise UsageError("--weights and --random-weights exclude each other")
+    if not input.exists():
+        raise InputError(f"input not found: {input}")
+    dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
+    settings = Settings(
+        threshold=threshold, skip=not no_skip, steps=steps, seed=seed, decode_tile=tile
+    )
+    encode = EncodeOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
+    job = UpscaleJob(
+        input,
+        output,
+        scale,
+        parse_size(size),
+        chunk_frames,
+        overlap,
+        settings,
+        encode,
+        overwrite,
+        mask_out,
+    )
+    plan = prepare(job)
+    net = load_model(model, weights, random_weights=random_weights, device=dev, dtype=dt, seed=seed)
+    renderer = make_renderer(quiet)
+    try:
+        summary = upscale(net, plan, dev, dt, renderer)
+    finally:
+        renderer.close()
+    if json_out:
+        print(json.dumps(summary.as_dict()), flush=True)
+
+
+@app.command("version")
+def version_command() -> None:
+    """Print the version."""
+    print(f"skipsr {__version__} (torch {torch.__version__})")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""decode -> chunk -> model -> blend -> encode, as short named steps. Emits events; draws nothing.
+
+Frames stream through: the decoder yields one frame at a time, chunks hold N low-resolution
+frames, the blend holds only the overlap, and the encoder takes each frame as soon as it is final.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models import SkipSR
+from models.skipsr import Result, Settings
+from skipsr_cli.chunking import Chunk, OverlapAdd, check_plan, iter_chunks
+from skipsr_cli.errors import ModelError, OutputError, UsageError
+from skipsr_cli.progress import Event, RunStats, Started, Summary
+from skipsr_cli.video_io import (
+    DecodedFrame,
+    EncodeOptions,
+    VideoInfo,
+    VideoWriter,
+    probe,
+    read_frames,
+    validate_encode_options,
+)
+
+MASK_TINT = (0.15, 0.35, 1.0)  # skipped regions in the mask video lean blue
+MASK_ALPHA = 0.45
+
+
+@dataclass(frozen=True)
+class UpscaleJob:
+    input: Path
+    output: Path
+    scale: int = 2
+    size: tuple[int, int] | None = None  # (width, height); overrides scale
+    chunk_frames: int = 16
+    overlap: int = 4
+    settings: Settings = field(default_factory=Settings)
+    encode: EncodeOptions = field(default_factory=EncodeOptions)
+    overwrite: bool = False
+    mask_out: Path | None = None
+
+
+def output_size(info: VideoInfo, scale: int, size: tuple[int, int] | None) -> tuple[int, int]:
+    """(width, height) of the output: an explicit size, or the input times the scale."""
+    if size is not None:
+        return size
+    return info.width * scale, info.height * scale
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A job checked against its input: everything known before any model work."""
+
+    job: UpscaleJob
+    info: VideoInfo
+    out_size: tuple[int, int]  # (width, height)
+
+
+def prepare(job: UpscaleJob) -> Plan:
+    """Probe the input and refuse whatever can be refused before the model is even loaded."""
+    info = probe(job.input)
+    out_w, out_h = output_size(info, job.scale, job.size)
+    try:
+        check_plan(job.chunk_frames, job.overlap)
+    except ValueError as e:
+        raise UsageError(f"--chunk-frames/--overlap: {e}") from e
+    validate_encode_options(job.encode, out_w, out_h)
+    outputs = [p for p in (job.output, job.mask_out) if p is not None]
+    for path in outputs:
+        if path.resolve() == job.input.resolve():
+            raise UsageError(f"the output {path} is the input: choose another path")
+        if path.exists() and not job.overwrite:
+            raise OutputError(f"output exists: {path} (pass --overwrite to replace it)")
+        if not path.parent.exists():
+            raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
+    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
+        raise UsageError("--mask-out must differ from the output path")
+    return Plan(job, info, (out_w, out_h))
+
+
+def upscale(
+    model: SkipSR,
+    plan: Plan,
+    device: torch.device,
+    dtype: torch.dtype,
+    emit: Callable[[Event], None],
+) -> Summary:
+    """Run one file end to end; the output appears at job.output only if everything succeeded."""
+    job, info, (out_w, out_h) = plan.job, plan.info, plan.out_size
+    started = Started(
+        job.input,
+        job.output,
+        info.frame_count,
+        (info.width, info.height),
+        (out_w, out_h),
+        str(device),
+    )
+    stats = RunStats(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    emit(started)
+    with contextlib.ExitStack() as stack:
+        writers = open_writers(stack, job, info, out_w, out_h)
+        decoded = write_chunks(
+            model, job, info, (out_h, out_w), device, dtype, writers, stats, emit
+        )
+        if stats.frames != decoded:
+            raise AssertionError(f"decoded {decoded} frames but wrote {stats.frames}")
+    summary = stats.summary(started)
+    emit(summary)
+    return summary
+
+
+def open_writers(
+    stack: contextlib.ExitStack, job: UpscaleJob, info: VideoInfo, w: int, h: int
+) -> list[VideoWriter]:
+    """The output (with the input's audio), and the optional mask video (video only)."""
+    common = dict(
+        width=w,
+        height=h,
+        rate=info.rate,
+        time_base=info.time_base,
+        options=job.encode,
+        overwrite=job.overwrite,
+    )
+    writers = [stack.enter_context(VideoWriter(job.output, copy_audio_from=job.input, **common))]
+    if job.mask_out is not None:
+        writers.append(stack.enter_context(VideoWriter(job.mask_out, **common)))
+    return writers
+
+
+def write_chunks(
+    model: SkipSR,
+    job: UpscaleJob,
+    info: VideoInfo,
+    size: tuple[int, int],
+    device: torch.device,
+    dtype: torch.dtype,
+    writers: list[VideoWriter],
+    stats: RunStats,
+    emit: Callable[[Event], None],
+) -> int:
+    """Upscale chunk by chunk, blend the overlaps, write each frame once it is final.
+
+    Returns how many frames were decoded, so the caller can check none was lost.
+    """
+    blends = [OverlapAdd() for _ in writers]
+    decoded = 0
+    pts: dict[int, int | None] = {}
+    for chunk in iter_chunks(read_frames(job.input), job.chunk_frames, job.overlap):
+        result = run_chunk(model, chunk, size, job.settings, device, dtype)
+        stats.add_tokens(result.keep.numel(), int(result.keep.sum()))
+        outputs = [result.frames[0].transpose(0, 1).float()]  # (T, 3, H, W)
+        if len(writers) > 1:
+            outputs.append(skipped_map(model, result, size))
+        pts.update({f.index: f.pts for f in chunk.items})
+        decoded = max(decoded, chunk.stop)
+        for index, frames in _released(blends, chunk, outputs):
+            _write(writers, frames, pts.pop(index))
+            stats.frames += 1
+        emit(stats.advanced(info.frame_count))
+    for blend in blends:
+        blend.close()
+    return decoded
+
+
+def _released(
+    blends: list[OverlapAdd], chunk: Chunk, outputs: list[Tensor]
+) -> Iterator[tuple[int, list[Tensor]]]:
+    """Frames the blends complete together (the output and the mask share the chunk plan)."""
+    streams = [blend.add(chunk, out) for blend, out in zip(blends, outputs, strict=True)]
+    for items in zip(*streams, strict=True):
+        yield items[0][0], [frame for _, frame in items]
+
+
+def run_chunk(
+    model: SkipSR,
+    chunk: Chunk[DecodedFrame],
+    size: tuple[int, int],
+    settings: Settings,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Result:
+    """One chunk through the model: uint8 RGB frames -> (1, 3, T, H, W) in [0, 1] on the device."""
+    lr = torch.from_numpy(np.stack([f.rgb for f in chunk.items]))  # (T, h, w, 3) uint8
+    lr = (
+        lr.to(device, non_blocking=True).permute(3, 0, 1, 2)[None].to(dtype) / 255
+    )  # (1, 3, T, h, w)
+    try:
+        with torch.inference_mode():
+            return model(lr, size, settings)
+    except torch.cuda.OutOfMemoryError as e:
+        raise ModelError(
+            "out of GPU memory: lower --chunk-frames, set --tile, or use --dtype bf16"
+        ) from e
+    except RuntimeError as e:
+        raise ModelError(f"the model failed on frames {chunk.start}-{chunk.stop - 1}: {e}") from e
+
+
+def skipped_map(model: SkipSR, result: Result, size: tuple[int, int]) -> Tensor:
+    """Per output pixel, 1 where its token was skipped: (T, 1, H, W) float on the device."""
+    ft, th, tw = model.args.token_pixels
+    skipped = (~result.keep[0]).float()  # (T', H', W') on the padded token grid
+    full = skipped.repeat_interleave(ft, 0).repeat_interleave(th, 1).repeat_interleave(tw, 2)
+    t = result.frames.shape[2]
+    return full[:t, None, : size[0], : size[1]]
+
+
+def _write(writers: list[VideoWriter], frames: list[Tensor], pts: int | None) -> None:
+    image = frames[0]  # (3, H, W) in [0, 1]
+    writers[0].write(to_uint8(image), pts)
+    if len(writers) > 1:
+        tint = image.new_tensor(MASK_TINT)[:, None, None]
+        alpha = MASK_ALPHA * frames[1]
+        writers[1].write(to_uint8(image * (1 - alpha) + tint * alpha), pts)
+
+
+def to_uint8(image: Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8 RGB, rounded."""
+    return (
+        image.clamp(0, 1)
+        .mul(255)
+        .round()
+        .to(torch.uint8)
+        .permute(1, 2, 0)
+        .contiguous()
+        .cpu()
+        .numpy()
+    )

@@ -1,0 +1,461 @@
+"""Video in and video out, through PyAV only.
+
+This is the one module that touches media files. It probes an input, decodes it one frame at a time
+(so memory stays flat however long the film), and encodes the result with every audio stream of the
+source copied untouched and interleaved with the video. The output is written to a temporary file
+beside the target and renamed into place only when complete, so a crash never leaves a half-written
+file where the user expects a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from skipsr_cli.errors import InputError, OutputError, UsageError
+
+# Errors PyAV raises for unreadable or unwritable media: its own FFmpegError family, plus the plain
+# OSError / ValueError it uses for bad paths, unsupported codec/container pairs and bad arguments.
+_AV_ERRORS = (av.FFmpegError, OSError, ValueError)
+
+# Encoders whose "preset" option speaks x264's vocabulary ("medium", "slow", ...). Other encoders
+# either have no preset or a numeric one, so the default "medium" would make them fail to open.
+_PRESET_ENCODERS = frozenset({"libx264", "libx265"})
+_DEFAULT_PIX_FMT = {"libx264": "yuv420p", "libx265": "yuv420p"}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the pipeline plans with: size, exact rational rate, time base and (estimated) length."""
+
+    path: Path
+    width: int
+    height: int
+    rate: Fraction
+    time_base: Fraction
+    frame_count: int | None
+    duration: float | None
+    codec: str
+    pix_fmt: str
+    audio_streams: int
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """One decoded picture with the timestamp the writer needs to keep the input's timing."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8 RGB, C-contiguous
+    pts: int | None  # in VideoInfo.time_base units
+    index: int  # 0-based, in the order PyAV delivers frames (presentation order)
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """The user's encoder choices; checked by validate_encode_options before any model work."""
+
+    codec: str = "libx264"
+    crf: int | None = 18
+    preset: str | None = "medium"
+    pix_fmt: str | None = None  # None: yuv420p for x264/x265, else the encoder's first format
+    bitrate: int | None = None  # bits/s; when set, used instead of crf
+
+
+def _open_input(path: Path) -> av.container.InputContainer:
+    """Open a media file, turning every way it can fail into one readable InputError."""
+    if not path.exists():
+        raise InputError(f"input not found: {path}")
+    try:
+        return av.open(str(path), "r")
+    except _AV_ERRORS as e:
+        raise InputError(f"cannot read {path}: {e}") from e
+
+
+def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
+    """The first real video stream; cover art (an attached picture) is not the video."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    raise InputError(f"no video stream in {path}")
+
+
+def _stream_rate(stream: av.VideoStream) -> Fraction | None:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return Fraction(rate)
+    return None
+
+
+def _tag_seconds(tag: str | None) -> float | None:
+    """Matroska's per-stream DURATION tag, "HH:MM:SS.nnnnnnnnn", in seconds."""
+    try:
+        hours, minutes, seconds = (tag or "").split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+
+
+def _stream_duration(
+    container: av.container.InputContainer, stream: av.VideoStream
+) -> float | None:
+    """Seconds: the video stream's own duration where the container stores one (mp4 header, mkv
+    tag), else the whole file's, which may include a longer audio track."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tagged = _tag_seconds(stream.metadata.get("DURATION"))
+    if tagged:
+        return tagged
+    if container.duration:
+        return container.duration / av.time_base
+    return None
+
+
+def probe(path: Path) -> VideoInfo:
+    """Read what the pipeline needs to plan its work, without decoding any frame."""
+    path = Path(path)
+    container = _open_input(path)
+    with container:
+        stream = _video_stream(container, path)
+        rate = _stream_rate(stream)
+        if rate is None:
+            raise InputError(f"cannot read {path}: the video stream has no frame rate")
+        duration = _stream_duration(container, stream)
+        frame_count: int | None = stream.frames or None
+        if frame_count is None and duration is not None:
+            frame_count = round(duration * rate)
+        ctx = stream.codec_context
+        return VideoInfo(
+            path=path,
+            width=ctx.width,
+            height=ctx.height,
+            rate=rate,
+            time_base=Fraction(stream.time_base or Fraction(1, rate)),
+            frame_count=frame_count,
+            duration=duration,
+            codec=ctx.name,
+            pix_fmt=ctx.pix_fmt or "unknown",
+            audio_streams=len(container.streams.audio),
+        )
+
+
+def read_frames(path: Path) -> Iterator[DecodedFrame]:
+    """Stream the first video stream as RGB frames, one at a time.
+
+    The file is opened now, so a missing or unreadable input fails at the call, not at the first
+    ``next()``. A decode error mid-stream raises InputError naming the frame: a frame is never
+    skipped, because a shorter output would silently fall out of sync with the audio.
+    """
+    path = Path(path)
+    container = _open_input(path)
+    try:
+        stream = _video_stream(container, path)
+        stream.codec_context.thread_type = "AUTO"  # slice + frame threads: decode beside the model
+    except BaseException:
+        container.close()
+        raise
+    return _decode(container, stream, path)
+
+
+def _decode(
+    container: av.container.InputContainer, stream: av.VideoStream, path: Path
+) -> Iterator[DecodedFrame]:
+    index = 0
+    with container:
+        try:
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    yield DecodedFrame(_to_rgb(frame), frame.pts, index)
+                    index += 1
+        except _AV_ERRORS as e:
+            raise InputError(f"cannot decode {path} at frame {index}: {e}") from e
+
+
+def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """(H, W, 3) uint8, honouring the frame's own matrix and range so full-range input keeps its colours."""
+    rgb = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range or None)
+    return np.ascontiguousarray(rgb)
+
+
+def _encoder(name: str) -> av.Codec:
+    try:
+        codec = av.Codec(name, "w")
+    except _AV_ERRORS as e:
+        raise UsageError(
+            f"unknown encoder {name!r} (try libx264, libx265, libvpx-vp9 or ffv1)"
+        ) from e
+    if codec.type != "video":
+        raise UsageError(f"{name!r} is a {codec.type} encoder, not a video encoder")
+    return codec
+
+
+def resolve_pix_fmt(options: EncodeOptions) -> str:
+    """The pixel format the encoder will get: the user's choice, else a widely playable default."""
+    if options.pix_fmt is not None:
+        return options.pix_fmt
+    if options.codec in _DEFAULT_PIX_FMT:
+        return _DEFAULT_PIX_FMT[options.codec]
+    formats = _encoder(options.codec).video_formats
+    return formats[0].name if formats else "yuv420p"
+
+
+def validate_encode_options(options: EncodeOptions, width: int, height: int) -> None:
+    """Reject encoder settings that cannot work, before any (slow) model work starts."""
+    codec = _encoder(options.codec)
+    pix_fmt = resolve_pix_fmt(options)
+    try:
+        fmt = av.VideoFormat(pix_fmt)
+    except _AV_ERRORS as e:
+        raise UsageError(f"unknown pixel format {pix_fmt!r}") from e
+    supported = [f.name for f in codec.video_formats or []]
+    if supported and pix_fmt not in supported:
+        raise UsageError(
+            f"encoder {options.codec} does not support pixel format {pix_fmt}; "
+            f"choose one of: {', '.join(supported)}"
+        )
+    if width <= 0 or height <= 0:
+        raise UsageError(f"invalid output size {width}x{height}")
+    odd_w = width % 2 and fmt.chroma_width(2) < 2
+    odd_h = height % 2 and fmt.chroma_height(2) < 2
+    if odd_w or odd_h:
+        raise UsageError(
+            f"output size {width}x{height} is odd but pixel format {pix_fmt} needs even sizes; "
+            "choose e.g. --pix-fmt yuv444p or an even --size"
+        )
+    if options.crf is not None and options.crf < 0:
+        raise UsageError(f"invalid CRF {options.crf}: it must be 0 or more")
+    if options.bitrate is not None and options.bitrate <= 0:
+        raise UsageError(f"invalid bitrate {options.bitrate}: it must be positive")
+
+
+def _codec_options(options: EncodeOptions) -> dict[str, str]:
+    """Private encoder options: CRF unless a bitrate is given; an x264-style preset where it applies."""
+    opts: dict[str, str] = {}
+    if options.crf is not None and options.bitrate is None:
+        opts["crf"] = str(options.crf)
+    if options.preset is not None and options.codec in _PRESET_ENCODERS:
+        opts["preset"] = options.preset
+    return opts
+
+
+def partial_path(path: Path) -> Path:
+    """Where output is written until complete: same directory (so the rename is atomic), same
+    extension (so FFmpeg still guesses the container), a name the project's .gitignore ignores."""
+    return path.with_name(f"{path.stem}.skipsr-partial{path.suffix}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return a.samefile(b)
+    return a.resolve() == b.resolve()
+
+
+def _check_target(path: Path, copy_audio_from: Path | None, overwrite: bool) -> None:
+    """Refuse an output that cannot or must not be written, before anything is written."""
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: directory {path.parent} does not exist")
+    if not path.suffix:
+        raise OutputError(f"cannot write {path}: add an extension (.mp4, .mkv, .mov, .webm)")
+    if copy_audio_from is not None and _same_file(path, Path(copy_audio_from)):
+        raise OutputError(f"cannot write {path}: it is the input file")
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a directory")
+    if path.exists() and not overwrite:
+        raise OutputError(f"output exists: {path} (pass --overwrite to replace it)")
+
+
+def _packet_seconds(packet: av.Packet) -> float | None:
+    """Time of a packet in mux order (dts, else pts), in seconds, for interleaving."""
+    t = packet.dts if packet.dts is not None else packet.pts
+    if t is None or not packet.time_base:
+        return None
+    return float(t * packet.time_base)
+
+
+class _AudioCopier:
+    """Remuxes every audio stream of a source, packet for packet, into an output container.
+
+    It keeps its own demuxer on the source reading only the audio, one packet ahead, so the writer
+    can interleave audio with the video as it goes instead of appending all audio at the end.
+    """
+
+    def __init__(self, source: Path, output: av.container.OutputContainer) -> None:
+        self._input = _open_input(source)
+        self._output = output
+        streams = list(self._input.streams.audio)
+        self._map: dict[int, av.AudioStream] = {}
+        try:
+            for s in streams:
+                self._map[s.index] = output.add_stream_from_template(s)
+                self._map[s.index].metadata.update(s.metadata)  # language, title
+        except BaseException:
+            self._input.close()
+            raise
+        self._packets = self._input.demux(*streams) if streams else iter(())
+        self._pending: av.Packet | None = None
+
+    def mux_until(self, seconds: float | None) -> None:
+        """Mux audio packets up to `seconds` (all that remain when None)."""
+        while True:
+            if self._pending is None:
+                self._pending = next(self._packets, None)
+                if self._pending is None:
+                    return
+            packet = self._pending
+            if packet.size == 0:  # the flush packet PyAV yields at end of file
+                self._pending = None
+                continue
+            t = _packet_seconds(packet)
+            if seconds is not None and t is not None and t > seconds:
+                return
+            # mux() rescales from packet.time_base (the source stream's) to the output stream's.
+            packet.stream = self._map[packet.stream_index]
+            self._output.mux(packet)
+            self._pending = None
+
+    def close(self) -> None:
+        self._input.close()
+
+
+class VideoWriter:
+    """Encodes RGB frames into a video file, copying the source's audio, atomically.
+
+    Use as a context manager: a clean exit publishes the file, an exception deletes the partial
+    file and leaves `path` as it was.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        width: int,
+        height: int,
+        rate: Fraction,
+        time_base: Fraction | None,
+        options: EncodeOptions,
+        copy_audio_from: Path | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.width, self.height = width, height
+        self.rate = Fraction(rate)
+        self.time_base = Fraction(time_base) if time_base else 1 / self.rate
+        self.frames_written = 0
+        self._overwrite = overwrite
+        self._temp = partial_path(self.path)
+        self._output: av.container.OutputContainer | None = None
+        self._audio: _AudioCopier | None = None
+        self._done = False
+        validate_encode_options(options, width, height)
+        _check_target(self.path, copy_audio_from, overwrite)
+        try:
+            self._output = av.open(str(self._temp), "w")
+            self._video = self._add_video_stream(options)
+            if copy_audio_from is not None:
+                self._audio = _AudioCopier(Path(copy_audio_from), self._output)
+            # Open the encoder now, so a bad option fails here rather than after the model ran.
+            self._video.codec_context.open()
+        except _AV_ERRORS as e:
+            self.abort()
+            raise OutputError(f"cannot write {self.path}: {e}") from e
+        except BaseException:
+            self.abort()
+            raise
+
+    def _add_video_stream(self, options: EncodeOptions) -> av.VideoStream:
+        assert self._output is not None
+        stream = self._output.add_stream(
+            options.codec,
+            rate=self.rate,
+            options=_codec_options(options),
+            width=self.width,
+            height=self.height,
+            time_base=self.time_base,
+        )
+        stream.pix_fmt = resolve_pix_fmt(options)
+        if options.bitrate is not None:
+            stream.bit_rate = options.bitrate
+        # thread_count 0 lets the encoder pick one thread per core (FFmpeg's default is 1).
+        stream.codec_context.thread_type = "AUTO"
+        stream.codec_context.thread_count = 0
+        return stream
+
+    def write(self, rgb: np.ndarray, pts: int | None = None) -> None:
+        """Encode one (H, W, 3) uint8 RGB frame at `pts` (time_base units), or the next frame slot."""
+        if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
+            raise ValueError(
+                f"expected a ({self.height}, {self.width}, 3) uint8 frame, "
+                f"got {rgb.shape} {rgb.dtype}"
+            )
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        if pts is None:
+            pts = round(self.frames_written / self.rate / self.time_base)
+        frame.pts = pts
+        frame.time_base = self.time_base
+        try:
+            self._mux_video(self._video.encode(frame))
+        except _AV_ERRORS as e:
+            raise OutputError(f"cannot write {self.path}: frame {self.frames_written}: {e}") from e
+        self.frames_written += 1
+
+    def _mux_video(self, packets: list[av.Packet]) -> None:
+        """Mux video packets, each preceded by the audio that plays before it."""
+        assert self._output is not None
+        for packet in packets:
+            if self._audio is not None:
+                self._audio.mux_until(_packet_seconds(packet))
+            self._output.mux(packet)
+
+    def close(self) -> None:
+        """Flush the encoder, finish the audio copy, then publish the file at `path` in one rename."""
+        if self._done:
+            return
+        try:
+            self._finish()
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+
+    def _finish(self) -> None:
+        assert self._output is not None
+        if self.frames_written == 0:
+            raise OutputError(f"cannot write {self.path}: no frames were written")
+        try:
+            self._mux_video(self._video.encode(None))
+            if self._audio is not None:
+                self._audio.mux_until(None)
+                self._audio.close()
+            self._output.close()
+        except _AV_ERRORS as e:
+            raise OutputError(f"cannot write {self.path}: {e}") from e
+        if self.path.exists() and not self._overwrite:
+            raise OutputError(f"output exists: {self.path} (pass --overwrite to replace it)")
+        try:
+            os.replace(self._temp, self.path)
+        except OSError as e:
+            raise OutputError(f"cannot write {self.path}: {e}") from e
+
+    def abort(self) -> None:
+        """Stop and delete the partial file; `path` is never touched. Safe to call more than once."""
+        self._done = True
+        for closable in (self._audio, self._output):
+            if closable is not None:
+                with contextlib.suppress(Exception):
+                    closable.close()
+        with contextlib.suppress(OSError):
+            self._temp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -1,0 +1,151 @@
+"""One loader for a preset name or a weights path. Safetensors only: nothing is ever unpickled.
+
+A weights file carries its `ModelArgs` as JSON in the safetensors metadata, so the file alone
+rebuilds its network. The network is built on the meta device and the tensors are loaded straight
+onto the target device; keys are strict and a mismatch names the missing and unexpected keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from models import PRESETS, ModelArgs, SkipSR
+from skipsr_cli.errors import ModelError
+
+CONFIG_KEY = "skipsr.config"
+FORMAT_KEY = "skipsr.format"
+FORMAT = "1"
+SHIPPED = Path(__file__).parent / "weights"  # weights that ship inside the package
+
+
+def shipped_path(preset: str) -> Path:
+    return SHIPPED / f"{preset}.safetensors"
+
+
+def load_model(
+    preset: str = "base",
+    weights: Path | None = None,
+    *,
+    random_weights: bool = False,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> SkipSR:
+    """Build the model from a weights file, the preset's shipped weights, or random weights."""
+    if random_weights:
+        model = SkipSR(_preset_args(preset)).to(device)
+        model.init_weights(seed)
+        return model.to(dtype).eval()
+    path = weights if weights is not None else shipped_path(_checked_preset(preset))
+    if weights is None and not path.exists():
+        raise ModelError(
+            f"no trained weights ship for preset {preset!r} yet: pass --weights PATH, or "
+            "--random-weights to run the untrained network (tests and benchmarks only)"
+        )
+    if weights is None:
+        verify_checksum(path)
+    return _load_file(path, torch.device(device), dtype)
+
+
+def _checked_preset(name: str) -> str:
+    if name not in PRESETS:
+        raise ModelError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return name
+
+
+def _preset_args(name: str) -> ModelArgs:
+    return PRESETS[_checked_preset(name)]
+
+
+def read_args(path: Path) -> ModelArgs:
+    """The configuration stored in a weights file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except FileNotFoundError as e:
+        raise ModelError(f"weights not found: {path}") from e
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelError(f"cannot read weights {path}: not a safetensors file ({e})") from e
+    if meta.get(FORMAT_KEY) != FORMAT or CONFIG_KEY not in meta:
+        raise ModelError(
+            f"{path} is a safetensors file but not skipsr weights (no {CONFIG_KEY} metadata)"
+        )
+    try:
+        return ModelArgs.from_json(meta[CONFIG_KEY])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"{path} holds a configuration this version cannot build: {e}") from e
+
+
+def _load_file(path: Path, device: torch.device, dtype: torch.dtype) -> SkipSR:
+    args = read_args(path)
+    with torch.device("meta"):
+        model = SkipSR(args)
+    expected = model.state_dict()
+    with safe_open(str(path), framework="pt", device=str(device)) as f:
+        keys = set(f.keys())
+        _check_keys(path, set(expected), keys)
+        state = {k: f.get_tensor(k) for k in keys}
+    for key, tensor in state.items():
+        if tensor.shape != expected[key].shape:
+            raise ModelError(
+                f"{path}: {key} has shape {tuple(tensor.shape)}, the model needs {tuple(expected[key].shape)}"
+            )
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    return model.eval()
+
+
+def _check_keys(path: Path, expected: set[str], found: set[str]) -> None:
+    missing, unexpected = sorted(expected - found), sorted(found - expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s): {', '.join(missing[:5])}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:5])}")
+        raise ModelError(f"{path} does not match its configuration: {'; '.join(parts)}")
+
+
+def save_model(
+    model: SkipSR, path: Path, dtype: torch.dtype | None = None, **metadata: str
+) -> None:
+    """Write weights with the configuration in the metadata (optionally cast, e.g. to bf16)."""
+    state = {
+        k: (v.to(dtype) if dtype else v).detach().contiguous().cpu()
+        for k, v in model.state_dict().items()
+    }
+    meta = {CONFIG_KEY: model.args.to_json(), FORMAT_KEY: FORMAT, **metadata}
+    save_file(state, str(path), metadata=meta)
+
+
+def verify_checksum(path: Path) -> None:
+    """Shipped weights are listed in SHA256SUMS beside them; a mismatch means a corrupt install."""
+    sums = path.parent / "SHA256SUMS"
+    if not sums.exists():
+        return
+    listed = dict(reversed(line.split()) for line in sums.read_text().splitlines() if line.strip())
+    if path.name not in listed:
+        return
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != listed[path.name]:
+        raise ModelError(
+            f"{path} is corrupt: its SHA-256 does not match SHA256SUMS; reinstall skipsr"
+        )
+
+
+def describe(model: SkipSR) -> dict:
+    """Parameter counts per network, for summaries and model cards."""
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    return {
+        "config": json.loads(model.args.to_json()),
+        "parameters": {
+            "vae": count(model.vae),
+            "mask_predictor": count(model.mask_predictor),
+            "dit": count(model.dit),
+        },
+    }

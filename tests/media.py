@@ -1,0 +1,159 @@
+"""Small, deterministic test media generated on the fly with PyAV (helpers, not tests).
+
+Clips are tiny (64x48, a few frames) so every test that needs a video can make its own in
+milliseconds, and nothing binary has to live in the repository.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+AUDIO_RATE = 48000
+_AUDIO_CHUNK = 1024  # samples per frame handed to the audio encoder (it re-frames as it needs)
+
+
+def _frame_image(width: int, height: int, i: int, texture: np.ndarray) -> np.ndarray:
+    """A smooth diagonal gradient that moves with i, plus fixed texture, so frames all differ."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    phase = 2 * np.pi * i / 16
+    r = 128 + 100 * np.sin(2 * np.pi * x / max(width, 1) + phase)
+    g = 128 + 100 * np.cos(2 * np.pi * y / max(height, 1) - phase)
+    b = 255 * ((x + y + 4 * i) % 64) / 64
+    rgb = np.stack([r, g, b], axis=-1) + texture  # (H, W, 3)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def audio_codec_for(path: Path) -> str:
+    """An audio encoder the container accepts: AAC for mp4/mov, Opus or Vorbis for webm/mkv."""
+    if path.suffix.lower() in {".webm", ".mkv"}:
+        for name in ("libopus", "libvorbis"):
+            if name in av.codecs_available:
+                return name
+    return "aac"
+
+
+def _even_safe_pix_fmt(pix_fmt: str, width: int, height: int) -> str:
+    """Chroma-subsampled formats need even sizes; odd test sizes switch to 4:4:4."""
+    fmt = av.VideoFormat(pix_fmt)
+    if (width % 2 and fmt.chroma_width(2) < 2) or (height % 2 and fmt.chroma_height(2) < 2):
+        return "yuv444p"
+    return pix_fmt
+
+
+def sine_wave(samples: int, freq: float = 440.0) -> np.ndarray:
+    """(1, samples) float32 mono sine."""
+    t = np.arange(samples, dtype=np.float64) / AUDIO_RATE
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)[None]
+
+
+def _write_audio(
+    output: av.container.OutputContainer, stream: av.AudioStream, frames: int, rate: Fraction
+) -> None:
+    samples = round(Fraction(frames) / rate * AUDIO_RATE)  # exactly as long as the video
+    wave = sine_wave(samples)
+    for start in range(0, samples, _AUDIO_CHUNK):
+        chunk = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(wave[:, start : start + _AUDIO_CHUNK]),
+            format="fltp",
+            layout="mono",
+        )
+        chunk.sample_rate = AUDIO_RATE
+        chunk.pts = start
+        chunk.time_base = Fraction(1, AUDIO_RATE)
+        output.mux(stream.encode(chunk))
+    output.mux(stream.encode(None))
+
+
+def make_clip(
+    path: Path,
+    *,
+    width: int = 64,
+    height: int = 48,
+    frames: int = 10,
+    rate: Fraction = Fraction(24),
+    audio: bool = True,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    seed: int = 0,
+) -> Path:
+    """Write a short clip with a moving picture and (optionally) a sine tone of the same length."""
+    path = Path(path)
+    rate = Fraction(rate)
+    pix_fmt = _even_safe_pix_fmt(pix_fmt, width, height)
+    texture = np.random.default_rng(seed).normal(0, 12, size=(height, width, 3)).astype(np.float32)
+    with av.open(str(path), "w") as output:
+        video = output.add_stream(codec, rate=rate, width=width, height=height, time_base=1 / rate)
+        video.pix_fmt = pix_fmt
+        if codec in {"libx264", "libx265"}:
+            video.options = {"preset": "ultrafast", "crf": "18"}
+        sound = None
+        if audio:
+            sound = output.add_stream(audio_codec_for(path), rate=AUDIO_RATE, layout="mono")
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(
+                _frame_image(width, height, i, texture), format="rgb24"
+            )
+            frame.pts = i
+            frame.time_base = 1 / rate
+            output.mux(video.encode(frame))
+        output.mux(video.encode(None))
+        if sound is not None:
+            _write_audio(output, sound, frames, rate)
+    return path
+
+
+def make_non_video(path: Path) -> Path:
+    """A text file wearing a video extension: must be refused as input, not crash the decoder."""
+    path = Path(path)
+    path.write_text("this is not a video\n" * 20)
+    return path
+
+
+def make_audio_only(path: Path, *, seconds: float = 0.5) -> Path:
+    """A valid media file without any video stream."""
+    path = Path(path)
+    with av.open(str(path), "w") as output:
+        stream = output.add_stream(audio_codec_for(path), rate=AUDIO_RATE, layout="mono")
+        _write_audio(output, stream, round(seconds * 24), Fraction(24))
+    return path
+
+
+def audio_packets(path: Path) -> list[bytes]:
+    """Raw bytes of every audio packet, in file order, to prove a stream copy is bit-exact."""
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return []
+        return [bytes(p) for p in container.demux(container.streams.audio[0]) if p.size]
+
+
+def stream_span(path: Path, kind: str) -> tuple[float, float]:
+    """(start, end) in seconds of the first `kind` stream ("video" or "audio"), from its packets."""
+    with av.open(str(path)) as container:
+        stream = getattr(container.streams, kind)[0]
+        times = [
+            (p.pts * p.time_base, (p.pts + p.duration) * p.time_base)
+            for p in container.demux(stream)
+            if p.size and p.pts is not None
+        ]
+    return float(min(t[0] for t in times)), float(max(t[1] for t in times))
+
+
+def stream_seconds(path: Path, kind: str) -> float:
+    """End time of the first `kind` stream, in seconds."""
+    return stream_span(path, kind)[1]
+
+
+def make_corrupt_clip(path: Path, *, frames: int = 20) -> Path:
+    """An intra-only FFV1 clip (.mkv) whose middle bytes are scrambled: opens, then fails to decode."""
+    path = Path(path)
+    make_clip(path, codec="ffv1", frames=frames, audio=False)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    for i in range(middle, min(middle + 400, len(data))):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    return path

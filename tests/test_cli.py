@@ -1,0 +1,164 @@
+"""The `skipsr` console script end to end, on the debug preset with random weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from media import audio_packets, make_clip, make_non_video, stream_seconds
+
+from skipsr_cli.errors import ExitCode
+from skipsr_cli.video_io import probe, read_frames
+
+DEBUG = ["--model", "debug", "--random-weights"]
+
+
+def skipsr_exe() -> str:
+    """The installed console script (pyproject's [project.scripts]), beside this interpreter."""
+    exe = Path(sys.executable).parent / "skipsr"
+    found = str(exe) if exe.exists() else shutil.which("skipsr")
+    assert found, "the skipsr console script is not installed (pip install -e .)"
+    return found
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [skipsr_exe(), *map(str, args)], capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("in") / "in.mp4"
+    return make_clip(path, width=64, height=48, frames=23, rate=Fraction(24000, 1001), audio=True)
+
+
+def test_upscale_keeps_frames_rate_and_audio(clip, tmp_path):
+    out = tmp_path / "out.mp4"
+    mask = tmp_path / "mask.mp4"
+    r = run(
+        "upscale",
+        clip,
+        out,
+        *DEBUG,
+        "--chunk-frames",
+        "8",
+        "--overlap",
+        "2",
+        "--mask-out",
+        mask,
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    src, dst = probe(clip), probe(out)
+    assert (dst.width, dst.height) == (2 * src.width, 2 * src.height)
+    assert sum(1 for _ in read_frames(out)) == sum(1 for _ in read_frames(clip)) == 23
+    assert dst.rate == src.rate == Fraction(24000, 1001)
+    assert dst.audio_streams == 1
+    assert abs(stream_seconds(out, "audio") - stream_seconds(clip, "audio")) < 1 / 24
+    assert audio_packets(out) == audio_packets(clip)  # copied, not re-encoded
+    assert (
+        summary["frames"] == 23
+        and summary["out_width"] == 128
+        and 0.0 <= summary["skip_ratio"] <= 1.0
+    )
+    assert sum(1 for _ in read_frames(mask)) == 23
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "mask.mp4",
+        "out.mp4",
+    ]  # no temp files left
+
+
+def test_scale_4_size_and_odd_input(tmp_path):
+    odd = make_clip(
+        tmp_path / "odd.mkv", width=45, height=27, frames=6, audio=False, pix_fmt="yuv444p"
+    )
+    out = tmp_path / "x4.mkv"
+    r = run("upscale", odd, out, *DEBUG, "--scale", "4", "--pix-fmt", "yuv444p", "-q")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""  # --quiet
+    info = probe(out)
+    assert (info.width, info.height) == (180, 108)  # no cropping: padded inside, cropped back
+    sized = tmp_path / "sized.mp4"
+    r = run("upscale", odd, sized, *DEBUG, "--size", "100x60", "-q")
+    assert r.returncode == 0, r.stderr
+    assert (probe(sized).width, probe(sized).height) == (100, 60)
+
+
+def test_no_skip_and_steps(clip, tmp_path):
+    out = tmp_path / "dense.mp4"
+    r = run("upscale", clip, out, *DEBUG, "--no-skip", "--steps", "2", "--json", "-q")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["skip_ratio"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("make_input", "code"),
+    [
+        (lambda d: d / "missing.mp4", ExitCode.INPUT),
+        (lambda d: make_non_video(d / "notes.mp4"), ExitCode.INPUT),
+    ],
+)
+def test_bad_input_gets_its_exit_code_and_leaves_no_output(tmp_path, make_input, code):
+    src = make_input(tmp_path)
+    before = src.read_bytes() if src.exists() else None
+    out = tmp_path / "out.mp4"
+    r = run("upscale", src, out, *DEBUG)
+    assert r.returncode == code
+    assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("skipsr: error:")  # one line
+    assert not out.exists()
+    assert not list(tmp_path.glob("*skipsr-partial*"))
+    assert (src.read_bytes() if src.exists() else None) == before  # the input is never touched
+
+
+def test_usage_errors(clip, tmp_path):
+    out = tmp_path / "out.mp4"
+    assert run("upscale", clip, out, *DEBUG, "--scale", "3").returncode == ExitCode.USAGE
+    assert (
+        run("upscale", clip, out, *DEBUG, "--overlap", "8", "--chunk-frames", "8").returncode
+        == ExitCode.USAGE
+    )
+    assert run("upscale", clip, out, "--no-such-option").returncode == ExitCode.USAGE
+    assert run("upscale", clip, clip, *DEBUG).returncode == ExitCode.USAGE
+    assert not out.exists()
+
+
+def test_existing_output_is_kept_without_overwrite(clip, tmp_path):
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"precious")
+    r = run("upscale", clip, out, *DEBUG)
+    assert r.returncode == ExitCode.OUTPUT
+    assert out.read_bytes() == b"precious"
+    assert run("upscale", clip, out, *DEBUG, "--overwrite", "-q").returncode == 0
+    assert probe(out).width == 128
+
+
+def test_without_trained_weights_it_says_so(clip, tmp_path):
+    r = run("upscale", clip, tmp_path / "out.mp4")
+    assert r.returncode == ExitCode.MODEL
+    assert "no trained weights" in r.stderr and "--random-weights" in r.stderr
+
+
+def test_bad_weights_file(clip, tmp_path):
+    bogus = tmp_path / "w.safetensors"
+    bogus.write_bytes(b"not safetensors at all")
+    r = run("upscale", clip, tmp_path / "out.mp4", "--weights", bogus)
+    assert r.returncode == ExitCode.MODEL and "safetensors" in r.stderr
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_plain_progress_lines_when_not_a_terminal(clip, tmp_path):
+    r = run("upscale", clip, tmp_path / "out.mp4", *DEBUG)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines[0].startswith("upscaling") and lines[-1].startswith("done: 23 frames")
+    assert any(line.startswith("frames 23/23") for line in lines)
+    assert r.stdout == ""  # stdout stays clean without --json

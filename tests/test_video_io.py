@@ -1,0 +1,304 @@
+"""video_io against clips generated on the fly: probe, streamed decode, atomic encode, audio copy."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from media import (
+    audio_packets,
+    make_audio_only,
+    make_clip,
+    make_corrupt_clip,
+    make_non_video,
+    stream_seconds,
+    stream_span,
+)
+
+from skipsr_cli.errors import InputError, OutputError, UsageError
+from skipsr_cli.video_io import (
+    EncodeOptions,
+    VideoWriter,
+    partial_path,
+    probe,
+    read_frames,
+    validate_encode_options,
+)
+
+FAST = EncodeOptions(preset="ultrafast")
+
+
+def _copy_through(src: Path, dst: Path, options: EncodeOptions = FAST, **kwargs) -> None:
+    """Decode `src` and re-encode every frame to `dst` with its timestamps and audio."""
+    info = probe(src)
+    with VideoWriter(
+        dst,
+        width=info.width,
+        height=info.height,
+        rate=info.rate,
+        time_base=info.time_base,
+        options=options,
+        copy_audio_from=src,
+        **kwargs,
+    ) as writer:
+        for frame in read_frames(src):
+            writer.write(frame.rgb, frame.pts)
+
+
+def _av_offset(path: Path) -> float:
+    """Seconds between the first audio and the first video packet: what lip sync depends on."""
+    return stream_span(path, "audio")[0] - stream_span(path, "video")[0]
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if "skipsr-partial" in p.name)
+
+
+@pytest.mark.parametrize("rate", [Fraction(24), Fraction(24000, 1001), Fraction(30)])
+def test_probe_reports_size_rate_count_and_audio(tmp_path: Path, rate: Fraction) -> None:
+    clip = make_clip(tmp_path / "in.mp4", width=64, height=48, frames=12, rate=rate)
+    info = probe(clip)
+    assert (info.width, info.height) == (64, 48)
+    assert info.rate == rate and isinstance(info.rate, Fraction)
+    assert info.frame_count == 12
+    assert info.duration == pytest.approx(12 / rate, abs=1e-3)
+    assert (info.codec, info.pix_fmt, info.audio_streams) == ("h264", "yuv420p", 1)
+    assert probe(make_clip(tmp_path / "silent.mp4", audio=False)).audio_streams == 0
+
+
+def test_read_frames_streams_every_frame_in_order(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "in.mp4", frames=9, rate=Fraction(24000, 1001))
+    frames = list(read_frames(clip))
+    assert [f.index for f in frames] == list(range(9))
+    for f in frames:
+        assert f.rgb.shape == (48, 64, 3) and f.rgb.dtype == np.uint8
+        assert f.rgb.flags["C_CONTIGUOUS"]
+    pts = [f.pts for f in frames]
+    assert all(b > a for a, b in zip(pts, pts[1:], strict=False))
+    assert pts[1] - pts[0] == 1001  # one frame of 24000/1001 in a 1/24000 time base
+    assert not np.array_equal(frames[0].rgb, frames[1].rgb)
+
+
+def test_round_trip_keeps_frames_rate_and_copies_audio_bit_exact(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "in.mp4", frames=14, rate=Fraction(24000, 1001))
+    out = tmp_path / "out.mp4"
+    _copy_through(src, out)
+    before, after = probe(src), probe(out)
+    assert after.frame_count == 14 and after.rate == before.rate
+    assert after.audio_streams == 1
+    assert [f.pts for f in read_frames(out)] == [f.pts for f in read_frames(src)]
+    # Same picture back (lossy, so only close), no colour shift.
+    a, b = next(read_frames(src)).rgb, next(read_frames(out)).rgb
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 6
+    one_frame = float(1 / before.rate)
+    assert abs(stream_seconds(out, "audio") - stream_seconds(out, "video")) <= one_frame
+    assert _av_offset(out) == pytest.approx(_av_offset(src), abs=1e-4)
+    assert audio_packets(out) == audio_packets(src) and audio_packets(src)
+    assert _leftovers(tmp_path) == []
+
+
+def test_audio_copy_into_another_container_is_rescaled_and_in_sync(tmp_path: Path) -> None:
+    """mp4 audio (time base 1/48000) into mkv (1/1000): the muxer must rescale, not reinterpret.
+
+    Matroska cannot store the negative start of AAC priming, so FFmpeg shifts every stream by the
+    same amount; what must hold is the offset between audio and video, to the millisecond.
+    """
+    src = make_clip(tmp_path / "in.mp4", frames=12)
+    out = tmp_path / "out.mkv"
+    _copy_through(src, out)
+    with av.open(str(out)) as container:
+        assert container.streams.audio[0].time_base == Fraction(1, 1000)
+    assert audio_packets(out) == audio_packets(src)
+    assert _av_offset(out) == pytest.approx(_av_offset(src), abs=1e-3)
+    assert abs(stream_seconds(out, "audio") - stream_seconds(out, "video")) <= 1 / 24
+
+
+def test_audio_the_container_cannot_hold_is_refused_up_front(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "in.mp4", frames=2)  # AAC audio, which WebM cannot carry
+    with pytest.raises(OutputError, match="cannot write"):
+        _copy_through(src, tmp_path / "out.webm", options=EncodeOptions(codec="libvpx-vp9"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_audio_is_interleaved_with_video_not_appended(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "in.mp4", frames=24)
+    out = tmp_path / "out.mp4"
+    _copy_through(src, out)
+    with av.open(str(out)) as container:
+        kinds = [p.stream.type for p in container.demux() if p.size]
+    first_audio, last_video = kinds.index("audio"), len(kinds) - 1 - kinds[::-1].index("video")
+    assert first_audio < last_video  # audio starts well before the video ends
+
+
+def test_variable_frame_rate_timestamps_carry_over(tmp_path: Path) -> None:
+    out = tmp_path / "vfr.mkv"
+    pts = [0, 40, 80, 200, 240, 400, 410, 450]  # milliseconds, irregular
+    image = np.zeros((48, 64, 3), np.uint8)
+    opts = EncodeOptions(preset="ultrafast")
+    with VideoWriter(
+        out, width=64, height=48, rate=Fraction(25), time_base=Fraction(1, 1000), options=opts
+    ) as writer:
+        for i, t in enumerate(pts):
+            writer.write(image + i * 20, t)
+    assert writer.frames_written == len(pts)
+    assert [f.pts for f in read_frames(out)] == pts
+
+
+def test_existing_output_is_refused_without_overwrite(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "in.mp4", frames=4)
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"precious")
+    with pytest.raises(OutputError, match="exists"):
+        _copy_through(src, out)
+    assert out.read_bytes() == b"precious"
+    _copy_through(src, out, overwrite=True)
+    assert probe(out).frame_count == 4
+    assert _leftovers(tmp_path) == []
+
+
+def test_bad_targets_are_refused_before_writing(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "in.mp4", frames=2)
+    with pytest.raises(OutputError, match="does not exist"):
+        _copy_through(src, tmp_path / "missing" / "out.mp4")
+    with pytest.raises(OutputError, match="input file"):
+        _copy_through(src, src, overwrite=True)
+    assert probe(src).frame_count == 2
+
+
+def test_exception_inside_writer_leaves_nothing_behind(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "in.mp4", frames=30)
+    out = tmp_path / "out.mp4"
+    info = probe(src)
+    with (
+        pytest.raises(RuntimeError, match="model crashed"),
+        VideoWriter(
+            out,
+            width=info.width,
+            height=info.height,
+            rate=info.rate,
+            time_base=info.time_base,
+            options=FAST,
+            copy_audio_from=src,
+        ) as writer,
+    ):
+        for frame in read_frames(src):
+            writer.write(frame.rgb, frame.pts)
+            if frame.index == 25:  # late enough that the encoder has emitted packets
+                assert partial_path(out).exists() and not out.exists()
+                raise RuntimeError("model crashed")
+    assert not out.exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_missing_and_non_video_inputs_raise_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="input not found"):
+        probe(tmp_path / "nope.mp4")
+    with pytest.raises(InputError, match="input not found"):
+        read_frames(tmp_path / "nope.mp4")
+    text = make_non_video(tmp_path / "text.mp4")
+    with pytest.raises(InputError, match="cannot read"):
+        probe(text)
+    with pytest.raises(InputError, match="cannot read"):
+        read_frames(text)
+    with pytest.raises(InputError, match="no video stream"):
+        probe(make_audio_only(tmp_path / "sound.m4a"))
+
+
+def test_decode_error_mid_stream_names_the_frame(tmp_path: Path) -> None:
+    clip = make_corrupt_clip(tmp_path / "bad.mkv", frames=20)
+    decoded = 0
+    with pytest.raises(InputError, match=r"at frame \d+") as caught:
+        for _ in read_frames(clip):
+            decoded += 1
+    assert 0 < decoded < 20  # the good frames before the damage came through first
+    assert f"at frame {decoded}" in str(caught.value)
+
+
+def test_validate_encode_options_rejects_bad_choices() -> None:
+    with pytest.raises(UsageError, match="unknown encoder"):
+        validate_encode_options(EncodeOptions(codec="no-such-encoder"), 64, 48)
+    with pytest.raises(UsageError, match="not a video encoder"):
+        validate_encode_options(EncodeOptions(codec="aac"), 64, 48)
+    with pytest.raises(UsageError, match="yuv444p"):
+        validate_encode_options(EncodeOptions(), 63, 48)
+    with pytest.raises(UsageError, match="even"):
+        validate_encode_options(EncodeOptions(pix_fmt="yuv422p"), 63, 48)
+    with pytest.raises(UsageError, match="does not support"):
+        validate_encode_options(EncodeOptions(pix_fmt="rgb24"), 64, 48)
+    validate_encode_options(EncodeOptions(pix_fmt="yuv444p"), 63, 47)
+    validate_encode_options(EncodeOptions(pix_fmt="yuv422p"), 64, 47)  # 4:2:2 halves width only
+
+
+def test_writer_raises_usage_error_for_unknown_encoder(tmp_path: Path) -> None:
+    with pytest.raises(UsageError):
+        VideoWriter(
+            tmp_path / "out.mp4",
+            width=64,
+            height=48,
+            rate=Fraction(24),
+            time_base=None,
+            options=EncodeOptions(codec="no-such-encoder"),
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_odd_size_with_yuv444p_works_end_to_end(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "odd.mp4", width=63, height=47, frames=5)
+    out = tmp_path / "out.mp4"
+    _copy_through(src, out, options=EncodeOptions(preset="ultrafast", pix_fmt="yuv444p"))
+    info = probe(out)
+    assert (info.width, info.height, info.pix_fmt, info.frame_count) == (63, 47, "yuv444p", 5)
+
+
+def test_frames_without_pts_get_regular_timestamps(tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    rate = Fraction(30000, 1001)
+    with VideoWriter(out, width=64, height=48, rate=rate, time_base=None, options=FAST) as writer:
+        for i in range(6):
+            writer.write(np.full((48, 64, 3), i * 30, np.uint8))
+    info = probe(out)
+    assert info.rate == rate and info.frame_count == 6
+    times = [f.pts * info.time_base for f in read_frames(out)]
+    assert times == [i / rate for i in range(6)]
+
+
+def test_bitrate_replaces_crf(tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    opts = EncodeOptions(preset="ultrafast", bitrate=50_000)
+    with VideoWriter(
+        out, width=64, height=48, rate=Fraction(24), time_base=None, options=opts
+    ) as w:
+        for i in range(4):
+            w.write(np.full((48, 64, 3), i * 60, np.uint8))
+    assert probe(out).frame_count == 4
+
+
+@pytest.mark.parametrize(
+    ("suffix", "codec"), [(".mkv", "ffv1"), (".webm", "libvpx-vp9"), (".mov", "libx264")]
+)
+def test_other_containers_round_trip(tmp_path: Path, suffix: str, codec: str) -> None:
+    if codec not in av.codecs_available:
+        pytest.skip(f"this FFmpeg build has no {codec} encoder")
+    src = make_clip(tmp_path / f"in{suffix}", codec=codec, frames=6)
+    out = tmp_path / f"out{suffix}"
+    _copy_through(src, out, options=EncodeOptions(codec=codec, preset="ultrafast"))
+    info = probe(out)
+    assert info.frame_count == 6 and info.rate == Fraction(24) and info.audio_streams == 1
+    assert len(list(read_frames(out))) == 6
+    assert audio_packets(out) == audio_packets(src)
+    assert abs(stream_seconds(out, "audio") - stream_seconds(out, "video")) <= 1 / 24
+
+
+def test_ffv1_rgb_is_lossless(tmp_path: Path) -> None:
+    """FFV1 with an RGB pixel format is the lossless path: frames come back bit-exact."""
+    src = make_clip(tmp_path / "in.mp4", frames=4, audio=False)
+    out = tmp_path / "out.mkv"
+    _copy_through(src, out, options=EncodeOptions(codec="ffv1", pix_fmt="bgr0"))
+    originals = [f.rgb for f in read_frames(src)]
+    decoded = [f.rgb for f in read_frames(out)]
+    assert len(decoded) == len(originals) == 4
+    for a, b in zip(originals, decoded, strict=True):
+        assert np.array_equal(a, b)

@@ -1,0 +1,81 @@
+"""Weights: safetensors with the config inside, strict keys, readable errors, never pickle."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from models import PRESETS
+from skipsr_cli.errors import ModelError
+from skipsr_cli.weights import CONFIG_KEY, FORMAT, FORMAT_KEY, load_model, read_args, save_model
+
+
+def test_round_trip_rebuilds_the_same_network(tmp_path):
+    model = load_model("debug", random_weights=True, seed=3)
+    path = tmp_path / "w.safetensors"
+    save_model(model, path)
+    assert read_args(path) == PRESETS["debug"]
+    loaded = load_model(weights=path)
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    lr = torch.rand(1, 3, 4, 16, 16)
+    assert torch.equal(model(lr, (32, 32)).frames, loaded(lr, (32, 32)).frames)
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path):
+    model = load_model("debug", random_weights=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    dropped = next(iter(state))
+    state.pop(dropped)
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "bad.safetensors"
+    save_file(state, str(path), metadata={CONFIG_KEY: model.args.to_json(), FORMAT_KEY: FORMAT})
+    with pytest.raises(
+        ModelError, match=f"missing 1 key.*{dropped}.*unexpected 1 key.*extra.weight"
+    ):
+        load_model(weights=path)
+
+
+def test_wrong_shape_is_named(tmp_path):
+    model = load_model("debug", random_weights=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state["dit.out.bias"] = torch.zeros(3)
+    path = tmp_path / "shape.safetensors"
+    save_file(state, str(path), metadata={CONFIG_KEY: model.args.to_json(), FORMAT_KEY: FORMAT})
+    with pytest.raises(ModelError, match="dit.out.bias has shape"):
+        load_model(weights=path)
+
+
+def test_foreign_safetensors_and_junk_are_refused(tmp_path):
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"x": torch.zeros(2)}, str(foreign))
+    with pytest.raises(ModelError, match="not skipsr weights"):
+        load_model(weights=foreign)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x80\x04pickle?")
+    with pytest.raises(ModelError, match="not a safetensors file"):
+        load_model(weights=junk)
+    with pytest.raises(ModelError, match="not found"):
+        load_model(weights=tmp_path / "absent.safetensors")
+
+
+def test_unknown_preset():
+    with pytest.raises(ModelError, match="unknown preset"):
+        load_model("huge", random_weights=True)
+
+
+def test_seedvr2_3b_preset_builds_at_paper_scale_on_meta():
+    from models import SkipSR
+
+    with torch.device("meta"):
+        model = SkipSR(PRESETS["seedvr2-3b"])
+    dit = model.dit
+    assert (len(dit.blocks), dit.args.width, dit.args.heads, dit.args.head_dim) == (
+        32,
+        2560,
+        20,
+        128,
+    )
+    assert dit.blocks[0].mlp.fc2.in_features == 6912
+    assert 2.4e9 < sum(p.numel() for p in dit.parameters()) < 2.8e9
