@@ -12,6 +12,7 @@ out. Tests hold the packed path against it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +31,11 @@ class WindowLayout:
     perm: Tensor  # (N,) kept-token indices, sorted window after window
     cu_seqlens: Tensor  # (W + 1,) int32 offsets of each non-empty window in `perm` order
     max_len: int  # the longest window, for the flash kernel
-    groups: tuple[
-        tuple[int, Tensor], ...
-    ]  # (length L, (n, L) indices into packed order) for the exact path
+
+    @cached_property
+    def groups(self) -> tuple[tuple[int, Tensor], ...]:
+        """(length L, (n, L) indices into packed order) per distinct length, for the exact path."""
+        return _length_groups(self.cu_seqlens)
 
 
 def window_index(
@@ -61,7 +64,7 @@ def pack_windows(
     _, lengths = torch.unique_consecutive(wid_sorted, return_counts=True)  # (W,), no empty windows
     cu = torch.zeros(lengths.numel() + 1, dtype=torch.int32, device=coords.device)
     cu[1:] = torch.cumsum(lengths, 0)
-    return WindowLayout(perm, cu, int(lengths.max()) if lengths.numel() else 0, _length_groups(cu))
+    return WindowLayout(perm, cu, int(lengths.max()) if lengths.numel() else 0)
 
 
 def _length_groups(cu: Tensor) -> tuple[tuple[int, Tensor], ...]:

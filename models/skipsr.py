@@ -97,8 +97,7 @@ class SkipSR(nn.Module):
             return c
         tokens = TokenSet.from_keep(keep, self.args.dit.window)
         c_kept = c_grid[keep]  # (N, C*pv), in keep.nonzero() order
-        gen = torch.Generator(device=c.device).manual_seed(settings.seed)
-        x = torch.randn(c_kept.shape, generator=gen, device=c.device, dtype=c.dtype)  # x at t = 1
+        x = noise_like(c_grid, settings.seed)[keep]  # x at t = 1
         x0 = sample(self.dit, x, c_kept, tokens, settings.steps)
         return compose(c_grid, keep, x0, patch, c.shape[1])
 
@@ -113,6 +112,12 @@ class SkipSR(nn.Module):
         if pt:
             x = torch.cat((x, x[:, :, -1:].expand(-1, -1, pt, -1, -1)), dim=2)
         return x
+
+
+def noise_like(grid: Tensor, seed: int) -> Tensor:
+    """Gaussian noise for the whole token grid, drawn on the CPU so every device gets the same."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(grid.shape, generator=gen).to(grid.device, grid.dtype, non_blocking=True)
 
 
 def sample(dit: DiT, x: Tensor, c: Tensor, tokens: TokenSet, steps: int) -> Tensor:

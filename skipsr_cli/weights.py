@@ -39,7 +39,8 @@ def load_model(
 ) -> SkipSR:
     """Build the model from a weights file, the preset's shipped weights, or random weights."""
     if random_weights:
-        model = SkipSR(_preset_args(preset)).to(device)
+        with torch.device(device):  # built where it runs: no host copy of a 3B network
+            model = SkipSR(_preset_args(preset))
         model.init_weights(seed)
         return model.to(dtype).eval()
     path = weights if weights is not None else shipped_path(_checked_preset(preset))
