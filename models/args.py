@@ -18,7 +18,8 @@ class VAEArgs:
     # channel width per resolution level, from full resolution down to the latent level;
     # len(widths) == log2(spatial) + 1
     widths: tuple[int, ...] = (32, 64, 128, 128)
-    blocks: int = 1  # residual blocks per level
+    # residual blocks per level, in the order of widths; full-resolution blocks cost the most
+    blocks: tuple[int, ...] = (1, 1, 1, 1)
 
     def __post_init__(self) -> None:
         if self.spatial not in (4, 8):
@@ -29,6 +30,8 @@ class VAEArgs:
             raise ValueError(
                 f"VAE widths need {self.spatial.bit_length()} entries for {self.spatial}x"
             )
+        if len(self.blocks) != len(self.widths):
+            raise ValueError("VAE blocks need one entry per level, like widths")
 
 
 @dataclass(frozen=True)
@@ -115,20 +118,28 @@ def _build(kind: type, raw: dict) -> object:
 PRESETS: dict[str, ModelArgs] = {
     # Tiny, for tests: every code path, about 100k parameters.
     "debug": ModelArgs(
-        vae=VAEArgs(spatial=8, temporal=4, latent_channels=16, widths=(8, 8, 16, 16), blocks=1),
+        vae=VAEArgs(
+            spatial=8, temporal=4, latent_channels=16, widths=(8, 8, 16, 16), blocks=(1, 1, 1, 1)
+        ),
         dit=DiTArgs(width=32, depth=2, heads=2, head_dim=16, mlp_hidden=64, window=(2, 4, 4)),
         mask=MaskArgs(hidden=8, layers=1),
     ),
     # The shipped model (trained in the `base` issue); sized for 100+ fps at 720p->1440p on an H100.
     "base": ModelArgs(
-        vae=VAEArgs(spatial=4, temporal=4, latent_channels=16, widths=(32, 64, 128), blocks=1),
+        vae=VAEArgs(
+            spatial=4, temporal=4, latent_channels=16, widths=(32, 64, 128), blocks=(0, 1, 2)
+        ),
         dit=DiTArgs(width=192, depth=4, heads=3, head_dim=64, mlp_hidden=512, window=(4, 16, 16)),
         mask=MaskArgs(hidden=32, layers=2),
     ),
     # The paper's base model at full scale, random weights, for speed measurements.
     "seedvr2-3b": ModelArgs(
         vae=VAEArgs(
-            spatial=8, temporal=4, latent_channels=16, widths=(128, 256, 512, 512), blocks=2
+            spatial=8,
+            temporal=4,
+            latent_channels=16,
+            widths=(128, 256, 512, 512),
+            blocks=(2, 2, 2, 2),
         ),
         dit=DiTArgs(
             width=2560,

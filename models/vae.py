@@ -76,12 +76,12 @@ class Encoder(nn.Module):
         self.conv_in = nn.Conv2d(3, w[0], 3, padding=1)
         self.levels = nn.ModuleList()
         for i in range(len(w) - 1):
-            blocks = [ResBlock(w[i], False) for _ in range(args.blocks)]
+            blocks = [ResBlock(w[i], False) for _ in range(args.blocks[i])]
             self.levels.append(nn.Sequential(*blocks, nn.Conv2d(w[i], w[i + 1], 2, stride=2)))
         self.time_in = nn.Conv3d(
             w[-1] * args.temporal, w[-1], 1
         )  # groups of frames -> one latent frame
-        self.mid = nn.Sequential(*(ResBlock(w[-1], True) for _ in range(args.blocks)))
+        self.mid = nn.Sequential(*(ResBlock(w[-1], True) for _ in range(args.blocks[-1])))
         self.norm_out = PixelNorm(w[-1])
         self.conv_out = nn.Conv3d(w[-1], 2 * args.latent_channels, 1)  # mean and log-variance
 
@@ -111,13 +111,13 @@ class Decoder(nn.Module):
         w = args.widths
         self.args = args
         self.conv_in = CausalConv3d(args.latent_channels, w[-1])
-        self.mid = nn.Sequential(*(ResBlock(w[-1], True) for _ in range(args.blocks)))
+        self.mid = nn.Sequential(*(ResBlock(w[-1], True) for _ in range(args.blocks[-1])))
         self.time_out = nn.Conv3d(w[-1], w[-1] * args.temporal, 1)  # one latent frame -> ft frames
         self.levels = nn.ModuleList()
         for i in reversed(range(len(w) - 1)):
             up = nn.Sequential(nn.Conv2d(w[i + 1], 4 * w[i], 1), nn.PixelShuffle(2))
             self.levels.append(
-                nn.Sequential(up, *(ResBlock(w[i], False) for _ in range(args.blocks)))
+                nn.Sequential(up, *(ResBlock(w[i], False) for _ in range(args.blocks[i])))
             )
         self.norm_out = PixelNorm(w[0])
         self.conv_out = nn.Conv2d(w[0], 3, 3, padding=1)
@@ -165,11 +165,9 @@ class Decoder(nn.Module):
     def space_halo(self) -> int:
         """Latent pixels of context a tile of the per-frame part needs on each side (rounded up)."""
         pixels, scale = 0.0, 1
-        for _ in range(len(self.args.widths) - 1):
+        for level in reversed(range(len(self.args.widths) - 1)):
             scale *= 2
-            pixels += (
-                2 * self.args.blocks / scale
-            )  # the 3x3 convs of each finer level, in latent pixels
+            pixels += 2 * self.args.blocks[level] / scale  # its 3x3 convs, in latent pixels
         return int(pixels + 1.0 / scale) + 1  # + the output conv, + one for rounding
 
 

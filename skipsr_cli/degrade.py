@@ -1,0 +1,156 @@
+"""Degradations that turn high-resolution frames into realistic low-resolution inputs.
+
+Used by `skipsr eval` (fixed, documented tracks) and by training (random draws). Frames are float
+tensors (T, 3, H, W) in [0, 1]; codec round trips go through PyAV in memory.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def resize(frames: Tensor, size: tuple[int, int], mode: str = "bicubic") -> Tensor:
+    """Antialiased resize of (T, 3, H, W) to size = (H, W); modes: bicubic, bilinear, area, lanczos."""
+    if mode == "lanczos":
+        return lanczos_resize(frames, size)
+    if mode == "area":
+        return F.interpolate(frames, size=size, mode="area")
+    return F.interpolate(frames, size=size, mode=mode, align_corners=False, antialias=True).clamp(
+        0, 1
+    )
+
+
+def lanczos_resize(frames: Tensor, size: tuple[int, int], a: int = 3) -> Tensor:
+    """Separable Lanczos-a resampling (antialiased when shrinking), edge-replicated borders."""
+    out = _lanczos_axis(frames, size[0], a, axis=2)
+    return _lanczos_axis(out, size[1], a, axis=3).clamp(0, 1)
+
+
+def _lanczos_axis(x: Tensor, n_out: int, a: int, axis: int) -> Tensor:
+    n_in = x.shape[axis]
+    scale = n_in / n_out
+    support = a * max(scale, 1.0)  # stretch the kernel when shrinking (antialias)
+    centers = (torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5  # (n_out,)
+    taps = torch.arange(-int(np.ceil(support)), int(np.ceil(support)) + 1, dtype=torch.float64)
+    pos = centers.floor()[:, None] + taps[None]  # (n_out, k) input positions
+    dist = (pos - centers[:, None]) / max(scale, 1.0)
+    weights = torch.sinc(dist) * torch.sinc(dist / a) * (dist.abs() < a)
+    weights = weights / weights.sum(1, keepdim=True)
+    index = pos.clamp(0, n_in - 1).long()  # replicate the edges
+    moved = x.movedim(axis, -1)  # (..., n_in)
+    gathered = moved[..., index]  # (..., n_out, k)
+    out = (gathered * weights.to(x.dtype)).sum(-1)
+    return out.movedim(-1, axis)
+
+
+def to_uint8(frames: Tensor) -> np.ndarray:
+    """(T, 3, H, W) in [0, 1] -> (T, H, W, 3) uint8."""
+    return (
+        frames.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    )
+
+
+def from_uint8(frames: np.ndarray) -> Tensor:
+    """(T, H, W, 3) uint8 -> (T, 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
+
+
+def h264_round_trip(frames: Tensor, crf: int, preset: str = "medium") -> Tensor:
+    """Encode with x264 (yuv420p) at `crf` and decode again, in memory. Odd sizes are edge-padded."""
+    t, _, h, w = frames.shape
+    ph, pw = h % 2, w % 2
+    padded = F.pad(frames, (0, pw, 0, ph), mode="replicate") if ph or pw else frames
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=25, options={"crf": str(crf), "preset": preset})
+        stream.width, stream.height, stream.pix_fmt = w + pw, h + ph, "yuv420p"
+        stream.time_base = Fraction(1, 25)
+        for i, image in enumerate(to_uint8(padded)):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    buffer.seek(0)
+    with av.open(buffer, "r") as src:
+        decoded = [f.to_ndarray(format="rgb24") for f in src.decode(video=0)]
+    if len(decoded) != t:
+        raise RuntimeError(f"x264 round trip returned {len(decoded)} frames for {t}")
+    return from_uint8(np.stack(decoded))[:, :, :h, :w]
+
+
+def jpeg_round_trip(frames: Tensor, quality: int) -> Tensor:
+    """JPEG (mjpeg, yuvj420p) at a quality in 1..100, frame by frame, in memory."""
+    out = []
+    qscale = max(
+        2, min(31, round(2 + (100 - quality) * 29 / 99))
+    )  # mjpeg's scale: 2 best, 31 worst
+    for image in to_uint8(frames):
+        codec = av.CodecContext.create("mjpeg", "w")
+        codec.width, codec.height = image.shape[1], image.shape[0]
+        codec.pix_fmt, codec.time_base = "yuvj420p", Fraction(1, 25)
+        codec.options = {"qmin": str(qscale), "qmax": str(qscale)}
+        packets = codec.encode(
+            av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuvj420p")
+        )
+        packets += codec.encode(None)
+        decoder = av.CodecContext.create("mjpeg", "r")
+        frames_out = [f for p in packets for f in decoder.decode(p)]
+        out.append(frames_out[0].to_ndarray(format="rgb24"))
+    return from_uint8(np.stack(out))
+
+
+@dataclass(frozen=True)
+class Track:
+    """A fixed evaluation degradation: antialiased bicubic downscale, then x264 at a CRF."""
+
+    name: str
+    crf: int
+
+    def apply(self, hr: Tensor, scale: int) -> Tensor:
+        h, w = hr.shape[-2:]
+        lr = resize(hr, (max(1, round(h / scale)), max(1, round(w / scale))), "bicubic")
+        return h264_round_trip(lr, self.crf)
+
+
+TRACKS = {"clean": Track("clean", 12), "web": Track("web", 28)}
+
+
+def random_degrade(hr: Tensor, scale: int, rng: random.Random) -> Tensor:
+    """Training degradation of a clip (T, 3, H, W): the same draw for every frame of the clip.
+
+    Mild blur, a resize with a random kernel (antialiased), mild noise, then JPEG or H.264.
+    """
+    x = hr
+    if rng.random() < 0.5:
+        x = gaussian_blur(x, rng.uniform(0.2, 1.2))
+    h, w = hr.shape[-2:]
+    x = resize(x, (h // scale, w // scale), rng.choice(["bicubic", "bilinear", "area", "lanczos"]))
+    if rng.random() < 0.4:
+        gen = torch.Generator().manual_seed(rng.randrange(2**31))
+        x = (x + torch.randn(x.shape, generator=gen) * rng.uniform(0.002, 0.02)).clamp(0, 1)
+    roll = rng.random()
+    if roll < 0.65:
+        x = h264_round_trip(x, rng.randint(18, 35), preset="veryfast")
+    elif roll < 0.9:
+        x = jpeg_round_trip(x, rng.randint(40, 95))
+    return x
+
+
+def gaussian_blur(frames: Tensor, sigma: float) -> Tensor:
+    radius = max(1, int(3 * sigma + 0.5))
+    xs = torch.arange(-radius, radius + 1, dtype=frames.dtype)
+    kernel = torch.exp(-0.5 * (xs / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    c = frames.shape[1]
+    x = F.pad(frames, (radius, radius, radius, radius), mode="replicate")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
