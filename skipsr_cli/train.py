@@ -1,0 +1,230 @@
+"""Training, in three resumable stages: `vae`, then `dit` (VAE frozen), then `mask` (both frozen).
+
+Each run trains for at most `minutes` and then checkpoints; running the same command again resumes
+exactly (model, optimizer, step, random state; batches are a function of the step). A stage starts
+from the previous stage's weights (`--init`). Losses are in pixel space where it matters for PSNR.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from models import ModelArgs, SkipSR
+from models.dit import TokenSet, patchify
+from models.skipsr import compose, noise_like
+from skipsr_cli.checkpoint import load_checkpoint, save_checkpoint
+from skipsr_cli.train_data import ClipPairs, cache_videos
+from skipsr_cli.weights import load_model, save_model
+
+STAGES = ("vae", "dit", "mask")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    stage: str
+    data: Path  # a pack made by `skipsr train pack`
+    out: Path  # checkpoint folder of this stage
+    args: ModelArgs
+    init: Path | None = None  # weights to start from (the previous stage's export)
+    minutes: float = 9.0
+    max_steps: int = 100_000
+    batch: int = 8
+    frames: int = 8
+    crop: int = 192
+    lr: float = 4e-4
+    warmup: int = 200
+    seed: int = 0
+    workers: int = 12
+    save_every: float = 120.0  # seconds between checkpoints
+
+
+def build(cfg: TrainConfig, device: torch.device) -> SkipSR:
+    if cfg.init is not None:
+        model = load_model(weights=cfg.init, device=device)
+        if model.args.vae != cfg.args.vae:
+            raise ValueError("--init weights have another VAE than the configuration")
+        return model.train()
+    with torch.device(device):
+        model = SkipSR(cfg.args)
+    model.init_weights(cfg.seed)
+    return model.train()
+
+
+def trainable(model: SkipSR, stage: str) -> torch.nn.Module:
+    return {"vae": model.vae, "dit": model.dit, "mask": model.mask_predictor}[stage]
+
+
+def charbonnier(a: Tensor, b: Tensor, eps: float = 1e-3) -> Tensor:
+    return torch.sqrt((a - b).float().pow(2) + eps * eps).mean()
+
+
+def to_video(frames: Tensor, device: torch.device) -> Tensor:
+    """uint8 (B, T, 3, H, W) -> float (B, 3, T, H, W) in [0, 1] on the device."""
+    return frames.to(device, non_blocking=True).permute(0, 2, 1, 3, 4).float() / 255
+
+
+def vae_loss(model: SkipSR, hr: Tensor, lr: Tensor, step: int) -> tuple[Tensor, dict]:
+    """Reconstruct both targets and upsampled inputs: the VAE encodes the condition too."""
+    x = hr if step % 2 == 0 else model.upsample(lr, hr.shape[-2:])
+    x = x * 2 - 1
+    mean, _ = model.vae.encoder(x).chunk(2, dim=1)
+    rec = model.vae.decoder(mean)
+    loss = charbonnier(rec, x) + 1e-4 * mean.float().pow(2).mean()
+    mse = (rec.float().clamp(-1, 1) - x.float()).pow(2).mean() / 4
+    return loss, {"psnr": -10 * math.log10(max(mse.item(), 1e-10))}
+
+
+def random_keep(shape: tuple[int, ...], device: torch.device, gen: torch.Generator) -> Tensor:
+    """Blob-shaped random masks (like real ones), a random kept fraction; sometimes all kept."""
+    b, t, h, w = shape
+    if torch.rand(1, generator=gen).item() < 0.25:
+        return torch.ones(shape, dtype=torch.bool, device=device)
+    field = torch.rand(b, 1, max(1, h // 3), max(1, w // 3), generator=gen)
+    field = F.interpolate(field, size=(h, w), mode="bilinear", align_corners=False)
+    field = field.expand(b, t, h, w) + 0.15 * torch.rand(b, t, h, w, generator=gen)
+    kept = torch.empty(b, 1, 1, 1).uniform_(0.3, 1.0, generator=gen)
+    cut = torch.quantile(
+        field.flatten(1), 1 - kept.flatten(), dim=1
+    )  # (B, B): per-item cut on the diagonal
+    return (field >= cut.diagonal().view(b, 1, 1, 1)).to(device)
+
+
+def dit_loss(model: SkipSR, hr: Tensor, lr: Tensor, step: int) -> tuple[Tensor, dict]:
+    """Flow matching on kept tokens (random masks), x0 in latent space plus the decoded composite."""
+    gen = torch.Generator().manual_seed(step)
+    patch = model.args.dit.patch
+    with torch.no_grad():
+        c = model.condition(model._pad(model.upsample(lr, hr.shape[-2:])))
+        z = model.vae.encode(model._pad(hr) * 2 - 1)
+    c_grid, z_grid = patchify(c, patch), patchify(z, patch)
+    keep = random_keep(tuple(c_grid.shape[:4]), c.device, gen)
+    one_step = torch.rand(1, generator=gen).item() < 0.6
+    t = torch.ones(c.shape[0]) if one_step else torch.rand(c.shape[0], generator=gen) * 0.98 + 0.02
+    t = t.to(c.device)
+    tokens = TokenSet.from_keep(keep, model.args.dit.window)
+    noise = noise_like(z_grid, step)[keep]
+    t_tok = t[tokens.coords[:, 0]][:, None]
+    x_t = (1 - t_tok) * z_grid[keep] + t_tok * noise
+    x0 = model.dit(x_t, c_grid[keep], t, tokens)
+    latent = F.mse_loss(x0.float(), z_grid[keep].float())
+    out = model.vae.decode(compose(c_grid, keep, x0, patch, c.shape[1]))[:, :, : hr.shape[2]]
+    out = out[..., : hr.shape[-2], : hr.shape[-1]]
+    pixel = charbonnier(out, hr * 2 - 1)
+    mse = ((out.float().clamp(-1, 1) - (hr * 2 - 1)) ** 2).mean() / 4
+    return latent + pixel, {
+        "psnr": -10 * math.log10(max(mse.item(), 1e-10)),
+        "kept": keep.float().mean().item(),
+    }
+
+
+def fill_psnr(model: SkipSR, hr: Tensor, lr: Tensor) -> tuple[Tensor, Tensor]:
+    """The condition latent and the label per token: PSNR (dB) of the skip fill against the target."""
+    with torch.no_grad():
+        fill_in = model._pad(model.upsample(lr, hr.shape[-2:]))
+        c = model.condition(fill_in)
+        fill = ((model.vae.decode(c) + 1) / 2).clamp(0, 1)
+        target = model._pad(hr)
+        ft, th, tw = model.args.token_pixels
+        err = (fill.float() - target.float()).pow(2).mean(1)  # (B, T, H, W)
+        err = F.avg_pool3d(err[:, None], (ft, th, tw))[:, 0]  # (B, T', H', W') per token
+        return c, (-10 * torch.log10(err + 1e-10)).clamp(10, 60)
+
+
+def mask_loss(model: SkipSR, hr: Tensor, lr: Tensor, step: int) -> tuple[Tensor, dict]:
+    c, label = fill_psnr(model, hr, lr)
+    score = model.mask_predictor(c)
+    loss = F.smooth_l1_loss(score, label, beta=1.0)
+    return loss, {"mae_db": (score - label).abs().mean().item(), "label_db": label.mean().item()}
+
+
+LOSSES: dict[str, Callable] = {"vae": vae_loss, "dit": dit_loss, "mask": mask_loss}
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None]) -> int:
+    """One run of at most cfg.minutes; returns the step reached. Resumes from cfg.out if present."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.seed)
+    model = build(cfg, device)
+    net = trainable(model, cfg.stage)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in net.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    step = load_checkpoint(cfg.out, model, opt)["step"] if (cfg.out / "state.json").exists() else 0
+    log(
+        f"stage {cfg.stage}: {sum(p.numel() for p in net.parameters()):,} trainable parameters, from step {step}"
+    )
+    return _loop(cfg, model, net, opt, step, device, log)
+
+
+def _loop(
+    cfg: TrainConfig, model: SkipSR, net: torch.nn.Module, opt, step: int, device, log
+) -> int:
+    cache = cfg.data / ".cache"
+    cache_videos(cfg.data, cache)
+    pairs = ClipPairs(cfg.data, cache, cfg.batch, cfg.frames, cfg.crop, cfg.seed, start=step)
+    loader = DataLoader(
+        pairs,
+        batch_size=None,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if cfg.workers else None,
+        persistent_workers=False,
+    )
+    start = last_save = last_log = time.monotonic()
+    history: dict[str, list[float]] = {}
+    for hr_u8, lr_u8, _ in loader:
+        lr_now = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        for group in opt.param_groups:
+            group["lr"] = lr_now
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss, stats = LOSSES[cfg.stage](
+                model, to_video(hr_u8, device), to_video(lr_u8, device), step
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        step += 1
+        for key, value in {"loss": loss.item(), **stats}.items():
+            history.setdefault(key, []).append(value)
+        now = time.monotonic()
+        if now - last_log > 20:
+            log(_summary_line(step, now - start, history))
+            history, last_log = {}, now
+        if now - last_save > cfg.save_every:
+            _save(cfg, model, opt, step)
+            last_save = now
+        if now - start > cfg.minutes * 60 or step >= cfg.max_steps:
+            break
+    _save(cfg, model, opt, step)
+    log(f"stage {cfg.stage}: saved at step {step}")
+    return step
+
+
+def _summary_line(step: int, elapsed: float, history: dict[str, list[float]]) -> str:
+    means = "  ".join(f"{k} {sum(v) / len(v):.4f}" for k, v in history.items())
+    return f"step {step}  {elapsed:.0f}s  {means}"
+
+
+def _save(cfg: TrainConfig, model: SkipSR, opt, step: int) -> None:
+    extra = {
+        "config": json.loads(cfg.args.to_json()),
+        "stage": cfg.stage,
+        "train": {k: str(v) for k, v in asdict(cfg).items()},
+    }
+    save_checkpoint(cfg.out, model, opt, step, extra)
+    save_model(
+        model, cfg.out.with_name(cfg.out.name + ".safetensors"), stage=cfg.stage, step=str(step)
+    )

@@ -1,0 +1,238 @@
+"""Training data: the validation split, a compact pack of the sources, and a stream of clip pairs.
+
+A pair is a high-resolution clip (T frames) and its degraded low-resolution version. Clips come
+from real videos, and from still photos moved by a smooth synthetic camera (pan, zoom, a little
+rotation), so temporal behaviour is learnt from photos too. Every batch is a pure function of
+(seed, step): resuming at step k reproduces exactly the batches a run without interruption would see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import IterableDataset, get_worker_info
+
+from skipsr_cli.degrade import from_uint8, random_degrade, resize
+
+# Held out: never trained on, used for every validation figure.
+VALIDATION = (
+    "video/gh_sam2/bedroom.mp4",
+    "images/deb_mate-backgrounds/Garden.jpg",
+    "images/deb_plasma-workspace-wallpapers/ColorfulCups_2560x1600.jpg",
+    "images/deb_lomiri-wallpapers-16.04/friends_by_Aitzol_Berasategi.jpg",
+    "images/pypi_scikit-image/astronaut.png",
+)
+IMAGE_EXT = {".jpg", ".jpeg", ".png"}
+VIDEO_EXT = {".mp4", ".webm", ".mkv", ".mov"}
+
+
+def split(root: Path) -> tuple[list[Path], list[Path]]:
+    """(training files, validation files) under a folder laid out like shared/data/train."""
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXT | VIDEO_EXT)
+    held = {root / v for v in VALIDATION}
+    return [p for p in files if p not in held], [p for p in files if p in held]
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a PNG or JPEG, through PyAV."""
+    with av.open(str(path)) as f:
+        return next(f.decode(video=0)).to_ndarray(format="rgb24")
+
+
+def write_jpeg(image: np.ndarray, path: Path, quality_scale: int = 2) -> None:
+    """JPEG at 4:4:4 and the best mjpeg quantiser (2), so the pack adds no visible loss."""
+    codec = av.CodecContext.create("mjpeg", "w")
+    codec.width, codec.height = image.shape[1], image.shape[0]
+    codec.pix_fmt, codec.time_base = "yuvj444p", Fraction(1, 25)
+    codec.options = {"qmin": str(quality_scale), "qmax": str(quality_scale)}
+    frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuvj444p")
+    data = b"".join(bytes(p) for p in codec.encode(frame) + codec.encode(None))
+    path.write_bytes(data)
+
+
+def pack(root: Path, dest: Path, max_side: int = 1280) -> dict:
+    """Copy the training split to `dest`, photos downscaled (antialiased) to at most max_side.
+
+    Downscaling makes sharper, cleaner targets and a pack small enough to travel to a GPU machine.
+    """
+    train, _ = split(root)
+    (dest / "images").mkdir(parents=True, exist_ok=True)
+    (dest / "videos").mkdir(parents=True, exist_ok=True)
+    manifest = {"source": str(root), "max_side": max_side, "files": []}
+    for path in train:
+        rel = path.relative_to(root).as_posix()
+        name = rel.replace("/", "__")
+        if path.suffix.lower() in VIDEO_EXT:
+            shutil.copyfile(path, dest / "videos" / name)
+        else:
+            image = read_image(path)
+            h, w = image.shape[:2]
+            factor = min(1.0, max_side / max(h, w))
+            size = (max(1, round(h * factor)), max(1, round(w * factor)))
+            small = (
+                resize(from_uint8(image[None]), size, "bicubic")
+                if factor < 1
+                else from_uint8(image[None])
+            )
+            name = Path(name).with_suffix(".jpg").name
+            write_jpeg(
+                small.mul(255).round().byte().permute(0, 2, 3, 1)[0].numpy(), dest / "images" / name
+            )
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        manifest["files"].append({"source": rel, "packed": name, "sha256": digest})
+    (dest / "MANIFEST.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def decode_video(path: Path, scale: float = 1.0) -> np.ndarray:
+    """All frames (N, H, W, 3) uint8, optionally downscaled (antialiased) by `scale`."""
+    frames = []
+    with av.open(str(path)) as f:
+        for frame in f.decode(video=0):
+            if scale != 1.0:
+                frame = frame.reformat(
+                    width=round(frame.width * scale) // 2 * 2,
+                    height=round(frame.height * scale) // 2 * 2,
+                    interpolation="AREA",
+                )
+            frames.append(frame.to_ndarray(format="rgb24"))
+    return np.stack(frames)
+
+
+class Sources:
+    """Decoded training media, loaded once per worker (videos memory-mapped from one shared file)."""
+
+    def __init__(self, data: Path, cache: Path) -> None:
+        self.images = [
+            from_uint8(read_image(p)[None])[0] for p in sorted((data / "images").glob("*.jpg"))
+        ]
+        self.videos = [np.load(p, mmap_mode="r") for p in sorted(cache.glob("video_*.npy"))]
+
+
+def cache_videos(data: Path, cache: Path, scale: float = 0.75) -> None:
+    """Decode the training videos once into .npy files that every worker memory-maps."""
+    cache.mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(sorted((data / "videos").iterdir())):
+        target = cache / f"video_{i}.npy"
+        if not target.exists():
+            np.save(target, decode_video(path, scale))
+
+
+def video_clip(video: np.ndarray, frames: int, crop: int, rng: random.Random) -> Tensor:
+    """T consecutive (or every other) frames, cropped at a random place: (T, 3, crop, crop)."""
+    stride = rng.choice([1, 1, 2])
+    n, h, w = video.shape[:3]
+    start = rng.randrange(max(1, n - stride * (frames - 1)))
+    y, x = rng.randrange(h - crop + 1), rng.randrange(w - crop + 1)
+    clip = video[start : start + stride * frames : stride, y : y + crop, x : x + crop]
+    return from_uint8(np.ascontiguousarray(clip))
+
+
+def photo_clip(image: Tensor, frames: int, crop: int, rng: random.Random) -> Tensor:
+    """A smooth synthetic camera move over a still photo: (T, 3, crop, crop)."""
+    _, h, w = image.shape
+    zoom_out = rng.uniform(
+        1.0, max(1.0, min(h, w) / (1.6 * crop))
+    )  # how much of the photo one crop sees
+    view = crop * zoom_out
+    velocity = [rng.uniform(-0.03, 0.03) * view for _ in range(2)]  # fraction of the view per frame
+    zoom_rate, spin = rng.uniform(-0.015, 0.015), math.radians(rng.uniform(-0.4, 0.4))
+    travel = frames * (abs(velocity[0]) + abs(velocity[1])) + view * (1.5 + frames * abs(zoom_rate))
+    margin = min(h, w) / 2 - 1
+    if travel / 2 > margin:  # a small photo: keep the move inside it
+        velocity, zoom_rate = [0.0, 0.0], 0.0
+        zoom_out = min(zoom_out, (min(h, w) - 2) / (1.5 * crop))
+        view = crop * zoom_out
+    half = min(margin, travel / 2)
+    cy, cx = rng.uniform(half, h - half), rng.uniform(half, w - half)
+    theta = []
+    for t in range(frames):
+        s = view * (1 + zoom_rate) ** t / 2
+        a = spin * t
+        ty, tx = cy + velocity[0] * t, cx + velocity[1] * t
+        # affine map from the output grid [-1, 1]^2 to normalised input coordinates
+        theta.append(
+            [
+                [s * math.cos(a) / (w / 2), -s * math.sin(a) / (w / 2), (tx - w / 2) / (w / 2)],
+                [s * math.sin(a) / (h / 2), s * math.cos(a) / (h / 2), (ty - h / 2) / (h / 2)],
+            ]
+        )
+    theta_t = torch.tensor(theta, dtype=torch.float32)  # (T, 2, 3)
+    source = image
+    if zoom_out > 1.25:  # shrink the photo first (antialiased) so sampling never aliases
+        source = resize(image[None], (round(h / zoom_out), round(w / zoom_out)), "area")[0]
+    grid = F.affine_grid(theta_t, [frames, 3, crop, crop], align_corners=False)
+    out = F.grid_sample(
+        source[None].expand(frames, -1, -1, -1),
+        grid,
+        mode="bicubic",
+        padding_mode="reflection",
+        align_corners=False,
+    )
+    return out.clamp(0, 1)
+
+
+class ClipPairs(IterableDataset):
+    """Batches of (hr uint8 (B, T, 3, H, W), lr uint8 (B, T, 3, H/s, W/s), scale) for steps k = start, start+1, ..."""
+
+    def __init__(
+        self,
+        data: Path,
+        cache: Path,
+        batch: int,
+        frames: int,
+        crop: int,
+        seed: int,
+        start: int,
+        scales: tuple[int, ...] = (2, 4),
+        video_fraction: float = 0.3,
+        degrade: bool = True,
+    ) -> None:
+        super().__init__()
+        self.data, self.cache, self.batch, self.frames, self.crop = data, cache, batch, frames, crop
+        self.seed, self.start, self.scales, self.video_fraction, self.degrade = (
+            seed,
+            start,
+            scales,
+            video_fraction,
+            degrade,
+        )
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, int]]:
+        torch.set_num_threads(1)
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        sources = Sources(self.data, self.cache)
+        step = self.start + worker
+        while True:  # worker w makes steps w, w + W, ...: the loader returns them in step order
+            yield self.make_batch(sources, random.Random(f"{self.seed}:{step}"))
+            step += workers
+
+    def make_batch(self, sources: Sources, rng: random.Random) -> tuple[Tensor, Tensor, int]:
+        scale = rng.choice(self.scales)
+        hrs, lrs = [], []
+        for _ in range(self.batch):
+            if sources.videos and rng.random() < self.video_fraction:
+                hr = video_clip(rng.choice(sources.videos), self.frames, self.crop, rng)
+            else:
+                hr = photo_clip(rng.choice(sources.images), self.frames, self.crop, rng)
+            lr = (
+                random_degrade(hr, scale, rng)
+                if self.degrade
+                else resize(hr, (self.crop // scale,) * 2)
+            )
+            hrs.append(hr.mul(255).round().byte())
+            lrs.append(lr.mul(255).round().byte())
+        return torch.stack(hrs), torch.stack(lrs), scale

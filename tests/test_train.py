@@ -1,0 +1,93 @@
+"""Training: the validation split is held out, and a resumed run equals an uninterrupted one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from media import make_clip
+
+from models import PRESETS
+from skipsr_cli.checkpoint import SHARD_BYTES, load_tensors, save_tensors
+from skipsr_cli.train import TrainConfig, train
+from skipsr_cli.train_data import VALIDATION, split, write_jpeg
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pack")
+    (root / "images").mkdir()
+    (root / "videos").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        y, x = np.mgrid[0:120, 0:160]
+        image = np.stack(
+            [
+                128 + 100 * np.sin(x / (7 + i)),
+                128 + 100 * np.cos(y / 9),
+                rng.integers(0, 255, (120, 160)),
+            ],
+            -1,
+        )
+        write_jpeg(image.clip(0, 255).astype(np.uint8), root / "images" / f"img{i}.jpg")
+    make_clip(root / "videos" / "clip.mp4", width=96, height=80, frames=12, audio=False)
+    return root
+
+
+def run(pack: Path, out: Path, stage: str, steps: int, init: Path | None = None) -> None:
+    cfg = TrainConfig(
+        stage,
+        pack,
+        out,
+        PRESETS["debug"],
+        init=init,
+        max_steps=steps,
+        batch=2,
+        frames=4,
+        crop=32,
+        workers=0,
+        warmup=2,
+        save_every=1e9,
+    )
+    train(cfg, lambda line: None)
+
+
+@pytest.mark.parametrize("stage", ["vae", "dit"])
+def test_resumed_training_equals_uninterrupted(pack, tmp_path, stage):
+    init = None
+    if stage == "dit":
+        run(pack, tmp_path / "vae", "vae", 1)
+        init = tmp_path / "vae.safetensors"
+    run(pack, tmp_path / "straight", stage, 4, init)
+    run(pack, tmp_path / "resumed", stage, 2, init)
+    run(pack, tmp_path / "resumed", stage, 4, init)  # picks up at step 2
+    a = load_tensors(tmp_path / "straight", ["model-000.safetensors"])
+    b = load_tensors(tmp_path / "resumed", ["model-000.safetensors"])
+    assert a.keys() == b.keys()
+    changed = 0
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    init_state = load_tensors(tmp_path / "vae", ["model-000.safetensors"]) if init else None
+    if init_state is not None:
+        changed = sum(not torch.equal(a[k], init_state[k]) for k in a if k.startswith("dit."))
+        assert changed > 0  # the stage did train
+
+
+def test_validation_files_are_held_out(tmp_path):
+    for rel in [*VALIDATION, "images/x/train.jpg", "video/y/train.mp4"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    train_files, held = split(tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in held) == sorted(VALIDATION)
+    assert not set(train_files) & set(held) and len(train_files) == 2
+
+
+def test_shards_stay_under_the_limit(tmp_path):
+    tensors = {f"t{i}": torch.randn(2**20) for i in range(9)}  # 9 x 4 MiB
+    names = save_tensors(tensors, tmp_path, "big")
+    assert len(names) == 3
+    assert all((tmp_path / n).stat().st_size <= SHARD_BYTES + 2**16 for n in names)
+    back = load_tensors(tmp_path, names)
+    assert all(torch.equal(back[k], v) for k, v in tensors.items())
