@@ -372,6 +372,21 @@ def train_run_command(
     train(cfg, lambda line: print(line, flush=True))
 
 
+@train_app.command("vae-check")
+@exit_codes
+def train_vae_check_command(
+    weights: Annotated[Path, typer.Argument(help="Weights (or a checkpoint's export) whose VAE to check.")],
+    val: Annotated[Path, typer.Option(help="Folder of held-out videos and images.")],
+    device: Annotated[DeviceChoice, typer.Option()] = DeviceChoice.auto,
+) -> None:
+    """Round-trip PSNR of the VAE on held-out media (encode, decode, 8-bit), per file and mean."""
+    from skipsr_cli.train import validation_clips, vae_round_trip
+
+    net = load_model(weights=weights, device=pick_device(device))
+    for name, psnr in vae_round_trip(net, validation_clips(val)).items():
+        print(f"{name:>45}  {psnr:6.2f} dB")
+
+
 @app.command("version")
 def version_command() -> None:
     """Print the version."""

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -228,3 +229,37 @@ def _save(cfg: TrainConfig, model: SkipSR, opt, step: int) -> None:
     save_model(
         model, cfg.out.with_name(cfg.out.name + ".safetensors"), stage=cfg.stage, step=str(step)
     )
+
+
+def validation_clips(folder: Path, frames: int = 16) -> dict[str, Tensor]:
+    """Held-out media as clips (T, 3, H, W) in [0, 1]: videos' first frames, images as one frame."""
+    from skipsr_cli.degrade import from_uint8
+    from skipsr_cli.train_data import IMAGE_EXT, read_image
+    from skipsr_cli.video_io import read_frames
+
+    clips = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in IMAGE_EXT:
+            clips[path.name] = from_uint8(read_image(path)[None])
+        else:
+            rgb = [f.rgb for _, f in zip(range(frames), read_frames(path), strict=False)]
+            clips[path.name] = from_uint8(np.stack(rgb))
+    return clips
+
+
+@torch.no_grad()
+def vae_round_trip(model: SkipSR, clips: dict[str, Tensor]) -> dict[str, float]:
+    """PSNR (dB) of encode -> decode on each held-out clip: the ceiling the VAE puts on quality."""
+    device = next(model.parameters()).device
+    out = {}
+    for name, clip in clips.items():
+        x = clip.transpose(0, 1)[None].to(device)  # (1, 3, T, H, W)
+        t, h, w = x.shape[2:]
+        padded = model._pad(x)
+        rec = model.vae.decode(model.vae.encode(padded * 2 - 1, frame_slice=4), frame_slice=4)
+        rec = ((rec + 1) / 2).clamp(0, 1)[:, :, :t, :h, :w].float()
+        rec = (rec * 255).round() / 255  # as it would be written to 8-bit video
+        mse = (rec - x.float()).pow(2).mean().item()
+        out[name] = -10 * math.log10(max(mse, 1e-12))
+    out["mean"] = sum(out.values()) / len(out)
+    return out
