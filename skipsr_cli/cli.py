@@ -229,6 +229,76 @@ def upscale_command(
         print(json.dumps(summary.as_dict()), flush=True)
 
 
+@app.command("eval")
+@exit_codes
+def eval_command(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="HR_FILES_OR_DIR",
+            help="High-resolution references: videos, PNG/JPEG images, or folders of them.",
+        ),
+    ],
+    scale: Annotated[int, typer.Option("--scale", "-s", help="Scale factor: 2 or 4.")] = 2,
+    frames: Annotated[
+        int | None,
+        typer.Option(min=1, help="Use only the first N frames of each video (default: all)."),
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="tau in dB for the model row (default: the model's own).")
+    ] = None,
+    chunk_frames: Annotated[
+        int, typer.Option(min=1, help="Frames per model call (no overlap in evaluation).")
+    ] = 16,
+    device: Annotated[DeviceChoice, typer.Option(help="Where the model runs.")] = DeviceChoice.auto,
+    dtype: Annotated[
+        DtypeChoice, typer.Option(help="Model precision; auto = bf16 on CUDA, fp32 on CPU.")
+    ] = DtypeChoice.auto,
+    weights: Annotated[
+        Path | None, typer.Option(help="A .safetensors weights file (overrides --model).")
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="Model preset: base, debug, seedvr2-3b.")
+    ] = "base",
+    random_weights: Annotated[
+        bool, typer.Option("--random-weights", help="Untrained random weights, for tests.")
+    ] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the figures as one JSON object on stdout.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Measure the model against lanczos and bicubic on degraded copies: `skipsr eval clips/ -s 2`."""
+    from skipsr_cli.evaluate import evaluate, format_table, result_to_json
+
+    _state["debug"] = debug
+    if scale not in (2, 4):
+        raise UsageError(f"--scale must be 2 or 4, not {scale}")
+    if weights is not None and random_weights:
+        raise UsageError("--weights and --random-weights exclude each other")
+    for path in inputs:
+        if not path.exists():
+            raise InputError(f"input not found: {path}")
+    dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
+    net = load_model(model, weights, random_weights=random_weights, device=dev, dtype=dt)
+
+    def log(line: str) -> None:
+        if not quiet:
+            print(f"skipsr eval: {line}", file=sys.stderr, flush=True)
+
+    result = evaluate(
+        inputs, scale, net, frames=frames, threshold=threshold, chunk_frames=chunk_frames, log=log
+    )
+    if json_out:
+        print(json.dumps(result_to_json(result), allow_nan=False), flush=True)
+    else:
+        print(format_table(result), flush=True)
+
+
 bench_app = typer.Typer(
     help="Benchmarks that print tables (see BENCHMARKS.md).", no_args_is_help=True
 )
@@ -375,12 +445,14 @@ def train_run_command(
 @train_app.command("vae-check")
 @exit_codes
 def train_vae_check_command(
-    weights: Annotated[Path, typer.Argument(help="Weights (or a checkpoint's export) whose VAE to check.")],
+    weights: Annotated[
+        Path, typer.Argument(help="Weights (or a checkpoint's export) whose VAE to check.")
+    ],
     val: Annotated[Path, typer.Option(help="Folder of held-out videos and images.")],
     device: Annotated[DeviceChoice, typer.Option()] = DeviceChoice.auto,
 ) -> None:
     """Round-trip PSNR of the VAE on held-out media (encode, decode, 8-bit), per file and mean."""
-    from skipsr_cli.train import validation_clips, vae_round_trip
+    from skipsr_cli.train import vae_round_trip, validation_clips
 
     net = load_model(weights=weights, device=pick_device(device))
     for name, psnr in vae_round_trip(net, validation_clips(val)).items():

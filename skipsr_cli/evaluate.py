@@ -170,6 +170,8 @@ def upscale_model(
                 result = model(x, size, settings)
         except torch.cuda.OutOfMemoryError as e:
             raise ModelError("out of GPU memory: lower --chunk-frames or use --dtype bf16") from e
+        except RuntimeError as e:
+            raise ModelError(f"the model failed on frames from {start}: {e}") from e
         outputs.append(result.frames[0].transpose(0, 1).float().cpu())  # (t, 3, H, W)
         kept += result.kept_fraction * result.keep.numel()
         tokens += result.keep.numel()
@@ -321,7 +323,9 @@ def format_table(result: EvalResult) -> str:
         crop = f", cropped {clip.crop[0]} rows {clip.crop[1]} cols" if any(clip.crop) else ""
         lines += ["", f"{clip.name}: {w}x{h}, {clip.frames} frame(s){crop}"]
         lines += _table_rows(clip.rows)
-    lines += ["", f"average over {len(result.clips)} clip(s)"]
+    moving = sum(c.frames > 1 for c in result.clips)
+    note = f"; flicker over the {moving} with 2+ frames" if moving < len(result.clips) else ""
+    lines += ["", f"average over {len(result.clips)} clip(s){note}"]
     lines += _table_rows(result.averages)
     return "\n".join(lines)
 

@@ -1,0 +1,176 @@
+"""`skipsr_cli.evaluate` end to end on generated media and the debug model (random weights)."""
+
+from __future__ import annotations
+
+import json
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from media import make_clip, make_non_video
+
+from skipsr_cli.errors import InputError, UsageError
+from skipsr_cli.evaluate import (
+    METHODS,
+    ClipResult,
+    Row,
+    average_rows,
+    evaluate,
+    find_sources,
+    format_table,
+    load_reference,
+    result_to_json,
+)
+from skipsr_cli.weights import load_model
+
+
+def write_png(path: Path, image: np.ndarray) -> Path:
+    """One RGB picture (H, W, 3) uint8 as a PNG, through PyAV's png encoder."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("png", rate=1)
+        stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "rgb24"
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def smooth_image(height: int, width: int, phase: float) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack(
+        [128 + 90 * np.sin(x / 7 + phase), 128 + 90 * np.cos(y / 5 - phase), (x + y) * 2], -1
+    )
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("debug", random_weights=True)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    return make_clip(path, width=64, height=48, frames=8, rate=Fraction(24), audio=False)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """Two 50x38 PNGs (neither side divides by 4, so x4 crops) and a stray text file to ignore."""
+    root = tmp_path_factory.mktemp("images")
+    write_png(root / "b.png", smooth_image(38, 50, 1.0))
+    write_png(root / "a.png", smooth_image(38, 50, 0.0))
+    (root / "notes.txt").write_text("not media\n")
+    return root
+
+
+def assert_complete(result, clips: int) -> None:
+    """Every track has all four methods, with finite figures in range and JSON that round-trips."""
+    assert len(result.clips) == clips
+    for rows in [c.rows for c in result.clips] + [result.averages]:
+        for track in ("clean", "web"):
+            assert [r.method for r in rows if r.track == track] == list(METHODS)
+        for r in rows:
+            assert math.isfinite(r.psnr) and -1 <= r.ssim <= 1
+            assert r.flicker is None or (math.isfinite(r.flicker) and r.flicker >= 0)
+            if r.method in ("lanczos", "bicubic"):
+                assert r.psnr > 15 and r.skip is None
+            elif r.method == "no-skip":
+                assert r.skip == 0.0
+            else:
+                assert 0.0 <= r.skip <= 1.0
+    text = json.dumps(result_to_json(result), allow_nan=False)
+    assert json.loads(text)["scale"] == result.scale
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_video_all_methods(video, model, scale):
+    lines = []
+    result = evaluate([video], scale, model, frames=5, chunk_frames=4, log=lines.append)
+    assert_complete(result, 1)
+    clip = result.clips[0]
+    assert (clip.name, clip.frames, clip.size, clip.crop) == ("clip.mp4", 5, (48, 64), (0, 0))
+    assert all(r.flicker is not None for r in clip.rows)
+    assert result.averages == clip.rows  # one clip: the average is that clip
+    assert "clip.mp4: clean model" in lines
+    table = format_table(result)
+    for word in ("clip.mp4", "average over 1 clip", "no-skip", "lanczos", "bicubic", "flicker"):
+        assert word in table
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_image_folder_all_methods(folder, model, scale):
+    result = evaluate([folder], scale, model)
+    assert_complete(result, 2)
+    assert [c.name for c in result.clips] == ["a.png", "b.png"]
+    crop = (38 % scale, 50 % scale)
+    for clip in result.clips:
+        assert (clip.frames, clip.crop, clip.size) == (1, crop, (38 - crop[0], 50 - crop[1]))
+        assert all(r.flicker is None for r in clip.rows)  # one frame: no change to compare
+    assert all(r.flicker is None for r in result.averages)
+    assert json.loads(json.dumps(result_to_json(result)))["clips"][0]["rows"][0]["flicker"] is None
+
+
+def test_reference_is_cropped_at_bottom_and_right(folder):
+    source = find_sources([folder / "a.png"])[0]
+    ref = load_reference(source, 4)
+    expected = torch.from_numpy(smooth_image(38, 50, 0.0)[:36, :48]).permute(2, 0, 1).float() / 255
+    assert ref.crop == (2, 2)
+    assert ref.frames.shape == (1, 3, 36, 48)
+    torch.testing.assert_close(ref.frames[0], expected, rtol=0, atol=0)
+
+
+def test_mixed_paths_and_frame_limit(video, folder):
+    result = evaluate([video, folder / "b.png"], 2, methods=("lanczos",), frames=3)
+    assert [(c.name, c.frames) for c in result.clips] == [("clip.mp4", 3), ("b.png", 1)]
+    assert [(r.track, r.method) for r in result.averages] == [
+        ("clean", "lanczos"),
+        ("web", "lanczos"),
+    ]
+    # Averages weigh clips equally; flicker averages over the clips that have one (the video).
+    clean = [c.rows[0] for c in result.clips]
+    assert result.averages[0].psnr == pytest.approx((clean[0].psnr + clean[1].psnr) / 2)
+    assert result.averages[0].flicker == clean[0].flicker
+    assert "average over 2 clip(s); flicker over the 1 with 2+ frames" in format_table(result)
+
+
+def test_threshold_reaches_the_model(video, model):
+    def skip(threshold: float) -> float:
+        result = evaluate([video], 4, model, frames=4, methods=("model",), threshold=threshold)
+        return result.clips[0].rows[0].skip
+
+    assert skip(1e9) == 0.0  # every predicted score is below tau: every token kept
+    assert skip(-1e9) == 1.0  # none below: every token skipped
+
+
+def test_average_rows():
+    def row(psnr: float, flicker: float | None, skip: float | None) -> Row:
+        return Row("clean", "model", psnr, 0.5, flicker, skip)
+
+    clips = [
+        ClipResult("a", "a", 4, (8, 8), (0, 0), [row(20.0, 2.0, 0.25)]),
+        ClipResult("b", "b", 1, (8, 8), (0, 0), [row(30.0, None, 0.75)]),
+    ]
+    assert average_rows(clips) == [Row("clean", "model", 25.0, 0.5, 2.0, 0.5)]
+
+
+def test_bad_inputs_are_input_errors(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        evaluate([tmp_path / "missing.mp4"], 2, methods=("bicubic",))
+    with pytest.raises(InputError, match="no images or videos"):
+        evaluate([tmp_path], 2, methods=("bicubic",))
+    with pytest.raises(InputError):
+        evaluate([make_non_video(tmp_path / "fake.mp4")], 2, methods=("bicubic",))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match="broken.png"):
+        evaluate([tmp_path / "broken.png"], 2, methods=("bicubic",))
+
+
+def test_bad_arguments_are_usage_errors(video):
+    with pytest.raises(UsageError, match="need a model"):
+        evaluate([video], 2)
+    with pytest.raises(UsageError, match="methods"):
+        evaluate([video], 2, methods=("nearest",))
