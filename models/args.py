@@ -20,6 +20,9 @@ class VAEArgs:
     widths: tuple[int, ...] = (32, 64, 128, 128)
     # residual blocks per level, in the order of widths; full-resolution blocks cost the most
     blocks: tuple[int, ...] = (1, 1, 1, 1)
+    # guided decoder: it also sees the bicubic fill and predicts a residual over it, so the latent
+    # carries detail only and low frequencies come exactly from the input
+    guided: bool = False
 
     def __post_init__(self) -> None:
         if self.spatial not in (4, 8):

@@ -57,6 +57,8 @@ class SkipSR(nn.Module):
         for module in self.vae.modules():
             if hasattr(module, "weight") and module.__class__.__name__ == "PixelNorm":
                 nn.init.ones_(module.weight)
+        if self.args.vae.guided:  # an untrained guided decoder returns the fill exactly
+            nn.init.zeros_(self.vae.decoder.conv_out.weight)
         self.mask_predictor.init_weights(gen)
         self.dit.init_weights(gen)
 
@@ -78,9 +80,13 @@ class SkipSR(nn.Module):
         c = self.condition(fill, settings.frame_slice)
         keep = self.predict_keep(c, settings)
         z = self.refine(c, keep, settings)
-        hr = self.vae.decode(z, settings.frame_slice, settings.decode_tile)
+        hr = self.vae.decode(z, settings.frame_slice, settings.decode_tile, self.guide(fill))
         hr = ((hr + 1) / 2).clamp(0, 1)[:, :, :t, : size[0], : size[1]]
         return Result(hr, keep, keep.float().mean().item())
+
+    def guide(self, fill: Tensor) -> Tensor | None:
+        """What a guided decoder sees besides the latent: the fill in [-1, 1]."""
+        return fill * 2 - 1 if self.args.vae.guided else None
 
     def predict_keep(self, c: Tensor, settings: Settings) -> Tensor:
         scores = self.mask_predictor(c)  # (B, T', H', W') predicted fill PSNR

@@ -121,40 +121,63 @@ class Decoder(nn.Module):
             )
         self.norm_out = PixelNorm(w[0])
         self.conv_out = nn.Conv2d(w[0], 3, 3, padding=1)
+        self.guide_in = nn.Conv2d(3, w[0], 3, padding=1) if args.guided else None
 
-    def forward(self, z: Tensor, frame_slice: int | None = None, tile: int | None = None) -> Tensor:
+    def forward(
+        self,
+        z: Tensor,
+        frame_slice: int | None = None,
+        tile: int | None = None,
+        guide: Tensor | None = None,
+    ) -> Tensor:
         """z: (B, C, t, h, w) -> (B, 3, t*ft, h*s, w*s), unclamped, about [-1, 1].
 
         The latent-level part (causal in time) runs on the whole clip; the full-resolution part runs
         per frame, in slices of `frame_slice` frames and tiles of `tile` latent pixels (exact: tiles
-        carry `space_halo` pixels of context and keep only their own outputs).
+        carry `space_halo` pixels of context and keep only their own outputs). A guided decoder
+        needs `guide`: the fill (B, 3, T, H, W) in [-1, 1] at the output size.
         """
+        if (guide is None) != (self.guide_in is None):
+            raise ValueError(
+                "a guided decoder needs the fill as guide, and only a guided one takes it"
+            )
         ft = self.args.temporal
         h = self.mid(self.conv_in(z))
         h = (
             self.time_out(h).unflatten(1, (-1, ft)).transpose(2, 3).flatten(2, 3)
         )  # (B, w, t*ft, h, w)
         step = frame_slice or h.shape[2]
-        return torch.cat(
-            [self._tiled(h[:, :, s : s + step], tile) for s in range(0, h.shape[2], step)], 2
-        )
+        parts = []
+        for s in range(0, h.shape[2], step):
+            g = guide[:, :, s : s + step] if guide is not None else None
+            parts.append(self._tiled(h[:, :, s : s + step], tile, g))
+        return torch.cat(parts, 2)
 
-    def _per_frame(self, h: Tensor) -> Tensor:
+    def _per_frame(self, h: Tensor, guide: Tensor | None) -> Tensor:
         x = _frames(h)
         for level in self.levels:
             x = level(x)
-        return _video(self.conv_out(F.silu(self.norm_out(x))), h.shape[0])
+        if guide is None:
+            return _video(self.conv_out(F.silu(self.norm_out(x))), h.shape[0])
+        g = _frames(guide)  # (B*T, 3, H, W)
+        x = x + self.guide_in(g)
+        return _video(
+            g + self.conv_out(F.silu(self.norm_out(x))), h.shape[0]
+        )  # residual over the fill
 
-    def _tiled(self, h: Tensor, tile: int | None) -> Tensor:
+    def _tiled(self, h: Tensor, tile: int | None, guide: Tensor | None) -> Tensor:
         rows, cols = h.shape[-2:]
         if tile is None or (rows <= tile and cols <= tile):
-            return self._per_frame(h)
+            return self._per_frame(h, guide)
         s, halo = self.args.spatial, self.space_halo
         out = h.new_empty(h.shape[0], 3, h.shape[2], rows * s, cols * s)
         for y in range(0, rows, tile):
             for x in range(0, cols, tile):
                 y0, x0 = max(0, y - halo), max(0, x - halo)
-                part = self._per_frame(h[..., y0 : y + tile + halo, x0 : x + tile + halo])
+                g = None
+                if guide is not None:
+                    g = guide[..., y0 * s : (y + tile + halo) * s, x0 * s : (x + tile + halo) * s]
+                part = self._per_frame(h[..., y0 : y + tile + halo, x0 : x + tile + halo], g)
                 ty, tx = min(tile, rows - y), min(tile, cols - x)
                 out[..., y * s : (y + ty) * s, x * s : (x + tx) * s] = part[
                     ..., (y - y0) * s : (y - y0 + ty) * s, (x - x0) * s : (x - x0 + tx) * s
@@ -168,7 +191,7 @@ class Decoder(nn.Module):
         for level in reversed(range(len(self.args.widths) - 1)):
             scale *= 2
             pixels += 2 * self.args.blocks[level] / scale  # its 3x3 convs, in latent pixels
-        return int(pixels + 1.0 / scale) + 1  # + the output conv, + one for rounding
+        return int(pixels + 2.0 / scale) + 1  # + the output and guide convs, + one for rounding
 
 
 class VAE(nn.Module):
@@ -182,5 +205,11 @@ class VAE(nn.Module):
         """Mean latent of x: (B, 3, T, H, W) in [-1, 1]."""
         return self.encoder(x, frame_slice).chunk(2, dim=1)[0]
 
-    def decode(self, z: Tensor, frame_slice: int | None = None, tile: int | None = None) -> Tensor:
-        return self.decoder(z, frame_slice, tile)
+    def decode(
+        self,
+        z: Tensor,
+        frame_slice: int | None = None,
+        tile: int | None = None,
+        guide: Tensor | None = None,
+    ) -> Tensor:
+        return self.decoder(z, frame_slice, tile, guide)

@@ -455,8 +455,9 @@ def train_vae_check_command(
     from skipsr_cli.train import vae_round_trip, validation_clips
 
     net = load_model(weights=weights, device=pick_device(device))
-    for name, psnr in vae_round_trip(net, validation_clips(val)).items():
-        print(f"{name:>45}  {psnr:6.2f} dB")
+    print(f"{'':>45}  {'fill':>8}  {'round trip':>10}")
+    for name, (fill, trip) in vae_round_trip(net, validation_clips(val)).items():
+        print(f"{name:>45}  {fill:6.2f} dB  {trip:7.2f} dB")
 
 
 @app.command("version")

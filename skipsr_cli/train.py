@@ -76,10 +76,10 @@ def to_video(frames: Tensor, device: torch.device) -> Tensor:
 
 def vae_loss(model: SkipSR, hr: Tensor, lr: Tensor, step: int) -> tuple[Tensor, dict]:
     """Reconstruct both targets and upsampled inputs: the VAE encodes the condition too."""
-    x = hr if step % 2 == 0 else model.upsample(lr, hr.shape[-2:])
-    x = x * 2 - 1
+    fill = model.upsample(lr, hr.shape[-2:])
+    x = (hr if step % 2 == 0 else fill) * 2 - 1
     mean, _ = model.vae.encoder(x).chunk(2, dim=1)
-    rec = model.vae.decoder(mean)
+    rec = model.vae.decoder(mean, guide=model.guide(fill))
     loss = charbonnier(rec, x) + 1e-4 * mean.float().pow(2).mean()
     mse = (rec.float().clamp(-1, 1) - x.float()).pow(2).mean() / 4
     return loss, {"psnr": -10 * math.log10(max(mse.item(), 1e-10))}
@@ -105,7 +105,8 @@ def dit_loss(model: SkipSR, hr: Tensor, lr: Tensor, step: int) -> tuple[Tensor, 
     gen = torch.Generator().manual_seed(step)
     patch = model.args.dit.patch
     with torch.no_grad():
-        c = model.condition(model._pad(model.upsample(lr, hr.shape[-2:])))
+        fill = model._pad(model.upsample(lr, hr.shape[-2:]))
+        c = model.condition(fill)
         z = model.vae.encode(model._pad(hr) * 2 - 1)
     c_grid, z_grid = patchify(c, patch), patchify(z, patch)
     keep = random_keep(tuple(c_grid.shape[:4]), c.device, gen)
@@ -118,7 +119,8 @@ def dit_loss(model: SkipSR, hr: Tensor, lr: Tensor, step: int) -> tuple[Tensor, 
     x_t = (1 - t_tok) * z_grid[keep] + t_tok * noise
     x0 = model.dit(x_t, c_grid[keep], t, tokens)
     latent = F.mse_loss(x0.float(), z_grid[keep].float())
-    out = model.vae.decode(compose(c_grid, keep, x0, patch, c.shape[1]))[:, :, : hr.shape[2]]
+    out = model.vae.decode(compose(c_grid, keep, x0, patch, c.shape[1]), guide=model.guide(fill))
+    out = out[:, :, : hr.shape[2]]
     out = out[..., : hr.shape[-2], : hr.shape[-1]]
     pixel = charbonnier(out, hr * 2 - 1)
     mse = ((out.float().clamp(-1, 1) - (hr * 2 - 1)) ** 2).mean() / 4
@@ -133,7 +135,7 @@ def fill_psnr(model: SkipSR, hr: Tensor, lr: Tensor) -> tuple[Tensor, Tensor]:
     with torch.no_grad():
         fill_in = model._pad(model.upsample(lr, hr.shape[-2:]))
         c = model.condition(fill_in)
-        fill = ((model.vae.decode(c) + 1) / 2).clamp(0, 1)
+        fill = ((model.vae.decode(c, guide=model.guide(fill_in)) + 1) / 2).clamp(0, 1)
         target = model._pad(hr)
         ft, th, tw = model.args.token_pixels
         err = (fill.float() - target.float()).pow(2).mean(1)  # (B, T, H, W)
@@ -248,18 +250,33 @@ def validation_clips(folder: Path, frames: int = 16) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def vae_round_trip(model: SkipSR, clips: dict[str, Tensor]) -> dict[str, float]:
-    """PSNR (dB) of encode -> decode on each held-out clip: the ceiling the VAE puts on quality."""
+def vae_round_trip(
+    model: SkipSR, clips: dict[str, Tensor], scale: int = 2
+) -> dict[str, tuple[float, float]]:
+    """(fill PSNR, round-trip PSNR) in dB per held-out clip: the ceiling the VAE puts on quality.
+
+    The fill is the bicubic upsample of the clean-track input (x`scale`); the round trip decodes
+    the target's own latent (with the fill as guide, for a guided decoder): what the output would be
+    if the transformer predicted the target latent exactly.
+    """
+    from skipsr_cli.degrade import TRACKS
+
     device = next(model.parameters()).device
     out = {}
     for name, clip in clips.items():
+        h, w = clip.shape[-2:]
+        clip = clip[..., : h - h % scale, : w - w % scale]
         x = clip.transpose(0, 1)[None].to(device)  # (1, 3, T, H, W)
+        lr = TRACKS["clean"].apply(clip, scale).transpose(0, 1)[None].to(device)
         t, h, w = x.shape[2:]
-        padded = model._pad(x)
-        rec = model.vae.decode(model.vae.encode(padded * 2 - 1, frame_slice=4), frame_slice=4)
-        rec = ((rec + 1) / 2).clamp(0, 1)[:, :, :t, :h, :w].float()
-        rec = (rec * 255).round() / 255  # as it would be written to 8-bit video
-        mse = (rec - x.float()).pow(2).mean().item()
-        out[name] = -10 * math.log10(max(mse, 1e-12))
-    out["mean"] = sum(out.values()) / len(out)
+        fill = model._pad(model.upsample(lr, (h, w)))
+        z = model.vae.encode(model._pad(x) * 2 - 1, frame_slice=4)
+        rec = model.vae.decode(z, frame_slice=4, guide=model.guide(fill))
+        out[name] = (_psnr(fill[:, :, :t, :h, :w], x), _psnr((rec[:, :, :t, :h, :w] + 1) / 2, x))
+    out["mean"] = tuple(sum(v[i] for v in out.values()) / len(out) for i in range(2))
     return out
+
+
+def _psnr(a: Tensor, b: Tensor) -> float:
+    a = (a.float().clamp(0, 1) * 255).round() / 255  # as it would be written to 8-bit video
+    return -10 * math.log10(max((a - b.float()).pow(2).mean().item(), 1e-12))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
 import torch
 from helpers import randomize
 
@@ -44,3 +47,27 @@ def test_decoder_is_causal_in_time():
     ft = vae.args.temporal
     torch.testing.assert_close(a[:, :, : 2 * ft], b[:, :, : 2 * ft], rtol=0, atol=0)
     assert not torch.allclose(a[:, :, 2 * ft :], b[:, :, 2 * ft :])
+
+
+def make_guided_vae() -> VAE:
+    args = replace(PRESETS["debug"].vae, guided=True, blocks=(1, 0, 1, 2))
+    return randomize(VAE(args).double(), seed=5, std=0.1)
+
+
+def test_guided_decode_is_exact_when_sliced_and_tiled():
+    vae = make_guided_vae()
+    z = torch.randn(1, 16, 2, 9, 11, dtype=torch.float64)
+    guide = torch.rand(1, 3, 8, 72, 88, dtype=torch.float64) * 2 - 1
+    whole = vae.decode(z, guide=guide)
+    torch.testing.assert_close(vae.decode(z, 3, 4, guide=guide), whole, rtol=1e-10, atol=1e-10)
+
+
+def test_guided_decoder_needs_its_guide_and_predicts_a_residual():
+    vae = make_guided_vae()
+    z = torch.randn(1, 16, 1, 4, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="guide"):
+        vae.decode(z)
+    torch.nn.init.zeros_(vae.decoder.conv_out.weight)
+    torch.nn.init.zeros_(vae.decoder.conv_out.bias)
+    guide = torch.rand(1, 3, 4, 32, 32, dtype=torch.float64)
+    torch.testing.assert_close(vae.decode(z, guide=guide), guide)  # zero residual returns the fill
