@@ -411,6 +411,9 @@ def train_run_command(
     lr: Annotated[float, typer.Option()] = 4e-4,
     workers: Annotated[int, typer.Option(help="Data worker processes.")] = 12,
     seed: Annotated[int, typer.Option()] = 0,
+    decoder: Annotated[
+        bool, typer.Option("--decoder", help="dit stage: also train the VAE decoder.")
+    ] = False,
 ) -> None:
     """Train one stage for at most --minutes, then checkpoint; run again to resume exactly."""
     from models import PRESETS, ModelArgs
@@ -438,6 +441,7 @@ def train_run_command(
         lr,
         seed=seed,
         workers=workers,
+        decoder=decoder,
     )
     train(cfg, lambda line: print(line, flush=True))
 

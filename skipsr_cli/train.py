@@ -47,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 12
     save_every: float = 120.0  # seconds between checkpoints
+    decoder: bool = False  # dit stage: train the VAE decoder with the transformer (encoder frozen)
 
 
 def build(cfg: TrainConfig, device: torch.device) -> SkipSR:
@@ -61,7 +62,11 @@ def build(cfg: TrainConfig, device: torch.device) -> SkipSR:
     return model.train()
 
 
-def trainable(model: SkipSR, stage: str) -> torch.nn.Module:
+def trainable(model: SkipSR, stage: str, decoder: bool = False) -> torch.nn.Module:
+    """The networks a stage updates. With `decoder`, the dit stage also tunes the (guided) decoder:
+    the encoder stays frozen, so the condition latent and the mask predictor's input do not move."""
+    if stage == "dit" and decoder:
+        return torch.nn.ModuleList([model.dit, model.vae.decoder])
     return {"vae": model.vae, "dit": model.dit, "mask": model.mask_predictor}[stage]
 
 
@@ -124,7 +129,7 @@ def dit_loss(model: SkipSR, hr: Tensor, lr: Tensor, step: int) -> tuple[Tensor, 
     out = out[..., : hr.shape[-2], : hr.shape[-1]]
     pixel = charbonnier(out, hr * 2 - 1)
     mse = ((out.float().clamp(-1, 1) - (hr * 2 - 1)) ** 2).mean() / 4
-    return latent + pixel, {
+    return 0.1 * latent + pixel, {
         "psnr": -10 * math.log10(max(mse.item(), 1e-10)),
         "kept": keep.float().mean().item(),
     }
@@ -158,7 +163,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None]) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     model = build(cfg, device)
-    net = trainable(model, cfg.stage)
+    net = trainable(model, cfg.stage, cfg.decoder)
     for p in model.parameters():
         p.requires_grad_(False)
     for p in net.parameters():
