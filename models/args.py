@@ -23,6 +23,9 @@ class VAEArgs:
     # guided decoder: it also sees the bicubic fill and predicts a residual over it, so the latent
     # carries detail only and low frequencies come exactly from the input
     guided: bool = False
+    # latents are multiplied by this after encoding (divided before decoding) so the transformer
+    # sees them at about unit variance, the scale of its noise
+    latent_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.spatial not in (4, 8):

@@ -202,8 +202,8 @@ class VAE(nn.Module):
         self.decoder = Decoder(args)
 
     def encode(self, x: Tensor, frame_slice: int | None = None) -> Tensor:
-        """Mean latent of x: (B, 3, T, H, W) in [-1, 1]."""
-        return self.encoder(x, frame_slice).chunk(2, dim=1)[0]
+        """Mean latent of x: (B, 3, T, H, W) in [-1, 1], scaled to about unit variance."""
+        return self.encoder(x, frame_slice).chunk(2, dim=1)[0] * self.args.latent_scale
 
     def decode(
         self,
@@ -212,4 +212,4 @@ class VAE(nn.Module):
         tile: int | None = None,
         guide: Tensor | None = None,
     ) -> Tensor:
-        return self.decoder(z, frame_slice, tile, guide)
+        return self.decoder(z / self.args.latent_scale, frame_slice, tile, guide)

@@ -51,14 +51,12 @@ class TrainConfig:
 
 
 def build(cfg: TrainConfig, device: torch.device) -> SkipSR:
-    if cfg.init is not None:
-        model = load_model(weights=cfg.init, device=device)
-        if model.args.vae != cfg.args.vae:
-            raise ValueError("--init weights have another VAE than the configuration")
-        return model.train()
     with torch.device(device):
         model = SkipSR(cfg.args)
     model.init_weights(cfg.seed)
+    if cfg.init is not None:  # same tensors, the configuration may differ in scalars (latent_scale)
+        state = load_model(weights=cfg.init, device=device).state_dict()
+        model.load_state_dict(state, strict=True)
     return model.train()
 
 
