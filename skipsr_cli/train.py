@@ -57,6 +57,13 @@ def build(cfg: TrainConfig, device: torch.device) -> SkipSR:
     if cfg.init is not None:  # same tensors, the configuration may differ in scalars (latent_scale)
         state = load_model(weights=cfg.init, device=device).state_dict()
         model.load_state_dict(state, strict=True)
+    if cfg.decoder and model.args.vae.guided:
+        # A guided decoder trained alone learns to return its guide and parks its output conv at ~0,
+        # which blocks every gradient from the latent: restart that one layer small and random.
+        with torch.no_grad():
+            head = model.vae.decoder.conv_out
+            torch.nn.init.kaiming_uniform_(head.weight, a=5**0.5)
+            head.weight.mul_(0.1)
     return model.train()
 
 
@@ -127,7 +134,7 @@ def dit_loss(model: SkipSR, hr: Tensor, lr: Tensor, step: int) -> tuple[Tensor, 
     out = out[..., : hr.shape[-2], : hr.shape[-1]]
     pixel = charbonnier(out, hr * 2 - 1)
     mse = ((out.float().clamp(-1, 1) - (hr * 2 - 1)) ** 2).mean() / 4
-    return 0.1 * latent + pixel, {
+    return latent + pixel, {
         "psnr": -10 * math.log10(max(mse.item(), 1e-10)),
         "kept": keep.float().mean().item(),
     }
