@@ -105,6 +105,26 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return w, h
 
 
+# Options shared by several commands, declared once.
+DeviceOpt = Annotated[DeviceChoice, typer.Option(help="Where the model runs.")]
+DtypeOpt = Annotated[
+    DtypeChoice, typer.Option(help="Model precision; auto = bf16 on CUDA, fp32 on CPU.")
+]
+WeightsOpt = Annotated[
+    Path | None, typer.Option(help="A .safetensors weights file (overrides --model).")
+]
+ModelOpt = Annotated[str, typer.Option("--model", help="Model preset: base, debug, seedvr2-3b.")]
+RandomOpt = Annotated[
+    bool,
+    typer.Option("--random-weights", help="Untrained random weights, for tests and benchmarks."),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+
+
 @app.command("upscale")
 @exit_codes
 def upscale_command(
@@ -136,10 +156,8 @@ def upscale_command(
     steps: Annotated[
         int, typer.Option(min=1, max=1000, help="Flow-matching steps; 1 is one-step.")
     ] = 1,
-    device: Annotated[DeviceChoice, typer.Option(help="Where the model runs.")] = DeviceChoice.auto,
-    dtype: Annotated[
-        DtypeChoice, typer.Option(help="Model precision; auto = bf16 on CUDA, fp32 on CPU.")
-    ] = DtypeChoice.auto,
+    device: DeviceOpt = DeviceChoice.auto,
+    dtype: DtypeOpt = DtypeChoice.auto,
     chunk_frames: Annotated[
         int, typer.Option(min=1, help="Frames per chunk (memory grows with it).")
     ] = 16,
@@ -150,18 +168,9 @@ def upscale_command(
         int | None,
         typer.Option(min=4, help="Decode in tiles of this many latent pixels to bound memory."),
     ] = None,
-    weights: Annotated[
-        Path | None, typer.Option(help="A .safetensors weights file (overrides --model).")
-    ] = None,
-    model: Annotated[
-        str, typer.Option("--model", help="Model preset: base, debug, seedvr2-3b.")
-    ] = "base",
-    random_weights: Annotated[
-        bool,
-        typer.Option(
-            "--random-weights", help="Untrained random weights, for tests and benchmarks."
-        ),
-    ] = False,
+    weights: WeightsOpt = None,
+    model: ModelOpt = "base",
+    random_weights: RandomOpt = False,
     seed: Annotated[
         int, typer.Option(help="Seed of the sampling noise (and of --random-weights).")
     ] = 0,
@@ -184,13 +193,9 @@ def upscale_command(
         Path | None,
         typer.Option("--mask-out", help="Also write a video with skipped regions tinted blue."),
     ] = None,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress and no summary on stderr.")
-    ] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")
-    ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Upscale a video: `skipsr upscale in.mp4 out.mp4`."""
     _state["debug"] = debug
@@ -250,26 +255,14 @@ def eval_command(
     chunk_frames: Annotated[
         int, typer.Option(min=1, help="Frames per model call (no overlap in evaluation).")
     ] = 16,
-    device: Annotated[DeviceChoice, typer.Option(help="Where the model runs.")] = DeviceChoice.auto,
-    dtype: Annotated[
-        DtypeChoice, typer.Option(help="Model precision; auto = bf16 on CUDA, fp32 on CPU.")
-    ] = DtypeChoice.auto,
-    weights: Annotated[
-        Path | None, typer.Option(help="A .safetensors weights file (overrides --model).")
-    ] = None,
-    model: Annotated[
-        str, typer.Option("--model", help="Model preset: base, debug, seedvr2-3b.")
-    ] = "base",
-    random_weights: Annotated[
-        bool, typer.Option("--random-weights", help="Untrained random weights, for tests.")
-    ] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the figures as one JSON object on stdout.")
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")
-    ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    device: DeviceOpt = DeviceChoice.auto,
+    dtype: DtypeOpt = DtypeChoice.auto,
+    weights: WeightsOpt = None,
+    model: ModelOpt = "base",
+    random_weights: RandomOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Measure the model against lanczos and bicubic on degraded copies: `skipsr eval clips/ -s 2`."""
     from skipsr_cli.evaluate import evaluate, format_table, result_to_json
@@ -320,9 +313,9 @@ def bench_transformer_command(
     ] = "1.0,0.75,0.5,0.25",
     repeats: Annotated[int, typer.Option(min=1)] = 10,
     warmup: Annotated[int, typer.Option(min=0)] = 3,
-    device: Annotated[DeviceChoice, typer.Option()] = DeviceChoice.auto,
-    dtype: Annotated[DtypeChoice, typer.Option()] = DtypeChoice.auto,
-    json_out: Annotated[bool, typer.Option("--json", help="Rows as JSON on stdout.")] = False,
+    device: DeviceOpt = DeviceChoice.auto,
+    dtype: DtypeOpt = DtypeChoice.auto,
+    json_out: JsonOpt = False,
 ) -> None:
     """Masked-transformer forward time at forced kept fractions (the paper's scaling claim)."""
     from skipsr_cli.bench import bench_transformer, token_grid
@@ -453,7 +446,7 @@ def train_vae_check_command(
         Path, typer.Argument(help="Weights (or a checkpoint's export) whose VAE to check.")
     ],
     val: Annotated[Path, typer.Option(help="Folder of held-out videos and images.")],
-    device: Annotated[DeviceChoice, typer.Option()] = DeviceChoice.auto,
+    device: DeviceOpt = DeviceChoice.auto,
 ) -> None:
     """Round-trip PSNR of the VAE on held-out media (encode, decode, 8-bit), per file and mean."""
     from skipsr_cli.train import vae_round_trip, validation_clips
