@@ -131,11 +131,27 @@ PRESETS: dict[str, ModelArgs] = {
         mask=MaskArgs(hidden=8, layers=1),
     ),
     # The shipped model (trained in the `base` issue); sized for 100+ fps at 720p->1440p on an H100.
+    # Spatial 4, no temporal compression and 48 latent channels: chosen by VAE round-trip PSNR on
+    # held-out media (BENCHMARKS.md); training/configs/base.json is the same configuration.
     "base": ModelArgs(
         vae=VAEArgs(
-            spatial=4, temporal=4, latent_channels=16, widths=(32, 64, 128), blocks=(0, 1, 2)
+            spatial=4,
+            temporal=1,
+            latent_channels=48,
+            widths=(32, 64, 128),
+            blocks=(0, 1, 2),
+            guided=True,
+            latent_scale=46.5,
         ),
-        dit=DiTArgs(width=192, depth=4, heads=3, head_dim=64, mlp_hidden=512, window=(4, 16, 16)),
+        dit=DiTArgs(
+            latent_channels=48,
+            width=192,
+            depth=4,
+            heads=3,
+            head_dim=64,
+            mlp_hidden=512,
+            window=(4, 16, 16),
+        ),
         mask=MaskArgs(hidden=32, layers=2),
     ),
     # The paper's base model at full scale, random weights, for speed measurements.

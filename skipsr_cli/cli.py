@@ -105,6 +105,9 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return w, h
 
 
+# Full-resolution VAE work runs this many frames at a time (exact; bounds memory at large sizes).
+FRAME_SLICE = 4
+
 # Options shared by several commands, declared once.
 DeviceOpt = Annotated[DeviceChoice, typer.Option(help="Where the model runs.")]
 DtypeOpt = Annotated[
@@ -208,7 +211,12 @@ def upscale_command(
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
     settings = Settings(
-        threshold=threshold, skip=not no_skip, steps=steps, seed=seed, decode_tile=tile
+        threshold=threshold,
+        skip=not no_skip,
+        steps=steps,
+        seed=seed,
+        decode_tile=tile,
+        frame_slice=FRAME_SLICE,
     )
     encode = EncodeOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
     job = UpscaleJob(

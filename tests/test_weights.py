@@ -79,3 +79,12 @@ def test_seedvr2_3b_preset_builds_at_paper_scale_on_meta():
     )
     assert dit.blocks[0].mlp.fc2.in_features == 6912
     assert 2.4e9 < sum(p.numel() for p in dit.parameters()) < 2.8e9
+
+
+def test_training_config_is_the_base_preset():
+    from pathlib import Path
+
+    from models import ModelArgs
+
+    path = Path(__file__).parent.parent / "training" / "configs" / "base.json"
+    assert ModelArgs.from_json(path.read_text()) == PRESETS["base"]
