@@ -1,0 +1,110 @@
+"""`skipsr train ...`: pack the data, run the stages, check the VAE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from skipsr_cli.cli_common import DeviceChoice, DeviceOpt, exit_codes, pick_device
+from skipsr_cli.errors import InputError, UsageError
+from skipsr_cli.weights import load_model
+
+train_app = typer.Typer(
+    help="Train the model: pack the data, then run the stages vae, dit, mask.", no_args_is_help=True
+)
+
+
+@train_app.command("pack")
+@exit_codes
+def train_pack_command(
+    source: Annotated[
+        Path, typer.Argument(help="Folder of training media (like shared/data/train).")
+    ],
+    dest: Annotated[Path, typer.Argument(help="Where to write the pack.")],
+    max_side: Annotated[
+        int, typer.Option(help="Photos are downscaled to at most this many pixels.")
+    ] = 1280,
+) -> None:
+    """Copy the training split (validation held out), photos downscaled, into a compact folder."""
+    from skipsr_cli.train_data import pack
+
+    if not source.is_dir():
+        raise InputError(f"not a folder: {source}")
+    manifest = pack(source, dest, max_side)
+    print(f"packed {len(manifest['files'])} files into {dest}")
+
+
+@train_app.command("run")
+@exit_codes
+def train_run_command(
+    stage: Annotated[str, typer.Argument(help="vae, dit or mask.")],
+    data: Annotated[Path, typer.Option(help="A pack made by `skipsr train pack`.")],
+    out: Annotated[
+        Path, typer.Option(help="Checkpoint folder of this stage (resumed if present).")
+    ],
+    model: Annotated[str, typer.Option("--model", help="Preset to train.")] = "base",
+    config: Annotated[
+        Path | None, typer.Option(help="A JSON ModelArgs to train instead of the preset.")
+    ] = None,
+    init: Annotated[Path | None, typer.Option(help="Weights from the previous stage.")] = None,
+    minutes: Annotated[float, typer.Option(help="Wall-clock budget of this run.")] = 9.0,
+    max_steps: Annotated[int, typer.Option(help="Stop at this step.")] = 100_000,
+    batch: Annotated[int, typer.Option()] = 8,
+    frames: Annotated[int, typer.Option()] = 8,
+    crop: Annotated[int, typer.Option()] = 192,
+    lr: Annotated[float, typer.Option()] = 4e-4,
+    workers: Annotated[int, typer.Option(help="Data worker processes.")] = 12,
+    seed: Annotated[int, typer.Option()] = 0,
+    decoder: Annotated[
+        bool, typer.Option("--decoder", help="dit stage: also train the VAE decoder.")
+    ] = False,
+) -> None:
+    """Train one stage for at most --minutes, then checkpoint; run again to resume exactly."""
+    from models import PRESETS, ModelArgs
+    from skipsr_cli.train import STAGES, TrainConfig, train
+
+    if stage not in STAGES:
+        raise UsageError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
+    if config is not None:
+        args = ModelArgs.from_json(config.read_text())
+    elif model in PRESETS:
+        args = PRESETS[model]
+    else:
+        raise UsageError(f"unknown preset {model!r}")
+    cfg = TrainConfig(
+        stage,
+        data,
+        out,
+        args,
+        init,
+        minutes,
+        max_steps,
+        batch,
+        frames,
+        crop,
+        lr,
+        seed=seed,
+        workers=workers,
+        decoder=decoder,
+    )
+    train(cfg, lambda line: print(line, flush=True))
+
+
+@train_app.command("vae-check")
+@exit_codes
+def train_vae_check_command(
+    weights: Annotated[
+        Path, typer.Argument(help="Weights (or a checkpoint's export) whose VAE to check.")
+    ],
+    val: Annotated[Path, typer.Option(help="Folder of held-out videos and images.")],
+    device: DeviceOpt = DeviceChoice.auto,
+) -> None:
+    """Round-trip PSNR of the VAE on held-out media (encode, decode, 8-bit), per file and mean."""
+    from skipsr_cli.train import vae_round_trip, validation_clips
+
+    net = load_model(weights=weights, device=pick_device(device))
+    print(f"{'':>45}  {'fill':>8}  {'round trip':>10}")
+    for name, (fill, trip) in vae_round_trip(net, validation_clips(val)).items():
+        print(f"{name:>45}  {fill:6.2f} dB  {trip:7.2f} dB")
