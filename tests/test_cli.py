@@ -162,3 +162,39 @@ def test_plain_progress_lines_when_not_a_terminal(clip, tmp_path):
     assert lines[0].startswith("upscaling") and lines[-1].startswith("done: 23 frames")
     assert any(line.startswith("frames 23/23") for line in lines)
     assert r.stdout == ""  # stdout stays clean without --json
+
+
+def make_vfr_clip(path: Path, pts: list[int], time_base: Fraction) -> Path:
+    """A clip whose frames sit at irregular timestamps (like a phone's variable frame rate)."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=24, options={"crf": "18", "bf": "0"})
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        stream.time_base = time_base
+        for i, p in enumerate(pts):
+            image = np.full((32, 48, 3), 20 * i % 255, dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = p, time_base
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path
+
+
+def frame_times(path: Path) -> list[float]:
+    import av
+
+    with av.open(str(path)) as f:
+        return [float(frame.pts * frame.time_base) for frame in f.decode(video=0)]
+
+
+def test_variable_frame_rate_timestamps_carry_over(tmp_path):
+    pts = [0, 1, 3, 4, 8, 9, 10, 15, 16, 20]
+    src = make_vfr_clip(tmp_path / "vfr.mkv", pts, Fraction(1, 24))
+    out = tmp_path / "out.mkv"
+    r = run("upscale", src, out, *DEBUG, "--chunk-frames", "4", "--overlap", "1", "-q")
+    assert r.returncode == 0, r.stderr
+    before, after = frame_times(src), frame_times(out)
+    assert len(after) == len(before) == len(pts)
+    assert max(abs(a - b) for a, b in zip(after, before, strict=True)) < 1e-3
