@@ -114,6 +114,12 @@ def upscale_command(
     pix_fmt: Annotated[
         str | None, typer.Option("--pix-fmt", help="Output pixel format, e.g. yuv420p, yuv444p.")
     ] = None,
+    no_audio: Annotated[
+        bool, typer.Option("--no-audio", help="Leave the audio streams out.")
+    ] = False,
+    no_subtitles: Annotated[
+        bool, typer.Option("--no-subtitles", help="Leave the subtitle streams out.")
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", "-y", help="Replace an existing output file.")
     ] = False,
@@ -155,6 +161,8 @@ def upscale_command(
         encode,
         overwrite,
         mask_out,
+        copy_audio=not no_audio,
+        copy_subtitles=not no_subtitles,
     )
     plan = prepare(job)
     net = load_model(model, weights, random_weights=random_weights, device=dev, dtype=dt, seed=seed)
@@ -163,6 +171,8 @@ def upscale_command(
         summary = upscale(net, plan, dev, dt, renderer)
     finally:
         renderer.close()
+    for warning in summary.warnings:  # shown even with --quiet: something was left out
+        print(f"skipsr: warning: {warning}", file=sys.stderr, flush=True)
     if json_out:
         print(json.dumps(summary.as_dict()), flush=True)
 

@@ -2,12 +2,14 @@
 
 Frames stream through: the decoder yields one frame at a time, chunks hold N low-resolution
 frames, the blend holds only the overlap, and the encoder takes each frame as soon as it is final.
+Decoding and encoding each run in a helper thread behind a bounded queue (`overlap.py`), so they
+overlap with the model, which stays on the calling thread.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from models import SkipSR
 from models.skipsr import Result, Settings
 from skipsr_cli.chunking import Chunk, OverlapAdd, check_plan, iter_chunks
 from skipsr_cli.errors import ModelError, OutputError, UsageError
+from skipsr_cli.overlap import BackgroundWriter, InlineWriter, Prefetcher
 from skipsr_cli.progress import Event, RunStats, Started, Summary
 from skipsr_cli.video_io import (
     DecodedFrame,
@@ -32,6 +35,12 @@ from skipsr_cli.video_io import (
 
 MASK_TINT = (0.15, 0.35, 1.0)  # skipped regions in the mask video lean blue
 MASK_ALPHA = 0.45
+DECODE_AHEAD_CHUNKS = 2  # decoded frames waiting for the model, in chunks
+ENCODE_QUEUE_CHUNKS = 1  # finished frames waiting for the encoder, in chunks
+
+# One finished frame for the encoder thread: (uint8 RGB per writer, pts).
+Finished = tuple[list[np.ndarray], int | None]
+Sink = BackgroundWriter[Finished] | InlineWriter[Finished]
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,8 @@ class UpscaleJob:
     encode: EncodeOptions = field(default_factory=EncodeOptions)
     overwrite: bool = False
     mask_out: Path | None = None
+    copy_audio: bool = True  # audio streams of the input, copied without re-encoding
+    copy_subtitles: bool = True  # subtitle streams, likewise
 
 
 def output_size(info: VideoInfo, scale: int, size: tuple[int, int] | None) -> tuple[int, int]:
@@ -92,8 +103,13 @@ def upscale(
     device: torch.device,
     dtype: torch.dtype,
     emit: Callable[[Event], None],
+    overlap: bool = True,
 ) -> Summary:
-    """Run one file end to end; the output appears at job.output only if everything succeeded."""
+    """Run one file end to end; the output appears at job.output only if everything succeeded.
+
+    With `overlap`, decoding and encoding run in helper threads beside the model; without it,
+    everything runs in series on this thread (same output, bit for bit).
+    """
     job, info, (out_w, out_h) = plan.job, plan.info, plan.out_size
     started = Started(
         job.input,
@@ -109,12 +125,19 @@ def upscale(
     emit(started)
     with contextlib.ExitStack() as stack:
         writers = open_writers(stack, job, info, out_w, out_h)
+        # Entered after the writers, so it is joined before they publish or abort the files.
+        sink = stack.enter_context(open_sink(writers, stats, job.chunk_frames, overlap))
+        frames = stack.enter_context(open_frames(job, overlap))
+        report = progress_reporter(stats, info.frame_count, emit)
         decoded = write_chunks(
-            model, job, info, (out_h, out_w), device, dtype, writers, stats, emit
+            model, job, frames, (out_h, out_w), device, dtype, sink, len(writers), stats, report
         )
+        sink.close()  # every queued frame is encoded now, or its error raised here
+        report()  # the encoder thread may have finished frames since the last chunk's report
         if stats.frames != decoded:
             raise AssertionError(f"decoded {decoded} frames but wrote {stats.frames}")
-    summary = stats.summary(started)
+        warnings = tuple(writers[0].warnings)
+    summary = stats.summary(started, warnings)
     emit(summary)
     return summary
 
@@ -131,42 +154,96 @@ def open_writers(
         options=job.encode,
         overwrite=job.overwrite,
     )
-    writers = [stack.enter_context(VideoWriter(job.output, copy_audio_from=job.input, **common))]
+    streams = dict(
+        copy_audio_from=job.input, copy_audio=job.copy_audio, copy_subtitles=job.copy_subtitles
+    )
+    writers = [stack.enter_context(VideoWriter(job.output, **streams, **common))]
     if job.mask_out is not None:
         writers.append(stack.enter_context(VideoWriter(job.mask_out, **common)))
     return writers
 
 
+def open_frames(
+    job: UpscaleJob, overlap: bool
+) -> contextlib.AbstractContextManager[Iterable[DecodedFrame]]:
+    """The decoded input, read ahead in a thread when overlapping.
+
+    The file is opened here, on the calling thread, so an unreadable input fails at once.
+    """
+    frames = read_frames(job.input)
+    if not overlap:
+        return contextlib.closing(frames)
+    depth = DECODE_AHEAD_CHUNKS * job.chunk_frames
+    return Prefetcher(frames, depth, name="skipsr-decode")
+
+
+def open_sink(
+    writers: list[VideoWriter], stats: RunStats, chunk_frames: int, overlap: bool
+) -> Sink:
+    """Where finished frames go: an encoder thread when overlapping, else straight to the writers.
+
+    The calling thread converts frames to uint8 before queueing them, so the encoder thread touches
+    only numpy and PyAV (no device or torch state), and the device memory is freed at once.
+    `stats.frames` counts frames actually encoded; only the encoder thread changes it.
+    """
+
+    def encode(item: Finished) -> None:
+        images, pts = item
+        for writer, image in zip(writers, images, strict=True):
+            writer.write(image, pts)
+        stats.frames += 1
+
+    if not overlap:
+        return InlineWriter(encode)
+    return BackgroundWriter(encode, ENCODE_QUEUE_CHUNKS * chunk_frames, name="skipsr-encode")
+
+
+def progress_reporter(
+    stats: RunStats, total: int | None, emit: Callable[[Event], None]
+) -> Callable[[], None]:
+    """Emit progress when the count of encoded frames has moved since the last report."""
+    last = -1
+
+    def report() -> None:
+        nonlocal last
+        if stats.frames != last:
+            last = stats.frames
+            emit(stats.advanced(total))
+
+    return report
+
+
 def write_chunks(
     model: SkipSR,
     job: UpscaleJob,
-    info: VideoInfo,
+    decoded_frames: Iterable[DecodedFrame],
     size: tuple[int, int],
     device: torch.device,
     dtype: torch.dtype,
-    writers: list[VideoWriter],
+    sink: Sink,
+    streams: int,
     stats: RunStats,
-    emit: Callable[[Event], None],
+    report: Callable[[], None],
 ) -> int:
-    """Upscale chunk by chunk, blend the overlaps, write each frame once it is final.
+    """Upscale chunk by chunk, blend the overlaps, hand each frame to the sink once it is final.
 
-    Returns how many frames were decoded, so the caller can check none was lost.
+    `streams` is 2 when a mask video is written beside the output. Returns how many frames were
+    decoded, so the caller can check none was lost.
     """
-    blends = [OverlapAdd() for _ in writers]
+    blends = [OverlapAdd() for _ in range(streams)]
     decoded = 0
     pts: dict[int, int | None] = {}
-    for chunk in iter_chunks(read_frames(job.input), job.chunk_frames, job.overlap):
+    for chunk in iter_chunks(decoded_frames, job.chunk_frames, job.overlap):
         result = run_chunk(model, chunk, size, job.settings, device, dtype)
         stats.add_tokens(result.keep.numel(), int(result.keep.sum()))
         outputs = [result.frames[0].transpose(0, 1).float()]  # (T, 3, H, W)
-        if len(writers) > 1:
+        if streams > 1:
             outputs.append(skipped_map(model, result, size))
         pts.update({f.index: f.pts for f in chunk.items})
         decoded = max(decoded, chunk.stop)
         for index, frames in _released(blends, chunk, outputs):
-            _write(writers, frames, pts.pop(index))
-            stats.frames += 1
-        emit(stats.advanced(info.frame_count))
+            sink.put((finish(frames), pts.pop(index)))
+        report()
     for blend in blends:
         blend.close()
     return decoded
@@ -214,13 +291,15 @@ def skipped_map(model: SkipSR, result: Result, size: tuple[int, int]) -> Tensor:
     return full[:t, None, : size[0], : size[1]]
 
 
-def _write(writers: list[VideoWriter], frames: list[Tensor], pts: int | None) -> None:
+def finish(frames: list[Tensor]) -> list[np.ndarray]:
+    """The output frame, and the tinted mask frame if any, as (H, W, 3) uint8 RGB."""
     image = frames[0]  # (3, H, W) in [0, 1]
-    writers[0].write(to_uint8(image), pts)
-    if len(writers) > 1:
+    images = [to_uint8(image)]
+    if len(frames) > 1:
         tint = image.new_tensor(MASK_TINT)[:, None, None]
         alpha = MASK_ALPHA * frames[1]
-        writers[1].write(to_uint8(image * (1 - alpha) + tint * alpha), pts)
+        images.append(to_uint8(image * (1 - alpha) + tint * alpha))
+    return images
 
 
 def to_uint8(image: Tensor) -> np.ndarray:

@@ -60,6 +60,7 @@ class Summary:
     out_width: int
     out_height: int
     status: str = "ok"
+    warnings: tuple[str, ...] = ()  # e.g. streams the output container cannot hold, left out
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -93,7 +94,7 @@ class RunStats:
     def advanced(self, total: int | None) -> Advanced:
         return Advanced(self.frames, total, self.elapsed, self.skip_ratio)
 
-    def summary(self, started: Started) -> Summary:
+    def summary(self, started: Started, warnings: tuple[str, ...] = ()) -> Summary:
         gpu = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
         host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
         wall = self.elapsed
@@ -108,6 +109,7 @@ class RunStats:
             host,
             str(self.device),
             *started.out_size,
+            warnings=warnings,
         )
 
 

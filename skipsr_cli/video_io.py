@@ -1,10 +1,10 @@
 """Video in and video out, through PyAV only.
 
-This is the one module that touches media files. It probes an input, decodes it one frame at a time
-(so memory stays flat however long the film), and encodes the result with every audio stream of the
-source copied untouched and interleaved with the video. The output is written to a temporary file
-beside the target and renamed into place only when complete, so a crash never leaves a half-written
-file where the user expects a finished one.
+This module and stream_copy are the only ones that touch media files. It probes an input, decodes it
+one frame at a time (so memory stays flat however long the film), and encodes the result with every
+audio, subtitle and data stream of the source copied untouched and interleaved with the video (see
+stream_copy). The output is written to a temporary file beside the target and renamed into place
+only when complete, so a crash never leaves a half-written file where the user expects a finished one.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import av
 import numpy as np
 
 from skipsr_cli.errors import InputError, OutputError, UsageError
+from skipsr_cli.stream_copy import StreamCopier, packet_seconds
 
 # Errors PyAV raises for unreadable or unwritable media: its own FFmpegError family, plus the plain
 # OSError / ValueError it uses for bad paths, unsupported codec/container pairs and bad arguments.
@@ -269,64 +270,15 @@ def _check_target(path: Path, copy_audio_from: Path | None, overwrite: bool) -> 
         raise OutputError(f"output exists: {path} (pass --overwrite to replace it)")
 
 
-def _packet_seconds(packet: av.Packet) -> float | None:
-    """Time of a packet in mux order (dts, else pts), in seconds, for interleaving."""
-    t = packet.dts if packet.dts is not None else packet.pts
-    if t is None or not packet.time_base:
-        return None
-    return float(t * packet.time_base)
-
-
-class _AudioCopier:
-    """Remuxes every audio stream of a source, packet for packet, into an output container.
-
-    It keeps its own demuxer on the source reading only the audio, one packet ahead, so the writer
-    can interleave audio with the video as it goes instead of appending all audio at the end.
-    """
-
-    def __init__(self, source: Path, output: av.container.OutputContainer) -> None:
-        self._input = _open_input(source)
-        self._output = output
-        streams = list(self._input.streams.audio)
-        self._map: dict[int, av.AudioStream] = {}
-        try:
-            for s in streams:
-                self._map[s.index] = output.add_stream_from_template(s)
-                self._map[s.index].metadata.update(s.metadata)  # language, title
-        except BaseException:
-            self._input.close()
-            raise
-        self._packets = self._input.demux(*streams) if streams else iter(())
-        self._pending: av.Packet | None = None
-
-    def mux_until(self, seconds: float | None) -> None:
-        """Mux audio packets up to `seconds` (all that remain when None)."""
-        while True:
-            if self._pending is None:
-                self._pending = next(self._packets, None)
-                if self._pending is None:
-                    return
-            packet = self._pending
-            if packet.size == 0:  # the flush packet PyAV yields at end of file
-                self._pending = None
-                continue
-            t = _packet_seconds(packet)
-            if seconds is not None and t is not None and t > seconds:
-                return
-            # mux() rescales from packet.time_base (the source stream's) to the output stream's.
-            packet.stream = self._map[packet.stream_index]
-            self._output.mux(packet)
-            self._pending = None
-
-    def close(self) -> None:
-        self._input.close()
-
-
 class VideoWriter:
-    """Encodes RGB frames into a video file, copying the source's audio, atomically.
+    """Encodes RGB frames into a video file, copying the source's other streams, atomically.
 
     Use as a context manager: a clean exit publishes the file, an exception deletes the partial
     file and leaves `path` as it was.
+
+    `copy_audio_from` (its name kept for compatibility) is the file whose audio, subtitle and data
+    streams, global tags and chapters are copied; `copy_audio` / `copy_subtitles` leave those kinds
+    out. A stream the output container cannot hold is left out and named in `warnings`.
     """
 
     def __init__(
@@ -339,6 +291,8 @@ class VideoWriter:
         time_base: Fraction | None,
         options: EncodeOptions,
         copy_audio_from: Path | None = None,
+        copy_audio: bool = True,
+        copy_subtitles: bool = True,
         overwrite: bool = False,
     ) -> None:
         self.path = Path(path)
@@ -349,7 +303,9 @@ class VideoWriter:
         self._overwrite = overwrite
         self._temp = partial_path(self.path)
         self._output: av.container.OutputContainer | None = None
-        self._audio: _AudioCopier | None = None
+        self._copier: StreamCopier | None = None
+        # One line per stream of the source that the output cannot hold and that was left out.
+        self.warnings: list[str] = []
         self._done = False
         validate_encode_options(options, width, height)
         _check_target(self.path, copy_audio_from, overwrite)
@@ -357,7 +313,14 @@ class VideoWriter:
             self._output = av.open(str(self._temp), "w")
             self._video = self._add_video_stream(options)
             if copy_audio_from is not None:
-                self._audio = _AudioCopier(Path(copy_audio_from), self._output)
+                self._copier = StreamCopier(
+                    _open_input(Path(copy_audio_from)),
+                    self._output,
+                    suffix=self.path.suffix,
+                    copy_audio=copy_audio,
+                    copy_subtitles=copy_subtitles,
+                )
+                self.warnings = self._copier.warnings
             # Open the encoder now, so a bad option fails here rather than after the model ran.
             self._video.codec_context.open()
         except _AV_ERRORS as e:
@@ -404,15 +367,15 @@ class VideoWriter:
         self.frames_written += 1
 
     def _mux_video(self, packets: list[av.Packet]) -> None:
-        """Mux video packets, each preceded by the audio that plays before it."""
+        """Mux video packets, each preceded by the copied packets that play before it."""
         assert self._output is not None
         for packet in packets:
-            if self._audio is not None:
-                self._audio.mux_until(_packet_seconds(packet))
+            if self._copier is not None:
+                self._copier.mux_until(packet_seconds(packet))
             self._output.mux(packet)
 
     def close(self) -> None:
-        """Flush the encoder, finish the audio copy, then publish the file at `path` in one rename."""
+        """Flush the encoder, finish the stream copy, then publish the file at `path` in one rename."""
         if self._done:
             return
         try:
@@ -428,9 +391,9 @@ class VideoWriter:
             raise OutputError(f"cannot write {self.path}: no frames were written")
         try:
             self._mux_video(self._video.encode(None))
-            if self._audio is not None:
-                self._audio.mux_until(None)
-                self._audio.close()
+            if self._copier is not None:
+                self._copier.mux_until(None)
+                self._copier.close()
             self._output.close()
         except _AV_ERRORS as e:
             raise OutputError(f"cannot write {self.path}: {e}") from e
@@ -444,7 +407,7 @@ class VideoWriter:
     def abort(self) -> None:
         """Stop and delete the partial file; `path` is never touched. Safe to call more than once."""
         self._done = True
-        for closable in (self._audio, self._output):
+        for closable in (self._copier, self._output):
             if closable is not None:
                 with contextlib.suppress(Exception):
                     closable.close()

@@ -51,10 +51,14 @@ def sine_wave(samples: int, freq: float = 440.0) -> np.ndarray:
 
 
 def _write_audio(
-    output: av.container.OutputContainer, stream: av.AudioStream, frames: int, rate: Fraction
+    output: av.container.OutputContainer,
+    stream: av.AudioStream,
+    frames: int,
+    rate: Fraction,
+    freq: float = 440.0,
 ) -> None:
     samples = round(Fraction(frames) / rate * AUDIO_RATE)  # exactly as long as the video
-    wave = sine_wave(samples)
+    wave = sine_wave(samples, freq)
     for start in range(0, samples, _AUDIO_CHUNK):
         chunk = av.AudioFrame.from_ndarray(
             np.ascontiguousarray(wave[:, start : start + _AUDIO_CHUNK]),
@@ -157,3 +161,71 @@ def make_corrupt_clip(path: Path, *, frames: int = 20) -> Path:
         data[i] ^= 0x5A
     path.write_bytes(bytes(data))
     return path
+
+
+SUBTITLE_SRT = """1
+00:00:00,000 --> 00:00:00,150
+Hello
+
+2
+00:00:00,200 --> 00:00:00,350
+World
+"""
+
+
+def make_rich_mkv(path: Path, *, frames: int = 10, rate: Fraction = Fraction(24)) -> Path:
+    """An mkv with video, two audio streams ("eng" and "fra", with titles), a subrip subtitle,
+    two chapters and a global title: everything a stream copy must carry over.
+
+    PyAV cannot encode subtitles from Python, so the subtitle stream is remuxed from a tiny .srt
+    file, which FFmpeg demuxes.
+    """
+    path = Path(path)
+    rate = Fraction(rate)
+    base = path.with_suffix(".parts")
+    video_src = make_clip(base.with_suffix(".video.mkv"), frames=frames, rate=rate, audio=False)
+    srt = base.with_suffix(".srt")
+    srt.write_text(SUBTITLE_SRT)
+    with av.open(str(video_src)) as vin, av.open(str(srt)) as sin, av.open(str(path), "w") as out:
+        video = out.add_stream_from_template(vin.streams.video[0])
+        audio = []
+        for lang, title, freq in (("eng", "English", 440.0), ("fra", "Français", 660.0)):
+            stream = out.add_stream(audio_codec_for(path), rate=AUDIO_RATE, layout="mono")
+            stream.metadata.update({"language": lang, "title": title})
+            audio.append((stream, freq))
+        audio[0][0].disposition = av.stream.Disposition.default
+        subtitle = out.add_stream_from_template(sin.streams[0])
+        subtitle.metadata.update({"language": "eng", "title": "Captions"})
+        subtitle.disposition = av.stream.Disposition.forced
+        out.metadata["title"] = "A rich test clip"
+        half = frames * 500 // int(rate)  # milliseconds at half the clip
+        out.set_chapters(
+            [
+                {"id": 1, "start": 0, "end": half, "time_base": Fraction(1, 1000),
+                 "metadata": {"title": "Opening"}},
+                {"id": 2, "start": half, "end": 2 * half, "time_base": Fraction(1, 1000),
+                 "metadata": {"title": "Ending"}},
+            ]
+        )  # fmt: skip
+        for packet in vin.demux(vin.streams.video[0]):
+            if packet.size:
+                packet.stream = video
+                out.mux(packet)
+        for packet in sin.demux(sin.streams[0]):
+            if packet.size:
+                packet.stream = subtitle
+                out.mux(packet)
+        for stream, freq in audio:
+            _write_audio(out, stream, frames, rate, freq)
+    video_src.unlink()
+    srt.unlink()
+    return path
+
+
+def packets_of(path: Path, kind: str, index: int = 0) -> list[bytes]:
+    """Raw bytes of every packet of the index-th `kind` stream ("audio", "subtitles", ...)."""
+    with av.open(str(path)) as container:
+        streams = getattr(container.streams, kind)
+        if len(streams) <= index:
+            return []
+        return [bytes(p) for p in container.demux(streams[index]) if p.size]

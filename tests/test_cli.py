@@ -198,3 +198,19 @@ def test_variable_frame_rate_timestamps_carry_over(tmp_path):
     before, after = frame_times(src), frame_times(out)
     assert len(after) == len(before) == len(pts)
     assert max(abs(a - b) for a, b in zip(after, before, strict=True)) < 1e-3
+
+
+def test_streams_the_container_cannot_hold_are_left_out_with_a_warning(tmp_path):
+    from media import make_rich_mkv
+
+    src = make_rich_mkv(tmp_path / "rich.mkv")
+    out = tmp_path / "out.mp4"
+    r = run("upscale", src, out, *DEBUG, "-q", "--json")
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("skipsr: warning:")]
+    assert len(warnings) == 1 and "subtitle" in warnings[0]
+    assert json.loads(r.stdout)["warnings"] == [warnings[0].removeprefix("skipsr: warning: ")]
+    assert probe(out).audio_streams == 2
+    r = run("upscale", src, tmp_path / "quiet.mp4", *DEBUG, "-q", "--no-audio", "--no-subtitles")
+    assert r.returncode == 0 and r.stderr == ""
+    assert probe(tmp_path / "quiet.mp4").audio_streams == 0

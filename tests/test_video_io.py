@@ -14,6 +14,8 @@ from media import (
     make_clip,
     make_corrupt_clip,
     make_non_video,
+    make_rich_mkv,
+    packets_of,
     stream_seconds,
     stream_span,
 )
@@ -31,7 +33,9 @@ from skipsr_cli.video_io import (
 FAST = EncodeOptions(preset="ultrafast")
 
 
-def _copy_through(src: Path, dst: Path, options: EncodeOptions = FAST, **kwargs) -> None:
+def _copy_through(
+    src: Path, dst: Path, options: EncodeOptions = FAST, **kwargs: object
+) -> VideoWriter:
     """Decode `src` and re-encode every frame to `dst` with its timestamps and audio."""
     info = probe(src)
     with VideoWriter(
@@ -46,6 +50,7 @@ def _copy_through(src: Path, dst: Path, options: EncodeOptions = FAST, **kwargs)
     ) as writer:
         for frame in read_frames(src):
             writer.write(frame.rgb, frame.pts)
+    return writer
 
 
 def _av_offset(path: Path) -> float:
@@ -116,11 +121,12 @@ def test_audio_copy_into_another_container_is_rescaled_and_in_sync(tmp_path: Pat
     assert abs(stream_seconds(out, "audio") - stream_seconds(out, "video")) <= 1 / 24
 
 
-def test_audio_the_container_cannot_hold_is_refused_up_front(tmp_path: Path) -> None:
+def test_audio_the_container_cannot_hold_is_left_out_with_a_warning(tmp_path: Path) -> None:
     src = make_clip(tmp_path / "in.mp4", frames=2)  # AAC audio, which WebM cannot carry
-    with pytest.raises(OutputError, match="cannot write"):
-        _copy_through(src, tmp_path / "out.webm", options=EncodeOptions(codec="libvpx-vp9"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+    out = tmp_path / "out.webm"
+    writer = _copy_through(src, out, options=EncodeOptions(codec="libvpx-vp9"))
+    assert writer.warnings == ["audio stream 1 (aac, und) cannot be stored in .webm; left out"]
+    assert probe(out).audio_streams == 0 and probe(out).frame_count == 2
 
 
 def test_audio_is_interleaved_with_video_not_appended(tmp_path: Path) -> None:
@@ -302,3 +308,70 @@ def test_ffv1_rgb_is_lossless(tmp_path: Path) -> None:
     assert len(decoded) == len(originals) == 4
     for a, b in zip(originals, decoded, strict=True):
         assert np.array_equal(a, b)
+
+
+def _streams(path: Path) -> list[tuple[str, str | None, str | None, str | None]]:
+    """(type, codec, language, title) of every stream, in order."""
+    with av.open(str(path)) as container:
+        return [
+            (s.type, s.codec_context.name, s.metadata.get("language"), s.metadata.get("title"))
+            for s in container.streams
+            if s.type != "data"  # mp4 stores chapters as a text track that demuxes as data
+        ]
+
+
+def test_mkv_to_mkv_keeps_every_stream_tag_and_chapter(tmp_path: Path) -> None:
+    src = make_rich_mkv(tmp_path / "in.mkv")
+    out = tmp_path / "out.mkv"
+    assert _copy_through(src, out).warnings == []
+    assert _streams(out)[1:] == _streams(src)[1:]  # both audio languages/titles, the subtitle
+    for kind, index in (("audio", 0), ("audio", 1), ("subtitles", 0)):
+        assert packets_of(out, kind, index) == packets_of(src, kind, index)
+    assert packets_of(out, "subtitles") == [b"Hello", b"World"]
+    with av.open(str(src)) as before, av.open(str(out)) as after:
+        assert after.metadata["title"] == "A rich test clip"
+        assert [(c["start"], c["end"], c["metadata"]) for c in after.chapters()] == [
+            (c["start"], c["end"], c["metadata"]) for c in before.chapters()
+        ]
+        assert len(after.chapters()) == 2
+        dispositions = [s.disposition for s in after.streams]
+    assert dispositions[1] & av.stream.Disposition.default
+    assert dispositions[3] & av.stream.Disposition.forced
+
+
+def test_subtitle_stream_is_interleaved_by_time(tmp_path: Path) -> None:
+    src = make_rich_mkv(tmp_path / "in.mkv", frames=24)
+    out = tmp_path / "out.mkv"
+    _copy_through(src, out)
+    with av.open(str(out)) as container:
+        kinds = [p.stream.type for p in container.demux() if p.size]
+    assert kinds.index("subtitle") < len(kinds) - 1 - kinds[::-1].index("video")
+
+
+def test_mkv_to_mp4_keeps_audio_and_reports_the_subtitle(tmp_path: Path) -> None:
+    src = make_rich_mkv(tmp_path / "in.mkv")
+    out = tmp_path / "out.mp4"
+    writer = _copy_through(src, out)
+    assert writer.warnings == ["subtitle stream 3 (srt, eng) cannot be stored in .mp4; left out"]
+    assert [s[0] for s in _streams(out)] == ["video", "audio", "audio"]
+    assert [s[2] for s in _streams(out)[1:]] == ["eng", "fra"]
+    assert packets_of(out, "audio", 1) == packets_of(src, "audio", 1)
+    with av.open(str(out)) as container:
+        assert container.metadata.get("title") == "A rich test clip"
+        assert [c["metadata"]["title"] for c in container.chapters()] == ["Opening", "Ending"]
+
+
+def test_copy_subtitles_false_leaves_them_out_quietly(tmp_path: Path) -> None:
+    src = make_rich_mkv(tmp_path / "in.mkv")
+    for suffix in (".mkv", ".mp4"):
+        out = tmp_path / f"out{suffix}"
+        assert _copy_through(src, out, copy_subtitles=False).warnings == []
+        assert [s[0] for s in _streams(out)] == ["video", "audio", "audio"]
+
+
+def test_copy_audio_false_leaves_the_audio_out(tmp_path: Path) -> None:
+    src = make_rich_mkv(tmp_path / "in.mkv")
+    out = tmp_path / "out.mkv"
+    assert _copy_through(src, out, copy_audio=False).warnings == []
+    assert [s[0] for s in _streams(out)] == ["video", "subtitle"]
+    assert packets_of(out, "subtitles") == [b"Hello", b"World"]

@@ -1,0 +1,133 @@
+"""Copying a source's other streams (audio, subtitles, data), its tags and chapters, untouched.
+
+The video is re-encoded by the writer; everything else the output container can hold is remuxed
+packet for packet, interleaved with the video by time. What the container cannot hold is decided
+per stream before anything is written, left out, and reported as one warning line per stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import av
+
+# Global tags the muxer writes itself: copying the source's would describe the wrong program.
+_OWN_GLOBAL_TAGS = frozenset({"encoder"})
+# Per-stream tags that describe the source file's layout, not the stream: the muxer rewrites them.
+_OWN_STREAM_TAGS = frozenset({"duration"})
+
+
+def packet_seconds(packet: av.Packet) -> float | None:
+    """Time of a packet in mux order (dts, else pts), in seconds, for interleaving."""
+    t = packet.dts if packet.dts is not None else packet.pts
+    if t is None or not packet.time_base:
+        return None
+    return float(t * packet.time_base)
+
+
+def _codec_name(stream: av.stream.Stream) -> str:
+    ctx = stream.codec_context
+    if ctx is not None and ctx.name:
+        return ctx.name
+    return getattr(stream, "name", None) or "unknown codec"
+
+
+def describe(stream: av.stream.Stream) -> str:
+    """ "subtitle stream 2 (subrip, eng)": how a warning names a stream of the source."""
+    details = ", ".join(x for x in (_codec_name(stream), stream.metadata.get("language")) if x)
+    return f"{stream.type} stream {stream.index} ({details})"
+
+
+def _fits(stream: av.stream.Stream, format_name: str) -> bool:
+    """Whether a muxer of `format_name` accepts `stream` as a copy: tried on a throwaway in-memory
+    output, so the verdict is the muxer's own (its codec tags and header checks), not a guess."""
+    try:
+        probe = av.open(io.BytesIO(), "w", format=format_name)
+    except (av.FFmpegError, OSError, ValueError):
+        return True  # cannot ask in memory: let the real output decide
+    try:
+        probe.add_stream_from_template(stream)
+        probe.start_encoding()
+        return True
+    except (av.FFmpegError, OSError, ValueError):
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            probe.close()
+
+
+class StreamCopier:
+    """Remuxes the chosen streams of a source, packet for packet, into an output container.
+
+    It keeps its own demuxer on the source reading only those streams, one packet ahead, so the
+    writer can interleave them with the video as it goes instead of appending them at the end.
+    Global tags and chapters are set on the output at once, before its header is written.
+    """
+
+    def __init__(
+        self,
+        source: av.container.InputContainer,
+        output: av.container.OutputContainer,
+        *,
+        suffix: str,
+        copy_audio: bool = True,
+        copy_subtitles: bool = True,
+        copy_data: bool = True,
+    ) -> None:
+        self._input = source
+        self._output = output
+        self.warnings: list[str] = []
+        try:
+            self._copy_tags_and_chapters()
+            wanted = {"audio": copy_audio, "subtitle": copy_subtitles, "data": copy_data}
+            self._map: dict[int, av.stream.Stream] = {}
+            for s in self._input.streams:
+                if not wanted.get(s.type, False):
+                    continue  # the video itself, attachments, cover art, or left out by choice
+                if not _fits(s, output.format.name):
+                    self.warnings.append(f"{describe(s)} cannot be stored in {suffix}; left out")
+                    continue
+                self._map[s.index] = self._add_copy(s)
+        except BaseException:
+            self._input.close()
+            raise
+        streams = [self._input.streams[i] for i in self._map]
+        self._packets = self._input.demux(*streams) if streams else iter(())
+        self._pending: av.Packet | None = None
+
+    def _copy_tags_and_chapters(self) -> None:
+        tags = {k: v for k, v in self._input.metadata.items() if k.lower() not in _OWN_GLOBAL_TAGS}
+        self._output.metadata.update(tags)  # title, comment, ...
+        chapters = self._input.chapters()
+        if chapters:
+            self._output.set_chapters(chapters)
+
+    def _add_copy(self, template: av.stream.Stream) -> av.stream.Stream:
+        stream = self._output.add_stream_from_template(template)
+        tags = {k: v for k, v in template.metadata.items() if k.lower() not in _OWN_STREAM_TAGS}
+        stream.metadata.update(tags)  # language, title, handler_name
+        stream.disposition = template.disposition  # default, forced, ...
+        return stream
+
+    def mux_until(self, seconds: float | None) -> None:
+        """Mux packets up to `seconds` (all that remain when None)."""
+        while True:
+            if self._pending is None:
+                self._pending = next(self._packets, None)
+                if self._pending is None:
+                    return
+            packet = self._pending
+            if packet.size == 0:  # the flush packet PyAV yields at end of file
+                self._pending = None
+                continue
+            t = packet_seconds(packet)
+            if seconds is not None and t is not None and t > seconds:
+                return
+            # mux() rescales from packet.time_base (the source stream's) to the output stream's.
+            packet.stream = self._map[packet.stream_index]
+            self._output.mux(packet)
+            self._pending = None
+
+    def close(self) -> None:
+        self._input.close()

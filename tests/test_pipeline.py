@@ -1,0 +1,174 @@
+"""The overlapped pipeline: same output as the serial one, typed errors, no output or thread left."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from media import make_clip, make_corrupt_clip
+
+from models import SkipSR
+from skipsr_cli import pipeline
+from skipsr_cli.errors import InputError, OutputError
+from skipsr_cli.overlap import BackgroundWriter, Prefetcher
+from skipsr_cli.pipeline import UpscaleJob, prepare, upscale
+from skipsr_cli.video_io import EncodeOptions, VideoWriter, read_frames
+from skipsr_cli.weights import load_model
+
+LOSSLESS = EncodeOptions(codec="ffv1", crf=None, preset=None)  # output frames compare exactly
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def model() -> SkipSR:
+    return load_model("debug", random_weights=True)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("in") / "in.mp4", frames=13, audio=True)
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left() -> Iterator[None]:
+    """(5) Every test, passing or failing by design, ends with only the threads it started with."""
+    before = set(threading.enumerate())
+    yield
+    left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert not left, f"threads left alive: {left}"
+
+
+def run(model: SkipSR, job: UpscaleJob, overlap: bool = True) -> None:
+    upscale(model, prepare(job), CPU, torch.float32, emit=lambda e: None, overlap=overlap)
+
+
+def frames_of(path: Path) -> list[np.ndarray]:
+    return [f.rgb for f in read_frames(path)]
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if "skipsr-partial" in p.name)
+
+
+def test_overlap_output_is_bit_identical_to_serial(model: SkipSR, clip: Path, tmp_path: Path):
+    outputs = {}
+    for overlap in (False, True):
+        out, mask = tmp_path / f"out-{overlap}.mkv", tmp_path / f"mask-{overlap}.mkv"
+        job = UpscaleJob(clip, out, chunk_frames=5, overlap=2, encode=LOSSLESS, mask_out=mask)
+        run(model, job, overlap=overlap)
+        outputs[overlap] = (frames_of(out), frames_of(mask))
+    (serial, serial_mask), (threaded, threaded_mask) = outputs[False], outputs[True]
+    assert len(serial) == len(threaded) == 13
+    for a, b in zip(serial + serial_mask, threaded + threaded_mask, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_prefetcher_reraises_the_producer_error_and_stops():
+    produced = []
+
+    def source() -> Iterator[int]:
+        for i in range(3):
+            produced.append(i)
+            yield i
+        raise InputError("bad frame 3")
+
+    with Prefetcher(source(), depth=2, name="test-prefetch") as frames:
+        got = []
+        with pytest.raises(InputError, match="bad frame 3"):
+            for item in frames:
+                got.append(item)
+                time.sleep(0.01)  # let the producer fail while items are still buffered
+        assert next(frames, None) is None  # stopped: no item after the error
+    assert produced == [0, 1, 2]
+    assert got == produced[: len(got)]
+
+
+def test_prefetcher_close_stops_a_producer_blocked_on_a_full_queue():
+    def endless() -> Iterator[int]:
+        i = 0
+        while True:
+            yield i
+            i += 1
+
+    with Prefetcher(endless(), depth=2) as frames:
+        assert [next(frames) for _ in range(5)] == [0, 1, 2, 3, 4]
+
+
+def test_background_writer_reraises_the_write_error():
+    written = []
+
+    def write(item: int) -> None:
+        if item == 4:
+            raise OutputError("disk full")
+        written.append(item)
+
+    with pytest.raises(OutputError, match="disk full"), BackgroundWriter(write, depth=2) as sink:
+        for i in range(100):
+            sink.put(i)
+    assert written == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_encoder_failure_is_an_output_error_and_leaves_no_file(
+    model: SkipSR, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overlap: bool
+):
+    write = VideoWriter.write
+
+    def failing_write(self: VideoWriter, rgb: np.ndarray, pts: int | None = None) -> None:
+        if self.frames_written == 4:  # the 5th frame
+            raise OutputError(f"cannot write {self.path}: disk full")
+        write(self, rgb, pts)
+
+    monkeypatch.setattr(VideoWriter, "write", failing_write)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(OutputError, match="disk full"):
+        run(model, UpscaleJob(clip, out, chunk_frames=4, overlap=1), overlap=overlap)
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_decode_failure_is_an_input_error_and_leaves_no_file(
+    model: SkipSR, tmp_path: Path, overlap: bool
+):
+    corrupt = make_corrupt_clip(tmp_path / "corrupt.mkv")
+    out = tmp_path / "out.mkv"
+    with pytest.raises(InputError, match="cannot decode"):
+        run(model, UpscaleJob(corrupt, out, chunk_frames=4, overlap=1), overlap=overlap)
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_keyboard_interrupt_stops_the_threads_and_leaves_no_file(
+    model: SkipSR, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    run_chunk = pipeline.run_chunk
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return run_chunk(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_chunk", interrupted)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        run(model, UpscaleJob(clip, out, chunk_frames=4, overlap=1))
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_progress_counts_every_frame_once(model: SkipSR, clip: Path, tmp_path: Path):
+    events = []
+    job = UpscaleJob(clip, tmp_path / "out.mkv", chunk_frames=4, overlap=1, encode=LOSSLESS)
+    summary = upscale(model, prepare(job), CPU, torch.float32, emit=events.append)
+    assert summary.frames == 13
+    counts = [e.frames for e in events if type(e).__name__ == "Advanced"]
+    assert counts == sorted(counts) and counts[-1] == 13  # the final report follows the drain
+    assert len(frames_of(job.output)) == 13
