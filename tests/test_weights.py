@@ -88,3 +88,20 @@ def test_training_config_is_the_base_preset():
 
     path = Path(__file__).parent.parent / "training" / "configs" / "base.json"
     assert ModelArgs.from_json(path.read_text()) == PRESETS["base"]
+
+
+def test_shipped_weights_are_checked_against_their_checksums(tmp_path, monkeypatch):
+    import hashlib
+
+    import skipsr_cli.weights as weights
+
+    model = load_model("debug", random_weights=True)
+    path = tmp_path / "debug.safetensors"
+    save_model(model, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / "SHA256SUMS").write_text(f"{digest}  debug.safetensors\n")
+    monkeypatch.setattr(weights, "SHIPPED", tmp_path)
+    assert torch.equal(load_model("debug").dit.embed.weight, model.dit.embed.weight)
+    (tmp_path / "SHA256SUMS").write_text(f"{'0' * 64}  debug.safetensors\n")
+    with pytest.raises(ModelError, match="corrupt"):
+        load_model("debug")
