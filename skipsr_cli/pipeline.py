@@ -153,6 +153,7 @@ def open_writers(
         time_base=info.time_base,
         options=job.encode,
         overwrite=job.overwrite,
+        colour=info.colour,  # the input's primaries, transfer, matrix and range, and its conversion
     )
     streams = dict(
         copy_audio_from=job.input, copy_audio=job.copy_audio, copy_subtitles=job.copy_subtitles

@@ -229,3 +229,99 @@ def packets_of(path: Path, kind: str, index: int = 0) -> list[bytes]:
         if len(streams) <= index:
             return []
         return [bytes(p) for p in container.demux(streams[index]) if p.size]
+
+
+# Luma weights (Kr, Kb) of the YCbCr matrices, keyed by FFmpeg's AVColorSpace codes.
+MATRIX_WEIGHTS = {1: (0.2126, 0.0722), 5: (0.299, 0.114), 6: (0.299, 0.114), 9: (0.2627, 0.0593)}
+RANGE_LIMITED, RANGE_FULL = 1, 2
+
+
+def colour_gradient(width: int = 96, height: int = 64) -> np.ndarray:
+    """(H, W, 3) uint8: a smooth sweep through fully saturated hues left to right, fading to white
+    at the top and to black at the bottom, so the picture holds primaries and secondaries (where a
+    wrong matrix shows most) as well as greys."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    hue = 6 * x / width  # 0..6: red, yellow, green, cyan, blue, magenta
+    r = np.clip(np.abs(hue - 3) - 1, 0, 1)
+    g = np.clip(2 - np.abs(hue - 2), 0, 1)
+    b = np.clip(2 - np.abs(hue - 4), 0, 1)
+    pure = np.stack([r, g, b], axis=-1)
+    v = (y / max(height - 1, 1))[..., None]  # 0 at the top, 1 at the bottom
+    top = 1 - 2 * np.clip(0.5 - v, 0, 0.5)  # saturation: 0 (white) at the top, 1 from the middle
+    bright = 1 - np.clip(v - 0.5, 0, 0.5)  # brightness: 1 down to the middle, 0.5 at the bottom
+    rgb = (pure * top + (1 - top)) * bright
+    return np.round(255 * rgb).astype(np.uint8)
+
+
+def rgb_to_yuv(rgb: np.ndarray, matrix: int, colour_range: int) -> np.ndarray:
+    """(3, H, W) uint8 Y, Cb, Cr planes of an RGB picture, by the textbook BT.601/709/2020 formulas."""
+    kr, kb = MATRIX_WEIGHTS[matrix]
+    r, g, b = (rgb[..., c].astype(np.float64) / 255 for c in range(3))
+    luma = kr * r + (1 - kr - kb) * g + kb * b
+    cb = (b - luma) / (2 * (1 - kb))
+    cr = (r - luma) / (2 * (1 - kr))
+    if colour_range == RANGE_FULL:
+        planes = (255 * luma, 128 + 255 * cb, 128 + 255 * cr)
+    else:
+        planes = (16 + 219 * luma, 128 + 224 * cb, 128 + 224 * cr)
+    return np.clip(np.round(np.stack(planes)), 0, 255).astype(np.uint8)
+
+
+def yuv_to_rgb(yuv: np.ndarray, matrix: int, colour_range: int) -> np.ndarray:
+    """(H, W, 3) float RGB (0..255) of (3, H, W) Y, Cb, Cr planes: the inverse of rgb_to_yuv."""
+    kr, kb = MATRIX_WEIGHTS[matrix]
+    y, cb, cr = (p.astype(np.float64) for p in yuv)
+    if colour_range == RANGE_FULL:
+        luma, cb, cr = y / 255, (cb - 128) / 255, (cr - 128) / 255
+    else:
+        luma, cb, cr = (y - 16) / 219, (cb - 128) / 224, (cr - 128) / 224
+    r = luma + 2 * (1 - kr) * cr
+    b = luma + 2 * (1 - kb) * cb
+    g = (luma - kr * r - kb * b) / (1 - kr - kb)
+    return 255 * np.stack([r, g, b], axis=-1)
+
+
+def make_colour_clip(
+    path: Path,
+    rgb: np.ndarray,
+    *,
+    matrix: int | None,
+    colour_range: int | None,
+    primaries: int | None = None,
+    transfer: int | None = None,
+    encode_matrix: int | None = None,
+    frames: int = 3,
+    rate: Fraction = Fraction(24),
+) -> Path:
+    """A lossless yuv444p (x264 qp 0) clip of the still picture `rgb`, converted to YCbCr with
+    `matrix` and `colour_range` (so its tags tell the truth) and tagged with them, and with
+    `primaries`/`transfer`. None leaves a tag unspecified; `encode_matrix` / a None range then say
+    how the pixels were really made (default: `matrix`, limited)."""
+    path = Path(path)
+    height, width = rgb.shape[:2]
+    yuv = rgb_to_yuv(rgb, encode_matrix or matrix or 6, colour_range or RANGE_LIMITED)
+    with av.open(str(path), "w") as output:
+        video = output.add_stream("libx264", rate=rate, width=width, height=height)
+        video.time_base = 1 / rate
+        video.pix_fmt = "yuv444p"
+        video.options = {"preset": "ultrafast", "qp": "0"}
+        ctx = video.codec_context
+        for name, value in (
+            ("colorspace", matrix),
+            ("color_range", colour_range),
+            ("color_primaries", primaries),
+            ("color_trc", transfer),
+        ):
+            if value is not None:
+                setattr(ctx, name, value)
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(yuv, format="yuv444p")
+            if matrix is not None:
+                frame.colorspace = matrix
+            if colour_range is not None:
+                frame.color_range = colour_range
+            frame.pts = i
+            frame.time_base = 1 / rate
+            output.mux(video.encode(frame))
+        output.mux(video.encode(None))
+    return path

@@ -214,3 +214,22 @@ def test_streams_the_container_cannot_hold_are_left_out_with_a_warning(tmp_path)
     r = run("upscale", src, tmp_path / "quiet.mp4", *DEBUG, "-q", "--no-audio", "--no-subtitles")
     assert r.returncode == 0 and r.stderr == ""
     assert probe(tmp_path / "quiet.mp4").audio_streams == 0
+
+
+def test_colour_tags_survive_upscale(tmp_path):
+    from media import colour_gradient, make_colour_clip
+
+    src = make_colour_clip(
+        tmp_path / "bt709full.mkv",
+        colour_gradient(64, 48),
+        matrix=1,
+        colour_range=2,
+        primaries=1,
+        transfer=1,
+        frames=4,
+    )
+    out = tmp_path / "out.mkv"
+    r = run("upscale", src, out, *DEBUG, "--pix-fmt", "yuv444p", "-q")
+    assert r.returncode == 0, r.stderr
+    assert probe(out).colour == probe(src).colour
+    assert probe(src).colour.matrix == 1 and probe(src).colour.range == 2

@@ -1,0 +1,200 @@
+"""Colour: the input's matrix and range are used to decode to RGB, and carried (tags and
+conversion) to the output. Clips are lossless yuv444p so only a matrix or range error shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from media import (
+    RANGE_FULL,
+    RANGE_LIMITED,
+    colour_gradient,
+    make_colour_clip,
+    rgb_to_yuv,
+    yuv_to_rgb,
+)
+
+from skipsr_cli.video_io import (
+    ColourInfo,
+    EncodeOptions,
+    VideoWriter,
+    default_matrix,
+    probe,
+    read_frames,
+)
+
+BT601, BT709, BT2020 = 6, 1, 9  # AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic
+LOSSLESS = EncodeOptions(codec="libx264", crf=0, preset="ultrafast", pix_fmt="yuv444p")
+
+CASES = {
+    "bt601-limited": ColourInfo(primaries=BT601, transfer=BT601, matrix=BT601, range=RANGE_LIMITED),
+    "bt709-limited": ColourInfo(primaries=BT709, transfer=BT709, matrix=BT709, range=RANGE_LIMITED),
+    "bt709-full": ColourInfo(primaries=BT709, transfer=BT709, matrix=BT709, range=RANGE_FULL),
+    "bt2020-limited": ColourInfo(primaries=BT2020, transfer=BT709, matrix=BT2020, range=1),
+}
+
+
+def tile_means(rgb: np.ndarray, rows: int = 4, cols: int = 6) -> np.ndarray:
+    """(rows, cols, 3) per-channel means of a grid of tiles: one mean per hue band and shade, so a
+    shift in one colour cannot cancel out against the opposite shift in another."""
+    h, w = rgb.shape[:2]
+    img = rgb[: h - h % rows, : w - w % cols].astype(np.float64)
+    return img.reshape(rows, h // rows, cols, w // cols, 3).mean(axis=(1, 3))
+
+
+def colour_error(got: np.ndarray, want: np.ndarray) -> float:
+    """The worst per-channel tile-mean difference, in 8-bit code values."""
+    return float(np.abs(tile_means(got) - tile_means(want)).max())
+
+
+def _clip(tmp_path: Path, colour: ColourInfo, rgb: np.ndarray, name: str = "in.mkv") -> Path:
+    return make_colour_clip(
+        tmp_path / name,
+        rgb,
+        matrix=colour.matrix,
+        colour_range=colour.range,
+        primaries=colour.primaries,
+        transfer=colour.transfer,
+    )
+
+
+def _first_rgb(path: Path) -> np.ndarray:
+    return next(iter(read_frames(path))).rgb
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_probe_reports_colour_tags(tmp_path: Path, case: str) -> None:
+    colour = CASES[case]
+    info = probe(_clip(tmp_path, colour, colour_gradient()))
+    assert info.colour == colour
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_decode_uses_the_inputs_matrix_and_range(tmp_path: Path, case: str) -> None:
+    colour, rgb = CASES[case], colour_gradient()
+    got = _first_rgb(_clip(tmp_path, colour, rgb))
+    assert colour_error(got, rgb) <= 1.0
+
+
+@pytest.mark.parametrize("case", ["bt601-limited", "bt709-limited", "bt709-full"])
+def test_a_matrix_mix_up_would_be_caught(tmp_path: Path, case: str) -> None:
+    """The measure above is sensitive enough: 601 read as 709 (or back) is off by far more than 1."""
+    colour, rgb = CASES[case], colour_gradient()
+    wrong = BT709 if colour.matrix == BT601 else BT601
+    yuv = rgb_to_yuv(rgb, colour.matrix, colour.range)
+    assert colour_error(np.clip(yuv_to_rgb(yuv, wrong, colour.range), 0, 255), rgb) > 2.0
+    # And through the decoder: a clip whose matrix tag lies decodes visibly wrong.
+    lying = make_colour_clip(
+        tmp_path / "lying.mkv",
+        rgb,
+        matrix=wrong,
+        colour_range=colour.range,
+        encode_matrix=colour.matrix,
+    )
+    assert colour_error(_first_rgb(lying), rgb) > 2.0
+
+
+def test_a_range_mix_up_would_be_caught(tmp_path: Path) -> None:
+    rgb = colour_gradient()
+    lying = make_colour_clip(tmp_path / "lying.mkv", rgb, matrix=BT709, colour_range=RANGE_LIMITED)
+    truthful = make_colour_clip(tmp_path / "full.mkv", rgb, matrix=BT709, colour_range=RANGE_FULL)
+    full_pixels_read_as_limited = _first_rgb(truthful)
+    assert colour_error(full_pixels_read_as_limited, rgb) <= 1.0
+    with av.open(str(lying)) as c:
+        assert c.streams.video[0].codec_context.color_range == RANGE_LIMITED
+    # Same pixels as the full-range clip, tagged limited: the decoder must follow the tag.
+    mislabelled = make_colour_clip(
+        tmp_path / "mislabelled.mkv", rgb, matrix=BT709, colour_range=RANGE_LIMITED
+    )
+    yuv_full = rgb_to_yuv(rgb, BT709, RANGE_FULL)
+    as_limited = np.clip(yuv_to_rgb(yuv_full, BT709, RANGE_LIMITED), 0, 255)
+    assert colour_error(as_limited, rgb) > 2.0
+    assert colour_error(_first_rgb(mislabelled), rgb) <= 1.0
+
+
+@pytest.mark.parametrize(("height", "matrix"), [(64, BT601), (720, BT709)])
+def test_untagged_input_follows_the_height_convention(
+    tmp_path: Path, height: int, matrix: int
+) -> None:
+    """No matrix tag: BT.601 below 720 lines, BT.709 from 720 up, as FFmpeg and players assume."""
+    assert default_matrix(height) == matrix
+    rgb = colour_gradient(width=48, height=height)
+    clip = make_colour_clip(
+        tmp_path / "untagged.mkv", rgb, matrix=None, colour_range=None, encode_matrix=matrix
+    )
+    assert probe(clip).colour == ColourInfo()
+    assert colour_error(_first_rgb(clip), rgb) <= 1.0
+
+
+def _round_trip(src: Path, dst: Path, colour: ColourInfo | None) -> None:
+    info = probe(src)
+    with VideoWriter(
+        dst,
+        width=info.width,
+        height=info.height,
+        rate=info.rate,
+        time_base=info.time_base,
+        options=LOSSLESS,
+        colour=colour,
+    ) as writer:
+        for frame in read_frames(src):
+            writer.write(frame.rgb, frame.pts)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_writer_carries_colour(tmp_path: Path, case: str, suffix: str) -> None:
+    colour, rgb = CASES[case], colour_gradient()
+    src = _clip(tmp_path, colour, rgb)
+    out = tmp_path / f"out{suffix}"
+    _round_trip(src, out, probe(src).colour)
+    assert probe(out).colour == colour
+    assert colour_error(_first_rgb(out), rgb) <= 1.0
+
+
+def test_writer_makes_an_unspecified_matrix_explicit(tmp_path: Path) -> None:
+    """An untagged SD input, written with its (empty) description: the output is converted and
+    tagged with the matrix the input was read with, and limited range, so no player guesses."""
+    rgb = colour_gradient()
+    src = make_colour_clip(tmp_path / "in.mkv", rgb, matrix=None, colour_range=None)
+    out = tmp_path / "out.mkv"
+    _round_trip(src, out, probe(src).colour)
+    assert probe(out).colour == ColourInfo(matrix=BT601, range=RANGE_LIMITED)
+    assert colour_error(_first_rgb(out), rgb) <= 1.0
+
+
+def test_writer_without_colour_is_unchanged(tmp_path: Path) -> None:
+    rgb = colour_gradient()
+    src = make_colour_clip(tmp_path / "in.mkv", rgb, matrix=None, colour_range=None)
+    out = tmp_path / "out.mkv"
+    _round_trip(src, out, None)
+    assert probe(out).colour == ColourInfo()
+    assert colour_error(_first_rgb(out), rgb) <= 1.0
+
+
+@pytest.mark.parametrize("case", ["bt601-limited", "bt709-full"])
+def test_writer_carries_colour_through_420(tmp_path: Path, case: str) -> None:
+    """The default 4:2:0 output: converted with the input's matrix, then chroma subsampled. On
+    this fast hue sweep, 4:2:0 itself costs up to ~2.5 code values (checked in numpy), so the bound
+    here is looser than the 4:4:4 tests'; it still proves the tags and catches a gross error."""
+    colour, rgb = CASES[case], colour_gradient()
+    src = _clip(tmp_path, colour, rgb)
+    out = tmp_path / "out.mp4"
+    info = probe(src)
+    options = EncodeOptions(codec="libx264", crf=0, preset="ultrafast", pix_fmt="yuv420p")
+    with VideoWriter(
+        out,
+        width=info.width,
+        height=info.height,
+        rate=info.rate,
+        time_base=info.time_base,
+        options=options,
+        colour=info.colour,
+    ) as writer:
+        for frame in read_frames(src):
+            writer.write(frame.rgb, frame.pts)
+    assert probe(out).colour == colour
+    assert colour_error(_first_rgb(out), rgb) <= 3.0
