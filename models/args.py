@@ -26,6 +26,9 @@ class VAEArgs:
     # latents are multiplied by this after encoding (divided before decoding) so the transformer
     # sees them at about unit variance, the scale of its noise
     latent_scale: float = 1.0
+    # time extent of the latent-level convolutions: 3 mixes the two previous latent frames (causal),
+    # 1 keeps them per frame (about 3x cheaper there; the transformer's windows still mix time)
+    time_kernel: int = 3
 
     def __post_init__(self) -> None:
         if self.spatial not in (4, 8):
@@ -38,6 +41,8 @@ class VAEArgs:
             )
         if len(self.blocks) != len(self.widths):
             raise ValueError("VAE blocks need one entry per level, like widths")
+        if self.time_kernel not in (1, 3):
+            raise ValueError(f"VAE time_kernel must be 1 or 3, not {self.time_kernel}")
 
 
 @dataclass(frozen=True)

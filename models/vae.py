@@ -30,23 +30,24 @@ class PixelNorm(nn.Module):
 
 
 class CausalConv3d(nn.Conv3d):
-    """3x3x3 convolution padded with the past only along time (first frame repeated)."""
+    """k x 3 x 3 convolution padded with the past only along time (first frame repeated)."""
 
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__(cin, cout, 3, padding=(0, 1, 1))
+    def __init__(self, cin: int, cout: int, time_kernel: int = 3) -> None:
+        super().__init__(cin, cout, (time_kernel, 3, 3), padding=(0, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:  # x: (B, C, T, H, W)
-        x = torch.cat((x[:, :, :1], x[:, :, :1], x), dim=2)  # two frames of causal context
+        past = self.kernel_size[0] - 1  # frames of causal context
+        x = torch.cat((x[:, :, :1].expand(-1, -1, past, -1, -1), x), dim=2)
         return super().forward(x)
 
 
 class ResBlock(nn.Module):
     """Pre-norm residual block; 2D (per frame, input (B*T, C, H, W)) or causal 3D (B, C, T, H, W)."""
 
-    def __init__(self, channels: int, temporal: bool) -> None:
+    def __init__(self, channels: int, temporal: bool, time_kernel: int = 3) -> None:
         super().__init__()
         conv = (
-            (lambda: CausalConv3d(channels, channels))
+            (lambda: CausalConv3d(channels, channels, time_kernel))
             if temporal
             else (lambda: nn.Conv2d(channels, channels, 3, padding=1))
         )
@@ -81,7 +82,9 @@ class Encoder(nn.Module):
         self.time_in = nn.Conv3d(
             w[-1] * args.temporal, w[-1], 1
         )  # groups of frames -> one latent frame
-        self.mid = nn.Sequential(*(ResBlock(w[-1], True) for _ in range(args.blocks[-1])))
+        self.mid = nn.Sequential(
+            *(ResBlock(w[-1], True, args.time_kernel) for _ in range(args.blocks[-1]))
+        )
         self.norm_out = PixelNorm(w[-1])
         self.conv_out = nn.Conv3d(w[-1], 2 * args.latent_channels, 1)  # mean and log-variance
 
@@ -110,8 +113,10 @@ class Decoder(nn.Module):
         super().__init__()
         w = args.widths
         self.args = args
-        self.conv_in = CausalConv3d(args.latent_channels, w[-1])
-        self.mid = nn.Sequential(*(ResBlock(w[-1], True) for _ in range(args.blocks[-1])))
+        self.conv_in = CausalConv3d(args.latent_channels, w[-1], args.time_kernel)
+        self.mid = nn.Sequential(
+            *(ResBlock(w[-1], True, args.time_kernel) for _ in range(args.blocks[-1]))
+        )
         self.time_out = nn.Conv3d(w[-1], w[-1] * args.temporal, 1)  # one latent frame -> ft frames
         self.levels = nn.ModuleList()
         for i in reversed(range(len(w) - 1)):

@@ -71,3 +71,16 @@ def test_guided_decoder_needs_its_guide_and_predicts_a_residual():
     torch.nn.init.zeros_(vae.decoder.conv_out.bias)
     guide = torch.rand(1, 3, 4, 32, 32, dtype=torch.float64)
     torch.testing.assert_close(vae.decode(z, guide=guide), guide)  # zero residual returns the fill
+
+
+def test_time_kernel_1_keeps_latent_frames_independent():
+    args = replace(PRESETS["debug"].vae, time_kernel=1)
+    vae = randomize(VAE(args).double(), seed=6, std=0.1)
+    z = torch.randn(1, 16, 3, 4, 4, dtype=torch.float64)
+    changed = z.clone()
+    changed[:, :, 1] += 1.0
+    a, b = vae.decode(z), vae.decode(changed)
+    ft = args.temporal
+    torch.testing.assert_close(a[:, :, :ft], b[:, :, :ft], rtol=0, atol=0)
+    torch.testing.assert_close(a[:, :, 2 * ft :], b[:, :, 2 * ft :], rtol=0, atol=0)
+    assert not torch.allclose(a[:, :, ft : 2 * ft], b[:, :, ft : 2 * ft])
