@@ -18,8 +18,16 @@ from pathlib import Path
 
 import av
 import numpy as np
-from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
+from skipsr_cli.colour import (
+    ACCURATE,
+    RANGE_FULL,
+    RANGE_LIMITED,
+    ColourInfo,
+    output_colour,
+    rgb_to_ycbcr,
+    sws_matrix,
+)
 from skipsr_cli.errors import InputError, OutputError, UsageError
 from skipsr_cli.stream_copy import StreamCopier, packet_seconds
 
@@ -31,82 +39,6 @@ _AV_ERRORS = (av.FFmpegError, OSError, ValueError)
 # either have no preset or a numeric one, so the default "medium" would make them fail to open.
 _PRESET_ENCODERS = frozenset({"libx264", "libx265"})
 _DEFAULT_PIX_FMT = {"libx264": "yuv420p", "libx265": "yuv420p"}
-
-
-# FFmpeg's "unspecified" codes (AVCOL_PRI/TRC/SPC_UNSPECIFIED = 2, AVCOL_RANGE_UNSPECIFIED = 0),
-# plus the reserved primaries/transfer codes 0 and 3, all read as None: "the stream says nothing".
-_UNSPECIFIED_PRI_TRC = frozenset({0, 2, 3})
-_UNSPECIFIED_MATRIX = frozenset({2, 3})
-_UNSPECIFIED_RANGE = frozenset({0})
-# AVColorSpace (the stream's matrix code) -> swscale's SWS_CS_* constant (what reformat expects).
-_SWS_MATRIX = {
-    1: Colorspace.ITU709,  # BT.709
-    4: Colorspace.FCC,
-    5: Colorspace.ITU601,  # BT.470BG (PAL BT.601)
-    6: Colorspace.ITU601,  # SMPTE 170M (NTSC BT.601), same matrix
-    7: Colorspace.SMPTE240M,
-    9: Colorspace.BT2020,  # BT.2020 non-constant luminance
-    10: Colorspace.BT2020,  # BT.2020 constant luminance: swscale only has the NCL matrix
-}
-MATRIX_BT709 = 1
-MATRIX_BT601 = 6  # SMPTE 170M
-RANGE_LIMITED = int(ColorRange.MPEG)  # 1
-RANGE_FULL = int(ColorRange.JPEG)  # 2
-HD_MIN_HEIGHT = 720
-# Luma weights (Kr, Kb) of each matrix the writer converts with, by AVColorSpace code.
-_MATRIX_WEIGHTS = {
-    1: (0.2126, 0.0722),
-    4: (0.30, 0.11),
-    5: (0.299, 0.114),
-    6: (0.299, 0.114),
-    7: (0.212, 0.087),
-    9: (0.2627, 0.0593),
-    10: (0.2627, 0.0593),
-}
-_ACCURATE = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
-
-
-@dataclass(frozen=True)
-class ColourInfo:
-    """A stream's colour description as FFmpeg's integer codes (AVColorPrimaries,
-    AVColorTransferCharacteristic, AVColorSpace, AVColorRange); None where the stream says nothing.
-
-    Common values: primaries/transfer/matrix 1 = BT.709, 5/6 = BT.601 (PAL/NTSC), 9 = BT.2020;
-    transfer 16 = PQ, 18 = HLG; range 1 = limited ("tv"), 2 = full ("pc").
-    """
-
-    primaries: int | None = None
-    transfer: int | None = None
-    matrix: int | None = None
-    range: int | None = None
-
-    @classmethod
-    def of(cls, source: object) -> ColourInfo:
-        """Read the description from a codec context or a frame (both name the fields alike)."""
-
-        def code(name: str, unspecified: frozenset[int]) -> int | None:
-            value = getattr(source, name, None)
-            return None if value is None or int(value) in unspecified else int(value)
-
-        return cls(
-            primaries=code("color_primaries", _UNSPECIFIED_PRI_TRC),
-            transfer=code("color_trc", _UNSPECIFIED_PRI_TRC),
-            matrix=code("colorspace", _UNSPECIFIED_MATRIX),
-            range=code("color_range", _UNSPECIFIED_RANGE),
-        )
-
-
-def default_matrix(height: int) -> int:
-    """FFmpeg's and players' convention for a stream that names no matrix: BT.709 for HD
-    (720 lines or more), BT.601 below."""
-    return MATRIX_BT709 if height >= HD_MIN_HEIGHT else MATRIX_BT601
-
-
-def _sws_matrix(matrix: int | None, height: int) -> Colorspace:
-    """The swscale matrix for a stream's matrix code; unknown or unspecified ones follow the
-    height convention of default_matrix."""
-    sws = _SWS_MATRIX.get(matrix) if matrix is not None else None
-    return sws if sws is not None else _SWS_MATRIX[default_matrix(height)]
 
 
 @dataclass(frozen=True)
@@ -272,7 +204,7 @@ def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
         colour_range = colour.range or (RANGE_FULL if full else RANGE_LIMITED)
         rgb = frame.to_ndarray(
             format="rgb24",
-            src_colorspace=_sws_matrix(colour.matrix, frame.height),
+            src_colorspace=sws_matrix(colour.matrix, frame.height),
             src_color_range=colour_range,
             dst_color_range=RANGE_FULL,
         )
@@ -338,20 +270,6 @@ def _codec_options(options: EncodeOptions) -> dict[str, str]:
     if options.preset is not None and options.codec in _PRESET_ENCODERS:
         opts["preset"] = options.preset
     return opts
-
-
-def _output_colour(colour: ColourInfo, height: int) -> ColourInfo:
-    """The description an output is written and tagged with: the input's, with an unspecified
-    matrix made explicit (the height convention, at the output's height, since that is what a
-    player would assume for the output) and an unspecified range made limited. Primaries and
-    transfer are carried as they are (no gamut or transfer conversion is done)."""
-    matrix = colour.matrix if colour.matrix in _MATRIX_WEIGHTS else default_matrix(height)
-    return ColourInfo(
-        primaries=colour.primaries,
-        transfer=colour.transfer,
-        matrix=matrix,
-        range=colour.range if colour.range in (RANGE_LIMITED, RANGE_FULL) else RANGE_LIMITED,
-    )
 
 
 def partial_path(path: Path) -> Path:
@@ -421,7 +339,7 @@ class VideoWriter:
         # With `colour`, frames are converted to YUV with its matrix and range and the stream is
         # tagged with it; without, the encoder's conversion and tags are left as FFmpeg sets them.
         validate_encode_options(options, width, height)
-        self.colour = _output_colour(colour, height) if colour is not None else None
+        self.colour = output_colour(colour, height) if colour is not None else None
         self._pix_fmt = resolve_pix_fmt(options)
         # An RGB output format (libx264rgb, ffv1 bgr0) has no matrix: only primaries/transfer apply.
         self._yuv_colour = self.colour is not None and not av.VideoFormat(self._pix_fmt).is_rgb
@@ -498,40 +416,23 @@ class VideoWriter:
     def _yuv_frame(self, rgb: np.ndarray) -> av.VideoFrame:
         """The frame in the output's format, converted with the output's matrix and range.
 
-        RGB -> YCbCr 4:4:4 is done here in floating point, rounded to nearest: swscale's own
-        full-range conversion is biased by half a code value in chroma, enough to shift saturated
-        colours by more than one. swscale then only subsamples chroma / changes depth.
+        RGB -> YCbCr 4:4:4 in floating point (colour.rgb_to_ycbcr); swscale then only subsamples
+        chroma or changes depth.
         """
         assert self.colour is not None and self.colour.matrix is not None
-        kr, kb = _MATRIX_WEIGHTS[self.colour.matrix]
-        m = np.array(
-            [
-                [kr, 1 - kr - kb, kb],
-                [-0.5 * kr / (1 - kb), -0.5 * (1 - kr - kb) / (1 - kb), 0.5],
-                [0.5, -0.5 * (1 - kr - kb) / (1 - kr), -0.5 * kb / (1 - kr)],
-            ],
-            dtype=np.float32,
-        )
-        if self.colour.range == RANGE_FULL:
-            scale = np.array([255, 255, 255], np.float32) / 255
-        else:
-            scale = np.array([219, 224, 224], np.float32) / 255
-        offset = np.array([0 if self.colour.range == RANGE_FULL else 16, 128, 128], np.float32)
-        yuv = np.tensordot(m * scale[:, None], rgb.astype(np.float32), axes=([1], [2]))
-        yuv += offset[:, None, None] + 0.5
-        planes = np.clip(yuv, 0, 255).astype(np.uint8)
+        planes = rgb_to_ycbcr(rgb, self.colour)
         frame = av.VideoFrame.from_ndarray(planes, format="yuv444p")
-        sws_matrix = _sws_matrix(self.colour.matrix, self.height)
+        matrix = sws_matrix(self.colour.matrix, self.height)
         frame.colorspace = self.colour.matrix
         frame.color_range = self.colour.range
         if self._pix_fmt != "yuv444p":
             frame = frame.reformat(
                 format=self._pix_fmt,
-                src_colorspace=sws_matrix,
-                dst_colorspace=sws_matrix,
+                src_colorspace=matrix,
+                dst_colorspace=matrix,
                 src_color_range=self.colour.range,
                 dst_color_range=self.colour.range,
-                interpolation=_ACCURATE,
+                interpolation=ACCURATE,
             )
         return frame
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from skipsr_cli.video_io import EncodeOptions, VideoWriter, probe, read_frames
+
 AUDIO_RATE = 48000
 _AUDIO_CHUNK = 1024  # samples per frame handed to the audio encoder (it re-frames as it needs)
 
@@ -325,3 +327,26 @@ def make_colour_clip(
             output.mux(video.encode(frame))
         output.mux(video.encode(None))
     return path
+
+
+FAST = EncodeOptions(preset="ultrafast")
+
+
+def copy_through(
+    src: Path, dst: Path, options: EncodeOptions = FAST, **kwargs: object
+) -> VideoWriter:
+    """Decode `src` and re-encode every frame to `dst` with its timestamps and audio."""
+    info = probe(src)
+    with VideoWriter(
+        dst,
+        width=info.width,
+        height=info.height,
+        rate=info.rate,
+        time_base=info.time_base,
+        options=options,
+        copy_audio_from=src,
+        **kwargs,
+    ) as writer:
+        for frame in read_frames(src):
+            writer.write(frame.rgb, frame.pts)
+    return writer

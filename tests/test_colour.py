@@ -12,19 +12,14 @@ from media import (
     RANGE_FULL,
     RANGE_LIMITED,
     colour_gradient,
+    copy_through,
     make_colour_clip,
     rgb_to_yuv,
     yuv_to_rgb,
 )
 
-from skipsr_cli.video_io import (
-    ColourInfo,
-    EncodeOptions,
-    VideoWriter,
-    default_matrix,
-    probe,
-    read_frames,
-)
+from skipsr_cli.colour import ColourInfo, default_matrix
+from skipsr_cli.video_io import EncodeOptions, VideoWriter, probe, read_frames
 
 BT601, BT709, BT2020 = 6, 1, 9  # AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic
 LOSSLESS = EncodeOptions(codec="libx264", crf=0, preset="ultrafast", pix_fmt="yuv444p")
@@ -129,28 +124,13 @@ def test_untagged_input_follows_the_height_convention(
     assert colour_error(_first_rgb(clip), rgb) <= 1.0
 
 
-def _round_trip(src: Path, dst: Path, colour: ColourInfo | None) -> None:
-    info = probe(src)
-    with VideoWriter(
-        dst,
-        width=info.width,
-        height=info.height,
-        rate=info.rate,
-        time_base=info.time_base,
-        options=LOSSLESS,
-        colour=colour,
-    ) as writer:
-        for frame in read_frames(src):
-            writer.write(frame.rgb, frame.pts)
-
-
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
 def test_writer_carries_colour(tmp_path: Path, case: str, suffix: str) -> None:
     colour, rgb = CASES[case], colour_gradient()
     src = _clip(tmp_path, colour, rgb)
     out = tmp_path / f"out{suffix}"
-    _round_trip(src, out, probe(src).colour)
+    copy_through(src, out, LOSSLESS, colour=probe(src).colour)
     assert probe(out).colour == colour
     assert colour_error(_first_rgb(out), rgb) <= 1.0
 
@@ -161,7 +141,7 @@ def test_writer_makes_an_unspecified_matrix_explicit(tmp_path: Path) -> None:
     rgb = colour_gradient()
     src = make_colour_clip(tmp_path / "in.mkv", rgb, matrix=None, colour_range=None)
     out = tmp_path / "out.mkv"
-    _round_trip(src, out, probe(src).colour)
+    copy_through(src, out, LOSSLESS, colour=probe(src).colour)
     assert probe(out).colour == ColourInfo(matrix=BT601, range=RANGE_LIMITED)
     assert colour_error(_first_rgb(out), rgb) <= 1.0
 
@@ -170,7 +150,7 @@ def test_writer_without_colour_is_unchanged(tmp_path: Path) -> None:
     rgb = colour_gradient()
     src = make_colour_clip(tmp_path / "in.mkv", rgb, matrix=None, colour_range=None)
     out = tmp_path / "out.mkv"
-    _round_trip(src, out, None)
+    copy_through(src, out, LOSSLESS, colour=None)
     assert probe(out).colour == ColourInfo()
     assert colour_error(_first_rgb(out), rgb) <= 1.0
 

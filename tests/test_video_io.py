@@ -9,7 +9,9 @@ import av
 import numpy as np
 import pytest
 from media import (
+    FAST,
     audio_packets,
+    copy_through,
     make_audio_only,
     make_clip,
     make_corrupt_clip,
@@ -29,28 +31,6 @@ from skipsr_cli.video_io import (
     read_frames,
     validate_encode_options,
 )
-
-FAST = EncodeOptions(preset="ultrafast")
-
-
-def _copy_through(
-    src: Path, dst: Path, options: EncodeOptions = FAST, **kwargs: object
-) -> VideoWriter:
-    """Decode `src` and re-encode every frame to `dst` with its timestamps and audio."""
-    info = probe(src)
-    with VideoWriter(
-        dst,
-        width=info.width,
-        height=info.height,
-        rate=info.rate,
-        time_base=info.time_base,
-        options=options,
-        copy_audio_from=src,
-        **kwargs,
-    ) as writer:
-        for frame in read_frames(src):
-            writer.write(frame.rgb, frame.pts)
-    return writer
 
 
 def _av_offset(path: Path) -> float:
@@ -90,7 +70,7 @@ def test_read_frames_streams_every_frame_in_order(tmp_path: Path) -> None:
 def test_round_trip_keeps_frames_rate_and_copies_audio_bit_exact(tmp_path: Path) -> None:
     src = make_clip(tmp_path / "in.mp4", frames=14, rate=Fraction(24000, 1001))
     out = tmp_path / "out.mp4"
-    _copy_through(src, out)
+    copy_through(src, out)
     before, after = probe(src), probe(out)
     assert after.frame_count == 14 and after.rate == before.rate
     assert after.audio_streams == 1
@@ -113,7 +93,7 @@ def test_audio_copy_into_another_container_is_rescaled_and_in_sync(tmp_path: Pat
     """
     src = make_clip(tmp_path / "in.mp4", frames=12)
     out = tmp_path / "out.mkv"
-    _copy_through(src, out)
+    copy_through(src, out)
     with av.open(str(out)) as container:
         assert container.streams.audio[0].time_base == Fraction(1, 1000)
     assert audio_packets(out) == audio_packets(src)
@@ -124,7 +104,7 @@ def test_audio_copy_into_another_container_is_rescaled_and_in_sync(tmp_path: Pat
 def test_audio_the_container_cannot_hold_is_left_out_with_a_warning(tmp_path: Path) -> None:
     src = make_clip(tmp_path / "in.mp4", frames=2)  # AAC audio, which WebM cannot carry
     out = tmp_path / "out.webm"
-    writer = _copy_through(src, out, options=EncodeOptions(codec="libvpx-vp9"))
+    writer = copy_through(src, out, options=EncodeOptions(codec="libvpx-vp9"))
     assert writer.warnings == ["audio stream 1 (aac, und) cannot be stored in .webm; left out"]
     assert probe(out).audio_streams == 0 and probe(out).frame_count == 2
 
@@ -132,7 +112,7 @@ def test_audio_the_container_cannot_hold_is_left_out_with_a_warning(tmp_path: Pa
 def test_audio_is_interleaved_with_video_not_appended(tmp_path: Path) -> None:
     src = make_clip(tmp_path / "in.mp4", frames=24)
     out = tmp_path / "out.mp4"
-    _copy_through(src, out)
+    copy_through(src, out)
     with av.open(str(out)) as container:
         kinds = [p.stream.type for p in container.demux() if p.size]
     first_audio, last_video = kinds.index("audio"), len(kinds) - 1 - kinds[::-1].index("video")
@@ -158,9 +138,9 @@ def test_existing_output_is_refused_without_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "out.mp4"
     out.write_bytes(b"precious")
     with pytest.raises(OutputError, match="exists"):
-        _copy_through(src, out)
+        copy_through(src, out)
     assert out.read_bytes() == b"precious"
-    _copy_through(src, out, overwrite=True)
+    copy_through(src, out, overwrite=True)
     assert probe(out).frame_count == 4
     assert _leftovers(tmp_path) == []
 
@@ -168,9 +148,9 @@ def test_existing_output_is_refused_without_overwrite(tmp_path: Path) -> None:
 def test_bad_targets_are_refused_before_writing(tmp_path: Path) -> None:
     src = make_clip(tmp_path / "in.mp4", frames=2)
     with pytest.raises(OutputError, match="does not exist"):
-        _copy_through(src, tmp_path / "missing" / "out.mp4")
+        copy_through(src, tmp_path / "missing" / "out.mp4")
     with pytest.raises(OutputError, match="input file"):
-        _copy_through(src, src, overwrite=True)
+        copy_through(src, src, overwrite=True)
     assert probe(src).frame_count == 2
 
 
@@ -254,7 +234,7 @@ def test_writer_raises_usage_error_for_unknown_encoder(tmp_path: Path) -> None:
 def test_odd_size_with_yuv444p_works_end_to_end(tmp_path: Path) -> None:
     src = make_clip(tmp_path / "odd.mp4", width=63, height=47, frames=5)
     out = tmp_path / "out.mp4"
-    _copy_through(src, out, options=EncodeOptions(preset="ultrafast", pix_fmt="yuv444p"))
+    copy_through(src, out, options=EncodeOptions(preset="ultrafast", pix_fmt="yuv444p"))
     info = probe(out)
     assert (info.width, info.height, info.pix_fmt, info.frame_count) == (63, 47, "yuv444p", 5)
 
@@ -290,7 +270,7 @@ def test_other_containers_round_trip(tmp_path: Path, suffix: str, codec: str) ->
         pytest.skip(f"this FFmpeg build has no {codec} encoder")
     src = make_clip(tmp_path / f"in{suffix}", codec=codec, frames=6)
     out = tmp_path / f"out{suffix}"
-    _copy_through(src, out, options=EncodeOptions(codec=codec, preset="ultrafast"))
+    copy_through(src, out, options=EncodeOptions(codec=codec, preset="ultrafast"))
     info = probe(out)
     assert info.frame_count == 6 and info.rate == Fraction(24) and info.audio_streams == 1
     assert len(list(read_frames(out))) == 6
@@ -302,7 +282,7 @@ def test_ffv1_rgb_is_lossless(tmp_path: Path) -> None:
     """FFV1 with an RGB pixel format is the lossless path: frames come back bit-exact."""
     src = make_clip(tmp_path / "in.mp4", frames=4, audio=False)
     out = tmp_path / "out.mkv"
-    _copy_through(src, out, options=EncodeOptions(codec="ffv1", pix_fmt="bgr0"))
+    copy_through(src, out, options=EncodeOptions(codec="ffv1", pix_fmt="bgr0"))
     originals = [f.rgb for f in read_frames(src)]
     decoded = [f.rgb for f in read_frames(out)]
     assert len(decoded) == len(originals) == 4
@@ -323,7 +303,7 @@ def _streams(path: Path) -> list[tuple[str, str | None, str | None, str | None]]
 def test_mkv_to_mkv_keeps_every_stream_tag_and_chapter(tmp_path: Path) -> None:
     src = make_rich_mkv(tmp_path / "in.mkv")
     out = tmp_path / "out.mkv"
-    assert _copy_through(src, out).warnings == []
+    assert copy_through(src, out).warnings == []
     assert _streams(out)[1:] == _streams(src)[1:]  # both audio languages/titles, the subtitle
     for kind, index in (("audio", 0), ("audio", 1), ("subtitles", 0)):
         assert packets_of(out, kind, index) == packets_of(src, kind, index)
@@ -342,7 +322,7 @@ def test_mkv_to_mkv_keeps_every_stream_tag_and_chapter(tmp_path: Path) -> None:
 def test_subtitle_stream_is_interleaved_by_time(tmp_path: Path) -> None:
     src = make_rich_mkv(tmp_path / "in.mkv", frames=24)
     out = tmp_path / "out.mkv"
-    _copy_through(src, out)
+    copy_through(src, out)
     with av.open(str(out)) as container:
         kinds = [p.stream.type for p in container.demux() if p.size]
     assert kinds.index("subtitle") < len(kinds) - 1 - kinds[::-1].index("video")
@@ -351,7 +331,7 @@ def test_subtitle_stream_is_interleaved_by_time(tmp_path: Path) -> None:
 def test_mkv_to_mp4_keeps_audio_and_reports_the_subtitle(tmp_path: Path) -> None:
     src = make_rich_mkv(tmp_path / "in.mkv")
     out = tmp_path / "out.mp4"
-    writer = _copy_through(src, out)
+    writer = copy_through(src, out)
     assert writer.warnings == ["subtitle stream 3 (srt, eng) cannot be stored in .mp4; left out"]
     assert [s[0] for s in _streams(out)] == ["video", "audio", "audio"]
     assert [s[2] for s in _streams(out)[1:]] == ["eng", "fra"]
@@ -365,13 +345,13 @@ def test_copy_subtitles_false_leaves_them_out_quietly(tmp_path: Path) -> None:
     src = make_rich_mkv(tmp_path / "in.mkv")
     for suffix in (".mkv", ".mp4"):
         out = tmp_path / f"out{suffix}"
-        assert _copy_through(src, out, copy_subtitles=False).warnings == []
+        assert copy_through(src, out, copy_subtitles=False).warnings == []
         assert [s[0] for s in _streams(out)] == ["video", "audio", "audio"]
 
 
 def test_copy_audio_false_leaves_the_audio_out(tmp_path: Path) -> None:
     src = make_rich_mkv(tmp_path / "in.mkv")
     out = tmp_path / "out.mkv"
-    assert _copy_through(src, out, copy_audio=False).warnings == []
+    assert copy_through(src, out, copy_audio=False).warnings == []
     assert [s[0] for s in _streams(out)] == ["video", "subtitle"]
     assert packets_of(out, "subtitles") == [b"Hello", b"World"]

@@ -1,0 +1,124 @@
+"""Colour descriptions of video streams, and the RGB <-> YCbCr conventions the I/O follows.
+
+Frames go through the model as RGB; the conversions in and out use the stream's own matrix
+(BT.601, BT.709, BT.2020, ...) and range (limited or full), so the output's colours match the input's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from av.video.reformatter import ColorRange, Colorspace, Interpolation
+
+# FFmpeg's "unspecified" codes (AVCOL_PRI/TRC/SPC_UNSPECIFIED = 2, AVCOL_RANGE_UNSPECIFIED = 0),
+# plus the reserved primaries/transfer codes 0 and 3, all read as None: "the stream says nothing".
+_UNSPECIFIED_PRI_TRC = frozenset({0, 2, 3})
+_UNSPECIFIED_MATRIX = frozenset({2, 3})
+_UNSPECIFIED_RANGE = frozenset({0})
+# AVColorSpace (the stream's matrix code) -> swscale's SWS_CS_* constant (what reformat expects).
+_SWS_MATRIX = {
+    1: Colorspace.ITU709,  # BT.709
+    4: Colorspace.FCC,
+    5: Colorspace.ITU601,  # BT.470BG (PAL BT.601)
+    6: Colorspace.ITU601,  # SMPTE 170M (NTSC BT.601), same matrix
+    7: Colorspace.SMPTE240M,
+    9: Colorspace.BT2020,  # BT.2020 non-constant luminance
+    10: Colorspace.BT2020,  # BT.2020 constant luminance: swscale only has the NCL matrix
+}
+MATRIX_BT709 = 1
+MATRIX_BT601 = 6  # SMPTE 170M
+RANGE_LIMITED = int(ColorRange.MPEG)  # 1
+RANGE_FULL = int(ColorRange.JPEG)  # 2
+HD_MIN_HEIGHT = 720
+# Luma weights (Kr, Kb) of each matrix the writer converts with, by AVColorSpace code.
+_MATRIX_WEIGHTS = {
+    1: (0.2126, 0.0722),
+    4: (0.30, 0.11),
+    5: (0.299, 0.114),
+    6: (0.299, 0.114),
+    7: (0.212, 0.087),
+    9: (0.2627, 0.0593),
+    10: (0.2627, 0.0593),
+}
+ACCURATE = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
+
+
+@dataclass(frozen=True)
+class ColourInfo:
+    """A stream's colour description as FFmpeg's integer codes (AVColorPrimaries,
+    AVColorTransferCharacteristic, AVColorSpace, AVColorRange); None where the stream says nothing.
+
+    Common values: primaries/transfer/matrix 1 = BT.709, 5/6 = BT.601 (PAL/NTSC), 9 = BT.2020;
+    transfer 16 = PQ, 18 = HLG; range 1 = limited ("tv"), 2 = full ("pc").
+    """
+
+    primaries: int | None = None
+    transfer: int | None = None
+    matrix: int | None = None
+    range: int | None = None
+
+    @classmethod
+    def of(cls, source: object) -> ColourInfo:
+        """Read the description from a codec context or a frame (both name the fields alike)."""
+
+        def code(name: str, unspecified: frozenset[int]) -> int | None:
+            value = getattr(source, name, None)
+            return None if value is None or int(value) in unspecified else int(value)
+
+        return cls(
+            primaries=code("color_primaries", _UNSPECIFIED_PRI_TRC),
+            transfer=code("color_trc", _UNSPECIFIED_PRI_TRC),
+            matrix=code("colorspace", _UNSPECIFIED_MATRIX),
+            range=code("color_range", _UNSPECIFIED_RANGE),
+        )
+
+
+def default_matrix(height: int) -> int:
+    """FFmpeg's and players' convention for a stream that names no matrix: BT.709 for HD
+    (720 lines or more), BT.601 below."""
+    return MATRIX_BT709 if height >= HD_MIN_HEIGHT else MATRIX_BT601
+
+
+def sws_matrix(matrix: int | None, height: int) -> Colorspace:
+    """The swscale matrix for a stream's matrix code; unknown or unspecified ones follow the
+    height convention of default_matrix."""
+    sws = _SWS_MATRIX.get(matrix) if matrix is not None else None
+    return sws if sws is not None else _SWS_MATRIX[default_matrix(height)]
+
+
+def output_colour(colour: ColourInfo, height: int) -> ColourInfo:
+    """The description an output is written and tagged with: the input's, with an unspecified
+    matrix made explicit (the height convention, at the output's height, since that is what a
+    player would assume for the output) and an unspecified range made limited. Primaries and
+    transfer are carried as they are (no gamut or transfer conversion is done)."""
+    matrix = colour.matrix if colour.matrix in _MATRIX_WEIGHTS else default_matrix(height)
+    return ColourInfo(
+        primaries=colour.primaries,
+        transfer=colour.transfer,
+        matrix=matrix,
+        range=colour.range if colour.range in (RANGE_LIMITED, RANGE_FULL) else RANGE_LIMITED,
+    )
+
+
+def rgb_to_ycbcr(rgb: np.ndarray, colour: ColourInfo) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, H, W) uint8 YCbCr 4:4:4 planes with the colour's matrix and range.
+
+    Done here in floating point, rounded to nearest: swscale's own full-range conversion is biased
+    by half a code value in chroma, enough to shift saturated colours by more than one.
+    """
+    kr, kb = _MATRIX_WEIGHTS[colour.matrix]
+    m = np.array(
+        [
+            [kr, 1 - kr - kb, kb],
+            [-0.5 * kr / (1 - kb), -0.5 * (1 - kr - kb) / (1 - kb), 0.5],
+            [0.5, -0.5 * (1 - kr - kb) / (1 - kr), -0.5 * kb / (1 - kr)],
+        ],
+        dtype=np.float32,
+    )
+    full = colour.range == RANGE_FULL
+    scale = np.array([255, 255, 255] if full else [219, 224, 224], np.float32) / 255
+    offset = np.array([0 if full else 16, 128, 128], np.float32)
+    yuv = np.tensordot(m * scale[:, None], rgb.astype(np.float32), axes=([1], [2]))  # (3, H, W)
+    yuv += offset[:, None, None] + 0.5
+    return np.clip(yuv, 0, 255).astype(np.uint8)
