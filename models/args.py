@@ -12,6 +12,10 @@ from dataclasses import asdict, dataclass, field, fields
 
 @dataclass(frozen=True)
 class VAEArgs:
+    # "conv": a learned convolutional VAE (lossy; the paper's kind). "pixel": space-to-depth, exact,
+    # with a learned latent-resolution decoder (models/pixel_vae.py); widths and blocks then give
+    # that decoder's width and residual blocks, one entry each.
+    kind: str = "conv"
     spatial: int = 8  # spatial compression: 4 or 8
     temporal: int = 4  # temporal compression: 1, or 4 (causal in time)
     latent_channels: int = 16
@@ -33,6 +37,11 @@ class VAEArgs:
     def __post_init__(self) -> None:
         if self.spatial not in (4, 8):
             raise ValueError(f"VAE spatial factor must be 4 or 8, not {self.spatial}")
+        if self.kind == "pixel":
+            self._check_pixel()
+            return
+        if self.kind != "conv":
+            raise ValueError(f"VAE kind must be 'conv' or 'pixel', not {self.kind!r}")
         if self.temporal not in (1, 4):
             raise ValueError(f"VAE temporal factor must be 1 or 4, not {self.temporal}")
         if len(self.widths) != self.spatial.bit_length():  # 4 -> 3 levels, 8 -> 4 levels
@@ -43,6 +52,15 @@ class VAEArgs:
             raise ValueError("VAE blocks need one entry per level, like widths")
         if self.time_kernel not in (1, 3):
             raise ValueError(f"VAE time_kernel must be 1 or 3, not {self.time_kernel}")
+
+    def _check_pixel(self) -> None:
+        cells = 3 * self.spatial**2
+        if self.temporal != 1 or self.guided:
+            raise ValueError("the pixel VAE is per frame (temporal 1) and takes no guide")
+        if self.latent_channels != cells:
+            raise ValueError(f"the pixel VAE at {self.spatial}x has {cells} latent channels")
+        if len(self.widths) != 1 or len(self.blocks) != 1:
+            raise ValueError("the pixel VAE's decoder takes one width and one block count")
 
 
 @dataclass(frozen=True)
@@ -135,18 +153,19 @@ PRESETS: dict[str, ModelArgs] = {
         dit=DiTArgs(width=32, depth=2, heads=2, head_dim=16, mlp_hidden=64, window=(2, 4, 4)),
         mask=MaskArgs(hidden=8, layers=1),
     ),
-    # The shipped model (trained in the `base` issue); sized for 100+ fps at 720p->1440p on an H100.
-    # Spatial 4, no temporal compression and 48 latent channels: chosen by VAE round-trip PSNR on
-    # held-out media (BENCHMARKS.md); training/configs/base.json is the same configuration.
+    # The shipped model; sized for 100+ fps at 720p->1440p on an H100. The latent is the pixel one
+    # (space-to-depth at 4x, lossless): learned VAEs of this size capped quality below the bicubic
+    # fill (BENCHMARKS.md). Tokens cover 8x8 output pixels per frame.
+    # training/configs/base.json is the same configuration.
     "base": ModelArgs(
         vae=VAEArgs(
+            kind="pixel",
             spatial=4,
             temporal=1,
             latent_channels=48,
-            widths=(32, 64, 128),
-            blocks=(0, 1, 2),
-            guided=True,
-            latent_scale=46.5,
+            widths=(64,),
+            blocks=(1,),
+            latent_scale=2.0,
         ),
         dit=DiTArgs(
             latent_channels=48,
@@ -155,7 +174,7 @@ PRESETS: dict[str, ModelArgs] = {
             heads=3,
             head_dim=64,
             mlp_hidden=512,
-            window=(4, 16, 16),
+            window=(4, 8, 8),
         ),
         mask=MaskArgs(hidden=32, layers=2),
     ),

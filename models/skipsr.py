@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from models.args import ModelArgs
 from models.dit import DiT, TokenSet, patchify, unpatchify
 from models.mask_predictor import MaskPredictor, keep_mask
+from models.pixel_vae import PixelVAE
 from models.vae import VAE
 
 
@@ -42,7 +43,7 @@ class SkipSR(nn.Module):
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
         self.args = args
-        self.vae = VAE(args.vae)
+        self.vae = PixelVAE(args.vae) if args.vae.kind == "pixel" else VAE(args.vae)
         self.mask_predictor = MaskPredictor(args.mask, args.dit.latent_channels, args.dit.patch)
         self.dit = DiT(args.dit)
 
@@ -57,7 +58,8 @@ class SkipSR(nn.Module):
         for module in self.vae.modules():
             if hasattr(module, "weight") and module.__class__.__name__ == "PixelNorm":
                 nn.init.ones_(module.weight)
-        if self.args.vae.guided:  # an untrained guided decoder returns the fill exactly
+        if self.args.vae.guided or self.args.vae.kind == "pixel":
+            # an untrained guided decoder returns the fill, an untrained pixel one its latent, exactly
             nn.init.zeros_(self.vae.decoder.conv_out.weight)
         self.mask_predictor.init_weights(gen)
         self.dit.init_weights(gen)

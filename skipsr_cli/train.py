@@ -48,9 +48,15 @@ class TrainConfig:
     workers: int = 12
     save_every: float = 120.0  # seconds between checkpoints
     decoder: bool = False  # dit stage: train the VAE decoder with the transformer (encoder frozen)
+    stop_at: int | None = None  # end this run at this step; the schedule still spans max_steps
 
 
 def build(cfg: TrainConfig, device: torch.device) -> SkipSR:
+    if cfg.stage == "vae" and cfg.args.vae.kind == "pixel":
+        raise ValueError(
+            "the pixel VAE is exact and has nothing to train alone: "
+            "train its decoder with the transformer (stage dit with --decoder)"
+        )
     with torch.device(device):
         model = SkipSR(cfg.args)
     model.init_weights(cfg.seed)
@@ -120,7 +126,7 @@ def dit_loss(model: SkipSR, hr: Tensor, lr: Tensor, step: int) -> tuple[Tensor, 
         z = model.vae.encode(model._pad(hr) * 2 - 1)
     c_grid, z_grid = patchify(c, patch), patchify(z, patch)
     keep = random_keep(tuple(c_grid.shape[:4]), c.device, gen)
-    one_step = torch.rand(1, generator=gen).item() < 0.6
+    one_step = torch.rand(1, generator=gen).item() < 0.75  # one step is what ships
     t = torch.ones(c.shape[0]) if one_step else torch.rand(c.shape[0], generator=gen) * 0.98 + 0.02
     t = t.to(c.device)
     tokens = TokenSet.from_keep(keep, model.args.dit.window)
@@ -198,7 +204,7 @@ def _loop(
     start = last_save = last_log = time.monotonic()
     history: dict[str, list[float]] = {}
     for hr_u8, lr_u8, _ in loader:
-        lr_now = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        lr_now = learning_rate(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr_now
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -219,11 +225,21 @@ def _loop(
         if now - last_save > cfg.save_every:
             _save(cfg, model, opt, step)
             last_save = now
-        if now - start > cfg.minutes * 60 or step >= cfg.max_steps:
+        if now - start > cfg.minutes * 60 or step >= min(
+            cfg.max_steps, cfg.stop_at or cfg.max_steps
+        ):
             break
     _save(cfg, model, opt, step)
     log(f"stage {cfg.stage}: saved at step {step}")
     return step
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then a cosine decay to 5% at max_steps: a function of the step alone, so a
+    resumed run follows the same schedule."""
+    warm = min(1.0, (step + 1) / cfg.warmup)
+    progress = min(1.0, step / max(1, cfg.max_steps))
+    return cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def _summary_line(step: int, elapsed: float, history: dict[str, list[float]]) -> str:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from media import make_clip
 
-from models import PRESETS
+from models import PRESETS, DiTArgs, ModelArgs, VAEArgs
 from skipsr_cli.checkpoint import SHARD_BYTES, load_tensors, save_tensors
 from skipsr_cli.train import TrainConfig, train
 from skipsr_cli.train_data import VALIDATION, split, write_jpeg
@@ -36,13 +36,24 @@ def pack(tmp_path_factory) -> Path:
     return root
 
 
-def run(pack: Path, out: Path, stage: str, steps: int, init: Path | None = None) -> None:
+def run(
+    pack: Path,
+    out: Path,
+    stage: str,
+    steps: int,
+    init: Path | None = None,
+    args: ModelArgs = PRESETS["debug"],
+    decoder: bool = False,
+    stop_at: int | None = None,
+) -> None:
     cfg = TrainConfig(
         stage,
         pack,
         out,
-        PRESETS["debug"],
+        args,
         init=init,
+        decoder=decoder,
+        stop_at=stop_at,
         max_steps=steps,
         batch=2,
         frames=4,
@@ -61,7 +72,7 @@ def test_resumed_training_equals_uninterrupted(pack, tmp_path, stage):
         run(pack, tmp_path / "vae", "vae", 1)
         init = tmp_path / "vae.safetensors"
     run(pack, tmp_path / "straight", stage, 4, init)
-    run(pack, tmp_path / "resumed", stage, 2, init)
+    run(pack, tmp_path / "resumed", stage, 4, init, stop_at=2)
     run(pack, tmp_path / "resumed", stage, 4, init)  # picks up at step 2
     a = load_tensors(tmp_path / "straight", ["model-000.safetensors"])
     b = load_tensors(tmp_path / "resumed", ["model-000.safetensors"])
@@ -73,6 +84,25 @@ def test_resumed_training_equals_uninterrupted(pack, tmp_path, stage):
     if init_state is not None:
         changed = sum(not torch.equal(a[k], init_state[k]) for k in a if k.startswith("dit."))
         assert changed > 0  # the stage did train
+
+
+PIXEL = ModelArgs(
+    vae=VAEArgs(kind="pixel", spatial=4, temporal=1, latent_channels=48, widths=(8,), blocks=(1,)),
+    dit=DiTArgs(
+        latent_channels=48, width=32, depth=2, heads=2, head_dim=16, mlp_hidden=64, window=(2, 4, 4)
+    ),
+    mask=PRESETS["debug"].mask,
+)
+
+
+def test_pixel_latent_trains_its_decoder_with_the_transformer(pack, tmp_path):
+    with pytest.raises(ValueError, match="nothing to train alone"):
+        run(pack, tmp_path / "vae", "vae", 1, args=PIXEL)
+    run(pack, tmp_path / "dit", "dit", 3, args=PIXEL, decoder=True)
+    state = load_tensors(tmp_path / "dit", ["model-000.safetensors"])
+    # both start at zero (the DiT's output layer, the decoder's last convolution) and must move
+    assert state["vae.decoder.conv_out.weight"].abs().max() > 0
+    assert state["dit.out.weight"].abs().max() > 0
 
 
 def test_validation_files_are_held_out(tmp_path):

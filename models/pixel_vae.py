@@ -1,0 +1,89 @@
+"""The pixel latent: space-to-depth of the frames, lossless by construction, and a learned decoder.
+
+Encoding folds every s x s block of pixels into one latent cell of 3 * s * s channels (scaled to
+about unit variance): nothing is lost, so the latent never caps quality, and it costs no
+multiply-adds. Decoding adds a learned residual at latent resolution (3x3 convolutions mixing
+neighbouring cells, which hides seams between transformer tokens and skipped ones) before unfolding
+the blocks. With that residual at zero, decode(encode(x)) == x.
+
+Everything is per frame (the transformer's windows mix time), so slicing over frames and tiling
+over space are exact.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.args import VAEArgs
+from models.vae import PixelNorm, ResBlock, _frames, _video
+
+
+class Refiner(nn.Module):
+    """Latent-resolution residual: (N, C, h, w) -> (N, C, h, w); starts at zero."""
+
+    def __init__(self, channels: int, width: int, blocks: int) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(channels, width, 3, padding=1)
+        self.blocks = nn.Sequential(*(ResBlock(width, temporal=False) for _ in range(blocks)))
+        self.norm_out = PixelNorm(width)
+        self.conv_out = nn.Conv2d(width, channels, 3, padding=1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(z)))))
+
+    @property
+    def halo(self) -> int:
+        """Latent cells of context each output needs on every side (one per 3x3 convolution)."""
+        return 2 + 2 * len(self.blocks)
+
+
+class PixelVAE(nn.Module):
+    def __init__(self, args: VAEArgs) -> None:
+        super().__init__()
+        self.args = args
+        self.decoder = Refiner(args.latent_channels, args.widths[0], args.blocks[0])
+
+    def encode(self, x: Tensor, frame_slice: int | None = None) -> Tensor:
+        """x: (B, 3, T, H, W) in [-1, 1] -> (B, 3*s*s, T, H/s, W/s). Exact; frame_slice is unused."""
+        return _video(F.pixel_unshuffle(_frames(x), self.args.spatial), x.shape[0]) * (
+            self.args.latent_scale
+        )
+
+    def decode(
+        self,
+        z: Tensor,
+        frame_slice: int | None = None,
+        tile: int | None = None,
+        guide: Tensor | None = None,
+    ) -> Tensor:
+        """z: (B, C, T, h, w) -> (B, 3, T, h*s, w*s), in slices of frames and tiles of latent cells."""
+        if guide is not None:
+            raise ValueError("the pixel latent's decoder takes no guide")
+        b, t = z.shape[0], z.shape[2]
+        step = frame_slice or t
+        parts = [
+            _video(self._tiled(_frames(z[:, :, s : s + step]), tile), b) for s in range(0, t, step)
+        ]
+        return torch.cat(parts, 2)
+
+    def _decode_frames(self, z: Tensor) -> Tensor:
+        z = z / self.args.latent_scale
+        return F.pixel_shuffle(z + self.decoder(z), self.args.spatial)
+
+    def _tiled(self, z: Tensor, tile: int | None) -> Tensor:
+        rows, cols = z.shape[-2:]
+        if tile is None or (rows <= tile and cols <= tile):
+            return self._decode_frames(z)
+        s, halo = self.args.spatial, self.decoder.halo
+        out = z.new_empty(z.shape[0], 3, rows * s, cols * s)
+        for y in range(0, rows, tile):
+            for x in range(0, cols, tile):
+                y0, x0 = max(0, y - halo), max(0, x - halo)
+                part = self._decode_frames(z[..., y0 : y + tile + halo, x0 : x + tile + halo])
+                ty, tx = min(tile, rows - y), min(tile, cols - x)
+                out[..., y * s : (y + ty) * s, x * s : (x + tx) * s] = part[
+                    ..., (y - y0) * s : (y - y0 + ty) * s, (x - x0) * s : (x - x0 + tx) * s
+                ]
+        return out

@@ -1,0 +1,70 @@
+"""The pixel latent is lossless, its decoder is local and exact when sliced and tiled."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from helpers import randomize
+
+from models import PRESETS, SkipSR, VAEArgs
+from models.pixel_vae import PixelVAE
+
+ARGS = PRESETS["base"].vae
+
+
+def test_encode_then_untrained_decode_is_exact():
+    model = SkipSR(PRESETS["base"]).double()
+    model.init_weights(seed=3)  # the decoder's residual starts at zero
+    x = torch.rand(2, 3, 3, 16, 24, dtype=torch.float64) * 2 - 1
+    z = model.vae.encode(x)
+    assert z.shape == (2, 48, 3, 4, 6)
+    torch.testing.assert_close(model.vae.decode(z), x, rtol=0, atol=1e-15)
+
+
+def test_latent_cells_hold_their_own_pixels():
+    vae = PixelVAE(ARGS).double()
+    x = torch.zeros(1, 3, 1, 8, 8, dtype=torch.float64)
+    x[0, 1, 0, 5, 2] = 1.0  # one green pixel in block (1, 0)
+    z = vae.encode(x)
+    assert z.count_nonzero() == 1 and z[0, :, 0, 1, 0].abs().sum() == ARGS.latent_scale
+
+
+def test_sliced_and_tiled_decode_equals_whole_decode():
+    vae = randomize(PixelVAE(ARGS).double(), seed=4, std=0.05)
+    z = torch.randn(2, 48, 5, 13, 17, dtype=torch.float64)
+    whole = vae.decode(z)
+    torch.testing.assert_close(vae.decode(z, frame_slice=2, tile=5), whole, rtol=1e-12, atol=1e-12)
+
+
+def test_decoder_sees_only_its_halo_and_its_own_frame():
+    vae = randomize(PixelVAE(ARGS).double(), seed=5, std=0.05)
+    z = torch.randn(1, 48, 2, 16, 16, dtype=torch.float64)
+    changed = z.clone()
+    changed[:, :, 1, 8, 8] += 1.0
+    diff = (vae.decode(changed) - vae.decode(z)).abs().amax(1)[0]  # (T, H, W)
+    assert diff[0].max() == 0  # the other frame
+    rows = diff[1].amax(1).nonzero().flatten() // ARGS.spatial
+    halo = vae.decoder.halo
+    assert rows.min() == 8 - halo and rows.max() == 8 + halo
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"temporal": 4}, "temporal 1"),
+        ({"latent_channels": 16}, "48 latent channels"),
+        ({"widths": (32, 64)}, "one width"),
+        ({"kind": "wavelet"}, "kind"),
+    ],
+)
+def test_pixel_vae_arguments_are_checked(change, message):
+    with pytest.raises(ValueError, match=message):
+        VAEArgs(**{**vars(ARGS), **change})
+
+
+def test_guide_is_refused():
+    vae = PixelVAE(replace(ARGS))
+    with pytest.raises(ValueError, match="no guide"):
+        vae.decode(torch.zeros(1, 48, 1, 2, 2), guide=torch.zeros(1, 3, 1, 8, 8))
