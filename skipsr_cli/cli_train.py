@@ -60,6 +60,12 @@ def train_run_command(
     decoder: Annotated[
         bool, typer.Option("--decoder", help="dit stage: also train the VAE decoder.")
     ] = False,
+    reuse: Annotated[
+        int,
+        typer.Option(
+            min=1, max=8, help="Steps per loaded batch, each on a mirrored or turned view."
+        ),
+    ] = 1,
 ) -> None:
     """Train one stage for at most --minutes, then checkpoint; run again to resume exactly."""
     from models import PRESETS, ModelArgs
@@ -92,6 +98,7 @@ def train_run_command(
         seed=seed,
         workers=workers,
         decoder=decoder,
+        reuse=reuse,
     )
     train(cfg, lambda line: print(line, flush=True))
 

@@ -49,6 +49,9 @@ class TrainConfig:
     save_every: float = 120.0  # seconds between checkpoints
     decoder: bool = False  # dit stage: train the VAE decoder with the transformer (encoder frozen)
     stop_at: int | None = None  # end this run at this step; the schedule still spans max_steps
+    # optimizer steps per loaded batch, each on another mirror image or quarter turn of it: data
+    # making (decoding, degrading) is the bottleneck, so this multiplies the steps per second
+    reuse: int = 1
 
 
 def build(cfg: TrainConfig, device: torch.device) -> SkipSR:
@@ -192,7 +195,9 @@ def _loop(
 ) -> int:
     cache = cfg.data / ".cache"
     cache_videos(cfg.data, cache)
-    pairs = ClipPairs(cfg.data, cache, cfg.batch, cfg.frames, cfg.crop, cfg.seed, start=step)
+    pairs = ClipPairs(
+        cfg.data, cache, cfg.batch, cfg.frames, cfg.crop, cfg.seed, start=step // cfg.reuse
+    )
     loader = DataLoader(
         pairs,
         batch_size=None,
@@ -203,35 +208,48 @@ def _loop(
     )
     start = last_save = last_log = time.monotonic()
     history: dict[str, list[float]] = {}
+    end = min(cfg.max_steps, cfg.stop_at or cfg.max_steps)
     for hr_u8, lr_u8, _ in loader:
-        lr_now = learning_rate(cfg, step)
-        for group in opt.param_groups:
-            group["lr"] = lr_now
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss, stats = LOSSES[cfg.stage](
-                model, to_video(hr_u8, device), to_video(lr_u8, device), step
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        step += 1
-        for key, value in {"loss": loss.item(), **stats}.items():
-            history.setdefault(key, []).append(value)
-        now = time.monotonic()
-        if now - last_log > 20:
-            log(_summary_line(step, now - start, history))
-            history, last_log = {}, now
-        if now - last_save > cfg.save_every:
-            _save(cfg, model, opt, step)
-            last_save = now
-        if now - start > cfg.minutes * 60 or step >= min(
-            cfg.max_steps, cfg.stop_at or cfg.max_steps
-        ):
-            break
+        hr_batch, lr_batch = to_video(hr_u8, device), to_video(lr_u8, device)
+        for view in range(step % cfg.reuse, cfg.reuse):  # a resumed run picks up mid-batch
+            hr, lr = dihedral(hr_batch, view), dihedral(lr_batch, view)
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(cfg, step)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss, stats = LOSSES[cfg.stage](model, hr, lr, step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            step += 1
+            for key, value in {"loss": loss.item(), **stats}.items():
+                history.setdefault(key, []).append(value)
+            now = time.monotonic()
+            if now - last_log > 20:
+                log(_summary_line(step, now - start, history))
+                history, last_log = {}, now
+            if now - last_save > cfg.save_every:
+                _save(cfg, model, opt, step)
+                last_save = now
+            if now - start > cfg.minutes * 60 or step >= end:
+                break
+        else:
+            continue
+        break
     _save(cfg, model, opt, step)
     log(f"stage {cfg.stage}: saved at step {step}")
     return step
+
+
+def dihedral(video: Tensor, view: int) -> Tensor:
+    """View 0 is the clip itself; 1-7 its mirror images and quarter turns (B, C, T, H, W)."""
+    if view & 4:
+        video = video.transpose(-2, -1)
+    if view & 1:
+        video = video.flip(-1)
+    if view & 2:
+        video = video.flip(-2)
+    return video
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:

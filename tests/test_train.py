@@ -45,6 +45,7 @@ def run(
     args: ModelArgs = PRESETS["debug"],
     decoder: bool = False,
     stop_at: int | None = None,
+    reuse: int = 1,
 ) -> None:
     cfg = TrainConfig(
         stage,
@@ -54,6 +55,7 @@ def run(
         init=init,
         decoder=decoder,
         stop_at=stop_at,
+        reuse=reuse,
         max_steps=steps,
         batch=2,
         frames=4,
@@ -65,15 +67,16 @@ def run(
     train(cfg, lambda line: None)
 
 
-@pytest.mark.parametrize("stage", ["vae", "dit"])
-def test_resumed_training_equals_uninterrupted(pack, tmp_path, stage):
+@pytest.mark.parametrize("stage, reuse", [("vae", 1), ("dit", 1), ("dit", 3)])
+def test_resumed_training_equals_uninterrupted(pack, tmp_path, stage, reuse):
+    """With reuse 3 the run stops mid-batch (step 2 of 3) and must pick up at its third view."""
     init = None
     if stage == "dit":
         run(pack, tmp_path / "vae", "vae", 1)
         init = tmp_path / "vae.safetensors"
-    run(pack, tmp_path / "straight", stage, 4, init)
-    run(pack, tmp_path / "resumed", stage, 4, init, stop_at=2)
-    run(pack, tmp_path / "resumed", stage, 4, init)  # picks up at step 2
+    run(pack, tmp_path / "straight", stage, 4, init, reuse=reuse)
+    run(pack, tmp_path / "resumed", stage, 4, init, stop_at=2, reuse=reuse)
+    run(pack, tmp_path / "resumed", stage, 4, init, reuse=reuse)  # picks up at step 2
     a = load_tensors(tmp_path / "straight", ["model-000.safetensors"])
     b = load_tensors(tmp_path / "resumed", ["model-000.safetensors"])
     assert a.keys() == b.keys()
