@@ -2,6 +2,7 @@
 
 `transformer`: the masked DiT's forward time at forced kept fractions on one latent clip, the
 paper's scaling claim (time should fall about in proportion to the kept fraction).
+`model`: every stage of the model on one clip of real frames, in ms per frame, and model-only fps.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from models import SkipSR
-from models.dit import TokenSet
+from models.dit import TokenSet, patchify
+from models.skipsr import Settings, compose, noise_like, sample
 
 
 @dataclass(frozen=True)
@@ -99,3 +101,91 @@ def bench_transformer(
         TransformerRow(f, n, round(med, 3), round(lo, 3), round(med / dense, 4))
         for f, n, med, lo in results
     ]
+
+
+MODEL_STAGES = ("upsample", "encode", "predictor", "transformer", "compose", "decode")
+
+
+@dataclass(frozen=True)
+class ModelBench:
+    """Per-stage median ms per output frame of the whole model on one clip, and what it skipped."""
+
+    stage_ms: dict[str, float]  # per frame, medians over repeats
+    model_fps: float  # frames / (sum of the stage medians)
+    skip_ratio: float
+    peak_gpu_gib: float | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.inference_mode()
+def bench_model(
+    model: SkipSR,
+    lr: torch.Tensor,
+    out_size: tuple[int, int],
+    settings: Settings,
+    repeats: int,
+    warmup: int,
+    kept: float | None = None,
+) -> ModelBench:
+    """Time each stage of SkipSR.forward on lr (1, 3, T, h, w) in [0, 1], already on the device.
+
+    The stages are the model's own methods called in the order forward calls them, so the sum is
+    the model-only time per clip. `kept` forces a kept fraction (random places) instead of tau.
+    """
+    device = lr.device
+    measure = timer(device)
+    frames = lr.shape[2]
+    patch, window = model.args.dit.patch, model.args.dit.window
+    state: dict[str, torch.Tensor] = {}
+
+    def upsample() -> None:
+        state["fill"] = model._pad(model.upsample(lr, out_size))
+
+    def encode() -> None:
+        state["c"] = model.condition(state["fill"], settings.frame_slice)
+
+    def predictor() -> None:
+        if kept is None:
+            state["keep"] = model.predict_keep(state["c"], settings)
+        else:
+            grid = patchify(state["c"], patch).shape[1:4]
+            state["keep"] = forced_keep(tuple(grid), kept, settings.seed, device)
+
+    def transformer() -> None:
+        c_grid, keep = patchify(state["c"], patch), state["keep"]
+        tokens = TokenSet.from_keep(keep, window)
+        x = noise_like(c_grid, settings.seed)[keep]
+        state["c_grid"] = c_grid
+        state["x0"] = sample(model.dit, x, c_grid[keep], tokens, settings.steps)
+
+    def compose_() -> None:
+        state["z"] = compose(
+            state["c_grid"], state["keep"], state["x0"], patch, state["c"].shape[1]
+        )
+
+    def decode() -> None:
+        hr = model.vae.decode(
+            state["z"], settings.frame_slice, settings.decode_tile, model.guide(state["fill"])
+        )
+        state["hr"] = ((hr + 1) / 2).clamp(0, 1)[:, :, :frames, : out_size[0], : out_size[1]]
+
+    stages = (upsample, encode, predictor, transformer, compose_, decode)
+    steps = dict(zip(MODEL_STAGES, stages, strict=True))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times: dict[str, list[float]] = {name: [] for name in MODEL_STAGES}
+    for i in range(warmup + repeats):
+        for name, fn in steps.items():
+            ms = measure(fn)
+            if i >= warmup:
+                times[name].append(ms)
+    per_frame = {k: statistics.median(v) / frames for k, v in times.items()}
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return ModelBench(
+        stage_ms={k: round(v, 3) for k, v in per_frame.items()},
+        model_fps=round(1000 / sum(per_frame.values()), 2),
+        skip_ratio=round(1 - state["keep"].float().mean().item(), 4),
+        peak_gpu_gib=None if peak is None else round(peak, 3),
+    )

@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 import typer
 
+from models.skipsr import Settings
 from skipsr_cli.cli_common import (
+    FRAME_SLICE,
     DeviceChoice,
     DeviceOpt,
     DtypeChoice,
     DtypeOpt,
     JsonOpt,
+    ModelOpt,
+    RandomOpt,
+    WeightsOpt,
     exit_codes,
     parse_size,
     pick_device,
     pick_dtype,
 )
-from skipsr_cli.errors import UsageError
+from skipsr_cli.errors import InputError, UsageError
 from skipsr_cli.weights import load_model
 
 bench_app = typer.Typer(
@@ -80,6 +88,74 @@ def bench_transformer_command(
         print(
             f"{r.kept_fraction:>6.2f} {r.tokens:>8} {r.median_ms:>10.2f} {r.min_ms:>9.2f} {r.ratio:>9.3f}"
         )
+
+
+@bench_app.command("model")
+@exit_codes
+def bench_model_command(
+    source: Annotated[
+        Path, typer.Argument(help="A video whose first frames are the input (resized to --size).")
+    ],
+    size: Annotated[str, typer.Option(help="Input size WIDTHxHEIGHT.")] = "1280x720",
+    scale: Annotated[int, typer.Option("--scale", "-s", min=1, max=8)] = 2,
+    frames: Annotated[int, typer.Option(min=1, help="Frames per model call (one chunk).")] = 16,
+    threshold: Annotated[
+        float | None, typer.Option(help="tau in dB (default: the model's).")
+    ] = None,
+    kept: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Force this kept fraction instead.")
+    ] = None,
+    no_skip: Annotated[bool, typer.Option("--no-skip", help="Keep every token.")] = False,
+    repeats: Annotated[int, typer.Option(min=1)] = 10,
+    warmup: Annotated[int, typer.Option(min=0)] = 3,
+    weights: WeightsOpt = None,
+    model: ModelOpt = "base",
+    random_weights: RandomOpt = False,
+    device: DeviceOpt = DeviceChoice.auto,
+    dtype: DtypeOpt = DtypeChoice.auto,
+    json_out: JsonOpt = False,
+) -> None:
+    """Model-only time per frame, stage by stage (upsample, encode, predictor, transformer,
+    compose, decode), on real frames: model fps, skip ratio, peak GPU memory."""
+    from skipsr_cli.bench import MODEL_STAGES, bench_model
+    from skipsr_cli.video_io import probe, read_frames
+
+    if not source.is_file():
+        raise InputError(f"input not found: {source}")
+    probe(source)  # a clear error for a non-video
+    dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
+    width, height = parse_size(size)
+    net = load_model(model, weights, random_weights=random_weights, device=dev, dtype=dt)
+    rgb = [f.rgb for _, f in zip(range(frames), read_frames(source), strict=False)]
+    if len(rgb) < frames:
+        raise InputError(f"{source} has {len(rgb)} frames; --frames asks for {frames}")
+    clip = torch.from_numpy(np.stack(rgb)).to(dev).permute(3, 0, 1, 2)[None].float() / 255
+    lr = F.interpolate(
+        clip[0].transpose(0, 1), size=(height, width), mode="bicubic", antialias=True
+    )
+    lr = lr.clamp(0, 1).transpose(0, 1)[None].to(dt)  # (1, 3, T, h, w)
+    settings = Settings(threshold=threshold, skip=not no_skip, frame_slice=FRAME_SLICE)
+    out_size = (height * scale, width * scale)
+    result = bench_model(net, lr, out_size, settings, repeats, warmup, kept)
+    head = {
+        "model": str(weights) if weights else model,
+        "input": f"{width}x{height}",
+        "output": f"{width * scale}x{height * scale}",
+        "frames": frames,
+        "dtype": str(dt).removeprefix("torch."),
+        "device": _device_name(dev),
+    }
+    if json_out:
+        print(json.dumps({**head, **result.as_dict()}))
+        return
+    print(", ".join(f"{k} {v}" for k, v in head.items()))
+    print(f"{'stage':>12} {'ms/frame':>9}")
+    for name in MODEL_STAGES:
+        print(f"{name:>12} {result.stage_ms[name]:>9.3f}")
+    print(f"{'total':>12} {1000 / result.model_fps:>9.3f}")
+    memory = "" if result.peak_gpu_gib is None else f", peak GPU {result.peak_gpu_gib:.2f} GiB"
+    print(f"model-only {result.model_fps:.1f} fps, skip ratio {result.skip_ratio:.1%}{memory}")
 
 
 def _device_name(device: torch.device) -> str:

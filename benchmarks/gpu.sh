@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The GPU figures of BENCHMARKS.md, in one run: GPU tests, model-only stage times of `base` at the
+# issue's sizes, the transformer's scaling with the kept fraction, and one end-to-end upscale.
+# Usage: benchmarks/gpu.sh WEIGHTS CLIP OUTDIR   (CLIP: a real video, e.g. bedroom.mp4)
+set -uo pipefail
+W=$1; CLIP=$2; OUT=$3
+S="python3 -m skipsr_cli.cli"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+python3 -c "import torch; print('torch', torch.__version__)"
+python3 -m pytest -q tests/test_gpu.py 2>&1 | tail -3
+for size in 1280x720 1920x1080; do
+  $S bench model "$CLIP" --weights "$W" --size $size --scale 2 --frames 16
+  $S bench model "$CLIP" --weights "$W" --size $size --scale 2 --frames 16 --no-skip
+done
+$S bench model "$CLIP" --weights "$W" --size 1280x720 --scale 2 --frames 16 --kept 0.5
+$S bench transformer --model base --size 2560x1440 --frames 16 --repeats 20 --warmup 5
+$S upscale "$CLIP" "$OUT/e2e.mp4" --weights "$W" -y --json -q --crf 18
+rm -f "$OUT/e2e.mp4"
