@@ -105,7 +105,7 @@ class SkipSR(nn.Module):
             return c
         tokens = TokenSet.from_keep(keep, self.args.dit.window)
         c_kept = c_grid[keep]  # (N, C*pv), in keep.nonzero() order
-        x = noise_like(c_grid, settings.seed)[keep]  # x at t = 1
+        x = token_noise(keep, c_grid.shape[-1], settings.seed, c_grid.dtype)  # x at t = 1
         x0 = sample(self.dit, x, c_kept, tokens, settings.steps)
         return compose(c_grid, keep, x0, patch, c.shape[1])
 
@@ -122,10 +122,34 @@ class SkipSR(nn.Module):
         return x
 
 
-def noise_like(grid: Tensor, seed: int) -> Tensor:
-    """Gaussian noise for the whole token grid, drawn on the CPU so every device gets the same."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(grid.shape, generator=gen).to(grid.device, grid.dtype, non_blocking=True)
+def token_noise(keep: Tensor, dim: int, seed: int, dtype: torch.dtype) -> Tensor:
+    """Standard normal noise (N, dim) for the kept tokens of `keep` (B, T', H', W'), in
+    keep.nonzero() order, computed on keep's device.
+
+    Each pair of values is a hash of (seed, its token's place on the full grid, the pair's channel)
+    turned normal by Box-Muller (16-bit uniforms: tails end at 4.9 sigma). So a token's noise does
+    not depend on which other tokens are kept, and every device draws the same numbers (up to the
+    rounding of log and cos), with no host-side generator and no draw over the skipped tokens.
+    """
+    half = (dim + 1) // 2
+    places = keep.flatten().nonzero().squeeze(1)  # (N,) index on the full grid
+    pairs = places[:, None] * half + torch.arange(half, device=keep.device)  # (N, half) int64
+    bits = _hash32((pairs + seed * 0x9E3779B1) & _MASK32)
+    u1 = ((bits >> 16).float() + 0.5) / 2**16
+    angle = ((bits & 0xFFFF).float() + 0.5) * (2 * torch.pi / 2**16)
+    radius = torch.sqrt(-2 * torch.log(u1))
+    normal = torch.stack((radius * torch.cos(angle), radius * torch.sin(angle)), dim=-1)
+    return normal.flatten(1)[:, :dim].to(dtype)
+
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _hash32(x: Tensor) -> Tensor:
+    """Mix 32-bit values held in int64 (multipliers under 2**31, so no product overflows)."""
+    for mult in (0x7FEB352D, 0x2C1B3C6D):
+        x = ((x ^ (x >> 16)) * mult) & _MASK32
+    return x ^ (x >> 16)
 
 
 def sample(dit: DiT, x: Tensor, c: Tensor, tokens: TokenSet, steps: int) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 
 from models import SkipSR
 from models.dit import TokenSet, patchify
-from models.skipsr import Settings, compose, noise_like, sample
+from models.skipsr import Settings, compose, sample, token_noise
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def bench_model(
     def transformer() -> None:
         c_grid, keep = patchify(state["c"], patch), state["keep"]
         tokens = TokenSet.from_keep(keep, window)
-        x = noise_like(c_grid, settings.seed)[keep]
+        x = token_noise(keep, c_grid.shape[-1], settings.seed, c_grid.dtype)
         state["c_grid"] = c_grid
         state["x0"] = sample(model.dit, x, c_grid[keep], tokens, settings.steps)
 

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from models import ModelArgs, SkipSR
 from models.dit import TokenSet, patchify
-from models.skipsr import compose, noise_like
+from models.skipsr import compose, token_noise
 from skipsr_cli.checkpoint import load_checkpoint, save_checkpoint
 from skipsr_cli.train_data import ClipPairs, cache_videos
 from skipsr_cli.weights import load_model, save_model
@@ -133,7 +133,7 @@ def dit_loss(model: SkipSR, hr: Tensor, lr: Tensor, step: int) -> tuple[Tensor, 
     t = torch.ones(c.shape[0]) if one_step else torch.rand(c.shape[0], generator=gen) * 0.98 + 0.02
     t = t.to(c.device)
     tokens = TokenSet.from_keep(keep, model.args.dit.window)
-    noise = noise_like(z_grid, step)[keep]
+    noise = token_noise(keep, z_grid.shape[-1], step, z_grid.dtype)
     t_tok = t[tokens.coords[:, 0]][:, None]
     x_t = (1 - t_tok) * z_grid[keep] + t_tok * noise
     x0 = model.dit(x_t, c_grid[keep], t, tokens)

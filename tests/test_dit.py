@@ -124,3 +124,19 @@ def test_shifted_windows_differ_from_regular():
     assert not torch.equal(
         regular.unique(return_inverse=True)[1], shifted.unique(return_inverse=True)[1]
     )
+
+
+def test_token_noise_is_normal_and_keyed_by_place_not_by_mask():
+    from models.skipsr import token_noise
+
+    keep = torch.rand(2, 3, 20, 30, generator=torch.Generator().manual_seed(0)) < 0.5
+    noise = token_noise(keep, 48, seed=7, dtype=torch.float64)
+    assert noise.shape == (int(keep.sum()), 48)
+    assert abs(noise.mean().item()) < 0.01 and abs(noise.std().item() - 1) < 0.01
+    more = keep.clone()
+    more[0, 0] = True  # keep more tokens: the ones kept before keep their noise
+    again = token_noise(more, 48, seed=7, dtype=torch.float64)
+    before = keep.flatten()[more.flatten().nonzero().squeeze(1)]
+    assert torch.equal(again[before], noise)
+    other = token_noise(keep, 48, seed=8, dtype=torch.float64)
+    assert abs(torch.corrcoef(torch.stack((noise.flatten(), other.flatten())))[0, 1]) < 0.01

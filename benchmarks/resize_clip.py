@@ -1,0 +1,21 @@
+"""Write a copy of a video resized to WIDTH x HEIGHT (x264 CRF 12): inputs of a chosen size for
+the end-to-end benchmarks. Usage: python3 benchmarks/resize_clip.py IN OUT WIDTH HEIGHT"""
+
+import sys
+from fractions import Fraction
+
+import av
+
+src, dst, width, height = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+with av.open(src) as inp, av.open(dst, "w") as out:
+    stream_in = inp.streams.video[0]
+    rate = stream_in.average_rate or Fraction(30)
+    stream = out.add_stream("libx264", rate=rate, options={"crf": "12", "preset": "fast"})
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    for frame in inp.decode(stream_in):
+        resized = frame.reformat(
+            width=width, height=height, format="yuv420p", interpolation="BICUBIC"
+        )
+        resized.pts = None
+        out.mux(stream.encode(resized))
+    out.mux(stream.encode(None))
