@@ -17,12 +17,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# Upscale the bundled 2 s clip (Big Buck Bunny, CC-BY 3.0) x2, with a picture of the skip mask.
-# Until trained `base` weights ship, the demo runs the untrained debug network.
+# Upscale the bundled 2 s clip (Big Buck Bunny, CC-BY 3.0) x2 with the shipped `base` model, with a
+# picture of the skip mask.
 demo: $(STAMP)
 	mkdir -p out
-	$(BIN)/skipsr upscale examples/bbb_320x180.mp4 out/demo_x2.mp4 --model debug --random-weights \
-		--mask-out out/demo_mask.mp4 --overwrite
+	$(BIN)/skipsr upscale examples/bbb_320x180.mp4 out/demo_x2.mp4 --mask-out out/demo_mask.mp4 --overwrite
 	@echo "wrote out/demo_x2.mp4 and out/demo_mask.mp4"
 
 test: $(STAMP)

@@ -5,9 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 
-from skipsr_cli.cli_common import DeviceChoice, DeviceOpt, exit_codes, pick_device
+from skipsr_cli.cli_common import (
+    DeviceChoice,
+    DeviceOpt,
+    DtypeChoice,
+    DtypeOpt,
+    exit_codes,
+    pick_device,
+)
 from skipsr_cli.errors import InputError, UsageError
 from skipsr_cli.weights import load_model
 
@@ -119,3 +127,31 @@ def train_vae_check_command(
     print(f"{'':>45}  {'fill':>8}  {'round trip':>10}")
     for name, (fill, trip) in vae_round_trip(net, validation_clips(val)).items():
         print(f"{name:>45}  {fill:6.2f} dB  {trip:7.2f} dB")
+
+
+@train_app.command("export")
+@exit_codes
+def train_export_command(
+    weights: Annotated[Path, typer.Argument(help="Trained weights (a stage's export).")],
+    out: Annotated[Path, typer.Argument(help="Where to write the shippable file.")],
+    threshold: Annotated[
+        float | None, typer.Option(help="Default tau (dB) to store with the weights.")
+    ] = None,
+    dtype: DtypeOpt = DtypeChoice.bf16,
+) -> None:
+    """Cast weights (bf16 by default), set the default tau, and print the file's SHA-256."""
+    import hashlib
+    from dataclasses import replace
+
+    from skipsr_cli.weights import describe, save_model
+
+    net = load_model(weights=weights)
+    if threshold is not None:
+        net.args = replace(net.args, threshold=threshold)
+    cast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype.value, torch.float32)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_model(net, out, dtype=cast)
+    counts = describe(net)["parameters"]
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    print(f"{digest}  {out.name}")
+    print(f"parameters {sum(counts.values()):,} {counts}; {out.stat().st_size / 2**20:.2f} MiB")

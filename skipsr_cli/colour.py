@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
 # FFmpeg's "unspecified" codes (AVCOL_PRI/TRC/SPC_UNSPECIFIED = 2, AVCOL_RANGE_UNSPECIFIED = 0),
@@ -101,12 +102,9 @@ def output_colour(colour: ColourInfo, height: int) -> ColourInfo:
     )
 
 
-def rgb_to_ycbcr(rgb: np.ndarray, colour: ColourInfo) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (3, H, W) uint8 YCbCr 4:4:4 planes with the colour's matrix and range.
-
-    Done here in floating point, rounded to nearest: swscale's own full-range conversion is biased
-    by half a code value in chroma, enough to shift saturated colours by more than one.
-    """
+def ycbcr_coefficients(colour: ColourInfo) -> tuple[np.ndarray, np.ndarray]:
+    """(3, 3) weights and (3,) offsets with YCbCr = weights @ RGB(0-255) + offsets, in code values,
+    for the colour's matrix and range."""
     kr, kb = _MATRIX_WEIGHTS[colour.matrix]
     m = np.array(
         [
@@ -119,6 +117,44 @@ def rgb_to_ycbcr(rgb: np.ndarray, colour: ColourInfo) -> np.ndarray:
     full = colour.range == RANGE_FULL
     scale = np.array([255, 255, 255] if full else [219, 224, 224], np.float32) / 255
     offset = np.array([0 if full else 16, 128, 128], np.float32)
-    yuv = np.tensordot(m * scale[:, None], rgb.astype(np.float32), axes=([1], [2]))  # (3, H, W)
+    return m * scale[:, None], offset
+
+
+def rgb_to_ycbcr(rgb: np.ndarray, colour: ColourInfo) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, H, W) uint8 YCbCr 4:4:4 planes with the colour's matrix and range.
+
+    Done here in floating point, rounded to nearest: swscale's own full-range conversion is biased
+    by half a code value in chroma, enough to shift saturated colours by more than one.
+    """
+    weights, offset = ycbcr_coefficients(colour)
+    yuv = np.tensordot(weights, rgb.astype(np.float32), axes=([1], [2]))  # (3, H, W)
     yuv += offset[:, None, None] + 0.5
     return np.clip(yuv, 0, 255).astype(np.uint8)
+
+
+# Planar formats the model's device can produce directly (PyAV's from_ndarray layouts).
+DEVICE_PIX_FMTS = ("yuv420p", "yuv444p")
+
+
+def rgb_to_planes(image: torch.Tensor, colour: ColourInfo, pix_fmt: str) -> torch.Tensor:
+    """(3, H, W) float RGB in [0, 1], on any device -> uint8 planes in PyAV's from_ndarray layout:
+    (3, H, W) for yuv444p; for yuv420p (3H/2, W), the Y plane then Cb and Cr, each 2x2-averaged.
+
+    The same matrix, range and rounding as rgb_to_ycbcr, computed where the frame already is (a
+    GPU), so the host receives half the bytes and does no colour work.
+    """
+    weights, offset = ycbcr_coefficients(colour)
+    rgb = image.float().clamp(0, 1).mul(255).round()  # the 8-bit RGB the CPU path starts from
+    w = torch.from_numpy(weights).to(rgb.device)
+    yuv = (
+        torch.einsum("ij,jhw->ihw", w, rgb) + torch.from_numpy(offset).to(rgb.device)[:, None, None]
+    )
+    if pix_fmt == "yuv444p":
+        return yuv.add(0.5).clamp(0, 255).to(torch.uint8)
+    if pix_fmt != "yuv420p":
+        raise ValueError(f"no device conversion to {pix_fmt}")
+    h, width = yuv.shape[1:]
+    luma = yuv[0].add(0.5).clamp(0, 255).to(torch.uint8)
+    chroma = torch.nn.functional.avg_pool2d(yuv[None, 1:], 2)[0].add(0.5).clamp(0, 255)
+    flat = torch.cat((luma.flatten(), chroma.to(torch.uint8).flatten()))  # Y, then Cb, then Cr
+    return flat.view(h * 3 // 2, width)

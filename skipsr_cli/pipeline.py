@@ -20,6 +20,7 @@ from torch import Tensor
 from models import SkipSR
 from models.skipsr import Result, Settings
 from skipsr_cli.chunking import Chunk, OverlapAdd, check_plan, iter_chunks
+from skipsr_cli.colour import ColourInfo, rgb_to_planes
 from skipsr_cli.errors import ModelError, OutputError, UsageError
 from skipsr_cli.overlap import BackgroundWriter, InlineWriter, Prefetcher
 from skipsr_cli.progress import Event, RunStats, Started, Summary
@@ -33,6 +34,8 @@ from skipsr_cli.video_io import (
     validate_encode_options,
 )
 
+# Per writer: its colour and the planar pix_fmt it takes from the device (None: RGB frames).
+OutFormat = tuple[ColourInfo | None, str | None]
 MASK_TINT = (0.15, 0.35, 1.0)  # skipped regions in the mask video lean blue
 MASK_ALPHA = 0.45
 DECODE_AHEAD_CHUNKS = 2  # decoded frames waiting for the model, in chunks
@@ -129,8 +132,9 @@ def upscale(
         sink = stack.enter_context(open_sink(writers, stats, job.chunk_frames, overlap))
         frames = stack.enter_context(open_frames(job, overlap))
         report = progress_reporter(stats, info.frame_count, emit)
+        formats = [(w.colour, w.planes_format) for w in writers]
         decoded = write_chunks(
-            model, job, frames, (out_h, out_w), device, dtype, sink, len(writers), stats, report
+            model, job, frames, (out_h, out_w), device, dtype, sink, formats, stats, report
         )
         sink.close()  # every queued frame is encoded now, or its error raised here
         report()  # the encoder thread may have finished frames since the last chunk's report
@@ -191,7 +195,10 @@ def open_sink(
     def encode(item: Finished) -> None:
         images, pts = item
         for writer, image in zip(writers, images, strict=True):
-            writer.write(image, pts)
+            if writer.planes_format is None:
+                writer.write(image, pts)
+            else:
+                writer.write_planes(image, pts)
         stats.frames += 1
 
     if not overlap:
@@ -222,15 +229,16 @@ def write_chunks(
     device: torch.device,
     dtype: torch.dtype,
     sink: Sink,
-    streams: int,
+    formats: list[OutFormat],
     stats: RunStats,
     report: Callable[[], None],
 ) -> int:
     """Upscale chunk by chunk, blend the overlaps, hand each frame to the sink once it is final.
 
-    `streams` is 2 when a mask video is written beside the output. Returns how many frames were
-    decoded, so the caller can check none was lost.
+    `formats` has one entry per writer (two when a mask video is written beside the output).
+    Returns how many frames were decoded, so the caller can check none was lost.
     """
+    streams = len(formats)
     blends = [OverlapAdd() for _ in range(streams)]
     decoded = 0
     pts: dict[int, int | None] = {}
@@ -243,7 +251,7 @@ def write_chunks(
         pts.update({f.index: f.pts for f in chunk.items})
         decoded = max(decoded, chunk.stop)
         for index, frames in _released(blends, chunk, outputs):
-            sink.put((finish(frames), pts.pop(index)))
+            sink.put((finish(frames, formats), pts.pop(index)))
         report()
     for blend in blends:
         blend.close()
@@ -292,15 +300,19 @@ def skipped_map(model: SkipSR, result: Result, size: tuple[int, int]) -> Tensor:
     return full[:t, None, : size[0], : size[1]]
 
 
-def finish(frames: list[Tensor]) -> list[np.ndarray]:
-    """The output frame, and the tinted mask frame if any, as (H, W, 3) uint8 RGB."""
+def finish(frames: list[Tensor], formats: list[OutFormat]) -> list[np.ndarray]:
+    """The output frame, and the tinted mask frame if any, for each writer: uint8 planes in the
+    writer's planes format converted on the frame's device, else (H, W, 3) uint8 RGB."""
     image = frames[0]  # (3, H, W) in [0, 1]
-    images = [to_uint8(image)]
+    images = [image]
     if len(frames) > 1:
         tint = image.new_tensor(MASK_TINT)[:, None, None]
         alpha = MASK_ALPHA * frames[1]
-        images.append(to_uint8(image * (1 - alpha) + tint * alpha))
-    return images
+        images.append(image * (1 - alpha) + tint * alpha)
+    return [
+        to_uint8(img) if pix_fmt is None else rgb_to_planes(img, colour, pix_fmt).cpu().numpy()
+        for img, (colour, pix_fmt) in zip(images, formats, strict=True)
+    ]
 
 
 def to_uint8(image: Tensor) -> np.ndarray:

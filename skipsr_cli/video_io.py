@@ -21,6 +21,7 @@ import numpy as np
 
 from skipsr_cli.colour import (
     ACCURATE,
+    DEVICE_PIX_FMTS,
     RANGE_FULL,
     RANGE_LIMITED,
     ColourInfo,
@@ -403,6 +404,33 @@ class VideoWriter:
             frame = self._yuv_frame(rgb)
         else:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        self._encode(frame, pts)
+
+    @property
+    def planes_format(self) -> str | None:
+        """The pix_fmt in which write_planes takes frames converted elsewhere (colour.rgb_to_planes,
+        on the model's device), or None where only RGB is taken."""
+        even = self.width % 2 == 0 and self.height % 2 == 0
+        if self._yuv_colour and self._pix_fmt in DEVICE_PIX_FMTS and even:
+            return self._pix_fmt
+        return None
+
+    def write_planes(self, planes: np.ndarray, pts: int | None = None) -> None:
+        """Encode one frame given as uint8 planes in `planes_format` (colour.rgb_to_planes's layout),
+        already converted with this writer's matrix and range."""
+        if self.planes_format is None:
+            raise ValueError(f"{self.path}: this output takes RGB frames only")
+        assert self.colour is not None
+        frame = av.VideoFrame.from_ndarray(planes, format=self._pix_fmt)
+        if (frame.width, frame.height) != (self.width, self.height):
+            raise ValueError(
+                f"expected {self.width}x{self.height} planes, got {frame.width}x{frame.height}"
+            )
+        frame.colorspace = self.colour.matrix
+        frame.color_range = self.colour.range
+        self._encode(frame, pts)
+
+    def _encode(self, frame: av.VideoFrame, pts: int | None) -> None:
         if pts is None:
             pts = round(self.frames_written / self.rate / self.time_base)
         frame.pts = pts

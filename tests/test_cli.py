@@ -142,7 +142,7 @@ def test_existing_output_is_kept_without_overwrite(clip, tmp_path):
 
 
 def test_without_trained_weights_it_says_so(clip, tmp_path):
-    r = run("upscale", clip, tmp_path / "out.mp4")
+    r = run("upscale", clip, tmp_path / "out.mp4", "--model", "debug")  # no weights ship for debug
     assert r.returncode == ExitCode.MODEL
     assert "no trained weights" in r.stderr and "--random-weights" in r.stderr
 

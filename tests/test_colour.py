@@ -178,3 +178,55 @@ def test_writer_carries_colour_through_420(tmp_path: Path, case: str) -> None:
             writer.write(frame.rgb, frame.pts)
     assert probe(out).colour == colour
     assert colour_error(_first_rgb(out), rgb) <= 3.0
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_device_conversion_equals_the_host_one(case: str) -> None:
+    """rgb_to_planes (torch, where the model's frames are) gives rgb_to_ycbcr's code values at
+    4:4:4, and at 4:2:0 the same luma with 2x2 means of its chroma."""
+    import torch
+
+    from skipsr_cli.colour import output_colour, rgb_to_planes, rgb_to_ycbcr
+
+    rgb = colour_gradient()[:64, :96]
+    colour = output_colour(CASES[case], 64)
+    host = rgb_to_ycbcr(rgb, colour)  # (3, H, W)
+    image = torch.from_numpy(rgb).permute(2, 0, 1).double() / 255
+    assert np.array_equal(rgb_to_planes(image, colour, "yuv444p").numpy(), host)
+    planes = rgb_to_planes(image, colour, "yuv420p").numpy()
+    assert planes.shape == (96, 96)
+    assert np.array_equal(planes[:64], host[0])
+    chroma = planes[64:].reshape(2, 32, 48).astype(np.float64)
+    means = host[1:].astype(np.float64).reshape(2, 32, 2, 48, 2).mean(axis=(2, 4))
+    assert np.abs(chroma - means).max() <= 1.0
+
+
+@pytest.mark.parametrize("case", ["bt601-limited", "bt709-full"])
+def test_writer_takes_device_planes_with_the_same_colours(tmp_path: Path, case: str) -> None:
+    """The path `skipsr upscale` takes for 4:2:0 and 4:4:4 outputs: planes made by rgb_to_planes."""
+    import torch
+
+    from skipsr_cli.colour import rgb_to_planes
+
+    colour, rgb = CASES[case], colour_gradient()
+    src = _clip(tmp_path, colour, rgb)
+    info = probe(src)
+    for pix_fmt, bound in (("yuv420p", 3.0), ("yuv444p", 1.0)):
+        out = tmp_path / f"out_{pix_fmt}.mp4"
+        options = EncodeOptions(codec="libx264", crf=0, preset="ultrafast", pix_fmt=pix_fmt)
+        with VideoWriter(
+            out,
+            width=info.width,
+            height=info.height,
+            rate=info.rate,
+            time_base=info.time_base,
+            options=options,
+            colour=info.colour,
+        ) as writer:
+            assert writer.planes_format == pix_fmt
+            for frame in read_frames(src):
+                image = torch.from_numpy(frame.rgb).permute(2, 0, 1).float() / 255
+                planes = rgb_to_planes(image, writer.colour, pix_fmt).numpy()
+                writer.write_planes(planes, frame.pts)
+        assert probe(out).colour == colour
+        assert colour_error(_first_rgb(out), rgb) <= bound

@@ -117,14 +117,14 @@ def test_background_writer_reraises_the_write_error():
 def test_encoder_failure_is_an_output_error_and_leaves_no_file(
     model: SkipSR, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overlap: bool
 ):
-    write = VideoWriter.write
+    encode = VideoWriter._encode  # where RGB frames and device-converted planes both end up
 
-    def failing_write(self: VideoWriter, rgb: np.ndarray, pts: int | None = None) -> None:
+    def failing_encode(self: VideoWriter, frame, pts: int | None = None) -> None:
         if self.frames_written == 4:  # the 5th frame
             raise OutputError(f"cannot write {self.path}: disk full")
-        write(self, rgb, pts)
+        encode(self, frame, pts)
 
-    monkeypatch.setattr(VideoWriter, "write", failing_write)
+    monkeypatch.setattr(VideoWriter, "_encode", failing_encode)
     out = tmp_path / "out.mp4"
     with pytest.raises(OutputError, match="disk full"):
         run(model, UpscaleJob(clip, out, chunk_frames=4, overlap=1), overlap=overlap)

@@ -1,0 +1,51 @@
+"""The shipped `base` weights: intact, the documented configuration, and better than the resamplers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import PRESETS
+from models.skipsr import Settings
+from skipsr_cli.degrade import TRACKS, resize
+from skipsr_cli.metrics import psnr
+from skipsr_cli.video_io import read_frames
+from skipsr_cli.weights import SHIPPED, load_model, read_args, verify_checksum
+
+SAMPLE = Path(__file__).parent.parent / "examples" / "bbb_320x180.mp4"
+
+
+def test_base_ships_small_in_bf16_with_its_checksum():
+    path = SHIPPED / "base.safetensors"
+    verify_checksum(path)  # raises on a corrupt file
+    assert path.name in (SHIPPED / "SHA256SUMS").read_text()
+    assert path.stat().st_size < 16 * 2**20
+    assert read_args(path) == PRESETS["base"]
+    assert (SHIPPED / "MODEL_CARD.md").exists()
+
+
+def hr_clip(frames: int = 4) -> torch.Tensor:
+    rgb = [f.rgb for _, f in zip(range(frames), read_frames(SAMPLE), strict=False)]
+    return torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float() / 255
+
+
+@torch.no_grad()
+def test_base_beats_bicubic_and_lanczos_on_the_sample_and_skipping_costs_little():
+    model = load_model("base")
+    # (T, 3, 180, 320). The film is in the training data: a sanity check of the shipped file, not a
+    # quality claim (those come from `skipsr eval` on the held-out media, in BENCHMARKS.md).
+    hr = hr_clip()
+    lr = TRACKS["clean"].apply(hr, 2)
+    size = tuple(hr.shape[-2:])
+    run = lambda settings: model(lr.transpose(0, 1)[None], size, settings)  # noqa: E731
+    skipped, dense = run(Settings()), run(Settings(skip=False))
+    score = lambda x: psnr((x.clamp(0, 1) * 255).round() / 255, hr)  # noqa: E731  as written
+    model_db = score(skipped.frames[0].transpose(0, 1))
+    dense_db = score(dense.frames[0].transpose(0, 1))
+    bicubic_db = score(resize(lr, size, "bicubic"))
+    lanczos_db = score(resize(lr, size, "lanczos"))
+    assert model_db > lanczos_db > bicubic_db
+    assert 0 < skipped.kept_fraction < 1 and dense.kept_fraction == 1
+    assert model_db > dense_db - 0.1
