@@ -39,7 +39,7 @@ from skipsr_cli.cli_train import train_app
 from skipsr_cli.errors import InputError, UsageError
 from skipsr_cli.pipeline import UpscaleJob, prepare, upscale
 from skipsr_cli.progress import make_renderer
-from skipsr_cli.video_io import EncodeOptions
+from skipsr_cli.video_io import EncodeOptions, lossless_options
 from skipsr_cli.weights import load_model
 
 app = typer.Typer(
@@ -103,8 +103,11 @@ def upscale_command(
         int, typer.Option(help="Seed of the sampling noise (and of --random-weights).")
     ] = 0,
     codec: Annotated[
-        str, typer.Option(help="Video encoder, e.g. libx264, libx265, libvpx-vp9, ffv1.")
-    ] = "libx264",
+        str | None,
+        typer.Option(
+            help="Video encoder, e.g. libx264, libx265, libvpx-vp9, ffv1 [default: libx264]."
+        ),
+    ] = None,
     crf: Annotated[
         int | None, typer.Option(help="Constant rate factor (quality) for x264/x265/vpx.")
     ] = 18,
@@ -114,6 +117,13 @@ def upscale_command(
     pix_fmt: Annotated[
         str | None, typer.Option("--pix-fmt", help="Output pixel format, e.g. yuv420p, yuv444p.")
     ] = None,
+    lossless: Annotated[
+        bool,
+        typer.Option(
+            "--lossless",
+            help="Lossless encoding: FFV1 (RGB) in mkv, x264 4:4:4 qp 0 in mp4/mov, VP9 in webm.",
+        ),
+    ] = False,
     no_audio: Annotated[
         bool, typer.Option("--no-audio", help="Leave the audio streams out.")
     ] = False,
@@ -149,7 +159,10 @@ def upscale_command(
         decode_tile=tile,
         frame_slice=FRAME_SLICE,
     )
-    encode = EncodeOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
+    if lossless:
+        encode = lossless_options(output.suffix, codec, pix_fmt, preset)
+    else:
+        encode = EncodeOptions(codec=codec or "libx264", crf=crf, preset=preset, pix_fmt=pix_fmt)
     job = UpscaleJob(
         input,
         output,

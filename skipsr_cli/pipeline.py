@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,15 @@ def upscale(
     return summary
 
 
+def output_sar(info: VideoInfo, width: int, height: int) -> Fraction | None:
+    """The output's pixel aspect ratio: the input's display aspect ratio over the output's storage
+    aspect (the input's own SAR under a uniform scale); None for square-pixel inputs."""
+    if info.sar is None:
+        return None
+    display = info.sar * Fraction(info.width, info.height)
+    return (display / Fraction(width, height)).limit_denominator(10_000)
+
+
 def open_writers(
     stack: contextlib.ExitStack, job: UpscaleJob, info: VideoInfo, w: int, h: int
 ) -> list[VideoWriter]:
@@ -158,6 +168,7 @@ def open_writers(
         options=job.encode,
         overwrite=job.overwrite,
         colour=info.colour,  # the input's primaries, transfer, matrix and range, and its conversion
+        sar=output_sar(info, w, h),  # the pixel shape that keeps the input's display aspect
     )
     streams = dict(
         copy_audio_from=job.input, copy_audio=job.copy_audio, copy_subtitles=job.copy_subtitles

@@ -33,6 +33,11 @@ def _codec_name(stream: av.stream.Stream) -> str:
     return getattr(stream, "name", None) or "unknown codec"
 
 
+def _tag(stream: av.stream.Stream, name: str) -> str | None:
+    """A stream tag by name, in any case (Matroska upper-cases them)."""
+    return next((v for k, v in stream.metadata.items() if k.lower() == name), None)
+
+
 def describe(stream: av.stream.Stream) -> str:
     """ "subtitle stream 2 (subrip, eng)": how a warning names a stream of the source."""
     details = ", ".join(x for x in (_codec_name(stream), stream.metadata.get("language")) if x)
@@ -78,11 +83,20 @@ class StreamCopier:
         self._input = source
         self._output = output
         self.warnings: list[str] = []
+        # The source's start timecode (a mov/mp4 timecode track, or a video stream tag). Its track
+        # is not copied: the writer tags the new video stream with it and the muxer makes its own
+        # track (a copied timecode track makes the mov muxer fail at the trailer).
+        self.timecode: str | None = None
         try:
             self._copy_tags_and_chapters()
             wanted = {"audio": copy_audio, "subtitle": copy_subtitles, "data": copy_data}
             self._map: dict[int, av.stream.Stream] = {}
             for s in self._input.streams:
+                timecode = _tag(s, "timecode")
+                if timecode and s.type in ("video", "data"):
+                    self.timecode = self.timecode or timecode
+                    if s.type == "data":
+                        continue
                 if not wanted.get(s.type, False):
                     continue  # the video itself, attachments, cover art, or left out by choice
                 if not _fits(s, output.format.name):

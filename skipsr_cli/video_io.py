@@ -57,6 +57,7 @@ class VideoInfo:
     pix_fmt: str
     audio_streams: int
     colour: ColourInfo = ColourInfo()  # primaries, transfer, matrix, range; None = unspecified
+    sar: Fraction | None = None  # sample (pixel) aspect ratio; None where the stream says nothing
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,34 @@ class EncodeOptions:
     preset: str | None = "medium"
     pix_fmt: str | None = None  # None: yuv420p for x264/x265, else the encoder's first format
     bitrate: int | None = None  # bits/s; when set, used instead of crf
+    lossless: bool = False  # the encoder's lossless mode (lossless_options picks codec and format)
+
+
+# Encoders with a lossless mode, and the private options that select it.
+_LOSSLESS = {
+    "ffv1": {},
+    "libx264": {"qp": "0"},
+    "libx264rgb": {"qp": "0"},
+    "libx265": {"x265-params": "lossless=1"},
+    "libvpx-vp9": {"lossless": "1"},
+}
+
+
+def lossless_options(
+    suffix: str, codec: str | None, pix_fmt: str | None, preset: str | None
+) -> EncodeOptions:
+    """`--lossless`: FFV1 in RGB (bgr0: the model's output exactly) for mkv, avi and nut; x264 in
+    4:4:4 at qp 0 for mp4 and mov; VP9 lossless for webm. An explicit codec must have a lossless mode."""
+    if codec is None:
+        by_suffix = {".mkv": "ffv1", ".avi": "ffv1", ".nut": "ffv1", ".webm": "libvpx-vp9"}
+        codec = by_suffix.get(suffix.lower(), "libx264")
+    if codec not in _LOSSLESS:
+        raise UsageError(
+            f"--lossless: encoder {codec} has no lossless mode; use one of {', '.join(_LOSSLESS)}"
+        )
+    if pix_fmt is None:
+        pix_fmt = {"ffv1": "bgr0", "libx264rgb": "bgr0"}.get(codec, "yuv444p")
+    return EncodeOptions(codec, crf=None, preset=preset, pix_fmt=pix_fmt, lossless=True)
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
@@ -154,7 +183,16 @@ def probe(path: Path) -> VideoInfo:
             pix_fmt=ctx.pix_fmt or "unknown",
             audio_streams=len(container.streams.audio),
             colour=ColourInfo.of(ctx),
+            sar=_sample_aspect(stream),
         )
+
+
+def _sample_aspect(stream: av.VideoStream) -> Fraction | None:
+    """The stream's pixel aspect ratio (the container's, else the codec's); None if unset (0/1)."""
+    for sar in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if sar:
+            return Fraction(sar)
+    return None
 
 
 def read_frames(path: Path) -> Iterator[DecodedFrame]:
@@ -265,8 +303,8 @@ def validate_encode_options(options: EncodeOptions, width: int, height: int) -> 
 
 def _codec_options(options: EncodeOptions) -> dict[str, str]:
     """Private encoder options: CRF unless a bitrate is given; an x264-style preset where it applies."""
-    opts: dict[str, str] = {}
-    if options.crf is not None and options.bitrate is None:
+    opts: dict[str, str] = dict(_LOSSLESS.get(options.codec, {})) if options.lossless else {}
+    if options.crf is not None and options.bitrate is None and not options.lossless:
         opts["crf"] = str(options.crf)
     if options.preset is not None and options.codec in _PRESET_ENCODERS:
         opts["preset"] = options.preset
@@ -324,6 +362,7 @@ class VideoWriter:
         copy_subtitles: bool = True,
         overwrite: bool = False,
         colour: ColourInfo | None = None,
+        sar: Fraction | None = None,
     ) -> None:
         self.path = Path(path)
         self.width, self.height = width, height
@@ -341,6 +380,7 @@ class VideoWriter:
         # tagged with it; without, the encoder's conversion and tags are left as FFmpeg sets them.
         validate_encode_options(options, width, height)
         self.colour = output_colour(colour, height) if colour is not None else None
+        self.sar = sar  # written as the stream's pixel aspect ratio, so the display shape is kept
         self._pix_fmt = resolve_pix_fmt(options)
         # An RGB output format (libx264rgb, ffv1 bgr0) has no matrix: only primaries/transfer apply.
         self._yuv_colour = self.colour is not None and not av.VideoFormat(self._pix_fmt).is_rgb
@@ -357,6 +397,8 @@ class VideoWriter:
                     copy_subtitles=copy_subtitles,
                 )
                 self.warnings = self._copier.warnings
+                if self._copier.timecode:  # the muxer writes its own timecode track from this tag
+                    self._video.metadata["timecode"] = self._copier.timecode
             # Open the encoder now, so a bad option fails here rather than after the model ran.
             self._video.codec_context.open()
         except _AV_ERRORS as e:
@@ -377,6 +419,8 @@ class VideoWriter:
             time_base=self.time_base,
         )
         stream.pix_fmt = resolve_pix_fmt(options)
+        if self.sar is not None:
+            stream.codec_context.sample_aspect_ratio = self.sar
         if options.bitrate is not None:
             stream.bit_rate = options.bitrate
         if self.colour is not None:

@@ -85,8 +85,13 @@ def make_clip(
     codec: str = "libx264",
     pix_fmt: str = "yuv420p",
     seed: int = 0,
+    sar: Fraction | None = None,
+    timecode: str | None = None,
 ) -> Path:
-    """Write a short clip with a moving picture and (optionally) a sine tone of the same length."""
+    """Write a short clip with a moving picture and (optionally) a sine tone of the same length.
+
+    `sar` sets a pixel aspect ratio; `timecode` (mov/mp4) makes the muxer add a timecode data track.
+    """
     path = Path(path)
     rate = Fraction(rate)
     pix_fmt = _even_safe_pix_fmt(pix_fmt, width, height)
@@ -94,6 +99,10 @@ def make_clip(
     with av.open(str(path), "w") as output:
         video = output.add_stream(codec, rate=rate, width=width, height=height, time_base=1 / rate)
         video.pix_fmt = pix_fmt
+        if sar is not None:
+            video.codec_context.sample_aspect_ratio = sar
+        if timecode is not None:
+            video.metadata["timecode"] = timecode
         if codec in {"libx264", "libx265"}:
             video.options = {"preset": "ultrafast", "crf": "18"}
         sound = None

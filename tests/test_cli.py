@@ -233,3 +233,12 @@ def test_colour_tags_survive_upscale(tmp_path):
     assert r.returncode == 0, r.stderr
     assert probe(out).colour == probe(src).colour
     assert probe(src).colour.matrix == 1 and probe(src).colour.range == 2
+
+
+def test_lossless_flag_picks_the_containers_lossless_encoder(clip, tmp_path):
+    out = tmp_path / "out.mkv"
+    r = run("upscale", clip, out, *DEBUG, "--lossless", "-q")
+    assert r.returncode == 0, r.stderr
+    assert probe(out).codec == "ffv1"
+    r = run("upscale", clip, tmp_path / "o.mp4", *DEBUG, "--lossless", "--codec", "mpeg4")
+    assert r.returncode == ExitCode.USAGE and "no lossless mode" in r.stderr

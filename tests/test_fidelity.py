@@ -1,0 +1,148 @@
+"""What `skipsr upscale` keeps of its input besides the picture: pixel aspect, data streams, and the
+overall colour of the frames (issue: media fidelity)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+import torch
+from media import make_clip, make_colour_clip
+
+from models import SkipSR
+from skipsr_cli.degrade import resize
+from skipsr_cli.pipeline import UpscaleJob, prepare, upscale
+from skipsr_cli.video_io import probe, read_frames
+from skipsr_cli.weights import load_model
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def debug() -> SkipSR:
+    return load_model("debug", random_weights=True)
+
+
+def run(model: SkipSR, job: UpscaleJob) -> None:
+    upscale(model, prepare(job), CPU, torch.float32, emit=lambda e: None)
+
+
+@pytest.mark.parametrize(
+    "size, want",
+    [(None, Fraction(4, 3)), ((128, 128), Fraction(16, 9)), ((256, 96), Fraction(2, 3))],
+)
+def test_pixel_aspect_keeps_the_display_shape(debug, tmp_path, size, want):
+    """An anamorphic 64x48 input with 4:3 pixels displays as 85.3x48 (16:9). x2 keeps the 4:3
+    pixels; an explicit size gets the pixel shape that keeps 16:9 on screen."""
+    src = make_clip(tmp_path / "in.mp4", frames=3, audio=False, sar=Fraction(4, 3))
+    assert probe(src).sar == Fraction(4, 3)
+    out = tmp_path / "out.mp4"
+    run(debug, UpscaleJob(src, out, size=size, chunk_frames=3, overlap=0))
+    info = probe(out)
+    assert info.sar == want
+    assert info.sar * Fraction(info.width, info.height) == Fraction(16, 9)
+
+
+def test_square_pixels_stay_unmarked(debug, tmp_path):
+    src = make_clip(tmp_path / "in.mp4", frames=2, audio=False)
+    out = tmp_path / "out.mp4"
+    run(debug, UpscaleJob(src, out, chunk_frames=2, overlap=0))
+    assert probe(out).sar in (None, Fraction(1, 1))
+
+
+@pytest.mark.parametrize("suffix", [".mov", ".mp4", ".mkv"])
+def test_start_timecode_is_kept(debug, tmp_path, suffix):
+    """A camera's timecode track (a data stream) comes out as the same start timecode: a new
+    timecode track in mov/mp4, a tag on the video stream in mkv."""
+    src = make_clip(tmp_path / "in.mov", frames=3, audio=True, timecode="01:02:03:04")
+    with av.open(str(src)) as c:
+        assert [s.type for s in c.streams].count("data") == 1
+    out = tmp_path / f"out{suffix}"
+    run(debug, UpscaleJob(src, out, chunk_frames=3, overlap=0))
+    with av.open(str(out)) as c:
+        tags = {k.lower(): v for k, v in c.streams.video[0].metadata.items()}  # mkv: TIMECODE
+        assert tags.get("timecode") == "01:02:03:04"
+        data = [s for s in c.streams if s.type == "data"]
+        assert len(data) == (0 if suffix == ".mkv" else 1)
+        assert all(s.metadata.get("timecode") == "01:02:03:04" for s in data)
+        assert len(c.streams.audio) == 1
+
+
+def smooth_rgb(width: int = 96, height: int = 64) -> np.ndarray:
+    """Slow ramps in every channel: nothing for the model to sharpen, so any shift is the I/O's."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    rgb = np.stack(
+        [40 + 150 * x / width, 60 + 120 * y / height, 200 - 120 * (x + y) / (width + height)], -1
+    )
+    return rgb.round().astype(np.uint8)
+
+
+@pytest.mark.parametrize("matrix, colour_range", [(6, 1), (1, 1), (1, 2)])
+def test_no_colour_shift_through_a_whole_upscale(tmp_path, matrix, colour_range):
+    """The shipped model on a smooth clip: each channel's mean, after downscaling the output back,
+    within 1 code value of the input's (BT.601 and BT.709, limited and full range)."""
+    rgb = smooth_rgb()
+    src = make_colour_clip(tmp_path / "in.mkv", rgb, matrix=matrix, colour_range=colour_range)
+    out = tmp_path / "out.mkv"
+    run(load_model("base"), UpscaleJob(src, out, chunk_frames=4, overlap=0))
+    want = next(iter(read_frames(src))).rgb.astype(np.float64)  # the input as decoded
+    for frame in read_frames(out):
+        up = torch.from_numpy(frame.rgb).permute(2, 0, 1)[None].double() / 255
+        back = resize(up, rgb.shape[:2], "bicubic")[0].permute(1, 2, 0).numpy() * 255
+        shift = np.abs(back.mean(axis=(0, 1)) - want.mean(axis=(0, 1)))
+        assert shift.max() <= 1.0, shift
+
+
+def captured_frames(monkeypatch) -> list[np.ndarray]:
+    """Record what the pipeline hands the encoder: RGB frames or device-converted planes."""
+    from skipsr_cli.video_io import VideoWriter
+
+    seen: list[np.ndarray] = []
+    write, write_planes = VideoWriter.write, VideoWriter.write_planes
+
+    def spy_write(self, rgb, pts=None):
+        seen.append(rgb.copy())
+        write(self, rgb, pts)
+
+    def spy_planes(self, planes, pts=None):
+        seen.append(planes.copy())
+        write_planes(self, planes, pts)
+
+    monkeypatch.setattr(VideoWriter, "write", spy_write)
+    monkeypatch.setattr(VideoWriter, "write_planes", spy_planes)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "suffix, codec, pix_fmt", [(".mkv", "ffv1", "bgr0"), (".mp4", "h264", "yuv444p")]
+)
+def test_lossless_output_decodes_to_exactly_what_was_encoded(
+    debug, tmp_path, monkeypatch, suffix, codec, pix_fmt
+):
+    from skipsr_cli.video_io import lossless_options
+
+    src = make_clip(tmp_path / "in.mp4", frames=4, audio=False)
+    out = tmp_path / f"out{suffix}"
+    seen = captured_frames(monkeypatch)
+    encode = lossless_options(suffix, None, None, "ultrafast")
+    run(debug, UpscaleJob(src, out, chunk_frames=4, overlap=0, encode=encode))
+    with av.open(str(out)) as c:
+        stream = c.streams.video[0]
+        assert (stream.codec_context.name, stream.codec_context.pix_fmt) == (codec, pix_fmt)
+        if pix_fmt == "bgr0":  # RGB in, RGB out: the model's 8-bit output itself
+            decoded = [f.to_ndarray(format="rgb24") for f in c.decode(stream)]
+        else:  # YCbCr 4:4:4 planes made on the device, kept bit for bit
+            decoded = [f.to_ndarray(format="yuv444p") for f in c.decode(stream)]
+    assert len(decoded) == len(seen) == 4
+    for got, want in zip(decoded, seen, strict=True):
+        assert np.array_equal(got, want)
+
+
+def test_lossless_refuses_an_encoder_without_a_lossless_mode():
+    from skipsr_cli.errors import UsageError
+    from skipsr_cli.video_io import lossless_options
+
+    with pytest.raises(UsageError, match="no lossless mode"):
+        lossless_options(".mp4", "mpeg4", None, None)
