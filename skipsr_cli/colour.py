@@ -102,9 +102,9 @@ def output_colour(colour: ColourInfo, height: int) -> ColourInfo:
     )
 
 
-def ycbcr_coefficients(colour: ColourInfo) -> tuple[np.ndarray, np.ndarray]:
-    """(3, 3) weights and (3,) offsets with YCbCr = weights @ RGB(0-255) + offsets, in code values,
-    for the colour's matrix and range."""
+def ycbcr_coefficients(colour: ColourInfo, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """(3, 3) weights and (3,) offsets with YCbCr = weights @ RGB(0-1) + offsets, in code values
+    of `bits`-bit video, for the colour's matrix and range."""
     kr, kb = _MATRIX_WEIGHTS[colour.matrix]
     m = np.array(
         [
@@ -112,12 +112,16 @@ def ycbcr_coefficients(colour: ColourInfo) -> tuple[np.ndarray, np.ndarray]:
             [-0.5 * kr / (1 - kb), -0.5 * (1 - kr - kb) / (1 - kb), 0.5],
             [0.5, -0.5 * (1 - kr - kb) / (1 - kr), -0.5 * kb / (1 - kr)],
         ],
-        dtype=np.float32,
+        dtype=np.float64,
     )
-    full = colour.range == RANGE_FULL
-    scale = np.array([255, 255, 255] if full else [219, 224, 224], np.float32) / 255
-    offset = np.array([0 if full else 16, 128, 128], np.float32)
-    return m * scale[:, None], offset
+    step = 2 ** (bits - 8)
+    if colour.range == RANGE_FULL:
+        scale = np.full(3, 2**bits - 1.0)
+        offset = np.array([0.0, 2 ** (bits - 1), 2 ** (bits - 1)])
+    else:
+        scale = np.array([219.0, 224.0, 224.0]) * step
+        offset = np.array([16.0, 128.0, 128.0]) * step
+    return (m * scale[:, None]).astype(np.float32), offset.astype(np.float32)
 
 
 def rgb_to_ycbcr(rgb: np.ndarray, colour: ColourInfo) -> np.ndarray:
@@ -127,34 +131,44 @@ def rgb_to_ycbcr(rgb: np.ndarray, colour: ColourInfo) -> np.ndarray:
     by half a code value in chroma, enough to shift saturated colours by more than one.
     """
     weights, offset = ycbcr_coefficients(colour)
-    yuv = np.tensordot(weights, rgb.astype(np.float32), axes=([1], [2]))  # (3, H, W)
+    yuv = np.tensordot(weights / 255, rgb.astype(np.float32), axes=([1], [2]))  # (3, H, W)
     yuv += offset[:, None, None] + 0.5
     return np.clip(yuv, 0, 255).astype(np.uint8)
 
 
 # Planar formats the model's device can produce directly (PyAV's from_ndarray layouts).
-DEVICE_PIX_FMTS = ("yuv420p", "yuv444p")
+DEVICE_PIX_FMTS = ("yuv420p", "yuv444p", "yuv420p10le")
 
 
 def rgb_to_planes(image: torch.Tensor, colour: ColourInfo, pix_fmt: str) -> torch.Tensor:
-    """(3, H, W) float RGB in [0, 1], on any device -> uint8 planes in PyAV's from_ndarray layout:
-    (3, H, W) for yuv444p; for yuv420p (3H/2, W), the Y plane then Cb and Cr, each 2x2-averaged.
+    """(3, H, W) float RGB in [0, 1], on any device -> planes in PyAV's from_ndarray layout:
+    (3, H, W) uint8 for yuv444p; for yuv420p (uint8) and yuv420p10le (uint16) (3H/2, W), the Y
+    plane then Cb and Cr, each 2x2-averaged.
 
     The same matrix, range and rounding as rgb_to_ycbcr, computed where the frame already is (a
-    GPU), so the host receives half the bytes and does no colour work.
+    GPU), so the host receives fewer bytes and does no colour work. 8-bit output starts from the
+    frame rounded to 8-bit RGB, as the host path does; 10-bit output from the float frame itself.
     """
-    weights, offset = ycbcr_coefficients(colour)
-    rgb = image.float().clamp(0, 1).mul(255).round()  # the 8-bit RGB the CPU path starts from
+    if pix_fmt not in DEVICE_PIX_FMTS:
+        raise ValueError(f"no device conversion to {pix_fmt}")
+    bits = 10 if pix_fmt == "yuv420p10le" else 8
+    weights, offset = ycbcr_coefficients(colour, bits)
+    rgb = image.float().clamp(0, 1)
+    if bits == 8:  # the host path's arithmetic exactly: 8-bit RGB codes times weights / 255
+        rgb, weights = rgb.mul(255).round(), weights / 255
     w = torch.from_numpy(weights).to(rgb.device)
     yuv = (
         torch.einsum("ij,jhw->ihw", w, rgb) + torch.from_numpy(offset).to(rgb.device)[:, None, None]
     )
+    top = 2**bits - 1
+    store = (
+        torch.uint8 if bits == 8 else torch.int32
+    )  # no uint16 arithmetic in torch: cast at the end
     if pix_fmt == "yuv444p":
-        return yuv.add(0.5).clamp(0, 255).to(torch.uint8)
-    if pix_fmt != "yuv420p":
-        raise ValueError(f"no device conversion to {pix_fmt}")
+        return yuv.add(0.5).floor().clamp(0, top).to(store)
     h, width = yuv.shape[1:]
-    luma = yuv[0].add(0.5).clamp(0, 255).to(torch.uint8)
-    chroma = torch.nn.functional.avg_pool2d(yuv[None, 1:], 2)[0].add(0.5).clamp(0, 255)
-    flat = torch.cat((luma.flatten(), chroma.to(torch.uint8).flatten()))  # Y, then Cb, then Cr
-    return flat.view(h * 3 // 2, width)
+    luma = yuv[0].add(0.5).floor().clamp(0, top)
+    chroma = torch.nn.functional.avg_pool2d(yuv[None, 1:], 2)[0].add(0.5).floor().clamp(0, top)
+    flat = torch.cat((luma.flatten(), chroma.flatten())).to(store)  # Y, then Cb, then Cr
+    planes = flat.view(h * 3 // 2, width)
+    return planes if bits == 8 else planes.to(torch.uint16)

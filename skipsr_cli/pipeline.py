@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,13 +30,15 @@ from skipsr_cli.video_io import (
     EncodeOptions,
     VideoInfo,
     VideoWriter,
+    default_pix_fmt,
     probe,
     read_frames,
     validate_encode_options,
 )
 
-# Per writer: its colour and the planar pix_fmt it takes from the device (None: RGB frames).
-OutFormat = tuple[ColourInfo | None, str | None]
+# Per writer: its colour, the planar pix_fmt it takes from the device (None: RGB frames), and
+# the depth of its RGB frames (8: uint8, more: uint16).
+OutFormat = tuple[ColourInfo | None, str | None, int]
 MASK_TINT = (0.15, 0.35, 1.0)  # skipped regions in the mask video lean blue
 MASK_ALPHA = 0.45
 DECODE_AHEAD_CHUNKS = 2  # decoded frames waiting for the model, in chunks
@@ -83,6 +85,10 @@ def prepare(job: UpscaleJob) -> Plan:
     """Probe the input and refuse whatever can be refused before the model is even loaded."""
     info = probe(job.input)
     out_w, out_h = output_size(info, job.scale, job.size)
+    if job.encode.pix_fmt is None:  # deeper inputs are written at their depth by default
+        deep = default_pix_fmt(job.encode.codec, info.bit_depth)
+        if deep is not None:
+            job = replace(job, encode=replace(job.encode, pix_fmt=deep))
     try:
         check_plan(job.chunk_frames, job.overlap)
     except ValueError as e:
@@ -133,7 +139,7 @@ def upscale(
         sink = stack.enter_context(open_sink(writers, stats, job.chunk_frames, overlap))
         frames = stack.enter_context(open_frames(job, overlap))
         report = progress_reporter(stats, info.frame_count, emit)
-        formats = [(w.colour, w.planes_format) for w in writers]
+        formats = [(w.colour, w.planes_format, w.depth) for w in writers]
         decoded = write_chunks(
             model, job, frames, (out_h, out_w), device, dtype, sink, formats, stats, report
         )
@@ -287,10 +293,12 @@ def run_chunk(
     dtype: torch.dtype,
 ) -> Result:
     """One chunk through the model: uint8 RGB frames -> (1, 3, T, H, W) in [0, 1] on the device."""
-    lr = torch.from_numpy(np.stack([f.rgb for f in chunk.items]))  # (T, h, w, 3) uint8
-    lr = (
-        lr.to(device, non_blocking=True).permute(3, 0, 1, 2)[None].to(dtype) / 255
-    )  # (1, 3, T, h, w)
+    stacked = np.stack([f.rgb for f in chunk.items])  # (T, h, w, 3) uint8, or uint16 if deeper
+    top = 255 if stacked.dtype == np.uint8 else 65535
+    if stacked.dtype == np.uint16:
+        stacked = stacked.astype(np.int32)  # torch has no uint16 arithmetic on every device
+    lr = torch.from_numpy(stacked).to(device, non_blocking=True)
+    lr = lr.permute(3, 0, 1, 2)[None].to(torch.float32).div(top).to(dtype)  # (1, 3, T, h, w)
     try:
         with torch.inference_mode():
             return model(lr, size, settings)
@@ -321,20 +329,16 @@ def finish(frames: list[Tensor], formats: list[OutFormat]) -> list[np.ndarray]:
         alpha = MASK_ALPHA * frames[1]
         images.append(image * (1 - alpha) + tint * alpha)
     return [
-        to_uint8(img) if pix_fmt is None else rgb_to_planes(img, colour, pix_fmt).cpu().numpy()
-        for img, (colour, pix_fmt) in zip(images, formats, strict=True)
+        to_integer(img, depth)
+        if pix_fmt is None
+        else rgb_to_planes(img, colour, pix_fmt).cpu().numpy()
+        for img, (colour, pix_fmt, depth) in zip(images, formats, strict=True)
     ]
 
 
-def to_uint8(image: Tensor) -> np.ndarray:
-    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8 RGB, rounded."""
-    return (
-        image.clamp(0, 1)
-        .mul(255)
-        .round()
-        .to(torch.uint8)
-        .permute(1, 2, 0)
-        .contiguous()
-        .cpu()
-        .numpy()
-    )
+def to_integer(image: Tensor, depth: int = 8) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) RGB, rounded: uint8 for 8-bit outputs, else uint16
+    over the full 0-65535 range (the writer converts to the output's depth)."""
+    top, dtype = (255, torch.uint8) if depth <= 8 else (65535, torch.int32)
+    out = image.clamp(0, 1).mul(top).round().to(dtype).permute(1, 2, 0).contiguous().cpu()
+    return out.numpy() if depth <= 8 else out.numpy().astype(np.uint16)

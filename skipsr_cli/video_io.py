@@ -58,13 +58,14 @@ class VideoInfo:
     audio_streams: int
     colour: ColourInfo = ColourInfo()  # primaries, transfer, matrix, range; None = unspecified
     sar: Fraction | None = None  # sample (pixel) aspect ratio; None where the stream says nothing
+    bit_depth: int = 8  # bits per component of the stream's pixel format
 
 
 @dataclass(frozen=True)
 class DecodedFrame:
     """One decoded picture with the timestamp the writer needs to keep the input's timing."""
 
-    rgb: np.ndarray  # (H, W, 3) uint8 RGB, C-contiguous
+    rgb: np.ndarray  # (H, W, 3) RGB, C-contiguous: uint8, or uint16 (0-65535) for > 8-bit inputs
     pts: int | None  # in VideoInfo.time_base units
     index: int  # 0-based, in the order PyAV delivers frames (presentation order)
 
@@ -184,7 +185,16 @@ def probe(path: Path) -> VideoInfo:
             audio_streams=len(container.streams.audio),
             colour=ColourInfo.of(ctx),
             sar=_sample_aspect(stream),
+            bit_depth=pix_fmt_depth(ctx.pix_fmt),
         )
+
+
+def pix_fmt_depth(pix_fmt: str | None) -> int:
+    """Bits per component of a pixel format (8 where unknown)."""
+    try:
+        return max(c.bits for c in av.VideoFormat(pix_fmt).components) if pix_fmt else 8
+    except _AV_ERRORS:
+        return 8
 
 
 def _sample_aspect(stream: av.VideoStream) -> Fraction | None:
@@ -228,21 +238,23 @@ def _decode(
 
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """(H, W, 3) uint8, converted with the frame's own matrix and range.
+    """(H, W, 3) uint8, or uint16 for frames of more than 8 bits (10-bit and 12-bit video, 16-bit
+    PNG), converted with the frame's own matrix and range: never through 8 bits.
 
     Where the stream names no matrix, FFmpeg's convention applies (BT.709 from 720 lines up, BT.601
     below; see default_matrix); where it names no range, limited, except the "yuvj" formats, which
     are full by definition. RGB and palette frames need no matrix.
     """
     fmt = frame.format
+    target = "rgb48le" if max(c.bits for c in fmt.components) > 8 else "rgb24"
     if fmt.is_rgb or fmt.has_palette:
-        rgb = frame.to_ndarray(format="rgb24")
+        rgb = frame.to_ndarray(format=target)
     else:
         colour = ColourInfo.of(frame)
         full = fmt.name.startswith("yuvj")
         colour_range = colour.range or (RANGE_FULL if full else RANGE_LIMITED)
         rgb = frame.to_ndarray(
-            format="rgb24",
+            format=target,
             src_colorspace=sws_matrix(colour.matrix, frame.height),
             src_color_range=colour_range,
             dst_color_range=RANGE_FULL,
@@ -260,6 +272,16 @@ def _encoder(name: str) -> av.Codec:
     if codec.type != "video":
         raise UsageError(f"{name!r} is a {codec.type} encoder, not a video encoder")
     return codec
+
+
+def default_pix_fmt(codec: str, bit_depth: int) -> str | None:
+    """The widely playable format of x264/x265 at an input's depth: 8-bit 4:2:0, or 10-bit (12-bit
+    for x265) 4:2:0 for deeper inputs, so their precision is kept. None: the encoder's own."""
+    if codec not in _DEFAULT_PIX_FMT:
+        return None
+    if bit_depth <= 8:
+        return "yuv420p"
+    return "yuv420p12le" if codec == "libx265" and bit_depth >= 12 else "yuv420p10le"
 
 
 def resolve_pix_fmt(options: EncodeOptions) -> str:
@@ -439,12 +461,14 @@ class VideoWriter:
 
     def write(self, rgb: np.ndarray, pts: int | None = None) -> None:
         """Encode one (H, W, 3) uint8 RGB frame at `pts` (time_base units), or the next frame slot."""
-        if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
+        if rgb.shape != (self.height, self.width, 3) or rgb.dtype not in (np.uint8, np.uint16):
             raise ValueError(
-                f"expected a ({self.height}, {self.width}, 3) uint8 frame, "
+                f"expected a ({self.height}, {self.width}, 3) uint8 or uint16 frame, "
                 f"got {rgb.shape} {rgb.dtype}"
             )
-        if self._yuv_colour:
+        if rgb.dtype == np.uint16:  # 16-bit RGB: swscale converts at depth, never through 8 bits
+            frame = self._deep_frame(np.ascontiguousarray(rgb))
+        elif self._yuv_colour:
             frame = self._yuv_frame(rgb)
         else:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
@@ -484,6 +508,28 @@ class VideoWriter:
         except _AV_ERRORS as e:
             raise OutputError(f"cannot write {self.path}: frame {self.frames_written}: {e}") from e
         self.frames_written += 1
+
+    @property
+    def depth(self) -> int:
+        """Bits per component the output is written at; frames of more than 8 come as uint16 RGB."""
+        return pix_fmt_depth(self._pix_fmt)
+
+    def _deep_frame(self, rgb: np.ndarray) -> av.VideoFrame:
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le")
+        if not self._yuv_colour:
+            return frame
+        assert self.colour is not None
+        matrix = sws_matrix(self.colour.matrix, self.height)
+        out = frame.reformat(
+            format=self._pix_fmt,
+            dst_colorspace=matrix,
+            src_color_range=RANGE_FULL,
+            dst_color_range=self.colour.range,
+            interpolation=ACCURATE,
+        )
+        out.colorspace = self.colour.matrix
+        out.color_range = self.colour.range
+        return out
 
     def _yuv_frame(self, rgb: np.ndarray) -> av.VideoFrame:
         """The frame in the output's format, converted with the output's matrix and range.
