@@ -59,6 +59,9 @@ class VideoInfo:
     colour: ColourInfo = ColourInfo()  # primaries, transfer, matrix, range; None = unspecified
     sar: Fraction | None = None  # sample (pixel) aspect ratio; None where the stream says nothing
     bit_depth: int = 8  # bits per component of the stream's pixel format
+    # Counter-clockwise degrees (0, 90, 180, -90) the display matrix turns the stored picture by.
+    # Frames are read already turned, and width/height/sar describe the picture as displayed.
+    rotation: int = 0
 
 
 @dataclass(frozen=True)
@@ -172,10 +175,14 @@ def probe(path: Path) -> VideoInfo:
         if frame_count is None and duration is not None:
             frame_count = round(duration * rate)
         ctx = stream.codec_context
+        rotation = _first_rotation(container, stream)
+        width, height, sar = ctx.width, ctx.height, _sample_aspect(stream)
+        if rotation in (90, -90):
+            width, height, sar = height, width, (1 / sar if sar else None)
         return VideoInfo(
             path=path,
-            width=ctx.width,
-            height=ctx.height,
+            width=width,
+            height=height,
             rate=rate,
             time_base=Fraction(stream.time_base or Fraction(1, rate)),
             frame_count=frame_count,
@@ -184,9 +191,27 @@ def probe(path: Path) -> VideoInfo:
             pix_fmt=ctx.pix_fmt or "unknown",
             audio_streams=len(container.streams.audio),
             colour=ColourInfo.of(ctx),
-            sar=_sample_aspect(stream),
+            sar=sar,
             bit_depth=pix_fmt_depth(ctx.pix_fmt),
+            rotation=rotation,
         )
+
+
+def _first_rotation(container: av.container.InputContainer, stream: av.VideoStream) -> int:
+    """The display rotation of the first frame, to a multiple of 90 degrees (phone videos carry
+    it as a display matrix); 0 when there is none or the first frame cannot be decoded."""
+    try:
+        for frame in container.decode(stream):
+            return _quarter_turns(frame.rotation) * 90
+    except _AV_ERRORS:
+        return 0
+    return 0
+
+
+def _quarter_turns(degrees: float | None) -> int:
+    """Counter-clockwise quarter turns in -1..2 for an angle (rounded to the nearest quarter)."""
+    turns = round((degrees or 0) / 90) % 4
+    return turns - 4 if turns == 3 else turns
 
 
 def pix_fmt_depth(pix_fmt: str | None) -> int:
@@ -231,7 +256,11 @@ def _decode(
         try:
             for packet in container.demux(stream):
                 for frame in packet.decode():
-                    yield DecodedFrame(_to_rgb(frame), frame.pts, index)
+                    rgb = _to_rgb(frame)
+                    turns = _quarter_turns(frame.rotation)
+                    if turns:  # show the picture the right way up; the output has no matrix
+                        rgb = np.ascontiguousarray(np.rot90(rgb, turns))
+                    yield DecodedFrame(rgb, frame.pts, index)
                     index += 1
         except _AV_ERRORS as e:
             raise InputError(f"cannot decode {path} at frame {index}: {e}") from e

@@ -87,6 +87,7 @@ def make_clip(
     seed: int = 0,
     sar: Fraction | None = None,
     timecode: str | None = None,
+    rotation: int = 0,
 ) -> Path:
     """Write a short clip with a moving picture and (optionally) a sine tone of the same length.
 
@@ -103,6 +104,8 @@ def make_clip(
             video.codec_context.sample_aspect_ratio = sar
         if timecode is not None:
             video.metadata["timecode"] = timecode
+        if rotation:
+            video.set_display_rotation(rotation)  # a display matrix, as phones write
         if codec in {"libx264", "libx265"}:
             video.options = {"preset": "ultrafast", "crf": "18"}
         sound = None

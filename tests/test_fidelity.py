@@ -209,3 +209,21 @@ def test_ten_bit_survives_the_model_path_in_float(tmp_path):
     inner = (slice(4, -4), slice(4, -4))
     err = np.abs(back[inner] - rgb16[inner].astype(np.float64)) / 257  # in 8-bit steps
     assert err.mean() < 0.5
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_phone_rotation_is_applied_to_the_pixels_and_dropped(debug, tmp_path, rotation):
+    """A display matrix (as phones write) turns the picture: frames are read the right way round,
+    sizes describe what the viewer sees, and the output carries the turned pixels with no matrix."""
+    plain = make_clip(tmp_path / "plain.mp4", frames=3, audio=False)
+    turned = make_clip(tmp_path / "turned.mp4", frames=3, audio=False, rotation=rotation)
+    info = probe(turned)
+    assert info.rotation == rotation
+    quarter = rotation in (90, -90)
+    assert (info.width, info.height) == ((48, 64) if quarter else (64, 48))
+    for a, b in zip(read_frames(plain), read_frames(turned), strict=True):
+        assert np.array_equal(np.rot90(a.rgb, rotation // 90), b.rgb)
+    out = tmp_path / "out.mp4"
+    run(debug, UpscaleJob(turned, out, chunk_frames=3, overlap=0))
+    back = probe(out)
+    assert (back.width, back.height, back.rotation) == (2 * info.width, 2 * info.height, 0)
