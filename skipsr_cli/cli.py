@@ -37,6 +37,7 @@ from skipsr_cli.cli_common import (
 )
 from skipsr_cli.cli_train import train_app
 from skipsr_cli.errors import InputError, UsageError
+from skipsr_cli.image_io import is_image_output
 from skipsr_cli.pipeline import UpscaleJob, prepare, upscale
 from skipsr_cli.progress import make_renderer
 from skipsr_cli.video_io import EncodeOptions, lossless_options
@@ -147,7 +148,7 @@ def upscale_command(
         raise UsageError(f"--scale must be 2 or 4, not {scale} (or give --size WIDTHxHEIGHT)")
     if weights is not None and random_weights:
         raise UsageError("--weights and --random-weights exclude each other")
-    if not input.exists():
+    if not input.exists() and "%" not in input.name:  # a %d pattern names an image sequence
         raise InputError(f"input not found: {input}")
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
@@ -159,7 +160,11 @@ def upscale_command(
         decode_tile=tile,
         frame_slice=FRAME_SLICE,
     )
-    if lossless:
+    if is_image_output(output):  # PNG frames: lossless already, RGB, no encoder options
+        if codec not in (None, "png"):
+            raise UsageError(f"PNG frames are written with the png encoder, not {codec}")
+        encode = EncodeOptions(codec="png", crf=None, preset=None, pix_fmt=pix_fmt)
+    elif lossless:
         encode = lossless_options(output.suffix, codec, pix_fmt, preset)
     else:
         encode = EncodeOptions(codec=codec or "libx264", crf=crf, preset=preset, pix_fmt=pix_fmt)

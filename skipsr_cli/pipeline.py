@@ -23,6 +23,13 @@ from models.skipsr import Result, Settings
 from skipsr_cli.chunking import Chunk, OverlapAdd, check_plan, iter_chunks
 from skipsr_cli.colour import ColourInfo, rgb_to_planes
 from skipsr_cli.errors import ModelError, OutputError, UsageError
+from skipsr_cli.image_io import (
+    FOLDER_PATTERN,
+    PNG_FORMATS,
+    ImageWriter,
+    frame_paths,
+    is_image_output,
+)
 from skipsr_cli.overlap import BackgroundWriter, InlineWriter, Prefetcher
 from skipsr_cli.progress import Event, RunStats, Started, Summary
 from skipsr_cli.video_io import (
@@ -36,6 +43,7 @@ from skipsr_cli.video_io import (
     validate_encode_options,
 )
 
+Writer = VideoWriter | ImageWriter
 # Per writer: its colour, the planar pix_fmt it takes from the device (None: RGB frames), and
 # the depth of its RGB frames (8: uint8, more: uint16).
 OutFormat = tuple[ColourInfo | None, str | None, int]
@@ -85,7 +93,8 @@ def prepare(job: UpscaleJob) -> Plan:
     """Probe the input and refuse whatever can be refused before the model is even loaded."""
     info = probe(job.input)
     out_w, out_h = output_size(info, job.scale, job.size)
-    if job.encode.pix_fmt is None:  # deeper inputs are written at their depth by default
+    if job.encode.pix_fmt is None and not is_image_output(job.output):
+        # deeper inputs are written at their depth by default
         deep = default_pix_fmt(job.encode.codec, info.bit_depth)
         if deep is not None:
             job = replace(job, encode=replace(job.encode, pix_fmt=deep))
@@ -93,11 +102,17 @@ def prepare(job: UpscaleJob) -> Plan:
         check_plan(job.chunk_frames, job.overlap)
     except ValueError as e:
         raise UsageError(f"--chunk-frames/--overlap: {e}") from e
-    validate_encode_options(job.encode, out_w, out_h)
+    if not is_image_output(job.output):
+        validate_encode_options(job.encode, out_w, out_h)
     outputs = [p for p in (job.output, job.mask_out) if p is not None]
     for path in outputs:
         if path.resolve() == job.input.resolve():
             raise UsageError(f"the output {path} is the input: choose another path")
+        if is_image_output(path):
+            if job.encode.pix_fmt not in (None, *PNG_FORMATS):
+                raise UsageError(f"PNG frames are rgb24 or rgb48be, not {job.encode.pix_fmt}")
+            check_frames_target(path, info.frame_count, job.overwrite)
+            continue
         if path.exists() and not job.overwrite:
             raise OutputError(f"output exists: {path} (pass --overwrite to replace it)")
         if not path.parent.exists():
@@ -164,8 +179,9 @@ def output_sar(info: VideoInfo, width: int, height: int) -> Fraction | None:
 
 def open_writers(
     stack: contextlib.ExitStack, job: UpscaleJob, info: VideoInfo, w: int, h: int
-) -> list[VideoWriter]:
-    """The output (with the input's audio), and the optional mask video (video only)."""
+) -> list[Writer]:
+    """The output (with the input's audio), and the optional mask video (video only); PNG frames
+    where the path asks for them."""
     common = dict(
         width=w,
         height=h,
@@ -177,12 +193,43 @@ def open_writers(
         sar=output_sar(info, w, h),  # the pixel shape that keeps the input's display aspect
     )
     streams = dict(
-        copy_audio_from=job.input, copy_audio=job.copy_audio, copy_subtitles=job.copy_subtitles
+        copy_audio_from=None if info.sequence else job.input,  # a sequence has nothing to copy
+        copy_audio=job.copy_audio,
+        copy_subtitles=job.copy_subtitles,
     )
-    writers = [stack.enter_context(VideoWriter(job.output, **streams, **common))]
+
+    def writer(path: Path, copy: bool) -> Writer:
+        if not is_image_output(path):
+            return VideoWriter(path, **(streams if copy else {}), **common)
+        pix_fmt = job.encode.pix_fmt or ("rgb48be" if info.bit_depth > 8 else "rgb24")
+        audio = [f"audio stream {i + 1}" for i in range(info.audio_streams)] if copy else []
+        return ImageWriter(
+            path,
+            width=w,
+            height=h,
+            pix_fmt=pix_fmt,
+            frames=info.frame_count,
+            overwrite=job.overwrite,
+            skipped_streams=audio if job.copy_audio else [],
+        )
+
+    writers = [stack.enter_context(writer(job.output, copy=True))]
     if job.mask_out is not None:
-        writers.append(stack.enter_context(VideoWriter(job.mask_out, **common)))
+        writers.append(stack.enter_context(writer(job.mask_out, copy=False)))
     return writers
+
+
+def check_frames_target(path: Path, frames: int | None, overwrite: bool) -> None:
+    """Refuse a PNG-frames output that cannot be written, before any model work."""
+    folder, pattern = frame_paths(path, frames)
+    if pattern != FOLDER_PATTERN and not folder.is_dir():
+        raise OutputError(f"cannot write {path}: folder {folder} does not exist")
+    if overwrite or not folder.is_dir():
+        return
+    names = [path.name] if pattern is None else [pattern % i for i in range(frames or 1)]
+    clash = next((n for n in names if (folder / n).exists()), None)
+    if clash is not None:
+        raise OutputError(f"output exists: {folder / clash} (pass --overwrite to replace it)")
 
 
 def open_frames(
@@ -199,9 +246,7 @@ def open_frames(
     return Prefetcher(frames, depth, name="skipsr-decode")
 
 
-def open_sink(
-    writers: list[VideoWriter], stats: RunStats, chunk_frames: int, overlap: bool
-) -> Sink:
+def open_sink(writers: list[Writer], stats: RunStats, chunk_frames: int, overlap: bool) -> Sink:
     """Where finished frames go: an encoder thread when overlapping, else straight to the writers.
 
     The calling thread converts frames to uint8 before queueing them, so the encoder thread touches

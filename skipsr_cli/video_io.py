@@ -62,6 +62,7 @@ class VideoInfo:
     # Counter-clockwise degrees (0, 90, 180, -90) the display matrix turns the stored picture by.
     # Frames are read already turned, and width/height/sar describe the picture as displayed.
     rotation: int = 0
+    sequence: bool = False  # a numbered image sequence (no other streams, no container)
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,13 @@ def _stream_duration(
 
 
 def probe(path: Path) -> VideoInfo:
-    """Read what the pipeline needs to plan its work, without decoding any frame."""
+    """Read what the pipeline needs to plan its work (decoding at most the first frame)."""
+    from skipsr_cli.image_io import sequence_files
+
     path = Path(path)
+    files = sequence_files(path)
+    if files is not None:
+        return _probe_sequence(path, files)
     container = _open_input(path)
     with container:
         stream = _video_stream(container, path)
@@ -195,6 +201,41 @@ def probe(path: Path) -> VideoInfo:
             bit_depth=pix_fmt_depth(ctx.pix_fmt),
             rotation=rotation,
         )
+
+
+def _probe_sequence(path: Path, files: list[Path]) -> VideoInfo:
+    from skipsr_cli.image_io import SEQUENCE_RATE, read_image
+
+    first = read_image(files[0])
+    return VideoInfo(
+        path=path,
+        width=first.width,
+        height=first.height,
+        rate=SEQUENCE_RATE,
+        time_base=1 / SEQUENCE_RATE,
+        frame_count=len(files),
+        duration=float(len(files) / SEQUENCE_RATE),
+        codec="image sequence",
+        pix_fmt=first.format.name,
+        audio_streams=0,
+        colour=ColourInfo.of(first),
+        bit_depth=pix_fmt_depth(first.format.name),
+        sequence=True,
+    )
+
+
+def _read_sequence(files: list[Path]) -> Iterator[DecodedFrame]:
+    from skipsr_cli.image_io import read_image
+
+    size = None
+    for index, file in enumerate(files):
+        frame = read_image(file)
+        if size is not None and (frame.width, frame.height) != size:
+            raise InputError(
+                f"{file} is {frame.width}x{frame.height}, the sequence {size[0]}x{size[1]}"
+            )
+        size = (frame.width, frame.height)
+        yield DecodedFrame(_to_rgb(frame), index, index)
 
 
 def _first_rotation(container: av.container.InputContainer, stream: av.VideoStream) -> int:
@@ -237,7 +278,12 @@ def read_frames(path: Path) -> Iterator[DecodedFrame]:
     ``next()``. A decode error mid-stream raises InputError naming the frame: a frame is never
     skipped, because a shorter output would silently fall out of sync with the audio.
     """
+    from skipsr_cli.image_io import sequence_files
+
     path = Path(path)
+    files = sequence_files(path)
+    if files is not None:
+        return _read_sequence(files)
     container = _open_input(path)
     try:
         stream = _video_stream(container, path)

@@ -242,3 +242,16 @@ def test_lossless_flag_picks_the_containers_lossless_encoder(clip, tmp_path):
     assert probe(out).codec == "ffv1"
     r = run("upscale", clip, tmp_path / "o.mp4", *DEBUG, "--lossless", "--codec", "mpeg4")
     assert r.returncode == ExitCode.USAGE and "no lossless mode" in r.stderr
+
+
+def test_image_sequence_pattern_to_png_frames(tmp_path):
+    from test_images import picture, write_png
+
+    for n in range(2):
+        write_png(tmp_path / f"in_{n:03d}.png", picture(n))
+    out = tmp_path / "out_%03d.png"
+    r = run("upscale", tmp_path / "in_%03d.png", out, *DEBUG, "-q")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.glob("out_*.png")) == ["out_000.png", "out_001.png"]
+    r = run("upscale", tmp_path / "in_%03d.png", out, *DEBUG, "--pix-fmt", "yuv420p")
+    assert r.returncode == ExitCode.USAGE and "rgb24" in r.stderr
