@@ -36,11 +36,11 @@ from skipsr_cli.cli_common import (
     run_state,
 )
 from skipsr_cli.cli_train import train_app
+from skipsr_cli.encoding import EncodeOptions, lossless_options
 from skipsr_cli.errors import InputError, UsageError
 from skipsr_cli.image_io import is_image_output
 from skipsr_cli.pipeline import UpscaleJob, prepare, upscale
 from skipsr_cli.progress import make_renderer
-from skipsr_cli.video_io import EncodeOptions, lossless_options
 from skipsr_cli.weights import load_model
 
 app = typer.Typer(

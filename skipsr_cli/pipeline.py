@@ -22,6 +22,7 @@ from models import SkipSR
 from models.skipsr import Result, Settings
 from skipsr_cli.chunking import Chunk, OverlapAdd, check_plan, iter_chunks
 from skipsr_cli.colour import ColourInfo, rgb_to_planes
+from skipsr_cli.encoding import EncodeOptions, default_pix_fmt, validate_encode_options
 from skipsr_cli.errors import ModelError, OutputError, UsageError
 from skipsr_cli.image_io import (
     FOLDER_PATTERN,
@@ -32,16 +33,8 @@ from skipsr_cli.image_io import (
 )
 from skipsr_cli.overlap import BackgroundWriter, InlineWriter, Prefetcher
 from skipsr_cli.progress import Event, RunStats, Started, Summary
-from skipsr_cli.video_io import (
-    DecodedFrame,
-    EncodeOptions,
-    VideoInfo,
-    VideoWriter,
-    default_pix_fmt,
-    probe,
-    read_frames,
-    validate_encode_options,
-)
+from skipsr_cli.video_io import DecodedFrame, VideoInfo, probe, read_frames
+from skipsr_cli.video_writer import VideoWriter
 
 Writer = VideoWriter | ImageWriter
 # Per writer: its colour, the planar pix_fmt it takes from the device (None: RGB frames), and

@@ -19,7 +19,9 @@ from media import (
 )
 
 from skipsr_cli.colour import ColourInfo, default_matrix
-from skipsr_cli.video_io import EncodeOptions, VideoWriter, probe, read_frames
+from skipsr_cli.encoding import EncodeOptions
+from skipsr_cli.video_io import probe, read_frames
+from skipsr_cli.video_writer import VideoWriter
 
 BT601, BT709, BT2020 = 6, 1, 9  # AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic
 LOSSLESS = EncodeOptions(codec="libx264", crf=0, preset="ultrafast", pix_fmt="yuv444p")

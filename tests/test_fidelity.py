@@ -100,7 +100,7 @@ def test_no_colour_shift_through_a_whole_upscale(tmp_path, matrix, colour_range)
 
 def captured_frames(monkeypatch) -> list[np.ndarray]:
     """Record what the pipeline hands the encoder: RGB frames or device-converted planes."""
-    from skipsr_cli.video_io import VideoWriter
+    from skipsr_cli.video_writer import VideoWriter
 
     seen: list[np.ndarray] = []
     write, write_planes = VideoWriter.write, VideoWriter.write_planes
@@ -124,7 +124,7 @@ def captured_frames(monkeypatch) -> list[np.ndarray]:
 def test_lossless_output_decodes_to_exactly_what_was_encoded(
     debug, tmp_path, monkeypatch, suffix, codec, pix_fmt
 ):
-    from skipsr_cli.video_io import lossless_options
+    from skipsr_cli.encoding import lossless_options
 
     src = make_clip(tmp_path / "in.mp4", frames=4, audio=False)
     out = tmp_path / f"out{suffix}"
@@ -144,8 +144,8 @@ def test_lossless_output_decodes_to_exactly_what_was_encoded(
 
 
 def test_lossless_refuses_an_encoder_without_a_lossless_mode():
+    from skipsr_cli.encoding import lossless_options
     from skipsr_cli.errors import UsageError
-    from skipsr_cli.video_io import lossless_options
 
     with pytest.raises(UsageError, match="no lossless mode"):
         lossless_options(".mp4", "mpeg4", None, None)

@@ -22,15 +22,10 @@ from media import (
     stream_span,
 )
 
+from skipsr_cli.encoding import EncodeOptions, validate_encode_options
 from skipsr_cli.errors import InputError, OutputError, UsageError
-from skipsr_cli.video_io import (
-    EncodeOptions,
-    VideoWriter,
-    partial_path,
-    probe,
-    read_frames,
-    validate_encode_options,
-)
+from skipsr_cli.video_io import probe, read_frames
+from skipsr_cli.video_writer import VideoWriter, partial_path
 
 
 def _av_offset(path: Path) -> float:

@@ -1,0 +1,125 @@
+"""Encoder options: what the user chose, the defaults, lossless modes, and their validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import av
+
+from skipsr_cli.errors import UsageError
+from skipsr_cli.video_io import AV_ERRORS
+
+# Encoders whose "preset" option speaks x264's vocabulary ("medium", "slow", ...). Other encoders
+# either have no preset or a numeric one, so the default "medium" would make them fail to open.
+_PRESET_ENCODERS = frozenset({"libx264", "libx265"})
+_DEFAULT_PIX_FMT = {"libx264": "yuv420p", "libx265": "yuv420p"}
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """The user's encoder choices; checked by validate_encode_options before any model work."""
+
+    codec: str = "libx264"
+    crf: int | None = 18
+    preset: str | None = "medium"
+    pix_fmt: str | None = None  # None: yuv420p for x264/x265, else the encoder's first format
+    bitrate: int | None = None  # bits/s; when set, used instead of crf
+    lossless: bool = False  # the encoder's lossless mode (lossless_options picks codec and format)
+
+
+# Encoders with a lossless mode, and the private options that select it.
+_LOSSLESS = {
+    "ffv1": {},
+    "libx264": {"qp": "0"},
+    "libx264rgb": {"qp": "0"},
+    "libx265": {"x265-params": "lossless=1"},
+    "libvpx-vp9": {"lossless": "1"},
+}
+
+
+def lossless_options(
+    suffix: str, codec: str | None, pix_fmt: str | None, preset: str | None
+) -> EncodeOptions:
+    """`--lossless`: FFV1 in RGB (bgr0: the model's output exactly) for mkv, avi and nut; x264 in
+    4:4:4 at qp 0 for mp4 and mov; VP9 lossless for webm. An explicit codec must have a lossless mode."""
+    if codec is None:
+        by_suffix = {".mkv": "ffv1", ".avi": "ffv1", ".nut": "ffv1", ".webm": "libvpx-vp9"}
+        codec = by_suffix.get(suffix.lower(), "libx264")
+    if codec not in _LOSSLESS:
+        raise UsageError(
+            f"--lossless: encoder {codec} has no lossless mode; use one of {', '.join(_LOSSLESS)}"
+        )
+    if pix_fmt is None:
+        pix_fmt = {"ffv1": "bgr0", "libx264rgb": "bgr0"}.get(codec, "yuv444p")
+    return EncodeOptions(codec, crf=None, preset=preset, pix_fmt=pix_fmt, lossless=True)
+
+
+def _encoder(name: str) -> av.Codec:
+    try:
+        codec = av.Codec(name, "w")
+    except AV_ERRORS as e:
+        raise UsageError(
+            f"unknown encoder {name!r} (try libx264, libx265, libvpx-vp9 or ffv1)"
+        ) from e
+    if codec.type != "video":
+        raise UsageError(f"{name!r} is a {codec.type} encoder, not a video encoder")
+    return codec
+
+
+def default_pix_fmt(codec: str, bit_depth: int) -> str | None:
+    """The widely playable format of x264/x265 at an input's depth: 8-bit 4:2:0, or 10-bit (12-bit
+    for x265) 4:2:0 for deeper inputs, so their precision is kept. None: the encoder's own."""
+    if codec not in _DEFAULT_PIX_FMT:
+        return None
+    if bit_depth <= 8:
+        return "yuv420p"
+    return "yuv420p12le" if codec == "libx265" and bit_depth >= 12 else "yuv420p10le"
+
+
+def resolve_pix_fmt(options: EncodeOptions) -> str:
+    """The pixel format the encoder will get: the user's choice, else a widely playable default."""
+    if options.pix_fmt is not None:
+        return options.pix_fmt
+    if options.codec in _DEFAULT_PIX_FMT:
+        return _DEFAULT_PIX_FMT[options.codec]
+    formats = _encoder(options.codec).video_formats
+    return formats[0].name if formats else "yuv420p"
+
+
+def validate_encode_options(options: EncodeOptions, width: int, height: int) -> None:
+    """Reject encoder settings that cannot work, before any (slow) model work starts."""
+    codec = _encoder(options.codec)
+    pix_fmt = resolve_pix_fmt(options)
+    try:
+        fmt = av.VideoFormat(pix_fmt)
+    except AV_ERRORS as e:
+        raise UsageError(f"unknown pixel format {pix_fmt!r}") from e
+    supported = [f.name for f in codec.video_formats or []]
+    if supported and pix_fmt not in supported:
+        raise UsageError(
+            f"encoder {options.codec} does not support pixel format {pix_fmt}; "
+            f"choose one of: {', '.join(supported)}"
+        )
+    if width <= 0 or height <= 0:
+        raise UsageError(f"invalid output size {width}x{height}")
+    odd_w = width % 2 and fmt.chroma_width(2) < 2
+    odd_h = height % 2 and fmt.chroma_height(2) < 2
+    if odd_w or odd_h:
+        raise UsageError(
+            f"output size {width}x{height} is odd but pixel format {pix_fmt} needs even sizes; "
+            "choose e.g. --pix-fmt yuv444p or an even --size"
+        )
+    if options.crf is not None and options.crf < 0:
+        raise UsageError(f"invalid CRF {options.crf}: it must be 0 or more")
+    if options.bitrate is not None and options.bitrate <= 0:
+        raise UsageError(f"invalid bitrate {options.bitrate}: it must be positive")
+
+
+def codec_options(options: EncodeOptions) -> dict[str, str]:
+    """Private encoder options: CRF unless a bitrate is given; an x264-style preset where it applies."""
+    opts: dict[str, str] = dict(_LOSSLESS.get(options.codec, {})) if options.lossless else {}
+    if options.crf is not None and options.bitrate is None and not options.lossless:
+        opts["crf"] = str(options.crf)
+    if options.preset is not None and options.codec in _PRESET_ENCODERS:
+        opts["preset"] = options.preset
+    return opts

@@ -1,0 +1,312 @@
+"""Video out, through PyAV: encode RGB frames (or device-made YCbCr planes) with the source's other
+streams copied (stream_copy), written to a temporary file beside the target and renamed into place
+only when complete, so a crash never leaves a half-written file where the user expects a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from skipsr_cli.colour import (
+    ACCURATE,
+    DEVICE_PIX_FMTS,
+    RANGE_FULL,
+    ColourInfo,
+    output_colour,
+    rgb_to_ycbcr,
+    sws_matrix,
+)
+from skipsr_cli.encoding import (
+    EncodeOptions,
+    codec_options,
+    resolve_pix_fmt,
+    validate_encode_options,
+)
+from skipsr_cli.errors import OutputError
+from skipsr_cli.stream_copy import StreamCopier, packet_seconds
+from skipsr_cli.video_io import AV_ERRORS, open_input, pix_fmt_depth
+
+
+def partial_path(path: Path) -> Path:
+    """Where output is written until complete: same directory (so the rename is atomic), same
+    extension (so FFmpeg still guesses the container), a name the project's .gitignore ignores."""
+    return path.with_name(f"{path.stem}.skipsr-partial{path.suffix}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return a.samefile(b)
+    return a.resolve() == b.resolve()
+
+
+def _check_target(path: Path, copy_audio_from: Path | None, overwrite: bool) -> None:
+    """Refuse an output that cannot or must not be written, before anything is written."""
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: directory {path.parent} does not exist")
+    if not path.suffix:
+        raise OutputError(f"cannot write {path}: add an extension (.mp4, .mkv, .mov, .webm)")
+    if copy_audio_from is not None and _same_file(path, Path(copy_audio_from)):
+        raise OutputError(f"cannot write {path}: it is the input file")
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a directory")
+    if path.exists() and not overwrite:
+        raise OutputError(f"output exists: {path} (pass --overwrite to replace it)")
+
+
+class VideoWriter:
+    """Encodes RGB frames into a video file, copying the source's other streams, atomically.
+
+    Use as a context manager: a clean exit publishes the file, an exception deletes the partial
+    file and leaves `path` as it was.
+
+    `copy_audio_from` (its name kept for compatibility) is the file whose audio, subtitle and data
+    streams, global tags and chapters are copied; `copy_audio` / `copy_subtitles` leave those kinds
+    out. A stream the output container cannot hold is left out and named in `warnings`.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        width: int,
+        height: int,
+        rate: Fraction,
+        time_base: Fraction | None,
+        options: EncodeOptions,
+        copy_audio_from: Path | None = None,
+        copy_audio: bool = True,
+        copy_subtitles: bool = True,
+        overwrite: bool = False,
+        colour: ColourInfo | None = None,
+        sar: Fraction | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.width, self.height = width, height
+        self.rate = Fraction(rate)
+        self.time_base = Fraction(time_base) if time_base else 1 / self.rate
+        self.frames_written = 0
+        self._overwrite = overwrite
+        self._temp = partial_path(self.path)
+        self._output: av.container.OutputContainer | None = None
+        self._copier: StreamCopier | None = None
+        # One line per stream of the source that the output cannot hold and that was left out.
+        self.warnings: list[str] = []
+        self._done = False
+        # With `colour`, frames are converted to YUV with its matrix and range and the stream is
+        # tagged with it; without, the encoder's conversion and tags are left as FFmpeg sets them.
+        validate_encode_options(options, width, height)
+        self.colour = output_colour(colour, height) if colour is not None else None
+        self.sar = sar  # written as the stream's pixel aspect ratio, so the display shape is kept
+        self._pix_fmt = resolve_pix_fmt(options)
+        # An RGB output format (libx264rgb, ffv1 bgr0) has no matrix: only primaries/transfer apply.
+        self._yuv_colour = self.colour is not None and not av.VideoFormat(self._pix_fmt).is_rgb
+        _check_target(self.path, copy_audio_from, overwrite)
+        try:
+            self._output = av.open(str(self._temp), "w")
+            self._video = self._add_video_stream(options)
+            if copy_audio_from is not None:
+                self._copier = StreamCopier(
+                    open_input(Path(copy_audio_from)),
+                    self._output,
+                    suffix=self.path.suffix,
+                    copy_audio=copy_audio,
+                    copy_subtitles=copy_subtitles,
+                )
+                self.warnings = self._copier.warnings
+                if self._copier.timecode:  # the muxer writes its own timecode track from this tag
+                    self._video.metadata["timecode"] = self._copier.timecode
+            # Open the encoder now, so a bad option fails here rather than after the model ran.
+            self._video.codec_context.open()
+        except AV_ERRORS as e:
+            self.abort()
+            raise OutputError(f"cannot write {self.path}: {e}") from e
+        except BaseException:
+            self.abort()
+            raise
+
+    def _add_video_stream(self, options: EncodeOptions) -> av.VideoStream:
+        assert self._output is not None
+        stream = self._output.add_stream(
+            options.codec,
+            rate=self.rate,
+            options=codec_options(options),
+            width=self.width,
+            height=self.height,
+            time_base=self.time_base,
+        )
+        stream.pix_fmt = resolve_pix_fmt(options)
+        if self.sar is not None:
+            stream.codec_context.sample_aspect_ratio = self.sar
+        if options.bitrate is not None:
+            stream.bit_rate = options.bitrate
+        if self.colour is not None:
+            ctx = stream.codec_context
+            if self.colour.primaries is not None:
+                ctx.color_primaries = self.colour.primaries
+            if self.colour.transfer is not None:
+                ctx.color_trc = self.colour.transfer
+            if self._yuv_colour:
+                ctx.colorspace = self.colour.matrix
+                ctx.color_range = self.colour.range
+        # thread_count 0 lets the encoder pick one thread per core (FFmpeg's default is 1).
+        stream.codec_context.thread_type = "AUTO"
+        stream.codec_context.thread_count = 0
+        return stream
+
+    def write(self, rgb: np.ndarray, pts: int | None = None) -> None:
+        """Encode one (H, W, 3) uint8 RGB frame at `pts` (time_base units), or the next frame slot."""
+        if rgb.shape != (self.height, self.width, 3) or rgb.dtype not in (np.uint8, np.uint16):
+            raise ValueError(
+                f"expected a ({self.height}, {self.width}, 3) uint8 or uint16 frame, "
+                f"got {rgb.shape} {rgb.dtype}"
+            )
+        if rgb.dtype == np.uint16:  # 16-bit RGB: swscale converts at depth, never through 8 bits
+            frame = self._deep_frame(np.ascontiguousarray(rgb))
+        elif self._yuv_colour:
+            frame = self._yuv_frame(rgb)
+        else:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        self._encode(frame, pts)
+
+    @property
+    def planes_format(self) -> str | None:
+        """The pix_fmt in which write_planes takes frames converted elsewhere (colour.rgb_to_planes,
+        on the model's device), or None where only RGB is taken."""
+        even = self.width % 2 == 0 and self.height % 2 == 0
+        if self._yuv_colour and self._pix_fmt in DEVICE_PIX_FMTS and even:
+            return self._pix_fmt
+        return None
+
+    def write_planes(self, planes: np.ndarray, pts: int | None = None) -> None:
+        """Encode one frame given as uint8 planes in `planes_format` (colour.rgb_to_planes's layout),
+        already converted with this writer's matrix and range."""
+        if self.planes_format is None:
+            raise ValueError(f"{self.path}: this output takes RGB frames only")
+        assert self.colour is not None
+        frame = av.VideoFrame.from_ndarray(planes, format=self._pix_fmt)
+        if (frame.width, frame.height) != (self.width, self.height):
+            raise ValueError(
+                f"expected {self.width}x{self.height} planes, got {frame.width}x{frame.height}"
+            )
+        frame.colorspace = self.colour.matrix
+        frame.color_range = self.colour.range
+        self._encode(frame, pts)
+
+    def _encode(self, frame: av.VideoFrame, pts: int | None) -> None:
+        if pts is None:
+            pts = round(self.frames_written / self.rate / self.time_base)
+        frame.pts = pts
+        frame.time_base = self.time_base
+        try:
+            self._mux_video(self._video.encode(frame))
+        except AV_ERRORS as e:
+            raise OutputError(f"cannot write {self.path}: frame {self.frames_written}: {e}") from e
+        self.frames_written += 1
+
+    @property
+    def depth(self) -> int:
+        """Bits per component the output is written at; frames of more than 8 come as uint16 RGB."""
+        return pix_fmt_depth(self._pix_fmt)
+
+    def _deep_frame(self, rgb: np.ndarray) -> av.VideoFrame:
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le")
+        if not self._yuv_colour:
+            return frame
+        assert self.colour is not None
+        matrix = sws_matrix(self.colour.matrix, self.height)
+        out = frame.reformat(
+            format=self._pix_fmt,
+            dst_colorspace=matrix,
+            src_color_range=RANGE_FULL,
+            dst_color_range=self.colour.range,
+            interpolation=ACCURATE,
+        )
+        out.colorspace = self.colour.matrix
+        out.color_range = self.colour.range
+        return out
+
+    def _yuv_frame(self, rgb: np.ndarray) -> av.VideoFrame:
+        """The frame in the output's format, converted with the output's matrix and range.
+
+        RGB -> YCbCr 4:4:4 in floating point (colour.rgb_to_ycbcr); swscale then only subsamples
+        chroma or changes depth.
+        """
+        assert self.colour is not None and self.colour.matrix is not None
+        planes = rgb_to_ycbcr(rgb, self.colour)
+        frame = av.VideoFrame.from_ndarray(planes, format="yuv444p")
+        matrix = sws_matrix(self.colour.matrix, self.height)
+        frame.colorspace = self.colour.matrix
+        frame.color_range = self.colour.range
+        if self._pix_fmt != "yuv444p":
+            frame = frame.reformat(
+                format=self._pix_fmt,
+                src_colorspace=matrix,
+                dst_colorspace=matrix,
+                src_color_range=self.colour.range,
+                dst_color_range=self.colour.range,
+                interpolation=ACCURATE,
+            )
+        return frame
+
+    def _mux_video(self, packets: list[av.Packet]) -> None:
+        """Mux video packets, each preceded by the copied packets that play before it."""
+        assert self._output is not None
+        for packet in packets:
+            if self._copier is not None:
+                self._copier.mux_until(packet_seconds(packet))
+            self._output.mux(packet)
+
+    def close(self) -> None:
+        """Flush the encoder, finish the stream copy, then publish the file at `path` in one rename."""
+        if self._done:
+            return
+        try:
+            self._finish()
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+
+    def _finish(self) -> None:
+        assert self._output is not None
+        if self.frames_written == 0:
+            raise OutputError(f"cannot write {self.path}: no frames were written")
+        try:
+            self._mux_video(self._video.encode(None))
+            if self._copier is not None:
+                self._copier.mux_until(None)
+                self._copier.close()
+            self._output.close()
+        except AV_ERRORS as e:
+            raise OutputError(f"cannot write {self.path}: {e}") from e
+        if self.path.exists() and not self._overwrite:
+            raise OutputError(f"output exists: {self.path} (pass --overwrite to replace it)")
+        try:
+            os.replace(self._temp, self.path)
+        except OSError as e:
+            raise OutputError(f"cannot write {self.path}: {e}") from e
+
+    def abort(self) -> None:
+        """Stop and delete the partial file; `path` is never touched. Safe to call more than once."""
+        self._done = True
+        for closable in (self._copier, self._output):
+            if closable is not None:
+                with contextlib.suppress(Exception):
+                    closable.close()
+        with contextlib.suppress(OSError):
+            self._temp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
