@@ -151,19 +151,37 @@ def test_lossless_refuses_an_encoder_without_a_lossless_mode():
         lossless_options(".mp4", "mpeg4", None, None)
 
 
-def make_deep_clip(path: Path, frames: int = 3, width: int = 96, height: int = 64) -> np.ndarray:
+def make_deep_clip(
+    path: Path,
+    frames: int = 3,
+    width: int = 96,
+    height: int = 64,
+    hdr_transfer: int | None = None,
+) -> np.ndarray:
     """A lossless 10-bit 4:4:4 clip (x264 qp 0) of a slow 16-bit ramp: 4 or more 10-bit levels per
-    8-bit level, so an 8-bit stage anywhere shows. Returns the 16-bit RGB it was made from."""
+    8-bit level, so an 8-bit stage anywhere shows. With `hdr_transfer` (16 PQ, 18 HLG) it is BT.2020
+    and tagged as HDR video is. Returns the 16-bit RGB it was made from."""
     y, x = np.mgrid[0:height, 0:width].astype(np.float64)
     rgb = np.stack([0.3 + 0.2 * x / width, 0.4 + 0.1 * y / height, 0.5 + 0.05 * (x + y) / 160], -1)
     rgb16 = (rgb * 65535).round().astype(np.uint16)
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=24, options={"qp": "0", "preset": "ultrafast"})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv444p10le"
+        matrix = Colorspace.ITU601  # untagged under 720 lines: decoders assume BT.601 limited
+        if hdr_transfer is not None:
+            matrix = Colorspace.BT2020
+            ctx = stream.codec_context
+            ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = (
+                9,
+                9,
+                hdr_transfer,
+                1,
+            )
         for _ in range(frames):
             frame = av.VideoFrame.from_ndarray(rgb16, format="rgb48le")
-            # untagged and under 720 lines: decoders assume BT.601 limited, so convert with that
-            deep = frame.reformat(format="yuv444p10le", dst_colorspace=Colorspace.ITU601)
+            deep = frame.reformat(format="yuv444p10le", dst_colorspace=matrix)
+            if hdr_transfer is not None:
+                deep.colorspace, deep.color_range = 9, 1
             for packet in stream.encode(deep):
                 out.mux(packet)
         for packet in stream.encode(None):
@@ -227,3 +245,16 @@ def test_phone_rotation_is_applied_to_the_pixels_and_dropped(debug, tmp_path, ro
     run(debug, UpscaleJob(turned, out, chunk_frames=3, overlap=0))
     back = probe(out)
     assert (back.width, back.height, back.rotation) == (2 * info.width, 2 * info.height, 0)
+
+
+@pytest.mark.parametrize("transfer", [16, 18])  # PQ, HLG
+def test_hdr_tags_and_depth_are_carried(debug, tmp_path, transfer):
+    """BT.2020 primaries and matrix, a PQ or HLG transfer, limited range and 10 bits: all kept."""
+    src = tmp_path / "hdr.mkv"
+    make_deep_clip(src, hdr_transfer=transfer)
+    colour = probe(src).colour
+    assert (colour.primaries, colour.transfer, colour.matrix) == (9, transfer, 9)
+    out = tmp_path / "out.mkv"
+    run(debug, UpscaleJob(src, out, chunk_frames=3, overlap=0))
+    info = probe(out)
+    assert info.colour == colour and info.bit_depth == 10
