@@ -21,4 +21,7 @@ $S bench transformer --model base --size 2560x1440 --frames 16 --repeats 20 --wa
 $S upscale "$CLIP" "$OUT/e2e.mp4" --weights "$W" -y --json -q --crf 18
 python3 benchmarks/resize_clip.py "$CLIP" "$OUT/in720.mp4" 1280 720
 $S upscale "$OUT/in720.mp4" "$OUT/e2e.mp4" --weights "$W" -y --json -q --crf 18
-rm -f "$OUT/e2e.mp4" "$OUT/in720.mp4"
+$S bench run "$OUT/in720.mp4" --weights "$W" --scale 2 --frames 16
+python3 benchmarks/resize_clip.py "$CLIP" "$OUT/in1080.mp4" 1920 1080
+$S bench run "$OUT/in1080.mp4" --weights "$W" --scale 2 --frames 16
+rm -f "$OUT/e2e.mp4" "$OUT/in720.mp4" "$OUT/in1080.mp4"

@@ -3,6 +3,8 @@
 `transformer`: the masked DiT's forward time at forced kept fractions on one latent clip, the
 paper's scaling claim (time should fall about in proportion to the kept fraction).
 `model`: every stage of the model on one clip of real frames, in ms per frame, and model-only fps.
+`run`: a whole `skipsr upscale` against its encode floor (the same pipeline with bicubic in place of
+the model), plus the host stages (decode, colour conversion, encode) timed alone.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from models import SkipSR
 from models.dit import TokenSet, patchify
-from models.skipsr import Settings, compose, sample, token_noise
+from models.skipsr import Result, Settings, compose, sample, token_noise
+from skipsr_cli.encoding import EncodeOptions
 
 
 @dataclass(frozen=True)
@@ -189,3 +194,88 @@ def bench_model(
         skip_ratio=round(1 - state["keep"].float().mean().item(), 4),
         peak_gpu_gib=None if peak is None else round(peak, 3),
     )
+
+
+class Resampler(torch.nn.Module):
+    """Stands in for SkipSR in the pipeline to measure the encode floor: bicubic on the device,
+    with everything around it (decode, colour conversion, encode, overlap threads) unchanged."""
+
+    def forward(self, lr: torch.Tensor, size: tuple[int, int], settings: Settings) -> Result:
+        b, t = lr.shape[0], lr.shape[2]
+        frames = lr.float().transpose(1, 2).flatten(0, 1)
+        up = torch.nn.functional.interpolate(
+            frames, size=size, mode="bicubic", align_corners=False, antialias=True
+        )
+        up = up.clamp(0, 1).unflatten(0, (b, t)).transpose(1, 2)
+        keep = torch.ones(b, t, 1, 1, dtype=torch.bool, device=lr.device)
+        return Result(up, keep, 1.0)
+
+
+@dataclass(frozen=True)
+class HostStages:
+    """Per-frame host-side costs measured in isolation, in ms per output frame."""
+
+    decode_ms: float  # demux + decode + conversion to RGB, per input frame
+    colour_ms: float  # RGB -> the output's YCbCr planes on the model's device, and the copy back
+    encode_ms: float  # the encoder alone, on already converted frames (its own threads)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def host_stages(
+    source: Path, frames: int, out_size: tuple[int, int], options: EncodeOptions, device
+) -> HostStages:
+    """Decode `frames` frames of `source`, upsample them once (untimed), then time the colour
+    conversion and the encoder on them, each alone."""
+    import tempfile
+
+    from skipsr_cli.colour import rgb_to_planes
+    from skipsr_cli.video_io import probe, read_frames
+    from skipsr_cli.video_writer import VideoWriter
+
+    info = probe(source)
+    t0 = time.perf_counter()
+    rgb = [f.rgb for _, f in zip(range(frames), read_frames(source), strict=False)]
+    decode = (time.perf_counter() - t0) * 1000 / len(rgb)
+    h, w = out_size
+    with tempfile.TemporaryDirectory() as folder:
+        out = (
+            Path(folder)
+            / f"floor{source.suffix if source.suffix in ('.mp4', '.mkv', '.mov') else '.mkv'}"
+        )
+        with VideoWriter(
+            out,
+            width=w,
+            height=h,
+            rate=info.rate,
+            time_base=None,
+            options=options,
+            colour=info.colour,
+        ) as writer:
+            pix_fmt = writer.planes_format
+            top = 255 if rgb[0].dtype == np.uint8 else 65535
+            images = [
+                torch.nn.functional.interpolate(
+                    torch.from_numpy(x.astype(np.float32)).to(device).permute(2, 0, 1)[None] / top,
+                    size=out_size,
+                    mode="bicubic",
+                )[0].clamp(0, 1)
+                for x in rgb
+            ]
+            sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+            sync()
+            t0 = time.perf_counter()
+            converted = [
+                rgb_to_planes(img, writer.colour, pix_fmt).cpu().numpy()
+                if pix_fmt
+                else (img.mul(255).round().byte().permute(1, 2, 0).contiguous().cpu().numpy())
+                for img in images
+            ]
+            colour = (time.perf_counter() - t0) * 1000 / len(images)
+            t0 = time.perf_counter()
+            for i, item in enumerate(converted):
+                (writer.write_planes if pix_fmt else writer.write)(item, i)
+            writer.close()
+            encode = (time.perf_counter() - t0) * 1000 / len(converted)
+    return HostStages(round(decode, 3), round(colour, 3), round(encode, 3))

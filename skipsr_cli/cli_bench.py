@@ -130,7 +130,7 @@ def bench_model_command(
     rgb = [f.rgb for _, f in zip(range(frames), read_frames(source), strict=False)]
     if len(rgb) < frames:
         raise InputError(f"{source} has {len(rgb)} frames; --frames asks for {frames}")
-    clip = torch.from_numpy(np.stack(rgb)).to(dev).permute(3, 0, 1, 2)[None].float() / 255
+    clip = _on_device(rgb, dev)
     lr = F.interpolate(
         clip[0].transpose(0, 1), size=(height, width), mode="bicubic", antialias=True
     )
@@ -156,6 +156,118 @@ def bench_model_command(
     print(f"{'total':>12} {1000 / result.model_fps:>9.3f}")
     memory = "" if result.peak_gpu_gib is None else f", peak GPU {result.peak_gpu_gib:.2f} GiB"
     print(f"model-only {result.model_fps:.1f} fps, skip ratio {result.skip_ratio:.1%}{memory}")
+
+
+@bench_app.command("run")
+@exit_codes
+def bench_run_command(
+    source: Annotated[
+        Path, typer.Argument(help="The input video (its own size is the input size).")
+    ],
+    scale: Annotated[int, typer.Option("--scale", "-s", min=1, max=8)] = 2,
+    frames: Annotated[
+        int, typer.Option(min=1, help="Frames for the per-stage timings (the runs use them all).")
+    ] = 16,
+    threshold: Annotated[
+        float | None, typer.Option(help="tau in dB (default: the model's).")
+    ] = None,
+    no_skip: Annotated[bool, typer.Option("--no-skip", help="Keep every token.")] = False,
+    codec: Annotated[str, typer.Option(help="Encoder of both runs.")] = "libx264",
+    crf: Annotated[int, typer.Option(help="CRF of both runs.")] = 18,
+    preset: Annotated[
+        str, typer.Option("--preset", help="Encoder preset of both runs.")
+    ] = "medium",
+    weights: WeightsOpt = None,
+    model: ModelOpt = "base",
+    random_weights: RandomOpt = False,
+    device: DeviceOpt = DeviceChoice.auto,
+    dtype: DtypeOpt = DtypeChoice.auto,
+    json_out: JsonOpt = False,
+) -> None:
+    """A whole upscale against its encode floor (decode, bicubic on the device, the same encoder),
+    with decode, model stages, colour conversion and encode timed alone, in ms per frame."""
+    import tempfile
+
+    from skipsr_cli.bench import Resampler, bench_model, host_stages
+    from skipsr_cli.encoding import EncodeOptions
+    from skipsr_cli.pipeline import UpscaleJob, prepare, upscale
+    from skipsr_cli.video_io import probe, read_frames
+
+    if not source.is_file():
+        raise InputError(f"input not found: {source}")
+    info = probe(source)
+    dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
+    net = load_model(model, weights, random_weights=random_weights, device=dev, dtype=dt)
+    settings = Settings(threshold=threshold, skip=not no_skip, frame_slice=FRAME_SLICE)
+    options = EncodeOptions(codec=codec, crf=crf, preset=preset)
+    out_size = (info.height * scale, info.width * scale)
+    runs = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name, network in (("upscale", net), ("floor", Resampler())):
+            job = UpscaleJob(
+                source,
+                Path(folder) / f"{name}.mkv",
+                scale=scale,
+                settings=settings,
+                encode=options,
+                overwrite=True,
+            )
+            runs[name] = upscale(network, prepare(job), dev, dt, emit=lambda e: None)
+    rgb = [f.rgb for _, f in zip(range(frames), read_frames(source), strict=False)]
+    lr = _on_device(rgb, dev).to(dt)
+    stages = bench_model(net, lr, out_size, settings, repeats=3, warmup=1)
+    host = host_stages(source, frames, out_size, options, dev)
+    up, floor = runs["upscale"], runs["floor"]
+    result = {
+        "input": f"{info.width}x{info.height}",
+        "output": f"{out_size[1]}x{out_size[0]}",
+        "frames": up.frames,
+        "device": _device_name(dev),
+        "dtype": str(dt).removeprefix("torch."),
+        "encoder": f"{codec} crf {crf} {preset}",
+        "end_to_end_fps": up.fps,
+        "floor_fps": floor.fps,
+        "ratio_to_floor": round(up.fps / floor.fps, 3) if floor.fps else None,
+        "model_fps": stages.model_fps,
+        "skip_ratio": round(up.skip_ratio, 4),
+        "peak_gpu_gib": None if up.peak_gpu_bytes is None else round(up.peak_gpu_bytes / 2**30, 3),
+        "peak_host_gib": round(up.peak_host_bytes / 2**30, 3),
+        "stage_ms": {
+            "decode": host.decode_ms,
+            **{RUN_NAMES.get(k, k): v for k, v in stages.stage_ms.items()},
+            "colour": host.colour_ms,
+            "encode": host.encode_ms,
+        },
+    }
+    if json_out:
+        print(json.dumps(result))
+        return
+    print(
+        ", ".join(
+            f"{k} {result[k]}" for k in ("input", "output", "frames", "device", "dtype", "encoder")
+        )
+    )
+    print(f"{'stage':>12} {'ms/frame':>9}")
+    for name, ms in result["stage_ms"].items():
+        print(f"{name:>12} {ms:>9.3f}")
+    print(
+        f"end to end {up.fps:.2f} fps, encode floor {floor.fps:.2f} fps "
+        f"(ratio {result['ratio_to_floor']}), model only {stages.model_fps:.1f} fps, "
+        f"skip ratio {up.skip_ratio:.1%}"
+    )
+
+
+# The model's stages named apart from the video's own decode and encode.
+RUN_NAMES = {"encode": "vae_encode", "decode": "vae_decode"}
+
+
+def _on_device(rgb: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """Frames (H, W, 3) uint8 or uint16 -> (1, 3, T, H, W) float in [0, 1] on the device."""
+    stacked = np.stack(rgb)
+    top = 255 if stacked.dtype == np.uint8 else 65535
+    clip = torch.from_numpy(stacked.astype(np.float32)).to(device)
+    return clip.permute(3, 0, 1, 2)[None] / top
 
 
 def _device_name(device: torch.device) -> str:

@@ -255,3 +255,18 @@ def test_image_sequence_pattern_to_png_frames(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("out_*.png")) == ["out_000.png", "out_001.png"]
     r = run("upscale", tmp_path / "in_%03d.png", out, *DEBUG, "--pix-fmt", "yuv420p")
     assert r.returncode == ExitCode.USAGE and "rgb24" in r.stderr
+
+
+def test_bench_run_measures_the_upscale_against_its_encode_floor(clip):
+    r = run("bench", "run", clip, *DEBUG, "--frames", "4", "--preset", "ultrafast", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["frames"] == 23 and result["output"] == "128x96"
+    assert result["end_to_end_fps"] > 0 and result["floor_fps"] > 0
+    ratio = result["end_to_end_fps"] / result["floor_fps"]
+    assert abs(result["ratio_to_floor"] - ratio) < 1e-3
+    assert list(result["stage_ms"]) == [
+        "decode", "upsample", "vae_encode", "predictor", "transformer", "compose",
+        "vae_decode", "colour", "encode",
+    ]  # fmt: skip
+    assert all(v >= 0 for v in result["stage_ms"].values())
