@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -175,6 +176,10 @@ LOSSES: dict[str, Callable] = {"vae": vae_loss, "dit": dit_loss, "mask": mask_lo
 def train(cfg: TrainConfig, log: Callable[[str], None]) -> int:
     """One run of at most cfg.minutes; returns the step reached. Resumes from cfg.out if present."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda" and cfg.workers:
+        # The data workers take nearly every core; host-side ops of this process (masks, the
+        # loader's pinning) must not spread over all of them too, or every step waits on OpenMP.
+        torch.set_num_threads(max(1, min(4, (os.cpu_count() or 1) - cfg.workers)))
     torch.manual_seed(cfg.seed)
     model = build(cfg, device)
     net = trainable(model, cfg.stage, cfg.decoder)
