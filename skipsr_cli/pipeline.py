@@ -187,6 +187,7 @@ def open_writers(
     )
     streams = dict(
         copy_audio_from=None if info.sequence else job.input,  # a sequence has nothing to copy
+        hdr=info.hdr,  # HDR10 static metadata, for the output only
         copy_audio=job.copy_audio,
         copy_subtitles=job.copy_subtitles,
     )

@@ -8,6 +8,7 @@ encoding, the copy of the other streams in stream_copy.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -50,6 +51,17 @@ class VideoInfo:
     # Frames are read already turned, and width/height/sar describe the picture as displayed.
     rotation: int = 0
     sequence: bool = False  # a numbered image sequence (no other streams, no container)
+    hdr: HdrMetadata | None = None  # mastering display and content light levels, if any
+
+
+@dataclass(frozen=True)
+class HdrMetadata:
+    """HDR10 static metadata of a stream, in x265's notation (what the writer passes on)."""
+
+    master_display: (
+        str | None
+    )  # "G(x,y)B(x,y)R(x,y)WP(x,y)L(max,min)": 0.00002 and 0.0001 cd/m2 units
+    max_cll: str | None  # "MaxCLL,MaxFALL" in cd/m2
 
 
 @dataclass(frozen=True)
@@ -129,7 +141,7 @@ def probe(path: Path) -> VideoInfo:
         if frame_count is None and duration is not None:
             frame_count = round(duration * rate)
         ctx = stream.codec_context
-        rotation = _first_rotation(container, stream)
+        rotation, hdr = _first_frame_facts(container, stream)
         width, height, sar = ctx.width, ctx.height, _sample_aspect(stream)
         if rotation in (90, -90):
             width, height, sar = height, width, (1 / sar if sar else None)
@@ -148,6 +160,7 @@ def probe(path: Path) -> VideoInfo:
             sar=sar,
             bit_depth=pix_fmt_depth(ctx.pix_fmt),
             rotation=rotation,
+            hdr=hdr,
         )
 
 
@@ -186,15 +199,43 @@ def _read_sequence(files: list[Path]) -> Iterator[DecodedFrame]:
         yield DecodedFrame(_to_rgb(frame), index, index)
 
 
-def _first_rotation(container: av.container.InputContainer, stream: av.VideoStream) -> int:
-    """The display rotation of the first frame, to a multiple of 90 degrees (phone videos carry
-    it as a display matrix); 0 when there is none or the first frame cannot be decoded."""
+def _first_frame_facts(
+    container: av.container.InputContainer, stream: av.VideoStream
+) -> tuple[int, HdrMetadata | None]:
+    """What only a decoded frame tells: its display rotation (a multiple of 90 degrees; phones
+    carry it as a display matrix) and its HDR10 metadata. (0, None) if it cannot be decoded."""
     try:
         for frame in container.decode(stream):
-            return _quarter_turns(frame.rotation) * 90
+            return _quarter_turns(frame.rotation) * 90, _hdr_metadata(frame)
     except AV_ERRORS:
-        return 0
-    return 0
+        return 0, None
+    return 0, None
+
+
+def _hdr_metadata(frame: av.VideoFrame) -> HdrMetadata | None:
+    """Mastering display and content light level side data, as x265 spells them."""
+    from av.sidedata.sidedata import Type
+
+    def ints(kind: Type) -> tuple[int, ...] | None:
+        try:
+            data = frame.side_data[kind]
+        except (KeyError, IndexError, TypeError):
+            return None
+        raw = bytes(data)
+        return struct.unpack(f"<{len(raw) // 4}i", raw[: len(raw) // 4 * 4])
+
+    master, light = ints(Type.MASTERING_DISPLAY_METADATA), ints(Type.CONTENT_LIGHT_LEVEL)
+    display = None
+    if master is not None and len(master) >= 22 and master[20] and master[21]:
+        # AVMasteringDisplayMetadata: (r, g, b) x (x, y), white (x, y), min, max: rationals
+        q = [master[i] / master[i + 1] if master[i + 1] else 0.0 for i in range(0, 20, 2)]
+        c = [round(v * 50000) for v in q[:8]]
+        lum = round(q[9] * 10000), round(q[8] * 10000)
+        display = (
+            f"G({c[2]},{c[3]})B({c[4]},{c[5]})R({c[0]},{c[1]})WP({c[6]},{c[7]})L({lum[0]},{lum[1]})"
+        )
+    cll = f"{light[0]},{light[1]}" if light is not None and len(light) >= 2 else None
+    return HdrMetadata(display, cll) if display or cll else None
 
 
 def _quarter_turns(degrees: float | None) -> int:

@@ -30,7 +30,17 @@ from skipsr_cli.encoding import (
 )
 from skipsr_cli.errors import OutputError
 from skipsr_cli.stream_copy import StreamCopier, packet_seconds
-from skipsr_cli.video_io import AV_ERRORS, open_input, pix_fmt_depth
+from skipsr_cli.video_io import AV_ERRORS, HdrMetadata, open_input, pix_fmt_depth
+
+
+def x265_hdr_params(hdr: HdrMetadata) -> str:
+    """x265's HDR10 parameters for a stream's static metadata."""
+    parts = ["hdr10=1"]
+    if hdr.master_display:
+        parts.append(f"master-display={hdr.master_display}")
+    if hdr.max_cll:
+        parts.append(f"max-cll={hdr.max_cll}")
+    return ":".join(parts)
 
 
 def partial_path(path: Path) -> Path:
@@ -85,6 +95,7 @@ class VideoWriter:
         overwrite: bool = False,
         colour: ColourInfo | None = None,
         sar: Fraction | None = None,
+        hdr: HdrMetadata | None = None,
     ) -> None:
         self.path = Path(path)
         self.width, self.height = width, height
@@ -103,6 +114,7 @@ class VideoWriter:
         validate_encode_options(options, width, height)
         self.colour = output_colour(colour, height) if colour is not None else None
         self.sar = sar  # written as the stream's pixel aspect ratio, so the display shape is kept
+        self.hdr = hdr  # mastering display / content light levels, passed to x265
         self._pix_fmt = resolve_pix_fmt(options)
         # An RGB output format (libx264rgb, ffv1 bgr0) has no matrix: only primaries/transfer apply.
         self._yuv_colour = self.colour is not None and not av.VideoFormat(self._pix_fmt).is_rgb
@@ -118,7 +130,7 @@ class VideoWriter:
                     copy_audio=copy_audio,
                     copy_subtitles=copy_subtitles,
                 )
-                self.warnings = self._copier.warnings
+                self.warnings.extend(self._copier.warnings)
                 if self._copier.timecode:  # the muxer writes its own timecode track from this tag
                     self._video.metadata["timecode"] = self._copier.timecode
             # Open the encoder now, so a bad option fails here rather than after the model ran.
@@ -132,10 +144,21 @@ class VideoWriter:
 
     def _add_video_stream(self, options: EncodeOptions) -> av.VideoStream:
         assert self._output is not None
+        opts = codec_options(options)
+        if self.hdr is not None:
+            if options.codec == "libx265":
+                opts["x265-params"] = ":".join(
+                    p for p in (opts.get("x265-params"), x265_hdr_params(self.hdr)) if p
+                )
+            else:
+                self.warnings.append(
+                    f"HDR mastering display and light level metadata cannot be written by "
+                    f"{options.codec}; left out (--codec libx265 carries them)"
+                )
         stream = self._output.add_stream(
             options.codec,
             rate=self.rate,
-            options=codec_options(options),
+            options=opts,
             width=self.width,
             height=self.height,
             time_base=self.time_base,

@@ -258,3 +258,39 @@ def test_hdr_tags_and_depth_are_carried(debug, tmp_path, transfer):
     run(debug, UpscaleJob(src, out, chunk_frames=3, overlap=0))
     info = probe(out)
     assert info.colour == colour and info.bit_depth == 10
+
+
+MASTER = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,50)"
+
+
+def make_hdr10_clip(path: Path) -> Path:
+    """10-bit HEVC with HDR10 static metadata (x265 writes it as SEI; decoders attach it to frames)."""
+    params = f"hdr10=1:master-display={MASTER}:max-cll=1000,400:log-level=error"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(
+            "libx265", rate=24, options={"preset": "ultrafast", "x265-params": params}
+        )
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p10le"
+        ctx = stream.codec_context
+        ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = 9, 9, 16, 1
+        for i in range(3):
+            rgb = np.full((48, 64, 3), 60 * i + 40, np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p10le")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_hdr10_mastering_metadata_is_carried_by_x265_and_named_otherwise(debug, tmp_path):
+    from skipsr_cli.encoding import EncodeOptions
+
+    src = make_hdr10_clip(tmp_path / "hdr10.mkv")
+    hdr = probe(src).hdr
+    assert hdr is not None and (hdr.master_display, hdr.max_cll) == (MASTER, "1000,400")
+    out = tmp_path / "out.mkv"
+    x265 = EncodeOptions(codec="libx265", crf=20, preset="ultrafast")
+    run(debug, UpscaleJob(src, out, chunk_frames=3, overlap=0, encode=x265))
+    assert probe(out).hdr == hdr
+    plan = prepare(UpscaleJob(src, tmp_path / "x264.mkv", chunk_frames=3, overlap=0))
+    summary = upscale(debug, plan, CPU, torch.float32, emit=lambda e: None)
+    assert any("mastering" in w and "libx264" in w for w in summary.warnings)
