@@ -294,3 +294,33 @@ def test_hdr10_mastering_metadata_is_carried_by_x265_and_named_otherwise(debug, 
     plan = prepare(UpscaleJob(src, tmp_path / "x264.mkv", chunk_frames=3, overlap=0))
     summary = upscale(debug, plan, CPU, torch.float32, emit=lambda e: None)
     assert any("mastering" in w and "libx264" in w for w in summary.warnings)
+
+
+def test_twelve_bit_input_keeps_twelve_bits_with_x265_and_ten_with_x264(debug, tmp_path):
+    from skipsr_cli.encoding import EncodeOptions
+
+    src = tmp_path / "in12.mkv"
+    with av.open(str(src), "w") as out:
+        params = {"preset": "ultrafast", "x265-params": "log-level=error"}
+        stream = out.add_stream("libx265", rate=24, options=params)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p12le"
+        for i in range(2):
+            rgb = np.full((48, 64, 3), 50 * i + 60, np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(stream.encode(None))
+    assert probe(src).bit_depth == 12
+    x265 = EncodeOptions(codec="libx265", crf=20, preset="ultrafast")
+    run(debug, UpscaleJob(src, tmp_path / "a.mkv", chunk_frames=2, overlap=0, encode=x265))
+    assert probe(tmp_path / "a.mkv").pix_fmt == "yuv420p12le"
+    run(debug, UpscaleJob(src, tmp_path / "b.mkv", chunk_frames=2, overlap=0))
+    assert probe(tmp_path / "b.mkv").pix_fmt == "yuv420p10le"  # x264's deepest
+
+
+@pytest.mark.parametrize(
+    "suffix, codec", [(".avi", "mpeg4"), (".webm", "libvpx-vp9"), (".mov", "libx264")]
+)
+def test_other_containers_and_codecs_read(debug, tmp_path, suffix, codec):
+    src = make_clip(tmp_path / f"in{suffix}", frames=4, audio=suffix != ".avi", codec=codec)
+    out = tmp_path / "out.mp4"
+    run(debug, UpscaleJob(src, out, chunk_frames=4, overlap=0))
+    assert probe(out).frame_count == 4 and probe(out).width == 128
