@@ -78,12 +78,17 @@ class SkipSR(nn.Module):
     def forward(self, lr: Tensor, size: tuple[int, int], settings: Settings = Settings()) -> Result:
         """Upscale lr (B, 3, T, h, w) in [0, 1] to `size` = (H, W)."""
         t = lr.shape[2]
-        fill = self._pad(self.upsample(lr, size))  # (B, 3, T', H', W') padded to whole tokens
+        # The fill is made in fp32 and the networks run in their own precision (bf16 on a GPU);
+        # the output gets back the fill's rounding, so a low-precision model changes the picture
+        # only where it means to (10-bit inputs keep their levels). In fp32 this adds exactly 0.
+        exact = self._pad(self.upsample(lr.float(), size))  # (B, 3, T', H', W'), whole tokens
+        fill = exact.to(self.dit.embed.weight.dtype)
         c = self.condition(fill, settings.frame_slice)
         keep = self.predict_keep(c, settings)
         z = self.refine(c, keep, settings)
         hr = self.vae.decode(z, settings.frame_slice, settings.decode_tile, self.guide(fill))
-        hr = ((hr + 1) / 2).clamp(0, 1)[:, :, :t, : size[0], : size[1]]
+        hr = (hr.float() + 1) / 2 + (exact - fill.float())
+        hr = hr.clamp(0, 1)[:, :, :t, : size[0], : size[1]]
         return Result(hr, keep, keep.float().mean().item())
 
     def guide(self, fill: Tensor) -> Tensor | None:

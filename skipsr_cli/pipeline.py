@@ -337,7 +337,8 @@ def run_chunk(
     if stacked.dtype == np.uint16:
         stacked = stacked.astype(np.int32)  # torch has no uint16 arithmetic on every device
     lr = torch.from_numpy(stacked).to(device, non_blocking=True)
-    lr = lr.permute(3, 0, 1, 2)[None].to(torch.float32).div(top).to(dtype)  # (1, 3, T, h, w)
+    # fp32 in: the model makes its fill at full precision and runs its networks in `dtype`
+    lr = lr.permute(3, 0, 1, 2)[None].to(torch.float32).div(top)  # (1, 3, T, h, w)
     try:
         with torch.inference_mode():
             return model(lr, size, settings)
