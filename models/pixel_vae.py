@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.args import VAEArgs
-from models.vae import PixelNorm, ResBlock, _frames, _video
+from models.vae import PixelNorm, ResBlock, _frames, _video, decode_in_tiles
 
 
 class Refiner(nn.Module):
@@ -73,17 +73,5 @@ class PixelVAE(nn.Module):
         return F.pixel_shuffle(z + self.decoder(z), self.args.spatial)
 
     def _tiled(self, z: Tensor, tile: int | None) -> Tensor:
-        rows, cols = z.shape[-2:]
-        if tile is None or (rows <= tile and cols <= tile):
-            return self._decode_frames(z)
-        s, halo = self.args.spatial, self.decoder.halo
-        out = z.new_empty(z.shape[0], 3, rows * s, cols * s)
-        for y in range(0, rows, tile):
-            for x in range(0, cols, tile):
-                y0, x0 = max(0, y - halo), max(0, x - halo)
-                part = self._decode_frames(z[..., y0 : y + tile + halo, x0 : x + tile + halo])
-                ty, tx = min(tile, rows - y), min(tile, cols - x)
-                out[..., y * s : (y + ty) * s, x * s : (x + tx) * s] = part[
-                    ..., (y - y0) * s : (y - y0 + ty) * s, (x - x0) * s : (x - x0 + tx) * s
-                ]
-        return out
+        part = lambda latent, _window: self._decode_frames(latent)  # noqa: E731
+        return decode_in_tiles(z, tile, self.decoder.halo, self.args.spatial, part)

@@ -9,6 +9,8 @@ context at all, and in spatial tiles that overlap by its receptive field.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -171,23 +173,12 @@ class Decoder(nn.Module):
         )  # residual over the fill
 
     def _tiled(self, h: Tensor, tile: int | None, guide: Tensor | None) -> Tensor:
-        rows, cols = h.shape[-2:]
-        if tile is None or (rows <= tile and cols <= tile):
-            return self._per_frame(h, guide)
-        s, halo = self.args.spatial, self.space_halo
-        out = h.new_empty(h.shape[0], 3, h.shape[2], rows * s, cols * s)
-        for y in range(0, rows, tile):
-            for x in range(0, cols, tile):
-                y0, x0 = max(0, y - halo), max(0, x - halo)
-                g = None
-                if guide is not None:
-                    g = guide[..., y0 * s : (y + tile + halo) * s, x0 * s : (x + tile + halo) * s]
-                part = self._per_frame(h[..., y0 : y + tile + halo, x0 : x + tile + halo], g)
-                ty, tx = min(tile, rows - y), min(tile, cols - x)
-                out[..., y * s : (y + ty) * s, x * s : (x + tx) * s] = part[
-                    ..., (y - y0) * s : (y - y0 + ty) * s, (x - x0) * s : (x - x0 + tx) * s
-                ]
-        return out
+        def part(latent: Tensor, window: tuple[slice, slice]) -> Tensor:
+            return self._per_frame(
+                latent, None if guide is None else guide[..., window[0], window[1]]
+            )
+
+        return decode_in_tiles(h, tile, self.space_halo, self.args.spatial, part)
 
     @property
     def space_halo(self) -> int:
@@ -197,6 +188,34 @@ class Decoder(nn.Module):
             scale *= 2
             pixels += 2 * self.args.blocks[level] / scale  # its 3x3 convs, in latent pixels
         return int(pixels + 2.0 / scale) + 1  # + the output and guide convs, + one for rounding
+
+
+def decode_in_tiles(
+    z: Tensor,
+    tile: int | None,
+    halo: int,
+    scale: int,
+    decode: Callable[[Tensor, tuple[slice, slice]], Tensor],
+) -> Tensor:
+    """Decode z (..., rows, cols) in square tiles of `tile` latent cells, each with `halo` cells of
+    context on every side, keeping only each tile's own outputs: exact for a decoder whose receptive
+    field fits in the halo. `decode(part, window)` gets a latent part and the output-pixel window it
+    covers (for a full-resolution guide) and returns (..., part rows * scale, part cols * scale)."""
+    rows, cols = z.shape[-2:]
+    if tile is None or (rows <= tile and cols <= tile):
+        return decode(z, (slice(None), slice(None)))
+    s, out = scale, None
+    for y in range(0, rows, tile):
+        for x in range(0, cols, tile):
+            y0, x0, y1, x1 = max(0, y - halo), max(0, x - halo), y + tile + halo, x + tile + halo
+            part = decode(z[..., y0:y1, x0:x1], (slice(y0 * s, y1 * s), slice(x0 * s, x1 * s)))
+            if out is None:
+                out = part.new_empty(*part.shape[:-2], rows * s, cols * s)
+            ty, tx = min(tile, rows - y), min(tile, cols - x)
+            out[..., y * s : (y + ty) * s, x * s : (x + tx) * s] = part[
+                ..., (y - y0) * s : (y - y0 + ty) * s, (x - x0) * s : (x - x0 + tx) * s
+            ]
+    return out
 
 
 class VAE(nn.Module):
