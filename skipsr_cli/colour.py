@@ -6,6 +6,7 @@ Frames go through the model as RGB; the conversions in and out use the stream's 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,6 +141,18 @@ def rgb_to_ycbcr(rgb: np.ndarray, colour: ColourInfo) -> np.ndarray:
 DEVICE_PIX_FMTS = ("yuv420p", "yuv444p", "yuv420p10le")
 
 
+@functools.lru_cache(maxsize=16)
+def _device_coefficients(
+    colour: ColourInfo, bits: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ycbcr_coefficients as tensors on the device, made once per output rather than per frame
+    (a host-to-device copy per frame would stall the GPU); 8-bit weights take RGB codes 0-255."""
+    weights, offset = ycbcr_coefficients(colour, bits)
+    if bits == 8:
+        weights = weights / 255
+    return torch.from_numpy(weights).to(device), torch.from_numpy(offset).to(device)
+
+
 def rgb_to_planes(image: torch.Tensor, colour: ColourInfo, pix_fmt: str) -> torch.Tensor:
     """(3, H, W) float RGB in [0, 1], on any device -> planes in PyAV's from_ndarray layout:
     (3, H, W) uint8 for yuv444p; for yuv420p (uint8) and yuv420p10le (uint16) (3H/2, W), the Y
@@ -152,18 +165,13 @@ def rgb_to_planes(image: torch.Tensor, colour: ColourInfo, pix_fmt: str) -> torc
     if pix_fmt not in DEVICE_PIX_FMTS:
         raise ValueError(f"no device conversion to {pix_fmt}")
     bits = 10 if pix_fmt == "yuv420p10le" else 8
-    weights, offset = ycbcr_coefficients(colour, bits)
+    w, offset = _device_coefficients(colour, bits, image.device)
     rgb = image.float().clamp(0, 1)
     if bits == 8:  # the host path's arithmetic exactly: 8-bit RGB codes times weights / 255
-        rgb, weights = rgb.mul(255).round(), weights / 255
-    w = torch.from_numpy(weights).to(rgb.device)
-    yuv = (
-        torch.einsum("ij,jhw->ihw", w, rgb) + torch.from_numpy(offset).to(rgb.device)[:, None, None]
-    )
+        rgb = rgb.mul(255).round()
+    yuv = torch.einsum("ij,jhw->ihw", w, rgb) + offset[:, None, None]
     top = 2**bits - 1
-    store = (
-        torch.uint8 if bits == 8 else torch.int32
-    )  # no uint16 arithmetic in torch: cast at the end
+    store = torch.uint8 if bits == 8 else torch.int32  # no uint16 arithmetic: cast at the end
     if pix_fmt == "yuv444p":
         return yuv.add(0.5).floor().clamp(0, top).to(store)
     h, width = yuv.shape[1:]
