@@ -87,10 +87,6 @@ def train_run_command(
         args = PRESETS[model]
     else:
         raise UsageError(f"unknown preset {model!r}")
-    if stage == "vae" and args.vae.kind == "pixel":
-        raise UsageError(
-            "the pixel VAE is exact: train its decoder in the dit stage with --decoder"
-        )
     cfg = TrainConfig(
         stage,
         data,

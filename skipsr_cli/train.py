@@ -25,6 +25,7 @@ from models import ModelArgs, SkipSR
 from models.dit import TokenSet, patchify
 from models.skipsr import compose, token_noise
 from skipsr_cli.checkpoint import load_checkpoint, save_checkpoint
+from skipsr_cli.errors import UsageError
 from skipsr_cli.train_data import ClipPairs, cache_videos
 from skipsr_cli.weights import load_model, save_model
 
@@ -57,7 +58,7 @@ class TrainConfig:
 
 def build(cfg: TrainConfig, device: torch.device) -> SkipSR:
     if cfg.stage == "vae" and cfg.args.vae.kind == "pixel":
-        raise ValueError(
+        raise UsageError(
             "the pixel VAE is exact and has nothing to train alone: "
             "train its decoder with the transformer (stage dit with --decoder)"
         )

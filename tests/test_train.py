@@ -11,6 +11,7 @@ from media import make_clip
 
 from models import PRESETS, DiTArgs, ModelArgs, VAEArgs
 from skipsr_cli.checkpoint import SHARD_BYTES, load_tensors, save_tensors
+from skipsr_cli.errors import UsageError
 from skipsr_cli.train import TrainConfig, train
 from skipsr_cli.train_data import VALIDATION, split, write_jpeg
 
@@ -99,7 +100,7 @@ PIXEL = ModelArgs(
 
 
 def test_pixel_latent_trains_its_decoder_with_the_transformer(pack, tmp_path):
-    with pytest.raises(ValueError, match="nothing to train alone"):
+    with pytest.raises(UsageError, match="nothing to train alone"):
         run(pack, tmp_path / "vae", "vae", 1, args=PIXEL)
     run(pack, tmp_path / "dit", "dit", 3, args=PIXEL, decoder=True)
     state = load_tensors(tmp_path / "dit", ["model-000.safetensors"])
