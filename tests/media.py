@@ -346,21 +346,27 @@ def make_colour_clip(
 FAST = EncodeOptions(preset="ultrafast")
 
 
-def copy_through(
+def writer_like(
     src: Path, dst: Path, options: EncodeOptions = FAST, **kwargs: object
 ) -> VideoWriter:
-    """Decode `src` and re-encode every frame to `dst` with its timestamps and audio."""
+    """A writer for `dst` with the size, rate and time base of `src`."""
     info = probe(src)
-    with VideoWriter(
+    return VideoWriter(
         dst,
         width=info.width,
         height=info.height,
         rate=info.rate,
         time_base=info.time_base,
         options=options,
-        copy_audio_from=src,
         **kwargs,
-    ) as writer:
+    )
+
+
+def copy_through(
+    src: Path, dst: Path, options: EncodeOptions = FAST, **kwargs: object
+) -> VideoWriter:
+    """Decode `src` and re-encode every frame to `dst` with its timestamps and audio."""
+    with writer_like(src, dst, options, copy_audio_from=src, **kwargs) as writer:
         for frame in read_frames(src):
             writer.write(frame.rgb, frame.pts)
     return writer

@@ -15,13 +15,13 @@ from media import (
     copy_through,
     make_colour_clip,
     rgb_to_yuv,
+    writer_like,
     yuv_to_rgb,
 )
 
 from skipsr_cli.colour import ColourInfo, default_matrix
 from skipsr_cli.encoding import EncodeOptions
 from skipsr_cli.video_io import probe, read_frames
-from skipsr_cli.video_writer import VideoWriter
 
 BT601, BT709, BT2020 = 6, 1, 9  # AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic
 LOSSLESS = EncodeOptions(codec="libx264", crf=0, preset="ultrafast", pix_fmt="yuv444p")
@@ -165,19 +165,8 @@ def test_writer_carries_colour_through_420(tmp_path: Path, case: str) -> None:
     colour, rgb = CASES[case], colour_gradient()
     src = _clip(tmp_path, colour, rgb)
     out = tmp_path / "out.mp4"
-    info = probe(src)
     options = EncodeOptions(codec="libx264", crf=0, preset="ultrafast", pix_fmt="yuv420p")
-    with VideoWriter(
-        out,
-        width=info.width,
-        height=info.height,
-        rate=info.rate,
-        time_base=info.time_base,
-        options=options,
-        colour=info.colour,
-    ) as writer:
-        for frame in read_frames(src):
-            writer.write(frame.rgb, frame.pts)
+    copy_through(src, out, options, colour=probe(src).colour)
     assert probe(out).colour == colour
     assert colour_error(_first_rgb(out), rgb) <= 3.0
 
@@ -212,19 +201,10 @@ def test_writer_takes_device_planes_with_the_same_colours(tmp_path: Path, case: 
 
     colour, rgb = CASES[case], colour_gradient()
     src = _clip(tmp_path, colour, rgb)
-    info = probe(src)
     for pix_fmt, bound in (("yuv420p", 3.0), ("yuv444p", 1.0)):
         out = tmp_path / f"out_{pix_fmt}.mp4"
         options = EncodeOptions(codec="libx264", crf=0, preset="ultrafast", pix_fmt=pix_fmt)
-        with VideoWriter(
-            out,
-            width=info.width,
-            height=info.height,
-            rate=info.rate,
-            time_base=info.time_base,
-            options=options,
-            colour=info.colour,
-        ) as writer:
+        with writer_like(src, out, options, colour=probe(src).colour) as writer:
             assert writer.planes_format == pix_fmt
             for frame in read_frames(src):
                 image = torch.from_numpy(frame.rgb).permute(2, 0, 1).float() / 255

@@ -20,6 +20,7 @@ from media import (
     packets_of,
     stream_seconds,
     stream_span,
+    writer_like,
 )
 
 from skipsr_cli.encoding import EncodeOptions, validate_encode_options
@@ -152,18 +153,9 @@ def test_bad_targets_are_refused_before_writing(tmp_path: Path) -> None:
 def test_exception_inside_writer_leaves_nothing_behind(tmp_path: Path) -> None:
     src = make_clip(tmp_path / "in.mp4", frames=30)
     out = tmp_path / "out.mp4"
-    info = probe(src)
     with (
         pytest.raises(RuntimeError, match="model crashed"),
-        VideoWriter(
-            out,
-            width=info.width,
-            height=info.height,
-            rate=info.rate,
-            time_base=info.time_base,
-            options=FAST,
-            copy_audio_from=src,
-        ) as writer,
+        writer_like(src, out, FAST, copy_audio_from=src) as writer,
     ):
         for frame in read_frames(src):
             writer.write(frame.rgb, frame.pts)
