@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from models import SkipSR
@@ -230,7 +229,7 @@ def host_stages(
     conversion and the encoder on them, each alone."""
     import tempfile
 
-    from skipsr_cli.colour import rgb_to_planes
+    from skipsr_cli.pipeline import finish, frames_to_device, write_frame
     from skipsr_cli.video_io import probe, read_frames
     from skipsr_cli.video_writer import VideoWriter
 
@@ -239,43 +238,29 @@ def host_stages(
     rgb = [f.rgb for _, f in zip(range(frames), read_frames(source), strict=False)]
     decode = (time.perf_counter() - t0) * 1000 / len(rgb)
     h, w = out_size
-    with tempfile.TemporaryDirectory() as folder:
-        out = (
-            Path(folder)
-            / f"floor{source.suffix if source.suffix in ('.mp4', '.mkv', '.mov') else '.mkv'}"
-        )
-        with VideoWriter(
-            out,
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        VideoWriter(
+            Path(folder) / "floor.mkv",
             width=w,
             height=h,
             rate=info.rate,
             time_base=None,
             options=options,
             colour=info.colour,
-        ) as writer:
-            pix_fmt = writer.planes_format
-            top = 255 if rgb[0].dtype == np.uint8 else 65535
-            images = [
-                torch.nn.functional.interpolate(
-                    torch.from_numpy(x.astype(np.float32)).to(device).permute(2, 0, 1)[None] / top,
-                    size=out_size,
-                    mode="bicubic",
-                )[0].clamp(0, 1)
-                for x in rgb
-            ]
-            sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-            sync()
-            t0 = time.perf_counter()
-            converted = [
-                rgb_to_planes(img, writer.colour, pix_fmt).cpu().numpy()
-                if pix_fmt
-                else (img.mul(255).round().byte().permute(1, 2, 0).contiguous().cpu().numpy())
-                for img in images
-            ]
-            colour = (time.perf_counter() - t0) * 1000 / len(images)
-            t0 = time.perf_counter()
-            for i, item in enumerate(converted):
-                (writer.write_planes if pix_fmt else writer.write)(item, i)
-            writer.close()
-            encode = (time.perf_counter() - t0) * 1000 / len(converted)
+        ) as writer,
+    ):
+        lr = frames_to_device(rgb, device)
+        images = Resampler()(lr, out_size, Settings()).frames[0].transpose(0, 1)
+        formats = [(writer.colour, writer.planes_format, writer.depth)]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        converted = [finish([image], formats)[0] for image in images]  # as the pipeline does
+        colour = (time.perf_counter() - t0) * 1000 / len(converted)
+        t0 = time.perf_counter()
+        for i, item in enumerate(converted):
+            write_frame(writer, item, i)
+        writer.close()
+        encode = (time.perf_counter() - t0) * 1000 / len(converted)
     return HostStages(round(decode, 3), round(colour, 3), round(encode, 3))

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import typer
@@ -28,6 +27,7 @@ from skipsr_cli.cli_common import (
     pick_dtype,
 )
 from skipsr_cli.errors import InputError, UsageError
+from skipsr_cli.pipeline import frames_to_device
 from skipsr_cli.weights import load_model
 
 bench_app = typer.Typer(
@@ -130,7 +130,7 @@ def bench_model_command(
     rgb = [f.rgb for _, f in zip(range(frames), read_frames(source), strict=False)]
     if len(rgb) < frames:
         raise InputError(f"{source} has {len(rgb)} frames; --frames asks for {frames}")
-    clip = _on_device(rgb, dev)
+    clip = frames_to_device(rgb, dev)
     lr = F.interpolate(
         clip[0].transpose(0, 1), size=(height, width), mode="bicubic", antialias=True
     )
@@ -215,7 +215,7 @@ def bench_run_command(
             )
             runs[name] = upscale(network, prepare(job), dev, dt, emit=lambda e: None)
     rgb = [f.rgb for _, f in zip(range(frames), read_frames(source), strict=False)]
-    lr = _on_device(rgb, dev).to(dt)
+    lr = frames_to_device(rgb, dev).to(dt)
     stages = bench_model(net, lr, out_size, settings, repeats=3, warmup=1)
     host = host_stages(source, frames, out_size, options, dev)
     up, floor = runs["upscale"], runs["floor"]
@@ -260,14 +260,6 @@ def bench_run_command(
 
 # The model's stages named apart from the video's own decode and encode.
 RUN_NAMES = {"encode": "vae_encode", "decode": "vae_decode"}
-
-
-def _on_device(rgb: list[np.ndarray], device: torch.device) -> torch.Tensor:
-    """Frames (H, W, 3) uint8 or uint16 -> (1, 3, T, H, W) float in [0, 1] on the device."""
-    stacked = np.stack(rgb)
-    top = 255 if stacked.dtype == np.uint8 else 65535
-    clip = torch.from_numpy(stacked.astype(np.float32)).to(device)
-    return clip.permute(3, 0, 1, 2)[None] / top
 
 
 def _device_name(device: torch.device) -> str:

@@ -251,10 +251,7 @@ def open_sink(writers: list[Writer], stats: RunStats, chunk_frames: int, overlap
     def encode(item: Finished) -> None:
         images, pts = item
         for writer, image in zip(writers, images, strict=True):
-            if writer.planes_format is None:
-                writer.write(image, pts)
-            else:
-                writer.write_planes(image, pts)
+            write_frame(writer, image, pts)
         stats.frames += 1
 
     if not overlap:
@@ -332,13 +329,8 @@ def run_chunk(
     dtype: torch.dtype,
 ) -> Result:
     """One chunk through the model: uint8 RGB frames -> (1, 3, T, H, W) in [0, 1] on the device."""
-    stacked = np.stack([f.rgb for f in chunk.items])  # (T, h, w, 3) uint8, or uint16 if deeper
-    top = 255 if stacked.dtype == np.uint8 else 65535
-    if stacked.dtype == np.uint16:
-        stacked = stacked.astype(np.int32)  # torch has no uint16 arithmetic on every device
-    lr = torch.from_numpy(stacked).to(device, non_blocking=True)
     # fp32 in: the model makes its fill at full precision and runs its networks in `dtype`
-    lr = lr.permute(3, 0, 1, 2)[None].to(torch.float32).div(top)  # (1, 3, T, h, w)
+    lr = frames_to_device([f.rgb for f in chunk.items], device)
     try:
         with torch.inference_mode():
             return model(lr, size, settings)
@@ -348,6 +340,24 @@ def run_chunk(
         ) from e
     except RuntimeError as e:
         raise ModelError(f"the model failed on frames {chunk.start}-{chunk.stop - 1}: {e}") from e
+
+
+def frames_to_device(rgb: list[np.ndarray], device: torch.device) -> Tensor:
+    """Frames (H, W, 3) uint8, or uint16 for deeper inputs -> (1, 3, T, H, W) fp32 in [0, 1]."""
+    stacked = np.stack(rgb)
+    top = 255 if stacked.dtype == np.uint8 else 65535
+    if stacked.dtype == np.uint16:
+        stacked = stacked.astype(np.int32)  # torch has no uint16 arithmetic on every device
+    clip = torch.from_numpy(stacked).to(device, non_blocking=True)
+    return clip.permute(3, 0, 1, 2)[None].to(torch.float32).div(top)
+
+
+def write_frame(writer: Writer, image: np.ndarray, pts: int | None) -> None:
+    """Hand one finished frame to its writer: device-made planes where it takes them, else RGB."""
+    if writer.planes_format is None:
+        writer.write(image, pts)
+    else:
+        writer.write_planes(image, pts)
 
 
 def skipped_map(model: SkipSR, result: Result, size: tuple[int, int]) -> Tensor:
