@@ -34,13 +34,17 @@ def train_pack_command(
     max_side: Annotated[
         int, typer.Option(help="Photos are downscaled to at most this many pixels.")
     ] = 1280,
+    native_crops: Annotated[
+        int, typer.Option(min=0, help="Crops at full scale from each photo larger than max-side.")
+    ] = 2,
+    crop_side: Annotated[int, typer.Option(min=64, help="Side of those crops in pixels.")] = 384,
 ) -> None:
     """Copy the training split (validation held out), photos downscaled, into a compact folder."""
     from skipsr_cli.train_data import pack
 
     if not source.is_dir():
         raise InputError(f"not a folder: {source}")
-    manifest = pack(source, dest, max_side)
+    manifest = pack(source, dest, max_side, native_crops, crop_side)
     print(f"packed {len(manifest['files'])} files into {dest}")
 
 

@@ -62,15 +62,25 @@ def write_jpeg(image: np.ndarray, path: Path, quality_scale: int = 2) -> None:
     path.write_bytes(data)
 
 
-def pack(root: Path, dest: Path, max_side: int = 1280) -> dict:
+def pack(
+    root: Path, dest: Path, max_side: int = 1280, native_crops: int = 2, crop_side: int = 384
+) -> dict:
     """Copy the training split to `dest`, photos downscaled (antialiased) to at most max_side.
 
     Downscaling makes sharper, cleaner targets and a pack small enough to travel to a GPU machine.
+    Each photo larger than max_side also gives `native_crops` crops at its own scale (at places
+    fixed by its name), so the model also sees detail as soft as a camera's, not only downscaled.
     """
     train, _ = split(root)
     (dest / "images").mkdir(parents=True, exist_ok=True)
     (dest / "videos").mkdir(parents=True, exist_ok=True)
-    manifest = {"source": str(root), "max_side": max_side, "files": []}
+    manifest = {
+        "source": str(root),
+        "max_side": max_side,
+        "native_crops": native_crops,
+        "crop_side": crop_side,
+        "files": [],
+    }
     for path in train:
         rel = path.relative_to(root).as_posix()
         name = rel.replace("/", "__")
@@ -90,10 +100,25 @@ def pack(root: Path, dest: Path, max_side: int = 1280) -> dict:
             write_jpeg(
                 small.mul(255).round().byte().permute(0, 2, 3, 1)[0].numpy(), dest / "images" / name
             )
+            if factor < 1:
+                for i, crop in enumerate(native_scale_crops(image, native_crops, crop_side, rel)):
+                    write_jpeg(crop, dest / "images" / f"{Path(name).stem}__native{i}.jpg")
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         manifest["files"].append({"source": rel, "packed": name, "sha256": digest})
     (dest / "MANIFEST.json").write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+def native_scale_crops(image: np.ndarray, count: int, side: int, key: str) -> list[np.ndarray]:
+    """`count` crops side x side of an (H, W, 3) image at its own scale, at places drawn from `key`."""
+    rng = random.Random(f"native:{key}")
+    h, w = image.shape[:2]
+    side = min(side, h, w)
+    crops = []
+    for _ in range(count):
+        y, x = rng.randrange(h - side + 1), rng.randrange(w - side + 1)
+        crops.append(np.ascontiguousarray(image[y : y + side, x : x + side]))
+    return crops
 
 
 def decode_video(path: Path, scale: float = 1.0) -> np.ndarray:

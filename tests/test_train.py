@@ -13,7 +13,8 @@ from models import PRESETS, DiTArgs, ModelArgs, VAEArgs
 from skipsr_cli.checkpoint import SHARD_BYTES, load_tensors, save_tensors
 from skipsr_cli.errors import UsageError
 from skipsr_cli.train import TrainConfig, train
-from skipsr_cli.train_data import VALIDATION, split, write_jpeg
+from skipsr_cli.train_data import VALIDATION, read_image, split, write_jpeg
+from skipsr_cli.train_data import pack as pack_sources
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +117,38 @@ def test_validation_files_are_held_out(tmp_path):
     train_files, held = split(tmp_path)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in held) == sorted(VALIDATION)
     assert not set(train_files) & set(held) and len(train_files) == 2
+
+
+def test_pack_downscales_photos_and_adds_native_scale_crops(tmp_path):
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 256, (200, 300, 3)).astype(np.uint8)  # larger than max_side
+    small = rng.integers(0, 256, (60, 80, 3)).astype(np.uint8)
+    (tmp_path / "src/images/a").mkdir(parents=True)
+    write_jpeg(big, tmp_path / "src/images/a/big.jpg")
+    write_jpeg(small, tmp_path / "src/images/a/small.jpg")
+    held = tmp_path / "src" / VALIDATION[1]
+    held.parent.mkdir(parents=True)
+    write_jpeg(big, held)
+    manifest = pack_sources(tmp_path / "src", tmp_path / "pack", 150, native_crops=2, crop_side=64)
+    names = sorted(p.name for p in (tmp_path / "pack/images").iterdir())
+    assert names == [
+        "images__a__big.jpg",
+        "images__a__big__native0.jpg",
+        "images__a__big__native1.jpg",
+        "images__a__small.jpg",
+    ]  # the held-out photo is not packed, and a photo within max_side gets no crops
+    assert len(manifest["files"]) == 2
+    assert read_image(tmp_path / "pack/images/images__a__big.jpg").shape == (100, 150, 3)
+    source = read_image(tmp_path / "src/images/a/big.jpg").astype(int)
+    for i in range(2):  # each crop is the source's own pixels, somewhere in it (up to the JPEG)
+        crop = read_image(tmp_path / f"pack/images/images__a__big__native{i}.jpg").astype(int)
+        assert crop.shape == (64, 64, 3)
+        errors = [
+            np.abs(source[y : y + 64, x : x + 64] - crop).mean()
+            for y in range(200 - 63)
+            for x in range(300 - 63)
+        ]
+        assert min(errors) < 6 < np.median(errors)
 
 
 def test_shards_stay_under_the_limit(tmp_path):
