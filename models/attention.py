@@ -37,6 +37,28 @@ class WindowLayout:
         """(length L, (n, L) indices into packed order) per distinct length, for the exact path."""
         return _length_groups(self.cu_seqlens)
 
+    def spans(self, budget: int) -> list[tuple[Tensor, WindowLayout]]:
+        """Runs of whole consecutive windows of at most `budget` tokens (or one window, if longer):
+        each run's token indices and its own layout, packed from 0."""
+        bounds = self.cu_seqlens.tolist()
+        if bounds[-1] <= budget:
+            return [(self.perm, WindowLayout(_identity(self.perm), self.cu_seqlens, self.max_len))]
+        runs, first = [], 0
+        while first < len(bounds) - 1:
+            last = first + 1
+            while last < len(bounds) - 1 and bounds[last + 1] - bounds[first] <= budget:
+                last += 1
+            lo, hi = bounds[first], bounds[last]
+            cu = self.cu_seqlens[first : last + 1] - lo
+            part = WindowLayout(_identity(self.perm[lo:hi]), cu, self.max_len)
+            runs.append((self.perm[lo:hi], part))
+            first = last
+        return runs
+
+
+def _identity(perm: Tensor) -> Tensor:
+    return torch.arange(perm.numel(), device=perm.device)
+
 
 def window_index(
     coords: Tensor, grid: tuple[int, int, int], window: tuple[int, int, int], shifted: bool

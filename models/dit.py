@@ -23,7 +23,7 @@ from models.args import DiTArgs
 from models.attention import WindowLayout, grid_window_attention, pack_windows, varlen_attention
 from models.rope import Rope3D, apply_rope
 
-Attend = Callable[[Tensor, Tensor, Tensor, int], Tensor]  # (q, k, v, layer index) -> out
+SPAN_TOKENS = 1 << 18  # tokens per run of windows through a block (working memory bound)
 
 
 @dataclass(frozen=True)
@@ -140,22 +140,41 @@ class DiT(nn.Module):
         self.out_mod = nn.Linear(args.width, 2 * args.width)
         self.out = nn.Linear(args.width, token_out)
 
-    def forward(self, x_t: Tensor, c: Tensor, t: Tensor, tokens: TokenSet) -> Tensor:
+    def forward(
+        self, x_t: Tensor, c: Tensor, t: Tensor, tokens: TokenSet, span_tokens: int = SPAN_TOKENS
+    ) -> Tensor:
         """Packed kept tokens in, predicted clean tokens out.
 
         x_t, c: (N, C * patch_volume) kept tokens of the noisy and condition latents, in the order of
         tokens.coords; t: (B,) flow time per batch item. Returns x_0 for the kept tokens, (N, C * pv).
+
+        Every block runs window by window: windows partition the tokens, so a block's output for the
+        tokens of some windows depends on those tokens alone. Runs of whole windows of at most
+        `span_tokens` tokens go through each block in turn, which bounds the working memory (a 4K
+        clip has millions of tokens) without changing the result.
         """
-        batch_of = tokens.coords[:, 0]
-        rope = self.rope(tokens.coords[:, 1:])
-        layouts = tokens.layouts
-
-        def attend(q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:
-            layout = layouts[layer % 2]  # regular and shifted windows alternate by layer
-            out = varlen_attention(q[layout.perm], k[layout.perm], v[layout.perm], layout)
-            return torch.empty_like(out).index_copy_(0, layout.perm, out)
-
-        return self._run(x_t, c, t, batch_of if tokens.batch > 1 else None, rope, attend)
+        pv = self.args.patch_volume
+        h = torch.cat(  # embedded in runs: the features are twice the size of the latents
+            [
+                self.embed(
+                    _token_features(x_t[lo : lo + span_tokens], c[lo : lo + span_tokens], pv)
+                )
+                for lo in range(0, x_t.shape[0], span_tokens)
+            ]
+        )  # (N, width)
+        temb = F.silu(self.t_embed(timestep_embedding(t, 256).to(h.dtype)))  # (B, width)
+        mod = self.t_mod(temb).unflatten(-1, (6, -1))  # (B, 6, width)
+        batch_of = tokens.coords[:, 0] if tokens.batch > 1 else None
+        cos, sin = self.rope(tokens.coords[:, 1:])
+        for i, block in enumerate(self.blocks):
+            layout = tokens.layouts[i % 2]  # regular and shifted windows alternate by layer
+            out = torch.empty_like(h)
+            for idx, part in layout.spans(span_tokens):
+                attend = lambda q, k, v, part=part: varlen_attention(q, k, v, part)  # noqa: E731
+                m = mod if batch_of is None else mod[batch_of[idx]]
+                out.index_copy_(0, idx, block(h[idx], m, (cos[idx], sin[idx]), attend))
+            h = out
+        return self._out(h, c, temb, batch_of)
 
     def forward_dense(
         self, x_t: Tensor, c: Tensor, t: Tensor, key_keep: Tensor | None = None
@@ -180,20 +199,15 @@ class DiT(nn.Module):
             out = grid_window_attention(q, k, v, self.args.window, layer % 2 == 1, key_keep)
             return out.reshape(-1, *out.shape[4:])
 
-        flat = self._run(
-            x_t.reshape(-1, x_t.shape[-1]), c.reshape(-1, c.shape[-1]), t, grid[:, 0], rope, attend
-        )
-        return flat.reshape(b, tt, hh, ww, -1)
-
-    def _run(
-        self, x_t: Tensor, c: Tensor, t: Tensor, batch_of: Tensor | None, rope, attend: Attend
-    ) -> Tensor:
+        x_t, c = x_t.reshape(-1, x_t.shape[-1]), c.reshape(-1, c.shape[-1])
         h = self.embed(_token_features(x_t, c, self.args.patch_volume))  # (N, width)
         temb = F.silu(self.t_embed(timestep_embedding(t, 256).to(h.dtype)))  # (B, width)
-        mod = self.t_mod(temb).unflatten(-1, (6, -1))  # (B, 6, width)
-        mod = mod[batch_of] if batch_of is not None else mod  # per token, or broadcast when B == 1
+        mod = self.t_mod(temb).unflatten(-1, (6, -1))[grid[:, 0]]  # (N, 6, width)
         for i, block in enumerate(self.blocks):
             h = block(h, mod, rope, lambda q, k, v, i=i: attend(q, k, v, i))
+        return self._out(h, c, temb, grid[:, 0]).reshape(b, tt, hh, ww, -1)
+
+    def _out(self, h: Tensor, c: Tensor, temb: Tensor, batch_of: Tensor | None) -> Tensor:
         shift, scale = self.out_mod(temb).unflatten(-1, (2, -1)).unbind(-2)  # (B, width) each
         if batch_of is not None:
             shift, scale = shift[batch_of], scale[batch_of]

@@ -12,7 +12,6 @@ over space are exact.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -62,11 +61,13 @@ class PixelVAE(nn.Module):
         if guide is not None:
             raise ValueError("the pixel latent's decoder takes no guide")
         b, t = z.shape[0], z.shape[2]
-        step = frame_slice or t
-        parts = [
-            _video(self._tiled(_frames(z[:, :, s : s + step]), tile), b) for s in range(0, t, step)
-        ]
-        return torch.cat(parts, 2)
+        step, out = frame_slice or t, None
+        for s in range(0, t, step):
+            part = _video(self._tiled(_frames(z[:, :, s : s + step]), tile), b)
+            if out is None:  # filled slice by slice: no list of parts and no concatenated copy
+                out = part.new_empty(*part.shape[:2], t, *part.shape[3:])
+            out[:, :, s : s + step] = part
+        return out
 
     def _decode_frames(self, z: Tensor) -> Tensor:
         z = z / self.args.latent_scale

@@ -29,14 +29,28 @@ class Rope3D(nn.Module):
         self.theta = theta
 
     def forward(self, coords: Tensor) -> tuple[Tensor, Tensor]:
-        angles = []
-        for axis, dim in enumerate(self.dims):
-            # float64 keeps large coordinates (long videos, 4K grids) exact before the cast
-            exponent = torch.arange(0, dim, 2, device=coords.device, dtype=torch.float64) / dim
-            freqs = self.theta**-exponent  # (dim/2,)
-            angles.append(coords[:, axis, None].to(torch.float64) * freqs)  # (N, dim/2)
-        angle = torch.cat(angles, dim=-1)  # (N, head_dim/2)
-        return angle.cos().float(), angle.sin().float()
+        # float64 keeps large coordinates (long videos, 4K grids) exact before the cast; the
+        # tables are made in runs of tokens so the float64 temporaries stay small
+        freqs = torch.cat(
+            [
+                self.theta
+                ** -(torch.arange(0, d, 2, device=coords.device, dtype=torch.float64) / d)
+                for d in self.dims
+            ]
+        )  # (head_dim/2,)
+        axis = torch.repeat_interleave(
+            torch.arange(3, device=coords.device),
+            torch.tensor([d // 2 for d in self.dims], device=coords.device),
+        )  # which coordinate each frequency turns with
+        cos = coords.new_empty(coords.shape[0], freqs.numel(), dtype=torch.float32)
+        sin = torch.empty_like(cos)
+        for lo in range(0, coords.shape[0], _RUN):
+            angle = coords[lo : lo + _RUN, axis].to(torch.float64) * freqs  # (n, head_dim/2)
+            cos[lo : lo + _RUN], sin[lo : lo + _RUN] = angle.cos(), angle.sin()
+        return cos, sin
+
+
+_RUN = 1 << 18
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

@@ -69,7 +69,7 @@ class SkipSR(nn.Module):
         b, t = lr.shape[0], lr.shape[2]
         frames = lr.transpose(1, 2).flatten(0, 1)  # (B*T, 3, h, w)
         up = F.interpolate(frames, size=size, mode="bicubic", align_corners=False, antialias=True)
-        return up.clamp(0, 1).unflatten(0, (b, t)).transpose(1, 2)
+        return up.clamp_(0, 1).unflatten(0, (b, t)).transpose(1, 2)
 
     def condition(self, hr_fill: Tensor, frame_slice: int | None = None) -> Tensor:
         """Condition latent c of the upsampled frames (B, 3, T, H, W) in [0, 1]."""
@@ -81,15 +81,21 @@ class SkipSR(nn.Module):
         # The fill is made in fp32 and the networks run in their own precision (bf16 on a GPU);
         # the output gets back the fill's rounding, so a low-precision model changes the picture
         # only where it means to (10-bit inputs keep their levels). In fp32 this adds exactly 0.
+        # Intermediates are dropped as soon as they are used: at 4K each one is gigabytes.
         exact = self._pad(self.upsample(lr.float(), size))  # (B, 3, T', H', W'), whole tokens
         fill = exact.to(self.dit.embed.weight.dtype)
         c = self.condition(fill, settings.frame_slice)
         keep = self.predict_keep(c, settings)
         z = self.refine(c, keep, settings)
+        del c
         hr = self.vae.decode(z, settings.frame_slice, settings.decode_tile, self.guide(fill))
-        hr = (hr.float() + 1) / 2 + (exact - fill.float())
-        hr = hr.clamp(0, 1)[:, :, :t, : size[0], : size[1]]
-        return Result(hr, keep, keep.float().mean().item())
+        del z
+        for i in range(hr.shape[2]):  # the output overwrites the exact fill, frame by frame
+            frame = exact[:, :, i]
+            frame.copy_((hr[:, :, i].float() + 1) / 2 + (frame - fill[:, :, i].float()))
+        del hr, fill
+        out = exact.clamp_(0, 1)[:, :, :t, : size[0], : size[1]]
+        return Result(out, keep, keep.float().mean().item())
 
     def guide(self, fill: Tensor) -> Tensor | None:
         """What a guided decoder sees besides the latent: the fill in [-1, 1]."""
@@ -109,10 +115,9 @@ class SkipSR(nn.Module):
         if not bool(keep.any()):
             return c
         tokens = TokenSet.from_keep(keep, self.args.dit.window)
-        c_kept = c_grid[keep]  # (N, C*pv), in keep.nonzero() order
         x = token_noise(keep, c_grid.shape[-1], settings.seed, c_grid.dtype)  # x at t = 1
-        x0 = sample(self.dit, x, c_kept, tokens, settings.steps)
-        return compose(c_grid, keep, x0, patch, c.shape[1])
+        x0 = sample(self.dit, x, c_grid[keep], tokens, settings.steps)  # c in keep.nonzero() order
+        return compose(c_grid, keep, x0, patch, c.shape[1], in_place=True)
 
     def _pad(self, x: Tensor) -> Tensor:
         """Replicate-pad time to the VAE's temporal factor and space to whole tokens."""
@@ -138,13 +143,20 @@ def token_noise(keep: Tensor, dim: int, seed: int, dtype: torch.dtype) -> Tensor
     """
     half = (dim + 1) // 2
     places = keep.flatten().nonzero().squeeze(1)  # (N,) index on the full grid
-    pairs = places[:, None] * half + torch.arange(half, device=keep.device)  # (N, half) int64
-    bits = _hash32((pairs + seed * 0x9E3779B1) & _MASK32)
-    u1 = ((bits >> 16).float() + 0.5) / 2**16
-    angle = ((bits & 0xFFFF).float() + 0.5) * (2 * torch.pi / 2**16)
-    radius = torch.sqrt(-2 * torch.log(u1))
-    normal = torch.stack((radius * torch.cos(angle), radius * torch.sin(angle)), dim=-1)
-    return normal.flatten(1)[:, :dim].to(dtype)
+    out = torch.empty(places.numel(), dim, dtype=dtype, device=keep.device)
+    channel = torch.arange(half, device=keep.device)
+    for lo in range(0, places.numel(), _NOISE_RUN):  # int64 temporaries for a run of tokens only
+        pairs = places[lo : lo + _NOISE_RUN, None] * half + channel  # (n, half) int64
+        bits = _hash32((pairs + seed * 0x9E3779B1) & _MASK32)
+        u1 = ((bits >> 16).float() + 0.5) / 2**16
+        angle = ((bits & 0xFFFF).float() + 0.5) * (2 * torch.pi / 2**16)
+        radius = torch.sqrt(-2 * torch.log(u1))
+        normal = torch.stack((radius * torch.cos(angle), radius * torch.sin(angle)), dim=-1)
+        out[lo : lo + _NOISE_RUN] = normal.flatten(1)[:, :dim]
+    return out
+
+
+_NOISE_RUN = 1 << 16
 
 
 _MASK32 = 0xFFFFFFFF
@@ -160,17 +172,24 @@ def _hash32(x: Tensor) -> Tensor:
 def sample(dit: DiT, x: Tensor, c: Tensor, tokens: TokenSet, steps: int) -> Tensor:
     """Euler steps of the flow x_t = (1 - t) x_0 + t noise from t = 1 to 0; returns x_0."""
     times = torch.linspace(1.0, 0.0, steps + 1, device=x.device)
-    for t_now, t_next in zip(times[:-1], times[1:], strict=True):
-        x0 = dit(x, c, t_now.expand(tokens.batch), tokens)
-        velocity = (x - x0) / t_now  # d x_t / dt, from the predicted clean latent
-        x = x + (t_next - t_now) * velocity
+    for i in range(steps):
+        x0 = dit(x, c, times[i].expand(tokens.batch), tokens)
+        if i + 1 < steps:  # the last step lands on t = 0, where x is the predicted x0 itself
+            velocity = (x - x0) / times[i]  # d x_t / dt, from the predicted clean latent
+            x = x + (times[i + 1] - times[i]) * velocity
     return x0
 
 
 def compose(
-    c_grid: Tensor, keep: Tensor, x0: Tensor, patch: tuple[int, int, int], channels: int
+    c_grid: Tensor,
+    keep: Tensor,
+    x0: Tensor,
+    patch: tuple[int, int, int],
+    channels: int,
+    in_place: bool = False,
 ) -> Tensor:
-    """Kept tokens take the transformer's x_0, skipped tokens the condition latent, exactly."""
-    z = c_grid.clone()
+    """Kept tokens take the transformer's x_0, skipped tokens the condition latent, exactly.
+    `in_place` writes into c_grid (a caller that owns it saves a copy)."""
+    z = c_grid if in_place else c_grid.clone()
     z[keep] = x0.to(z.dtype)
     return unpatchify(z, patch, channels)

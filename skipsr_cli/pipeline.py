@@ -305,6 +305,7 @@ def write_chunks(
         decoded = max(decoded, chunk.stop)
         for index, frames in _released(blends, chunk, outputs):
             sink.put((finish(frames, formats), pts.pop(index)))
+        del result, outputs  # the chunk's device memory is free before the next chunk runs
         report()
     for blend in blends:
         blend.close()

@@ -209,6 +209,18 @@ def photo_clip(image: Tensor, frames: int, crop: int, rng: random.Random) -> Ten
     return out.clamp(0, 1)
 
 
+def augment(clip: Tensor, rng: random.Random) -> Tensor:
+    """One of the 8 mirror images and quarter turns of a square clip (T, 3, S, S), with its colour
+    channels in one of the 6 orders: 48 variants of every source, so a few dozen photos and two
+    videos stretch further before the model learns them by heart."""
+    clip = torch.rot90(clip, rng.randrange(4), dims=(-2, -1))
+    if rng.random() < 0.5:
+        clip = clip.flip(-1)
+    order = [0, 1, 2]
+    rng.shuffle(order)
+    return clip[:, order].contiguous()
+
+
 class ClipPairs(IterableDataset):
     """Batches of (hr uint8 (B, T, 3, H, W), lr uint8 (B, T, 3, H/s, W/s), scale) for steps k = start, start+1, ..."""
 
@@ -253,6 +265,7 @@ class ClipPairs(IterableDataset):
                 hr = video_clip(rng.choice(sources.videos), self.frames, self.crop, rng)
             else:
                 hr = photo_clip(rng.choice(sources.images), self.frames, self.crop, rng)
+            hr = augment(hr, rng)
             lr = (
                 random_degrade(hr, scale, rng)
                 if self.degrade

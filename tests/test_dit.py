@@ -140,3 +140,38 @@ def test_token_noise_is_normal_and_keyed_by_place_not_by_mask():
     assert torch.equal(again[before], noise)
     other = token_noise(keep, 48, seed=8, dtype=torch.float64)
     assert abs(torch.corrcoef(torch.stack((noise.flatten(), other.flatten())))[0, 1]) < 0.01
+
+
+@pytest.mark.parametrize("budget", [1, 17, 64])
+def test_blocks_run_window_by_window_with_the_same_result(dit, budget):
+    """Runs of whole windows through each block (the memory bound for 4K) change nothing."""
+    x, c, t = (z.double() for z in make_inputs(seed=4))
+    keep = torch.rand(x.shape[:4], generator=torch.Generator().manual_seed(4)) < 0.6
+    tokens = TokenSet.from_keep(keep, ARGS.window)
+    whole = dit(x[keep], c[keep], t, tokens)
+    runs = dit(x[keep], c[keep], t, tokens, span_tokens=budget)
+    torch.testing.assert_close(runs, whole, rtol=1e-12, atol=1e-12)
+    for layout in tokens.layouts:
+        spans = layout.spans(budget)
+        assert len(spans) > 1
+        covered = torch.cat([idx for idx, _ in spans])
+        assert torch.equal(covered, layout.perm)  # every token once, in window order
+        longest = int((layout.cu_seqlens[1:] - layout.cu_seqlens[:-1]).max())
+        assert all(len(idx) <= max(budget, longest) for idx, _ in spans)
+
+
+def test_rope_tables_and_noise_made_in_runs_equal_one_pass(monkeypatch):
+    import models.rope
+    import models.skipsr
+    from models.rope import Rope3D
+    from models.skipsr import token_noise
+
+    keep = torch.rand(1, 4, 9, 11, generator=torch.Generator().manual_seed(5)) < 0.7
+    coords = keep.nonzero()[:, 1:]
+    rope = Rope3D(ARGS.head_dim)
+    cos, sin = rope(coords)
+    noise = token_noise(keep, 48, seed=3, dtype=torch.float32)
+    monkeypatch.setattr(models.rope, "_RUN", 13)
+    monkeypatch.setattr(models.skipsr, "_NOISE_RUN", 13)
+    assert all(torch.equal(a, b) for a, b in zip(rope(coords), (cos, sin), strict=True))
+    assert torch.equal(token_noise(keep, 48, seed=3, dtype=torch.float32), noise)

@@ -158,3 +158,20 @@ def test_shards_stay_under_the_limit(tmp_path):
     assert all((tmp_path / n).stat().st_size <= SHARD_BYTES + 2**16 for n in names)
     back = load_tensors(tmp_path, names)
     assert all(torch.equal(back[k], v) for k, v in tensors.items())
+
+
+def test_augment_keeps_the_pixels_and_varies_the_view():
+    import random
+
+    from skipsr_cli.train_data import augment
+
+    frame = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
+    clip = torch.stack((frame, frame / 2))
+    views = [augment(clip, random.Random(i)) for i in range(64)]
+    for v in views:  # the same values, moved: a permutation of pixels and of channels
+        assert v.shape == clip.shape
+        assert torch.equal(v.flatten().sort().values, clip.flatten().sort().values)
+        assert torch.equal(v[1], v[0] / 2)  # every frame moved alike
+    distinct = {tuple(v.flatten().tolist()) for v in views}
+    assert len(distinct) > 24  # of the 48 variants, most appear in 64 draws
+    assert torch.equal(augment(clip, random.Random(5)), augment(clip, random.Random(5)))
