@@ -168,11 +168,14 @@ class DiT(nn.Module):
         cos, sin = self.rope(tokens.coords[:, 1:])
         for i, block in enumerate(self.blocks):
             layout = tokens.layouts[i % 2]  # regular and shifted windows alternate by layer
-            out = torch.empty_like(h)
+            out = None
             for idx, part in layout.spans(span_tokens):
                 attend = lambda q, k, v, part=part: varlen_attention(q, k, v, part)  # noqa: E731
                 m = mod if batch_of is None else mod[batch_of[idx]]
-                out.index_copy_(0, idx, block(h[idx], m, (cos[idx], sin[idx]), attend))
+                y = block(h[idx], m, (cos[idx], sin[idx]), attend)
+                if out is None:  # the block's dtype (under autocast it may differ from h's)
+                    out = y.new_empty(h.shape[0], y.shape[1])
+                out.index_copy_(0, idx, y)
             h = out
         return self._out(h, c, temb, batch_of)
 

@@ -175,3 +175,15 @@ def test_rope_tables_and_noise_made_in_runs_equal_one_pass(monkeypatch):
     monkeypatch.setattr(models.skipsr, "_NOISE_RUN", 13)
     assert all(torch.equal(a, b) for a, b in zip(rope(coords), (cos, sin), strict=True))
     assert torch.equal(token_noise(keep, 48, seed=3, dtype=torch.float32), noise)
+
+
+def test_masked_forward_trains_under_autocast():
+    """Training runs the DiT under bf16 autocast with gradients: the window runs must allow both."""
+    dit = randomize(DiT(ARGS), seed=2)
+    x, c, t = make_inputs()
+    keep = torch.rand(x.shape[:4], generator=torch.Generator().manual_seed(6)) < 0.7
+    tokens = TokenSet.from_keep(keep, ARGS.window)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = dit(x[keep], c[keep], t, tokens, span_tokens=20)
+    out.float().square().mean().backward()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in dit.blocks.parameters())
