@@ -221,17 +221,25 @@ class HostStages:
 
     decode_ms: float  # demux + decode + conversion to RGB, per input frame
     colour_ms: float  # RGB -> the output's YCbCr planes on the model's device, and the copy back
-    encode_ms: float  # the encoder alone, on already converted frames (its own threads)
+    encode_ms: float  # the encoder alone (its own threads) on the bicubic frames of the floor
+    encode_model_ms: float  # the same encoder on the model's frames: detail costs encoder time
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def host_stages(
-    source: Path, frames: int, out_size: tuple[int, int], options: EncodeOptions, device
+    source: Path,
+    frames: int,
+    out_size: tuple[int, int],
+    options: EncodeOptions,
+    model: SkipSR,
+    settings: Settings,
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> HostStages:
-    """Decode `frames` frames of `source`, upsample them once (untimed), then time the colour
-    conversion and the encoder on them, each alone."""
+    """Decode `frames` frames of `source`, upsample them with bicubic and with the model (both
+    untimed), then time the colour conversion and the encoder on them, each alone."""
     import tempfile
 
     from skipsr_cli.pipeline import finish, frames_to_device, write_frame
@@ -242,30 +250,38 @@ def host_stages(
     t0 = time.perf_counter()
     rgb = [f.rgb for _, f in zip(range(frames), read_frames(source), strict=False)]
     decode = (time.perf_counter() - t0) * 1000 / len(rgb)
+    lr = frames_to_device(rgb, device)
+    with torch.inference_mode():
+        bicubic = Resampler()(lr, out_size, Settings()).frames[0].transpose(0, 1)
+        upscaled = torch.cat(
+            [
+                model(lr[:, :, i : i + 16].to(dtype), out_size, settings).frames[0].transpose(0, 1)
+                for i in range(0, lr.shape[2], 16)
+            ]
+        )
     h, w = out_size
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        VideoWriter(
-            Path(folder) / "floor.mkv",
-            width=w,
-            height=h,
-            rate=info.rate,
-            time_base=None,
-            options=options,
-            colour=info.colour,
-        ) as writer,
-    ):
-        lr = frames_to_device(rgb, device)
-        images = Resampler()(lr, out_size, Settings()).frames[0].transpose(0, 1)
-        formats = [(writer.colour, writer.planes_format, writer.depth)]
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        converted = [finish([image], formats)[0] for image in images]  # as the pipeline does
-        colour = (time.perf_counter() - t0) * 1000 / len(converted)
-        t0 = time.perf_counter()
-        for i, item in enumerate(converted):
-            write_frame(writer, item, i)
-        writer.close()
-        encode = (time.perf_counter() - t0) * 1000 / len(converted)
-    return HostStages(round(decode, 3), round(colour, 3), round(encode, 3))
+    times = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name, images in (("floor", bicubic), ("model", upscaled)):
+            with VideoWriter(
+                Path(folder) / f"{name}.mkv",
+                width=w,
+                height=h,
+                rate=info.rate,
+                time_base=None,
+                options=options,
+                colour=info.colour,
+            ) as writer:
+                formats = [(writer.colour, writer.planes_format, writer.depth)]
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+                converted = [finish([image], formats)[0] for image in images]  # as the pipeline
+                colour = (time.perf_counter() - t0) * 1000 / len(converted)
+                t0 = time.perf_counter()
+                for i, item in enumerate(converted):
+                    write_frame(writer, item, i)
+                writer.close()
+                times.append((colour, (time.perf_counter() - t0) * 1000 / len(converted)))
+    (colour, encode), (_, encode_model) = times
+    return HostStages(round(decode, 3), round(colour, 3), round(encode, 3), round(encode_model, 3))

@@ -217,7 +217,7 @@ def bench_run_command(
     rgb = [f.rgb for _, f in zip(range(frames), read_frames(source), strict=False)]
     lr = frames_to_device(rgb, dev).to(dt)
     stages = bench_model(net, lr, out_size, settings, repeats=3, warmup=1)
-    host = host_stages(source, frames, out_size, options, dev)
+    host = host_stages(source, frames, out_size, options, net, settings, dev, dt)
     up, floor = runs["upscale"], runs["floor"]
     result = {
         "input": f"{info.width}x{info.height}",
@@ -238,6 +238,7 @@ def bench_run_command(
             **{RUN_NAMES.get(k, k): v for k, v in stages.stage_ms.items()},
             "colour": host.colour_ms,
             "encode": host.encode_ms,
+            "encode_model": host.encode_model_ms,
         },
     }
     if json_out:

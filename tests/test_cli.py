@@ -267,6 +267,6 @@ def test_bench_run_measures_the_upscale_against_its_encode_floor(clip):
     assert abs(result["ratio_to_floor"] - ratio) < 1e-3
     assert list(result["stage_ms"]) == [
         "decode", "upsample", "vae_encode", "predictor", "transformer", "compose",
-        "vae_decode", "colour", "encode",
+        "vae_decode", "colour", "encode", "encode_model",
     ]  # fmt: skip
     assert all(v >= 0 for v in result["stage_ms"].values())
