@@ -32,6 +32,6 @@ with av.open(dst, "w") as out:
     for index, frame in enumerate(frames()):
         if limit is not None and index >= limit:
             break
-        frame.pts = None
+        frame.pts, frame.time_base = index, 1 / Fraction(rate)
         out.mux(stream.encode(frame))
     out.mux(stream.encode(None))

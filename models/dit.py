@@ -23,7 +23,7 @@ from models.args import DiTArgs
 from models.attention import WindowLayout, grid_window_attention, pack_windows, varlen_attention
 from models.rope import Rope3D, apply_rope
 
-SPAN_TOKENS = 1 << 18  # tokens per run of windows through a block (working memory bound)
+SPAN_TOKENS = 1 << 17  # tokens per run of windows through a block (working memory bound)
 
 
 @dataclass(frozen=True)

@@ -92,11 +92,13 @@ class OverlapAdd:
         for j in range(len(chunk.items)):
             index = chunk.start + j
             w = float(weights[j])
+            # A frame of weight 1 is final at once: kept as it is (no copy), released below.
+            part = outputs[j] if w == 1.0 else outputs[j] * w
             if index in self._sum:
-                self._sum[index] = self._sum[index] + outputs[j] * w
+                self._sum[index] = self._sum[index] + part
                 self._weight[index] += w
             else:
-                self._sum[index], self._weight[index] = outputs[j] * w, w
+                self._sum[index], self._weight[index] = part, w
         while self.next < chunk.final_upto:
             yield self.next, self._release(self.next)
             self.next += 1
@@ -107,7 +109,7 @@ class OverlapAdd:
             raise AssertionError(
                 f"frame {index} has weight {weight}, not 1: chunks do not cover it"
             )
-        return total / weight
+        return total if weight == 1.0 else total / weight
 
     def close(self) -> None:
         """Assert every accumulated frame was released."""
