@@ -36,7 +36,7 @@ def train_pack_command(
     ] = 1280,
     native_crops: Annotated[
         int, typer.Option(min=0, help="Crops at full scale from each photo larger than max-side.")
-    ] = 2,
+    ] = 0,
     crop_side: Annotated[int, typer.Option(min=64, help="Side of those crops in pixels.")] = 384,
 ) -> None:
     """Copy the training split (validation held out), photos downscaled, into a compact folder."""
@@ -78,6 +78,13 @@ def train_run_command(
             min=1, max=8, help="Steps per loaded batch, each on a mirrored or turned view."
         ),
     ] = 1,
+    stop_at: Annotated[
+        int | None,
+        typer.Option(min=1, help="End this run at this step (the schedule still spans max-steps)."),
+    ] = None,
+    augment: Annotated[
+        bool, typer.Option(help="Turn, mirror and reorder the colours of every training clip.")
+    ] = True,
 ) -> None:
     """Train one stage for at most --minutes, then checkpoint; run again to resume exactly."""
     from models import PRESETS, ModelArgs
@@ -107,6 +114,8 @@ def train_run_command(
         workers=workers,
         decoder=decoder,
         reuse=reuse,
+        stop_at=stop_at,
+        augment=augment,
     )
     train(cfg, lambda line: print(line, flush=True))
 

@@ -63,7 +63,7 @@ def write_jpeg(image: np.ndarray, path: Path, quality_scale: int = 2) -> None:
 
 
 def pack(
-    root: Path, dest: Path, max_side: int = 1280, native_crops: int = 2, crop_side: int = 384
+    root: Path, dest: Path, max_side: int = 1280, native_crops: int = 0, crop_side: int = 384
 ) -> dict:
     """Copy the training split to `dest`, photos downscaled (antialiased) to at most max_side.
 
@@ -236,6 +236,7 @@ class ClipPairs(IterableDataset):
         scales: tuple[int, ...] = (2, 4),
         video_fraction: float = 0.3,
         degrade: bool = True,
+        augment: bool = True,
     ) -> None:
         super().__init__()
         self.data, self.cache, self.batch, self.frames, self.crop = data, cache, batch, frames, crop
@@ -246,6 +247,7 @@ class ClipPairs(IterableDataset):
             video_fraction,
             degrade,
         )
+        self.augment = augment
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, int]]:
         torch.set_num_threads(1)
@@ -265,7 +267,8 @@ class ClipPairs(IterableDataset):
                 hr = video_clip(rng.choice(sources.videos), self.frames, self.crop, rng)
             else:
                 hr = photo_clip(rng.choice(sources.images), self.frames, self.crop, rng)
-            hr = augment(hr, rng)
+            if self.augment:
+                hr = augment(hr, rng)
             lr = (
                 random_degrade(hr, scale, rng)
                 if self.degrade
