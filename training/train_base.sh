@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
-# Train `base` from scratch. Phases, each time-boxed and resumable:
-#   training/train_base.sh dit MINUTES        the transformer with the pixel latent's decoder; run it
-#                                             until it reports step 8000 (the shipped model: 8.0 then
-#                                             5.8 minutes on one H100)
-#   training/train_base.sh mask MINUTES OUT   the mask predictor on the finished transformer, then
-#                                             bf16 weights with the default tau in OUT/base.safetensors
+# Train `base` from scratch, as the shipped weights were trained. Each phase is resumable: run it
+# again (each run stops after MINUTES, at most 10 on one H100) until it reports its last step.
+#   skipsr train pack shared/data/train .carry/train           the pack (validation held out)
+#   training/train_base.sh dit1 MINUTES    8,000 steps, no augmentation (8.0 + 5.8 min)
+#   training/train_base.sh mask1 MINUTES   1,487 steps of the mask predictor on it (1.5 min)
+#   training/train_base.sh dit2 MINUTES    3,264 steps, augmented, from mask1 (7.0 min)
+#   training/train_base.sh dit3 MINUTES    3,000 steps, augmented, from dit2 (6.2 min)
+#   training/train_base.sh mask MINUTES    1,056 steps of the mask predictor on dit3 (1.2 min)
+#   training/train_base.sh export TAU OUT  bf16 weights with default tau in OUT/base.safetensors
+# The learning rate follows a cosine over --max-steps; --stop-at ends a phase where the shipped run
+# ran out of time. Batches are a function of (seed, step), so worker counts do not change them.
 set -euo pipefail
-PHASE=$1; MINUTES=$2
+PHASE=$1
 CONFIG=training/configs/base.json
 S="python3 -m skipsr_cli.cli"
+run() { $S train run "$@" --data .carry/train --config $CONFIG --workers 15 --frames 4; }
 case $PHASE in
-  dit)
-    $S train run dit --data .carry/train --config $CONFIG --decoder --out ckpt/base/dit \
-      --minutes "$MINUTES" --max-steps 8000 --workers 15 --batch 16 --frames 4 --lr 5e-4 ;;
-  mask)
-    $S train run mask --data .carry/train --config $CONFIG --init ckpt/base/dit.safetensors \
-      --out ckpt/base/mask --minutes "$MINUTES" --workers 15 --batch 16 --frames 4 --lr 1e-3
-    $S train export ckpt/base/mask.safetensors "$3/base.safetensors" --threshold 36 ;;
-  *) echo "usage: $0 dit MINUTES | mask MINUTES OUTDIR" >&2; exit 2 ;;
+  dit1) run dit --decoder --out ckpt/base/dit1 --minutes "$2" --max-steps 8000 --batch 16 \
+          --lr 5e-4 --no-augment ;;
+  mask1) run mask --init ckpt/base/dit1.safetensors --out ckpt/base/mask1 --minutes "$2" \
+          --batch 16 --lr 1e-3 --no-augment --stop-at 1487 ;;
+  dit2) run dit --decoder --init ckpt/base/mask1.safetensors --out ckpt/base/dit2 --minutes "$2" \
+          --max-steps 3500 --stop-at 3264 --batch 32 --lr 2e-4 --seed 7 ;;
+  dit3) run dit --decoder --init ckpt/base/dit2.safetensors --out ckpt/base/dit3 --minutes "$2" \
+          --max-steps 3000 --batch 32 --lr 1.5e-4 --seed 8 ;;
+  mask) run mask --init ckpt/base/dit3.safetensors --out ckpt/base/mask --minutes "$2" \
+          --batch 16 --lr 1e-3 --seed 8 --stop-at 1056 ;;
+  export) $S train export ckpt/base/mask.safetensors "$3/base.safetensors" --threshold "$2" ;;
+  *) echo "usage: $0 dit1|mask1|dit2|dit3|mask MINUTES | export TAU OUTDIR" >&2; exit 2 ;;
 esac
