@@ -37,10 +37,15 @@ class WindowLayout:
         """(length L, (n, L) indices into packed order) per distinct length, for the exact path."""
         return _length_groups(self.cu_seqlens)
 
+    @cached_property
+    def bounds(self) -> list[int]:
+        """cu_seqlens on the host, read once (every layer of this geometry needs it)."""
+        return self.cu_seqlens.tolist()
+
     def spans(self, budget: int) -> list[tuple[Tensor, WindowLayout]]:
         """Runs of whole consecutive windows of at most `budget` tokens (or one window, if longer):
         each run's token indices and its own layout, packed from 0."""
-        bounds = self.cu_seqlens.tolist()
+        bounds = self.bounds
         if bounds[-1] <= budget:
             return [(self.perm, WindowLayout(_identity(self.perm), self.cu_seqlens, self.max_len))]
         runs, first = [], 0
