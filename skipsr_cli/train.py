@@ -207,7 +207,7 @@ def _loop(
     cache_videos(cfg.data, cache)
     pairs = ClipPairs(
         cfg.data,
-        cfg.data / ".cache",
+        cache,
         cfg.batch,
         cfg.frames,
         cfg.crop,
