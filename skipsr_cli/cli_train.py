@@ -85,6 +85,14 @@ def train_run_command(
     augment: Annotated[
         bool, typer.Option(help="Turn, mirror and reorder the colours of every training clip.")
     ] = True,
+    scale: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--scale",
+            "-s",
+            help="A scale to train at; repeat it to weight the draw (-s 2 -s 2 -s 4). Default 2 and 4.",
+        ),
+    ] = None,
 ) -> None:
     """Train one stage for at most --minutes, then checkpoint; run again to resume exactly."""
     from models import PRESETS, ModelArgs
@@ -98,6 +106,9 @@ def train_run_command(
         args = PRESETS[model]
     else:
         raise UsageError(f"unknown preset {model!r}")
+    scales = tuple(scale or (2, 4))
+    if any(s < 2 or crop % s for s in scales):
+        raise UsageError(f"each --scale must be at least 2 and divide --crop {crop}, not {scales}")
     cfg = TrainConfig(
         stage,
         data,
@@ -116,6 +127,7 @@ def train_run_command(
         reuse=reuse,
         stop_at=stop_at,
         augment=augment,
+        scales=scales,
     )
     train(cfg, lambda line: print(line, flush=True))
 

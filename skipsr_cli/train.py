@@ -26,7 +26,7 @@ from models.dit import TokenSet, patchify
 from models.skipsr import compose, token_noise
 from skipsr_cli.checkpoint import load_checkpoint, save_checkpoint
 from skipsr_cli.errors import UsageError
-from skipsr_cli.train_data import ClipPairs, cache_videos
+from skipsr_cli.train_data import ClipPairs, cache_videos, check_pack
 from skipsr_cli.weights import load_model, save_model
 
 STAGES = ("vae", "dit", "mask")
@@ -58,6 +58,7 @@ class TrainConfig:
     # model otherwise learns them by heart (held-out x2 clean went from 0.33 dB below lanczos to
     # 0.45 above when a fine-tune switched this on)
     augment: bool = True
+    scales: tuple[int, ...] = (2, 4)  # drawn uniformly per batch: repeat one to weight it
 
 
 def build(cfg: TrainConfig, device: torch.device) -> SkipSR:
@@ -180,6 +181,7 @@ LOSSES: dict[str, Callable] = {"vae": vae_loss, "dit": dit_loss, "mask": mask_lo
 
 def train(cfg: TrainConfig, log: Callable[[str], None]) -> int:
     """One run of at most cfg.minutes; returns the step reached. Resumes from cfg.out if present."""
+    check_pack(cfg.data)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda" and cfg.workers:
         # The data workers take nearly every core; host-side ops of this process (masks, the
@@ -213,6 +215,7 @@ def _loop(
         cfg.crop,
         cfg.seed,
         start=step // cfg.reuse,
+        scales=cfg.scales,
         augment=cfg.augment,
     )
     loader = DataLoader(

@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
 from skipsr_cli.degrade import from_uint8, random_degrade, resize
+from skipsr_cli.errors import InputError
 
 # Held out: never trained on, used for every validation figure.
 VALIDATION = (
@@ -107,6 +108,14 @@ def pack(
         manifest["files"].append({"source": rel, "packed": name, "sha256": digest})
     (dest / "MANIFEST.json").write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+def check_pack(data: Path) -> None:
+    """A clear error unless `data` is a pack with at least one photo or video to train on."""
+    if not (data / "images").is_dir() or not (data / "videos").is_dir():
+        raise InputError(f"{data} is not a training pack: make one with `skipsr train pack`")
+    if not any((data / "images").glob("*.jpg")) and not any((data / "videos").iterdir()):
+        raise InputError(f"the training pack {data} holds no photos and no videos")
 
 
 def native_scale_crops(image: np.ndarray, count: int, side: int, key: str) -> list[np.ndarray]:

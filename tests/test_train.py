@@ -175,3 +175,33 @@ def test_augment_keeps_the_pixels_and_varies_the_view():
     distinct = {tuple(v.flatten().tolist()) for v in views}
     assert len(distinct) > 24  # of the 48 variants, most appear in 64 draws
     assert torch.equal(augment(clip, random.Random(5)), augment(clip, random.Random(5)))
+
+
+def test_repeated_scales_weight_the_draw(pack, tmp_path):
+    import random
+
+    from skipsr_cli.train_data import ClipPairs, Sources
+
+    pairs = ClipPairs(pack, tmp_path / "cache", 1, 2, 32, 0, 0, scales=(2, 2, 4), degrade=False)
+    from skipsr_cli.train_data import cache_videos
+
+    cache_videos(pack, tmp_path / "cache")
+    sources = Sources(pack, tmp_path / "cache")
+    drawn = [pairs.make_batch(sources, random.Random(k)) for k in range(60)]
+    for hr, lr, scale in drawn:
+        assert lr.shape[-1] * scale == hr.shape[-1] == 32
+    twos = sum(scale == 2 for _, _, scale in drawn)
+    assert 30 <= twos <= 50  # about 40 of 60 at x2 when 2 is listed twice
+
+
+def test_train_run_rejects_a_bad_scale_and_a_folder_that_is_not_a_pack(pack, tmp_path):
+    from typer.testing import CliRunner
+
+    from skipsr_cli.cli import app
+
+    base = ["train", "run", "dit", "--out", str(tmp_path / "o")]
+    r = CliRunner().invoke(app, [*base, "--data", str(pack), "-s", "5"])
+    assert r.exit_code == 2 and "--scale" in r.output
+    r = CliRunner().invoke(app, [*base, "--data", str(tmp_path)])
+    assert r.exit_code == 3 and "not a training pack" in r.output
+    assert not (tmp_path / "o").exists()
