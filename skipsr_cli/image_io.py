@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import tempfile
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -34,10 +36,17 @@ def _number(path: Path) -> int | None:
 
 
 def sequence_files(path: Path) -> list[Path] | None:
-    """The frames of an image-sequence input in order, or None when `path` is not one.
+    """The frames of an image-sequence input in order, or None when `path` is not one."""
+    frames = sequence_frames(path)
+    return None if frames is None else [p for _, p in frames]
+
+
+def sequence_frames(path: Path) -> list[tuple[int, Path]] | None:
+    """(frame number, file) of an image-sequence input in order, or None when `path` is not one.
 
     A folder: its image files, which must carry a number in their names (ordered by it). A printf
-    pattern (``%d``, ``%04d``): the files it matches, in numeric order.
+    pattern (``%d``, ``%04d``): the files it matches, in numeric order. A file that exists is read
+    as that file, even with a ``%d`` in its name.
     """
     path = Path(path)
     if path.is_dir():
@@ -47,9 +56,9 @@ def sequence_files(path: Path) -> list[Path] | None:
         unnumbered = [p.name for p in files if _number(p) is None]
         if unnumbered:
             raise InputError(f"{path}: image {unnumbered[0]} has no frame number in its name")
-        return sorted(files, key=lambda p: (_number(p), p.name))
+        return sorted(((_number(p), p) for p in files), key=lambda f: (f[0], f[1].name))
     match = re.search(r"%0?(\d*)d", path.name)
-    if match is None:
+    if match is None or path.is_file():
         return None
     head, tail = path.name[: match.start()], path.name[match.end() :]
     width = int(match.group(1) or 0)
@@ -62,7 +71,7 @@ def sequence_files(path: Path) -> list[Path] | None:
     )
     if not found:
         raise InputError(f"no files match the pattern {path}")
-    return [p for _, p in found]
+    return found
 
 
 def read_image(path: Path) -> av.VideoFrame:
@@ -108,6 +117,7 @@ class ImageWriter:
         frames: int | None,
         overwrite: bool = False,
         skipped_streams: list[str] | None = None,
+        numbers: Sequence[int] | None = None,
     ) -> None:
         if pix_fmt not in PNG_FORMATS:
             raise UsageError(f"PNG frames are rgb24 or rgb48be, not {pix_fmt}")
@@ -121,9 +131,17 @@ class ImageWriter:
         if not self.folder.is_dir():
             raise OutputError(f"cannot write {self.path}: folder {self.folder} does not exist")
         self._overwrite = overwrite
-        self._temp = self.folder / f".{self.path.name or 'frames'}.skipsr-partial"
-        shutil.rmtree(self._temp, ignore_errors=True)
-        self._temp.mkdir()
+        self._numbers = numbers  # the input sequence's frame numbers name the output's frames
+        try:  # a fresh hidden folder: never one that exists, and a read-only target fails here
+            self._temp = Path(
+                tempfile.mkdtemp(
+                    prefix=f".{self.path.name or 'frames'}.",
+                    suffix=".skipsr-partial",
+                    dir=self.folder,
+                )
+            )
+        except OSError as e:
+            raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from e
         self._written: list[str] = []
         self.colour = None  # PNG frames are RGB: no matrix, no range
         self.planes_format = None
@@ -136,12 +154,20 @@ class ImageWriter:
         self.frames_written = 0
 
     def _name(self, index: int) -> str:
-        return self.path.name if self.pattern is None else self.pattern % index
+        if self.pattern is None:
+            return self.path.name
+        numbers = self._numbers
+        return self.pattern % (numbers[index] if numbers and index < len(numbers) else index)
 
     def write(self, rgb: np.ndarray, pts: int | None = None) -> None:
         """Encode one (H, W, 3) uint8 or uint16 RGB frame as the next PNG."""
         if rgb.shape != (self.height, self.width, 3):
             raise ValueError(f"expected a ({self.height}, {self.width}, 3) frame, got {rgb.shape}")
+        if self.pattern is None and self.frames_written:  # a frame count the input did not tell
+            raise UsageError(
+                f"{self.path} is one PNG but the input has more than one frame: give a pattern "
+                f"such as {self.path.with_name(self.path.stem + '_%06d.png')} or a folder ending in /"
+            )
         source = "rgb24" if rgb.dtype == np.uint8 else "rgb48le"
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format=source)
         name = self._name(self.frames_written)

@@ -9,7 +9,8 @@ overlap with the model, which stays on the calling thread.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -104,12 +105,14 @@ def prepare(job: UpscaleJob) -> Plan:
         if is_image_output(path):
             if job.encode.pix_fmt not in (None, *PNG_FORMATS):
                 raise UsageError(f"PNG frames are rgb24 or rgb48be, not {job.encode.pix_fmt}")
-            check_frames_target(path, info.frame_count, job.overwrite)
+            check_frames_target(path, info.frame_count, job.overwrite, info.frame_numbers)
+            check_writable(path, frame_paths(path, info.frame_count)[0])
             continue
         if path.exists() and not job.overwrite:
             raise OutputError(f"output exists: {path} (pass --overwrite to replace it)")
         if not path.parent.exists():
             raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
+        check_writable(path, path.parent)
     if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
         raise UsageError("--mask-out must differ from the output path")
     return Plan(job, info, (out_w, out_h))
@@ -205,6 +208,7 @@ def open_writers(
             frames=info.frame_count,
             overwrite=job.overwrite,
             skipped_streams=audio if job.copy_audio else [],
+            numbers=info.frame_numbers,
         )
 
     writers = [stack.enter_context(writer(job.output, copy=True))]
@@ -213,14 +217,24 @@ def open_writers(
     return writers
 
 
-def check_frames_target(path: Path, frames: int | None, overwrite: bool) -> None:
+def check_writable(path: Path, folder: Path) -> None:
+    """Refuse an output whose folder we may not create files in (read-only mount, permissions)."""
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path}: folder {folder} is not writable")
+
+
+def check_frames_target(
+    path: Path, frames: int | None, overwrite: bool, numbers: Sequence[int] | None = None
+) -> None:
     """Refuse a PNG-frames output that cannot be written, before any model work."""
     folder, pattern = frame_paths(path, frames)
     if pattern != FOLDER_PATTERN and not folder.is_dir():
         raise OutputError(f"cannot write {path}: folder {folder} does not exist")
     if overwrite or not folder.is_dir():
         return
-    names = [path.name] if pattern is None else [pattern % i for i in range(frames or 1)]
+    names = (
+        [path.name] if pattern is None else [pattern % i for i in (numbers or range(frames or 1))]
+    )
     clash = next((n for n in names if (folder / n).exists()), None)
     if clash is not None:
         raise OutputError(f"output exists: {folder / clash} (pass --overwrite to replace it)")

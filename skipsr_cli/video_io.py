@@ -51,6 +51,7 @@ class VideoInfo:
     # Frames are read already turned, and width/height/sar describe the picture as displayed.
     rotation: int = 0
     sequence: bool = False  # a numbered image sequence (no other streams, no container)
+    frame_numbers: tuple[int, ...] | None = None  # a sequence's numbers, for the output's names
     hdr: HdrMetadata | None = None  # mastering display and content light levels, if any
 
 
@@ -124,12 +125,12 @@ def _stream_duration(
 
 def probe(path: Path) -> VideoInfo:
     """Read what the pipeline needs to plan its work (decoding at most the first frame)."""
-    from skipsr_cli.image_io import sequence_files
+    from skipsr_cli.image_io import sequence_frames
 
     path = Path(path)
-    files = sequence_files(path)
-    if files is not None:
-        return _probe_sequence(path, files)
+    frames = sequence_frames(path)
+    if frames is not None:
+        return _probe_sequence(path, frames)
     container = open_input(path)
     with container:
         stream = _video_stream(container, path)
@@ -164,9 +165,11 @@ def probe(path: Path) -> VideoInfo:
         )
 
 
-def _probe_sequence(path: Path, files: list[Path]) -> VideoInfo:
+def _probe_sequence(path: Path, frames: list[tuple[int, Path]]) -> VideoInfo:
     from skipsr_cli.image_io import SEQUENCE_RATE, read_image
 
+    files = [p for _, p in frames]
+    numbers = tuple(n for n, _ in frames)
     first = read_image(files[0])
     return VideoInfo(
         path=path,
@@ -182,6 +185,8 @@ def _probe_sequence(path: Path, files: list[Path]) -> VideoInfo:
         colour=ColourInfo.of(first),
         bit_depth=pix_fmt_depth(first.format.name),
         sequence=True,
+        # the output's frames keep these numbers when they are distinct and increasing
+        frame_numbers=numbers if list(numbers) == sorted(set(numbers)) else None,
     )
 
 

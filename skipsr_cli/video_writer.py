@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from fractions import Fraction
 from pathlib import Path
 
@@ -44,9 +45,23 @@ def x265_hdr_params(hdr: HdrMetadata) -> str:
 
 
 def partial_path(path: Path) -> Path:
-    """Where output is written until complete: same directory (so the rename is atomic), same
-    extension (so FFmpeg still guesses the container), a name the project's .gitignore ignores."""
-    return path.with_name(f"{path.stem}.skipsr-partial{path.suffix}")
+    """Create the file that output is written to until complete, and return its path.
+
+    Same directory (so the rename is atomic), same extension (so FFmpeg still guesses the
+    container), a hidden name the project's .gitignore ignores, and made with O_EXCL under a random
+    name: it can never be an existing file, the input included. A folder we cannot write to fails
+    here, before any work is done.
+    """
+    for _ in range(100):
+        temp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.skipsr-partial{path.suffix}")
+        try:  # mode 0o666 less the umask, as any new file (mkstemp would make it 0o600)
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+        return temp
+    raise OutputError(f"cannot write {path}: no free temporary name beside it")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -103,7 +118,7 @@ class VideoWriter:
         self.time_base = Fraction(time_base) if time_base else 1 / self.rate
         self.frames_written = 0
         self._overwrite = overwrite
-        self._temp = partial_path(self.path)
+        self._temp: Path | None = None  # made once the target is checked
         self._output: av.container.OutputContainer | None = None
         self._copier: StreamCopier | None = None
         # One line per stream of the source that the output cannot hold and that was left out.
@@ -119,6 +134,7 @@ class VideoWriter:
         # An RGB output format (libx264rgb, ffv1 bgr0) has no matrix: only primaries/transfer apply.
         self._yuv_colour = self.colour is not None and not av.VideoFormat(self._pix_fmt).is_rgb
         _check_target(self.path, copy_audio_from, overwrite)
+        self._temp = partial_path(self.path)
         try:
             self._output = av.open(str(self._temp), "w")
             self._video = self._add_video_stream(options)
@@ -322,8 +338,9 @@ class VideoWriter:
             if closable is not None:
                 with contextlib.suppress(Exception):
                     closable.close()
-        with contextlib.suppress(OSError):
-            self._temp.unlink(missing_ok=True)
+        if self._temp is not None:
+            with contextlib.suppress(OSError):
+                self._temp.unlink(missing_ok=True)
 
     def __enter__(self) -> VideoWriter:
         return self

@@ -270,3 +270,16 @@ def test_bench_run_measures_the_upscale_against_its_encode_floor(clip):
         "vae_decode", "colour", "encode", "encode_model",
     ]  # fmt: skip
     assert all(v >= 0 for v in result["stage_ms"].values())
+
+
+def test_an_output_folder_that_is_not_writable_fails_before_the_model(clip, tmp_path, monkeypatch):
+    from skipsr_cli.errors import OutputError
+    from skipsr_cli.pipeline import UpscaleJob, prepare
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != folder and real(p, mode))
+    for out in (folder / "out.mp4", folder / "f_%03d.png"):
+        with pytest.raises(OutputError, match="not writable"):
+            prepare(UpscaleJob(clip, out))

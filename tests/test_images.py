@@ -69,14 +69,20 @@ def test_a_folder_of_numbered_images_reads_in_numeric_order(tmp_path):
 
 
 def test_a_pattern_sequence_to_png_frames_and_to_video(debug, tmp_path):
-    for n in range(3):
+    for n in (1, 2, 5):  # the output's frames keep the input's numbers, gaps included
         write_png(tmp_path / f"f_{n:04d}.png", picture(n))
     pattern = tmp_path / "f_%04d.png"
     out = tmp_path / "up"
     out.mkdir()
     run(debug, UpscaleJob(pattern, out, chunk_frames=3, overlap=0))
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["frame_000000.png", "frame_000001.png", "frame_000002.png"]
+    assert names == ["frame_000001.png", "frame_000002.png", "frame_000005.png"]
+    run(debug, UpscaleJob(pattern, tmp_path / "big_%03d.png", chunk_frames=3, overlap=0))
+    assert sorted(p.name for p in tmp_path.glob("big_*")) == [
+        "big_001.png",
+        "big_002.png",
+        "big_005.png",
+    ]
     video = tmp_path / "seq.mp4"
     run(debug, UpscaleJob(pattern, video, chunk_frames=3, overlap=0))
     assert probe(video).frame_count == 3 and probe(video).width == 128
@@ -125,3 +131,31 @@ def test_bad_sequences_get_clear_errors(tmp_path):
     empty.mkdir()
     with pytest.raises(InputError, match="no images"):
         probe(empty)
+
+
+def test_an_existing_file_with_a_percent_in_its_name_is_that_file(debug, tmp_path):
+    src = write_png(tmp_path / "100%done.png", picture(4))
+    assert sequence_files(src) is None and probe(src).width == 64
+    run(debug, UpscaleJob(src, tmp_path / "out.png"))
+    assert read_png(tmp_path / "out.png").shape == (96, 128, 3)
+
+
+def test_one_png_for_an_input_of_unknown_length_fails_and_leaves_nothing(debug, tmp_path):
+    src = tmp_path / "raw.h264"  # a raw stream: no container, so no frame count before decoding
+    with av.open(str(src), "w", format="h264") as out:
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(4):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(picture(i), format="rgb24")))
+        out.mux(stream.encode())
+    assert probe(src).frame_count is None
+    with pytest.raises(UsageError, match="more than one frame"):
+        run(debug, UpscaleJob(src, tmp_path / "one.png", chunk_frames=2, overlap=0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.h264"]
+
+
+def test_png_frames_into_a_folder_that_cannot_be_written_fail_before_any_work(tmp_path):
+    from skipsr_cli.image_io import ImageWriter
+
+    with pytest.raises(OutputError, match="cannot write"):
+        ImageWriter(tmp_path / "gone" / "f_%03d.png", width=8, height=8, pix_fmt="rgb24", frames=2)

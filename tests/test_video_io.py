@@ -160,7 +160,7 @@ def test_exception_inside_writer_leaves_nothing_behind(tmp_path: Path) -> None:
         for frame in read_frames(src):
             writer.write(frame.rgb, frame.pts)
             if frame.index == 25:  # late enough that the encoder has emitted packets
-                assert partial_path(out).exists() and not out.exists()
+                assert writer._temp.exists() and not out.exists()
                 raise RuntimeError("model crashed")
     assert not out.exists()
     assert _leftovers(tmp_path) == []
@@ -342,3 +342,26 @@ def test_copy_audio_false_leaves_the_audio_out(tmp_path: Path) -> None:
     assert copy_through(src, out, copy_audio=False).warnings == []
     assert [s[0] for s in _streams(out)] == ["video", "subtitle"]
     assert packets_of(out, "subtitles") == [b"Hello", b"World"]
+
+
+def test_the_partial_file_is_never_an_existing_file(tmp_path: Path) -> None:
+    # An input named as the partial file once was (stem.skipsr-partial.ext) must survive a run.
+    src = make_clip(tmp_path / "L.skipsr-partial.mp4", frames=6)
+    before = src.read_bytes()
+    out = tmp_path / "L.mp4"
+    with writer_like(src, out, FAST, copy_audio_from=src) as writer:
+        for frame in read_frames(src):
+            writer.write(frame.rgb, frame.pts)
+    assert src.read_bytes() == before and probe(out).frame_count == 6
+    temps = {partial_path(out) for _ in range(20)}
+    assert len(temps) == 20 and all(t.exists() and t.parent == tmp_path for t in temps)
+    assert all(t.name.startswith(".L.") and t.suffix == ".mp4" for t in temps)
+
+
+def test_a_folder_that_refuses_files_fails_when_the_writer_opens(tmp_path, monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("skipsr_cli.video_writer.os.open", refuse)
+    with pytest.raises(OutputError, match="cannot write .*Permission denied"):
+        partial_path(tmp_path / "out.mp4")
