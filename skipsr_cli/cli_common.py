@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -24,10 +27,14 @@ def exit_codes(command: Callable) -> Callable:
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with _terminate_like_interrupt():
+                return command(*args, **kwargs)
         except KeyboardInterrupt:
             print("skipsr: interrupted; no output was left behind", file=sys.stderr)
             raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except Terminated:
+            print("skipsr: terminated (SIGTERM); no output was left behind", file=sys.stderr)
+            raise typer.Exit(ExitCode.TERMINATED) from None
         except SkipSRError as e:
             _report(e, str(e))
             raise typer.Exit(e.exit_code) from None
@@ -38,6 +45,28 @@ def exit_codes(command: Callable) -> Callable:
             raise typer.Exit(ExitCode.INTERNAL) from None
 
     return wrapper
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread: it unwinds like Ctrl-C, so every writer cleans up."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _terminate_like_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM (what `timeout`, `docker stop` and schedulers send) raises
+    Terminated instead of killing the process with its partial files on disk."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _report(error: BaseException, message: str) -> None:

@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     MODEL = 4  # weights missing, corrupt or incompatible; a model failure (e.g. out of memory)
     OUTPUT = 5  # the output cannot be written or encoded (exists, bad encoder option, disk full)
     INTERRUPTED = 130  # Ctrl-C / SIGINT, as shells report it
+    TERMINATED = 143  # SIGTERM (timeout, docker stop, a farm's scheduler), as shells report it
 
 
 class SkipSRError(Exception):

@@ -283,3 +283,26 @@ def test_an_output_folder_that_is_not_writable_fails_before_the_model(clip, tmp_
     for out in (folder / "out.mp4", folder / "f_%03d.png"):
         with pytest.raises(OutputError, match="not writable"):
             prepare(UpscaleJob(clip, out))
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_mid_run_leaves_nothing_behind(tmp_path, sig, code):
+    import signal
+    import time
+
+    src = make_clip(tmp_path / "long.mp4", width=128, height=96, frames=300, audio=True)
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen(
+        [skipsr_exe(), "upscale", src, out, *DEBUG, "--preset", "ultrafast", "-q"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("*skipsr-partial*")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.01)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "no output was left behind" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]
