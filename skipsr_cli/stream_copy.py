@@ -62,6 +62,16 @@ def _fits(stream: av.stream.Stream, format_name: str) -> bool:
             probe.close()
 
 
+def _is_cover(stream: av.stream.Stream) -> bool:
+    return bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def _takes_attachments(format_name: str) -> bool:
+    """Matroska keeps attachment streams; WebM drops them without a word, and mp4, mov and the
+    rest have none."""
+    return format_name == "matroska"
+
+
 class StreamCopier:
     """Remuxes the chosen streams of a source, packet for packet, into an output container.
 
@@ -87,6 +97,7 @@ class StreamCopier:
         # is not copied: the writer tags the new video stream with it and the muxer makes its own
         # track (a copied timecode track makes the mov muxer fail at the trailer).
         self.timecode: str | None = None
+        main = next((v for v in source.streams.video if not _is_cover(v)), None)
         try:
             self._copy_tags_and_chapters()
             wanted = {"audio": copy_audio, "subtitle": copy_subtitles, "data": copy_data}
@@ -97,8 +108,15 @@ class StreamCopier:
                     self.timecode = self.timecode or timecode
                     if s.type == "data":
                         continue
+                if s.type == "attachment":
+                    self._copy_attachment(s, suffix)
+                    continue
+                if s.type == "video" and s is not main:
+                    what = "cover art" if _is_cover(s) else "another video"
+                    self.warnings.append(f"{describe(s)} is {what}, not upscaled; left out")
+                    continue
                 if not wanted.get(s.type, False):
-                    continue  # the video itself, attachments, cover art, or left out by choice
+                    continue  # the video itself, or left out by choice
                 if not _fits(s, output.format.name):
                     self.warnings.append(f"{describe(s)} cannot be stored in {suffix}; left out")
                     continue
@@ -116,6 +134,20 @@ class StreamCopier:
         chapters = self._input.chapters()
         if chapters:
             self._output.set_chapters(chapters)
+
+    def _copy_attachment(self, stream: av.stream.Stream, suffix: str) -> None:
+        """An attached file (a subtitle's font, a cover image in Matroska) goes into the header
+        where the container takes attachments; elsewhere it is left out with a warning."""
+        name, mimetype = getattr(stream, "name", None), getattr(stream, "mimetype", None)
+        data = getattr(stream, "data", None)
+        label = f"attachment stream {stream.index} ({name or 'unnamed'})"
+        if not name or not mimetype or data is None:
+            self.warnings.append(f"{label} has no name, type or data; left out")
+            return
+        if not _takes_attachments(self._output.format.name):
+            self.warnings.append(f"{label} cannot be stored in {suffix}; left out")
+            return
+        self._output.add_attachment(name, mimetype, bytes(data))
 
     def _add_copy(self, template: av.stream.Stream) -> av.stream.Stream:
         stream = self._output.add_stream_from_template(template)

@@ -365,3 +365,32 @@ def test_a_folder_that_refuses_files_fails_when_the_writer_opens(tmp_path, monke
     monkeypatch.setattr("skipsr_cli.video_writer.os.open", refuse)
     with pytest.raises(OutputError, match="cannot write .*Permission denied"):
         partial_path(tmp_path / "out.mp4")
+
+
+def test_attachments_are_kept_in_mkv_and_other_videos_are_named(tmp_path: Path) -> None:
+    src = tmp_path / "multi.mkv"
+    with av.open(str(src), "w") as out:
+        main, other = out.add_stream("libx264", rate=25), out.add_stream("libx264", rate=25)
+        for stream, side in ((main, 64), (other, 32)):
+            stream.width = stream.height = side
+            stream.pix_fmt = "yuv420p"
+        out.add_attachment("font.ttf", "font/ttf", b"glyphs" * 20)
+        for i in range(4):
+            for stream, side in ((main, 64), (other, 32)):
+                frame = av.VideoFrame.from_ndarray(
+                    np.full((side, side, 3), 40 * i, np.uint8), format="rgb24"
+                )
+                frame.pts = i
+                out.mux(stream.encode(frame))
+        for stream in (main, other):
+            out.mux(stream.encode())
+    mkv = copy_through(src, tmp_path / "out.mkv")
+    with av.open(str(tmp_path / "out.mkv")) as back:
+        kept = [s for s in back.streams if s.type == "attachment"]
+        assert [(s.name, s.mimetype, bytes(s.data)) for s in kept] == [
+            ("font.ttf", "font/ttf", b"glyphs" * 20)
+        ]
+        assert len(back.streams.video) == 1 and back.streams.video[0].width == 64
+    assert mkv.warnings == ["video stream 1 (h264) is another video, not upscaled; left out"]
+    mp4 = copy_through(src, tmp_path / "out.mp4")
+    assert "attachment stream 2 (font.ttf) cannot be stored in .mp4; left out" in mp4.warnings
