@@ -29,6 +29,7 @@ from skipsr_cli.cli_common import (
     QuietOpt,
     RandomOpt,
     WeightsOpt,
+    check_threshold,
     exit_codes,
     parse_size,
     pick_device,
@@ -36,7 +37,7 @@ from skipsr_cli.cli_common import (
     run_state,
 )
 from skipsr_cli.cli_train import train_app
-from skipsr_cli.encoding import EncodeOptions, lossless_options
+from skipsr_cli.encoding import EncodeOptions, default_codec, lossless_options
 from skipsr_cli.errors import InputError, UsageError
 from skipsr_cli.image_io import is_image_output
 from skipsr_cli.pipeline import UpscaleJob, prepare, upscale
@@ -106,7 +107,7 @@ def upscale_command(
     codec: Annotated[
         str | None,
         typer.Option(
-            help="Video encoder, e.g. libx264, libx265, libvpx-vp9, ffv1 [default: libx264]."
+            help="Video encoder, e.g. libx264, libx265, libvpx-vp9, ffv1 [default: libx264; libvpx-vp9 for .webm, gif for .gif]."
         ),
     ] = None,
     crf: Annotated[
@@ -144,6 +145,7 @@ def upscale_command(
 ) -> None:
     """Upscale a video: `skipsr upscale in.mp4 out.mp4`."""
     run_state["debug"] = debug
+    check_threshold(threshold)
     if scale not in (2, 4) and size is None:
         raise UsageError(f"--scale must be 2 or 4, not {scale} (or give --size WIDTHxHEIGHT)")
     if weights is not None and random_weights:
@@ -167,7 +169,9 @@ def upscale_command(
     elif lossless:
         encode = lossless_options(output.suffix, codec, pix_fmt, preset)
     else:
-        encode = EncodeOptions(codec=codec or "libx264", crf=crf, preset=preset, pix_fmt=pix_fmt)
+        encode = EncodeOptions(
+            codec=codec or default_codec(output.suffix), crf=crf, preset=preset, pix_fmt=pix_fmt
+        )
     job = UpscaleJob(
         input,
         output,
@@ -229,6 +233,7 @@ def eval_command(
     from skipsr_cli.evaluate import evaluate, format_table, result_to_json
 
     run_state["debug"] = debug
+    check_threshold(threshold)
     if scale not in (2, 4):
         raise UsageError(f"--scale must be 2 or 4, not {scale}")
     if weights is not None and random_weights:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import signal
 import sys
 import threading
@@ -73,6 +74,12 @@ def _report(error: BaseException, message: str) -> None:
     if run_state["debug"]:
         traceback.print_exception(error, file=sys.stderr)
     print(f"skipsr: error: {message}", file=sys.stderr, flush=True)
+
+
+def check_threshold(threshold: float | None) -> None:
+    """tau must be a number of dB: NaN would skip every token, and infinities mean nothing."""
+    if threshold is not None and not math.isfinite(threshold):
+        raise UsageError(f"--threshold must be a finite number of dB, not {threshold}")
 
 
 class DeviceChoice(str, Enum):

@@ -13,6 +13,7 @@ from skipsr_cli.cli_common import (
     DeviceOpt,
     DtypeChoice,
     DtypeOpt,
+    check_threshold,
     exit_codes,
     pick_device,
 )
@@ -166,6 +167,7 @@ def train_export_command(
 
     from skipsr_cli.weights import describe, save_model
 
+    check_threshold(threshold)
     net = load_model(weights=weights)
     if threshold is not None:
         net.args = replace(net.args, threshold=threshold)

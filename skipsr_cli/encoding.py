@@ -13,6 +13,10 @@ from skipsr_cli.video_io import AV_ERRORS
 # either have no preset or a numeric one, so the default "medium" would make them fail to open.
 _PRESET_ENCODERS = frozenset({"libx264", "libx265"})
 _DEFAULT_PIX_FMT = {"libx264": "yuv420p", "libx265": "yuv420p"}
+# Encoders with a constant-quality (CRF) mode.
+_CRF_ENCODERS = frozenset(
+    {"libx264", "libx264rgb", "libx265", "libvpx-vp9", "libvpx", "libaom-av1", "libsvtav1"}
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,29 @@ class EncodeOptions:
     pix_fmt: str | None = None  # None: yuv420p for x264/x265, else the encoder's first format
     bitrate: int | None = None  # bits/s; when set, used instead of crf
     lossless: bool = False  # the encoder's lossless mode (lossless_options picks codec and format)
+
+
+# The encoder a container gets when --codec is not given: what its format is made for.
+_DEFAULT_BY_SUFFIX = {".webm": "libvpx-vp9", ".gif": "gif"}
+# x264's preset names as libvpx's cpu-used (0 slowest and best, 8 fastest), so --preset means the
+# same trade-off for VP9 as for x264.
+_VPX_CPU_USED = {
+    "placebo": 0,
+    "veryslow": 0,
+    "slower": 1,
+    "slow": 2,
+    "medium": 3,
+    "fast": 4,
+    "faster": 5,
+    "veryfast": 6,
+    "superfast": 7,
+    "ultrafast": 8,
+}
+
+
+def default_codec(suffix: str) -> str:
+    """The encoder for an output extension when none is chosen: VP9 for webm, GIF for gif, x264."""
+    return _DEFAULT_BY_SUFFIX.get(suffix.lower(), "libx264")
 
 
 # Encoders with a lossless mode, and the private options that select it.
@@ -122,4 +149,10 @@ def codec_options(options: EncodeOptions) -> dict[str, str]:
         opts["crf"] = str(options.crf)
     if options.preset is not None and options.codec in _PRESET_ENCODERS:
         opts["preset"] = options.preset
+    if options.codec == "libvpx-vp9":
+        opts["row-mt"] = "1"  # VP9 uses every core only with row multithreading
+        if options.preset in _VPX_CPU_USED:
+            opts["cpu-used"] = str(_VPX_CPU_USED[options.preset])
+    if options.codec not in _CRF_ENCODERS:
+        opts.pop("crf", None)  # GIF, FFV1, PNG: no rate control to set
     return opts

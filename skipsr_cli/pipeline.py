@@ -24,7 +24,7 @@ from models.skipsr import Result, Settings
 from skipsr_cli.chunking import Chunk, OverlapAdd, check_plan, iter_chunks
 from skipsr_cli.colour import ColourInfo, rgb_to_planes
 from skipsr_cli.encoding import EncodeOptions, default_pix_fmt, validate_encode_options
-from skipsr_cli.errors import ModelError, OutputError, UsageError
+from skipsr_cli.errors import InputError, ModelError, OutputError, UsageError
 from skipsr_cli.image_io import (
     FOLDER_PATTERN,
     PNG_FORMATS,
@@ -100,7 +100,7 @@ def prepare(job: UpscaleJob) -> Plan:
         validate_encode_options(job.encode, out_w, out_h)
     outputs = [p for p in (job.output, job.mask_out) if p is not None]
     for path in outputs:
-        if path.resolve() == job.input.resolve():
+        if _same_file(path, job.input):
             raise UsageError(f"the output {path} is the input: choose another path")
         if is_image_output(path):
             if job.encode.pix_fmt not in (None, *PNG_FORMATS):
@@ -154,6 +154,8 @@ def upscale(
         decoded = write_chunks(
             model, job, frames, (out_h, out_w), device, dtype, sink, formats, stats, report
         )
+        if decoded == 0:  # a video stream with no pictures in it: nothing to upscale
+            raise InputError(f"no frames could be decoded from {job.input}")
         sink.close()  # every queued frame is encoded now, or its error raised here
         report()  # the encoder thread may have finished frames since the last chunk's report
         if stats.frames != decoded:
@@ -215,6 +217,13 @@ def open_writers(
     if job.mask_out is not None:
         writers.append(stack.enter_context(writer(job.mask_out, copy=False)))
     return writers
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same file by name, by link (symbolic or hard), or by `./` and other spellings."""
+    with contextlib.suppress(OSError):
+        return a.samefile(b)
+    return a.resolve() == b.resolve()  # one of them does not exist (yet)
 
 
 def check_writable(path: Path, folder: Path) -> None:

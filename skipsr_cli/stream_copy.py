@@ -12,8 +12,9 @@ import io
 
 import av
 
-# Global tags the muxer writes itself: copying the source's would describe the wrong program.
-_OWN_GLOBAL_TAGS = frozenset({"encoder"})
+# Global tags the muxer writes itself, or that describe the source's container (mp4 brands):
+# copying them would describe the wrong program or file format.
+_OWN_GLOBAL_TAGS = frozenset({"encoder", "major_brand", "minor_version", "compatible_brands"})
 # Per-stream tags that describe the source file's layout, not the stream: the muxer rewrites them.
 _OWN_STREAM_TAGS = frozenset({"duration"})
 

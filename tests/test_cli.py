@@ -10,6 +10,7 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 from media import audio_packets, make_clip, make_non_video, stream_seconds
 
@@ -306,3 +307,41 @@ def test_a_signal_mid_run_leaves_nothing_behind(tmp_path, sig, code):
     assert proc.returncode == code, err
     assert "no output was left behind" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]
+
+
+def test_the_container_picks_the_default_encoder(clip, tmp_path):
+    import av
+
+    for name, codec in (("out.webm", "vp9"), ("out.gif", "gif"), ("out.mkv", "h264")):
+        r = run("upscale", clip, tmp_path / name, *DEBUG, "--preset", "ultrafast", "-q")
+        assert r.returncode == 0, r.stderr
+        with av.open(str(tmp_path / name)) as c:
+            assert c.streams.video[0].codec_context.name == codec
+            assert "major_brand" not in {k.lower() for k in c.metadata}  # mp4's, not webm's
+
+
+def test_nan_tau_a_hard_link_and_an_empty_video_get_their_exit_codes(clip, tmp_path):
+    r = run("upscale", clip, tmp_path / "o.mp4", *DEBUG, "--threshold", "nan")
+    assert r.returncode == ExitCode.USAGE and "finite" in r.stderr
+    link = tmp_path / "link.mp4"
+    os.link(clip, link)
+    before = clip.read_bytes()
+    r = run("upscale", clip, link, *DEBUG, "-y")
+    assert r.returncode == ExitCode.USAGE and "is the input" in r.stderr
+    assert clip.read_bytes() == before
+    import av
+
+    empty = tmp_path / "empty.mkv"  # a video stream without a single packet, and some audio
+    with av.open(str(empty), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = out.add_stream("aac", rate=48000)
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+        )
+        frame.sample_rate, frame.pts = 48000, 0
+        out.mux(audio.encode(frame))
+        out.mux(audio.encode())
+    r = run("upscale", empty, tmp_path / "e.mkv", *DEBUG)
+    assert r.returncode == ExitCode.INPUT and "no frames" in r.stderr
+    assert not list(tmp_path.glob("*e.mkv*"))
