@@ -117,6 +117,7 @@ class VideoWriter:
         self.rate = Fraction(rate)
         self.time_base = Fraction(time_base) if time_base else 1 / self.rate
         self.frames_written = 0
+        self._last_dts: int | None = None
         self._overwrite = overwrite
         self._temp: Path | None = None  # made once the target is checked
         self._output: av.container.OutputContainer | None = None
@@ -297,9 +298,27 @@ class VideoWriter:
         """Mux video packets, each preceded by the copied packets that play before it."""
         assert self._output is not None
         for packet in packets:
+            self._check_dts(packet)
             if self._copier is not None:
                 self._copier.mux_until(packet_seconds(packet))
             self._output.mux(packet)
+
+    def _check_dts(self, packet: av.Packet) -> None:
+        """Replace a decode timestamp no encoder could mean by the presentation timestamp.
+
+        libx265 leaves it uninitialised on very short streams (two frames, nothing reordered): a
+        value far before or after the pts, which the muxer refuses (EINVAL) or, worse, writes. A
+        valid dts is at most the pts, after the previous one, and no more than 16 frames back.
+        """
+        pts, dts = packet.pts, packet.dts
+        if pts is None:
+            return
+        reorder = 16 / self.rate / self.time_base
+        last = self._last_dts
+        if dts is None or dts > pts or pts - dts > reorder or (last is not None and dts <= last):
+            dts = pts if last is None or pts > last else last + 1
+            packet.dts = dts
+        self._last_dts = dts
 
     def close(self) -> None:
         """Flush the encoder, finish the stream copy, then publish the file at `path` in one rename."""

@@ -394,3 +394,27 @@ def test_attachments_are_kept_in_mkv_and_other_videos_are_named(tmp_path: Path) 
     assert mkv.warnings == ["video stream 1 (h264) is another video, not upscaled; left out"]
     mp4 = copy_through(src, tmp_path / "out.mp4")
     assert "attachment stream 2 (font.ttf) cannot be stored in .mp4; left out" in mp4.warnings
+
+
+def checked_dts(path: Path, stamps: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    writer = VideoWriter(path, width=64, height=48, rate=Fraction(24), time_base=None, options=FAST)
+    out = []
+    for pts, dts in stamps:
+        packet = av.Packet(b"")
+        packet.pts, packet.dts = pts, dts
+        writer._check_dts(packet)
+        out.append((packet.pts, packet.dts))
+    writer.abort()
+    return out
+
+
+def test_decode_timestamps_an_encoder_left_unset_are_replaced(tmp_path: Path) -> None:
+    # libx265 leaves the dts uninitialised on two-frame streams: the pts plus a garbage offset, far
+    # after the pts (the muxer refused those with EINVAL) or far before it (written as they were).
+    out = tmp_path / "out.mkv"
+    garbage = 281474976907252
+    assert checked_dts(out, [(0, garbage), (1, garbage + 1)]) == [(0, 0), (1, 1)]
+    assert checked_dts(out, [(0, -(2**62)), (1, 1 - 2**62)]) == [(0, 0), (1, 1)]
+    reordered = [(0, -2), (4, -1), (2, 0), (1, 1), (3, 2), (5, 3)]  # what x265 gives 6 frames
+    assert checked_dts(out, reordered) == reordered
+    assert not out.exists() and list(tmp_path.iterdir()) == []
