@@ -1,8 +1,9 @@
 """Copying a source's other streams (audio, subtitles, data), its tags and chapters, untouched.
 
 The video is re-encoded by the writer; everything else the output container can hold is remuxed
-packet for packet, interleaved with the video by time. What the container cannot hold is decided
-per stream before anything is written, left out, and reported as one warning line per stream.
+packet for packet, interleaved with the video by time. Audio it cannot hold is re-encoded to a codec
+it can (`audio_transcode`); any other stream it cannot hold is left out. Both are decided per stream
+before anything is written and reported as one warning line per stream.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import contextlib
 import io
 
 import av
+
+from skipsr_cli.audio_transcode import AudioTranscoder, describe_plan, known_layout, plan_transcode
 
 # Global tags the muxer writes itself, or that describe the source's container (mp4 brands):
 # copying them would describe the wrong program or file format.
@@ -103,6 +106,7 @@ class StreamCopier:
             self._copy_tags_and_chapters()
             wanted = {"audio": copy_audio, "subtitle": copy_subtitles, "data": copy_data}
             self._map: dict[int, av.stream.Stream] = {}
+            self._transcoders: dict[int, AudioTranscoder] = {}
             for s in self._input.streams:
                 timecode = _tag(s, "timecode")
                 if timecode and s.type in ("video", "data"):
@@ -119,15 +123,30 @@ class StreamCopier:
                 if not wanted.get(s.type, False):
                     continue  # the video itself, or left out by choice
                 if not _fits(s, output.format.name):
-                    self.warnings.append(f"{describe(s)} cannot be stored in {suffix}; left out")
+                    self._transcode_or_leave_out(s, suffix)
                     continue
                 self._map[s.index] = self._add_copy(s)
         except BaseException:
             self._input.close()
             raise
-        streams = [self._input.streams[i] for i in self._map]
+        streams = [self._input.streams[i] for i in [*self._map, *self._transcoders]]
         self._packets = self._input.demux(*streams) if streams else iter(())
         self._pending: av.Packet | None = None
+        self._flushed = False
+
+    def _transcode_or_leave_out(self, stream: av.stream.Stream, suffix: str) -> None:
+        plan = plan_transcode(stream, self._output.format.name)
+        if plan is None:
+            self.warnings.append(f"{describe(stream)} cannot be stored in {suffix}; left out")
+            return
+        transcoder = AudioTranscoder(stream, self._output, *plan)
+        tags = {k: v for k, v in stream.metadata.items() if k.lower() not in _OWN_STREAM_TAGS}
+        transcoder.stream.metadata.update(tags)
+        transcoder.stream.disposition = stream.disposition
+        self._transcoders[stream.index] = transcoder
+        self.warnings.append(
+            f"{describe(stream)} cannot be stored in {suffix}; re-encoded to {describe_plan(*plan)}"
+        )
 
     def _copy_tags_and_chapters(self) -> None:
         tags = {k: v for k, v in self._input.metadata.items() if k.lower() not in _OWN_GLOBAL_TAGS}
@@ -155,6 +174,10 @@ class StreamCopier:
         tags = {k: v for k, v in template.metadata.items() if k.lower() not in _OWN_STREAM_TAGS}
         stream.metadata.update(tags)  # language, title, handler_name
         stream.disposition = template.disposition  # default, forced, ...
+        if template.type == "audio" and stream.codec_context is not None:
+            layout = known_layout(template)
+            if layout != template.layout.name:
+                stream.codec_context.layout = layout
         return stream
 
     def mux_until(self, seconds: float | None) -> None:
@@ -163,6 +186,10 @@ class StreamCopier:
             if self._pending is None:
                 self._pending = next(self._packets, None)
                 if self._pending is None:
+                    if seconds is None and not self._flushed:  # the end: drain the re-encoders
+                        self._flushed = True
+                        for transcoder in self._transcoders.values():
+                            transcoder.flush()
                     return
             packet = self._pending
             if packet.size == 0:  # the flush packet PyAV yields at end of file
@@ -171,10 +198,13 @@ class StreamCopier:
             t = packet_seconds(packet)
             if seconds is not None and t is not None and t > seconds:
                 return
+            self._pending = None
+            if packet.stream_index in self._transcoders:
+                self._transcoders[packet.stream_index].feed(packet)
+                continue
             # mux() rescales from packet.time_base (the source stream's) to the output stream's.
             packet.stream = self._map[packet.stream_index]
             self._output.mux(packet)
-            self._pending = None
 
     def close(self) -> None:
         self._input.close()

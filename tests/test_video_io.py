@@ -97,12 +97,103 @@ def test_audio_copy_into_another_container_is_rescaled_and_in_sync(tmp_path: Pat
     assert abs(stream_seconds(out, "audio") - stream_seconds(out, "video")) <= 1 / 24
 
 
-def test_audio_the_container_cannot_hold_is_left_out_with_a_warning(tmp_path: Path) -> None:
-    src = make_clip(tmp_path / "in.mp4", frames=2)  # AAC audio, which WebM cannot carry
+def _audio_samples(path: Path) -> np.ndarray:
+    """The first audio stream decoded to mono float32 at 48 kHz."""
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=48000)
+    with av.open(str(path)) as container:
+        frames = [f for p in container.demux(container.streams.audio[0]) for f in p.decode()]
+    out = [g.to_ndarray()[0] for f in [*frames, None] for g in resampler.resample(f)]
+    return np.concatenate(out)
+
+
+def _audio_start(path: Path) -> float:
+    with av.open(str(path)) as container:
+        packets = container.demux(container.streams.audio[0])
+        return next(f.time for p in packets for f in p.decode())
+
+
+def test_audio_the_container_cannot_hold_is_reencoded_in_sync(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "in.mp4", frames=24)  # AAC audio, which WebM cannot carry
     out = tmp_path / "out.webm"
     writer = copy_through(src, out, options=EncodeOptions(codec="libvpx-vp9"))
-    assert writer.warnings == ["audio stream 1 (aac, und) cannot be stored in .webm; left out"]
-    assert probe(out).audio_streams == 0 and probe(out).frame_count == 2
+    assert writer.warnings == [
+        "audio stream 1 (aac, und) cannot be stored in .webm; re-encoded to Opus at 64 kb/s"
+    ]
+    info = probe(out)
+    assert info.audio_streams == 1 and info.frame_count == 24
+    with av.open(str(out)) as container:
+        assert container.streams.audio[0].codec_context.name == "opus"
+    # decoded, the sound starts and ends where the source's does (the encoders' priming aside)
+    assert _audio_start(out) == pytest.approx(_audio_start(src), abs=1e-3)
+    assert stream_seconds(out, "audio") == pytest.approx(stream_seconds(src, "audio"), abs=0.03)
+    # the same sound: the tone's level and its shape, sample for sample once aligned
+    a, b = _audio_samples(src), _audio_samples(out)
+    n = min(len(a), len(b)) - 2000
+    lag = max(
+        range(-400, 401),
+        key=lambda k: float(np.dot(a[1000 : 1000 + n - 800], b[1000 + k : 1000 + k + n - 800])),
+    )
+    x, y = a[1000 : 1000 + n - 800], b[1000 + lag : 1000 + lag + n - 800]
+    assert abs(lag) <= 48 * 10  # within 10 ms
+    assert np.corrcoef(x, y)[0, 1] > 0.99
+    assert np.sqrt(np.mean(y**2)) == pytest.approx(np.sqrt(np.mean(x**2)), rel=0.1)
+
+
+def _with_pcm(tmp_path: Path, codec: str, dtype: type) -> Path:
+    """A 12-frame mkv whose audio is half a second of a stereo tone in `codec` (PCM in Matroska
+    reads back with a channel count but no named layout)."""
+    src = make_clip(tmp_path / "video.mkv", frames=12, audio=False)
+    path = tmp_path / f"{codec}.mkv"
+    tone = np.sin(np.arange(24000) * 2 * np.pi * 440 / 48000) * 0.25
+    samples = (
+        (tone * 32767).astype(np.int16)
+        if dtype is np.int16
+        else (tone * 127 + 128).astype(np.uint8)
+    )
+    fmt = "s16" if dtype is np.int16 else "u8"
+    with av.open(str(src)) as inp, av.open(str(path), "w") as out:
+        video = out.add_stream_from_template(inp.streams.video[0])
+        sound = out.add_stream(codec, rate=48000, layout="stereo")
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.size:
+                packet.stream = video
+                out.mux(packet)
+        frame = av.AudioFrame.from_ndarray(
+            np.stack([samples, samples]).T.reshape(1, -1), format=fmt, layout="stereo"
+        )
+        frame.sample_rate, frame.pts = 48000, 0
+        out.mux(sound.encode(frame))
+        out.mux(sound.encode(None))
+    return path
+
+
+def test_pcm_audio_without_a_named_layout_is_copied_into_mp4(tmp_path: Path) -> None:
+    # The mp4 muxer took the stream at the header and refused it at the trailer ("unsupported
+    # channel layout 2 channels"): the whole upscale was lost at its very end.
+    src = _with_pcm(tmp_path, "pcm_s16le", np.int16)
+    out = tmp_path / "out.mp4"
+    writer = copy_through(src, out)
+    assert writer.warnings == []
+    with av.open(str(out)) as container:
+        audio = container.streams.audio[0]
+        assert (audio.codec_context.name, audio.layout.name) == ("pcm_s16le", "stereo")
+    assert b"".join(audio_packets(out)) == b"".join(audio_packets(src))
+
+
+def test_audio_mp4_cannot_hold_is_reencoded_to_aac(tmp_path: Path) -> None:
+    src = _with_pcm(tmp_path, "pcm_u8", np.uint8)
+    out = tmp_path / "out.mp4"
+    writer = copy_through(src, out)
+    assert writer.warnings == [
+        "audio stream 1 (pcm_u8) cannot be stored in .mp4; re-encoded to AAC at 192 kb/s"
+    ]
+    with av.open(str(out)) as container:
+        audio = container.streams.audio[0]
+        assert (audio.codec_context.name, audio.channels, audio.sample_rate) == ("aac", 2, 48000)
+    assert _audio_start(out) == pytest.approx(0.0, abs=1e-3)
+    assert stream_seconds(out, "audio") == pytest.approx(0.5, abs=0.03)
+    a, b = _audio_samples(src), _audio_samples(out)
+    assert np.sqrt(np.mean(b**2)) == pytest.approx(np.sqrt(np.mean(a**2)), rel=0.05)
 
 
 def test_audio_is_interleaved_with_video_not_appended(tmp_path: Path) -> None:

@@ -1,0 +1,150 @@
+"""Audio that the output container cannot hold as it is, re-encoded to a codec that it can.
+
+WebM takes only Opus and Vorbis, MP4 and MOV not PCM or Opus in every player, AVI not AAC: rather
+than leave a film silent, such audio is decoded, resampled where the encoder needs it and encoded
+again (Opus in WebM and Matroska, AAC in MP4 and MOV, MP3 in AVI) at a transparent bitrate. Its
+timestamps are kept, so it stays in sync with the video.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import av
+
+# Encoders to try per muxer, best first.
+_CANDIDATES = {
+    "webm": ("libopus", "libvorbis"),
+    "matroska": ("libopus", "flac"),
+    "mp4": ("aac",),
+    "mov": ("aac",),
+    "ipod": ("aac",),
+    "avi": ("libmp3lame",),
+}
+# Per channel: Opus and AAC are transparent for most listeners at these rates.
+_KBPS_PER_CHANNEL = {"libopus": 64, "libvorbis": 80, "aac": 96, "libmp3lame": 112}
+_LABEL = {
+    "libopus": "Opus",
+    "libvorbis": "Vorbis",
+    "aac": "AAC",
+    "libmp3lame": "MP3",
+    "flac": "FLAC",
+}
+
+_AV_ERRORS = (av.FFmpegError, OSError, ValueError)
+
+
+def known_layout(stream: av.stream.Stream) -> str:
+    """The stream's channel layout, or mono/stereo where the source only gave a count (PCM in
+    Matroska or MOV): MP4's muxer refuses an unnamed layout when it finishes the file."""
+    name = stream.layout.name
+    if name.endswith("channels") and stream.channels in (1, 2):
+        return "mono" if stream.channels == 1 else "stereo"
+    return name
+
+
+def _settings(stream: av.stream.Stream, codec: str, channels_cap: int | None) -> dict:
+    """Rate, layout, sample format and bitrate for re-encoding `stream` with `codec`."""
+    encoder = av.Codec(codec, "w")
+    rates = encoder.audio_rates
+    rate = stream.sample_rate
+    if rates and rate not in rates:
+        rate = 48000 if 48000 in rates else max(rates)
+    layout = known_layout(stream)
+    channels = stream.channels
+    if channels_cap is not None and channels > channels_cap:
+        layout, channels = "stereo", 2
+    formats = [f.name for f in encoder.audio_formats or ()]
+    settings = {"rate": rate, "layout": layout, "format": formats[0] if formats else None}
+    if codec in _KBPS_PER_CHANNEL:
+        settings["bit_rate"] = _KBPS_PER_CHANNEL[codec] * 1000 * channels
+    return settings
+
+
+def _add(output: av.container.OutputContainer, codec: str, settings: dict) -> av.stream.Stream:
+    stream = output.add_stream(codec, rate=settings["rate"], layout=settings["layout"])
+    ctx = stream.codec_context
+    if settings["format"] is not None:
+        ctx.format = settings["format"]
+    if "bit_rate" in settings:
+        ctx.bit_rate = settings["bit_rate"]
+    ctx.open()
+    return stream
+
+
+def _accepted(format_name: str, codec: str, settings: dict) -> bool:
+    """Whether `codec` with these settings opens and a `format_name` muxer takes it (in memory)."""
+    try:
+        probe = av.open(io.BytesIO(), "w", format=format_name)
+    except _AV_ERRORS:
+        return False
+    try:
+        _add(probe, codec, settings)
+        probe.start_encoding()
+        return True
+    except _AV_ERRORS:
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            probe.close()
+
+
+def plan_transcode(stream: av.stream.Stream, format_name: str) -> tuple[str, dict] | None:
+    """(encoder, settings) for audio `stream` in a `format_name` output, or None when no encoder
+    this FFmpeg has can make audio that container takes. More than two channels are kept where
+    the encoder takes them, else mixed down to stereo."""
+    if stream.type != "audio" or stream.codec_context is None or not stream.channels:
+        return None
+    for codec in _CANDIDATES.get(format_name, ("aac", "libopus")):
+        if codec not in av.codecs_available:
+            continue
+        for cap in (None, 2):
+            settings = _settings(stream, codec, cap)
+            if _accepted(format_name, codec, settings):
+                return codec, settings
+    return None
+
+
+def describe_plan(codec: str, settings: dict) -> str:
+    """ "Opus at 128 kb/s" for a warning line."""
+    rate = settings.get("bit_rate")
+    return f"{_LABEL.get(codec, codec)}" + (f" at {rate // 1000} kb/s" if rate else "")
+
+
+class AudioTranscoder:
+    """Decodes the packets of one source audio stream and muxes them re-encoded into `output`."""
+
+    def __init__(
+        self,
+        source: av.stream.Stream,
+        output: av.container.OutputContainer,
+        codec: str,
+        settings: dict,
+    ) -> None:
+        self._source = source
+        self._output = output
+        self.stream = _add(output, codec, settings)
+        ctx = self.stream.codec_context
+        self._resampler = av.AudioResampler(
+            format=ctx.format,
+            layout=ctx.layout,
+            rate=ctx.sample_rate,
+            frame_size=ctx.frame_size or None,  # fixed-size encoders: Opus 960, AAC 1024
+        )
+
+    def feed(self, packet: av.Packet) -> None:
+        """Decode one source packet and mux whatever the encoder gives back."""
+        for frame in self._source.codec_context.decode(packet):
+            self._encode(self._resampler.resample(frame))
+
+    def flush(self) -> None:
+        """Drain the decoder, the resampler and the encoder at the end of the stream."""
+        for frame in self._source.codec_context.decode(None):
+            self._encode(self._resampler.resample(frame))
+        self._encode(self._resampler.resample(None))
+        self._output.mux(self.stream.encode(None))
+
+    def _encode(self, frames: list[av.AudioFrame]) -> None:
+        for frame in frames:
+            self._output.mux(self.stream.encode(frame))
