@@ -122,7 +122,10 @@ class AudioTranscoder:
         codec: str,
         settings: dict,
     ) -> None:
-        self._source = source
+        self.source = source
+        self.dropped = (
+            0  # packets the decoder refused (damaged source audio): skipped, as ffmpeg does
+        )
         self._output = output
         self.stream = _add(output, codec, settings)
         ctx = self.stream.codec_context
@@ -135,12 +138,17 @@ class AudioTranscoder:
 
     def feed(self, packet: av.Packet) -> None:
         """Decode one source packet and mux whatever the encoder gives back."""
-        for frame in self._source.codec_context.decode(packet):
+        try:
+            frames = self.source.codec_context.decode(packet)
+        except av.InvalidDataError:
+            self.dropped += 1
+            return
+        for frame in frames:
             self._encode(self._resampler.resample(frame))
 
     def flush(self) -> None:
         """Drain the decoder, the resampler and the encoder at the end of the stream."""
-        for frame in self._source.codec_context.decode(None):
+        for frame in self.source.codec_context.decode(None):
             self._encode(self._resampler.resample(frame))
         self._encode(self._resampler.resample(None))
         self._output.mux(self.stream.encode(None))

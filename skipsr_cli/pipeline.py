@@ -160,8 +160,8 @@ def upscale(
         report()  # the encoder thread may have finished frames since the last chunk's report
         if stats.frames != decoded:
             raise AssertionError(f"decoded {decoded} frames but wrote {stats.frames}")
-        warnings = tuple(writers[0].warnings)
-    summary = stats.summary(started, warnings)
+    # read once the writers are closed: re-encoded audio can add a warning while it is finished
+    summary = stats.summary(started, tuple(writers[0].warnings))
     emit(summary)
     return summary
 

@@ -206,5 +206,13 @@ class StreamCopier:
             packet.stream = self._map[packet.stream_index]
             self._output.mux(packet)
 
+    def late_warnings(self) -> list[str]:
+        """What only the end of the copy knows: source audio packets that could not be decoded."""
+        return [
+            f"{describe(t.source)}: {t.dropped} undecodable packets skipped in re-encoding"
+            for t in self._transcoders.values()
+            if t.dropped
+        ]
+
     def close(self) -> None:
         self._input.close()

@@ -339,6 +339,7 @@ class VideoWriter:
             self._mux_video(self._video.encode(None))
             if self._copier is not None:
                 self._copier.mux_until(None)
+                self.warnings.extend(self._copier.late_warnings())
                 self._copier.close()
             self._output.close()
         except AV_ERRORS as e:

@@ -509,3 +509,31 @@ def test_decode_timestamps_an_encoder_left_unset_are_replaced(tmp_path: Path) ->
     reordered = [(0, -2), (4, -1), (2, 0), (1, 1), (3, 2), (5, 3)]  # what x265 gives 6 frames
     assert checked_dts(out, reordered) == reordered
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_damaged_audio_packets_are_skipped_in_reencoding_and_named(tmp_path: Path) -> None:
+    good = make_clip(tmp_path / "good.mp4", frames=24)
+    src = tmp_path / "damaged.mkv"
+    rng = np.random.default_rng(0)
+    with av.open(str(good)) as inp, av.open(str(src), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        audio_seen = 0
+        for packet in inp.demux():
+            if not packet.size:
+                continue
+            target = streams[packet.stream_index]
+            if packet.stream.type == "audio":
+                audio_seen += 1
+                if audio_seen in (5, 6, 7):  # noise where three AAC frames were
+                    noisy = av.Packet(rng.integers(0, 256, packet.size, np.uint8).tobytes())
+                    noisy.pts, noisy.dts, noisy.time_base = packet.pts, packet.dts, packet.time_base
+                    packet = noisy
+            packet.stream = target
+            out.mux(packet)
+    out = tmp_path / "out.webm"
+    writer = copy_through(src, out, options=EncodeOptions(codec="libvpx-vp9"))
+    assert writer.warnings[0].endswith("re-encoded to Opus at 64 kb/s")
+    assert writer.warnings[1:] == [
+        "audio stream 1 (aac): 3 undecodable packets skipped in re-encoding"
+    ]
+    assert probe(out).audio_streams == 1 and sum(1 for _ in read_frames(out)) == 24
