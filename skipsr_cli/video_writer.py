@@ -307,15 +307,16 @@ class VideoWriter:
         """Replace a decode timestamp no encoder could mean by the presentation timestamp.
 
         libx265 leaves it uninitialised on very short streams (two frames, nothing reordered): a
-        value far before or after the pts, which the muxer refuses (EINVAL) or, worse, writes. A
-        valid dts is at most the pts, after the previous one, and no more than 16 frames back.
+        value thousands of years before or after the pts, which the muxer refuses (EINVAL) or,
+        worse, writes. A valid dts is at most the pts and after the previous one; it may lie far
+        back in a variable-rate stream with long pauses, but not a day back.
         """
         pts, dts = packet.pts, packet.dts
         if pts is None:
             return
-        reorder = 16 / self.rate / self.time_base
+        far = max(16 / self.rate, Fraction(86_400)) / self.time_base
         last = self._last_dts
-        if dts is None or dts > pts or pts - dts > reorder or (last is not None and dts <= last):
+        if dts is None or dts > pts or pts - dts > far or (last is not None and dts <= last):
             dts = pts if last is None or pts > last else last + 1
             packet.dts = dts
         self._last_dts = dts

@@ -537,3 +537,25 @@ def test_damaged_audio_packets_are_skipped_in_reencoding_and_named(tmp_path: Pat
         "audio stream 1 (aac): 3 undecodable packets skipped in re-encoding"
     ]
     assert probe(out).audio_streams == 1 and sum(1 for _ in read_frames(out)) == 24
+
+
+def test_a_long_pause_in_a_variable_rate_stream_keeps_the_encoders_reordering(
+    tmp_path: Path,
+) -> None:
+    # x264 medium reorders B-frames: across a 100 s pause a valid dts lies far behind its pts
+    out = tmp_path / "out.mp4"
+    stamps = [*range(6), *range(2400, 2412)]  # in 1/24 s
+    opts = EncodeOptions(preset="medium")
+    with VideoWriter(
+        out, width=64, height=48, rate=Fraction(24), time_base=Fraction(1, 24), options=opts
+    ) as writer:
+        for i, pts in enumerate(stamps):
+            writer.write(np.full((48, 64, 3), (i * 37) % 256, np.uint8), pts)
+    with av.open(str(out)) as container:
+        packets = [p for p in container.demux(container.streams.video[0]) if p.size]
+        reordered = any(p.dts < p.pts for p in packets if p.pts)
+        tb = container.streams.video[0].time_base
+    assert reordered
+    dts = [p.dts for p in packets]
+    assert dts == sorted(set(dts)) and all(p.dts <= p.pts for p in packets)
+    assert [round(f.pts * tb * 24) for f in read_frames(out)] == stamps
