@@ -35,12 +35,27 @@ _LABEL = {
 _AV_ERRORS = (av.FFmpegError, OSError, ValueError)
 
 
+# FFmpeg's default layout per channel count (av_channel_layout_default): what its command line
+# guesses for a stream that gives only a count.
+_DEFAULT_LAYOUTS = {
+    1: "mono",
+    2: "stereo",
+    3: "2.1",
+    4: "4.0",
+    5: "5.0",
+    6: "5.1",
+    7: "6.1",
+    8: "7.1",
+}
+
+
 def known_layout(stream: av.stream.Stream) -> str:
-    """The stream's channel layout, or mono/stereo where the source only gave a count (PCM in
-    Matroska or MOV): MP4's muxer refuses an unnamed layout when it finishes the file."""
+    """The stream's channel layout, or FFmpeg's default for its channel count where the source
+    gives only the count (PCM in Matroska or MOV): MP4's muxer refuses an unnamed layout when it
+    finishes the file."""
     name = stream.layout.name
-    if name.endswith("channels") and stream.channels in (1, 2):
-        return "mono" if stream.channels == 1 else "stereo"
+    if name == f"{stream.channels} channels":
+        return _DEFAULT_LAYOUTS.get(stream.channels, name)
     return name
 
 

@@ -178,6 +178,11 @@ class StreamCopier:
             layout = known_layout(template)
             if layout != template.layout.name:
                 stream.codec_context.layout = layout
+                if template.channels > 2:  # mono and stereo are not a guess
+                    self.warnings.append(
+                        f"{describe(template)} names no channel layout; its {template.channels} "
+                        f"channels are written as {layout}, FFmpeg's default"
+                    )
         return stream
 
     def mux_until(self, seconds: float | None) -> None:

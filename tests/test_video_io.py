@@ -139,9 +139,9 @@ def test_audio_the_container_cannot_hold_is_reencoded_in_sync(tmp_path: Path) ->
     assert np.sqrt(np.mean(y**2)) == pytest.approx(np.sqrt(np.mean(x**2)), rel=0.1)
 
 
-def _with_pcm(tmp_path: Path, codec: str, dtype: type) -> Path:
-    """A 12-frame mkv whose audio is half a second of a stereo tone in `codec` (PCM in Matroska
-    reads back with a channel count but no named layout)."""
+def _with_pcm(tmp_path: Path, codec: str, dtype: type, layout: str = "stereo") -> Path:
+    """A 12-frame mkv whose audio is half a second of a tone on every channel in `codec` (PCM in
+    Matroska reads back with a channel count but no named layout)."""
     src = make_clip(tmp_path / "video.mkv", frames=12, audio=False)
     path = tmp_path / f"{codec}.mkv"
     tone = np.sin(np.arange(24000) * 2 * np.pi * 440 / 48000) * 0.25
@@ -151,15 +151,16 @@ def _with_pcm(tmp_path: Path, codec: str, dtype: type) -> Path:
         else (tone * 127 + 128).astype(np.uint8)
     )
     fmt = "s16" if dtype is np.int16 else "u8"
+    channels = av.AudioLayout(layout).nb_channels
     with av.open(str(src)) as inp, av.open(str(path), "w") as out:
         video = out.add_stream_from_template(inp.streams.video[0])
-        sound = out.add_stream(codec, rate=48000, layout="stereo")
+        sound = out.add_stream(codec, rate=48000, layout=layout)
         for packet in inp.demux(inp.streams.video[0]):
             if packet.size:
                 packet.stream = video
                 out.mux(packet)
         frame = av.AudioFrame.from_ndarray(
-            np.stack([samples, samples]).T.reshape(1, -1), format=fmt, layout="stereo"
+            np.stack([samples] * channels).T.reshape(1, -1), format=fmt, layout=layout
         )
         frame.sample_rate, frame.pts = 48000, 0
         out.mux(sound.encode(frame))
@@ -177,6 +178,21 @@ def test_pcm_audio_without_a_named_layout_is_copied_into_mp4(tmp_path: Path) -> 
     with av.open(str(out)) as container:
         audio = container.streams.audio[0]
         assert (audio.codec_context.name, audio.layout.name) == ("pcm_s16le", "stereo")
+    assert b"".join(audio_packets(out)) == b"".join(audio_packets(src))
+
+
+def test_multichannel_pcm_without_a_layout_gets_ffmpegs_default_and_a_warning(
+    tmp_path: Path,
+) -> None:
+    src = _with_pcm(tmp_path, "pcm_s16le", np.int16, layout="5.1")
+    out = tmp_path / "out.mp4"
+    writer = copy_through(src, out)
+    assert writer.warnings == [
+        "audio stream 1 (pcm_s16le) names no channel layout; its 6 channels are written as 5.1, "
+        "FFmpeg's default"
+    ]
+    with av.open(str(out)) as container:
+        assert container.streams.audio[0].layout.name == "5.1"
     assert b"".join(audio_packets(out)) == b"".join(audio_packets(src))
 
 
