@@ -1,9 +1,10 @@
 """Audio that the output container cannot hold as it is, re-encoded to a codec that it can.
 
-WebM takes only Opus and Vorbis, MP4 and MOV not PCM or Opus in every player, AVI not AAC: rather
-than leave a film silent, such audio is decoded, resampled where the encoder needs it and encoded
-again (Opus in WebM and Matroska, AAC in MP4 and MOV, MP3 in AVI) at a transparent bitrate. Its
-timestamps are kept, so it stays in sync with the video.
+WebM takes only Opus and Vorbis, MP4 neither 8-bit PCM nor WavPack, and so on: rather than leave a
+film silent, such audio is decoded, resampled where the encoder needs it and encoded again (Opus in
+WebM and Matroska, AAC in MP4 and MOV, MP3 in AVI) at a transparent bitrate. Its timestamps are
+kept, so it stays in sync with the video. Whether a stream fits is decided by the muxer itself
+(`stream_copy`); this module only runs for the streams that do not.
 """
 
 from __future__ import annotations
