@@ -70,6 +70,21 @@ def _is_cover(stream: av.stream.Stream) -> bool:
     return bool(stream.disposition & av.stream.Disposition.attached_pic)
 
 
+# Cover image codecs Matroska attaches: file extension and MIME type.
+_IMAGE_TYPES = {"mjpeg": ("jpg", "image/jpeg"), "png": ("png", "image/png")}
+
+
+def _first_packet(path: str, index: int) -> bytes | None:
+    """The bytes of the first packet of stream `index` (a cover's one picture), read separately so
+    the copier's own demuxer stays at the start."""
+    try:
+        with av.open(path) as source:
+            packets = source.demux(source.streams[index])
+            return next((bytes(p) for p in packets if p.size), None)
+    except (av.FFmpegError, OSError):
+        return None
+
+
 def _takes_attachments(format_name: str) -> bool:
     """Matroska keeps attachment streams; WebM drops them without a word, and mp4, mov and the
     rest have none."""
@@ -93,6 +108,7 @@ class StreamCopier:
         copy_audio: bool = True,
         copy_subtitles: bool = True,
         copy_data: bool = True,
+        copy_cover: bool = True,
     ) -> None:
         self._input = source
         self._output = output
@@ -115,6 +131,9 @@ class StreamCopier:
                         continue
                 if s.type == "attachment":
                     self._copy_attachment(s, suffix)
+                    continue
+                if s.type == "video" and _is_cover(s) and copy_cover:
+                    self._copy_cover(s, suffix)
                     continue
                 if s.type == "video" and s is not main:
                     what = "cover art" if _is_cover(s) else "another video"
@@ -168,6 +187,24 @@ class StreamCopier:
             self.warnings.append(f"{label} cannot be stored in {suffix}; left out")
             return
         self._output.add_attachment(name, mimetype, bytes(data))
+
+    def _copy_cover(self, stream: av.stream.Stream, suffix: str) -> None:
+        """Cover art stays cover art: an attached picture in MP4 (its `covr` atom), an attachment
+        in Matroska (as `cover.jpg`), where players look for it; other containers have no place."""
+        label = f"{describe(stream)} is cover art"
+        fmt = self._output.format.name
+        if fmt in ("mp4", "ipod") and _fits(stream, fmt):
+            self._map[stream.index] = self._add_copy(stream)
+        elif fmt == "matroska" and stream.codec_context is not None:
+            kind = _IMAGE_TYPES.get(stream.codec_context.name)
+            data = _first_packet(self._input.name, stream.index)
+            if kind is None or data is None:
+                self.warnings.append(f"{label} in a format Matroska cannot attach; left out")
+                return
+            name = _tag(stream, "filename") or f"cover.{kind[0]}"
+            self._output.add_attachment(name, kind[1], data)
+        else:
+            self.warnings.append(f"{label}, which {suffix} cannot hold; left out")
 
     def _add_copy(self, template: av.stream.Stream) -> av.stream.Stream:
         stream = self._output.add_stream_from_template(template)

@@ -575,3 +575,51 @@ def test_a_long_pause_in_a_variable_rate_stream_keeps_the_encoders_reordering(
     dts = [p.dts for p in packets]
     assert dts == sorted(set(dts)) and all(p.dts <= p.pts for p in packets)
     assert [round(f.pts * tb * 24) for f in read_frames(out)] == stamps
+
+
+def _with_cover(tmp_path: Path) -> tuple[Path, bytes]:
+    """A 12-frame mp4 with audio and a 32x32 JPEG cover (an attached picture), and the JPEG."""
+    base = make_clip(tmp_path / "base.mp4", frames=12)
+    encoder = av.CodecContext.create("mjpeg", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = 32, 32, "yuvj420p"
+    encoder.time_base = Fraction(1, 25)
+    picture = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 200, np.uint8), format="rgb24")
+    jpeg = bytes(encoder.encode(picture.reformat(format="yuvj420p"))[0])
+    src = tmp_path / "cover.mp4"
+    with av.open(str(base)) as inp, av.open(str(src), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        cover = out.add_stream("mjpeg")
+        cover.width, cover.height, cover.pix_fmt = 32, 32, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        packet = av.Packet(jpeg)
+        packet.stream, packet.pts, packet.dts = cover, 0, 0
+        out.mux(packet)
+        for packet in inp.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream_index]
+                out.mux(packet)
+    return src, jpeg
+
+
+def _covers(path: Path) -> list[bytes]:
+    with av.open(str(path)) as container:
+        pictures = [s for s in container.streams.video if s.disposition & 1024]
+        return [bytes(p) for s in pictures for p in container.demux(s) if p.size]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_cover_art_stays_cover_art(tmp_path: Path, suffix: str) -> None:
+    src, jpeg = _with_cover(tmp_path)
+    out = tmp_path / f"out{suffix}"
+    writer = copy_through(src, out)
+    assert writer.warnings == []
+    assert _covers(out) == [jpeg]  # mp4: the covr atom; mkv: an attachment players show
+    assert sum(1 for _ in read_frames(out)) == 12 and probe(out).audio_streams == 1
+
+
+def test_cover_art_a_container_cannot_hold_is_named(tmp_path: Path) -> None:
+    src, _ = _with_cover(tmp_path)
+    writer = copy_through(src, tmp_path / "out.mov")
+    assert writer.warnings == [
+        "video stream 2 (mjpeg) is cover art, which .mov cannot hold; left out"
+    ]
