@@ -60,8 +60,11 @@ def known_layout(stream: av.stream.Stream) -> str:
     return name
 
 
-def _settings(stream: av.stream.Stream, codec: str, channels_cap: int | None) -> dict:
-    """Rate, layout, sample format and bitrate for re-encoding `stream` with `codec`."""
+def _settings(
+    stream: av.stream.Stream, codec: str, channels_cap: int | None, kbps: int | None
+) -> dict:
+    """Rate, layout, sample format and bitrate (`kbps`, else the codec's default per channel) for
+    re-encoding `stream` with `codec`."""
     encoder = av.Codec(codec, "w")
     rates = encoder.audio_rates
     rate = stream.sample_rate
@@ -73,7 +76,9 @@ def _settings(stream: av.stream.Stream, codec: str, channels_cap: int | None) ->
         layout, channels = "stereo", 2
     formats = [f.name for f in encoder.audio_formats or ()]
     settings = {"rate": rate, "layout": layout, "format": formats[0] if formats else None}
-    if codec in _KBPS_PER_CHANNEL:
+    if kbps is not None:
+        settings["bit_rate"] = kbps * 1000
+    elif codec in _KBPS_PER_CHANNEL:
         settings["bit_rate"] = _KBPS_PER_CHANNEL[codec] * 1000 * channels
     return settings
 
@@ -106,7 +111,9 @@ def _accepted(format_name: str, codec: str, settings: dict) -> bool:
             probe.close()
 
 
-def plan_transcode(stream: av.stream.Stream, format_name: str) -> tuple[str, dict] | None:
+def plan_transcode(
+    stream: av.stream.Stream, format_name: str, kbps: int | None = None
+) -> tuple[str, dict] | None:
     """(encoder, settings) for audio `stream` in a `format_name` output, or None when no encoder
     this FFmpeg has can make audio that container takes. More than two channels are kept where
     the encoder takes them, else mixed down to stereo."""
@@ -116,7 +123,7 @@ def plan_transcode(stream: av.stream.Stream, format_name: str) -> tuple[str, dic
         if codec not in av.codecs_available:
             continue
         for cap in (None, 2):
-            settings = _settings(stream, codec, cap)
+            settings = _settings(stream, codec, cap, kbps)
             if _accepted(format_name, codec, settings):
                 return codec, settings
     return None

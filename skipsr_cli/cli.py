@@ -129,6 +129,14 @@ def upscale_command(
     no_audio: Annotated[
         bool, typer.Option("--no-audio", help="Leave the audio streams out.")
     ] = False,
+    audio_bitrate: Annotated[
+        int | None,
+        typer.Option(
+            "--audio-bitrate",
+            min=8,
+            help="kb/s for audio the output container cannot hold as it is, which is re-encoded [default: 64 a channel for Opus, 96 for AAC]. Audio that fits is copied untouched.",
+        ),
+    ] = None,
     no_subtitles: Annotated[
         bool, typer.Option("--no-subtitles", help="Leave the subtitle streams out.")
     ] = False,
@@ -185,6 +193,7 @@ def upscale_command(
         mask_out,
         copy_audio=not no_audio,
         copy_subtitles=not no_subtitles,
+        audio_kbps=audio_bitrate,
     )
     plan = prepare(job)
     net = load_model(model, weights, random_weights=random_weights, device=dev, dtype=dt, seed=seed)

@@ -63,8 +63,9 @@ class UpscaleJob:
     encode: EncodeOptions = field(default_factory=EncodeOptions)
     overwrite: bool = False
     mask_out: Path | None = None
-    copy_audio: bool = True  # audio streams of the input, copied without re-encoding
-    copy_subtitles: bool = True  # subtitle streams, likewise
+    copy_audio: bool = True  # audio streams of the input, copied (re-encoded where they cannot be)
+    copy_subtitles: bool = True  # subtitle streams, copied
+    audio_kbps: int | None = None  # bitrate of re-encoded audio; None: the codec's default
 
 
 def output_size(info: VideoInfo, scale: int, size: tuple[int, int] | None) -> tuple[int, int]:
@@ -195,6 +196,7 @@ def open_writers(
         hdr=info.hdr,  # HDR10 static metadata, for the output only
         copy_audio=job.copy_audio,
         copy_subtitles=job.copy_subtitles,
+        audio_kbps=job.audio_kbps,
     )
 
     def writer(path: Path, copy: bool) -> Writer:

@@ -109,9 +109,11 @@ class StreamCopier:
         copy_subtitles: bool = True,
         copy_data: bool = True,
         copy_cover: bool = True,
+        audio_kbps: int | None = None,
     ) -> None:
         self._input = source
         self._output = output
+        self._audio_kbps = audio_kbps
         self.warnings: list[str] = []
         # The source's start timecode (a mov/mp4 timecode track, or a video stream tag). Its track
         # is not copied: the writer tags the new video stream with it and the muxer makes its own
@@ -154,7 +156,7 @@ class StreamCopier:
         self._flushed = False
 
     def _transcode_or_leave_out(self, stream: av.stream.Stream, suffix: str) -> None:
-        plan = plan_transcode(stream, self._output.format.name)
+        plan = plan_transcode(stream, self._output.format.name, self._audio_kbps)
         if plan is None:
             self.warnings.append(f"{describe(stream)} cannot be stored in {suffix}; left out")
             return

@@ -92,7 +92,8 @@ class VideoWriter:
 
     `copy_audio_from` (its name kept for compatibility) is the file whose audio, subtitle and data
     streams, global tags and chapters are copied; `copy_audio` / `copy_subtitles` leave those kinds
-    out. A stream the output container cannot hold is left out and named in `warnings`.
+    out. Audio the output container cannot hold is re-encoded (at `audio_kbps` where given), any
+    other stream it cannot hold is left out; each is named in `warnings`.
     """
 
     def __init__(
@@ -107,6 +108,7 @@ class VideoWriter:
         copy_audio_from: Path | None = None,
         copy_audio: bool = True,
         copy_subtitles: bool = True,
+        audio_kbps: int | None = None,
         overwrite: bool = False,
         colour: ColourInfo | None = None,
         sar: Fraction | None = None,
@@ -122,7 +124,7 @@ class VideoWriter:
         self._temp: Path | None = None  # made once the target is checked
         self._output: av.container.OutputContainer | None = None
         self._copier: StreamCopier | None = None
-        # One line per stream of the source that the output cannot hold and that was left out.
+        # One line per stream of the source that the output cannot hold: re-encoded or left out.
         self.warnings: list[str] = []
         self._done = False
         # With `colour`, frames are converted to YUV with its matrix and range and the stream is
@@ -146,6 +148,7 @@ class VideoWriter:
                     suffix=self.path.suffix,
                     copy_audio=copy_audio,
                     copy_subtitles=copy_subtitles,
+                    audio_kbps=audio_kbps,
                 )
                 self.warnings.extend(self._copier.warnings)
                 if self._copier.timecode:  # the muxer writes its own timecode track from this tag

@@ -217,6 +217,19 @@ def test_streams_the_container_cannot_hold_are_left_out_with_a_warning(tmp_path)
     assert probe(tmp_path / "quiet.mp4").audio_streams == 0
 
 
+def test_audio_webm_cannot_hold_is_reencoded_at_the_chosen_bitrate(tmp_path):
+    src = make_clip(tmp_path / "in.mp4", frames=8)  # AAC audio
+    out = tmp_path / "out.webm"
+    r = run("upscale", src, out, *DEBUG, "-q", "--json", "--audio-bitrate", "48")
+    assert r.returncode == 0, r.stderr
+    expected = "audio stream 1 (aac, und) cannot be stored in .webm; re-encoded to Opus at 48 kb/s"
+    assert json.loads(r.stdout)["warnings"] == [expected]
+    assert f"skipsr: warning: {expected}" in r.stderr
+    assert probe(out).audio_streams == 1
+    r = run("upscale", src, tmp_path / "x.webm", *DEBUG, "-q", "--audio-bitrate", "0")
+    assert r.returncode == 2 and not (tmp_path / "x.webm").exists()
+
+
 def test_colour_tags_survive_upscale(tmp_path):
     from media import colour_gradient, make_colour_clip
 

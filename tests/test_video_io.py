@@ -623,3 +623,16 @@ def test_cover_art_a_container_cannot_hold_is_named(tmp_path: Path) -> None:
     assert writer.warnings == [
         "video stream 2 (mjpeg) is cover art, which .mov cannot hold; left out"
     ]
+
+
+def test_audio_bitrate_sets_the_reencoded_audios_rate(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "in.mp4", frames=24)
+    out = tmp_path / "out.webm"
+    writer = copy_through(src, out, options=EncodeOptions(codec="libvpx-vp9"), audio_kbps=24)
+    assert writer.warnings == [
+        "audio stream 1 (aac, und) cannot be stored in .webm; re-encoded to Opus at 24 kb/s"
+    ]
+    default = tmp_path / "default.webm"
+    copy_through(src, default, options=EncodeOptions(codec="libvpx-vp9"))
+    # a tone at 24 kb/s takes fewer bytes than at the default 64
+    assert 0 < sum(map(len, audio_packets(out))) < sum(map(len, audio_packets(default)))
