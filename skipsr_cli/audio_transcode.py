@@ -10,7 +10,9 @@ kept, so it stays in sync with the video. Whether a stream fits is decided by th
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+from collections.abc import Callable
 
 import av
 
@@ -94,14 +96,18 @@ def _add(output: av.container.OutputContainer, codec: str, settings: dict) -> av
     return stream
 
 
-def _accepted(format_name: str, codec: str, settings: dict) -> bool:
-    """Whether `codec` with these settings opens and a `format_name` muxer takes it (in memory)."""
+def muxer_takes(
+    format_name: str, add: Callable[[av.container.OutputContainer], object]
+) -> bool | None:
+    """Whether a `format_name` muxer writes its header after `add` puts a stream in it, tried on a
+    throwaway in-memory output so the verdict is the muxer's own; None where it cannot be asked in
+    memory."""
     try:
         probe = av.open(io.BytesIO(), "w", format=format_name)
     except _AV_ERRORS:
-        return False
+        return None
     try:
-        _add(probe, codec, settings)
+        add(probe)
         probe.start_encoding()
         return True
     except _AV_ERRORS:
@@ -124,7 +130,7 @@ def plan_transcode(
             continue
         for cap in (None, 2):
             settings = _settings(stream, codec, cap, kbps)
-            if _accepted(format_name, codec, settings):
+            if muxer_takes(format_name, functools.partial(_add, codec=codec, settings=settings)):
                 return codec, settings
     return None
 
@@ -132,7 +138,7 @@ def plan_transcode(
 def describe_plan(codec: str, settings: dict) -> str:
     """ "Opus at 128 kb/s" for a warning line."""
     rate = settings.get("bit_rate")
-    return f"{_LABEL.get(codec, codec)}" + (f" at {rate // 1000} kb/s" if rate else "")
+    return _LABEL.get(codec, codec) + (f" at {rate // 1000} kb/s" if rate else "")
 
 
 class AudioTranscoder:
@@ -146,9 +152,8 @@ class AudioTranscoder:
         settings: dict,
     ) -> None:
         self.source = source
-        self.dropped = (
-            0  # packets the decoder refused (damaged source audio): skipped, as ffmpeg does
-        )
+        # packets the decoder refused (damaged source audio): skipped, as ffmpeg does
+        self.dropped = 0
         self._output = output
         self.stream = _add(output, codec, settings)
         ctx = self.stream.codec_context

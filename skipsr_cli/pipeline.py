@@ -35,7 +35,7 @@ from skipsr_cli.image_io import (
 from skipsr_cli.overlap import BackgroundWriter, InlineWriter, Prefetcher
 from skipsr_cli.progress import Event, RunStats, Started, Summary
 from skipsr_cli.video_io import DecodedFrame, VideoInfo, probe, read_frames
-from skipsr_cli.video_writer import VideoWriter
+from skipsr_cli.video_writer import VideoWriter, same_file
 
 Writer = VideoWriter | ImageWriter
 # Per writer: its colour, the planar pix_fmt it takes from the device (None: RGB frames), and
@@ -101,7 +101,7 @@ def prepare(job: UpscaleJob) -> Plan:
         validate_encode_options(job.encode, out_w, out_h)
     outputs = [p for p in (job.output, job.mask_out) if p is not None]
     for path in outputs:
-        if _same_file(path, job.input):
+        if same_file(path, job.input):
             raise UsageError(f"the output {path} is the input: choose another path")
         if is_image_output(path):
             if job.encode.pix_fmt not in (None, *PNG_FORMATS):
@@ -219,13 +219,6 @@ def open_writers(
     if job.mask_out is not None:
         writers.append(stack.enter_context(writer(job.mask_out, copy=False)))
     return writers
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """The same file by name, by link (symbolic or hard), or by `./` and other spellings."""
-    with contextlib.suppress(OSError):
-        return a.samefile(b)
-    return a.resolve() == b.resolve()  # one of them does not exist (yet)
 
 
 def check_writable(path: Path, folder: Path) -> None:

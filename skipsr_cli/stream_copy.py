@@ -8,12 +8,15 @@ before anything is written and reported as one warning line per stream.
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import av
 
-from skipsr_cli.audio_transcode import AudioTranscoder, describe_plan, known_layout, plan_transcode
+from skipsr_cli.audio_transcode import (
+    AudioTranscoder,
+    describe_plan,
+    known_layout,
+    muxer_takes,
+    plan_transcode,
+)
 
 # Global tags the muxer writes itself, or that describe the source's container (mp4 brands):
 # copying them would describe the wrong program or file format.
@@ -49,21 +52,11 @@ def describe(stream: av.stream.Stream) -> str:
 
 
 def _fits(stream: av.stream.Stream, format_name: str) -> bool:
-    """Whether a muxer of `format_name` accepts `stream` as a copy: tried on a throwaway in-memory
-    output, so the verdict is the muxer's own (its codec tags and header checks), not a guess."""
-    try:
-        probe = av.open(io.BytesIO(), "w", format=format_name)
-    except (av.FFmpegError, OSError, ValueError):
-        return True  # cannot ask in memory: let the real output decide
-    try:
-        probe.add_stream_from_template(stream)
-        probe.start_encoding()
-        return True
-    except (av.FFmpegError, OSError, ValueError):
-        return False
-    finally:
-        with contextlib.suppress(Exception):
-            probe.close()
+    """Whether a muxer of `format_name` accepts `stream` as a copy (its codec tags and header
+    checks); where it cannot be asked in memory, the real output decides."""
+    return (
+        muxer_takes(format_name, lambda probe: probe.add_stream_from_template(stream)) is not False
+    )
 
 
 def _is_cover(stream: av.stream.Stream) -> bool:
@@ -108,7 +101,6 @@ class StreamCopier:
         copy_audio: bool = True,
         copy_subtitles: bool = True,
         copy_data: bool = True,
-        copy_cover: bool = True,
         audio_kbps: int | None = None,
     ) -> None:
         self._input = source
@@ -134,12 +126,11 @@ class StreamCopier:
                 if s.type == "attachment":
                     self._copy_attachment(s, suffix)
                     continue
-                if s.type == "video" and _is_cover(s) and copy_cover:
+                if s.type == "video" and _is_cover(s):
                     self._copy_cover(s, suffix)
                     continue
                 if s.type == "video" and s is not main:
-                    what = "cover art" if _is_cover(s) else "another video"
-                    self.warnings.append(f"{describe(s)} is {what}, not upscaled; left out")
+                    self.warnings.append(f"{describe(s)} is another video, not upscaled; left out")
                     continue
                 if not wanted.get(s.type, False):
                     continue  # the video itself, or left out by choice

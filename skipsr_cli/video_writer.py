@@ -64,7 +64,8 @@ def partial_path(path: Path) -> Path:
     raise OutputError(f"cannot write {path}: no free temporary name beside it")
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
+    """The same file by name, by link (symbolic or hard), or by `./` and other spellings."""
     with contextlib.suppress(OSError):
         return a.samefile(b)
     return a.resolve() == b.resolve()
@@ -76,7 +77,7 @@ def _check_target(path: Path, copy_audio_from: Path | None, overwrite: bool) -> 
         raise OutputError(f"cannot write {path}: directory {path.parent} does not exist")
     if not path.suffix:
         raise OutputError(f"cannot write {path}: add an extension (.mp4, .mkv, .mov, .webm)")
-    if copy_audio_from is not None and _same_file(path, Path(copy_audio_from)):
+    if copy_audio_from is not None and same_file(path, Path(copy_audio_from)):
         raise OutputError(f"cannot write {path}: it is the input file")
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a directory")
@@ -120,6 +121,8 @@ class VideoWriter:
         self.time_base = Fraction(time_base) if time_base else 1 / self.rate
         self.frames_written = 0
         self._last_dts: int | None = None
+        # a dts further behind its pts than this is garbage (see _check_dts)
+        self._dts_reach = 86_400 / self.time_base
         self._overwrite = overwrite
         self._temp: Path | None = None  # made once the target is checked
         self._output: av.container.OutputContainer | None = None
@@ -317,9 +320,13 @@ class VideoWriter:
         pts, dts = packet.pts, packet.dts
         if pts is None:
             return
-        far = max(16 / self.rate, Fraction(86_400)) / self.time_base
         last = self._last_dts
-        if dts is None or dts > pts or pts - dts > far or (last is not None and dts <= last):
+        if (
+            dts is None
+            or dts > pts
+            or pts - dts > self._dts_reach
+            or (last is not None and dts <= last)
+        ):
             dts = pts if last is None or pts > last else last + 1
             packet.dts = dts
         self._last_dts = dts
