@@ -12,9 +12,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from skipsr_cli.encoding import EncodeOptions
-from skipsr_cli.video_io import probe, read_frames
-from skipsr_cli.video_writer import VideoWriter
+from skipsr_cli.media.encoding import EncodeOptions
+from skipsr_cli.media.video_io import probe, read_frames
+from skipsr_cli.media.video_writer import VideoWriter
 
 AUDIO_RATE = 48000
 _AUDIO_CHUNK = 1024  # samples per frame handed to the audio encoder (it re-frames as it needs)

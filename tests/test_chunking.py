@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skipsr_cli.chunking import Chunk, OverlapAdd, iter_chunks, transition_weights
+from skipsr_cli.run.chunking import Chunk, OverlapAdd, iter_chunks, transition_weights
 
 
 @pytest.mark.parametrize(

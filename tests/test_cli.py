@@ -15,7 +15,7 @@ import pytest
 from media import audio_packets, make_clip, make_non_video, stream_seconds
 
 from skipsr_cli.errors import ExitCode
-from skipsr_cli.video_io import probe, read_frames
+from skipsr_cli.media.video_io import probe, read_frames
 
 DEBUG = ["--model", "debug", "--random-weights"]
 
@@ -288,7 +288,7 @@ def test_bench_run_measures_the_upscale_against_its_encode_floor(clip):
 
 def test_an_output_folder_that_is_not_writable_fails_before_the_model(clip, tmp_path, monkeypatch):
     from skipsr_cli.errors import OutputError
-    from skipsr_cli.pipeline import UpscaleJob, prepare
+    from skipsr_cli.run.pipeline import UpscaleJob, prepare
 
     folder = tmp_path / "locked"
     folder.mkdir()

@@ -19,9 +19,9 @@ from media import (
     yuv_to_rgb,
 )
 
-from skipsr_cli.colour import ColourInfo, default_matrix
-from skipsr_cli.encoding import EncodeOptions
-from skipsr_cli.video_io import probe, read_frames
+from skipsr_cli.media.colour import ColourInfo, default_matrix
+from skipsr_cli.media.encoding import EncodeOptions
+from skipsr_cli.media.video_io import probe, read_frames
 
 BT601, BT709, BT2020 = 6, 1, 9  # AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic
 LOSSLESS = EncodeOptions(codec="libx264", crf=0, preset="ultrafast", pix_fmt="yuv444p")
@@ -177,7 +177,7 @@ def test_device_conversion_equals_the_host_one(case: str) -> None:
     4:4:4, and at 4:2:0 the same luma with 2x2 means of its chroma."""
     import torch
 
-    from skipsr_cli.colour import output_colour, rgb_to_planes, rgb_to_ycbcr
+    from skipsr_cli.media.colour import output_colour, rgb_to_planes, rgb_to_ycbcr
 
     rgb = colour_gradient()[:64, :96]
     colour = output_colour(CASES[case], 64)
@@ -197,7 +197,7 @@ def test_writer_takes_device_planes_with_the_same_colours(tmp_path: Path, case: 
     """The path `skipsr upscale` takes for 4:2:0 and 4:4:4 outputs: planes made by rgb_to_planes."""
     import torch
 
-    from skipsr_cli.colour import rgb_to_planes
+    from skipsr_cli.media.colour import rgb_to_planes
 
     colour, rgb = CASES[case], colour_gradient()
     src = _clip(tmp_path, colour, rgb)

@@ -1,4 +1,4 @@
-"""`skipsr_cli.evaluate` end to end on generated media and the debug model (random weights)."""
+"""`skipsr_cli.measure.evaluate` end to end on generated media and the debug model (random weights)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from media import make_clip, make_non_video
 
 from skipsr_cli.errors import InputError, UsageError
-from skipsr_cli.evaluate import (
+from skipsr_cli.measure.evaluate import (
     METHODS,
     ClipResult,
     Row,

@@ -15,9 +15,9 @@ from av.video.reformatter import Colorspace
 from media import make_clip, make_colour_clip
 
 from models import SkipSR
-from skipsr_cli.degrade import resize
-from skipsr_cli.pipeline import UpscaleJob, prepare, upscale
-from skipsr_cli.video_io import probe, read_frames
+from skipsr_cli.media.video_io import probe, read_frames
+from skipsr_cli.run.pipeline import UpscaleJob, prepare, upscale
+from skipsr_cli.train.degrade import resize
 from skipsr_cli.weights import load_model
 
 CPU = torch.device("cpu")
@@ -100,7 +100,7 @@ def test_no_colour_shift_through_a_whole_upscale(tmp_path, matrix, colour_range)
 
 def captured_frames(monkeypatch) -> list[np.ndarray]:
     """Record what the pipeline hands the encoder: RGB frames or device-converted planes."""
-    from skipsr_cli.video_writer import VideoWriter
+    from skipsr_cli.media.video_writer import VideoWriter
 
     seen: list[np.ndarray] = []
     write, write_planes = VideoWriter.write, VideoWriter.write_planes
@@ -124,7 +124,7 @@ def captured_frames(monkeypatch) -> list[np.ndarray]:
 def test_lossless_output_decodes_to_exactly_what_was_encoded(
     debug, tmp_path, monkeypatch, suffix, codec, pix_fmt
 ):
-    from skipsr_cli.encoding import lossless_options
+    from skipsr_cli.media.encoding import lossless_options
 
     src = make_clip(tmp_path / "in.mp4", frames=4, audio=False)
     out = tmp_path / f"out{suffix}"
@@ -144,8 +144,8 @@ def test_lossless_output_decodes_to_exactly_what_was_encoded(
 
 
 def test_lossless_refuses_an_encoder_without_a_lossless_mode():
-    from skipsr_cli.encoding import lossless_options
     from skipsr_cli.errors import UsageError
+    from skipsr_cli.media.encoding import lossless_options
 
     with pytest.raises(UsageError, match="no lossless mode"):
         lossless_options(".mp4", "mpeg4", None, None)
@@ -285,7 +285,7 @@ def make_hdr10_clip(path: Path) -> Path:
 
 
 def test_hdr10_mastering_metadata_is_carried_by_x265_and_named_otherwise(debug, tmp_path):
-    from skipsr_cli.encoding import EncodeOptions
+    from skipsr_cli.media.encoding import EncodeOptions
 
     src = make_hdr10_clip(tmp_path / "hdr10.mkv")
     hdr = probe(src).hdr
@@ -300,7 +300,7 @@ def test_hdr10_mastering_metadata_is_carried_by_x265_and_named_otherwise(debug, 
 
 
 def test_twelve_bit_input_keeps_twelve_bits_with_x265_and_ten_with_x264(debug, tmp_path):
-    from skipsr_cli.encoding import EncodeOptions
+    from skipsr_cli.media.encoding import EncodeOptions
 
     src = tmp_path / "in12.mkv"
     with av.open(str(src), "w") as out:

@@ -12,9 +12,9 @@ from media import make_clip
 
 from models import SkipSR
 from skipsr_cli.errors import InputError, OutputError, UsageError
-from skipsr_cli.image_io import sequence_files
-from skipsr_cli.pipeline import UpscaleJob, prepare, upscale
-from skipsr_cli.video_io import probe, read_frames
+from skipsr_cli.media.image_io import sequence_files
+from skipsr_cli.media.video_io import probe, read_frames
+from skipsr_cli.run.pipeline import UpscaleJob, prepare, upscale
 from skipsr_cli.weights import load_model
 
 
@@ -155,7 +155,7 @@ def test_one_png_for_an_input_of_unknown_length_fails_and_leaves_nothing(debug, 
 
 
 def test_png_frames_into_a_folder_that_cannot_be_written_fail_before_any_work(tmp_path):
-    from skipsr_cli.image_io import ImageWriter
+    from skipsr_cli.media.image_io import ImageWriter
 
     with pytest.raises(OutputError, match="cannot write"):
         ImageWriter(tmp_path / "gone" / "f_%03d.png", width=8, height=8, pix_fmt="rgb24", frames=2)

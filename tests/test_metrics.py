@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from skipsr_cli import metrics
+from skipsr_cli.measure import metrics
 
 
 def clip(t: int = 3, h: int = 20, w: int = 23, seed: int = 0) -> torch.Tensor:

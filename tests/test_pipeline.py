@@ -13,13 +13,13 @@ import torch
 from media import make_clip, make_corrupt_clip
 
 from models import SkipSR
-from skipsr_cli import pipeline
-from skipsr_cli.encoding import EncodeOptions
 from skipsr_cli.errors import InputError, OutputError
-from skipsr_cli.overlap import BackgroundWriter, Prefetcher
-from skipsr_cli.pipeline import UpscaleJob, prepare, upscale
-from skipsr_cli.video_io import read_frames
-from skipsr_cli.video_writer import VideoWriter
+from skipsr_cli.media.encoding import EncodeOptions
+from skipsr_cli.media.video_io import read_frames
+from skipsr_cli.media.video_writer import VideoWriter
+from skipsr_cli.run import pipeline
+from skipsr_cli.run.overlap import BackgroundWriter, Prefetcher
+from skipsr_cli.run.pipeline import UpscaleJob, prepare, upscale
 from skipsr_cli.weights import load_model
 
 LOSSLESS = EncodeOptions(codec="ffv1", crf=None, preset=None)  # output frames compare exactly

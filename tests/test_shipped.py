@@ -9,9 +9,9 @@ import torch
 
 from models import PRESETS
 from models.skipsr import Settings
-from skipsr_cli.degrade import TRACKS, resize
-from skipsr_cli.metrics import psnr
-from skipsr_cli.video_io import read_frames
+from skipsr_cli.measure.metrics import psnr
+from skipsr_cli.media.video_io import read_frames
+from skipsr_cli.train.degrade import TRACKS, resize
 from skipsr_cli.weights import SHIPPED, load_model, read_args, verify_checksum
 
 SAMPLE = Path(__file__).parent.parent / "examples" / "bbb_320x180.mp4"

@@ -10,11 +10,11 @@ import torch
 from media import make_clip
 
 from models import PRESETS, DiTArgs, ModelArgs, VAEArgs
-from skipsr_cli.checkpoint import SHARD_BYTES, load_tensors, save_tensors
 from skipsr_cli.errors import UsageError
-from skipsr_cli.train import TrainConfig, train
-from skipsr_cli.train_data import VALIDATION, read_image, split, write_jpeg
-from skipsr_cli.train_data import pack as pack_sources
+from skipsr_cli.train.checkpoint import SHARD_BYTES, load_tensors, save_tensors
+from skipsr_cli.train.data import VALIDATION, read_image, split, write_jpeg
+from skipsr_cli.train.data import pack as pack_sources
+from skipsr_cli.train.loop import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ def test_shards_stay_under_the_limit(tmp_path):
 def test_augment_keeps_the_pixels_and_varies_the_view():
     import random
 
-    from skipsr_cli.train_data import augment
+    from skipsr_cli.train.data import augment
 
     frame = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
     clip = torch.stack((frame, frame / 2))
@@ -180,7 +180,7 @@ def test_augment_keeps_the_pixels_and_varies_the_view():
 def test_repeated_scales_weight_the_draw(pack, tmp_path):
     import random
 
-    from skipsr_cli.train_data import ClipPairs, Sources, cache_videos
+    from skipsr_cli.train.data import ClipPairs, Sources, cache_videos
 
     pairs = ClipPairs(pack, tmp_path / "cache", 1, 2, 32, 0, 0, scales=(2, 2, 4), degrade=False)
     cache_videos(pack, tmp_path / "cache")

@@ -23,10 +23,10 @@ from media import (
     writer_like,
 )
 
-from skipsr_cli.encoding import EncodeOptions, validate_encode_options
 from skipsr_cli.errors import InputError, OutputError, UsageError
-from skipsr_cli.video_io import probe, read_frames
-from skipsr_cli.video_writer import VideoWriter, partial_path
+from skipsr_cli.media.encoding import EncodeOptions, validate_encode_options
+from skipsr_cli.media.video_io import probe, read_frames
+from skipsr_cli.media.video_writer import VideoWriter, partial_path
 
 
 def _av_offset(path: Path) -> float:
@@ -469,7 +469,7 @@ def test_a_folder_that_refuses_files_fails_when_the_writer_opens(tmp_path, monke
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("skipsr_cli.video_writer.os.open", refuse)
+    monkeypatch.setattr("skipsr_cli.media.video_writer.os.open", refuse)
     with pytest.raises(OutputError, match="cannot write .*Permission denied"):
         partial_path(tmp_path / "out.mp4")
 

@@ -8,16 +8,16 @@ from typing import Annotated
 import torch
 import typer
 
-from skipsr_cli.cli_common import (
+from skipsr_cli.commands.common import (
     DeviceChoice,
     DeviceOpt,
     DtypeChoice,
     DtypeOpt,
-    check_threshold,
     exit_codes,
     pick_device,
 )
 from skipsr_cli.errors import InputError, UsageError
+from skipsr_cli.run.options import check_threshold
 from skipsr_cli.weights import load_model
 
 train_app = typer.Typer(
@@ -41,7 +41,7 @@ def train_pack_command(
     crop_side: Annotated[int, typer.Option(min=64, help="Side of those crops in pixels.")] = 384,
 ) -> None:
     """Copy the training split (validation held out), photos downscaled, into a compact folder."""
-    from skipsr_cli.train_data import pack
+    from skipsr_cli.train.data import pack
 
     if not source.is_dir():
         raise InputError(f"not a folder: {source}")
@@ -97,7 +97,7 @@ def train_run_command(
 ) -> None:
     """Train one stage for at most --minutes, then checkpoint; run again to resume exactly."""
     from models import PRESETS, ModelArgs
-    from skipsr_cli.train import STAGES, TrainConfig, train
+    from skipsr_cli.train.loop import STAGES, TrainConfig, train
 
     if stage not in STAGES:
         raise UsageError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
@@ -143,7 +143,7 @@ def train_vae_check_command(
     device: DeviceOpt = DeviceChoice.auto,
 ) -> None:
     """Round-trip PSNR of the VAE on held-out media (encode, decode, 8-bit), per file and mean."""
-    from skipsr_cli.train import vae_round_trip, validation_clips
+    from skipsr_cli.train.loop import vae_round_trip, validation_clips
 
     net = load_model(weights=weights, device=pick_device(device))
     print(f"{'':>45}  {'fill':>8}  {'round trip':>10}")

@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader
 from models import ModelArgs, SkipSR
 from models.dit import TokenSet, patchify
 from models.skipsr import compose, token_noise
-from skipsr_cli.checkpoint import load_checkpoint, save_checkpoint
 from skipsr_cli.errors import UsageError
-from skipsr_cli.train_data import ClipPairs, cache_videos, check_pack
+from skipsr_cli.train.checkpoint import load_checkpoint, save_checkpoint
+from skipsr_cli.train.data import ClipPairs, cache_videos, check_pack
 from skipsr_cli.weights import load_model, save_model
 
 STAGES = ("vae", "dit", "mask")
@@ -299,9 +299,9 @@ def _save(cfg: TrainConfig, model: SkipSR, opt, step: int) -> None:
 
 def validation_clips(folder: Path, frames: int = 16) -> dict[str, Tensor]:
     """Held-out media as clips (T, 3, H, W) in [0, 1]: videos' first frames, images as one frame."""
-    from skipsr_cli.degrade import from_uint8
-    from skipsr_cli.train_data import IMAGE_EXT, read_image
-    from skipsr_cli.video_io import read_frames
+    from skipsr_cli.media.video_io import read_frames
+    from skipsr_cli.train.data import IMAGE_EXT, read_image
+    from skipsr_cli.train.degrade import from_uint8
 
     clips = {}
     for path in sorted(folder.iterdir()):
@@ -323,7 +323,7 @@ def vae_round_trip(
     the target's own latent (with the fill as guide, for a guided decoder): what the output would be
     if the transformer predicted the target latent exactly.
     """
-    from skipsr_cli.degrade import TRACKS
+    from skipsr_cli.train.degrade import TRACKS
 
     device = next(model.parameters()).device
     out = {}

@@ -12,8 +12,7 @@ import torch.nn.functional as F
 import typer
 
 from models.skipsr import Settings
-from skipsr_cli.cli_common import (
-    FRAME_SLICE,
+from skipsr_cli.commands.common import (
     DeviceChoice,
     DeviceOpt,
     DtypeChoice,
@@ -23,12 +22,12 @@ from skipsr_cli.cli_common import (
     RandomOpt,
     WeightsOpt,
     exit_codes,
-    parse_size,
     pick_device,
     pick_dtype,
 )
 from skipsr_cli.errors import InputError, UsageError
-from skipsr_cli.pipeline import frames_to_device
+from skipsr_cli.run.options import FRAME_SLICE, parse_size
+from skipsr_cli.run.pipeline import frames_to_device
 from skipsr_cli.weights import load_model
 
 bench_app = typer.Typer(
@@ -56,7 +55,7 @@ def bench_transformer_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Masked-transformer forward time at forced kept fractions (the paper's scaling claim)."""
-    from skipsr_cli.bench import bench_transformer, token_grid
+    from skipsr_cli.measure.bench import bench_transformer, token_grid
 
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
@@ -118,8 +117,8 @@ def bench_model_command(
 ) -> None:
     """Model-only time per frame, stage by stage (upsample, encode, predictor, transformer,
     compose, decode), on real frames: model fps, skip ratio, peak GPU memory."""
-    from skipsr_cli.bench import MODEL_STAGES, bench_model
-    from skipsr_cli.video_io import probe, read_frames
+    from skipsr_cli.measure.bench import MODEL_STAGES, bench_model
+    from skipsr_cli.media.video_io import probe, read_frames
 
     if not source.is_file():
         raise InputError(f"input not found: {source}")
@@ -189,10 +188,10 @@ def bench_run_command(
     with decode, model stages, colour conversion and encode timed alone, in ms per frame."""
     import tempfile
 
-    from skipsr_cli.bench import Resampler, bench_model, host_stages
-    from skipsr_cli.encoding import EncodeOptions
-    from skipsr_cli.pipeline import UpscaleJob, prepare, upscale
-    from skipsr_cli.video_io import probe, read_frames
+    from skipsr_cli.measure.bench import Resampler, bench_model, host_stages
+    from skipsr_cli.media.encoding import EncodeOptions
+    from skipsr_cli.media.video_io import probe, read_frames
+    from skipsr_cli.run.pipeline import UpscaleJob, prepare, upscale
 
     if not source.is_file():
         raise InputError(f"input not found: {source}")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
-import math
 import signal
 import sys
 import threading
@@ -12,12 +12,13 @@ import traceback
 from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import torch
 import typer
 
-from skipsr_cli.errors import ExitCode, SkipSRError, UsageError
+from skipsr_cli.errors import ExitCode, SkipSRError
+from skipsr_cli.run.options import resolve_device, resolve_dtype
 
 run_state = {"debug": False}
 
@@ -76,12 +77,6 @@ def _report(error: BaseException, message: str) -> None:
     print(f"skipsr: error: {message}", file=sys.stderr, flush=True)
 
 
-def check_threshold(threshold: float | None) -> None:
-    """tau must be a number of dB: NaN would skip every token, and infinities mean nothing."""
-    if threshold is not None and not math.isfinite(threshold):
-        raise UsageError(f"--threshold must be a finite number of dB, not {threshold}")
-
-
 class DeviceChoice(str, Enum):
     auto = "auto"
     cuda = "cuda"
@@ -96,35 +91,12 @@ class DtypeChoice(str, Enum):
 
 
 def pick_device(choice: DeviceChoice) -> torch.device:
-    if choice is DeviceChoice.cuda and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available (use --device cpu)")
-    if choice is DeviceChoice.cpu or (
-        choice is DeviceChoice.auto and not torch.cuda.is_available()
-    ):
-        return torch.device("cpu")
-    return torch.device("cuda")
+    return resolve_device(choice.value)
 
 
 def pick_dtype(choice: DtypeChoice, device: torch.device) -> torch.dtype:
-    if choice is DtypeChoice.auto:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[choice.value]
+    return resolve_dtype(choice.value, device)
 
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UsageError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 1920x1080") from None
-    if w < 1 or h < 1 or w > 16384 or h > 16384:
-        raise UsageError(f"--size {text!r}: width and height must be between 1 and 16384")
-    return w, h
-
-
-# Full-resolution VAE work runs this many frames at a time (exact; bounds memory at large sizes).
-FRAME_SLICE = 4
 
 # Options shared by several commands, declared once.
 DeviceOpt = Annotated[DeviceChoice, typer.Option(help="Where the model runs.")]
@@ -144,3 +116,11 @@ JsonOpt = Annotated[
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+
+
+def in_panel(option: object, panel: str) -> object:
+    """A shared option (an Annotated type above) shown in a help panel of one command."""
+    kind, info = get_args(option)
+    info = copy.copy(info)
+    info.rich_help_panel = panel
+    return Annotated[kind, info]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import av
 
-from skipsr_cli.audio_transcode import (
+from skipsr_cli.media.audio_transcode import (
     AudioTranscoder,
     describe_plan,
     known_layout,

@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 
 from models.skipsr import Settings, SkipSR
-from skipsr_cli import metrics
-from skipsr_cli.degrade import TRACKS, from_uint8, resize
 from skipsr_cli.errors import InputError, ModelError, UsageError
-from skipsr_cli.video_io import probe, read_frames
+from skipsr_cli.measure import metrics
+from skipsr_cli.media.video_io import probe, read_frames
+from skipsr_cli.train.degrade import TRACKS, from_uint8, resize
 
 METHODS = ("model", "no-skip", "lanczos", "bicubic")
 MODEL_METHODS = frozenset({"model", "no-skip"})

@@ -21,21 +21,21 @@ from torch import Tensor
 
 from models import SkipSR
 from models.skipsr import Result, Settings
-from skipsr_cli.chunking import Chunk, OverlapAdd, check_plan, iter_chunks
-from skipsr_cli.colour import ColourInfo, rgb_to_planes
-from skipsr_cli.encoding import EncodeOptions, default_pix_fmt, validate_encode_options
 from skipsr_cli.errors import InputError, ModelError, OutputError, UsageError
-from skipsr_cli.image_io import (
+from skipsr_cli.media.colour import ColourInfo, rgb_to_planes
+from skipsr_cli.media.encoding import EncodeOptions, default_pix_fmt, validate_encode_options
+from skipsr_cli.media.image_io import (
     FOLDER_PATTERN,
     PNG_FORMATS,
     ImageWriter,
     frame_paths,
     is_image_output,
 )
-from skipsr_cli.overlap import BackgroundWriter, InlineWriter, Prefetcher
-from skipsr_cli.progress import Event, RunStats, Started, Summary
-from skipsr_cli.video_io import DecodedFrame, VideoInfo, probe, read_frames
-from skipsr_cli.video_writer import VideoWriter, same_file
+from skipsr_cli.media.video_io import DecodedFrame, VideoInfo, probe, read_frames
+from skipsr_cli.media.video_writer import VideoWriter, same_file
+from skipsr_cli.run.chunking import Chunk, OverlapAdd, check_plan, iter_chunks
+from skipsr_cli.run.overlap import BackgroundWriter, InlineWriter, Prefetcher
+from skipsr_cli.run.progress import Event, RunStats, Started, Summary
 
 Writer = VideoWriter | ImageWriter
 # Per writer: its colour, the planar pix_fmt it takes from the device (None: RGB frames), and

@@ -17,13 +17,13 @@ from pathlib import Path
 import av
 import numpy as np
 
-from skipsr_cli.colour import (
+from skipsr_cli.errors import InputError
+from skipsr_cli.media.colour import (
     RANGE_FULL,
     RANGE_LIMITED,
     ColourInfo,
     sws_matrix,
 )
-from skipsr_cli.errors import InputError
 
 # Errors PyAV raises for unreadable or unwritable media: its own FFmpegError family, plus the plain
 # OSError / ValueError it uses for bad paths, unsupported codec/container pairs and bad arguments.
@@ -125,7 +125,7 @@ def _stream_duration(
 
 def probe(path: Path) -> VideoInfo:
     """Read what the pipeline needs to plan its work (decoding at most the first frame)."""
-    from skipsr_cli.image_io import sequence_frames
+    from skipsr_cli.media.image_io import sequence_frames
 
     path = Path(path)
     frames = sequence_frames(path)
@@ -166,7 +166,7 @@ def probe(path: Path) -> VideoInfo:
 
 
 def _probe_sequence(path: Path, frames: list[tuple[int, Path]]) -> VideoInfo:
-    from skipsr_cli.image_io import SEQUENCE_RATE, read_image
+    from skipsr_cli.media.image_io import SEQUENCE_RATE, read_image
 
     files = [p for _, p in frames]
     numbers = tuple(n for n, _ in frames)
@@ -191,7 +191,7 @@ def _probe_sequence(path: Path, frames: list[tuple[int, Path]]) -> VideoInfo:
 
 
 def _read_sequence(files: list[Path]) -> Iterator[DecodedFrame]:
-    from skipsr_cli.image_io import read_image
+    from skipsr_cli.media.image_io import read_image
 
     size = None
     for index, file in enumerate(files):
@@ -272,7 +272,7 @@ def read_frames(path: Path) -> Iterator[DecodedFrame]:
     ``next()``. A decode error mid-stream raises InputError naming the frame: a frame is never
     skipped, because a shorter output would silently fall out of sync with the audio.
     """
-    from skipsr_cli.image_io import sequence_files
+    from skipsr_cli.media.image_io import sequence_files
 
     path = Path(path)
     files = sequence_files(path)

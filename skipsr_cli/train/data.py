@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
-from skipsr_cli.degrade import from_uint8, random_degrade, resize
 from skipsr_cli.errors import InputError
+from skipsr_cli.train.degrade import from_uint8, random_degrade, resize
 
 # Held out: never trained on, used for every validation figure.
 VALIDATION = (

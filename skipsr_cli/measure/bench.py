@@ -20,7 +20,7 @@ import torch
 from models import SkipSR
 from models.dit import TokenSet, patchify
 from models.skipsr import Result, Settings, compose, sample, token_noise
-from skipsr_cli.encoding import EncodeOptions
+from skipsr_cli.media.encoding import EncodeOptions
 
 
 @dataclass(frozen=True)
@@ -242,9 +242,9 @@ def host_stages(
     untimed), then time the colour conversion and the encoder on them, each alone."""
     import tempfile
 
-    from skipsr_cli.pipeline import finish, frames_to_device, write_frame
-    from skipsr_cli.video_io import probe, read_frames
-    from skipsr_cli.video_writer import VideoWriter
+    from skipsr_cli.media.video_io import probe, read_frames
+    from skipsr_cli.media.video_writer import VideoWriter
+    from skipsr_cli.run.pipeline import finish, frames_to_device, write_frame
 
     info = probe(source)
     t0 = time.perf_counter()

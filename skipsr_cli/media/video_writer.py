@@ -14,7 +14,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from skipsr_cli.colour import (
+from skipsr_cli.errors import OutputError
+from skipsr_cli.media.colour import (
     ACCURATE,
     DEVICE_PIX_FMTS,
     RANGE_FULL,
@@ -23,15 +24,14 @@ from skipsr_cli.colour import (
     rgb_to_ycbcr,
     sws_matrix,
 )
-from skipsr_cli.encoding import (
+from skipsr_cli.media.encoding import (
     EncodeOptions,
     codec_options,
     resolve_pix_fmt,
     validate_encode_options,
 )
-from skipsr_cli.errors import OutputError
-from skipsr_cli.stream_copy import StreamCopier, packet_seconds
-from skipsr_cli.video_io import AV_ERRORS, HdrMetadata, open_input, pix_fmt_depth
+from skipsr_cli.media.stream_copy import StreamCopier, packet_seconds
+from skipsr_cli.media.video_io import AV_ERRORS, HdrMetadata, open_input, pix_fmt_depth
 
 
 def x265_hdr_params(hdr: HdrMetadata) -> str:

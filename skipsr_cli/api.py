@@ -1,0 +1,132 @@
+"""The Python API: `load_model` and `upscale`, what the `skipsr upscale` command itself calls.
+
+    import skipsr_cli
+
+    model = skipsr_cli.load_model("base", device="cuda")  # load once, keep it warm
+    for path in clips:
+        summary = skipsr_cli.upscale(path, path.with_suffix(".x2.mp4"), model=model, crf=16)
+        print(summary.frames, summary.fps)
+
+Failures raise the typed exceptions of `skipsr_cli.errors` (InputError, ModelError, OutputError,
+UsageError); the output file appears only when the whole run succeeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import fields, replace
+from pathlib import Path
+
+import torch
+
+from models import PRESETS, SkipSR
+from skipsr_cli import weights
+from skipsr_cli.errors import ModelError
+from skipsr_cli.run import pipeline
+from skipsr_cli.run.options import (
+    UpscaleOptions,
+    check_options,
+    job_of,
+    resolve_device,
+    resolve_dtype,
+)
+from skipsr_cli.run.progress import Event, Summary
+
+OPTION_NAMES = frozenset(f.name for f in fields(UpscaleOptions))
+
+
+def load_model(
+    name_or_path: str | Path = "base",
+    *,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    random_weights: bool = False,
+    seed: int = 0,
+) -> SkipSR:
+    """The network of a preset (its shipped weights) or of a .safetensors weights file.
+
+    `name_or_path`: a preset name (base, debug, seedvr2-3b) or a path to weights saved by skipsr.
+    `device`: auto (CUDA when there is one), cuda, cpu or a torch.device. `dtype`: auto (bf16 on
+    CUDA, fp32 on the CPU), bf16, fp16, fp32 or a torch.dtype. `random_weights`: the preset's
+    untrained network, initialised from `seed` (tests and benchmarks only).
+    """
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if _is_path(name_or_path):
+        if random_weights:
+            raise ModelError("random weights are built from a preset name, not a file")
+        return weights.load_model(weights=Path(name_or_path), device=dev, dtype=dt)
+    return weights.load_model(
+        str(name_or_path), random_weights=random_weights, device=dev, dtype=dt, seed=seed
+    )
+
+
+def upscale(
+    input: str | Path,
+    output: str | Path,
+    options: UpscaleOptions | None = None,
+    *,
+    model: SkipSR | str | Path | None = None,
+    progress: Callable[[Event], None] | None = None,
+    **option_fields: object,
+) -> Summary:
+    """Upscale one video (or image, or image sequence) into `output`; returns the run's summary.
+
+    Options are the fields of `UpscaleOptions` (the command line's options): pass an
+    `UpscaleOptions`, keywords such as `scale=4, crf=16, copy_audio=False`, or both (keywords win).
+    `model` is a network from `load_model` (it runs where it is, in its own dtype, and stays
+    loaded for the next call), or a preset name or weights path to load for this call only.
+    `progress` receives the run's events (Started, then Advanced, then the Summary).
+    Warnings (streams the output container cannot hold) are in `summary.warnings`.
+    """
+    opts = _options(options, model, option_fields)
+    input, output = Path(input), Path(output)
+    check_options(input, opts)
+    if isinstance(model, SkipSR):
+        param = next(model.parameters())
+        device, dtype = param.device, param.dtype
+    else:
+        device = resolve_device(opts.device)
+        dtype = resolve_dtype(opts.dtype, device)
+    plan = pipeline.prepare(job_of(input, output, opts))  # refuses what it can before loading
+    net = model if isinstance(model, SkipSR) else _load(opts, device, dtype)
+    return pipeline.upscale(net, plan, device, dtype, progress or _ignore)
+
+
+def _options(
+    options: UpscaleOptions | None, model: object, option_fields: dict[str, object]
+) -> UpscaleOptions:
+    unknown = sorted(set(option_fields) - OPTION_NAMES)
+    if unknown:
+        raise TypeError(f"upscale() got unknown option(s): {', '.join(unknown)}")
+    if isinstance(model, str | Path):
+        option_fields = {**option_fields, **_model_fields(model)}
+    return replace(options or UpscaleOptions(), **option_fields)
+
+
+def _model_fields(model: str | Path) -> dict[str, object]:
+    return {"weights": Path(model)} if _is_path(model) else {"model": model}
+
+
+def _load(opts: UpscaleOptions, device: torch.device, dtype: torch.dtype) -> SkipSR:
+    return weights.load_model(
+        opts.model,
+        opts.weights,
+        random_weights=opts.random_weights,
+        device=device,
+        dtype=dtype,
+        seed=opts.seed,
+    )
+
+
+def _is_path(name_or_path: str | Path) -> bool:
+    """A path, or a string that is no preset name and looks like a file."""
+    if isinstance(name_or_path, Path):
+        return True
+    return name_or_path not in PRESETS and (
+        Path(name_or_path).suffix != "" or "/" in name_or_path or Path(name_or_path).exists()
+    )
+
+
+def _ignore(event: Event) -> None:
+    pass

@@ -1,0 +1,88 @@
+"""`skipsr eval`: the model against lanczos and bicubic on degraded copies of reference media."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from skipsr_cli.commands.common import (
+    DebugOpt,
+    DeviceChoice,
+    DeviceOpt,
+    DtypeChoice,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    QuietOpt,
+    RandomOpt,
+    WeightsOpt,
+    exit_codes,
+    pick_device,
+    pick_dtype,
+    run_state,
+)
+from skipsr_cli.errors import InputError, UsageError
+from skipsr_cli.run.options import check_threshold
+from skipsr_cli.weights import load_model
+
+
+@exit_codes
+def eval_command(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="HR_FILES_OR_DIR",
+            help="High-resolution references: videos, PNG/JPEG images, or folders of them.",
+        ),
+    ],
+    scale: Annotated[int, typer.Option("--scale", "-s", help="Scale factor: 2 or 4.")] = 2,
+    frames: Annotated[
+        int | None,
+        typer.Option(min=1, help="Use only the first N frames of each video (default: all)."),
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="tau in dB for the model row (default: the model's own).")
+    ] = None,
+    chunk_frames: Annotated[
+        int, typer.Option(min=1, help="Frames per model call (no overlap in evaluation).")
+    ] = 16,
+    device: DeviceOpt = DeviceChoice.auto,
+    dtype: DtypeOpt = DtypeChoice.auto,
+    weights: WeightsOpt = None,
+    model: ModelOpt = "base",
+    random_weights: RandomOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Measure the model against lanczos and bicubic on degraded copies: `skipsr eval clips/ -s 2`."""
+    from skipsr_cli.measure.evaluate import evaluate, format_table, result_to_json
+
+    run_state["debug"] = debug
+    check_threshold(threshold)
+    if scale not in (2, 4):
+        raise UsageError(f"--scale must be 2 or 4, not {scale}")
+    if weights is not None and random_weights:
+        raise UsageError("--weights and --random-weights exclude each other")
+    for path in inputs:
+        if not path.exists():
+            raise InputError(f"input not found: {path}")
+    dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
+    net = load_model(model, weights, random_weights=random_weights, device=dev, dtype=dt)
+
+    def log(line: str) -> None:
+        if not quiet:
+            print(f"skipsr eval: {line}", file=sys.stderr, flush=True)
+
+    result = evaluate(
+        inputs, scale, net, frames=frames, threshold=threshold, chunk_frames=chunk_frames, log=log
+    )
+    if json_out:
+        print(json.dumps(result_to_json(result), allow_nan=False), flush=True)
+    else:
+        print(format_table(result), flush=True)

@@ -1,0 +1,162 @@
+"""The options of one upscale, checked once and turned into the run's config objects.
+
+`UpscaleOptions` mirrors the command line's options (`skipsr upscale --help`) field for field, so
+the command and the Python API (`skipsr_cli.upscale`) build the same job from the same object.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.skipsr import Settings
+from skipsr_cli.errors import InputError, UsageError
+from skipsr_cli.media.encoding import EncodeOptions, default_codec, lossless_options
+from skipsr_cli.media.image_io import is_image_output
+from skipsr_cli.run.pipeline import UpscaleJob
+
+# Full-resolution VAE work runs this many frames at a time (exact; bounds memory at large sizes).
+FRAME_SLICE = 4
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class UpscaleOptions:
+    """Everything one upscale can be told; the defaults are the command line's."""
+
+    # Model: a preset name (base, debug, seedvr2-3b) or, with `weights`, a .safetensors file.
+    model: str = "base"
+    weights: Path | None = None
+    random_weights: bool = False  # untrained weights, for tests and benchmarks
+    device: str | torch.device = "auto"  # auto, cuda, cpu (or a torch.device)
+    dtype: str | torch.dtype = "auto"  # auto (bf16 on CUDA, fp32 on CPU), bf16, fp16, fp32
+    # Quality and speed
+    scale: int = 2  # 2 or 4
+    size: tuple[int, int] | str | None = None  # (width, height) or "WIDTHxHEIGHT"; overrides scale
+    threshold: float | None = None  # tau in dB; None: the model's own
+    skip: bool = True  # False keeps every token (the dense baseline)
+    steps: int = 1  # flow-matching steps
+    seed: int = 0
+    chunk_frames: int = 16
+    overlap: int = 4
+    tile: int | None = None  # decode in tiles of this many latent pixels
+    # Encoding
+    codec: str | None = None  # None: libx264 (libvpx-vp9 for .webm, gif for .gif, png for frames)
+    crf: int | None = 18
+    preset: str | None = "medium"
+    pix_fmt: str | None = None
+    lossless: bool = False
+    # Streams
+    copy_audio: bool = True
+    copy_subtitles: bool = True
+    audio_bitrate: int | None = None  # kb/s of audio that must be re-encoded
+    # Output
+    overwrite: bool = False
+    mask_out: Path | None = None  # also write the skip mask as a video
+
+
+def check_threshold(threshold: float | None) -> None:
+    """tau must be a number of dB: NaN would skip every token, and infinities mean nothing."""
+    if threshold is not None and not math.isfinite(threshold):
+        raise UsageError(f"--threshold must be a finite number of dB, not {threshold}")
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 1920x1080") from None
+    if w < 1 or h < 1 or w > 16384 or h > 16384:
+        raise UsageError(f"--size {text!r}: width and height must be between 1 and 16384")
+    return w, h
+
+
+def resolve_device(choice: str | torch.device) -> torch.device:
+    """auto: CUDA when there is one, else the CPU."""
+    if isinstance(choice, torch.device):
+        return choice
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available (use --device cpu)")
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda" if choice == "auto" else choice)
+
+
+def resolve_dtype(choice: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """auto: bf16 on CUDA, fp32 on the CPU."""
+    if isinstance(choice, torch.dtype):
+        return choice
+    if choice == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if choice not in DTYPES:
+        raise UsageError(f"--dtype must be auto or one of {', '.join(DTYPES)}, not {choice!r}")
+    return DTYPES[choice]
+
+
+def check_options(input: Path, options: UpscaleOptions) -> None:
+    """Refuse what is wrong in the options themselves, before the input is even probed."""
+    check_threshold(options.threshold)
+    if options.scale not in (2, 4) and options.size is None:
+        raise UsageError(
+            f"--scale must be 2 or 4, not {options.scale} (or give --size WIDTHxHEIGHT)"
+        )
+    if options.weights is not None and options.random_weights:
+        raise UsageError("--weights and --random-weights exclude each other")
+    if not input.exists() and "%" not in input.name:  # a %d pattern names an image sequence
+        raise InputError(f"input not found: {input}")
+
+
+def settings_of(options: UpscaleOptions) -> Settings:
+    """The model's per-run settings."""
+    return Settings(
+        threshold=options.threshold,
+        skip=options.skip,
+        steps=options.steps,
+        seed=options.seed,
+        decode_tile=options.tile,
+        frame_slice=FRAME_SLICE,
+    )
+
+
+def encode_options_of(options: UpscaleOptions, output: Path) -> EncodeOptions:
+    """The encoder and its settings, from the options and the output's extension."""
+    if is_image_output(output):  # PNG frames: lossless already, RGB, no encoder options
+        if options.codec not in (None, "png"):
+            raise UsageError(f"PNG frames are written with the png encoder, not {options.codec}")
+        return EncodeOptions(codec="png", crf=None, preset=None, pix_fmt=options.pix_fmt)
+    if options.lossless:
+        return lossless_options(output.suffix, options.codec, options.pix_fmt, options.preset)
+    return EncodeOptions(
+        codec=options.codec or default_codec(output.suffix),
+        crf=options.crf,
+        preset=options.preset,
+        pix_fmt=options.pix_fmt,
+    )
+
+
+def job_of(input: Path, output: Path, options: UpscaleOptions) -> UpscaleJob:
+    """The job the pipeline runs: options checked and turned into config objects."""
+    settings = settings_of(options)
+    encode = encode_options_of(options, output)
+    size = parse_size(options.size) if isinstance(options.size, str) else options.size
+    return UpscaleJob(
+        input,
+        output,
+        options.scale,
+        size,
+        options.chunk_frames,
+        options.overlap,
+        settings,
+        encode,
+        options.overwrite,
+        options.mask_out,
+        copy_audio=options.copy_audio,
+        copy_subtitles=options.copy_subtitles,
+        audio_kbps=options.audio_bitrate,
+    )
