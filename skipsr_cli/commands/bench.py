@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import torch.nn.functional as F
 import typer
 
@@ -55,7 +53,7 @@ def bench_transformer_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Masked-transformer forward time at forced kept fractions (the paper's scaling claim)."""
-    from skipsr_cli.measure.bench import bench_transformer, token_grid
+    from skipsr_cli.measure.bench import bench_transformer, device_name, token_grid
 
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
@@ -74,14 +72,14 @@ def bench_transformer_command(
                 {
                     "model": model,
                     "grid": grid,
-                    "device": _device_name(dev),
+                    "device": device_name(dev),
                     "rows": [r.as_dict() for r in rows],
                 }
             )
         )
         return
     print(
-        f"{model} transformer, token grid {grid} ({size}, {frames} frames), {dt}, {_device_name(dev)}"
+        f"{model} transformer, token grid {grid} ({size}, {frames} frames), {dt}, {device_name(dev)}"
     )
     print(f"{'kept':>6} {'tokens':>8} {'median ms':>10} {'min ms':>9} {'vs dense':>9}")
     for r in rows:
@@ -117,7 +115,7 @@ def bench_model_command(
 ) -> None:
     """Model-only time per frame, stage by stage (upsample, encode, predictor, transformer,
     compose, decode), on real frames: model fps, skip ratio, peak GPU memory."""
-    from skipsr_cli.measure.bench import MODEL_STAGES, bench_model
+    from skipsr_cli.measure.bench import MODEL_STAGES, bench_model, device_name
     from skipsr_cli.media.video_io import probe, read_frames
 
     if not source.is_file():
@@ -144,7 +142,7 @@ def bench_model_command(
         "output": f"{width * scale}x{height * scale}",
         "frames": frames,
         "dtype": str(dt).removeprefix("torch."),
-        "device": _device_name(dev),
+        "device": device_name(dev),
     }
     if json_out:
         print(json.dumps({**head, **result.as_dict()}))
@@ -186,72 +184,19 @@ def bench_run_command(
 ) -> None:
     """A whole upscale against its encode floor (decode, bicubic on the device, the same encoder),
     with decode, model stages, colour conversion and encode timed alone, in ms per frame."""
-    import tempfile
-
-    from skipsr_cli.measure.bench import Resampler, bench_model, host_stages
+    from skipsr_cli.measure.bench import bench_run
     from skipsr_cli.media.encoding import EncodeOptions
-    from skipsr_cli.media.video_io import probe, read_frames
-    from skipsr_cli.run.pipeline import UpscaleJob, prepare, upscale
+    from skipsr_cli.media.video_io import probe
 
     if not source.is_file():
         raise InputError(f"input not found: {source}")
-    info = probe(source)
+    probe(source)  # a clear error for a non-video, before the model loads
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
     net = load_model(model, weights, random_weights=random_weights, device=dev, dtype=dt)
     settings = Settings(threshold=threshold, skip=not no_skip, frame_slice=FRAME_SLICE)
     options = EncodeOptions(codec=codec, crf=crf, preset=preset)
-    out_size = (info.height * scale, info.width * scale)
-    # Both runs start warm: the first model call on a GPU loads its kernels (seconds), a one-off
-    # cost of any run that would otherwise be charged to the first of the two runs timed here.
-    t0 = time.perf_counter()
-    first = [f.rgb for _, f in zip(range(16), read_frames(source), strict=False)]
-    with torch.inference_mode():
-        for network in (net, Resampler()):
-            network(frames_to_device(first, dev), out_size, settings)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    warmup_s = time.perf_counter() - t0
-    runs = {}
-    with tempfile.TemporaryDirectory() as folder:
-        for name, network in (("upscale", net), ("floor", Resampler())):
-            job = UpscaleJob(
-                source,
-                Path(folder) / f"{name}.mkv",
-                scale=scale,
-                settings=settings,
-                encode=options,
-                overwrite=True,
-            )
-            runs[name] = upscale(network, prepare(job), dev, dt, emit=lambda e: None)
-    rgb = [f.rgb for _, f in zip(range(frames), read_frames(source), strict=False)]
-    lr = frames_to_device(rgb, dev).to(dt)
-    stages = bench_model(net, lr, out_size, settings, repeats=3, warmup=1)
-    host = host_stages(source, frames, out_size, options, net, settings, dev, dt)
-    up, floor = runs["upscale"], runs["floor"]
-    result = {
-        "input": f"{info.width}x{info.height}",
-        "output": f"{out_size[1]}x{out_size[0]}",
-        "frames": up.frames,
-        "device": _device_name(dev),
-        "dtype": str(dt).removeprefix("torch."),
-        "encoder": f"{codec} crf {crf} {preset}",
-        "warmup_s": round(warmup_s, 3),
-        "end_to_end_fps": up.fps,
-        "floor_fps": floor.fps,
-        "ratio_to_floor": round(up.fps / floor.fps, 3) if floor.fps else None,
-        "model_fps": stages.model_fps,
-        "skip_ratio": round(up.skip_ratio, 4),
-        "peak_gpu_gib": None if up.peak_gpu_bytes is None else round(up.peak_gpu_bytes / 2**30, 3),
-        "peak_host_gib": round(up.peak_host_bytes / 2**30, 3),
-        "stage_ms": {
-            "decode": host.decode_ms,
-            **{RUN_NAMES.get(k, k): v for k, v in stages.stage_ms.items()},
-            "colour": host.colour_ms,
-            "encode": host.encode_ms,
-            "encode_model": host.encode_model_ms,
-        },
-    }
+    result = bench_run(source, net, scale, frames, settings, options, dev, dt)
     if json_out:
         print(json.dumps(result))
         return
@@ -264,15 +209,7 @@ def bench_run_command(
     for name, ms in result["stage_ms"].items():
         print(f"{name:>12} {ms:>9.3f}")
     print(
-        f"end to end {up.fps:.2f} fps, encode floor {floor.fps:.2f} fps "
-        f"(ratio {result['ratio_to_floor']}), model only {stages.model_fps:.1f} fps, "
-        f"skip ratio {up.skip_ratio:.1%}; warm-up before the runs {warmup_s:.2f} s"
+        f"end to end {result['end_to_end_fps']:.2f} fps, encode floor {result['floor_fps']:.2f} fps "
+        f"(ratio {result['ratio_to_floor']}), model only {result['model_fps']:.1f} fps, "
+        f"skip ratio {result['skip_ratio']:.1%}; warm-up before the runs {result['warmup_s']:.2f} s"
     )
-
-
-# The model's stages named apart from the video's own decode and encode.
-RUN_NAMES = {"encode": "vae_encode", "decode": "vae_decode"}
-
-
-def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

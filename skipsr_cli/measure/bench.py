@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,6 +22,9 @@ from models import SkipSR
 from models.dit import TokenSet, patchify
 from models.skipsr import Result, Settings, compose, sample, token_noise
 from skipsr_cli.media.encoding import EncodeOptions
+
+if TYPE_CHECKING:
+    from skipsr_cli.run.progress import Summary
 
 
 @dataclass(frozen=True)
@@ -285,3 +289,112 @@ def host_stages(
                 times.append((colour, (time.perf_counter() - t0) * 1000 / len(converted)))
     (colour, encode), (_, encode_model) = times
     return HostStages(round(decode, 3), round(colour, 3), round(encode, 3), round(encode_model, 3))
+
+
+# The model's stages named apart from the video's own decode and encode.
+RUN_NAMES = {"encode": "vae_encode", "decode": "vae_decode"}
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def bench_run(
+    source: Path,
+    net: SkipSR,
+    scale: int,
+    frames: int,
+    settings: Settings,
+    options: EncodeOptions,
+    dev: torch.device,
+    dt: torch.dtype,
+) -> dict:
+    """A whole upscale of `source` against its encode floor (the same pipeline with bicubic in
+    place of the model), both warm, plus the stages timed alone on its first `frames` frames."""
+    from skipsr_cli.media.video_io import probe, read_frames
+    from skipsr_cli.run.pipeline import frames_to_device
+
+    info = probe(source)
+    out_size = (info.height * scale, info.width * scale)
+    warmup_s = warm_up((net, Resampler()), source, out_size, settings, dev)
+    runs = {
+        name: timed_run(network, source, scale, settings, options, dev, dt)
+        for name, network in (("upscale", net), ("floor", Resampler()))
+    }
+    rgb = [f.rgb for _, f in zip(range(frames), read_frames(source), strict=False)]
+    lr = frames_to_device(rgb, dev).to(dt)
+    stages = bench_model(net, lr, out_size, settings, repeats=3, warmup=1)
+    host = host_stages(source, frames, out_size, options, net, settings, dev, dt)
+    up, floor = runs["upscale"], runs["floor"]
+    return {
+        "input": f"{info.width}x{info.height}",
+        "output": f"{out_size[1]}x{out_size[0]}",
+        "frames": up.frames,
+        "device": device_name(dev),
+        "dtype": str(dt).removeprefix("torch."),
+        "encoder": f"{options.codec} crf {options.crf} {options.preset}",
+        "warmup_s": round(warmup_s, 3),
+        "end_to_end_fps": up.fps,
+        "floor_fps": floor.fps,
+        "ratio_to_floor": round(up.fps / floor.fps, 3) if floor.fps else None,
+        "model_fps": stages.model_fps,
+        "skip_ratio": round(up.skip_ratio, 4),
+        "peak_gpu_gib": None if up.peak_gpu_bytes is None else round(up.peak_gpu_bytes / 2**30, 3),
+        "peak_host_gib": round(up.peak_host_bytes / 2**30, 3),
+        "stage_ms": {
+            "decode": host.decode_ms,
+            **{RUN_NAMES.get(k, k): v for k, v in stages.stage_ms.items()},
+            "colour": host.colour_ms,
+            "encode": host.encode_ms,
+            "encode_model": host.encode_model_ms,
+        },
+    }
+
+
+def warm_up(
+    networks: tuple[torch.nn.Module, ...],
+    source: Path,
+    out_size: tuple[int, int],
+    settings: Settings,
+    dev: torch.device,
+) -> float:
+    """Seconds to run each network once on the first frames. Both runs start warm: the first model
+    call on a GPU loads its kernels (seconds), a one-off cost of any run that would otherwise be
+    charged to the first of the two runs timed."""
+    from skipsr_cli.media.video_io import read_frames
+    from skipsr_cli.run.pipeline import frames_to_device
+
+    t0 = time.perf_counter()
+    first = [f.rgb for _, f in zip(range(16), read_frames(source), strict=False)]
+    with torch.inference_mode():
+        for network in networks:
+            network(frames_to_device(first, dev), out_size, settings)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return time.perf_counter() - t0
+
+
+def timed_run(
+    network: torch.nn.Module,
+    source: Path,
+    scale: int,
+    settings: Settings,
+    options: EncodeOptions,
+    dev: torch.device,
+    dt: torch.dtype,
+) -> Summary:
+    """One whole upscale through the real pipeline, into a file thrown away."""
+    import tempfile
+
+    from skipsr_cli.run.pipeline import UpscaleJob, prepare, upscale
+
+    with tempfile.TemporaryDirectory() as folder:
+        job = UpscaleJob(
+            source,
+            Path(folder) / "run.mkv",
+            scale=scale,
+            settings=settings,
+            encode=options,
+            overwrite=True,
+        )
+        return upscale(network, prepare(job), dev, dt, emit=lambda e: None)
