@@ -136,13 +136,18 @@ def token_noise(keep: Tensor, dim: int, seed: int, dtype: torch.dtype) -> Tensor
     """Standard normal noise (N, dim) for the kept tokens of `keep` (B, T', H', W'), in
     keep.nonzero() order, computed on keep's device.
 
-    Each pair of values is a hash of (seed, its token's place on the full grid, the pair's channel)
-    turned normal by Box-Muller (16-bit uniforms: tails end at 4.9 sigma). So a token's noise does
-    not depend on which other tokens are kept, and every device draws the same numbers (up to the
-    rounding of log and cos), with no host-side generator and no draw over the skipped tokens.
+    Each pair of values is a hash of (seed, its token's place in the frame (batch item, row,
+    column), the pair's channel) turned normal by Box-Muller (16-bit uniforms: tails end at 4.9
+    sigma). The place leaves out the frame: every frame of a video gets the same noise at the same
+    place, so the flow's starting point does not flicker, and a token's noise depends on neither
+    where a chunk, a segment or a frame range starts nor which other tokens are kept. Every device
+    draws the same numbers (up to the rounding of log and cos), with no host-side generator.
     """
     half = (dim + 1) // 2
-    places = keep.flatten().nonzero().squeeze(1)  # (N,) index on the full grid
+    _, _, rows, cols = keep.shape
+    coords = keep.nonzero()  # (N, 4): batch item, frame, row, column
+    places = (coords[:, 0] * rows + coords[:, 2]) * cols + coords[:, 3]  # (N,) frame left out
+    del coords
     out = torch.empty(places.numel(), dim, dtype=dtype, device=keep.device)
     channel = torch.arange(half, device=keep.device)
     for lo in range(0, places.numel(), _NOISE_RUN):  # int64 temporaries for a run of tokens only

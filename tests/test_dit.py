@@ -142,6 +142,21 @@ def test_token_noise_is_normal_and_keyed_by_place_not_by_mask():
     assert abs(torch.corrcoef(torch.stack((noise.flatten(), other.flatten())))[0, 1]) < 0.01
 
 
+def test_token_noise_is_fixed_in_time_and_by_absolute_place():
+    """Every frame draws the same noise at the same place (no flicker from the flow's start), so a
+    run that starts at another frame, or a frame range, draws what a whole run draws there."""
+    from models.skipsr import token_noise
+
+    keep = torch.ones(2, 4, 6, 7, dtype=torch.bool)
+    noise = token_noise(keep, 16, seed=1, dtype=torch.float64).view(2, 4, 6, 7, 16)
+    assert torch.equal(noise[:, 1:], noise[:, :1].expand(-1, 3, -1, -1, -1))
+    late = token_noise(keep[:, 2:], 16, seed=1, dtype=torch.float64).view(2, 2, 6, 7, 16)
+    assert torch.equal(late, noise[:, 2:])
+    assert not torch.equal(noise[0], noise[1])  # batch items (training clips) differ
+    flat = noise[:, 0].flatten(0, 2)  # (places, 16): no two places share their noise
+    assert flat.unique(dim=0).shape[0] == flat.shape[0]
+
+
 @pytest.mark.parametrize("budget", [1, 17, 64])
 def test_blocks_run_window_by_window_with_the_same_result(dit, budget):
     """Runs of whole windows through each block (the memory bound for 4K) change nothing."""

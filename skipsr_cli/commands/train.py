@@ -28,8 +28,9 @@ train_app = typer.Typer(
 @train_app.command("pack")
 @exit_codes
 def train_pack_command(
-    source: Annotated[
-        Path, typer.Argument(help="Folder of training media (like shared/data/train).")
+    sources: Annotated[
+        list[Path],
+        typer.Argument(help="Folders of training media (like shared/data/train), one or more."),
     ],
     dest: Annotated[Path, typer.Argument(help="Where to write the pack.")],
     max_side: Annotated[
@@ -39,13 +40,17 @@ def train_pack_command(
         int, typer.Option(min=0, help="Crops at full scale from each photo larger than max-side.")
     ] = 0,
     crop_side: Annotated[int, typer.Option(min=64, help="Side of those crops in pixels.")] = 384,
+    sequence_crf: Annotated[
+        int, typer.Option(min=0, max=51, help="x264 CRF of frame sequences packed as clips.")
+    ] = 12,
 ) -> None:
     """Copy the training split (validation held out), photos downscaled, into a compact folder."""
     from skipsr_cli.train.data import pack
 
-    if not source.is_dir():
-        raise InputError(f"not a folder: {source}")
-    manifest = pack(source, dest, max_side, native_crops, crop_side)
+    for source in sources:
+        if not source.is_dir():
+            raise InputError(f"not a folder: {source}")
+    manifest = pack(sources, dest, max_side, native_crops, crop_side, sequence_crf)
     print(f"packed {len(manifest['files'])} files into {dest}")
 
 
@@ -86,6 +91,20 @@ def train_run_command(
     augment: Annotated[
         bool, typer.Option(help="Turn, mirror and reorder the colours of every training clip.")
     ] = True,
+    temporal: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="dit stage: weight of the temporal loss (frame-to-frame changes against the target's).",
+        ),
+    ] = 0.0,
+    init_partial: Annotated[
+        bool,
+        typer.Option(
+            "--init-partial",
+            help="Load only the --init tensors that fit (a wider network); the rest start fresh.",
+        ),
+    ] = False,
     scale: Annotated[
         list[int] | None,
         typer.Option(
@@ -129,6 +148,8 @@ def train_run_command(
         stop_at=stop_at,
         augment=augment,
         scales=scales,
+        temporal=temporal,
+        init_partial=init_partial,
     )
     train(cfg, lambda line: print(line, flush=True))
 

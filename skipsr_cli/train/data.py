@@ -36,14 +36,46 @@ VALIDATION = (
     "images/pypi_scikit-image/astronaut.png",
 )
 IMAGE_EXT = {".jpg", ".jpeg", ".png"}
-VIDEO_EXT = {".mp4", ".webm", ".mkv", ".mov"}
+VIDEO_EXT = {".mp4", ".webm", ".mkv", ".mov", ".avi"}
 
 
 def split(root: Path) -> tuple[list[Path], list[Path]]:
-    """(training files, validation files) under a folder laid out like shared/data/train."""
+    """(training files, validation files) under a folder laid out like shared/data/train.
+
+    A folder of images under `video/` is one clip (a frame sequence, as DAVIS ships), not photos.
+    """
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXT | VIDEO_EXT)
+    clips = frame_sequences(root)
+    files = sorted([p for p in files if p.parent not in clips] + clips)
     held = {root / v for v in VALIDATION}
     return [p for p in files if p not in held], [p for p in files if p in held]
+
+
+def frame_sequences(root: Path) -> list[Path]:
+    """Folders under root/video whose files are all images: one clip each, frames in name order."""
+    videos = root / "video"
+    if not videos.is_dir():
+        return []
+    return sorted(
+        d
+        for d in videos.rglob("*")
+        if d.is_dir()
+        and any(d.iterdir())
+        and all(f.is_file() and f.suffix.lower() in IMAGE_EXT for f in d.iterdir())
+    )
+
+
+def encode_sequence(folder: Path, dest: Path, crf: int = 12) -> None:
+    """The frames of a sequence folder as one x264 clip (yuv420p at a low CRF: near-lossless)."""
+    frames = [read_image(f) for f in sorted(folder.iterdir())]
+    h, w = (frames[0].shape[0] // 2) * 2, (frames[0].shape[1] // 2) * 2
+    with av.open(str(dest), "w") as out:
+        stream = out.add_stream("libx264", rate=24, options={"crf": str(crf), "preset": "slow"})
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for image in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -64,50 +96,64 @@ def write_jpeg(image: np.ndarray, path: Path, quality_scale: int = 2) -> None:
 
 
 def pack(
-    root: Path, dest: Path, max_side: int = 1280, native_crops: int = 0, crop_side: int = 384
+    roots: Path | list[Path],
+    dest: Path,
+    max_side: int = 1280,
+    native_crops: int = 0,
+    crop_side: int = 384,
+    sequence_crf: int = 12,
 ) -> dict:
-    """Copy the training split to `dest`, photos downscaled (antialiased) to at most max_side.
+    """Copy the training split of each root to `dest`, photos downscaled (antialiased) to at most
+    max_side, frame sequences encoded as clips at `sequence_crf`.
 
     Downscaling makes sharper, cleaner targets and a pack small enough to travel to a GPU machine.
     Each photo larger than max_side also gives `native_crops` crops at its own scale (at places
     fixed by its name), so the model also sees detail as soft as a camera's, not only downscaled.
+    With several roots, packed names start with the root's folder name.
     """
-    train, _ = split(root)
+    roots = [roots] if isinstance(roots, Path) else roots
     (dest / "images").mkdir(parents=True, exist_ok=True)
     (dest / "videos").mkdir(parents=True, exist_ok=True)
     manifest = {
-        "source": str(root),
+        "source": [str(r) for r in roots] if len(roots) > 1 else str(roots[0]),
         "max_side": max_side,
         "native_crops": native_crops,
         "crop_side": crop_side,
         "files": [],
     }
-    for path in train:
-        rel = path.relative_to(root).as_posix()
-        name = rel.replace("/", "__")
-        if path.suffix.lower() in VIDEO_EXT:
-            shutil.copyfile(path, dest / "videos" / name)
-        else:
-            image = read_image(path)
-            h, w = image.shape[:2]
-            factor = min(1.0, max_side / max(h, w))
-            size = (max(1, round(h * factor)), max(1, round(w * factor)))
-            small = (
-                resize(from_uint8(image[None]), size, "bicubic")
-                if factor < 1
-                else from_uint8(image[None])
-            )
-            name = Path(name).with_suffix(".jpg").name
-            write_jpeg(
-                small.mul(255).round().byte().permute(0, 2, 3, 1)[0].numpy(), dest / "images" / name
-            )
-            if factor < 1:
-                for i, crop in enumerate(native_scale_crops(image, native_crops, crop_side, rel)):
-                    write_jpeg(crop, dest / "images" / f"{Path(name).stem}__native{i}.jpg")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        manifest["files"].append({"source": rel, "packed": name, "sha256": digest})
+    for root in roots:
+        prefix = f"{root.name}__" if len(roots) > 1 else ""
+        for path in split(root)[0]:
+            rel = path.relative_to(root).as_posix()
+            name = prefix + rel.replace("/", "__")
+            if path.is_dir():
+                name = f"{name}.mp4"
+                encode_sequence(path, dest / "videos" / name, sequence_crf)
+            elif path.suffix.lower() in VIDEO_EXT:
+                shutil.copyfile(path, dest / "videos" / name)
+            else:
+                name = Path(name).with_suffix(".jpg").name
+                pack_photo(path, dest / "images" / name, rel, max_side, native_crops, crop_side)
+            parts = sorted(path.iterdir()) if path.is_dir() else [path]
+            digest = hashlib.sha256(b"".join(f.read_bytes() for f in parts)).hexdigest()
+            manifest["files"].append({"source": rel, "packed": name, "sha256": digest})
     (dest / "MANIFEST.json").write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+def pack_photo(
+    path: Path, dest: Path, rel: str, max_side: int, native_crops: int, crop_side: int
+) -> None:
+    """One photo, downscaled to at most max_side, and its crops at full scale beside it."""
+    image = read_image(path)
+    h, w = image.shape[:2]
+    factor = min(1.0, max_side / max(h, w))
+    size = (max(1, round(h * factor)), max(1, round(w * factor)))
+    small = resize(from_uint8(image[None]), size, "bicubic") if factor < 1 else from_uint8(image[None])
+    write_jpeg(small.mul(255).round().byte().permute(0, 2, 3, 1)[0].numpy(), dest)
+    if factor < 1:
+        for i, crop in enumerate(native_scale_crops(image, native_crops, crop_side, rel)):
+            write_jpeg(crop, dest.with_name(f"{dest.stem}__native{i}.jpg"))
 
 
 def check_pack(data: Path) -> None:
@@ -240,7 +286,7 @@ class ClipPairs(IterableDataset):
         batch: int,
         frames: int,
         crop: int,
-        seed: int,
+        seed: int | str,
         start: int,
         scales: tuple[int, ...] = (2, 4),
         video_fraction: float = 0.3,

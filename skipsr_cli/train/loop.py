@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -59,6 +60,11 @@ class TrainConfig:
     # 0.45 above when a fine-tune switched this on)
     augment: bool = True
     scales: tuple[int, ...] = (2, 4)  # drawn uniformly per batch: repeat one to weight it
+    # weight of the temporal loss: the output's frame-to-frame changes against the target's (what
+    # the flicker figure measures); 0 leaves it out
+    temporal: float = 0.0
+    # --init may differ in shape (a wider decoder): tensors that fit are loaded, the rest start fresh
+    init_partial: bool = False
 
 
 def build(cfg: TrainConfig, device: torch.device) -> SkipSR:
@@ -72,7 +78,9 @@ def build(cfg: TrainConfig, device: torch.device) -> SkipSR:
     model.init_weights(cfg.seed)
     if cfg.init is not None:  # same tensors, the configuration may differ in scalars (latent_scale)
         state = load_model(weights=cfg.init, device=device).state_dict()
-        model.load_state_dict(state, strict=True)
+        if cfg.init_partial:
+            state = fitting_tensors(model, state)
+        model.load_state_dict(state, strict=not cfg.init_partial)
     if cfg.decoder and model.args.vae.guided:
         # A guided decoder trained alone learns to return its guide and parks its output conv at ~0,
         # which blocks every gradient from the latent: restart that one layer small and random.
@@ -81,6 +89,12 @@ def build(cfg: TrainConfig, device: torch.device) -> SkipSR:
             torch.nn.init.kaiming_uniform_(head.weight, a=5**0.5)
             head.weight.mul_(0.1)
     return model.train()
+
+
+def fitting_tensors(model: SkipSR, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The tensors of `state` that the model has under the same name and shape."""
+    own = model.state_dict()
+    return {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
 
 
 def trainable(model: SkipSR, stage: str, decoder: bool = False) -> torch.nn.Module:
@@ -126,8 +140,11 @@ def random_keep(shape: tuple[int, ...], device: torch.device, gen: torch.Generat
     return (field >= cut.diagonal().view(b, 1, 1, 1)).to(device)
 
 
-def dit_loss(model: SkipSR, hr: Tensor, lr: Tensor, step: int) -> tuple[Tensor, dict]:
-    """Flow matching on kept tokens (random masks), x0 in latent space plus the decoded composite."""
+def dit_loss(
+    model: SkipSR, hr: Tensor, lr: Tensor, step: int, temporal: float = 0.0
+) -> tuple[Tensor, dict]:
+    """Flow matching on kept tokens (random masks), x0 in latent space plus the decoded composite;
+    with `temporal`, also the composite's frame-to-frame changes against the target's."""
     gen = torch.Generator().manual_seed(step)
     patch = model.args.dit.patch
     with torch.no_grad():
@@ -148,8 +165,11 @@ def dit_loss(model: SkipSR, hr: Tensor, lr: Tensor, step: int) -> tuple[Tensor, 
     out = model.vae.decode(compose(c_grid, keep, x0, patch, c.shape[1]), guide=model.guide(fill))
     out = out[:, :, : hr.shape[2]]
     out = out[..., : hr.shape[-2], : hr.shape[-1]]
-    pixel = charbonnier(out, hr * 2 - 1)
-    mse = ((out.float().clamp(-1, 1) - (hr * 2 - 1)) ** 2).mean() / 4
+    target = hr * 2 - 1
+    pixel = charbonnier(out, target)
+    if temporal:  # frames change as the target's do: what flicker measures
+        pixel = pixel + temporal * charbonnier(out.diff(dim=2), target.diff(dim=2))
+    mse = ((out.float().clamp(-1, 1) - target) ** 2).mean() / 4
     return latent + pixel, {
         "psnr": -10 * math.log10(max(mse.item(), 1e-10)),
         "kept": keep.float().mean().item(),
@@ -180,13 +200,21 @@ LOSSES: dict[str, Callable] = {"vae": vae_loss, "dit": dit_loss, "mask": mask_lo
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None]) -> int:
-    """One run of at most cfg.minutes; returns the step reached. Resumes from cfg.out if present."""
+    """One run of at most cfg.minutes; returns the step reached. Resumes from cfg.out if present.
+
+    Under `torchrun` (WORLD_SIZE > 1) every process trains on its own GPU and its own batches, and
+    gradients are averaged before each step (data parallel); rank 0 alone logs and saves.
+    """
     check_pack(cfg.data)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rank, world = start_ranks()
+    device = torch.device(f"cuda:{rank}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if device.type == "cuda" and cfg.workers:
         # The data workers take nearly every core; host-side ops of this process (masks, the
         # loader's pinning) must not spread over all of them too, or every step waits on OpenMP.
-        torch.set_num_threads(max(1, min(4, (os.cpu_count() or 1) - cfg.workers)))
+        cores = (os.cpu_count() or 1) // world
+        torch.set_num_threads(max(1, min(4, cores - cfg.workers)))
     torch.manual_seed(cfg.seed)
     model = build(cfg, device)
     net = trainable(model, cfg.stage, cfg.decoder)
@@ -196,24 +224,63 @@ def train(cfg: TrainConfig, log: Callable[[str], None]) -> int:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     step = load_checkpoint(cfg.out, model, opt)["step"] if (cfg.out / "state.json").exists() else 0
+    log = log if rank == 0 else (lambda line: None)
     log(
-        f"stage {cfg.stage}: {sum(p.numel() for p in net.parameters()):,} trainable parameters, from step {step}"
+        f"stage {cfg.stage}: {sum(p.numel() for p in net.parameters()):,} trainable parameters, "
+        f"from step {step}, {world} process(es)"
     )
-    return _loop(cfg, model, net, opt, step, device, log)
+    try:
+        return _loop(cfg, model, net, opt, step, device, log, rank, world)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def start_ranks() -> tuple[int, int]:
+    """(rank, world size): (0, 1) alone, else joins the process group torchrun describes."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def average_gradients(params: list[Tensor], world: int) -> None:
+    """All-reduce every gradient as one flat buffer, divided by the world size."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p, g in zip(params, grads, strict=True):
+        p.grad = flat[offset : offset + g.numel()].view_as(g)
+        offset += g.numel()
 
 
 def _loop(
-    cfg: TrainConfig, model: SkipSR, net: torch.nn.Module, opt, step: int, device, log
+    cfg: TrainConfig,
+    model: SkipSR,
+    net: torch.nn.Module,
+    opt,
+    step: int,
+    device,
+    log,
+    rank: int = 0,
+    world: int = 1,
 ) -> int:
     cache = cfg.data / ".cache"
-    cache_videos(cfg.data, cache)
+    if rank == 0:
+        cache_videos(cfg.data, cache)
+    if world > 1:
+        dist.barrier()
     pairs = ClipPairs(
         cfg.data,
         cache,
         cfg.batch,
         cfg.frames,
         cfg.crop,
-        cfg.seed,
+        cfg.seed if rank == 0 else f"{cfg.seed}r{rank}",  # each process its own batches
         start=step // cfg.reuse,
         scales=cfg.scales,
         augment=cfg.augment,
@@ -226,6 +293,8 @@ def _loop(
         prefetch_factor=4 if cfg.workers else None,
         persistent_workers=False,
     )
+    params = list(net.parameters())
+    extra = {"temporal": cfg.temporal} if cfg.stage == "dit" else {}
     start = last_save = last_log = time.monotonic()
     history: dict[str, list[float]] = {}
     end = min(cfg.max_steps, cfg.stop_at or cfg.max_steps)
@@ -236,10 +305,13 @@ def _loop(
             for group in opt.param_groups:
                 group["lr"] = learning_rate(cfg, step)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss, stats = LOSSES[cfg.stage](model, hr, lr, step)
+                # masks, flow times and noise: drawn from the step, and the process under torchrun
+                loss, stats = LOSSES[cfg.stage](model, hr, lr, step * world + rank, **extra)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            if world > 1:
+                average_gradients(params, world)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             step += 1
             for key, value in {"loss": loss.item(), **stats}.items():
@@ -248,17 +320,31 @@ def _loop(
             if now - last_log > 20:
                 log(_summary_line(step, now - start, history))
                 history, last_log = {}, now
-            if now - last_save > cfg.save_every:
+            save = now - last_save > cfg.save_every
+            stop = now - start > cfg.minutes * 60 or step >= end
+            save, stop = _agree(save, stop, device, world)  # rank 0's clock decides for all
+            if save and rank == 0:
                 _save(cfg, model, opt, step)
+            if save:
                 last_save = now
-            if now - start > cfg.minutes * 60 or step >= end:
+            if stop:
                 break
         else:
             continue
         break
-    _save(cfg, model, opt, step)
-    log(f"stage {cfg.stage}: saved at step {step}")
+    if rank == 0:
+        _save(cfg, model, opt, step)
+        log(f"stage {cfg.stage}: saved at step {step}")
     return step
+
+
+def _agree(save: bool, stop: bool, device: torch.device, world: int) -> tuple[bool, bool]:
+    """Rank 0's decisions, shared with every process so they save and stop at the same step."""
+    if world == 1:
+        return save, stop
+    flags = torch.tensor([float(save), float(stop)], device=device)
+    dist.broadcast(flags, src=0)
+    return bool(flags[0]), bool(flags[1])
 
 
 def dihedral(video: Tensor, view: int) -> Tensor:
