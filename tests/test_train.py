@@ -204,3 +204,102 @@ def test_train_run_rejects_a_bad_scale_and_a_folder_that_is_not_a_pack(pack, tmp
     r = CliRunner().invoke(app, [*base, "--data", str(tmp_path)])
     assert r.exit_code == 3 and "not a training pack" in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_frame_sequences_under_video_are_packed_as_clips(tmp_path):
+    """A DAVIS-style folder of numbered JPEGs is one clip in the pack, never a pile of photos."""
+    from skipsr_cli.train.data import decode_video, frame_sequences
+
+    root = tmp_path / "src"
+    seq = root / "video" / "davis" / "dog"
+    seq.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        write_jpeg(rng.integers(0, 256, (48, 64, 3)).astype(np.uint8), seq / f"{i:05d}.jpg")
+    (root / "images").mkdir()
+    write_jpeg(rng.integers(0, 256, (40, 40, 3)).astype(np.uint8), root / "images" / "a.jpg")
+    assert frame_sequences(root) == [seq]
+    manifest = pack_sources([root], tmp_path / "pack", max_side=64)
+    assert sorted(f["packed"] for f in manifest["files"]) == [
+        "images__a.jpg",
+        "video__davis__dog.mp4",
+    ]
+    clip = decode_video(tmp_path / "pack" / "videos" / "video__davis__dog.mp4")
+    assert clip.shape == (5, 48, 64, 3)
+    assert [p.name for p in (tmp_path / "pack" / "images").iterdir()] == ["images__a.jpg"]
+
+
+def test_two_roots_pack_into_one_with_their_names_in_front(tmp_path):
+    rng = np.random.default_rng(2)
+    for name in ("one", "two"):
+        (tmp_path / name / "images").mkdir(parents=True)
+        write_jpeg(
+            rng.integers(0, 256, (32, 32, 3)).astype(np.uint8), tmp_path / name / "images" / "x.jpg"
+        )
+    pack_sources([tmp_path / "one", tmp_path / "two"], tmp_path / "pack")
+    names = sorted(p.name for p in (tmp_path / "pack" / "images").iterdir())
+    assert names == ["one__images__x.jpg", "two__images__x.jpg"]
+
+
+def test_temporal_loss_weighs_frame_changes_against_the_target():
+    """The temporal term is what grows the loss when the output moves unlike the target."""
+    from models import SkipSR
+    from skipsr_cli.train.loop import dit_loss
+
+    model = SkipSR(PIXEL)
+    model.init_weights(0)
+    hr = torch.rand(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(3))
+    lr = torch.nn.functional.avg_pool3d(hr, (1, 2, 2))
+    plain, _ = dit_loss(model, hr, lr, step=5)
+    with_time, _ = dit_loss(model, hr, lr, step=5, temporal=1.0)
+    assert with_time.item() > plain.item()
+    with_time.backward()
+    assert model.vae.decoder.conv_out.weight.grad is not None
+
+
+def test_a_wider_decoder_starts_from_narrower_weights(pack, tmp_path):
+    """--init-partial: every tensor that fits is loaded; the rest (the wider decoder) starts fresh."""
+    from dataclasses import replace
+
+    from models import SkipSR
+    from skipsr_cli.train.loop import TrainConfig, build
+    from skipsr_cli.weights import save_model
+
+    narrow = SkipSR(PIXEL)
+    narrow.init_weights(4)
+    save_model(narrow, tmp_path / "narrow.safetensors", stage="dit", step="0")
+    wide = replace(PIXEL, vae=replace(PIXEL.vae, widths=(16,), blocks=(2,)))
+    cfg = TrainConfig("dit", pack, tmp_path / "out", wide, init=tmp_path / "narrow.safetensors")
+    with pytest.raises(RuntimeError):  # a strict load refuses the other shapes
+        build(cfg, torch.device("cpu"))
+    model = build(replace(cfg, init_partial=True), torch.device("cpu"))
+    for key, value in narrow.state_dict().items():
+        if key.startswith("dit."):
+            assert torch.equal(model.state_dict()[key], value), key
+    assert model.vae.decoder.conv_in.weight.shape[0] == 16
+
+
+def test_gradients_are_averaged_over_processes(tmp_path):
+    """Two gloo processes with different gradients end with their mean, in place of each."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "avg.py"
+    script.write_text(
+        "import torch, torch.distributed as dist\n"
+        "from skipsr_cli.train.loop import average_gradients, start_ranks\n"
+        "rank, world = start_ranks()\n"
+        "a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2, 2))\n"
+        "a.grad = torch.full((3,), float(rank + 1))\n"
+        "average_gradients([a, b], world)\n"  # b has no gradient: it counts as zeros
+        "assert torch.equal(a.grad, torch.full((3,), 1.5)) and torch.equal(b.grad, torch.zeros(2, 2))\n"
+        "dist.destroy_process_group()\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+    )
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -149,7 +149,9 @@ def pack_photo(
     h, w = image.shape[:2]
     factor = min(1.0, max_side / max(h, w))
     size = (max(1, round(h * factor)), max(1, round(w * factor)))
-    small = resize(from_uint8(image[None]), size, "bicubic") if factor < 1 else from_uint8(image[None])
+    small = (
+        resize(from_uint8(image[None]), size, "bicubic") if factor < 1 else from_uint8(image[None])
+    )
     write_jpeg(small.mul(255).round().byte().permute(0, 2, 3, 1)[0].numpy(), dest)
     if factor < 1:
         for i, crop in enumerate(native_scale_crops(image, native_crops, crop_side, rel)):
