@@ -123,6 +123,17 @@ def test_reference_is_cropped_at_bottom_and_right(folder):
     torch.testing.assert_close(ref.frames[0], expected, rtol=0, atol=0)
 
 
+def test_a_ten_bit_reference_is_read_at_its_depth(tmp_path):
+    """A 10-bit video decodes to 16-bit RGB: the reference must be scaled by 65535, not 255."""
+    path = make_clip(
+        tmp_path / "deep.mkv", width=64, height=48, frames=3, audio=False, pix_fmt="yuv420p10le"
+    )
+    ref = load_reference(find_sources([path])[0], 2)
+    assert 0.05 < ref.frames.mean().item() < 0.95 and ref.frames.max().item() <= 1.0
+    result = evaluate([path], 2, methods=("lanczos",), frames=3)
+    assert result.clips[0].rows[0].psnr > 20
+
+
 def test_mixed_paths_and_frame_limit(video, folder):
     result = evaluate([video, folder / "b.png"], 2, methods=("lanczos",), frames=3)
     assert [(c.name, c.frames) for c in result.clips] == [("clip.mp4", 3), ("b.png", 1)]

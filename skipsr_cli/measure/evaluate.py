@@ -117,7 +117,7 @@ def _folder_sources(folder: Path) -> list[tuple[Path, str]]:
 def load_reference(source: ClipSource, scale: int, frames: int | None = None) -> Reference:
     """Decode a reference and crop it (bottom and right) so that its sides divide by `scale`."""
     rgb = _read_image(source.path) if source.kind == "image" else _read_video(source.path, frames)
-    clip = from_uint8(rgb)  # (T, 3, H, W)
+    clip = to_unit(rgb)  # (T, 3, H, W)
     h, w = clip.shape[-2:]
     dh, dw = h % scale, w % scale
     if h - dh < scale or w - dw < scale:
@@ -125,8 +125,15 @@ def load_reference(source: ClipSource, scale: int, frames: int | None = None) ->
     return Reference(source.name, clip[:, :, : h - dh, : w - dw].contiguous(), (dh, dw))
 
 
+def to_unit(rgb: np.ndarray) -> Tensor:
+    """(T, H, W, 3) uint8, or uint16 from inputs deeper than 8 bits -> (T, 3, H, W) in [0, 1]."""
+    if rgb.dtype == np.uint8:
+        return from_uint8(rgb)
+    return torch.from_numpy(rgb.astype(np.float32) / 65535).permute(0, 3, 1, 2).contiguous()
+
+
 def _read_video(path: Path, frames: int | None) -> np.ndarray:
-    """(T, H, W, 3) uint8: the first `frames` frames (all when None)."""
+    """(T, H, W, 3): uint8, or uint16 for deeper inputs; the first `frames` frames (all when None)."""
     stream = read_frames(path)
     try:
         images = [f.rgb for f in itertools.islice(stream, frames)]
