@@ -185,3 +185,51 @@ def test_bad_arguments_are_usage_errors(video):
         evaluate([video], 2)
     with pytest.raises(UsageError, match="methods"):
         evaluate([video], 2, methods=("nearest",))
+
+
+def test_several_models_in_one_run_share_the_inputs(video, model):
+    """Rows per model, named; a model measured twice under two names gives the same figures, and
+    the same as alone: every model sees the very same degraded inputs."""
+    alone = evaluate([video], 2, model, frames=3, methods=("model", "lanczos"))
+    both = evaluate([video], 2, {"a": model, "b": model}, frames=3, methods=("model", "lanczos"))
+    rows = {(r.track, r.method): r for r in both.clips[0].rows}
+    assert sorted(rows) == sorted(
+        (t, m) for t in ("clean", "web") for m in ("model:a", "model:b", "lanczos")
+    )
+    for r in alone.clips[0].rows:
+        named = (
+            [rows[(r.track, "model:a")], rows[(r.track, "model:b")]]
+            if r.method == "model"
+            else [rows[(r.track, r.method)]]
+        )
+        for other in named:
+            assert (other.psnr, other.ssim, other.flicker, other.skip) == (
+                r.psnr,
+                r.ssim,
+                r.flicker,
+                r.skip,
+            )
+    assert "model:a" in format_table(both)
+
+
+def test_eval_command_compares_weights_files(video, tmp_path):
+    from typer.testing import CliRunner
+
+    from skipsr_cli.cli import app
+    from skipsr_cli.weights import load_model, save_model
+
+    for name, seed in (("one", 1), ("two", 2)):
+        save_model(
+            load_model("debug", random_weights=True, seed=seed), tmp_path / f"{name}.safetensors"
+        )
+    args = ["eval", str(video), "--frames", "2", "--json", "-q", "--device", "cpu"]
+    args += [
+        "--weights",
+        str(tmp_path / "one.safetensors"),
+        "--weights",
+        str(tmp_path / "two.safetensors"),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    methods = {r["method"] for r in json.loads(result.stdout)["averages"]}
+    assert {"model:one", "model:two", "no-skip:one", "no-skip:two", "lanczos", "bicubic"} == methods

@@ -19,7 +19,6 @@ from skipsr_cli.commands.common import (
     ModelOpt,
     QuietOpt,
     RandomOpt,
-    WeightsOpt,
     exit_codes,
     pick_device,
     pick_dtype,
@@ -52,7 +51,12 @@ def eval_command(
     ] = 16,
     device: DeviceOpt = DeviceChoice.auto,
     dtype: DtypeOpt = DtypeChoice.auto,
-    weights: WeightsOpt = None,
+    weights: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A .safetensors weights file (overrides --model); repeat it to compare several on the same inputs in one run (rows model:NAME)."
+        ),
+    ] = None,
     model: ModelOpt = "base",
     random_weights: RandomOpt = False,
     json_out: JsonOpt = False,
@@ -66,14 +70,22 @@ def eval_command(
     check_threshold(threshold)
     if scale not in (2, 4):
         raise UsageError(f"--scale must be 2 or 4, not {scale}")
-    if weights is not None and random_weights:
+    if weights and random_weights:
         raise UsageError("--weights and --random-weights exclude each other")
     for path in inputs:
         if not path.exists():
             raise InputError(f"input not found: {path}")
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
-    net = load_model(model, weights, random_weights=random_weights, device=dev, dtype=dt)
+    files = weights or [None]
+    names = [p.stem if p is not None else "" for p in files]
+    if len(set(names)) < len(names):  # the same file name in two folders: name them by path
+        names = [str(p) for p in files]
+    nets = {
+        name: load_model(model, path, random_weights=random_weights, device=dev, dtype=dt)
+        for name, path in zip(names, files, strict=True)
+    }
+    net = nets[names[0]] if len(nets) == 1 else nets
 
     def log(line: str) -> None:
         if not quiet:

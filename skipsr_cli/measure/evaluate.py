@@ -2,7 +2,8 @@
 
 For each reference clip and each fixed track of `degrade.TRACKS` the low-resolution input is made
 once, then upscaled by every method (the model, the model with skipping off, Lanczos, bicubic) and
-compared with the reference. The figures are those of `metrics`; a clip's figure is the mean over
+compared with the reference. Several models can be measured in one run on the same inputs (their
+rows are named `model:NAME`), and everything after the degradation runs on the models' device. The figures are those of `metrics`; a clip's figure is the mean over
 its frames, and an average is the plain mean over clips, so every clip (an image counts as a
 one-frame clip) weighs the same.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -163,12 +164,16 @@ def _read_image(path: Path) -> np.ndarray:
 def upscale_model(
     model: SkipSR, lr: Tensor, size: tuple[int, int], settings: Settings, chunk_frames: int = 16
 ) -> tuple[Tensor, float]:
-    """Model output (T, 3, H, W) float32 on the CPU and its skip ratio, token-weighted over chunks.
+    """Model output (T, 3, H, W) float32 on its device and its skip ratio, token-weighted over chunks.
 
     Chunks do not overlap: evaluation measures the network, not the cross-fade of `upscale`.
     """
     param = next(model.parameters())
-    outputs, kept, tokens = [], 0.0, 0
+    outputs, kept, tokens = (
+        [],
+        0.0,
+        0,
+    )  # outputs stay on the model's device, where they are measured
     for start in range(0, lr.shape[0], chunk_frames):
         piece = lr[start : start + chunk_frames].to(param.device, param.dtype)
         x = piece[None].transpose(1, 2)  # (1, 3, t, h, w)
@@ -179,7 +184,7 @@ def upscale_model(
             raise ModelError("out of GPU memory: lower --chunk-frames or use --dtype bf16") from e
         except RuntimeError as e:
             raise ModelError(f"the model failed on frames from {start}: {e}") from e
-        outputs.append(result.frames[0].transpose(0, 1).float().cpu())  # (t, 3, H, W)
+        outputs.append(result.frames[0].transpose(0, 1).float())  # (t, 3, H, W)
         kept += result.kept_fraction * result.keep.numel()
         tokens += result.keep.numel()
     return torch.cat(outputs), 1.0 - kept / tokens
@@ -200,38 +205,67 @@ def measure(track: str, method: str, out: Tensor, ref: Tensor, skip: float | Non
     return Row(track, method, metrics.psnr(out, ref), metrics.ssim(out, ref), flicker, skip)
 
 
+Models = Mapping[str, SkipSR]  # by name; the name "" labels the rows plain "model", "no-skip"
+
+
+def method_label(method: str, name: str) -> str:
+    return f"{method}:{name}" if name else method
+
+
 def evaluate_clip(
     ref: Tensor,
     scale: int,
-    model: SkipSR | None,
+    model: SkipSR | Models | None,
     methods: Sequence[str] = METHODS,
     threshold: float | None = None,
     chunk_frames: int = 16,
     log: Callable[[str], None] | None = None,
 ) -> list[Row]:
-    """Rows for every track and method on one reference clip (T, 3, H, W)."""
+    """Rows for every track and method on one reference clip (T, 3, H, W) on the CPU; each model
+    method gives one row per model."""
+    models = _as_models(model)
+    device = _device(models)
     size = (ref.shape[2], ref.shape[3])
+    target = ref.to(device)
     rows = []
     for track in TRACKS.values():
-        lr = track.apply(ref, scale)  # (T, 3, H / scale, W / scale)
+        lr = track.apply(ref, scale).to(
+            device
+        )  # (T, 3, H / scale, W / scale): the codec is CPU work
         for method in methods:
-            if log is not None:
-                log(f"{track.name} {method}")
-            skip = None
-            if method in MODEL_METHODS:
-                settings = Settings(threshold=threshold, skip=method == "model")
-                out, skip = upscale_model(model, lr, size, settings, chunk_frames)
-            else:
-                out = upscale_classic(lr, size, method)
-            rows.append(measure(track.name, method, out, ref, skip))
-            del out  # one upscaled clip alive at a time
+            for name, net in models.items() if method in MODEL_METHODS else [("", None)]:
+                label = method_label(method, name)
+                if log is not None:
+                    log(f"{track.name} {label}")
+                skip = None
+                if net is not None:
+                    settings = Settings(threshold=threshold, skip=method == "model")
+                    out, skip = upscale_model(net, lr, size, settings, chunk_frames)
+                else:
+                    out = upscale_classic(lr, size, method)
+                rows.append(measure(track.name, label, out, target, skip))
+                del out  # one upscaled clip alive at a time
     return rows
+
+
+def _as_models(model: SkipSR | Models | None) -> dict[str, SkipSR]:
+    if model is None:
+        return {}
+    return {"": model} if isinstance(model, SkipSR) else dict(model)
+
+
+def _device(models: Mapping[str, SkipSR]) -> torch.device:
+    """Where the references, the classic methods and the measures go: the models' device."""
+    devices = {next(m.parameters()).device for m in models.values()}
+    if len(devices) > 1:
+        raise UsageError(f"the models are on different devices: {sorted(map(str, devices))}")
+    return devices.pop() if devices else torch.device("cpu")
 
 
 def evaluate(
     paths: Sequence[Path],
     scale: int,
-    model: SkipSR | None = None,
+    model: SkipSR | Models | None = None,
     *,
     frames: int | None = None,
     methods: Sequence[str] = METHODS,
@@ -241,10 +275,11 @@ def evaluate(
 ) -> EvalResult:
     """Evaluate every clip under `paths` (files, folders) at x`scale`.
 
-    `methods` chooses among METHODS (tests leave the model out); `log` receives one line per step,
-    for a progress display on long runs.
+    `model` is one network, or several by name (compared on the very same inputs); `methods`
+    chooses among METHODS (tests leave the model out); `log` receives one line per step, for a
+    progress display on long runs.
     """
-    _check_arguments(scale, model, frames, methods, chunk_frames)
+    _check_arguments(scale, _as_models(model), frames, methods, chunk_frames)
     clips = []
     for source in find_sources(paths):
         ref = load_reference(source, scale, frames)
@@ -264,12 +299,12 @@ def _prefixed(log: Callable[[str], None] | None, name: str) -> Callable[[str], N
 
 
 def _check_arguments(
-    scale: int, model: SkipSR | None, frames: int | None, methods: Sequence[str], chunk_frames: int
+    scale: int, models: Models, frames: int | None, methods: Sequence[str], chunk_frames: int
 ) -> None:
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise UsageError(f"methods must be among {', '.join(METHODS)}; got {list(methods)}")
-    if model is None and MODEL_METHODS & set(methods):
+    if not models and MODEL_METHODS & set(methods):
         raise UsageError("the methods model and no-skip need a model")
     if scale < 1 or chunk_frames < 1 or (frames is not None and frames < 1):
         raise UsageError("scale, frames and chunk_frames must be at least 1")
@@ -307,11 +342,14 @@ def _cell(value: float | None, spec: str) -> str:
 
 
 def _table_rows(rows: Sequence[Row]) -> list[str]:
-    lines = [f"  {'track':<6} {'method':<8} {'PSNR':>7} {'SSIM':>7} {'flicker':>8} {'skip':>6}"]
+    wide = max([8, *(len(r.method) for r in rows)])
+    lines = [
+        f"  {'track':<6} {'method':<{wide}} {'PSNR':>7} {'SSIM':>7} {'flicker':>8} {'skip':>6}"
+    ]
     for r in rows:
         skip = _cell(None if r.skip is None else 100 * r.skip, ".1f")
         lines.append(
-            f"  {r.track:<6} {r.method:<8} {r.psnr:>7.2f} {r.ssim:>7.4f} "
+            f"  {r.track:<6} {r.method:<{wide}} {r.psnr:>7.2f} {r.ssim:>7.4f} "
             f"{_cell(r.flicker, '.3f'):>8} {skip + ('%' if r.skip is not None else ''):>6}"
         )
     return lines

@@ -40,11 +40,12 @@ def _frame_step(frame_shape: torch.Size, factor: int = 1) -> int:
 def _chunks(
     out: Tensor, ref: Tensor, step: int, overlap: int = 0
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Float64 (CPU) views of both clips, `step` frames at a time, neighbours sharing `overlap`."""
+    """Float64 copies of both clips on their device (a GPU measures where it upscaled), `step`
+    frames at a time, neighbours sharing `overlap`."""
     t = out.shape[0]
     for start in range(0, max(t - overlap, 1), step):
         stop = min(start + step + overlap, t)
-        yield out[start:stop].double().cpu(), ref[start:stop].double().cpu()
+        yield out[start:stop].double(), ref[start:stop].to(out.device, torch.float64)
 
 
 def psnr_per_frame(out: Tensor, ref: Tensor) -> Tensor:

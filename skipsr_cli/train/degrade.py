@@ -45,10 +45,10 @@ def _lanczos_axis(x: Tensor, n_out: int, a: int, axis: int) -> Tensor:
     dist = (pos - centers[:, None]) / max(scale, 1.0)
     weights = torch.sinc(dist) * torch.sinc(dist / a) * (dist.abs() < a)
     weights = weights / weights.sum(1, keepdim=True)
-    index = pos.clamp(0, n_in - 1).long()  # replicate the edges
+    index = pos.clamp(0, n_in - 1).long().to(x.device)  # replicate the edges
     moved = x.movedim(axis, -1)  # (..., n_in)
     gathered = moved[..., index]  # (..., n_out, k)
-    out = (gathered * weights.to(x.dtype)).sum(-1)
+    out = (gathered * weights.to(x.device, x.dtype)).sum(-1)
     return out.movedim(-1, axis)
 
 
