@@ -54,6 +54,15 @@ OverwriteOpt = Annotated[
     bool,
     typer.Option("--overwrite", "-y", help="Replace an existing output file.", rich_help_panel=IO),
 ]
+FramesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--frames",
+        metavar="START:END",
+        help="Render only these frames (0-based, END exclusive; START: runs to the end), exactly as a whole run renders them; video only.",
+        rich_help_panel=IO,
+    ),
+]
 MaskOutOpt = Annotated[
     Path | None,
     typer.Option(
@@ -186,6 +195,7 @@ def upscale_command(
     output: OutputArg,
     overwrite: OverwriteOpt = False,
     mask_out: MaskOutOpt = None,
+    frames: FramesOpt = None,
     model: ModelNameOpt = "base",
     weights: ModelWeightsOpt = None,
     random_weights: RandomWeightsOpt = False,
@@ -239,6 +249,7 @@ def upscale_command(
         audio_bitrate=audio_bitrate,
         overwrite=overwrite,
         mask_out=mask_out,
+        frames=frames,
     )
     report(run(input, output, options, quiet), json_out)
 

@@ -1,6 +1,7 @@
 """Pure chunk planning: frames in chunks of N with K frames of overlap, and the overlap-add blend.
 
-Chunk i starts at i * (N - K). Where two chunks overlap, the earlier fades out and the later fades
+Chunk i starts at i * (N - K), counted from the video's first frame whatever part of it a run
+renders, so a frame range computes exactly the frames a whole run computes there. Where two chunks overlap, the earlier fades out and the later fades
 in with triangular weights that sum to exactly 1 on every frame; the blend accumulates the weighted
 sum and the weight sum, and asserts full coverage before it releases a frame.
 """
@@ -75,12 +76,16 @@ def transition_weights(chunk: Chunk) -> Tensor:
 
 
 class OverlapAdd:
-    """Blends chunk outputs (n, ...) into finished frames, released in order."""
+    """Blends chunk outputs (n, ...) into finished frames, released in order.
 
-    def __init__(self) -> None:
+    Only frames in [first, last) are kept: a frame range takes the chunks that touch it, whole, and
+    drops what they hold outside it (frames there would lack a neighbour's share)."""
+
+    def __init__(self, first: int = 0, last: int | None = None) -> None:
         self._sum: dict[int, Tensor] = {}
         self._weight: dict[int, float] = {}
-        self.next = 0  # the next frame index to release
+        self.next = first  # the next frame index to release
+        self.last = last
 
     def add(self, chunk: Chunk, outputs: Tensor) -> Iterator[tuple[int, Tensor]]:
         """Accumulate one chunk's outputs; yield (index, frame) for every frame now complete."""
@@ -91,6 +96,8 @@ class OverlapAdd:
         weights = transition_weights(chunk)
         for j in range(len(chunk.items)):
             index = chunk.start + j
+            if index < self.next or (self.last is not None and index >= self.last):
+                continue
             w = float(weights[j])
             # A frame of weight 1 is final at once: kept as it is (no copy), released below.
             part = outputs[j] if w == 1.0 else outputs[j] * w
@@ -99,7 +106,8 @@ class OverlapAdd:
                 self._weight[index] += w
             else:
                 self._sum[index], self._weight[index] = part, w
-        while self.next < chunk.final_upto:
+        upto = chunk.final_upto if self.last is None else min(chunk.final_upto, self.last)
+        while self.next < upto:
             yield self.next, self._release(self.next)
             self.next += 1
 

@@ -17,6 +17,7 @@ from skipsr_cli.errors import InputError, UsageError
 from skipsr_cli.media.encoding import EncodeOptions, default_codec, lossless_options
 from skipsr_cli.media.image_io import is_image_output
 from skipsr_cli.run.pipeline import UpscaleJob
+from skipsr_cli.run.ranges import parse_frames
 
 # Full-resolution VAE work runs this many frames at a time (exact; bounds memory at large sizes).
 FRAME_SLICE = 4
@@ -57,6 +58,7 @@ class UpscaleOptions:
     # Output
     overwrite: bool = False
     mask_out: Path | None = None  # also write the skip mask as a video
+    frames: str | tuple[int, int | None] | None = None  # "START:END" or (start, end): a range
 
 
 def check_threshold(threshold: float | None) -> None:
@@ -159,4 +161,5 @@ def job_of(input: Path, output: Path, options: UpscaleOptions) -> UpscaleJob:
         copy_audio=options.copy_audio,
         copy_subtitles=options.copy_subtitles,
         audio_kbps=options.audio_bitrate,
+        frames=parse_frames(options.frames) if isinstance(options.frames, str) else options.frames,
     )

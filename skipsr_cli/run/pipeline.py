@@ -36,6 +36,7 @@ from skipsr_cli.media.video_writer import VideoWriter, same_file
 from skipsr_cli.run.chunking import Chunk, OverlapAdd, check_plan, iter_chunks
 from skipsr_cli.run.overlap import BackgroundWriter, InlineWriter, Prefetcher
 from skipsr_cli.run.progress import Event, RunStats, Started, Summary
+from skipsr_cli.run.ranges import range_view
 
 Writer = VideoWriter | ImageWriter
 # Per writer: its colour, the planar pix_fmt it takes from the device (None: RGB frames), and
@@ -66,6 +67,16 @@ class UpscaleJob:
     copy_audio: bool = True  # audio streams of the input, copied (re-encoded where they cannot be)
     copy_subtitles: bool = True  # subtitle streams, copied
     audio_kbps: int | None = None  # bitrate of re-encoded audio; None: the codec's default
+    # [start, stop) of the input's frames to render (stop None: to the end); None: every frame
+    frames: tuple[int, int | None] | None = None
+
+    @property
+    def first(self) -> int:
+        return 0 if self.frames is None else self.frames[0]
+
+    @property
+    def last(self) -> int | None:
+        return None if self.frames is None else self.frames[1]
 
 
 def output_size(info: VideoInfo, scale: int, size: tuple[int, int] | None) -> tuple[int, int]:
@@ -80,13 +91,17 @@ class Plan:
     """A job checked against its input: everything known before any model work."""
 
     job: UpscaleJob
-    info: VideoInfo
+    info: VideoInfo  # of the part rendered: a frame range's length and numbers
     out_size: tuple[int, int]  # (width, height)
+    notes: tuple[str, ...] = ()  # warnings known before the run (streams a range leaves out)
 
 
 def prepare(job: UpscaleJob) -> Plan:
     """Probe the input and refuse whatever can be refused before the model is even loaded."""
-    info = probe(job.input)
+    info, notes = probe(job.input), []
+    if job.frames is not None:
+        info, notes = range_view(info, job.frames)
+        job = replace(job, copy_audio=False, copy_subtitles=False)
     out_w, out_h = output_size(info, job.scale, job.size)
     if job.encode.pix_fmt is None and not is_image_output(job.output):
         # deeper inputs are written at their depth by default
@@ -116,7 +131,7 @@ def prepare(job: UpscaleJob) -> Plan:
         check_writable(path, path.parent)
     if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
         raise UsageError("--mask-out must differ from the output path")
-    return Plan(job, info, (out_w, out_h))
+    return Plan(job, info, (out_w, out_h), tuple(notes))
 
 
 def upscale(
@@ -155,6 +170,8 @@ def upscale(
         decoded = write_chunks(
             model, job, frames, (out_h, out_w), device, dtype, sink, formats, stats, report
         )
+        if decoded == 0 and job.frames is not None:
+            raise UsageError(f"--frames: the input has no frames from {job.first} on")
         if decoded == 0:  # a video stream with no pictures in it: nothing to upscale
             raise InputError(f"no frames could be decoded from {job.input}")
         sink.close()  # every queued frame is encoded now, or its error raised here
@@ -162,7 +179,7 @@ def upscale(
         if stats.frames != decoded:
             raise AssertionError(f"decoded {decoded} frames but wrote {stats.frames}")
     # read once the writers are closed: re-encoded audio can add a warning while it is finished
-    summary = stats.summary(started, tuple(writers[0].warnings))
+    summary = stats.summary(started, (*plan.notes, *writers[0].warnings))
     emit(summary)
     return summary
 
@@ -307,27 +324,38 @@ def write_chunks(
     """Upscale chunk by chunk, blend the overlaps, hand each frame to the sink once it is final.
 
     `formats` has one entry per writer (two when a mask video is written beside the output).
-    Returns how many frames were decoded, so the caller can check none was lost.
+    Returns how many frames of the job's range were decoded, so the caller can check none was
+    lost. A range runs only the chunks that touch it; its timestamps start at 0.
     """
     streams = len(formats)
-    blends = [OverlapAdd() for _ in range(streams)]
-    decoded = 0
+    first, last = job.first, job.last
+    blends = [OverlapAdd(first, last) for _ in range(streams)]
+    reached = 0
     pts: dict[int, int | None] = {}
+    origin: list[int] = []  # the range's first timestamp, once known
     for chunk in iter_chunks(decoded_frames, job.chunk_frames, job.overlap):
+        reached = max(reached, chunk.stop)
+        if chunk.stop <= first:  # wholly before the range: decoded, not upscaled
+            continue
+        if last is not None and chunk.start >= last:
+            break
         result = run_chunk(model, chunk, size, job.settings, device, dtype)
         stats.add_tokens(result.keep.numel(), int(result.keep.sum()))
         outputs = [result.frames[0].transpose(0, 1).float()]  # (T, 3, H, W)
         if streams > 1:
             outputs.append(skipped_map(model, result, size))
         pts.update({f.index: f.pts for f in chunk.items})
-        decoded = max(decoded, chunk.stop)
         for index, frames in _released(blends, chunk, outputs):
-            sink.put((finish(frames, formats), pts.pop(index)))
+            stamp = pts.pop(index)
+            if first and stamp is not None:
+                origin = origin or [stamp]
+                stamp -= origin[0]
+            sink.put((finish(frames, formats), stamp))
         del result, outputs  # the chunk's device memory is free before the next chunk runs
         report()
     for blend in blends:
         blend.close()
-    return decoded
+    return max(0, min(reached, last if last is not None else reached) - first)
 
 
 def _released(

@@ -1,0 +1,56 @@
+"""Frame ranges: `--frames START:END` renders part of a video exactly as a whole run renders it.
+
+The chunk grid is counted from the video's first frame (run/chunking.py), so a range runs the
+chunks that touch it, whole, reading their context frames from outside the range, and keeps only
+the frames it owns. Frames before the first of those chunks are decoded and dropped (no seek yet).
+A range's output starts at time 0 and holds video only: audio and subtitles belong to the joined
+file, not to its pieces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from skipsr_cli.errors import UsageError
+from skipsr_cli.media.video_io import VideoInfo
+
+
+def parse_frames(text: str | None) -> tuple[int, int | None] | None:
+    """'START:END' (END exclusive; 'START:' runs to the end) -> (start, end)."""
+    if text is None:
+        return None
+    head, sep, tail = text.partition(":")
+    try:
+        start, stop = int(head), (int(tail) if tail.strip() else None)
+    except ValueError:
+        start = stop = -1
+    if not sep or start < 0 or (stop is not None and stop <= start):
+        raise UsageError(
+            f"--frames {text!r}: expected START:END with 0 <= START < END (END exclusive), "
+            "or START: to the end"
+        )
+    return start, stop
+
+
+def range_view(info: VideoInfo, frames: tuple[int, int | None]) -> tuple[VideoInfo, list[str]]:
+    """What the run sees of the input inside the range: its length and frame numbers (a range past
+    the end stops at the end, as farms' last chunks overshoot), and the notes for the summary."""
+    start, stop = frames
+    count = info.frame_count
+    if count is not None:
+        if start >= count:
+            raise UsageError(f"--frames {start}:{stop or ''}: the input has {count} frames")
+        stop = count if stop is None else min(stop, count)
+    numbers = None
+    if stop is not None:
+        numbers = tuple(
+            info.frame_numbers[start:stop] if info.frame_numbers else range(start, stop)
+        )
+    notes = []
+    if info.audio_streams and not info.sequence:
+        notes.append(
+            "a frame range holds video only: audio and subtitles are left out of it "
+            "(they belong to the file its pieces are joined into)"
+        )
+    length = None if stop is None else stop - start
+    return replace(info, frame_count=length, frame_numbers=numbers), notes

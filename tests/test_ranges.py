@@ -1,0 +1,91 @@
+"""Frame ranges: a range renders exactly the frames a whole run renders there, on the same grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from media import make_clip
+
+from models import SkipSR
+from skipsr_cli.errors import UsageError
+from skipsr_cli.media.video_io import probe, read_frames
+from skipsr_cli.run.chunking import Chunk, OverlapAdd
+from skipsr_cli.run.pipeline import UpscaleJob, prepare, upscale
+from skipsr_cli.run.ranges import parse_frames
+from skipsr_cli.weights import load_model
+
+CHUNK, OVERLAP = 8, 2
+
+
+@pytest.fixture(scope="module")
+def debug() -> SkipSR:
+    return load_model("debug", random_weights=True)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("src") / "in.mp4", frames=23, audio=True)
+
+
+def render(model: SkipSR, src: Path, out: Path, frames=None):
+    job = UpscaleJob(src, out, chunk_frames=CHUNK, overlap=OVERLAP, frames=frames)
+    return upscale(model, prepare(job), torch.device("cpu"), torch.float32, emit=lambda e: None)
+
+
+def pngs(folder: Path) -> dict[str, np.ndarray]:
+    return {p.name: next(iter(read_frames(p))).rgb for p in sorted(folder.glob("*.png"))}
+
+
+def test_parse_frames():
+    assert parse_frames("3:10") == (3, 10)
+    assert parse_frames("7:") == (7, None)
+    assert parse_frames(None) is None
+    for bad in ("5", "5:5", "9:2", "-1:4", "a:b", ":4"):
+        with pytest.raises(UsageError, match="--frames"):
+            parse_frames(bad)
+
+
+def test_the_blend_keeps_only_its_range():
+    blend = OverlapAdd(first=5, last=9)
+    out = torch.arange(8.0)[:, None] + 1  # chunk [0, 8) then [6, 14), overlap 2
+    released = list(blend.add(Chunk(0, list(range(8)), 0, 2), out))
+    released += list(blend.add(Chunk(6, list(range(8)), 2, 2), out + 100))
+    assert [i for i, _ in released] == [5, 6, 7, 8]
+    assert released[0][1].item() == 6  # frame 5: weight 1 in the first chunk alone
+    blend.close()  # nothing outside [5, 9) was held back
+
+
+def test_ranges_joined_equal_the_whole_run(debug, clip, tmp_path):
+    """PNG frames keep their absolute numbers: the pieces' files are the whole run's, bit for bit
+    (the last range overshoots the end, as an OpenCue chunk may)."""
+    (tmp_path / "whole").mkdir()
+    render(debug, clip, tmp_path / "whole")
+    whole = pngs(tmp_path / "whole")
+    assert len(whole) == 23
+    (tmp_path / "parts").mkdir()
+    cuts = [0, 5, 14, 40]  # cut inside a chunk, inside an overlap, and past the end
+    for start, stop in zip(cuts, cuts[1:], strict=False):
+        render(debug, clip, tmp_path / "parts", frames=(start, stop))
+    parts = pngs(tmp_path / "parts")
+    assert parts.keys() == whole.keys()
+    for name in whole:
+        assert np.array_equal(parts[name], whole[name]), name
+
+
+def test_a_range_is_a_video_of_its_own(debug, clip, tmp_path):
+    summary = render(debug, clip, tmp_path / "part.mkv", frames=(9, 17))
+    info = probe(tmp_path / "part.mkv")
+    assert info.frame_count == 8 and info.audio_streams == 0
+    with av.open(str(tmp_path / "part.mkv")) as f:
+        stamps = [frame.time for frame in f.decode(video=0)]
+    assert stamps[0] == pytest.approx(0.0) and len(stamps) == 8
+    assert any("video only" in w for w in summary.warnings)
+
+
+def test_a_range_past_the_end_is_refused_before_any_work(clip, tmp_path):
+    with pytest.raises(UsageError, match="has 23 frames"):
+        prepare(UpscaleJob(clip, tmp_path / "x.mkv", frames=(23, 30)))
