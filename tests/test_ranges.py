@@ -44,7 +44,8 @@ def test_parse_frames():
     assert parse_frames("3:10") == (3, 10)
     assert parse_frames("7:") == (7, None)
     assert parse_frames(None) is None
-    for bad in ("5", "5:5", "9:2", "-1:4", "a:b", ":4"):
+    assert parse_frames((2, None)) == (2, None)
+    for bad in ("5", "5:5", "9:2", "-1:4", "a:b", ":4", (4, 4), (-2, 3)):
         with pytest.raises(UsageError, match="--frames"):
             parse_frames(bad)
 

@@ -161,5 +161,5 @@ def job_of(input: Path, output: Path, options: UpscaleOptions) -> UpscaleJob:
         copy_audio=options.copy_audio,
         copy_subtitles=options.copy_subtitles,
         audio_kbps=options.audio_bitrate,
-        frames=parse_frames(options.frames) if isinstance(options.frames, str) else options.frames,
+        frames=parse_frames(options.frames),
     )

@@ -15,18 +15,21 @@ from skipsr_cli.errors import UsageError
 from skipsr_cli.media.video_io import VideoInfo
 
 
-def parse_frames(text: str | None) -> tuple[int, int | None] | None:
-    """'START:END' (END exclusive; 'START:' runs to the end) -> (start, end)."""
-    if text is None:
+def parse_frames(value: str | tuple[int, int | None] | None) -> tuple[int, int | None] | None:
+    """'START:END' (END exclusive; 'START:' runs to the end), or (start, end) -> (start, end)."""
+    if value is None:
         return None
-    head, sep, tail = text.partition(":")
-    try:
-        start, stop = int(head), (int(tail) if tail.strip() else None)
-    except ValueError:
-        start = stop = -1
+    if isinstance(value, str):
+        head, sep, tail = value.partition(":")
+        try:
+            start, stop = int(head), (int(tail) if tail.strip() else None)
+        except ValueError:
+            sep, start, stop = "", -1, None
+    else:
+        sep, (start, stop) = ":", value
     if not sep or start < 0 or (stop is not None and stop <= start):
         raise UsageError(
-            f"--frames {text!r}: expected START:END with 0 <= START < END (END exclusive), "
+            f"--frames {value!r}: expected START:END with 0 <= START < END (END exclusive), "
             "or START: to the end"
         )
     return start, stop
