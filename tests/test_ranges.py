@@ -90,3 +90,17 @@ def test_a_range_is_a_video_of_its_own(debug, clip, tmp_path):
 def test_a_range_past_the_end_is_refused_before_any_work(clip, tmp_path):
     with pytest.raises(UsageError, match="has 23 frames"):
         prepare(UpscaleJob(clip, tmp_path / "x.mkv", frames=(23, 30)))
+
+
+def test_the_command_line_takes_a_range(clip, tmp_path):
+    from typer.testing import CliRunner
+
+    from skipsr_cli.cli import app
+
+    base = ["upscale", str(clip), "--model", "debug", "--random-weights", "-q", "--device", "cpu"]
+    ok = CliRunner().invoke(app, [*base, str(tmp_path / "r.mkv"), "--frames", "3:9"])
+    assert ok.exit_code == 0, ok.output
+    assert probe(tmp_path / "r.mkv").frame_count == 6
+    bad = CliRunner().invoke(app, [*base, str(tmp_path / "b.mkv"), "--frames", "9:2"])
+    assert bad.exit_code == 2 and "--frames" in bad.output
+    assert not (tmp_path / "b.mkv").exists()
