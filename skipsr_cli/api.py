@@ -22,7 +22,7 @@ import torch
 from models import PRESETS, SkipSR
 from skipsr_cli import weights
 from skipsr_cli.errors import ModelError
-from skipsr_cli.run import pipeline
+from skipsr_cli.run import farm, pipeline
 from skipsr_cli.run.options import (
     UpscaleOptions,
     check_options,
@@ -88,9 +88,37 @@ def upscale(
     else:
         device = resolve_device(opts.device)
         dtype = resolve_dtype(opts.dtype, device)
+    load = (lambda: model) if isinstance(model, SkipSR) else (lambda: _load(opts, device, dtype))
+    if opts.segment is not None:
+        return farm.render_segment(input, output, opts, load, device, dtype, progress or _ignore)
     plan = pipeline.prepare(job_of(input, output, opts))  # refuses what it can before loading
-    net = model if isinstance(model, SkipSR) else _load(opts, device, dtype)
-    return pipeline.upscale(net, plan, device, dtype, progress or _ignore)
+    return pipeline.upscale(load(), plan, device, dtype, progress or _ignore)
+
+
+def stitch(
+    output: str | Path,
+    parts: str | Path | None = None,
+    input: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    copy_audio: bool = True,
+    copy_subtitles: bool = True,
+    audio_bitrate: int | None = None,
+) -> int:
+    """Join the parts that `upscale(..., segment="I/N")` rendered into `output` (without
+    re-encoding the video; the source's audio, subtitles, chapters and tags copied once); returns
+    the frame count. `parts` is the parts folder (OUTPUT.parts unless named), `input` the source
+    where it is not at the path the parts recorded."""
+    frames, _ = farm.stitch(
+        Path(output),
+        None if parts is None else Path(parts),
+        None if input is None else Path(input),
+        overwrite=overwrite,
+        copy_audio=copy_audio,
+        copy_subtitles=copy_subtitles,
+        audio_kbps=audio_bitrate,
+    )
+    return frames
 
 
 def _options(

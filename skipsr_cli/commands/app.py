@@ -8,6 +8,7 @@ import typer
 from skipsr_cli import __version__
 from skipsr_cli.commands.bench import bench_app
 from skipsr_cli.commands.eval import eval_command
+from skipsr_cli.commands.stitch import stitch_command
 from skipsr_cli.commands.train import train_app
 from skipsr_cli.commands.upscale import upscale_command
 
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.command("upscale")(upscale_command)
 app.command("eval")(eval_command)
+app.command("stitch")(stitch_command)
 app.add_typer(bench_app, name="bench")
 app.add_typer(train_app, name="train")
 

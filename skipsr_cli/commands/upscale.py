@@ -63,6 +63,23 @@ FramesOpt = Annotated[
         rich_help_panel=IO,
     ),
 ]
+SegmentOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--segment",
+        metavar="I/N",
+        help="Render part I of N (1-based) into the parts folder, for `skipsr stitch`; auto takes I (and N) from SLURM, Kubernetes or AWS Batch array variables.",
+        rich_help_panel=IO,
+    ),
+]
+SegmentsOpt = Annotated[
+    int | None,
+    typer.Option("--segments", min=1, help="N for --segment auto.", rich_help_panel=IO),
+]
+PartsOpt = Annotated[
+    Path | None,
+    typer.Option(help="The parts folder [default: OUTPUT.parts].", rich_help_panel=IO),
+]
 MaskOutOpt = Annotated[
     Path | None,
     typer.Option(
@@ -196,6 +213,9 @@ def upscale_command(
     overwrite: OverwriteOpt = False,
     mask_out: MaskOutOpt = None,
     frames: FramesOpt = None,
+    segment: SegmentOpt = None,
+    segments: SegmentsOpt = None,
+    parts: PartsOpt = None,
     model: ModelNameOpt = "base",
     weights: ModelWeightsOpt = None,
     random_weights: RandomWeightsOpt = False,
@@ -250,6 +270,9 @@ def upscale_command(
         overwrite=overwrite,
         mask_out=mask_out,
         frames=frames,
+        segment=segment,
+        segments=segments,
+        parts=parts,
     )
     report(run(input, output, options, quiet), json_out)
 

@@ -29,6 +29,9 @@ class EncodeOptions:
     pix_fmt: str | None = None  # None: yuv420p for x264/x265, else the encoder's first format
     bitrate: int | None = None  # bits/s; when set, used instead of crf
     lossless: bool = False  # the encoder's lossless mode (lossless_options picks codec and format)
+    # headers that do not depend on the content (x264 --stitchable, x265's PPS options), so
+    # pieces of one video made by separate encoder runs join into one stream
+    stitchable: bool = False
 
 
 # The encoder a container gets when --codec is not given: what its format is made for.
@@ -155,4 +158,13 @@ def codec_options(options: EncodeOptions) -> dict[str, str]:
             opts["cpu-used"] = str(_VPX_CPU_USED[options.preset])
     if options.codec not in _CRF_ENCODERS:
         opts.pop("crf", None)  # GIF, FFV1, PNG: no rate control to set
+    if options.stitchable and options.codec in _STITCHABLE:
+        key, value = _STITCHABLE[options.codec]
+        opts[key] = ":".join(p for p in (opts.get(key), value) if p)
     return opts
+
+
+_STITCHABLE = {
+    "libx264": ("x264-params", "stitchable=1"),
+    "libx265": ("x265-params", "opt-qp-pps=0:opt-ref-list-length-pps=0"),
+}

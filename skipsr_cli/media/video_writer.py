@@ -71,7 +71,7 @@ def same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def _check_target(path: Path, copy_audio_from: Path | None, overwrite: bool) -> None:
+def check_target(path: Path, copy_audio_from: Path | None, overwrite: bool) -> None:
     """Refuse an output that cannot or must not be written, before anything is written."""
     if not path.parent.is_dir():
         raise OutputError(f"cannot write {path}: directory {path.parent} does not exist")
@@ -139,7 +139,7 @@ class VideoWriter:
         self._pix_fmt = resolve_pix_fmt(options)
         # An RGB output format (libx264rgb, ffv1 bgr0) has no matrix: only primaries/transfer apply.
         self._yuv_colour = self.colour is not None and not av.VideoFormat(self._pix_fmt).is_rgb
-        _check_target(self.path, copy_audio_from, overwrite)
+        check_target(self.path, copy_audio_from, overwrite)
         self._temp = partial_path(self.path)
         try:
             self._output = av.open(str(self._temp), "w")

@@ -59,6 +59,10 @@ class UpscaleOptions:
     overwrite: bool = False
     mask_out: Path | None = None  # also write the skip mask as a video
     frames: str | tuple[int, int | None] | None = None  # "START:END" or (start, end): a range
+    # Farms: part I of N ("I/N" or "auto") into the parts folder (OUTPUT.parts unless `parts`)
+    segment: str | None = None
+    segments: int | None = None  # N for --segment auto where the scheduler does not give it
+    parts: Path | None = None
 
 
 def check_threshold(threshold: float | None) -> None:

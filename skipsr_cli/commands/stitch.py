@@ -1,0 +1,52 @@
+"""`skipsr stitch OUTPUT`: join the parts that `upscale --segment I/N` rendered into OUTPUT."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from skipsr_cli.commands.common import DebugOpt, JsonOpt, exit_codes, run_state
+
+
+@exit_codes
+def stitch_command(
+    output: Annotated[
+        Path, typer.Argument(metavar="OUTPUT", help="The file the parts were rendered for.")
+    ],
+    parts: Annotated[
+        Path | None, typer.Option(help="The parts folder [default: OUTPUT.parts beside OUTPUT].")
+    ] = None,
+    input: Annotated[
+        Path | None,
+        typer.Option(
+            "--input", help="The source video, where it is not at the path the parts recorded."
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", "-y", help="Replace an existing output file.")
+    ] = False,
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Leave the audio out.")] = False,
+    no_subtitles: Annotated[
+        bool, typer.Option("--no-subtitles", help="Leave the subtitles out.")
+    ] = False,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Check every part (present, complete, same input, options and weights, frame count), then
+    join them without re-encoding and copy the source's audio, subtitles and chapters once."""
+    from skipsr_cli import api
+
+    run_state["debug"] = debug
+    frames = api.stitch(
+        output,
+        parts,
+        input,
+        overwrite=overwrite,
+        copy_audio=not no_audio,
+        copy_subtitles=not no_subtitles,
+    )
+    if json_out:
+        print(json.dumps({"output": str(output), "frames": frames}), flush=True)

@@ -1,0 +1,124 @@
+"""Join video-only pieces into one file without re-encoding, with the source's other streams.
+
+The pieces' packets are copied as they are (each piece starts on a keyframe of its own encoder
+run); every frame takes the source's timestamp for its place in the whole video, so the joined
+file has the timing of a whole run, and the audio, subtitles, chapters and tags are copied once,
+in sync, from the source (stream_copy). The file is written beside the target and renamed into
+place only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from skipsr_cli.errors import OutputError
+from skipsr_cli.media.stream_copy import StreamCopier, packet_seconds
+from skipsr_cli.media.video_io import AV_ERRORS, open_input
+from skipsr_cli.media.video_writer import check_target, partial_path
+
+
+def source_timestamps(path: Path) -> tuple[list[int], Fraction]:
+    """Presentation timestamps of the source's video frames, in order, and their time base."""
+    with open_input(path) as container:
+        stream = container.streams.video[0]
+        stamps = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size)
+        return stamps, Fraction(stream.time_base)
+
+
+def join_videos(
+    pieces: Sequence[tuple[Path, int]],
+    output: Path,
+    source: Path,
+    *,
+    overwrite: bool = False,
+    copy_audio: bool = True,
+    copy_subtitles: bool = True,
+    audio_kbps: int | None = None,
+    expected: int | None = None,
+) -> tuple[int, list[str]]:
+    """Join (piece, first frame) pairs in order into `output`; returns (frames, warnings).
+    With `expected`, a join of another frame count is refused and nothing is published."""
+    check_target(output, source, overwrite)
+    stamps, time_base = source_timestamps(source)
+    temp = partial_path(output)
+    try:
+        with contextlib.ExitStack() as stack:
+            out = stack.enter_context(av.open(str(temp), "w"))
+            first = stack.enter_context(open_input(pieces[0][0]))
+            video = out.add_stream_from_template(first.streams.video[0])
+            video.time_base = time_base  # the source's clock, where the container allows it
+            copier = StreamCopier(
+                open_input(source),
+                out,
+                suffix=output.suffix,
+                copy_audio=copy_audio,
+                copy_subtitles=copy_subtitles,
+                audio_kbps=audio_kbps,
+            )
+            stack.callback(copier.close)
+            muxer = _PieceMuxer(stamps, time_base, video, out, copier)
+            frames = sum(muxer.copy(path, start) for path, start in pieces)
+            copier.mux_until(None)
+            warnings = copier.warnings + copier.late_warnings()
+        if expected is not None and frames != expected:
+            raise OutputError(f"the pieces hold {frames} frames, the source {expected}")
+        if output.exists() and not overwrite:
+            raise OutputError(f"output exists: {output} (pass --overwrite to replace it)")
+        os.replace(temp, output)
+    except AV_ERRORS as e:
+        temp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {output}: {e}") from e
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return frames, warnings
+
+
+class _PieceMuxer:
+    """Muxes pieces' packets with the source's timestamps, decode times rising across pieces."""
+
+    def __init__(
+        self,
+        stamps: list[int],
+        time_base: Fraction,
+        video: av.VideoStream,
+        out: av.container.OutputContainer,
+        copier: StreamCopier,
+    ) -> None:
+        self.stamps, self.time_base = stamps, time_base  # the source's frame times
+        self.video, self.out, self.copier = video, out, copier
+        self.last_dts: int | None = None
+
+    def copy(self, path: Path, start: int) -> int:
+        """One piece: its frames are the source's frames start, start + 1, ...
+
+        A packet's place among the piece's frames is the rank of its own timestamp; its decode
+        time moves with it, kept at most its presentation time and after the previous one.
+        """
+        with open_input(path) as container:
+            stream = container.streams.video[0]
+            packets = [p for p in container.demux(stream) if p.size]
+            scale = Fraction(stream.time_base) / self.time_base
+        ranks = {pts: i for i, pts in enumerate(sorted(p.pts for p in packets))}
+        if start + len(ranks) > len(self.stamps):
+            raise OutputError(f"{path} holds more frames than the source has from frame {start}")
+        for packet in packets:
+            pts = self.stamps[start + ranks[packet.pts]]
+            dts = pts
+            if packet.dts is not None:  # shifted as its pts was
+                dts = min(pts, pts + round((packet.dts - packet.pts) * scale))
+            if self.last_dts is not None and dts <= self.last_dts:
+                dts = self.last_dts + 1
+            packet.stream = self.video
+            packet.time_base = self.time_base  # mux() rescales to the stream's own
+            packet.pts, packet.dts = pts, dts
+            self.last_dts = dts
+            self.copier.mux_until(packet_seconds(packet))
+            self.out.mux(packet)
+        return len(packets)

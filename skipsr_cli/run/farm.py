@@ -1,0 +1,112 @@
+"""Render one segment of a video into its parts folder, and stitch the parts into the output."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from models import SkipSR
+from skipsr_cli.errors import InputError, UsageError
+from skipsr_cli.media.joiner import join_videos, source_timestamps
+from skipsr_cli.run import pipeline
+from skipsr_cli.run.options import UpscaleOptions, job_of
+from skipsr_cli.run.progress import Event, Summary
+from skipsr_cli.run.segments import (
+    MANIFEST_SUFFIX,
+    PART_SUFFIX,
+    fingerprint,
+    model_hash,
+    parse_segment,
+    parts_folder,
+    read_manifests,
+    write_json_atomically,
+)
+
+# What shapes a part's frames and its encoding: parts that differ in any of these cannot join.
+SHAPING = (
+    "scale", "size", "threshold", "skip", "steps", "seed", "chunk_frames", "overlap",
+    "codec", "crf", "preset", "pix_fmt", "lossless",
+)  # fmt: skip
+
+
+def render_segment(
+    input: Path,
+    output: Path,
+    opts: UpscaleOptions,
+    load: Callable[[], SkipSR],
+    device: torch.device,
+    dtype: torch.dtype,
+    progress: Callable[[Event], None],
+) -> Summary:
+    """Part I of N (opts.segment) into OUTPUT's parts folder, then its manifest, both atomically."""
+    segment = parse_segment(opts.segment, opts.segments)
+    total = len(source_timestamps(input)[0])
+    start, stop = segment.frames(total)
+    if start == stop:
+        raise UsageError(f"--segment {segment.index}/{segment.count}: the input has {total} frames")
+    folder = parts_folder(output, opts.parts)
+    folder.mkdir(parents=True, exist_ok=True)
+    part = folder / (segment.name + PART_SUFFIX)
+    manifest = folder / (segment.name + MANIFEST_SUFFIX)
+    manifest.unlink(missing_ok=True)  # until the new part is complete, this part is not done
+    part_opts = replace(opts, frames=(start, stop), overwrite=True, mask_out=None)
+    job = job_of(input, part, part_opts)
+    job = replace(job, encode=replace(job.encode, stitchable=True))
+    plan = pipeline.prepare(job)
+    net = load()
+    summary = pipeline.upscale(net, plan, device, dtype, progress)
+    record = {
+        "index": segment.index,
+        "count": segment.count,
+        "part": part.name,
+        "frames": [start, stop],
+        "frames_written": summary.frames,
+        "total_frames": total,
+        "input": str(input.resolve()),
+        "fingerprint": fingerprint(input),
+        "settings": {k: _plain(getattr(opts, k)) for k in SHAPING},
+        "weights": model_hash(net.state_dict()),
+    }
+    write_json_atomically(manifest, record)
+    return summary
+
+
+def _plain(value: object) -> object:
+    return value if value is None or isinstance(value, int | float | str | bool) else str(value)
+
+
+def stitch(
+    output: Path,
+    parts: Path | None = None,
+    source: Path | None = None,
+    *,
+    overwrite: bool = False,
+    copy_audio: bool = True,
+    copy_subtitles: bool = True,
+    audio_kbps: int | None = None,
+) -> tuple[int, list[str]]:
+    """Join every part of OUTPUT into it; returns (frames, warnings). Refuses a missing part, a
+    part of another input or other options, or one whose frame count is off, naming it."""
+    folder = parts_folder(output, parts)
+    manifests = read_manifests(folder, output)
+    first = manifests[0]
+    source = Path(first["input"]) if source is None else source
+    if not source.is_file():
+        raise InputError(f"the source {source} of the parts is not here: give it with --input")
+    if fingerprint(source) != first["fingerprint"]:
+        raise InputError(f"{source} is not the file the parts were made from")
+    pieces = [(folder / m["part"], m["frames"][0]) for m in manifests]
+    frames, warnings = join_videos(
+        pieces,
+        output,
+        source,
+        overwrite=overwrite,
+        copy_audio=copy_audio,
+        copy_subtitles=copy_subtitles,
+        audio_kbps=audio_kbps,
+        expected=first["total_frames"],
+    )
+    return frames, warnings

@@ -1,0 +1,180 @@
+"""Segments for farms: part I of N of a video renders into a work folder; `stitch` joins them.
+
+Part I of N owns frames [total * (I-1) // N, total * I // N): a frame range (run/ranges.py), so
+the parts are exactly the frames of a whole run. Each is a video-only file of its own encoder run
+(it starts on a keyframe; x264 and x265 write headers that do not depend on the content), written
+atomically, then its manifest: the input's fingerprint, the options that shape the frames, the
+weights' hash and the frame range. `stitch` checks every part against the others before it joins
+them without re-encoding and copies the source's other streams once (media/joiner.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from skipsr_cli.errors import InputError, UsageError
+
+PART_SUFFIX = ".mkv"  # Matroska holds every codec a part may be encoded with
+MANIFEST_SUFFIX = ".json"
+_SAMPLE = 1 << 20  # bytes of the input's head and tail in its fingerprint
+
+
+@dataclass(frozen=True)
+class Segment:
+    index: int  # 1-based
+    count: int
+
+    def frames(self, total: int) -> tuple[int, int]:
+        """The frame range this part owns in a video of `total` frames."""
+        return total * (self.index - 1) // self.count, total * self.index // self.count
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.index:05d}-of-{self.count:05d}"
+
+
+def parse_segment(
+    text: str, count: int | None = None, env: Mapping[str, str] = os.environ
+) -> Segment:
+    """`I/N`, or `auto`: I (and N where the scheduler says it) from a farm's array variables.
+
+    SLURM: SLURM_ARRAY_TASK_ID with SLURM_ARRAY_TASK_MIN and _MAX or _COUNT; Kubernetes Indexed
+    Jobs: JOB_COMPLETION_INDEX (0-based); AWS Batch: AWS_BATCH_JOB_ARRAY_INDEX (0-based). N comes
+    from `count` (--segments) where the scheduler does not give it.
+    """
+    if text != "auto":
+        head, _, tail = text.partition("/")
+        try:
+            segment = Segment(int(head), int(tail))
+        except ValueError:
+            raise UsageError(f"--segment {text!r}: expected I/N (e.g. 3/8) or auto") from None
+    else:
+        segment = _from_environment(count, env)
+    if not 1 <= segment.index <= segment.count:
+        raise UsageError(
+            f"--segment {segment.index}/{segment.count}: I must be between 1 and N (1-based)"
+        )
+    if count is not None and count != segment.count:
+        raise UsageError(f"--segments {count} disagrees with --segment {text} ({segment.count})")
+    return segment
+
+
+def _from_environment(count: int | None, env: Mapping[str, str]) -> Segment:
+    def number(name: str) -> int | None:
+        value = env.get(name)
+        try:
+            return None if value is None else int(value)
+        except ValueError:
+            raise UsageError(f"--segment auto: {name}={value!r} is not a number") from None
+
+    slurm = number("SLURM_ARRAY_TASK_ID")
+    if slurm is not None:
+        low = number("SLURM_ARRAY_TASK_MIN") or 0
+        high, total = number("SLURM_ARRAY_TASK_MAX"), number("SLURM_ARRAY_TASK_COUNT")
+        total = count or total or (None if high is None else high - low + 1)
+        return _indexed(slurm - low, total, "SLURM_ARRAY_TASK_ID")
+    for name in ("JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX"):
+        index = number(name)
+        if index is not None:
+            return _indexed(index, count, name)
+    raise UsageError(
+        "--segment auto: no array index in the environment (SLURM_ARRAY_TASK_ID, "
+        "JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX); give --segment I/N"
+    )
+
+
+def _indexed(zero_based: int, count: int | None, name: str) -> Segment:
+    if count is None:
+        raise UsageError(f"--segment auto: {name} gives the part, --segments N must give N")
+    return Segment(zero_based + 1, count)
+
+
+def parts_folder(output: Path, parts: Path | None = None) -> Path:
+    """The work folder of OUTPUT's parts: OUTPUT.parts beside it unless named."""
+    return parts if parts is not None else output.with_name(output.name + ".parts")
+
+
+def fingerprint(path: Path) -> dict[str, object]:
+    """Size and a hash of the head and tail: the same file on every node of a farm, cheaply."""
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read(_SAMPLE))
+        f.seek(max(0, size - _SAMPLE))
+        digest.update(f.read(_SAMPLE))
+    return {"size": size, "sha256_head_tail": digest.hexdigest()}
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    """Temp file, flush to disk, rename: a crash leaves the old file or the new, never half."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temp, path)
+
+
+def read_manifests(folder: Path, output: Path) -> list[dict]:
+    """Every part's manifest, checked: one count, one input, one set of options and weights, all
+    parts present, each with the frames its range holds. Errors name the part."""
+    if not folder.is_dir():
+        raise InputError(f"no parts to stitch for {output}: {folder} does not exist")
+    manifests = []
+    for path in sorted(folder.glob(f"part-*{MANIFEST_SUFFIX}")):
+        try:
+            manifests.append(json.loads(path.read_text()))
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read the manifest {path}: {e}") from e
+    if not manifests:
+        raise InputError(f"no finished parts in {folder}")
+    first = manifests[0]
+    for m in manifests[1:]:
+        for key in ("count", "input", "fingerprint", "settings", "weights", "total_frames"):
+            if m.get(key) != first.get(key):
+                raise InputError(
+                    f"part {m['index']} of {folder} differs from part {first['index']} in "
+                    f"{key}: it was made from another input or with other options"
+                )
+    have = {m["index"]: m for m in manifests}
+    missing = [i for i in range(1, first["count"] + 1) if i not in have]
+    if missing:
+        names = ", ".join(Segment(i, first["count"]).name for i in missing[:5])
+        raise InputError(f"{len(missing)} part(s) missing in {folder}: {names}")
+    for m in manifests:
+        part = folder / m["part"]
+        if not part.is_file():
+            raise InputError(f"part {m['index']} is listed but its file {part} is missing")
+        start, stop = m["frames"]
+        if m["frames_written"] != stop - start:
+            raise InputError(
+                f"part {m['index']} ({part.name}) holds {m['frames_written']} frames, "
+                f"its range {start}:{stop} has {stop - start}"
+            )
+    return [have[i] for i in range(1, first["count"] + 1)]
+
+
+def model_hash(state: Mapping[str, object]) -> str:
+    """SHA-256 of a network's tensors, by name: the same weights give the same hash anywhere."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,96 @@
+"""Segments and stitch: parts of one video, rendered apart, join into exactly a whole run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from media import make_clip
+
+from skipsr_cli import api
+from skipsr_cli.errors import InputError, UsageError
+from skipsr_cli.run.segments import Segment, parse_segment
+
+RUN = dict(chunk_frames=8, overlap=2)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("src") / "in.mp4", frames=23, audio=True)
+
+
+@pytest.fixture(scope="module")
+def debug():
+    return api.load_model("debug", random_weights=True, device="cpu")
+
+
+def decoded(path: Path) -> tuple[list[np.ndarray], list[float], int]:
+    """Frames, their times, and the number of audio streams."""
+    with av.open(str(path)) as f:
+        frames = [(fr.to_ndarray(format="rgb24"), fr.time) for fr in f.decode(video=0)]
+        audio = len(f.streams.audio)
+    return [a for a, _ in frames], [t for _, t in frames], audio
+
+
+def test_parse_segment_from_text_and_from_farms():
+    assert parse_segment("2/4") == Segment(2, 4)
+    for bad in ("0/3", "5/4", "x", "3"):
+        with pytest.raises(UsageError, match="--segment"):
+            parse_segment(bad)
+    slurm = {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "5", "SLURM_ARRAY_TASK_MAX": "8"}
+    assert parse_segment("auto", env=slurm) == Segment(3, 4)
+    assert parse_segment(
+        "auto", env={"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "2"}
+    ) == Segment(1, 2)
+    assert parse_segment("auto", 3, env={"JOB_COMPLETION_INDEX": "0"}) == Segment(1, 3)
+    assert parse_segment("auto", 5, env={"AWS_BATCH_JOB_ARRAY_INDEX": "4"}) == Segment(5, 5)
+    with pytest.raises(UsageError, match="--segments N"):
+        parse_segment("auto", env={"JOB_COMPLETION_INDEX": "1"})
+    with pytest.raises(UsageError, match="no array index"):
+        parse_segment("auto", 3, env={})
+
+
+def test_parts_tile_the_video():
+    for total, count in ((23, 4), (5, 5), (100, 7)):
+        ranges = [Segment(i, count).frames(total) for i in range(1, count + 1)]
+        assert ranges[0][0] == 0 and ranges[-1][1] == total
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+
+
+def render_parts(clip: Path, out: Path, model, count: int, **options) -> None:
+    for i in reversed(range(1, count + 1)):  # in any order, as a farm finishes them
+        api.upscale(clip, out, model=model, segment=f"{i}/{count}", **RUN, **options)
+
+
+def test_lossless_parts_stitch_into_the_whole_run_bit_for_bit(clip, debug, tmp_path):
+    api.upscale(clip, tmp_path / "whole.mkv", model=debug, lossless=True, **RUN)
+    render_parts(clip, tmp_path / "out.mkv", debug, 3, lossless=True)
+    assert api.stitch(tmp_path / "out.mkv") == 23
+    whole, stitched = decoded(tmp_path / "whole.mkv"), decoded(tmp_path / "out.mkv")
+    assert len(stitched[0]) == 23
+    assert all(np.array_equal(a, b) for a, b in zip(whole[0], stitched[0], strict=True))
+    assert stitched[1] == pytest.approx(whole[1]) and stitched[2] == whole[2] == 1
+
+
+def test_x264_parts_join_with_the_timing_and_audio_of_a_whole_run(clip, debug, tmp_path):
+    api.upscale(clip, tmp_path / "whole.mp4", model=debug, **RUN)
+    render_parts(clip, tmp_path / "out.mp4", debug, 3)
+    api.stitch(tmp_path / "out.mp4")
+    whole, stitched = decoded(tmp_path / "whole.mp4"), decoded(tmp_path / "out.mp4")
+    assert len(stitched[0]) == len(whole[0]) == 23  # every frame decodes, none lost at a join
+    assert stitched[1] == pytest.approx(whole[1]) and stitched[2] == 1
+    with av.open(str(tmp_path / "out.mp4")) as f, av.open(str(tmp_path / "whole.mp4")) as g:
+        assert f.streams.audio[0].duration == g.streams.audio[0].duration
+
+
+def test_stitch_refuses_a_missing_or_foreign_part(clip, debug, tmp_path):
+    out = tmp_path / "out.mkv"
+    api.upscale(clip, out, model=debug, segment="1/2", **RUN)
+    with pytest.raises(InputError, match="part-00002-of-00002"):
+        api.stitch(out)
+    api.upscale(clip, out, model=debug, segment="2/2", crf=30, **RUN)
+    with pytest.raises(InputError, match="settings"):
+        api.stitch(out)
+    assert not out.exists()
