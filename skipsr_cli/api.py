@@ -22,7 +22,7 @@ import torch
 from models import PRESETS, SkipSR
 from skipsr_cli import weights
 from skipsr_cli.errors import ModelError
-from skipsr_cli.run import farm, pipeline
+from skipsr_cli.run import farm, pipeline, ray_engine
 from skipsr_cli.run.options import (
     UpscaleOptions,
     check_options,
@@ -69,7 +69,7 @@ def upscale(
     model: SkipSR | str | Path | None = None,
     progress: Callable[[Event], None] | None = None,
     **option_fields: object,
-) -> Summary:
+) -> Summary | int:
     """Upscale one video (or image, or image sequence) into `output`; returns the run's summary.
 
     Options are the fields of `UpscaleOptions` (the command line's options): pass an
@@ -77,6 +77,8 @@ def upscale(
     `model` is a network from `load_model` (it runs where it is, in its own dtype, and stays
     loaded for the next call), or a preset name or weights path to load for this call only.
     `progress` receives the run's events (Started, then Advanced, then the Summary).
+    With `ray` (an address, "auto", or "local" to start Ray here) the video is rendered in segments on Ray
+    actors and stitched, and the frame count is returned instead of a summary.
     Warnings (streams the output container cannot hold) are in `summary.warnings`.
     """
     opts = _options(options, model, option_fields)
@@ -88,6 +90,10 @@ def upscale(
     else:
         device = resolve_device(opts.device)
         dtype = resolve_dtype(opts.dtype, device)
+    if opts.ray is not None:
+        return ray_engine.upscale_on_ray(
+            input, output, opts, opts.segments, ray_engine.address(opts.ray), opts.workers
+        )
     load = (lambda: model) if isinstance(model, SkipSR) else (lambda: _load(opts, device, dtype))
     if opts.segment is not None:
         return farm.render_segment(input, output, opts, load, device, dtype, progress or _ignore)

@@ -76,6 +76,19 @@ SegmentsOpt = Annotated[
     int | None,
     typer.Option("--segments", min=1, help="N for --segment auto.", rich_help_panel=IO),
 ]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="Render in segments on a Ray cluster (its address, auto, or local to start Ray on this machine), on actors that keep the model loaded, then stitch; needs skipsr[ray]. --segments sets the parts.",
+        rich_help_panel=IO,
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="Ray actors [default: one per GPU].", rich_help_panel=IO),
+]
 PartsOpt = Annotated[
     Path | None,
     typer.Option(help="The parts folder [default: OUTPUT.parts].", rich_help_panel=IO),
@@ -216,6 +229,8 @@ def upscale_command(
     segment: SegmentOpt = None,
     segments: SegmentsOpt = None,
     parts: PartsOpt = None,
+    ray: RayOpt = None,
+    workers: WorkersOpt = None,
     model: ModelNameOpt = "base",
     weights: ModelWeightsOpt = None,
     random_weights: RandomWeightsOpt = False,
@@ -273,6 +288,8 @@ def upscale_command(
         segment=segment,
         segments=segments,
         parts=parts,
+        ray=ray,
+        workers=workers,
     )
     report(run(input, output, options, quiet), json_out)
 
@@ -286,7 +303,11 @@ def run(input: Path, output: Path, options: UpscaleOptions, quiet: bool) -> Summ
         renderer.close()
 
 
-def report(summary: Summary, json_out: bool) -> None:
+def report(summary: Summary | int, json_out: bool) -> None:
+    if isinstance(summary, int):  # a Ray run reports the frames it stitched
+        if json_out:
+            print(json.dumps({"frames": summary}), flush=True)
+        return
     for warning in summary.warnings:  # shown even with --quiet: something was left out
         print(f"skipsr: warning: {warning}", file=sys.stderr, flush=True)
     if json_out:

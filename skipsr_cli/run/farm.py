@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -72,6 +73,26 @@ def render_segment(
     }
     write_json_atomically(manifest, record)
     return summary
+
+
+def finished_part(input: Path, output: Path, opts: UpscaleOptions, weights: str) -> int | None:
+    """The frames of opts.segment's part when it is already done, with this input, these options
+    and these weights (a resumed run keeps it); None when it must be rendered."""
+    segment = parse_segment(opts.segment, opts.segments)
+    folder = parts_folder(output, opts.parts)
+    manifest = folder / (segment.name + MANIFEST_SUFFIX)
+    try:
+        record = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    same = (
+        record.get("fingerprint") == fingerprint(input)
+        and record.get("settings") == {k: _plain(getattr(opts, k)) for k in SHAPING}
+        and record.get("weights") == weights
+        and record.get("count") == segment.count
+        and (folder / record.get("part", "")).is_file()
+    )
+    return record.get("frames_written") if same else None
 
 
 def _plain(value: object) -> object:

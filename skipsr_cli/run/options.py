@@ -63,6 +63,9 @@ class UpscaleOptions:
     segment: str | None = None
     segments: int | None = None  # N for --segment auto where the scheduler does not give it
     parts: Path | None = None
+    # Ray: segments as tasks on a cluster (an address, "auto", or "" for a local Ray), then stitched
+    ray: str | None = None
+    workers: int | None = None  # Ray actors [default: one per GPU of the cluster]
 
 
 def check_threshold(threshold: float | None) -> None:

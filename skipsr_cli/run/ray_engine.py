@@ -1,0 +1,107 @@
+"""Segments as Ray tasks on actors that keep the model loaded, then the stitch (`skipsr[ray]`).
+
+`ray.init` attaches to the cluster that `address` (or RAY_ADDRESS) names, or starts a local Ray on
+this machine. One actor per GPU (one per CPU worker without GPUs) loads the model once and renders
+part after part from a shared queue; a task that fails, or whose actor dies, is retried (twice)
+on another. Every node must see the input and the output's folder at the same paths (shared
+storage), as a farm's nodes do. Parts are the same files `--segment I/N` writes, so a run that
+stopped is resumed by the next: finished parts whose manifests match are kept.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from skipsr_cli.errors import UsageError
+from skipsr_cli.media.joiner import source_timestamps
+from skipsr_cli.run import farm
+from skipsr_cli.run.options import UpscaleOptions, resolve_device, resolve_dtype
+from skipsr_cli.run.segments import model_hash
+from skipsr_cli.weights import load_model
+
+RETRIES = 2
+FRAMES_PER_PART = 1200  # a part a GPU renders in well under a minute at 720p
+
+
+class SegmentWorker:
+    """A Ray actor: the model, loaded once on this actor's device, and parts rendered with it."""
+
+    def __init__(self, opts: UpscaleOptions) -> None:
+        torch.set_num_threads(max(1, int(os.environ.get("SKIPSR_WORKER_THREADS", "1"))))
+        self.opts = opts
+        self.device = resolve_device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = resolve_dtype(opts.dtype, self.device)
+        self.model = load_model(
+            opts.model,
+            opts.weights,
+            random_weights=opts.random_weights,
+            device=self.device,
+            dtype=self.dtype,
+            seed=opts.seed,
+        )
+        self.weights = model_hash(self.model.state_dict())
+
+    def render(self, input: str, output: str, index: int, count: int) -> int:
+        opts = replace(self.opts, segment=f"{index}/{count}")
+        done = farm.finished_part(Path(input), Path(output), opts, self.weights)
+        if done is not None:
+            return done
+        summary = farm.render_segment(
+            Path(input), Path(output), opts, lambda: self.model, self.device, self.dtype, _quiet
+        )
+        return summary.frames
+
+
+def _quiet(event: object) -> None:
+    pass
+
+
+def address(text: str) -> str | None:
+    """The address for ray.init: none (a local Ray) for "local" or ""."""
+    return None if text in ("", "local") else text
+
+
+def upscale_on_ray(
+    input: Path,
+    output: Path,
+    opts: UpscaleOptions,
+    parts: int | None = None,
+    address: str | None = None,
+    workers: int | None = None,
+) -> int:
+    """Render the segments on Ray and stitch them into `output`; returns the frame count.
+    `parts` defaults to a part per FRAMES_PER_PART frames, at least one per worker."""
+    try:
+        import ray
+        from ray.util import ActorPool
+    except ImportError:
+        raise UsageError("--ray needs Ray: pip install 'skipsr[ray]'") from None
+    ray.init(
+        address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False
+    )
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    count = workers or gpus or 1
+    if parts is None:
+        total = len(source_timestamps(input)[0])
+        parts = max(count, -(-total // FRAMES_PER_PART))
+    actor = ray.remote(
+        num_gpus=1 if gpus else 0, num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES
+    )(SegmentWorker)
+    pool = ActorPool([actor.remote(replace(opts, segment=None)) for _ in range(min(count, parts))])
+    jobs = [(str(input), str(output), i, parts) for i in range(1, parts + 1)]
+    for _ in pool.map_unordered(lambda a, job: a.render.remote(*job), jobs):
+        pass
+    frames, _ = farm.stitch(
+        output,
+        opts.parts,
+        input,
+        overwrite=opts.overwrite,
+        copy_audio=opts.copy_audio,
+        copy_subtitles=opts.copy_subtitles,
+        audio_kbps=opts.audio_bitrate,
+    )
+    return frames
