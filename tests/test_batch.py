@@ -129,6 +129,10 @@ def test_the_folder_rule(tmp_path: Path):
     r = invoke(seq, tmp_path / "mixed", "-q")
     assert r.exit_code == ExitCode.USAGE
     assert "--glob '*.mp4'" in r.stderr and "f_%03d.png" in r.stderr
+    r = invoke(seq, tmp_path / "out.mp4", "--glob", "*.mp4", "-q")  # a batch writes a folder
+    assert r.exit_code == ExitCode.USAGE and "must be a folder" in r.stderr
+    r = invoke(seq / "extra.mp4", tmp_path / "one.mp4", "--devices", "cpu,cpu")
+    assert r.exit_code == ExitCode.USAGE and "--devices" in r.stderr
 
 
 def test_two_workers_write_what_one_writes(tmp_path: Path):

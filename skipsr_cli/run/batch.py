@@ -98,8 +98,7 @@ def plan_batch(
     """Every file of the batch with its output: the same relative path under `out_dir`, with the
     input's extension (stills: .png) unless `ext` names another container."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"the input {in_dir} is a folder, so the output must be a folder too")
+    check_out_dir(in_dir, out_dir)
     suffix = None if ext is None else "." + ext.lstrip(".").lower()
     if suffix is not None and suffix not in VIDEO_SUFFIXES | {STILL_SUFFIX}:
         raise UsageError(f"--ext {ext}: not a container skipsr writes")
@@ -117,6 +116,18 @@ def plan_batch(
     if not items:
         raise InputError(f"no videos or images to upscale in folder {in_dir}")
     return items
+
+
+def check_out_dir(in_dir: Path, out_dir: Path) -> None:
+    """A batch writes into a folder: not a file, nor a name that looks like one, nor IN_DIR."""
+    looks_like_file = out_dir.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES
+    if (out_dir.exists() and not out_dir.is_dir()) or (not out_dir.exists() and looks_like_file):
+        raise UsageError(
+            f"{in_dir} is a batch (see `skipsr upscale --help`), so the output must be a folder, "
+            f"not {out_dir}"
+        )
+    if out_dir.exists() and out_dir.resolve() == in_dir.resolve():
+        raise UsageError(f"the output folder {out_dir} is the input folder: choose another")
 
 
 def _output_suffix(path: Path, ext: str | None) -> str:

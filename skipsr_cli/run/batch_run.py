@@ -52,7 +52,8 @@ def run_batch(
         raise UsageError(f"cannot make the output folder {out_dir}: {e.strerror or e}") from e
     key = BatchKey(out_dir, records.options_key(options), weights_identity(options, model))
     results: dict[int, FileResult] = {}
-    with records.batch_lock(out_dir):
+    masks = [options.mask_out] if options.mask_out is not None else []
+    with records.batch_lock(out_dir, *masks):
         todo: Indexed = []
         for index, item in enumerate(items):
             if not options.overwrite and is_done(item, key):

@@ -123,8 +123,9 @@ def is_done(path: Path, input: Path, outputs: list[Path], options: dict, weights
 
 
 @contextlib.contextmanager
-def batch_lock(out_dir: Path) -> Iterator[None]:
-    """Hold OUT_DIR's lock for the batch, then clear the partial files of killed runs."""
+def batch_lock(out_dir: Path, *others: Path) -> Iterator[None]:
+    """Hold OUT_DIR's lock for the batch, then clear the partial files of killed runs there (and
+    in `others`, e.g. the folder of mask videos)."""
     state = out_dir / STATE_DIR
     try:
         state.mkdir(parents=True, exist_ok=True)
@@ -140,14 +141,16 @@ def batch_lock(out_dir: Path) -> Iterator[None]:
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
-        remove_partials(out_dir)
+        for folder in (out_dir, *others):
+            remove_partials(folder)
         yield
 
 
 def remove_partials(out_dir: Path) -> list[Path]:
     """Remove what killed runs left in `out_dir` (call only while holding its lock)."""
     removed = []
-    for path in sorted(out_dir.rglob(".*.skipsr-partial*")):
+    stale = [*out_dir.rglob(".*.skipsr-partial*"), *(out_dir / STATE_DIR).rglob(".*.json.*.tmp")]
+    for path in sorted(stale):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:

@@ -211,6 +211,7 @@ def _worker(
     """A worker process: load the model once, then upscale files until the stop sign."""
     _die_with_parent(parent)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: partial files removed
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the batch, which stops us
     name = mp.current_process().name
     try:
         model = load_for(options, torch.device(device))
