@@ -26,7 +26,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from skipsr_cli import weights
-from skipsr_cli.errors import OutputError
+from skipsr_cli.errors import ModelError, OutputError
 from skipsr_cli.run.options import UpscaleOptions
 
 STATE_DIR = ".skipsr-batch"
@@ -54,6 +54,8 @@ def weights_identity(options: UpscaleOptions) -> str:
     """The weights that make the outputs: a file's SHA-256, or a random preset and its seed."""
     if options.random_weights:
         return f"random:{options.model}:seed={options.seed}"
+    if options.weights is not None and not options.weights.is_file():
+        raise ModelError(f"weights not found: {options.weights}")
     path = options.weights or weights.shipped_path(options.model)
     if not path.is_file():
         return f"preset:{options.model}"  # no file: loading will fail and say why

@@ -159,7 +159,11 @@ def run_pool(
         for worker in workers:
             if worker.is_alive():
                 worker.terminate()  # SIGTERM: its writers remove their partial files
-            worker.join()
+        for worker in workers:
+            worker.join(timeout=30)
+            if worker.is_alive():
+                worker.kill()  # stuck: the next batch clears what it left
+                worker.join()
 
 
 def _collect(
@@ -210,20 +214,28 @@ def _worker(
 ) -> None:
     """A worker process: load the model once, then upscale files until the stop sign."""
     _die_with_parent(parent)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: partial files removed
+    signal.signal(signal.SIGTERM, lambda *_: _stop(results))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the batch, which stops us
     name = mp.current_process().name
     try:
         model = load_for(options, torch.device(device))
     except SkipSRError as e:
         results.put((name, "fatal", f"{device}: {e}"))
-        return
-    for index, item in iter(tasks.get, None):
-        if os.getppid() != parent:
-            return  # the batch is gone: nobody would read the result
-        results.put((name, "start", index))
-        forward = _forwarder(lambda e: results.put((name, "event", e)), index, item.name)
-        results.put((name, "result", (index, run_item(model, item, options, key, forward))))
+    else:
+        for index, item in iter(tasks.get, None):
+            if os.getppid() != parent:
+                break  # the batch is gone: nobody would read the result
+            results.put((name, "start", index))
+            forward = _forwarder(lambda e: results.put((name, "event", e)), index, item.name)
+            results.put((name, "result", (index, run_item(model, item, options, key, forward))))
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # nothing left to clean: a late stop just ends
+
+
+def _stop(results: mp.Queue) -> None:
+    """SIGTERM from the batch: unwind (the writers remove their partial files) and exit, without
+    waiting to flush messages the batch no longer reads."""
+    results.cancel_join_thread()
+    sys.exit(143)
 
 
 def _die_with_parent(parent: int) -> None:
