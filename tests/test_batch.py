@@ -95,6 +95,10 @@ def test_a_broken_file_fails_alone_and_a_rerun_changes_nothing(folder: Path, tmp
     statuses = sorted(json.loads(line)["status"] for line in again.stdout.splitlines()[:-1])
     assert statuses == ["failed", "skipped", "skipped"]
     assert outputs(out) == before  # untouched: same files, same mtimes
+    redo = invoke(folder, out, "--json", "--overwrite")
+    statuses = sorted(json.loads(line)["status"] for line in redo.stdout.splitlines()[:-1])
+    assert statuses == ["done", "done", "failed"]
+    assert all(outputs(out)[name] != before[name] for name in before)
 
 
 def test_recursive_mirrors_subfolders_with_a_glob_and_ext(folder: Path, tmp_path: Path):
@@ -139,12 +143,14 @@ def test_two_workers_write_what_one_writes(tmp_path: Path):
     src = tmp_path / "in"
     for i in range(2):
         clip(src / f"v{i}.mp4", frames=2, seed=i)
+    make_non_video(src / "broken.mp4")  # a worker reports it and goes on
     options = dict(
         model="debug", random_weights=True, device="cpu", lossless=True, chunk_frames=2, overlap=0
     )
     one = skipsr_cli.upscale_batch(src, tmp_path / "one", ext="mkv", **options)
     two = skipsr_cli.upscale_batch(src, tmp_path / "two", ext="mkv", devices="cpu,cpu", **options)
-    assert one.done == two.done == 2 and not two.failed
+    assert one.done == two.done == 2 and one.failed == two.failed == 1
+    assert [f.file for f in two.files if f.status == "failed"] == ["broken.mp4"]
     for i in range(2):
         a, b = frames_of(tmp_path / "one" / f"v{i}.mkv"), frames_of(tmp_path / "two" / f"v{i}.mkv")
         assert len(a) == len(b) == 2
