@@ -8,7 +8,8 @@ The Python API (documented in `skipsr_cli.api`):
     summary = skipsr_cli.upscale("in.mp4", "out.mp4", model=model, scale=2, crf=16)
 
 `upscale` takes the command line's options as keywords (or an `UpscaleOptions`) and returns the
-run's `Summary`; errors are the typed exceptions of `skipsr_cli.errors`.
+run's `Summary`; `upscale_batch(in_dir, out_dir, **options)` does a folder and returns a
+`BatchSummary`; errors are the typed exceptions of `skipsr_cli.errors`.
 
 The package, by room: `media/` (PyAV: decode, encode, streams, images, colour), `run/` (one
 streaming upscale), `train/`, `measure/` (evaluation and benchmarks), `commands/` (the `skipsr`
@@ -22,17 +23,20 @@ import importlib
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["Summary", "UpscaleOptions", "load_model", "upscale"]
+__all__ = ["BatchSummary", "Summary", "UpscaleOptions", "load_model", "upscale", "upscale_batch"]
 
 _LAZY = {
     "load_model": "skipsr_cli.api",
     "upscale": "skipsr_cli.api",
+    "upscale_batch": "skipsr_cli.api",
+    "BatchSummary": "skipsr_cli.run.batch_progress",
     "UpscaleOptions": "skipsr_cli.run.options",
     "Summary": "skipsr_cli.run.progress",
 }
 
 if TYPE_CHECKING:
-    from skipsr_cli.api import load_model, upscale
+    from skipsr_cli.api import load_model, upscale, upscale_batch
+    from skipsr_cli.run.batch_progress import BatchSummary
     from skipsr_cli.run.options import UpscaleOptions
     from skipsr_cli.run.progress import Summary
 

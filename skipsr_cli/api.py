@@ -1,4 +1,4 @@
-"""The Python API: `load_model` and `upscale`, what the `skipsr upscale` command itself calls.
+"""The Python API: `load_model`, `upscale` and `upscale_batch`, what `skipsr upscale` itself calls.
 
     import skipsr_cli
 
@@ -6,6 +6,9 @@
     for path in clips:
         summary = skipsr_cli.upscale(path, path.with_suffix(".x2.mp4"), model=model, crf=16)
         print(summary.frames, summary.fps)
+
+    summary = skipsr_cli.upscale_batch("season1/", "season1_x2/", recursive=True, crf=16)
+    print(summary.done, summary.skipped, summary.failed)
 
 Failures raise the typed exceptions of `skipsr_cli.errors` (InputError, ModelError, OutputError,
 UsageError); the output file appears only when the whole run succeeded.
@@ -21,8 +24,11 @@ import torch
 
 from models import PRESETS, SkipSR
 from skipsr_cli import weights
-from skipsr_cli.errors import ModelError
+from skipsr_cli.errors import ModelError, UsageError
 from skipsr_cli.run import farm, pipeline, ray_engine
+from skipsr_cli.run.batch import FolderKind, folder_kind, plan_batch
+from skipsr_cli.run.batch_progress import BatchEvent, BatchSummary
+from skipsr_cli.run.batch_run import run_batch
 from skipsr_cli.run.options import (
     UpscaleOptions,
     check_options,
@@ -31,6 +37,7 @@ from skipsr_cli.run.options import (
     resolve_dtype,
 )
 from skipsr_cli.run.progress import Event, Summary
+from skipsr_cli.run.workers import parse_devices
 
 OPTION_NAMES = frozenset(f.name for f in fields(UpscaleOptions))
 
@@ -83,6 +90,8 @@ def upscale(
     """
     opts = _options(options, model, option_fields)
     input, output = Path(input), Path(output)
+    if input.is_dir() and folder_kind(input) is FolderKind.BATCH:
+        raise UsageError(f"{input} is a folder of files to upscale one by one: use upscale_batch")
     check_options(input, opts)
     if isinstance(model, SkipSR):
         param = next(model.parameters())
@@ -127,6 +136,44 @@ def stitch(
     return frames
 
 
+def upscale_batch(
+    in_dir: str | Path,
+    out_dir: str | Path,
+    options: UpscaleOptions | None = None,
+    *,
+    model: SkipSR | str | Path | None = None,
+    devices: str | None = None,
+    recursive: bool = False,
+    glob: str | None = None,
+    ext: str | None = None,
+    progress: Callable[[BatchEvent], None] | None = None,
+    **option_fields: object,
+) -> BatchSummary:
+    """Upscale every video (or still) of a folder into `out_dir`, keeping each input's name.
+
+    `recursive` mirrors the subfolders; `glob` picks the files (e.g. "*.mkv"); `ext` (e.g. "mkv")
+    sets the outputs' container, else each follows its input's (stills are written as PNG).
+    `devices`: "0,1", "all" or "cpu,cpu" runs one worker process per device, each with the model
+    loaded once; by default the files run here, one after another, on one warm model (`model`, as
+    in `upscale`). Files whose done-record in `out_dir/.skipsr-batch/` matches this input, options
+    and weights are skipped (`overwrite=True` redoes them). One bad file never stops the batch:
+    see each file's status and error in the returned summary's `files`. `mask_out` names a folder.
+    """
+    opts = _options(options, model, option_fields)
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    if not in_dir.is_dir():
+        raise UsageError(f"{in_dir} is not a folder: upscale_batch takes a folder of files")
+    check_options(in_dir, opts)
+    items = plan_batch(
+        in_dir, out_dir, recursive=recursive, glob=glob, ext=ext, mask_dir=opts.mask_out
+    )
+    net = model if isinstance(model, SkipSR) else None
+    if net is not None and devices is not None:
+        raise UsageError("a loaded model runs on its own device: pass devices or a model, not both")
+    found = parse_devices(devices, opts.device)
+    return run_batch(items, out_dir, opts, devices=found, model=net, emit=progress or _ignore)
+
+
 def _options(
     options: UpscaleOptions | None, model: object, option_fields: dict[str, object]
 ) -> UpscaleOptions:
@@ -162,5 +209,5 @@ def _is_path(name_or_path: str | Path) -> bool:
     )
 
 
-def _ignore(event: Event) -> None:
+def _ignore(event: Event | BatchEvent) -> None:
     pass

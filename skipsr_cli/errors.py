@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     INPUT = 3  # the input is missing, unreadable, or has no video stream
     MODEL = 4  # weights missing, corrupt or incompatible; a model failure (e.g. out of memory)
     OUTPUT = 5  # the output cannot be written or encoded (exists, bad encoder option, disk full)
+    PARTIAL = 6  # a folder batch finished, but some of its files failed (the others are done)
     INTERRUPTED = 130  # Ctrl-C / SIGINT, as shells report it
     TERMINATED = 143  # SIGTERM (timeout, docker stop, a farm's scheduler), as shells report it
 
@@ -42,3 +43,9 @@ class ModelError(SkipSRError):
 
 class OutputError(SkipSRError):
     exit_code = ExitCode.OUTPUT
+
+
+class PartialFailure(SkipSRError):
+    """A folder batch ran to its end, but some of its files failed (each named before this)."""
+
+    exit_code = ExitCode.PARTIAL

@@ -1,4 +1,5 @@
-"""`skipsr upscale`: the command-line face of `skipsr_cli.upscale`, options grouped by panel."""
+"""`skipsr upscale`: the command-line face of `skipsr_cli.upscale` (one file) and
+`skipsr_cli.upscale_batch` (a folder of files), options grouped by panel."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from skipsr_cli import api
 from skipsr_cli.commands.common import (
@@ -25,6 +27,15 @@ from skipsr_cli.commands.common import (
     in_panel,
     run_state,
 )
+from skipsr_cli.errors import PartialFailure, UsageError
+from skipsr_cli.run.batch import FolderKind, folder_kind
+from skipsr_cli.run.batch_progress import (
+    BatchEvent,
+    BatchSummary,
+    FileResult,
+    make_batch_renderer,
+    summary_table,
+)
 from skipsr_cli.run.options import UpscaleOptions
 from skipsr_cli.run.progress import Summary, make_renderer
 
@@ -33,21 +44,25 @@ MODEL = "Model"
 QUALITY = "Quality and speed"
 ENCODING = "Encoding"
 STREAMS = "Streams"
+BATCH = "Folders (batch)"
 MESSAGES = "Messages"
+
 
 # Input and output
 InputArg = Annotated[
     Path,
     typer.Argument(
         metavar="INPUT",
-        help="Video to upscale (any container and codec FFmpeg reads).",
+        help="Video to upscale (any container and codec FFmpeg reads), an image, a numbered "
+        "image pattern, or a folder (see the rule above).",
     ),
 ]
 OutputArg = Annotated[
     Path,
     typer.Argument(
         metavar="OUTPUT",
-        help="Where to write the result; the container follows the extension.",
+        help="Where to write the result; the container follows the extension. For a batch, a "
+        "folder (made if missing).",
     ),
 ]
 OverwriteOpt = Annotated[
@@ -97,7 +112,7 @@ MaskOutOpt = Annotated[
     Path | None,
     typer.Option(
         "--mask-out",
-        help="Also write a video with skipped regions tinted blue.",
+        help="Also write a video with skipped regions tinted blue (for a batch: a folder).",
         rich_help_panel=IO,
     ),
 ]
@@ -208,6 +223,38 @@ NoSubtitlesOpt = Annotated[
     typer.Option("--no-subtitles", help="Leave the subtitle streams out.", rich_help_panel=STREAMS),
 ]
 
+# Folders
+RecursiveOpt = Annotated[
+    bool,
+    typer.Option(
+        "--recursive", "-r", help="Go into subfolders; OUTPUT mirrors them.", rich_help_panel=BATCH
+    ),
+]
+GlobOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--glob",
+        help="Which files of the folder, e.g. '*.mkv' \\[default: every video or image].",
+        rich_help_panel=BATCH,
+    ),
+]
+ExtOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ext",
+        help="Container of the outputs, e.g. mkv \\[default: each input's own; PNG for stills].",
+        rich_help_panel=BATCH,
+    ),
+]
+DevicesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--devices",
+        help="One worker per device, each with the model loaded once: 0,1 (GPUs), all, cpu,cpu.",
+        rich_help_panel=BATCH,
+    ),
+]
+
 # The options every model command shares, shown here in their panels.
 ModelNameOpt = in_panel(ModelOpt, MODEL)
 ModelWeightsOpt = in_panel(WeightsOpt, MODEL)
@@ -253,11 +300,26 @@ def upscale_command(
     no_audio: NoAudioOpt = False,
     audio_bitrate: AudioBitrateOpt = None,
     no_subtitles: NoSubtitlesOpt = False,
+    recursive: RecursiveOpt = False,
+    glob: GlobOpt = None,
+    ext: ExtOpt = None,
+    devices: DevicesOpt = None,
     quiet: QuietMessagesOpt = False,
     json_out: JsonMessagesOpt = False,
     debug: DebugMessagesOpt = False,
 ) -> None:
-    """Upscale a video: `skipsr upscale in.mp4 out.mp4`."""
+    """Upscale a video (`skipsr upscale in.mp4 out.mp4`) or a folder (`skipsr upscale IN_DIR OUT_DIR`).
+
+    A folder INPUT is one clip or a batch, by one rule:
+
+    - all its files are numbered images (shot_0001.png, ...): one image sequence, written to the OUTPUT file;
+    - it holds videos: a batch, each video upscaled into the OUTPUT folder under its own name, the model loaded once;
+    - images that are not all numbered (photos): a batch of stills, one PNG each;
+    - videos beside numbered images: an error; choose the videos with --glob '*.mp4', or the images by their pattern ('shots/shot_%04d.png');
+    - --glob and --recursive always mean a batch.
+
+    A rerun skips the files a batch finished before (records in OUTPUT/.skipsr-batch/). A batch goes on past a bad file and exits with code 6 when any file failed.
+    """
     run_state["debug"] = debug
     options = UpscaleOptions(
         model=model,
@@ -291,6 +353,15 @@ def upscale_command(
         ray=ray,
         workers=workers,
     )
+    batch = dict(recursive=recursive, glob=glob, ext=ext, devices=devices)
+    if input.is_dir() and folder_kind(input, recursive, glob) is FolderKind.BATCH:
+        if segment or ray is not None:
+            raise UsageError("--segment and --ray split one video; a folder batch takes --devices")
+        report_batch(run_folder(input, output, options, batch, quiet, json_out), quiet)
+        return
+    given = [f"--{name}" for name, value in batch.items() if value]
+    if given:
+        raise UsageError(f"{', '.join(given)}: only for a folder batch (the input is one clip)")
     report(run(input, output, options, quiet), json_out)
 
 
@@ -312,3 +383,37 @@ def report(summary: Summary | int, json_out: bool) -> None:
         print(f"skipsr: warning: {warning}", file=sys.stderr, flush=True)
     if json_out:
         print(json.dumps(summary.as_dict()), flush=True)
+
+
+def run_folder(
+    input: Path, output: Path, options: UpscaleOptions, batch: dict, quiet: bool, json_out: bool
+) -> BatchSummary:
+    """The batch, drawn on the terminal; with --json, one line per file as it ends."""
+    renderer = make_batch_renderer(quiet)
+
+    def progress(event: BatchEvent) -> None:
+        renderer(event)
+        if json_out and isinstance(event, FileResult):
+            print(json.dumps(event.as_dict()), flush=True)
+
+    try:
+        summary = api.upscale_batch(input, output, options, progress=progress, **batch)
+    finally:
+        renderer.close()
+    if json_out:
+        print(json.dumps(summary.as_dict()), flush=True)
+    return summary
+
+
+def report_batch(summary: BatchSummary, quiet: bool) -> None:
+    """The table of every file on stderr; exit code 6 naming the files that failed."""
+    for f in summary.files:
+        for warning in f.warnings:
+            print(f"skipsr: warning: {f.file}: {warning}", file=sys.stderr, flush=True)
+    if not quiet:
+        Console(stderr=True).print(summary_table(summary))
+    failed = [f for f in summary.files if f.status == "failed"]
+    for f in failed:  # shown even with --quiet: a scheduler's log must say which and why
+        print(f"skipsr: error: {f.file}: {f.error}", file=sys.stderr, flush=True)
+    if failed:
+        raise PartialFailure(f"{len(failed)} of {len(summary.files)} files failed")

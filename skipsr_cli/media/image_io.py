@@ -30,7 +30,8 @@ PNG_FORMATS = {"rgb24": 8, "rgb48be": 16}
 FOLDER_PATTERN = "frame_%06d.png"  # file names inside an output folder
 
 
-def _number(path: Path) -> int | None:
+def frame_number(path: Path) -> int | None:
+    """The frame number in an image's name (its last run of digits), or None when it has none."""
     digits = re.findall(r"\d+", path.stem)
     return int(digits[-1]) if digits else None
 
@@ -53,10 +54,10 @@ def sequence_frames(path: Path) -> list[tuple[int, Path]] | None:
         files = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
         if not files:
             raise InputError(f"no images in folder {path}")
-        unnumbered = [p.name for p in files if _number(p) is None]
+        unnumbered = [p.name for p in files if frame_number(p) is None]
         if unnumbered:
             raise InputError(f"{path}: image {unnumbered[0]} has no frame number in its name")
-        return sorted(((_number(p), p) for p in files), key=lambda f: (f[0], f[1].name))
+        return sorted(((frame_number(p), p) for p in files), key=lambda f: (f[0], f[1].name))
     match = re.search(r"%0?(\d*)d", path.name)
     if match is None or path.is_file():
         return None

@@ -1,0 +1,123 @@
+"""One folder batch end to end: lock OUT_DIR, skip what is done, run the rest, summarise.
+
+take OUT_DIR's lock (and clear partial files of killed runs)
+-> skip the files whose done-record matches (unless overwriting)
+-> run the others on the devices, the model loaded once per device
+-> one FileResult per file, then the BatchSummary
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+from models import SkipSR
+from skipsr_cli.errors import SkipSRError, UsageError
+from skipsr_cli.media.video_io import probe
+from skipsr_cli.run import records
+from skipsr_cli.run.batch import BatchItem
+from skipsr_cli.run.batch_progress import (
+    SKIPPED,
+    BatchEvent,
+    BatchStarted,
+    BatchSummary,
+    FileResult,
+)
+from skipsr_cli.run.options import UpscaleOptions
+from skipsr_cli.run.workers import BatchKey, load_for, run_inline, run_pool
+
+Indexed = list[tuple[int, BatchItem]]
+
+
+def run_batch(
+    items: list[BatchItem],
+    out_dir: Path,
+    options: UpscaleOptions,
+    *,
+    devices: list[torch.device],
+    model: SkipSR | None = None,
+    emit: Callable[[BatchEvent], None],
+) -> BatchSummary:
+    """Upscale every item not already done; one bad file never stops the others."""
+    began = time.perf_counter()
+    if model is not None and len(devices) > 1:
+        raise UsageError("a loaded model runs on its own device: pass devices or a model, not both")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot make the output folder {out_dir}: {e.strerror or e}") from e
+    key = BatchKey(out_dir, records.options_key(options), weights_identity(options, model))
+    results: dict[int, FileResult] = {}
+    masks = [options.mask_out] if options.mask_out is not None else []
+    with records.batch_lock(out_dir, *masks):
+        todo: Indexed = []
+        for index, item in enumerate(items):
+            if not options.overwrite and is_done(item, key):
+                results[index] = FileResult(item.name, str(item.output), SKIPPED)
+            else:
+                todo.append((index, item))
+        emit(BatchStarted(len(items), len(todo), total_frames(todo)))
+        for result in results.values():
+            emit(result)
+        for index, result in run_files(todo, options, devices, model, key, emit):
+            results[index] = result
+            emit(result)
+    summary = BatchSummary(
+        tuple(results[i] for i in range(len(items))), time.perf_counter() - began
+    )
+    emit(summary)
+    return summary
+
+
+def run_files(
+    todo: Indexed,
+    options: UpscaleOptions,
+    devices: list[torch.device],
+    model: SkipSR | None,
+    key: BatchKey,
+    emit: Callable,
+) -> Iterator[tuple[int, FileResult]]:
+    """The files to do: in this process on one device, else one worker process per device."""
+    if not todo:
+        return  # nothing to do: no model is even loaded
+    if model is None and len(devices) > 1:
+        yield from run_pool(devices, todo, options, key, emit)
+        return
+    net = model if model is not None else load_for(options, devices[0])
+    yield from run_inline(net, todo, options, key, emit)
+
+
+def is_done(item: BatchItem, key: BatchKey) -> bool:
+    outputs = [p for p in (item.output, item.mask_out) if p is not None]
+    record = records.record_path(key.out_dir, item.output)
+    return records.is_done(record, item.input, outputs, key.options, key.weights)
+
+
+def total_frames(todo: Indexed) -> int | None:
+    """Frames of the files to do, as their containers say (unreadable files count nothing)."""
+    counts = []
+    for _, item in todo:
+        try:
+            counts.append(probe(item.input).frame_count)
+        except SkipSRError:
+            continue
+    known = [c for c in counts if c is not None]
+    return sum(known) if known else None
+
+
+def weights_identity(options: UpscaleOptions, model: SkipSR | None) -> str:
+    """What made the outputs: the weights file or random preset of the options, or, for a network
+    loaded by the caller, a SHA-256 of its configuration and every parameter."""
+    if model is None:
+        return records.weights_identity(options)
+    digest = hashlib.sha256(model.args.to_json().encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(
+            tensor.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes()
+        )
+    return f"model:{digest.hexdigest()}"

@@ -1,0 +1,161 @@
+"""What a batch remembers in OUT_DIR/.skipsr-batch/: one record per finished output, and a lock.
+
+A record says an output is finished and what made it: a fingerprint of the input (size, mtime_ns
+and a SHA-256 of its first and last MiB, or of the whole file when it is small), the options that
+change the output, and the weights' identity (the SHA-256 of the weights file, or the preset name
+and seed of random weights). It is written atomically (a temp file, then os.replace) after the
+output is in place, so a record never names an output that is not there. A rerun skips an output
+whose record matches and which still has the recorded size.
+
+The lock (fcntl, on `.skipsr-batch/lock`) is held for the whole batch. Whoever takes it knows no
+live batch writes into OUT_DIR, so every partial file there (`.NAME.RANDOM.skipsr-partial.EXT`, or
+a `.NAME.RANDOM.skipsr-partial` folder of PNG frames) is left over from a killed run: removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from skipsr_cli import weights
+from skipsr_cli.errors import ModelError, OutputError
+from skipsr_cli.run.options import UpscaleOptions
+
+STATE_DIR = ".skipsr-batch"
+FORMAT = 1
+MIB = 1 << 20
+# Options that never change the output's bytes: where it runs and how clashes are handled.
+NOT_IN_KEY = frozenset({"device", "overwrite", "mask_out", "weights"})
+
+
+def fingerprint(path: Path) -> dict:
+    """Size, mtime_ns and a SHA-256 of the first and last MiB (all of it when it is <= 2 MiB)."""
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        if stat.st_size <= 2 * MIB:
+            digest.update(f.read())
+        else:
+            digest.update(f.read(MIB))
+            f.seek(-MIB, os.SEEK_END)
+            digest.update(f.read(MIB))
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+
+
+def weights_identity(options: UpscaleOptions) -> str:
+    """The weights that make the outputs: a file's SHA-256, or a random preset and its seed."""
+    if options.random_weights:
+        return f"random:{options.model}:seed={options.seed}"
+    if options.weights is not None and not options.weights.is_file():
+        raise ModelError(f"weights not found: {options.weights}")
+    path = options.weights or weights.shipped_path(options.model)
+    if not path.is_file():
+        return f"preset:{options.model}"  # no file: loading will fail and say why
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(16 * MIB), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def options_key(options: UpscaleOptions) -> dict:
+    """The options that change an output, as JSON values."""
+    values = asdict(options)
+    return {
+        f.name: _plain(values[f.name]) for f in fields(UpscaleOptions) if f.name not in NOT_IN_KEY
+    }
+
+
+def _plain(value: object) -> object:
+    return value if isinstance(value, bool | int | float | str | type(None)) else str(value)
+
+
+def record_path(out_dir: Path, output: Path) -> Path:
+    return out_dir / STATE_DIR / f"{output.relative_to(out_dir).as_posix()}.json"
+
+
+def make_record(input: Path, outputs: list[Path], options: dict, weights_id: str) -> dict:
+    return {
+        "format": FORMAT,
+        "input": fingerprint(input),
+        "options": options,
+        "weights": weights_id,
+        "outputs": {p.name: p.stat().st_size for p in outputs},
+    }
+
+
+def write_record(path: Path, record: dict) -> None:
+    """Atomically: a temp file beside it, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def is_done(path: Path, input: Path, outputs: list[Path], options: dict, weights_id: str) -> bool:
+    """Whether the record at `path` says these outputs are finished from this very input, with
+    these options and weights, and every output is still there at its recorded size."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    sizes = {p.name: (p.stat().st_size if p.is_file() else None) for p in outputs}
+    return (
+        record.get("format") == FORMAT
+        and record.get("options") == options
+        and record.get("weights") == weights_id
+        and record.get("outputs") == sizes
+        and record.get("input") == fingerprint(input)
+    )
+
+
+@contextlib.contextmanager
+def batch_lock(out_dir: Path, *others: Path) -> Iterator[None]:
+    """Hold OUT_DIR's lock for the batch, then clear the partial files of killed runs there (and
+    in `others`, e.g. the folder of mask videos)."""
+    state = out_dir / STATE_DIR
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        handle = open(state / "lock", "a+")  # noqa: SIM115 (held for the whole batch)
+    except OSError as e:
+        raise OutputError(f"cannot write {out_dir}: {e.strerror or e}") from e
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"another skipsr batch is writing into {out_dir}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        for folder in (out_dir, *others):
+            remove_partials(folder)
+        yield
+
+
+def remove_partials(out_dir: Path) -> list[Path]:
+    """Remove what killed runs left in `out_dir` (call only while holding its lock)."""
+    removed = []
+    stale = [*out_dir.rglob(".*.skipsr-partial*"), *(out_dir / STATE_DIR).rglob(".*.json.*.tmp")]
+    for path in sorted(stale):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed

@@ -1,0 +1,250 @@
+"""The files of a batch on one or more devices, each with its model loaded once and kept warm.
+
+One device: the files run one after another in this process, on one model. Several devices
+(`--devices 0,1`, `all`, `cpu,cpu`): one worker process per device (multiprocessing "spawn", so no
+CUDA state is forked) loads the model once and pulls the next file from a shared queue, so a fast
+device simply takes more files. Every file runs in its own try/except: one bad file never stops
+the batch. A worker that dies (killed, out of host memory) fails only the file it held.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from models import SkipSR
+from skipsr_cli import weights
+from skipsr_cli.errors import ModelError, SkipSRError, UsageError
+from skipsr_cli.run import pipeline, records
+from skipsr_cli.run.batch import BatchItem
+from skipsr_cli.run.batch_progress import FAILED, FileProgress, FileResult
+from skipsr_cli.run.options import (
+    UpscaleOptions,
+    check_options,
+    job_of,
+    resolve_device,
+    resolve_dtype,
+)
+
+Emit = Callable[[FileProgress], None]
+PR_SET_PDEATHSIG = 1  # Linux prctl: a signal for this process when its parent dies
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """What a done-record must match: the output-changing options and the weights' identity."""
+
+    out_dir: Path
+    options: dict
+    weights: str
+
+
+def parse_devices(text: str | None, default: str | torch.device = "auto") -> list[torch.device]:
+    """`0,1` (CUDA indices), `cuda:0,cuda:1`, `all` (every GPU), `cpu,cpu`; None: `default`."""
+    if text is None:
+        return [resolve_device(default)]
+    if text.strip() == "all":
+        count = torch.cuda.device_count()
+        return [torch.device(f"cuda:{i}") for i in range(count)] or [torch.device("cpu")]
+    devices = []
+    for part in (p.strip() for p in text.split(",")):
+        name = f"cuda:{part}" if part.isdigit() else part
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise UsageError(f"--devices {text}: {part!r} is not a device") from None
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise UsageError(f"--devices {text}: there is no CUDA device {part}")
+        devices.append(device)
+    return devices
+
+
+def load_for(options: UpscaleOptions, device: torch.device) -> SkipSR:
+    """The batch's network, loaded once on one device."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return weights.load_model(
+        options.model,
+        options.weights,
+        random_weights=options.random_weights,
+        device=device,
+        dtype=resolve_dtype(options.dtype, device),
+        seed=options.seed,
+    )
+
+
+def run_item(
+    model: SkipSR, item: BatchItem, options: UpscaleOptions, key: BatchKey, emit: Callable
+) -> FileResult:
+    """One file of the batch, never raising (but for Ctrl-C and SIGTERM): its result says."""
+    began = time.perf_counter()
+    record = records.record_path(key.out_dir, item.output)
+    # an output this batch made earlier (it has a record) is ours to replace
+    opts = replace(options, mask_out=item.mask_out, overwrite=options.overwrite or record.exists())
+    try:
+        check_options(item.input, opts)
+        for path in (item.output, item.mask_out):
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+        plan = pipeline.prepare(job_of(item.input, item.output, opts))
+        param = next(model.parameters())
+        summary = pipeline.upscale(model, plan, param.device, param.dtype, emit)
+        outputs = [p for p in (item.output, item.mask_out) if p is not None]
+        made = records.make_record(item.input, outputs, key.options, key.weights)
+        records.write_record(record, made)
+        return FileResult.of(item.name, summary)
+    except SkipSRError as e:
+        error = str(e)
+    except Exception as e:  # a bug on one file: said plainly, and the batch goes on
+        error = f"internal error: {type(e).__name__}: {e}"
+    seconds = round(time.perf_counter() - began, 3)
+    return FileResult(item.name, str(item.output), FAILED, seconds=seconds, error=error)
+
+
+def run_inline(
+    model: SkipSR,
+    items: list[tuple[int, BatchItem]],
+    options: UpscaleOptions,
+    key: BatchKey,
+    emit: Emit,
+) -> Iterator[tuple[int, FileResult]]:
+    """Every file in this process, one after another, on one warm model."""
+    for index, item in items:
+        forward = _forwarder(emit, index, item.name)
+        yield index, run_item(model, item, options, key, forward)
+
+
+def _forwarder(emit: Emit, index: int, name: str) -> Callable:
+    return lambda event: emit(FileProgress(index, name, event))
+
+
+def run_pool(
+    devices: list[torch.device],
+    items: list[tuple[int, BatchItem]],
+    options: UpscaleOptions,
+    key: BatchKey,
+    emit: Emit,
+) -> Iterator[tuple[int, FileResult]]:
+    """One spawned worker per device pulls the next file; results come back as they finish."""
+    ctx = mp.get_context("spawn")
+    tasks, results = ctx.Queue(), ctx.Queue()
+    for task in items:
+        tasks.put(task)
+    for _ in devices:
+        tasks.put(None)  # one stop sign per worker
+    workers = [
+        ctx.Process(
+            target=_worker,
+            args=(str(device), options, key, tasks, results, os.getpid()),
+            name=f"skipsr-worker-{i}",
+            daemon=True,
+        )
+        for i, device in enumerate(devices)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        yield from _collect(workers, dict(items), results, emit)
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()  # SIGTERM: its writers remove their partial files
+        for worker in workers:
+            worker.join(timeout=30)
+            if worker.is_alive():
+                worker.kill()  # stuck: the next batch clears what it left
+                worker.join()
+
+
+def _collect(
+    workers: list, items: dict[int, BatchItem], results: mp.Queue, emit: Emit
+) -> Iterator[tuple[int, FileResult]]:
+    """Messages from the workers until every file has a result, or no worker is left."""
+    holding: dict[str, int] = {}  # worker name -> the file it works on
+    left = set(items)
+    while left:
+        try:
+            name, kind, payload = results.get(timeout=0.5)
+        except queue.Empty:
+            for worker in workers:
+                if not worker.is_alive() and worker.name in holding:
+                    index = holding.pop(worker.name)
+                    left.discard(index)
+                    error = f"the worker died (exit code {worker.exitcode}) during this file"
+                    yield index, _failed(items[index], error)
+            if not any(w.is_alive() for w in workers) and results.empty():
+                for index in sorted(left):
+                    yield index, _failed(items[index], "no worker was left to run it")
+                return
+            continue
+        if kind == "fatal":
+            raise ModelError(payload)
+        if kind == "start":
+            holding[name] = payload
+        elif kind == "event":
+            emit(payload)
+        elif kind == "result":
+            index, result = payload
+            holding.pop(name, None)
+            left.discard(index)
+            yield index, result
+
+
+def _failed(item: BatchItem, error: str) -> FileResult:
+    return FileResult(item.name, str(item.output), FAILED, error=error)
+
+
+def _worker(
+    device: str,
+    options: UpscaleOptions,
+    key: BatchKey,
+    tasks: mp.Queue,
+    results: mp.Queue,
+    parent: int,
+) -> None:
+    """A worker process: load the model once, then upscale files until the stop sign."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGTERM, lambda *_: _stop(results))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the batch, which stops us
+    name = mp.current_process().name
+    try:
+        model = load_for(options, torch.device(device))
+    except SkipSRError as e:
+        results.put((name, "fatal", f"{device}: {e}"))
+    else:
+        for index, item in iter(tasks.get, None):
+            if os.getppid() != parent:
+                break  # the batch is gone: nobody would read the result
+            results.put((name, "start", index))
+            forward = _forwarder(lambda e: results.put((name, "event", e)), index, item.name)
+            results.put((name, "result", (index, run_item(model, item, options, key, forward))))
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # nothing left to clean: a late stop just ends
+
+
+def _stop(results: mp.Queue) -> None:
+    """SIGTERM from the batch: unwind (the writers remove their partial files) and exit, without
+    waiting to flush messages the batch no longer reads."""
+    results.cancel_join_thread()
+    sys.exit(143)
+
+
+def _die_with_parent(parent: int) -> None:
+    """On Linux, the kernel kills this worker when the batch process dies (even by SIGKILL), so no
+    orphan keeps writing into OUT_DIR; elsewhere, a worker notices between files."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)

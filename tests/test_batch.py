@@ -1,0 +1,192 @@
+"""Folder batches (issue 13): `skipsr upscale IN_DIR OUT_DIR` on the debug preset, on the CPU.
+
+Most runs are in-process (Typer's runner, the Python API) to stay fast; the SIGKILL test needs a
+real process to kill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from media import make_clip, make_non_video
+from typer.testing import CliRunner
+
+import skipsr_cli
+from skipsr_cli.cli import app
+from skipsr_cli.errors import ExitCode, UsageError
+from skipsr_cli.media.video_io import read_frames
+from skipsr_cli.run.batch import FolderKind, folder_kind
+
+DEBUG = ["--model", "debug", "--random-weights", "--device", "cpu"]
+FAST = ["--chunk-frames", "4", "--overlap", "1"]
+
+
+def clip(path: Path, frames: int = 3, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return make_clip(path, width=32, height=24, frames=frames, audio=False, seed=seed)
+
+
+def invoke(*args: object, fast: list[str] = FAST):
+    return CliRunner().invoke(app, ["upscale", *map(str, args), *DEBUG, *fast])
+
+
+def png(path: Path, seed: int) -> Path:
+    """A 32x24 RGB picture as a PNG file."""
+    rgb = np.random.default_rng(seed).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    codec = av.CodecContext.create("png", "w")
+    codec.width, codec.height, codec.pix_fmt = 32, 24, "rgb24"
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    path.write_bytes(b"".join(bytes(p) for p in codec.encode(frame)))
+    return path
+
+
+def frames_of(path: Path) -> list[np.ndarray]:
+    return [f.rgb for f in read_frames(path)]
+
+
+def outputs(folder: Path) -> dict[str, int]:
+    """Every visible file under `folder` (relative name -> mtime_ns); partial files count too."""
+    return {
+        p.relative_to(folder).as_posix(): p.stat().st_mtime_ns
+        for p in folder.rglob("*")
+        if p.is_file() and ".skipsr-batch" not in p.parts
+    }
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """a.mp4, b.mp4 (broken), c.mkv, and sub/d.mov."""
+    root = tmp_path_factory.mktemp("videos")
+    clip(root / "a.mp4")
+    make_non_video(root / "b.mp4")
+    clip(root / "c.mkv", seed=1)
+    clip(root / "sub" / "d.mov", seed=2)
+    return root
+
+
+def test_a_broken_file_fails_alone_and_a_rerun_changes_nothing(folder: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    r = invoke(folder, out, "--json")
+    assert r.exit_code == ExitCode.PARTIAL, r.output
+    assert "b.mp4" in r.stderr and "1 of 3 files failed" in r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    by_file = {line["file"]: line for line in lines[:-1]}
+    assert {f: v["status"] for f, v in by_file.items()} == {
+        "a.mp4": "done",
+        "b.mp4": "failed",
+        "c.mkv": "done",
+    }
+    assert by_file["a.mp4"]["frames"] == 3 and "b.mp4" in by_file["b.mp4"]["error"]
+    assert lines[-1]["summary"] and lines[-1]["failed_files"] == ["b.mp4"]
+    assert outputs(out).keys() == {"a.mp4", "c.mkv"}  # the input's names and containers
+    assert len(frames_of(out / "a.mp4")) == 3
+    before = outputs(out)
+    again = invoke(folder, out, "--json")
+    assert again.exit_code == ExitCode.PARTIAL  # b.mp4 is still broken
+    statuses = sorted(json.loads(line)["status"] for line in again.stdout.splitlines()[:-1])
+    assert statuses == ["failed", "skipped", "skipped"]
+    assert outputs(out) == before  # untouched: same files, same mtimes
+    redo = invoke(folder, out, "--json", "--overwrite")
+    statuses = sorted(json.loads(line)["status"] for line in redo.stdout.splitlines()[:-1])
+    assert statuses == ["done", "done", "failed"]
+    assert all(outputs(out)[name] != before[name] for name in before)
+
+
+def test_recursive_mirrors_subfolders_with_a_glob_and_ext(folder: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    r = invoke(folder, out, "--recursive", "--glob", "[acd]*", "--ext", "mkv", "-q")
+    assert r.exit_code == 0, r.output
+    assert outputs(out).keys() == {"a.mkv", "c.mkv", "sub/d.mkv"}
+    assert len(frames_of(out / "sub" / "d.mkv")) == 3
+
+
+def test_the_folder_rule(tmp_path: Path):
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    for i in range(3):
+        png(seq / f"f_{i:03d}.png", i)
+    assert folder_kind(seq) is FolderKind.SEQUENCE
+    assert folder_kind(seq, glob="*.png") is FolderKind.BATCH
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("beach.png", "cat.png"):
+        png(photos / name, 7)
+    assert folder_kind(photos) is FolderKind.BATCH
+    r = invoke(photos, tmp_path / "photos_x2", "-q")
+    assert r.exit_code == 0, r.output
+    assert outputs(tmp_path / "photos_x2").keys() == {"beach.png", "cat.png"}
+    r = invoke(seq, tmp_path / "seq.mp4", "-q")  # a sequence is one clip, as before
+    assert r.exit_code == 0, r.output
+    assert len(frames_of(tmp_path / "seq.mp4")) == 3
+    clip(seq / "extra.mp4")
+    with pytest.raises(UsageError, match="--glob"):
+        folder_kind(seq)
+    r = invoke(seq, tmp_path / "mixed", "-q")
+    assert r.exit_code == ExitCode.USAGE
+    assert "--glob '*.mp4'" in r.stderr and "f_%03d.png" in r.stderr
+    r = invoke(seq, tmp_path / "out.mp4", "--glob", "*.mp4", "-q")  # a batch writes a folder
+    assert r.exit_code == ExitCode.USAGE and "must be a folder" in r.stderr
+    r = invoke(seq / "extra.mp4", tmp_path / "one.mp4", "--devices", "cpu,cpu")
+    assert r.exit_code == ExitCode.USAGE and "--devices" in r.stderr
+
+
+def test_two_workers_write_what_one_writes(tmp_path: Path):
+    src = tmp_path / "in"
+    for i in range(2):
+        clip(src / f"v{i}.mp4", frames=2, seed=i)
+    make_non_video(src / "broken.mp4")  # a worker reports it and goes on
+    options = dict(
+        model="debug", random_weights=True, device="cpu", lossless=True, chunk_frames=2, overlap=0
+    )
+    one = skipsr_cli.upscale_batch(src, tmp_path / "one", ext="mkv", **options)
+    two = skipsr_cli.upscale_batch(src, tmp_path / "two", ext="mkv", devices="cpu,cpu", **options)
+    assert one.done == two.done == 2 and one.failed == two.failed == 1
+    assert [f.file for f in two.files if f.status == "failed"] == ["broken.mp4"]
+    for i in range(2):
+        a, b = frames_of(tmp_path / "one" / f"v{i}.mkv"), frames_of(tmp_path / "two" / f"v{i}.mkv")
+        assert len(a) == len(b) == 2
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_a_killed_batch_resumes_with_only_what_was_missing(tmp_path: Path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    clip(src / "a.mp4", frames=2)
+    clip(src / "b.mp4", frames=30, seed=1)  # long enough to be killed in the middle
+    clip(src / "c.mp4", frames=2, seed=2)
+    exe = Path(sys.executable).parent / "skipsr"
+    fast = ["--chunk-frames", "2", "--overlap", "0"]
+    args = [str(exe), "upscale", str(src), str(out), *DEBUG, *fast, "-q"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(".skipsr-partial" in name for name in outputs(out) if out.exists()):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        if "a.mp4" not in outputs(out):  # the partial file was a.mp4's: wait for b.mp4's
+            while "a.mp4" not in outputs(out) or len(outputs(out)) < 2:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    left = outputs(out)
+    assert "a.mp4" in left and "c.mp4" not in left
+    assert any(".skipsr-partial" in name for name in left)  # what a killed run leaves
+    r = invoke(src, out, "--json", fast=fast)  # the same options: a.mp4 is done
+    assert r.exit_code == 0, r.output
+    statuses = {json.loads(x)["file"]: json.loads(x)["status"] for x in r.stdout.splitlines()[:-1]}
+    assert statuses == {"a.mp4": "skipped", "b.mp4": "done", "c.mp4": "done"}
+    now = outputs(out)
+    assert now.keys() == {"a.mp4", "b.mp4", "c.mp4"}  # no partial file left
+    assert now["a.mp4"] == left["a.mp4"]
+    assert len(frames_of(out / "b.mp4")) == 30
