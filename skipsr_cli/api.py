@@ -25,7 +25,7 @@ import torch
 from models import PRESETS, SkipSR
 from skipsr_cli import weights
 from skipsr_cli.errors import ModelError, UsageError
-from skipsr_cli.run import farm, pipeline, ray_engine
+from skipsr_cli.run import devices_engine, farm, pipeline, ray_engine
 from skipsr_cli.run.batch import FolderKind, folder_kind, plan_batch
 from skipsr_cli.run.batch_progress import BatchEvent, BatchSummary
 from skipsr_cli.run.batch_run import run_batch
@@ -84,7 +84,8 @@ def upscale(
     `model` is a network from `load_model` (it runs where it is, in its own dtype, and stays
     loaded for the next call), or a preset name or weights path to load for this call only.
     `progress` receives the run's events (Started, then Advanced, then the Summary).
-    With `ray` (an address, "auto", or "local" to start Ray here) the video is rendered in segments on Ray
+    With `devices` naming several devices ("0,1", "all") the video is rendered in segments, one
+    worker process per device, and stitched; with `ray` (an address, "auto", or "local") the video is rendered in segments on Ray
     actors and stitched, and the frame count is returned instead of a summary.
     Warnings (streams the output container cannot hold) are in `summary.warnings`.
     """
@@ -103,6 +104,9 @@ def upscale(
         return ray_engine.upscale_on_ray(
             input, output, opts, opts.segments, ray_engine.address(opts.ray), opts.workers
         )
+    if opts.devices is not None and len(parse_devices(opts.devices)) > 1:
+        devices = parse_devices(opts.devices)
+        return devices_engine.upscale_on_devices(input, output, opts, devices, opts.segments)
     load = (lambda: model) if isinstance(model, SkipSR) else (lambda: _load(opts, device, dtype))
     if opts.segment is not None:
         return farm.render_segment(input, output, opts, load, device, dtype, progress or _ignore)

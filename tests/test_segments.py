@@ -94,3 +94,16 @@ def test_stitch_refuses_a_missing_or_foreign_part(clip, debug, tmp_path):
     with pytest.raises(InputError, match="settings"):
         api.stitch(out)
     assert not out.exists()
+
+
+def test_two_devices_render_one_video_as_one_device_does(clip, debug, tmp_path):
+    """--devices cpu,cpu: one worker per device renders segments; the stitch equals a whole run."""
+    api.upscale(clip, tmp_path / "whole.mkv", model=debug, lossless=True, **RUN)
+    frames = api.upscale(
+        clip, tmp_path / "two.mkv", model="debug", random_weights=True, devices="cpu,cpu",
+        segments=3, lossless=True, **RUN,
+    )  # fmt: skip
+    assert frames == 23
+    whole, two = decoded(tmp_path / "whole.mkv"), decoded(tmp_path / "two.mkv")
+    assert all(np.array_equal(a, b) for a, b in zip(whole[0], two[0], strict=True))
+    assert two[1] == pytest.approx(whole[1]) and two[2] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -250,7 +251,7 @@ DevicesOpt = Annotated[
     str | None,
     typer.Option(
         "--devices",
-        help="One worker per device, each with the model loaded once: 0,1 (GPUs), all, cpu,cpu.",
+        help="One worker per device, each with the model loaded once: 0,1 (GPUs), all, cpu,cpu. A batch: each pulls the next file; one video: each renders the next segment, then they are stitched.",
         rich_help_panel=BATCH,
     ),
 ]
@@ -359,7 +360,8 @@ def upscale_command(
             raise UsageError("--segment and --ray split one video; a folder batch takes --devices")
         report_batch(run_folder(input, output, options, batch, quiet, json_out), quiet)
         return
-    given = [f"--{name}" for name, value in batch.items() if value]
+    options = replace(options, devices=devices)  # one video on several devices: in segments
+    given = [f"--{name}" for name, value in batch.items() if value and name != "devices"]
     if given:
         raise UsageError(f"{', '.join(given)}: only for a folder batch (the input is one clip)")
     report(run(input, output, options, quiet), json_out)

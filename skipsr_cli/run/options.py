@@ -66,6 +66,8 @@ class UpscaleOptions:
     # Ray: segments as tasks on a cluster (an address, "auto", or "" for a local Ray), then stitched
     ray: str | None = None
     workers: int | None = None  # Ray actors [default: one per GPU of the cluster]
+    # one video on several devices of this machine ("0,1", "all", "cpu,cpu"), in segments
+    devices: str | None = None
 
 
 def check_threshold(threshold: float | None) -> None:

@@ -30,10 +30,10 @@ FRAMES_PER_PART = 1200  # a part a GPU renders in well under a minute at 720p
 class SegmentWorker:
     """A Ray actor: the model, loaded once on this actor's device, and parts rendered with it."""
 
-    def __init__(self, opts: UpscaleOptions) -> None:
+    def __init__(self, opts: UpscaleOptions, device: torch.device | None = None) -> None:
         torch.set_num_threads(max(1, int(os.environ.get("SKIPSR_WORKER_THREADS", "1"))))
         self.opts = opts
-        self.device = resolve_device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or resolve_device("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = resolve_dtype(opts.dtype, self.device)
         self.model = load_model(
             opts.model,

@@ -1,0 +1,109 @@
+"""One long video on several devices of this machine (`--devices 0,1`): one worker process per
+device loads the model once and renders the next segment; the parts are then stitched.
+
+The parts are those of `--segment I/N` (run/farm.py) in OUTPUT.parts, so the result equals a
+one-device run, and a run that stopped is resumed by the next: finished parts whose manifests match
+are kept. A part that fails ends the run with its error; the finished parts stay for the rerun.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from skipsr_cli.errors import ModelError, OutputError, SkipSRError
+from skipsr_cli.media.joiner import source_timestamps
+from skipsr_cli.run import farm
+from skipsr_cli.run.options import UpscaleOptions
+from skipsr_cli.run.ray_engine import FRAMES_PER_PART, SegmentWorker
+from skipsr_cli.run.workers import _die_with_parent
+
+
+def upscale_on_devices(
+    input: Path,
+    output: Path,
+    opts: UpscaleOptions,
+    devices: list[torch.device],
+    parts: int | None = None,
+) -> int:
+    """Render the segments on `devices` and stitch them into `output`; returns the frame count."""
+    total = len(source_timestamps(input)[0])
+    parts = parts or max(len(devices), -(-total // FRAMES_PER_PART))
+    ctx = mp.get_context("spawn")
+    tasks, results = ctx.Queue(), ctx.Queue()
+    for index in range(1, parts + 1):
+        tasks.put(index)
+    for _ in devices:
+        tasks.put(None)
+    args = (replace(opts, segment=None, devices=None), str(input), str(output), parts)
+    workers = [
+        ctx.Process(target=_worker, args=(str(d), *args, tasks, results, os.getpid()), daemon=True)
+        for d in devices
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        _collect(workers, results, parts)
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()  # its writers remove their partial files
+            worker.join(timeout=30)
+    frames, _ = farm.stitch(
+        output,
+        opts.parts,
+        input,
+        overwrite=opts.overwrite,
+        copy_audio=opts.copy_audio,
+        copy_subtitles=opts.copy_subtitles,
+        audio_kbps=opts.audio_bitrate,
+    )
+    return frames
+
+
+def _collect(workers: list, results: mp.Queue, parts: int) -> None:
+    done = 0
+    while done < parts:
+        try:
+            kind, payload = results.get(timeout=0.5)
+        except queue.Empty:
+            if not any(w.is_alive() for w in workers) and results.empty():
+                raise OutputError(f"the workers stopped with {parts - done} part(s) left") from None
+            continue
+        if kind == "fatal":
+            raise ModelError(payload)
+        if kind == "error":
+            raise OutputError(payload)
+        done += 1
+
+
+def _worker(
+    device: str,
+    opts: UpscaleOptions,
+    input: str,
+    output: str,
+    parts: int,
+    tasks: mp.Queue,
+    results: mp.Queue,
+    parent: int,
+) -> None:
+    """Load the model once on `device`, then render parts until the stop sign."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    try:
+        worker = SegmentWorker(opts, torch.device(device))
+    except SkipSRError as e:
+        results.put(("fatal", f"{device}: {e}"))
+        return
+    for index in iter(tasks.get, None):
+        try:
+            results.put(("done", worker.render(input, output, index, parts)))
+        except SkipSRError as e:
+            results.put(("error", f"part {index} of {parts}: {e}"))
+            return
