@@ -63,6 +63,15 @@ MaskOutOpt = Annotated[
     ),
 ]
 
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Fail (exit 3, no output) on a damaged input instead of writing the frames that decode.",
+        rich_help_panel=IO,
+    ),
+]
+
 # Quality and speed
 ScaleOpt = Annotated[
     int, typer.Option("--scale", "-s", help="Upscale factor: 2 or 4.", rich_help_panel=QUALITY)
@@ -186,6 +195,7 @@ def upscale_command(
     output: OutputArg,
     overwrite: OverwriteOpt = False,
     mask_out: MaskOutOpt = None,
+    strict: StrictOpt = False,
     model: ModelNameOpt = "base",
     weights: ModelWeightsOpt = None,
     random_weights: RandomWeightsOpt = False,
@@ -239,6 +249,7 @@ def upscale_command(
         audio_bitrate=audio_bitrate,
         overwrite=overwrite,
         mask_out=mask_out,
+        strict=strict,
     )
     report(run(input, output, options, quiet), json_out)
 

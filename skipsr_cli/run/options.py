@@ -57,6 +57,7 @@ class UpscaleOptions:
     # Output
     overwrite: bool = False
     mask_out: Path | None = None  # also write the skip mask as a video
+    strict: bool = False  # damaged input (frames lost or unreadable) is an error, not a warning
 
 
 def check_threshold(threshold: float | None) -> None:
@@ -159,4 +160,5 @@ def job_of(input: Path, output: Path, options: UpscaleOptions) -> UpscaleJob:
         copy_audio=options.copy_audio,
         copy_subtitles=options.copy_subtitles,
         audio_kbps=options.audio_bitrate,
+        strict=options.strict,
     )

@@ -31,7 +31,7 @@ from skipsr_cli.media.image_io import (
     frame_paths,
     is_image_output,
 )
-from skipsr_cli.media.video_io import DecodedFrame, VideoInfo, probe, read_frames
+from skipsr_cli.media.video_io import DecodeDamage, DecodedFrame, VideoInfo, probe, read_frames
 from skipsr_cli.media.video_writer import VideoWriter, same_file
 from skipsr_cli.run.chunking import Chunk, OverlapAdd, check_plan, iter_chunks
 from skipsr_cli.run.overlap import BackgroundWriter, InlineWriter, Prefetcher
@@ -66,6 +66,7 @@ class UpscaleJob:
     copy_audio: bool = True  # audio streams of the input, copied (re-encoded where they cannot be)
     copy_subtitles: bool = True  # subtitle streams, copied
     audio_kbps: int | None = None  # bitrate of re-encoded audio; None: the codec's default
+    strict: bool = False  # damaged input (frames lost or unreadable) fails instead of a warning
 
 
 def output_size(info: VideoInfo, scale: int, size: tuple[int, int] | None) -> tuple[int, int]:
@@ -149,7 +150,8 @@ def upscale(
         writers = open_writers(stack, job, info, out_w, out_h)
         # Entered after the writers, so it is joined before they publish or abort the files.
         sink = stack.enter_context(open_sink(writers, stats, job.chunk_frames, overlap))
-        frames = stack.enter_context(open_frames(job, overlap))
+        damage = DecodeDamage()
+        frames = stack.enter_context(open_frames(job, overlap, damage))
         report = progress_reporter(stats, info.frame_count, emit)
         formats = [(w.colour, w.planes_format, w.depth) for w in writers]
         decoded = write_chunks(
@@ -161,10 +163,36 @@ def upscale(
         report()  # the encoder thread may have finished frames since the last chunk's report
         if stats.frames != decoded:
             raise AssertionError(f"decoded {decoded} frames but wrote {stats.frames}")
+        lost = frames_lost(info, decoded, damage)
+        if lost and job.strict:  # raised inside the writers' block: they delete their partials
+            raise InputError(
+                f"damaged input {job.input}: {damage_text(info, decoded, lost, damage)}"
+            )
     # read once the writers are closed: re-encoded audio can add a warning while it is finished
-    summary = stats.summary(started, tuple(writers[0].warnings))
+    warnings = tuple(writers[0].warnings)
+    if lost:
+        text = damage_text(info, decoded, lost, damage)
+        warnings = (f"damaged input: {text}; the output has the {decoded} that decode", *warnings)
+    summary = stats.summary(started, warnings, frames_lost=lost)
     emit(summary)
     return summary
+
+
+def frames_lost(info: VideoInfo, decoded: int, damage: DecodeDamage) -> int:
+    """Frames the input announced but did not give, or packets it could not decode: the larger.
+
+    A count estimated from the duration (Matroska, MPEG-TS) may be a frame off on a healthy file,
+    so a shortfall of that size alone is not called damage there."""
+    shortfall = max(0, (info.frame_count or 0) - decoded)
+    if not info.frames_exact and shortfall <= max(1, (info.frame_count or 0) // 50):
+        shortfall = 0
+    return max(shortfall, damage.errors)
+
+
+def damage_text(info: VideoInfo, decoded: int, lost: int, damage: DecodeDamage) -> str:
+    announced = f" of the {info.frame_count} it announces" if info.frame_count else ""
+    cause = f" ({damage.first})" if damage.first else ""
+    return f"{lost} frame(s){announced} were lost or unreadable{cause}"
 
 
 def output_sar(info: VideoInfo, width: int, height: int) -> Fraction | None:
@@ -245,13 +273,14 @@ def check_frames_target(
 
 
 def open_frames(
-    job: UpscaleJob, overlap: bool
+    job: UpscaleJob, overlap: bool, damage: DecodeDamage | None = None
 ) -> contextlib.AbstractContextManager[Iterable[DecodedFrame]]:
     """The decoded input, read ahead in a thread when overlapping.
 
-    The file is opened here, on the calling thread, so an unreadable input fails at once.
+    The file is opened here, on the calling thread, so an unreadable input fails at once. Damage
+    the decoder gets past (a file cut short, a bad packet) is counted in `damage`.
     """
-    frames = read_frames(job.input)
+    frames = read_frames(job.input, damage, strict=job.strict)
     if not overlap:
         return contextlib.closing(frames)
     depth = DECODE_AHEAD_CHUNKS * job.chunk_frames
