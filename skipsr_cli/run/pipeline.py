@@ -9,8 +9,7 @@ overlap with the model, which stays on the calling thread.
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -25,17 +24,17 @@ from skipsr_cli.errors import InputError, ModelError, OutputError, UsageError
 from skipsr_cli.media.colour import ColourInfo, rgb_to_planes
 from skipsr_cli.media.encoding import EncodeOptions, default_pix_fmt, validate_encode_options
 from skipsr_cli.media.image_io import (
-    FOLDER_PATTERN,
     PNG_FORMATS,
     ImageWriter,
     frame_paths,
     is_image_output,
 )
 from skipsr_cli.media.video_io import DecodeDamage, DecodedFrame, VideoInfo, probe, read_frames
-from skipsr_cli.media.video_writer import VideoWriter, same_file
+from skipsr_cli.media.video_writer import VideoWriter
 from skipsr_cli.run.chunking import Chunk, OverlapAdd, check_plan, iter_chunks
 from skipsr_cli.run.overlap import BackgroundWriter, InlineWriter, Prefetcher
 from skipsr_cli.run.progress import Event, RunStats, Started, Summary
+from skipsr_cli.run.targets import check_frames_target, check_not_input, check_writable
 
 Writer = VideoWriter | ImageWriter
 # Per writer: its colour, the planar pix_fmt it takes from the device (None: RGB frames), and
@@ -102,8 +101,7 @@ def prepare(job: UpscaleJob) -> Plan:
         validate_encode_options(job.encode, out_w, out_h)
     outputs = [p for p in (job.output, job.mask_out) if p is not None]
     for path in outputs:
-        if same_file(path, job.input):
-            raise UsageError(f"the output {path} is the input: choose another path")
+        check_not_input(path, job.input, info.frame_count)
         if is_image_output(path):
             if job.encode.pix_fmt not in (None, *PNG_FORMATS):
                 raise UsageError(f"PNG frames are rgb24 or rgb48be, not {job.encode.pix_fmt}")
@@ -247,29 +245,6 @@ def open_writers(
     if job.mask_out is not None:
         writers.append(stack.enter_context(writer(job.mask_out, copy=False)))
     return writers
-
-
-def check_writable(path: Path, folder: Path) -> None:
-    """Refuse an output whose folder we may not create files in (read-only mount, permissions)."""
-    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write {path}: folder {folder} is not writable")
-
-
-def check_frames_target(
-    path: Path, frames: int | None, overwrite: bool, numbers: Sequence[int] | None = None
-) -> None:
-    """Refuse a PNG-frames output that cannot be written, before any model work."""
-    folder, pattern = frame_paths(path, frames)
-    if pattern != FOLDER_PATTERN and not folder.is_dir():
-        raise OutputError(f"cannot write {path}: folder {folder} does not exist")
-    if overwrite or not folder.is_dir():
-        return
-    names = (
-        [path.name] if pattern is None else [pattern % i for i in (numbers or range(frames or 1))]
-    )
-    clash = next((n for n in names if (folder / n).exists()), None)
-    if clash is not None:
-        raise OutputError(f"output exists: {folder / clash} (pass --overwrite to replace it)")
 
 
 def open_frames(
