@@ -41,6 +41,7 @@ InputArg = Annotated[
     typer.Argument(
         metavar="INPUT",
         help="Video to upscale (any container and codec FFmpeg reads).",
+        readable=False,  # an unreadable input is an input error (exit 3), not a usage error
     ),
 ]
 OutputArg = Annotated[
