@@ -40,6 +40,10 @@ def call(capsys, *args: str | Path) -> tuple[int, str, str]:
         (["--steps", "0"], "'--steps'"),
         (["--audio-bitrate", "0"], "'--audio-bitrate'"),
         (["surplus"], "unexpected extra argument"),
+        (["--seed", str(2**64)], "--seed"),
+        (["--seed", "-1"], "--seed"),
+        (["--crf", "99"], "CRF 99"),
+        (["--codec", "libvpx-vp9", "--crf", "64"], "CRF 64"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(capsys, clip, tmp_path, extra, says) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,9 @@ import pytest
 from media import make_clip
 from test_images import write_png
 
-from skipsr_cli.errors import UsageError
+from skipsr_cli.errors import OutputError, UsageError
 from skipsr_cli.run.pipeline import UpscaleJob, prepare
+from skipsr_cli.run.targets import check_frames_target
 
 
 @pytest.fixture
@@ -68,3 +70,24 @@ def test_links_to_the_input_are_the_input(frames: Path, tmp_path: Path) -> None:
         prepare(UpscaleJob(frames / "f_%04d.png", other / "g_%04d.png", overwrite=True))
     with pytest.raises(UsageError, match="is the input"):
         prepare(UpscaleJob(clip, tmp_path / "mask_src.mp4", mask_out=tmp_path / "sym.mp4"))
+
+
+def test_a_header_claiming_an_enormous_duration_costs_nothing_before_work(tmp_path: Path) -> None:
+    """One name per claimed frame would be a MemoryError (or minutes) here."""
+    out = tmp_path / "frames"
+    out.mkdir()
+    (out / "frame_000007.png").write_bytes(b"")
+    check_frames_target(out / "f_%06d.png", 10**15, overwrite=False)
+    check_frames_target(out, 10**15, overwrite=True)
+    with pytest.raises(OutputError, match="frame_000007"):
+        check_frames_target(out, 10**15, overwrite=False)
+    # and through prepare(): an mkv whose duration tag claims 99 hours
+    clip = make_clip(tmp_path / "in.mkv", frames=3, audio=False)
+    data = clip.read_bytes()
+    tag = b"00:00:00.125000000"
+    assert tag in data
+    data = data.replace(tag, b"99:00:00.125000000")
+    at = data.index(b"\x44\x89\x88") + 3  # the segment's Duration: an 8-byte float, in ms
+    clip.write_bytes(data[:at] + struct.pack(">d", 99 * 3600e3) + data[at + 8 :])
+    plan = prepare(UpscaleJob(clip, out, overwrite=True))
+    assert plan.info.frame_count > 8_000_000

@@ -21,6 +21,8 @@ from skipsr_cli.run.pipeline import UpscaleJob
 # Full-resolution VAE work runs this many frames at a time (exact; bounds memory at large sizes).
 FRAME_SLICE = 4
 
+SEED_MAX = 2**63 - 1  # what torch's generators take
+
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -107,6 +109,8 @@ def check_options(input: Path, options: UpscaleOptions) -> None:
         raise UsageError(
             f"--scale must be 2 or 4, not {options.scale} (or give --size WIDTHxHEIGHT)"
         )
+    if not 0 <= options.seed <= SEED_MAX:
+        raise UsageError(f"--seed must be between 0 and {SEED_MAX} (2**63-1), not {options.seed}")
     if options.weights is not None and options.random_weights:
         raise UsageError("--weights and --random-weights exclude each other")
     if not input.exists() and "%" not in input.name:  # a %d pattern names an image sequence
