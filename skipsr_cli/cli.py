@@ -5,36 +5,61 @@ Exit codes (README, "Exit codes"): 0 ok, 1 internal error, 2 bad usage, 3 unread
 
 Every way a run ends is an exit code and at most one `skipsr: error:` line: the command line's own
 usage errors (an unknown option, a value out of range) included, and Ctrl-C while the commands and
-torch are still being imported. So this module imports nothing heavy before `main` is running.
+torch are still being imported. So this module imports nothing heavy before `main` is running; only
+Ctrl-C during the interpreter's own start-up, before any line of skipsr runs, escapes this.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 __all__ = ["main"]  # and `app`, the Typer application, imported on first use
 
 INTERRUPTED = 130
 
 
+_interrupted = []  # a Ctrl-C was seen, even one that C code (torch's start-up) swallowed
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    _interrupted.append(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    previous = None
+    _interrupted.clear()
+    if threading.current_thread() is threading.main_thread():
+        # first: before torch and the commands load
+        previous = signal.signal(signal.SIGINT, _on_interrupt)
     try:
         code = _run(argv)
     except KeyboardInterrupt:  # Ctrl-C before a command took over (imports, parsing)
         print("skipsr: interrupted; no output was left behind", file=sys.stderr, flush=True)
         code = INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     sys.exit(code)
 
 
 def _run(argv: list[str] | None) -> int:
-    from typer import Abort
-    from typer._click import exceptions as click_errors
+    try:
+        from typer import Abort
+        from typer._click import exceptions as click_errors
 
-    from skipsr_cli.commands.app import app
-    from skipsr_cli.commands.common import run_state
-
+        from skipsr_cli.commands.app import app
+        from skipsr_cli.commands.common import run_state
+    except Exception:  # a Ctrl-C that a library swallowed can leave a half-imported module
+        if _interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    if _interrupted:  # Ctrl-C while importing, lost inside an extension's initialisation
+        raise KeyboardInterrupt
     try:
         result = app(args=argv, standalone_mode=False)
     except click_errors.NoArgsIsHelpError as e:  # bare `skipsr`: the help, as before

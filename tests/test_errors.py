@@ -81,3 +81,32 @@ def test_an_unreadable_input_is_an_input_error(tmp_path: Path) -> None:
         assert r.stderr.startswith("skipsr: error: cannot read") and r.stderr.count("\n") == 1
     finally:
         shutil.rmtree(folder)
+
+
+def _torch_is_loading(pid: int) -> bool:
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("after", [0.0, 1.0])
+def test_ctrl_c_while_starting_up_is_exit_130_and_one_line(clip, tmp_path, after) -> None:
+    """SIGINT while torch is being imported (seen in the process's maps), or a second later."""
+    import signal
+    import time
+
+    out = tmp_path / "out.mp4"
+    cmd = [sys.executable, "-m", "skipsr_cli.cli", "upscale", str(clip), str(out), *DEBUG, "-q"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not _torch_is_loading(proc.pid) and time.monotonic() < deadline:
+        assert proc.poll() is None
+        time.sleep(0.005)
+    time.sleep(after)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == ExitCode.INTERRUPTED, err
+    assert "Traceback" not in err
+    assert err == "skipsr: interrupted; no output was left behind\n"
+    assert list(tmp_path.iterdir()) == []
