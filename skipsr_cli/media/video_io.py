@@ -147,6 +147,8 @@ def probe(path: Path) -> VideoInfo:
         ctx = stream.codec_context
         rotation, hdr = _first_frame_facts(container, stream)
         width, height, sar = ctx.width, ctx.height, _sample_aspect(stream)
+        if width <= 0 or height <= 0:  # a damaged header: no picture can be made of it
+            raise InputError(f"cannot read {path}: the video stream has no picture size")
         if rotation in (90, -90):
             width, height, sar = height, width, (1 / sar if sar else None)
         return VideoInfo(
