@@ -161,17 +161,10 @@ def upscale(
         report()  # the encoder thread may have finished frames since the last chunk's report
         if stats.frames != decoded:
             raise AssertionError(f"decoded {decoded} frames but wrote {stats.frames}")
-        lost = frames_lost(info, decoded, damage)
-        if lost and job.strict:  # raised inside the writers' block: they delete their partials
-            raise InputError(
-                f"damaged input {job.input}: {damage_text(info, decoded, lost, damage)}"
-            )
+        # inside the writers' block: with --strict, they delete their partials
+        lost, damaged = check_damage(job, info, decoded, damage)
     # read once the writers are closed: re-encoded audio can add a warning while it is finished
-    warnings = tuple(writers[0].warnings)
-    if lost:
-        text = damage_text(info, decoded, lost, damage)
-        warnings = (f"damaged input: {text}; the output has the {decoded} that decode", *warnings)
-    summary = stats.summary(started, warnings, frames_lost=lost)
+    summary = stats.summary(started, (*damaged, *writers[0].warnings), frames_lost=lost)
     emit(summary)
     return summary
 
@@ -187,10 +180,19 @@ def frames_lost(info: VideoInfo, decoded: int, damage: DecodeDamage) -> int:
     return max(shortfall, damage.errors)
 
 
-def damage_text(info: VideoInfo, decoded: int, lost: int, damage: DecodeDamage) -> str:
+def check_damage(
+    job: UpscaleJob, info: VideoInfo, decoded: int, damage: DecodeDamage
+) -> tuple[int, list[str]]:
+    """Frames a damaged input lost and the warning that says so; with --strict, an InputError."""
+    lost = frames_lost(info, decoded, damage)
+    if not lost:
+        return 0, []
     announced = f" of the {info.frame_count} it announces" if info.frame_count else ""
     cause = f" ({damage.first})" if damage.first else ""
-    return f"{lost} frame(s){announced} were lost or unreadable{cause}"
+    text = f"{lost} frame(s){announced} were lost or unreadable{cause}"
+    if job.strict:
+        raise InputError(f"damaged input {job.input}: {text}")
+    return lost, [f"damaged input: {text}; the output has the {decoded} that decode"]
 
 
 def output_sar(info: VideoInfo, width: int, height: int) -> Fraction | None:
