@@ -1,19 +1,104 @@
 """The `skipsr` console script. The commands live in `skipsr_cli/commands/`, one module per group.
 
 Exit codes (README, "Exit codes"): 0 ok, 1 internal error, 2 bad usage, 3 unreadable input,
-4 model or weights error, 5 output or encode error, 130 interrupted.
+4 model or weights error, 5 output or encode error, 130 interrupted, 143 terminated.
+
+Every way a run ends is an exit code and at most one `skipsr: error:` line: the command line's own
+usage errors (an unknown option, a value out of range) included, and Ctrl-C while the commands and
+torch are still being imported. So this module imports nothing heavy before `main` is running; only
+Ctrl-C during the interpreter's own start-up, before any line of skipsr runs, escapes this.
 """
 
 from __future__ import annotations
 
-from skipsr_cli.commands.app import app
+import os
+import signal
+import sys
+import threading
 
-__all__ = ["app", "main"]
+__all__ = ["main"]  # and `app`, the Typer application, imported on first use
+
+INTERRUPTED = 130
 
 
-def main() -> None:
+_interrupted = []  # a Ctrl-C was seen, even one that C code (torch's start-up) swallowed
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    _interrupted.append(signum)
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    app()
+    previous = None
+    _interrupted.clear()
+    if threading.current_thread() is threading.main_thread():
+        # first: before torch and the commands load
+        previous = signal.signal(signal.SIGINT, _on_interrupt)
+    try:
+        code = _run(argv)
+    except KeyboardInterrupt:  # Ctrl-C before a command took over (imports, parsing)
+        print("skipsr: interrupted; no output was left behind", file=sys.stderr, flush=True)
+        code = INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    sys.exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
+    try:
+        from typer import Abort
+        from typer._click import exceptions as click_errors
+
+        from skipsr_cli.commands.app import app
+        from skipsr_cli.commands.common import run_state
+    except Exception:  # a Ctrl-C that a library swallowed can leave a half-imported module
+        if _interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    if _interrupted:  # Ctrl-C while importing, lost inside an extension's initialisation
+        raise KeyboardInterrupt
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as e:  # bare `skipsr`: the help, as before
+        print(e.ctx.get_help() if e.ctx else e.format_message(), file=sys.stderr)
+        return 2
+    except click_errors.ClickException as e:
+        print(f"skipsr: error: {usage_line(e, argv)}", file=sys.stderr, flush=True)
+        return 2
+    except Abort:  # end of input at a prompt
+        raise KeyboardInterrupt from None
+    if result == INTERRUPTED and not run_state.get("reported"):  # Ctrl-C while parsing
+        raise KeyboardInterrupt
+    return result if isinstance(result, int) else 0
+
+
+def usage_line(error: Exception, argv: list[str] | None = None) -> str:
+    """One line for a usage error of the command line, with where to look for help."""
+    from typer._click import exceptions as click_errors
+
+    message = " ".join(error.format_message().split())
+    ctx = getattr(error, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    if isinstance(error, click_errors.NoSuchOption):
+        dashed = [a for a in (sys.argv[1:] if argv is None else argv) if _looks_like_a_file(a)]
+        if dashed:
+            hint = f" (a file name that starts with a dash goes after --: -- {dashed[0]})"
+    return message + hint
+
+
+def _looks_like_a_file(arg: str) -> bool:
+    return arg.startswith("-") and arg != "--" and ("." in arg or "/" in arg or os.path.exists(arg))
+
+
+def __getattr__(name: str) -> object:
+    if name == "app":  # the Typer application, imported on first use
+        from skipsr_cli.commands.app import app
+
+        return app
+    raise AttributeError(f"module 'skipsr_cli.cli' has no attribute {name!r}")
 
 
 if __name__ == "__main__":

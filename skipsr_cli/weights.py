@@ -7,6 +7,7 @@ onto the target device; keys are strict and a mismatch names the missing and une
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -79,14 +80,13 @@ def read_args(path: Path) -> ModelArgs:
         )
     try:
         return ModelArgs.from_json(meta[CONFIG_KEY])
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError) as e:
         raise ModelError(f"{path} holds a configuration this version cannot build: {e}") from e
 
 
 def _load_file(path: Path, device: torch.device, dtype: torch.dtype) -> SkipSR:
     args = read_args(path)
-    with torch.device("meta"):
-        model = SkipSR(args)
+    model = _build_on_meta(path, args)
     expected = model.state_dict()
     with safe_open(str(path), framework="pt", device=str(device)) as f:
         keys = set(f.keys())
@@ -99,6 +99,41 @@ def _load_file(path: Path, device: torch.device, dtype: torch.dtype) -> SkipSR:
             )
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
     return model.eval()
+
+
+# Sizes that must be positive: zero heads or a zero-width layer is no network.
+POSITIVE = frozenset(
+    {"heads", "head_dim", "width", "widths", "latent_channels", "patch", "window", "spatial"}
+    | {"temporal", "hidden", "mlp_hidden"}
+)
+
+
+def _impossible_sizes(args: object, prefix: str = "") -> list[str]:
+    """`name=value` of every size in a configuration that no network can have."""
+    found = []
+    for f in dataclasses.fields(args):
+        value, name = getattr(args, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            found += _impossible_sizes(value, f"{name}.")
+            continue
+        values = value if isinstance(value, tuple) else (value,)
+        ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+        if any(v < 0 for v in ints) or (f.name in POSITIVE and any(v == 0 for v in ints)):
+            found.append(f"{name}={value}")
+    return found
+
+
+def _build_on_meta(path: Path, args: ModelArgs) -> SkipSR:
+    """The network of a stored configuration, with no memory behind it yet; a configuration that
+    cannot be built (negative or zero sizes, sizes that do not divide) is a weights error."""
+    impossible = _impossible_sizes(args)
+    if impossible:
+        raise ModelError(f"{path} holds an impossible configuration: {', '.join(impossible)}")
+    try:
+        with torch.device("meta"):
+            return SkipSR(args)
+    except (ValueError, RuntimeError, TypeError, ArithmeticError) as e:
+        raise ModelError(f"{path} holds a configuration no network can have: {e}") from e
 
 
 def _check_keys(path: Path, expected: set[str], found: set[str]) -> None:

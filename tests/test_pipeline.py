@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -135,14 +136,20 @@ def test_encoder_failure_is_an_output_error_and_leaves_no_file(
 
 
 @pytest.mark.parametrize("overlap", [True, False])
-def test_decode_failure_is_an_input_error_and_leaves_no_file(
+def test_decode_failure_is_counted_or_with_strict_an_input_error_and_no_file(
     model: SkipSR, tmp_path: Path, overlap: bool
 ):
     corrupt = make_corrupt_clip(tmp_path / "corrupt.mkv")
     out = tmp_path / "out.mkv"
+    job = UpscaleJob(corrupt, out, chunk_frames=4, overlap=1, strict=True)
     with pytest.raises(InputError, match="cannot decode"):
-        run(model, UpscaleJob(corrupt, out, chunk_frames=4, overlap=1), overlap=overlap)
+        run(model, job, overlap=overlap)
     assert not out.exists()
+    assert leftovers(tmp_path) == []
+    plan = prepare(replace(job, strict=False))
+    summary = upscale(model, plan, CPU, torch.float32, emit=lambda e: None, overlap=overlap)
+    assert summary.frames_lost > 0 and summary.frames + summary.frames_lost >= 20
+    assert "damaged input" in summary.warnings[0]
     assert leftovers(tmp_path) == []
 
 

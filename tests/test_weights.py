@@ -105,3 +105,22 @@ def test_shipped_weights_are_checked_against_their_checksums(tmp_path, monkeypat
     (tmp_path / "SHA256SUMS").write_text(f"{'0' * 64}  debug.safetensors\n")
     with pytest.raises(ModelError, match="corrupt"):
         load_model("debug")
+
+
+@pytest.mark.parametrize(
+    ("part", "field", "value"),
+    [("dit", "width", -256), ("dit", "heads", 0), ("dit", "head_dim", -8), ("mask", "hidden", 0)],
+)
+def test_a_stored_configuration_with_impossible_sizes_is_a_weights_error(
+    tmp_path, part, field, value
+):
+    import json
+
+    model = load_model("debug", random_weights=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    config = json.loads(model.args.to_json())
+    config[part][field] = value
+    path = tmp_path / "impossible.safetensors"
+    save_file(state, str(path), metadata={CONFIG_KEY: json.dumps(config), FORMAT_KEY: FORMAT})
+    with pytest.raises(ModelError, match="configuration"):
+        load_model(weights=path)

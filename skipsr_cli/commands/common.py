@@ -33,6 +33,7 @@ def exit_codes(command: Callable) -> Callable:
                 return command(*args, **kwargs)
         except KeyboardInterrupt:
             print("skipsr: interrupted; no output was left behind", file=sys.stderr)
+            run_state["reported"] = True
             raise typer.Exit(ExitCode.INTERRUPTED) from None
         except Terminated:
             print("skipsr: terminated (SIGTERM); no output was left behind", file=sys.stderr)
@@ -104,7 +105,9 @@ DtypeOpt = Annotated[
     DtypeChoice, typer.Option(help="Model precision; auto = bf16 on CUDA, fp32 on CPU.")
 ]
 WeightsOpt = Annotated[
-    Path | None, typer.Option(help="A .safetensors weights file (overrides --model).")
+    Path | None,
+    # readable=False: an unreadable file is the loader's error (exit 4), not a usage error
+    typer.Option(help="A .safetensors weights file (overrides --model).", readable=False),
 ]
 ModelOpt = Annotated[str, typer.Option("--model", help="Model preset: base, debug, seedvr2-3b.")]
 RandomOpt = Annotated[

@@ -56,6 +56,7 @@ InputArg = Annotated[
         metavar="INPUT",
         help="Video to upscale (any container and codec FFmpeg reads), an image, a numbered "
         "image pattern, or a folder (see the rule above).",
+        readable=False,  # an unreadable input is an input error (exit 3), not a usage error
     ),
 ]
 OutputArg = Annotated[
@@ -114,6 +115,15 @@ MaskOutOpt = Annotated[
     typer.Option(
         "--mask-out",
         help="Also write a video with skipped regions tinted blue (for a batch: a folder).",
+        rich_help_panel=IO,
+    ),
+]
+
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Fail (exit 3, no output) on a damaged input instead of writing the frames that decode.",
         rich_help_panel=IO,
     ),
 ]
@@ -279,6 +289,7 @@ def upscale_command(
     parts: PartsOpt = None,
     ray: RayOpt = None,
     workers: WorkersOpt = None,
+    strict: StrictOpt = False,
     model: ModelNameOpt = "base",
     weights: ModelWeightsOpt = None,
     random_weights: RandomWeightsOpt = False,
@@ -353,6 +364,7 @@ def upscale_command(
         parts=parts,
         ray=ray,
         workers=workers,
+        strict=strict,
     )
     batch = dict(recursive=recursive, glob=glob, ext=ext, devices=devices)
     if input.is_dir() and folder_kind(input, recursive, glob) is FolderKind.BATCH:

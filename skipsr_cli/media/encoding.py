@@ -52,6 +52,11 @@ _VPX_CPU_USED = {
 }
 
 
+# The top of each encoder's CRF scale (0 is best); FFmpeg would clamp or refuse a value beyond it.
+CRF_MAX = {"libx264": 51, "libx264rgb": 51, "libx265": 51, "libvpx-vp9": 63, "libvpx": 63}
+CRF_MAX |= {"libaom-av1": 63, "libsvtav1": 63}
+
+
 def default_codec(suffix: str) -> str:
     """The encoder for an output extension when none is chosen: VP9 for webm, GIF for gif, x264."""
     return _DEFAULT_BY_SUFFIX.get(suffix.lower(), "libx264")
@@ -139,8 +144,10 @@ def validate_encode_options(options: EncodeOptions, width: int, height: int) -> 
             f"output size {width}x{height} is odd but pixel format {pix_fmt} needs even sizes; "
             "choose e.g. --pix-fmt yuv444p or an even --size"
         )
-    if options.crf is not None and options.crf < 0:
-        raise UsageError(f"invalid CRF {options.crf}: it must be 0 or more")
+    top = CRF_MAX.get(options.codec)
+    if options.crf is not None and (options.crf < 0 or (top is not None and options.crf > top)):
+        span = f"{options.codec} takes 0 to {top}" if top is not None else "it must be 0 or more"
+        raise UsageError(f"invalid CRF {options.crf}: {span}")
     if options.bitrate is not None and options.bitrate <= 0:
         raise UsageError(f"invalid bitrate {options.bitrate}: it must be positive")
 

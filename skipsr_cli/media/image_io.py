@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +22,7 @@ import av
 import numpy as np
 
 from skipsr_cli.errors import InputError, OutputError, UsageError
+from skipsr_cli.media.partials import partial_name, remove_stale
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 SEQUENCE_RATE = Fraction(25)  # FFmpeg's image2 default: sequences carry no rate of their own
@@ -105,6 +105,19 @@ def frame_paths(path: Path, frames: int | None) -> tuple[Path, str | None]:
     return path.parent, None
 
 
+def _partial_folder(folder: Path, name: str) -> Path:
+    """A new hidden folder beside the frames, named after this process (see partials.py)."""
+    remove_stale(folder, name)  # what a killed run left here
+    for _ in range(100):
+        temp = folder / partial_name(name)
+        try:
+            temp.mkdir()
+        except FileExistsError:
+            continue
+        return temp
+    raise OSError(f"no free temporary name in {folder}")
+
+
 class ImageWriter:
     """PNG frames, with the VideoWriter interface the pipeline uses (write, close, abort)."""
 
@@ -134,13 +147,7 @@ class ImageWriter:
         self._overwrite = overwrite
         self._numbers = numbers  # the input sequence's frame numbers name the output's frames
         try:  # a fresh hidden folder: never one that exists, and a read-only target fails here
-            self._temp = Path(
-                tempfile.mkdtemp(
-                    prefix=f".{self.path.name or 'frames'}.",
-                    suffix=".skipsr-partial",
-                    dir=self.folder,
-                )
-            )
+            self._temp = _partial_folder(self.folder, self.path.name or "frames")
         except OSError as e:
             raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from e
         self._written: list[str] = []

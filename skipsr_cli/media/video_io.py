@@ -53,6 +53,9 @@ class VideoInfo:
     sequence: bool = False  # a numbered image sequence (no other streams, no container)
     frame_numbers: tuple[int, ...] | None = None  # a sequence's numbers, for the output's names
     hdr: HdrMetadata | None = None  # mastering display and content light levels, if any
+    # frame_count is the container's own count (mp4's sample table, a sequence's files), not an
+    # estimate from the duration, which may be a frame off on a healthy file
+    frames_exact: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,8 @@ def probe(path: Path) -> VideoInfo:
         ctx = stream.codec_context
         rotation, hdr = _first_frame_facts(container, stream)
         width, height, sar = ctx.width, ctx.height, _sample_aspect(stream)
+        if width <= 0 or height <= 0:  # a damaged header: no picture can be made of it
+            raise InputError(f"cannot read {path}: the video stream has no picture size")
         if rotation in (90, -90):
             width, height, sar = height, width, (1 / sar if sar else None)
         return VideoInfo(
@@ -162,6 +167,7 @@ def probe(path: Path) -> VideoInfo:
             bit_depth=pix_fmt_depth(ctx.pix_fmt),
             rotation=rotation,
             hdr=hdr,
+            frames_exact=bool(stream.frames),
         )
 
 
@@ -185,6 +191,7 @@ def _probe_sequence(path: Path, frames: list[tuple[int, Path]]) -> VideoInfo:
         colour=ColourInfo.of(first),
         bit_depth=pix_fmt_depth(first.format.name),
         sequence=True,
+        frames_exact=True,
         # the output's frames keep these numbers when they are distinct and increasing
         frame_numbers=numbers if list(numbers) == sorted(set(numbers)) else None,
     )
@@ -265,12 +272,33 @@ def _sample_aspect(stream: av.VideoStream) -> Fraction | None:
     return None
 
 
-def read_frames(path: Path) -> Iterator[DecodedFrame]:
+@dataclass
+class DecodeDamage:
+    """What a decode met on its way: packets the decoder refused and a file that ends early.
+
+    The decoder fills it in as it goes (in its own thread); the pipeline reads it once the last
+    frame is out, to say how many frames were lost.
+    """
+
+    errors: int = 0  # packets the demuxer or the decoder could not read
+    first: str | None = None  # the first of those errors, for the message
+
+    def note(self, where: str, error: BaseException) -> None:
+        self.errors += 1
+        if self.first is None:
+            self.first = f"{where}: {error}"
+
+
+def read_frames(
+    path: Path, damage: DecodeDamage | None = None, *, strict: bool = True
+) -> Iterator[DecodedFrame]:
     """Stream the first video stream as RGB frames, one at a time.
 
     The file is opened now, so a missing or unreadable input fails at the call, not at the first
-    ``next()``. A decode error mid-stream raises InputError naming the frame: a frame is never
-    skipped, because a shorter output would silently fall out of sync with the audio.
+    ``next()``. With `strict` (the default), a decode error raises InputError naming the frame.
+    Without it, every frame that can be decoded is decoded, as ``ffmpeg`` does: a packet the decoder
+    refuses and a file cut short are noted in `damage` and the decode goes on, so the caller can say
+    how many frames were lost (never silently).
     """
     from skipsr_cli.media.image_io import sequence_files
 
@@ -285,25 +313,56 @@ def read_frames(path: Path) -> Iterator[DecodedFrame]:
     except BaseException:
         container.close()
         raise
-    return _decode(container, stream, path)
+    return _decode(container, stream, path, damage or DecodeDamage(), strict)
 
 
 def _decode(
-    container: av.container.InputContainer, stream: av.VideoStream, path: Path
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    path: Path,
+    damage: DecodeDamage,
+    strict: bool,
 ) -> Iterator[DecodedFrame]:
     index = 0
     with container:
+        for packet in _packets(container, stream, path, damage, strict):
+            try:
+                frames = packet.decode() if packet is not None else stream.decode(None)
+            except AV_ERRORS as e:  # one damaged packet: the next one may decode again
+                if strict:
+                    raise InputError(f"cannot decode {path} at frame {index}: {e}") from e
+                damage.note(f"frame {index}", e)
+                continue
+            for frame in frames:
+                rgb = _to_rgb(frame)
+                turns = _quarter_turns(frame.rotation)
+                if turns:  # show the picture the right way up; the output has no matrix
+                    rgb = np.ascontiguousarray(np.rot90(rgb, turns))
+                yield DecodedFrame(rgb, frame.pts, index)
+                index += 1
+
+
+def _packets(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    path: Path,
+    damage: DecodeDamage,
+    strict: bool,
+) -> Iterator[av.Packet | None]:
+    """The stream's packets; where the file breaks off, None (flush what the decoder holds)."""
+    demux = container.demux(stream)
+    while True:
         try:
-            for packet in container.demux(stream):
-                for frame in packet.decode():
-                    rgb = _to_rgb(frame)
-                    turns = _quarter_turns(frame.rotation)
-                    if turns:  # show the picture the right way up; the output has no matrix
-                        rgb = np.ascontiguousarray(np.rot90(rgb, turns))
-                    yield DecodedFrame(rgb, frame.pts, index)
-                    index += 1
-        except AV_ERRORS as e:
-            raise InputError(f"cannot decode {path} at frame {index}: {e}") from e
+            packet = next(demux)
+        except StopIteration:
+            return
+        except AV_ERRORS as e:  # cut short or unreadable from here on
+            if strict:
+                raise InputError(f"cannot read {path}: {e}") from e
+            damage.note("reading the file", e)
+            yield None
+            return
+        yield packet
 
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from skipsr_cli.media.encoding import (
     resolve_pix_fmt,
     validate_encode_options,
 )
+from skipsr_cli.media.partials import partial_name, remove_stale
 from skipsr_cli.media.stream_copy import StreamCopier, packet_seconds
 from skipsr_cli.media.video_io import AV_ERRORS, HdrMetadata, open_input, pix_fmt_depth
 
@@ -49,11 +49,13 @@ def partial_path(path: Path) -> Path:
 
     Same directory (so the rename is atomic), same extension (so FFmpeg still guesses the
     container), a hidden name the project's .gitignore ignores, and made with O_EXCL under a random
-    name: it can never be an existing file, the input included. A folder we cannot write to fails
+    name: it can never be an existing file, the input included. The name carries this process's
+    id, so a later run removes it if this process is killed before it can (partials.py). A folder we cannot write to fails
     here, before any work is done.
     """
+    remove_stale(path.parent, path.stem, path.suffix)  # what a killed run left here
     for _ in range(100):
-        temp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.skipsr-partial{path.suffix}")
+        temp = path.with_name(partial_name(path.stem, path.suffix))
         try:  # mode 0o666 less the umask, as any new file (mkstemp would make it 0o600)
             os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:

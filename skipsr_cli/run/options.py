@@ -22,6 +22,8 @@ from skipsr_cli.run.ranges import parse_frames
 # Full-resolution VAE work runs this many frames at a time (exact; bounds memory at large sizes).
 FRAME_SLICE = 4
 
+SEED_MAX = 2**63 - 1  # what torch's generators take
+
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -68,6 +70,7 @@ class UpscaleOptions:
     workers: int | None = None  # Ray actors [default: one per GPU of the cluster]
     # one video on several devices of this machine ("0,1", "all", "cpu,cpu"), in segments
     devices: str | None = None
+    strict: bool = False  # damaged input (frames lost or unreadable) is an error, not a warning
 
 
 def check_threshold(threshold: float | None) -> None:
@@ -117,6 +120,8 @@ def check_options(input: Path, options: UpscaleOptions) -> None:
         raise UsageError(
             f"--scale must be 2 or 4, not {options.scale} (or give --size WIDTHxHEIGHT)"
         )
+    if not 0 <= options.seed <= SEED_MAX:
+        raise UsageError(f"--seed must be between 0 and {SEED_MAX} (2**63-1), not {options.seed}")
     if options.weights is not None and options.random_weights:
         raise UsageError("--weights and --random-weights exclude each other")
     if not input.exists() and "%" not in input.name:  # a %d pattern names an image sequence
@@ -171,4 +176,5 @@ def job_of(input: Path, output: Path, options: UpscaleOptions) -> UpscaleJob:
         copy_subtitles=options.copy_subtitles,
         audio_kbps=options.audio_bitrate,
         frames=parse_frames(options.frames),
+        strict=options.strict,
     )

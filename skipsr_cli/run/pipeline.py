@@ -9,8 +9,7 @@ overlap with the model, which stays on the calling thread.
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -25,18 +24,18 @@ from skipsr_cli.errors import InputError, ModelError, OutputError, UsageError
 from skipsr_cli.media.colour import ColourInfo, rgb_to_planes
 from skipsr_cli.media.encoding import EncodeOptions, default_pix_fmt, validate_encode_options
 from skipsr_cli.media.image_io import (
-    FOLDER_PATTERN,
     PNG_FORMATS,
     ImageWriter,
     frame_paths,
     is_image_output,
 )
-from skipsr_cli.media.video_io import DecodedFrame, VideoInfo, probe, read_frames
-from skipsr_cli.media.video_writer import VideoWriter, same_file
+from skipsr_cli.media.video_io import DecodeDamage, DecodedFrame, VideoInfo, probe, read_frames
+from skipsr_cli.media.video_writer import VideoWriter
 from skipsr_cli.run.chunking import Chunk, OverlapAdd, check_plan, iter_chunks
 from skipsr_cli.run.overlap import BackgroundWriter, InlineWriter, Prefetcher
 from skipsr_cli.run.progress import Event, RunStats, Started, Summary
 from skipsr_cli.run.ranges import range_view
+from skipsr_cli.run.targets import check_frames_target, check_not_input, check_writable
 
 Writer = VideoWriter | ImageWriter
 # Per writer: its colour, the planar pix_fmt it takes from the device (None: RGB frames), and
@@ -78,6 +77,8 @@ class UpscaleJob:
     def last(self) -> int | None:
         return None if self.frames is None else self.frames[1]
 
+    strict: bool = False  # damaged input (frames lost or unreadable) fails instead of a warning
+
 
 def output_size(info: VideoInfo, scale: int, size: tuple[int, int] | None) -> tuple[int, int]:
     """(width, height) of the output: an explicit size, or the input times the scale."""
@@ -116,8 +117,7 @@ def prepare(job: UpscaleJob) -> Plan:
         validate_encode_options(job.encode, out_w, out_h)
     outputs = [p for p in (job.output, job.mask_out) if p is not None]
     for path in outputs:
-        if same_file(path, job.input):
-            raise UsageError(f"the output {path} is the input: choose another path")
+        check_not_input(path, job.input, info.frame_count)
         if is_image_output(path):
             if job.encode.pix_fmt not in (None, *PNG_FORMATS):
                 raise UsageError(f"PNG frames are rgb24 or rgb48be, not {job.encode.pix_fmt}")
@@ -164,7 +164,8 @@ def upscale(
         writers = open_writers(stack, job, info, out_w, out_h)
         # Entered after the writers, so it is joined before they publish or abort the files.
         sink = stack.enter_context(open_sink(writers, stats, job.chunk_frames, overlap))
-        frames = stack.enter_context(open_frames(job, overlap))
+        damage = DecodeDamage()
+        frames = stack.enter_context(open_frames(job, overlap, damage))
         report = progress_reporter(stats, info.frame_count, emit)
         formats = [(w.colour, w.planes_format, w.depth) for w in writers]
         decoded = write_chunks(
@@ -178,10 +179,40 @@ def upscale(
         report()  # the encoder thread may have finished frames since the last chunk's report
         if stats.frames != decoded:
             raise AssertionError(f"decoded {decoded} frames but wrote {stats.frames}")
+        # inside the writers' block: with --strict, they delete their partials
+        lost, damaged = check_damage(job, info, decoded, damage)
     # read once the writers are closed: re-encoded audio can add a warning while it is finished
-    summary = stats.summary(started, (*plan.notes, *writers[0].warnings))
+    summary = stats.summary(
+        started, (*plan.notes, *damaged, *writers[0].warnings), frames_lost=lost
+    )
     emit(summary)
     return summary
+
+
+def frames_lost(info: VideoInfo, decoded: int, damage: DecodeDamage) -> int:
+    """Frames the input announced but did not give, or packets it could not decode: the larger.
+
+    A count estimated from the duration (Matroska, MPEG-TS) may be a frame off on a healthy file,
+    so a shortfall of that size alone is not called damage there."""
+    shortfall = max(0, (info.frame_count or 0) - decoded)
+    if not info.frames_exact and shortfall <= max(1, (info.frame_count or 0) // 50):
+        shortfall = 0
+    return max(shortfall, damage.errors)
+
+
+def check_damage(
+    job: UpscaleJob, info: VideoInfo, decoded: int, damage: DecodeDamage
+) -> tuple[int, list[str]]:
+    """Frames a damaged input lost and the warning that says so; with --strict, an InputError."""
+    lost = frames_lost(info, decoded, damage)
+    if not lost:
+        return 0, []
+    announced = f" of the {info.frame_count} it announces" if info.frame_count else ""
+    cause = f" ({damage.first})" if damage.first else ""
+    text = f"{lost} frame(s){announced} were lost or unreadable{cause}"
+    if job.strict:
+        raise InputError(f"damaged input {job.input}: {text}")
+    return lost, [f"damaged input: {text}; the output has the {decoded} that decode"]
 
 
 def output_sar(info: VideoInfo, width: int, height: int) -> Fraction | None:
@@ -238,37 +269,15 @@ def open_writers(
     return writers
 
 
-def check_writable(path: Path, folder: Path) -> None:
-    """Refuse an output whose folder we may not create files in (read-only mount, permissions)."""
-    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write {path}: folder {folder} is not writable")
-
-
-def check_frames_target(
-    path: Path, frames: int | None, overwrite: bool, numbers: Sequence[int] | None = None
-) -> None:
-    """Refuse a PNG-frames output that cannot be written, before any model work."""
-    folder, pattern = frame_paths(path, frames)
-    if pattern != FOLDER_PATTERN and not folder.is_dir():
-        raise OutputError(f"cannot write {path}: folder {folder} does not exist")
-    if overwrite or not folder.is_dir():
-        return
-    names = (
-        [path.name] if pattern is None else [pattern % i for i in (numbers or range(frames or 1))]
-    )
-    clash = next((n for n in names if (folder / n).exists()), None)
-    if clash is not None:
-        raise OutputError(f"output exists: {folder / clash} (pass --overwrite to replace it)")
-
-
 def open_frames(
-    job: UpscaleJob, overlap: bool
+    job: UpscaleJob, overlap: bool, damage: DecodeDamage | None = None
 ) -> contextlib.AbstractContextManager[Iterable[DecodedFrame]]:
     """The decoded input, read ahead in a thread when overlapping.
 
-    The file is opened here, on the calling thread, so an unreadable input fails at once.
+    The file is opened here, on the calling thread, so an unreadable input fails at once. Damage
+    the decoder gets past (a file cut short, a bad packet) is counted in `damage`.
     """
-    frames = read_frames(job.input)
+    frames = read_frames(job.input, damage, strict=job.strict)
     if not overlap:
         return contextlib.closing(frames)
     depth = DECODE_AHEAD_CHUNKS * job.chunk_frames

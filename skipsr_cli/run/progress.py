@@ -61,6 +61,7 @@ class Summary:
     out_height: int
     status: str = "ok"
     warnings: tuple[str, ...] = ()  # e.g. streams the output container cannot hold, left out
+    frames_lost: int = 0  # frames of a damaged input that were lost or could not be decoded
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -94,7 +95,9 @@ class RunStats:
     def advanced(self, total: int | None) -> Advanced:
         return Advanced(self.frames, total, self.elapsed, self.skip_ratio)
 
-    def summary(self, started: Started, warnings: tuple[str, ...] = ()) -> Summary:
+    def summary(
+        self, started: Started, warnings: tuple[str, ...] = (), frames_lost: int = 0
+    ) -> Summary:
         gpu = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
         host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
         wall = self.elapsed
@@ -110,6 +113,7 @@ class RunStats:
             str(self.device),
             *started.out_size,
             warnings=warnings,
+            frames_lost=frames_lost,
         )
 
 
@@ -194,10 +198,11 @@ def _progress_text(event: Advanced) -> str:
 
 
 def summary_text(s: Summary) -> str:
+    lost = f", {s.frames_lost} input frame(s) lost" if s.frames_lost else ""
     gpu = f", peak GPU {s.peak_gpu_bytes / 2**30:.2f} GiB" if s.peak_gpu_bytes is not None else ""
     return (
         f"done: {s.frames} frames in {s.wall_seconds:.1f}s ({s.fps:.2f} fps), skipped {s.skip_ratio:.1%} "
-        f"of tokens, peak host {s.peak_host_bytes / 2**30:.2f} GiB{gpu} -> {s.output}"
+        f"of tokens, peak host {s.peak_host_bytes / 2**30:.2f} GiB{gpu}{lost} -> {s.output}"
     )
 
 

@@ -1,0 +1,69 @@
+"""The hidden partial files and folders an output is written to until it is complete.
+
+Each is named after the process that writes it, `.NAME.RANDOM-PID@HOST.skipsr-partial.EXT`, so a
+later run to the same output can tell what a dead run left (after SIGKILL or a power cut, when no
+clean-up could run) from what a live run is still writing, and remove only the former. A partial
+of another host (a shared disk), of a process that is alive, or of unknown origin is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import socket
+from pathlib import Path
+
+SUFFIX = ".skipsr-partial"
+_NAME = re.compile(
+    r"\.(?P<stem>.*)\.[0-9a-f]{8}-(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]*)"
+    + re.escape(SUFFIX)
+    + r"(?P<ext>.*)"
+)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32]
+
+
+def partial_name(stem: str, ext: str = "") -> str:
+    """A fresh name for the partial of output `stem` + `ext`, naming this process."""
+    return f".{stem}.{secrets.token_hex(4)}-{os.getpid()}@{_host()}{SUFFIX}{ext}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process (EPERM) is alive too
+        return True
+    return True
+
+
+def remove_stale(folder: Path, stem: str, ext: str = "") -> list[Path]:
+    """Remove the partials of output `stem` + `ext` in `folder` whose writer, a process of this
+    host, is gone; returns what was removed."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    removed, host = [], _host()
+    for entry in entries:
+        match = _NAME.fullmatch(entry.name)
+        if match is None or (match["stem"], match["ext"], match["host"]) != (stem, ext, host):
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or _alive(pid):
+            continue
+        path = Path(entry.path)
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed

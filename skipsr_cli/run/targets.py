@@ -1,0 +1,111 @@
+"""Where a run writes, checked before any work: never over the input, never where it may not.
+
+An output can name the input in many spellings: the same path, `./` and `..` detours, a symbolic or
+hard link, a PNG pattern whose frames are the input sequence's own files (`f_%04d.png` against
+`f_%d.png`), or the input folder itself. Each is refused as a usage error naming both paths. Files
+are compared by what they are (device and inode), not by how they are spelt.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from skipsr_cli.errors import OutputError, UsageError
+from skipsr_cli.media.image_io import FOLDER_PATTERN, frame_paths, is_image_output, sequence_files
+from skipsr_cli.media.video_writer import same_file
+
+
+def check_not_input(output: Path, input: Path, frames: int | None) -> None:
+    """Refuse an output (a video, a PNG, a PNG pattern or folder) that is or holds the input."""
+    if same_file(output, input):
+        raise UsageError(f"the output {output} is the input {input}: choose another path")
+    if not is_image_output(output):
+        return
+    folder, pattern = frame_paths(output, frames)
+    sequence = sequence_files(input)
+    # frames written into the folder of a sequence would join it (a folder's frames, or a
+    # pattern's when the output is the folder itself)
+    home = input if input.is_dir() else input.parent
+    if sequence and (input.is_dir() or output.is_dir()) and same_file(folder, home):
+        raise UsageError(
+            f"the output folder {folder} is the folder of the input {input}: choose another folder"
+        )
+    inputs = _identities(sequence or [input])
+    files = _frame_files(folder, output.name, pattern)
+    clash = next((p for p, _ in files if _id(p) in inputs), None)
+    if clash is not None:
+        raise UsageError(
+            f"the output {output} would write over the input's frame {clash}: choose another path"
+        )
+
+
+def _id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _identities(files: Sequence[Path]) -> set[tuple[int, int] | None]:
+    return {_id(f) for f in files} - {None}
+
+
+def pattern_number(pattern: str, name: str) -> int | None:
+    """The frame number a printf pattern (`f_%04d.png`) writes as `name`, or None if none does."""
+    parts = re.split(r"%[-+ 0#]*\d*d", pattern, maxsplit=1)
+    if len(parts) != 2:
+        return None
+    head, tail = parts
+    match = re.fullmatch(re.escape(head) + r"(\s*-?\d+)" + re.escape(tail), name)
+    if match is None:
+        return None
+    number = int(match.group(1))
+    try:
+        return number if pattern % number == name else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _frame_files(folder: Path, name: str, pattern: str | None) -> Iterator[tuple[Path, int]]:
+    """(file, frame number) of the files in `folder` a PNG output could write over: one pass over
+    the folder, bounded by what is in it (never by the frame count a header claims)."""
+    if pattern is None:
+        yield folder / name, 0
+        return
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        number = pattern_number(pattern, entry.name)
+        if number is not None:
+            yield Path(entry.path), number
+
+
+def check_writable(path: Path, folder: Path) -> None:
+    """Refuse an output whose folder we may not create files in (read-only mount, permissions)."""
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path}: folder {folder} is not writable")
+
+
+def check_frames_target(
+    path: Path, frames: int | None, overwrite: bool, numbers: Sequence[int] | None = None
+) -> None:
+    """Refuse a PNG-frames output that cannot be written, before any model work.
+
+    Existing frames are looked for among the folder's files (a pass bounded by the folder), so a
+    header claiming an enormous duration costs nothing here.
+    """
+    folder, pattern = frame_paths(path, frames)
+    if pattern != FOLDER_PATTERN and not folder.is_dir():
+        raise OutputError(f"cannot write {path}: folder {folder} does not exist")
+    if overwrite or not folder.is_dir():
+        return
+    wanted = set(numbers) if numbers else range(frames or 1)
+    for file, number in _frame_files(folder, path.name, pattern):
+        if file.exists() and (pattern is None or number in wanted):
+            raise OutputError(f"output exists: {file} (pass --overwrite to replace it)")

@@ -1,0 +1,76 @@
+"""Damaged input: every frame that can be decoded is upscaled, and the loss is said, never silent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+from damage import ffmpeg_frames, make_source, truncated
+
+import skipsr_cli
+from skipsr_cli.errors import InputError
+from skipsr_cli.media.video_io import DecodeDamage, probe, read_frames
+
+DEBUG = ["--model", "debug", "--random-weights"]
+FAST = dict(chunk_frames=8, overlap=2, preset="ultrafast")
+
+
+def seconds(path: Path) -> list[float]:
+    """Presentation times of the video frames, in seconds."""
+    with av.open(str(path)) as c:
+        return [round(float(f.time), 3) for f in c.decode(video=0)]
+
+
+@pytest.mark.parametrize(("ext", "fraction"), [("mp4", 0.5), ("mp4", 0.9), ("mkv", 0.5)])
+def test_a_file_cut_short_gives_what_ffmpeg_decodes_and_says_what_was_lost(
+    debug_model, tmp_path: Path, ext: str, fraction: float
+) -> None:
+    cut = truncated(make_source(tmp_path, ext, frames=20), tmp_path / f"cut.{ext}", fraction)
+    out = tmp_path / "out.mkv"
+    summary = skipsr_cli.upscale(cut, out, model=debug_model, **FAST)
+    reference = ffmpeg_frames(cut)
+    if reference is not None:
+        assert summary.frames >= reference  # at least what the ffmpeg command line decodes
+    assert 0 < summary.frames < 20
+    assert summary.frames_lost == 20 - summary.frames
+    assert summary.warnings[0].startswith(f"damaged input: {summary.frames_lost} frame(s)")
+    base = probe(cut).time_base
+    decoded = [
+        round(float(f.pts * base), 3) for f in read_frames(cut, DecodeDamage(), strict=False)
+    ]
+    assert seconds(out) == decoded  # the decoded frames, at their own timestamps
+
+
+def test_strict_refuses_damage_and_leaves_nothing(debug_model, tmp_path: Path) -> None:
+    cut = truncated(make_source(tmp_path, "mp4", frames=20), tmp_path / "cut.mp4", 0.5)
+    with pytest.raises(InputError, match="damaged input"):
+        skipsr_cli.upscale(cut, tmp_path / "out.mp4", model=debug_model, strict=True, **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp4", "src.mp4"]
+
+
+def test_the_command_warns_reports_and_with_strict_exits_3(tmp_path: Path) -> None:
+    cut = truncated(make_source(tmp_path, "mkv", frames=20), tmp_path / "cut.mkv", 0.5)
+    exe = [sys.executable, "-m", "skipsr_cli.cli", "upscale", str(cut)]
+    r = subprocess.run(
+        [*exe, str(tmp_path / "out.mp4"), *DEBUG, "--preset", "ultrafast", "-q", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.startswith("skipsr: warning: damaged input:")
+    report = json.loads(r.stdout)
+    assert report["frames_lost"] == 20 - report["frames"] > 0
+    r = subprocess.run(
+        [*exe, str(tmp_path / "strict.mp4"), *DEBUG, "-q", "--strict"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 3 and r.stderr.startswith("skipsr: error: damaged input")
+    assert r.stderr.count("\n") == 1
+    assert not list(tmp_path.glob("*strict*"))

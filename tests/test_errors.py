@@ -1,0 +1,112 @@
+"""The error contract of the command line: one `skipsr: error:` line and the documented code."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from media import make_clip
+
+from skipsr_cli.cli import main
+from skipsr_cli.errors import ExitCode
+
+DEBUG = ["--model", "debug", "--random-weights"]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("in") / "in.mp4", frames=3, audio=False)
+
+
+def call(capsys, *args: str | Path) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return done.value.code, err, out
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--no-such-option"], "No such option: --no-such-option"),
+        (["--chunk-frames", "many"], "'--chunk-frames'"),
+        (["--chunk-frames", "0"], "'--chunk-frames'"),
+        (["--tile", "0"], "'--tile'"),
+        (["--steps", "0"], "'--steps'"),
+        (["--audio-bitrate", "0"], "'--audio-bitrate'"),
+        (["surplus"], "unexpected extra argument"),
+        (["--seed", str(2**64)], "--seed"),
+        (["--seed", "-1"], "--seed"),
+        (["--crf", "99"], "CRF 99"),
+        (["--codec", "libvpx-vp9", "--crf", "64"], "CRF 64"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(capsys, clip, tmp_path, extra, says) -> None:
+    code, err, _ = call(capsys, "upscale", clip, tmp_path / "out.mp4", *DEBUG, "-q", *extra)
+    assert code == ExitCode.USAGE, err
+    assert err.startswith("skipsr: error:") and err.count("\n") == 1, err
+    assert says in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_name_with_a_dash_is_pointed_after_double_dash(capsys, tmp_path) -> None:
+    code, err, _ = call(capsys, "upscale", "-in.mp4", tmp_path / "out.mp4")
+    assert code == ExitCode.USAGE and err.count("\n") == 1
+    assert "-- -in.mp4" in err
+
+
+def test_help_still_works(capsys) -> None:
+    code, _, out = call(capsys, "upscale", "--help")
+    assert code == 0 and "--strict" in out
+
+
+def test_an_unreadable_input_is_an_input_error(tmp_path: Path) -> None:
+    folder = Path(tempfile.mkdtemp(dir="/tmp"))  # reachable by another user, unlike tmp_path
+    try:
+        os.chmod(folder, 0o777)
+        src = make_clip(folder / "secret.mp4", frames=2, audio=False)
+        os.chmod(src, 0o000)
+        cmd = [sys.executable, "-m", "skipsr_cli.cli", "upscale", str(src), str(folder / "o.mp4")]
+        if os.geteuid() == 0:  # root reads everything: run as nobody
+            if shutil.which("setpriv") is None:
+                pytest.skip("needs a non-root user")
+            cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert r.returncode == ExitCode.INPUT, r.stderr
+        assert r.stderr.startswith("skipsr: error: cannot read") and r.stderr.count("\n") == 1
+    finally:
+        shutil.rmtree(folder)
+
+
+def _torch_is_loading(pid: int) -> bool:
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("after", [0.0, 1.0])
+def test_ctrl_c_while_starting_up_is_exit_130_and_one_line(clip, tmp_path, after) -> None:
+    """SIGINT while torch is being imported (seen in the process's maps), or a second later."""
+    import signal
+    import time
+
+    out = tmp_path / "out.mp4"
+    cmd = [sys.executable, "-m", "skipsr_cli.cli", "upscale", str(clip), str(out), *DEBUG, "-q"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not _torch_is_loading(proc.pid) and time.monotonic() < deadline:
+        assert proc.poll() is None
+        time.sleep(0.005)
+    time.sleep(after)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == ExitCode.INTERRUPTED, err
+    assert "Traceback" not in err
+    assert err == "skipsr: interrupted; no output was left behind\n"
+    assert list(tmp_path.iterdir()) == []

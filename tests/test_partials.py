@@ -1,0 +1,78 @@
+"""What a killed run leaves beside its output is removed by the next run; a live run's never is."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from media import make_clip
+
+import skipsr_cli
+from skipsr_cli.media.partials import partial_name, remove_stale
+
+DEBUG = ["--model", "debug", "--random-weights"]
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_only_a_dead_writers_partials_of_that_output_are_removed(tmp_path: Path) -> None:
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        own = partial_name("out", ".mp4")
+        mine, _, rest = own.partition(f"-{os.getpid()}@")
+        names = {
+            "dead": f"{mine}-{dead_pid()}@{rest}",
+            "live": f"{mine[:-1]}0-{live.pid}@{rest}",
+            "own": own,
+            "other output": f"{mine}-{dead_pid()}@{rest}".replace(".out.", ".film.", 1),
+            "other host": f"{mine}-{dead_pid()}@elsewhere.skipsr-partial.mp4",
+        }
+        for name in names.values():
+            (tmp_path / name).write_bytes(b"")
+        (tmp_path / (names["dead"][:-4] + ".png")).mkdir()  # a frames folder of the same stem
+        removed = remove_stale(tmp_path, "out", ".mp4")
+        assert [p.name for p in removed] == [names["dead"]]
+        assert not remove_stale(tmp_path, "out", ".mp4")
+    finally:
+        live.kill()
+        live.wait()
+    assert len(list(tmp_path.iterdir())) == len(names)  # the four others and the folder
+
+
+def test_after_sigkill_the_next_run_to_that_output_removes_the_partial(
+    debug_model, tmp_path: Path
+) -> None:
+    src = make_clip(tmp_path / "long.mp4", width=128, height=96, frames=120, audio=False)
+    out = tmp_path / "out.mp4"
+    cmd = [sys.executable, "-m", "skipsr_cli.cli", "upscale", str(src), str(out), *DEBUG, "-q"]
+    proc = subprocess.Popen([*cmd, "--preset", "ultrafast"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("*skipsr-partial*")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert len(list(tmp_path.glob(".out.*.skipsr-partial.mp4"))) == 1  # what the kill left
+    tiny = make_clip(tmp_path / "tiny.mp4", frames=3, audio=False)
+    skipsr_cli.upscale(tiny, out, model=debug_model, preset="ultrafast")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4", "out.mp4", "tiny.mp4"]
+
+
+def test_a_png_run_removes_the_frames_folder_a_killed_run_left(debug_model, tmp_path: Path) -> None:
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    stale = frames / partial_name("frames").replace(f"-{os.getpid()}@", f"-{dead_pid()}@")
+    stale.mkdir()
+    (stale / "frame_000000.png").write_bytes(b"half")
+    tiny = make_clip(tmp_path / "tiny.mp4", frames=2, audio=False)
+    skipsr_cli.upscale(tiny, frames, model=debug_model)
+    assert sorted(p.name for p in frames.iterdir()) == ["frame_000000.png", "frame_000001.png"]
