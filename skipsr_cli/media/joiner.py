@@ -62,8 +62,12 @@ def join_videos(
                 audio_kbps=audio_kbps,
             )
             stack.callback(copier.close)
-            muxer = _PieceMuxer(stamps, time_base, video, out, copier)
-            frames = sum(muxer.copy(path, start) for path, start in pieces)
+            ranks = [_ranks(path) for path, _ in pieces]
+            depth = max(reorder_depth(r) for r in ranks)
+            muxer = _PieceMuxer(stamps, time_base, video, out, copier, depth)
+            frames = sum(
+                muxer.copy(p, start, r) for (p, start), r in zip(pieces, ranks, strict=True)
+            )
             copier.mux_until(None)
             warnings = copier.warnings + copier.late_warnings()
         if expected is not None and frames != expected:
@@ -80,8 +84,28 @@ def join_videos(
     return frames, warnings
 
 
+def _ranks(path: Path) -> list[int]:
+    """For each packet of a piece's video, in decode order, its frame's place in presentation."""
+    with open_input(path) as container:
+        stream = container.streams.video[0]
+        stamps = [p.pts for p in container.demux(stream) if p.size]
+    order = {pts: i for i, pts in enumerate(sorted(stamps))}
+    return [order[pts] for pts in stamps]
+
+
+def reorder_depth(ranks: list[int]) -> int:
+    """Frames a decoder must hold before it can show the first: how far decode order runs ahead."""
+    return max([0, *(i - r for i, r in enumerate(ranks))])
+
+
 class _PieceMuxer:
-    """Muxes pieces' packets with the source's timestamps, decode times rising across pieces."""
+    """Muxes the pieces' packets on the source's clock.
+
+    A packet takes the source's timestamp of its frame (its piece's first frame plus its place in
+    presentation order); decode times run `depth` frames behind decode order over the whole joined
+    stream (the deepest reordering of any piece), so they rise strictly and never pass a
+    presentation time, across the joins too.
+    """
 
     def __init__(
         self,
@@ -90,35 +114,30 @@ class _PieceMuxer:
         video: av.VideoStream,
         out: av.container.OutputContainer,
         copier: StreamCopier,
+        depth: int,
     ) -> None:
         self.stamps, self.time_base = stamps, time_base  # the source's frame times
-        self.video, self.out, self.copier = video, out, copier
-        self.last_dts: int | None = None
+        self.video, self.out, self.copier, self.depth = video, out, copier, depth
 
-    def copy(self, path: Path, start: int) -> int:
-        """One piece: its frames are the source's frames start, start + 1, ...
+    def decode_time(self, index: int) -> int:
+        """The decode timestamp of the index-th packet of the joined stream, in decode order."""
+        back = index - self.depth
+        if back >= 0:
+            return self.stamps[back]
+        step = self.stamps[1] - self.stamps[0] if len(self.stamps) > 1 else 1
+        return self.stamps[0] + back * step
 
-        A packet's place among the piece's frames is the rank of its own timestamp; its decode
-        time moves with it, kept at most its presentation time and after the previous one.
-        """
-        with open_input(path) as container:
-            stream = container.streams.video[0]
-            packets = [p for p in container.demux(stream) if p.size]
-            scale = Fraction(stream.time_base) / self.time_base
-        ranks = {pts: i for i, pts in enumerate(sorted(p.pts for p in packets))}
+    def copy(self, path: Path, start: int, ranks: list[int]) -> int:
+        """One piece, whose frames are the source's frames start, start + 1, ..."""
         if start + len(ranks) > len(self.stamps):
             raise OutputError(f"{path} holds more frames than the source has from frame {start}")
-        for packet in packets:
-            pts = self.stamps[start + ranks[packet.pts]]
-            dts = pts
-            if packet.dts is not None:  # shifted as its pts was
-                dts = min(pts, pts + round((packet.dts - packet.pts) * scale))
-            if self.last_dts is not None and dts <= self.last_dts:
-                dts = self.last_dts + 1
-            packet.stream = self.video
-            packet.time_base = self.time_base  # mux() rescales to the stream's own
-            packet.pts, packet.dts = pts, dts
-            self.last_dts = dts
-            self.copier.mux_until(packet_seconds(packet))
-            self.out.mux(packet)
-        return len(packets)
+        with open_input(path) as container:
+            packets = (p for p in container.demux(container.streams.video[0]) if p.size)
+            for i, (packet, rank) in enumerate(zip(packets, ranks, strict=True)):
+                packet.stream = self.video
+                packet.time_base = self.time_base  # mux() rescales to the stream's own
+                packet.pts = self.stamps[start + rank]
+                packet.dts = self.decode_time(start + i)
+                self.copier.mux_until(packet_seconds(packet))
+                self.out.mux(packet)
+        return len(ranks)
