@@ -104,3 +104,32 @@ def test_the_command_line_takes_a_range(clip, tmp_path):
     bad = CliRunner().invoke(app, [*base, str(tmp_path / "b.mkv"), "--frames", "9:2"])
     assert bad.exit_code == 2 and "--frames" in bad.output
     assert not (tmp_path / "b.mkv").exists()
+
+
+@pytest.mark.parametrize("start", [0, 1, 8, 13, 29])
+def test_decoding_from_a_frame_seeks_and_numbers_frames_as_a_whole_decode(tmp_path, start):
+    """Keyframes every 8 frames and B-frames: a decode that starts at a frame seeks to the keyframe
+    before it, drops what precedes it, and gives the very frames (and numbers) of a whole decode."""
+    path = tmp_path / "gop.mp4"
+    rng = np.random.default_rng(3)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"g": "8", "bf": "2", "crf": "20"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(30):
+            image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())
+    whole = list(read_frames(path))
+    part = list(read_frames(path, start=start))
+    assert [f.index for f in part] == list(range(start, 30))
+    assert all(
+        np.array_equal(a.rgb, b.rgb) and a.pts == b.pts
+        for a, b in zip(part, whole[start:], strict=True)
+    )
+
+
+def test_the_first_chunk_of_a_range_is_on_the_whole_run_grid():
+    from skipsr_cli.run.chunking import chunk_start
+
+    # chunks of 8 with 2 shared start at 0, 6, 12, 18: the first holding frame f
+    assert [chunk_start(f, 8, 2) for f in (0, 5, 7, 8, 12, 13, 14)] == [0, 0, 0, 6, 6, 6, 12]

@@ -197,11 +197,11 @@ def _probe_sequence(path: Path, frames: list[tuple[int, Path]]) -> VideoInfo:
     )
 
 
-def _read_sequence(files: list[Path]) -> Iterator[DecodedFrame]:
+def _read_sequence(files: list[Path], start: int = 0) -> Iterator[DecodedFrame]:
     from skipsr_cli.media.image_io import read_image
 
     size = None
-    for index, file in enumerate(files):
+    for index, file in enumerate(files[start:], start):
         frame = read_image(file)
         if size is not None and (frame.width, frame.height) != size:
             raise InputError(
@@ -290,7 +290,7 @@ class DecodeDamage:
 
 
 def read_frames(
-    path: Path, damage: DecodeDamage | None = None, *, strict: bool = True
+    path: Path, damage: DecodeDamage | None = None, *, strict: bool = True, start: int = 0
 ) -> Iterator[DecodedFrame]:
     """Stream the first video stream as RGB frames, one at a time.
 
@@ -299,21 +299,41 @@ def read_frames(
     Without it, every frame that can be decoded is decoded, as ``ffmpeg`` does: a packet the decoder
     refuses and a file cut short are noted in `damage` and the decode goes on, so the caller can say
     how many frames were lost (never silently).
+
+    With `start`, the frames begin at that frame (counted in presentation order, as `index` is): the
+    decoder seeks to the keyframe at or before it and drops what comes before it.
     """
     from skipsr_cli.media.image_io import sequence_files
 
     path = Path(path)
     files = sequence_files(path)
     if files is not None:
-        return _read_sequence(files)
+        return _read_sequence(files, start)
     container = open_input(path)
     try:
         stream = _video_stream(container, path)
         stream.codec_context.thread_type = "AUTO"  # slice + frame threads: decode beside the model
+        after = _seek(container, stream, start) if start else None
     except BaseException:
         container.close()
         raise
-    return _decode(container, stream, path, damage or DecodeDamage(), strict)
+    if start and after is None:  # no timestamps to seek by: decode from the start, drop the rest
+        frames = _decode(container, stream, path, damage or DecodeDamage(), strict)
+        return (f for f in frames if f.index >= start)
+    return _decode(container, stream, path, damage or DecodeDamage(), strict, start, after)
+
+
+def _seek(container: av.container.InputContainer, stream: av.VideoStream, start: int) -> int | None:
+    """Seek to the keyframe at or before frame `start`; its timestamp, or None where the stream
+    has no timestamps to count frames by (the caller then decodes from the beginning)."""
+    stamps = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size)
+    if len(stamps) <= start:
+        return None
+    try:
+        container.seek(stamps[start], stream=stream, backward=True, any_frame=False)
+    except AV_ERRORS:
+        return None
+    return stamps[start]
 
 
 def _decode(
@@ -322,8 +342,10 @@ def _decode(
     path: Path,
     damage: DecodeDamage,
     strict: bool,
+    index: int = 0,
+    after: int | None = None,
 ) -> Iterator[DecodedFrame]:
-    index = 0
+    """Frames numbered from `index`; with `after` (a seek's target), those before it dropped."""
     with container:
         for packet in _packets(container, stream, path, damage, strict):
             try:
@@ -334,6 +356,8 @@ def _decode(
                 damage.note(f"frame {index}", e)
                 continue
             for frame in frames:
+                if after is not None and frame.pts is not None and frame.pts < after:
+                    continue  # between the keyframe the seek found and the frame asked for
                 rgb = _to_rgb(frame)
                 turns = _quarter_turns(frame.rotation)
                 if turns:  # show the picture the right way up; the output has no matrix

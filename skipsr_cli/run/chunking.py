@@ -45,11 +45,16 @@ def check_plan(length: int, overlap: int) -> None:
         )
 
 
-def iter_chunks(items: Iterable[T], length: int, overlap: int) -> Iterator[Chunk[T]]:
-    """Stream chunks from an iterator of unknown length, holding at most one chunk in memory."""
+def iter_chunks(
+    items: Iterable[T], length: int, overlap: int, start: int = 0
+) -> Iterator[Chunk[T]]:
+    """Stream chunks from an iterator of unknown length, holding at most one chunk in memory.
+
+    `start` is the index of the first item, a chunk start on the grid (chunk_start) when a run
+    begins inside the video: its chunks are then the whole run's."""
     check_plan(length, overlap)
     source = iter(items)
-    buffer, start = list(islice(source, length)), 0
+    buffer = list(islice(source, length))
     while buffer:
         fresh = list(islice(source, length - overlap))  # frames after this chunk, if any
         before = overlap if start > 0 else 0
@@ -57,6 +62,13 @@ def iter_chunks(items: Iterable[T], length: int, overlap: int) -> Iterator[Chunk
         if not fresh:
             return
         buffer, start = buffer[length - overlap :] + fresh, start + length - overlap
+
+
+def chunk_start(frame: int, length: int, overlap: int) -> int:
+    """The start of the first chunk of the grid that holds `frame`."""
+    step = length - overlap
+    first = max(0, -(-(frame - length + 1) // step))  # the least i with i * step + length > frame
+    return first * step
 
 
 def transition_weights(chunk: Chunk) -> Tensor:

@@ -31,7 +31,7 @@ from skipsr_cli.media.image_io import (
 )
 from skipsr_cli.media.video_io import DecodeDamage, DecodedFrame, VideoInfo, probe, read_frames
 from skipsr_cli.media.video_writer import VideoWriter
-from skipsr_cli.run.chunking import Chunk, OverlapAdd, check_plan, iter_chunks
+from skipsr_cli.run.chunking import Chunk, OverlapAdd, check_plan, chunk_start, iter_chunks
 from skipsr_cli.run.overlap import BackgroundWriter, InlineWriter, Prefetcher
 from skipsr_cli.run.progress import Event, RunStats, Started, Summary
 from skipsr_cli.run.ranges import range_view
@@ -277,7 +277,8 @@ def open_frames(
     The file is opened here, on the calling thread, so an unreadable input fails at once. Damage
     the decoder gets past (a file cut short, a bad packet) is counted in `damage`.
     """
-    frames = read_frames(job.input, damage, strict=job.strict)
+    start = chunk_start(job.first, job.chunk_frames, job.overlap) if job.first else 0
+    frames = read_frames(job.input, damage, strict=job.strict, start=start)
     if not overlap:
         return contextlib.closing(frames)
     depth = DECODE_AHEAD_CHUNKS * job.chunk_frames
@@ -342,7 +343,8 @@ def write_chunks(
     reached = 0
     pts: dict[int, int | None] = {}
     origin: list[int] = []  # the range's first timestamp, once known
-    for chunk in iter_chunks(decoded_frames, job.chunk_frames, job.overlap):
+    start = chunk_start(first, job.chunk_frames, job.overlap) if first else 0
+    for chunk in iter_chunks(decoded_frames, job.chunk_frames, job.overlap, start):
         reached = max(reached, chunk.stop)
         if chunk.stop <= first:  # wholly before the range: decoded, not upscaled
             continue
