@@ -25,7 +25,7 @@ import torch
 from models import PRESETS, SkipSR
 from skipsr_cli import weights
 from skipsr_cli.errors import ModelError, UsageError
-from skipsr_cli.run import devices_engine, farm, pipeline, ray_engine
+from skipsr_cli.run import devices_engine, farm, pipeline, ray_engine, resume
 from skipsr_cli.run.batch import FolderKind, folder_kind, plan_batch
 from skipsr_cli.run.batch_progress import BatchEvent, BatchSummary
 from skipsr_cli.run.batch_run import run_batch
@@ -111,6 +111,10 @@ def upscale(
     if opts.segment is not None:
         return farm.render_segment(input, output, opts, load, device, dtype, progress or _ignore)
     plan = pipeline.prepare(job_of(input, output, opts))  # refuses what it can before loading
+    if resume.resumable(input, output, opts, plan.info.frame_count):
+        return resume.upscale_resumably(
+            input, output, opts, load, device, dtype, progress or _ignore
+        )
     return pipeline.upscale(load(), plan, device, dtype, progress or _ignore)
 
 
