@@ -29,13 +29,19 @@ def _on_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _defer_interrupt(signum: int, frame: object) -> None:
+    """While torch imports, Ctrl-C is only noted: an exception raised inside its initialisation
+    can abort the process (SIGABRT) or leave a half-imported module behind."""
+    _interrupted.append(signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     previous = None
     _interrupted.clear()
     if threading.current_thread() is threading.main_thread():
         # first: before torch and the commands load
-        previous = signal.signal(signal.SIGINT, _on_interrupt)
+        previous = signal.signal(signal.SIGINT, _defer_interrupt)
     try:
         code = _run(argv)
     except KeyboardInterrupt:  # Ctrl-C before a command took over (imports, parsing)
@@ -58,7 +64,9 @@ def _run(argv: list[str] | None) -> int:
         if _interrupted:
             raise KeyboardInterrupt from None
         raise
-    if _interrupted:  # Ctrl-C while importing, lost inside an extension's initialisation
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_interrupt)  # from here on Ctrl-C interrupts at once
+    if _interrupted:  # Ctrl-C while importing: acted on now that the imports are whole
         raise KeyboardInterrupt
     try:
         result = app(args=argv, standalone_mode=False)
