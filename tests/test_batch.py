@@ -135,8 +135,8 @@ def test_the_folder_rule(tmp_path: Path):
     assert "--glob '*.mp4'" in r.stderr and "f_%03d.png" in r.stderr
     r = invoke(seq, tmp_path / "out.mp4", "--glob", "*.mp4", "-q")  # a batch writes a folder
     assert r.exit_code == ExitCode.USAGE and "must be a folder" in r.stderr
-    r = invoke(seq / "extra.mp4", tmp_path / "one.mp4", "--devices", "cpu,cpu")
-    assert r.exit_code == ExitCode.USAGE and "--devices" in r.stderr
+    r = invoke(seq / "extra.mp4", tmp_path / "one.mp4", "--ext", "mkv")  # batch-only, one file
+    assert r.exit_code == ExitCode.USAGE and "--ext" in r.stderr
 
 
 def test_two_workers_write_what_one_writes(tmp_path: Path):
