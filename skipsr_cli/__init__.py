@@ -29,14 +29,14 @@ _LAZY = {
     "load_model": "skipsr_cli.api",
     "upscale": "skipsr_cli.api",
     "upscale_batch": "skipsr_cli.api",
-    "BatchSummary": "skipsr_cli.run.batch_progress",
+    "BatchSummary": "skipsr_cli.batch.progress",
     "UpscaleOptions": "skipsr_cli.run.options",
     "Summary": "skipsr_cli.run.progress",
 }
 
 if TYPE_CHECKING:
     from skipsr_cli.api import load_model, upscale, upscale_batch
-    from skipsr_cli.run.batch_progress import BatchSummary
+    from skipsr_cli.batch.progress import BatchSummary
     from skipsr_cli.run.options import UpscaleOptions
     from skipsr_cli.run.progress import Summary
 

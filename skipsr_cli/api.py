@@ -24,11 +24,16 @@ import torch
 
 from models import PRESETS, SkipSR
 from skipsr_cli import weights
+from skipsr_cli.batch.plan import FolderKind, folder_kind, plan_batch
+from skipsr_cli.batch.progress import BatchEvent, BatchSummary
+from skipsr_cli.batch.run import run_batch
+from skipsr_cli.batch.workers import parse_devices
 from skipsr_cli.errors import ModelError, UsageError
-from skipsr_cli.run import devices_engine, farm, pipeline, ray_engine, resume
-from skipsr_cli.run.batch import FolderKind, folder_kind, plan_batch
-from skipsr_cli.run.batch_progress import BatchEvent, BatchSummary
-from skipsr_cli.run.batch_run import run_batch
+from skipsr_cli.farm import parts as farm
+from skipsr_cli.farm import resume
+from skipsr_cli.farm.devices import upscale_on_devices
+from skipsr_cli.farm.ray import ray_address, upscale_on_ray
+from skipsr_cli.run import pipeline
 from skipsr_cli.run.options import (
     UpscaleOptions,
     check_options,
@@ -37,7 +42,6 @@ from skipsr_cli.run.options import (
     resolve_dtype,
 )
 from skipsr_cli.run.progress import Event, Summary
-from skipsr_cli.run.workers import parse_devices
 
 OPTION_NAMES = frozenset(f.name for f in fields(UpscaleOptions))
 
@@ -101,12 +105,12 @@ def upscale(
         device = resolve_device(opts.device)
         dtype = resolve_dtype(opts.dtype, device)
     if opts.ray is not None:
-        return ray_engine.upscale_on_ray(
-            input, output, opts, opts.segments, ray_engine.address(opts.ray), opts.workers
+        return upscale_on_ray(
+            input, output, opts, opts.segments, ray_address(opts.ray), opts.workers
         )
     if opts.devices is not None and len(parse_devices(opts.devices)) > 1:
-        devices = parse_devices(opts.devices)
-        return devices_engine.upscale_on_devices(input, output, opts, devices, opts.segments)
+        found = parse_devices(opts.devices)
+        return upscale_on_devices(input, output, opts, found, opts.segments)
     load = (lambda: model) if isinstance(model, SkipSR) else (lambda: _load(opts, device, dtype))
     if opts.segment is not None:
         return farm.render_segment(input, output, opts, load, device, dtype, progress or _ignore)

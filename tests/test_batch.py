@@ -21,10 +21,10 @@ from media import make_clip, make_non_video
 from typer.testing import CliRunner
 
 import skipsr_cli
+from skipsr_cli.batch.plan import FolderKind, folder_kind
 from skipsr_cli.cli import app
 from skipsr_cli.errors import ExitCode, UsageError
 from skipsr_cli.media.video_io import read_frames
-from skipsr_cli.run.batch import FolderKind, folder_kind
 
 DEBUG = ["--model", "debug", "--random-weights", "--device", "cpu"]
 FAST = ["--chunk-frames", "4", "--overlap", "1"]

@@ -14,9 +14,9 @@ import pytest
 from media import make_clip
 
 from skipsr_cli import api
-from skipsr_cli.run import resume
+from skipsr_cli.farm import resume
 
-SMALL = "import skipsr_cli.run.resume as r; r.RESUME_FRAMES = 10; r.FRAMES_PER_PART = 6; "
+SMALL = "import skipsr_cli.farm.resume as r; r.RESUME_FRAMES = 10; r.FRAMES_PER_PART = 6; "
 ARGS = ["--model", "debug", "--random-weights", "--device", "cpu", "--lossless", "-q"]
 ARGS += ["--chunk-frames", "8", "--overlap", "2"]
 

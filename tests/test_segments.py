@@ -11,7 +11,7 @@ from media import make_clip
 
 from skipsr_cli import api
 from skipsr_cli.errors import InputError, UsageError
-from skipsr_cli.run.segments import Segment, parse_segment
+from skipsr_cli.farm.segments import Segment, parse_segment
 
 RUN = dict(chunk_frames=8, overlap=2)
 

@@ -13,6 +13,14 @@ import typer
 from rich.console import Console
 
 from skipsr_cli import api
+from skipsr_cli.batch.plan import FolderKind, folder_kind
+from skipsr_cli.batch.progress import (
+    BatchEvent,
+    BatchSummary,
+    FileResult,
+    make_batch_renderer,
+    summary_table,
+)
 from skipsr_cli.commands.common import (
     DebugOpt,
     DeviceChoice,
@@ -29,14 +37,6 @@ from skipsr_cli.commands.common import (
     run_state,
 )
 from skipsr_cli.errors import PartialFailure, UsageError
-from skipsr_cli.run.batch import FolderKind, folder_kind
-from skipsr_cli.run.batch_progress import (
-    BatchEvent,
-    BatchSummary,
-    FileResult,
-    make_batch_renderer,
-    summary_table,
-)
 from skipsr_cli.run.options import UpscaleOptions
 from skipsr_cli.run.progress import Summary, make_renderer
 

@@ -16,19 +16,19 @@ from pathlib import Path
 import torch
 
 from models import SkipSR
-from skipsr_cli.errors import SkipSRError, UsageError
-from skipsr_cli.media.video_io import probe
-from skipsr_cli.run import records
-from skipsr_cli.run.batch import BatchItem
-from skipsr_cli.run.batch_progress import (
+from skipsr_cli.batch import records
+from skipsr_cli.batch.plan import BatchItem
+from skipsr_cli.batch.progress import (
     SKIPPED,
     BatchEvent,
     BatchStarted,
     BatchSummary,
     FileResult,
 )
+from skipsr_cli.batch.workers import BatchKey, load_for, run_inline, run_pool
+from skipsr_cli.errors import SkipSRError, UsageError
+from skipsr_cli.media.video_io import probe
 from skipsr_cli.run.options import UpscaleOptions
-from skipsr_cli.run.workers import BatchKey, load_for, run_inline, run_pool
 
 Indexed = list[tuple[int, BatchItem]]
 

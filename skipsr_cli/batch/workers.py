@@ -24,10 +24,11 @@ import torch
 
 from models import SkipSR
 from skipsr_cli import weights
+from skipsr_cli.batch import records
+from skipsr_cli.batch.plan import BatchItem
+from skipsr_cli.batch.progress import FAILED, FileProgress, FileResult
 from skipsr_cli.errors import ModelError, SkipSRError, UsageError
-from skipsr_cli.run import pipeline, records
-from skipsr_cli.run.batch import BatchItem
-from skipsr_cli.run.batch_progress import FAILED, FileProgress, FileResult
+from skipsr_cli.run import pipeline
 from skipsr_cli.run.options import (
     UpscaleOptions,
     check_options,

@@ -11,11 +11,7 @@ import torch
 
 from models import SkipSR
 from skipsr_cli.errors import InputError, UsageError
-from skipsr_cli.media.joiner import join_videos, source_timestamps
-from skipsr_cli.run import pipeline
-from skipsr_cli.run.options import UpscaleOptions, job_of
-from skipsr_cli.run.progress import Event, Summary
-from skipsr_cli.run.segments import (
+from skipsr_cli.farm.segments import (
     MANIFEST_SUFFIX,
     PART_SUFFIX,
     fingerprint,
@@ -25,6 +21,10 @@ from skipsr_cli.run.segments import (
     read_manifests,
     write_json_atomically,
 )
+from skipsr_cli.media.joiner import join_videos, source_timestamps
+from skipsr_cli.run import pipeline
+from skipsr_cli.run.options import UpscaleOptions, job_of
+from skipsr_cli.run.progress import Event, Summary
 
 # What shapes a part's frames and its encoding: parts that differ in any of these cannot join.
 SHAPING = (

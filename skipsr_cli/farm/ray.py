@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from skipsr_cli.errors import UsageError
+from skipsr_cli.farm import parts as farm
+from skipsr_cli.farm.segments import model_hash
 from skipsr_cli.media.joiner import source_timestamps
-from skipsr_cli.run import farm
 from skipsr_cli.run.options import UpscaleOptions, resolve_device, resolve_dtype
-from skipsr_cli.run.segments import model_hash
 from skipsr_cli.weights import load_model
 
 RETRIES = 2
@@ -60,7 +60,7 @@ def _quiet(event: object) -> None:
     pass
 
 
-def address(text: str) -> str | None:
+def ray_address(text: str) -> str | None:
     """The address for ray.init: none (a local Ray) for "local" or ""."""
     return None if text in ("", "local") else text
 

@@ -2,7 +2,7 @@
 the output, so a run that dies (a crash, Ctrl-C, SIGKILL, a lost node) is continued by the same
 command from its finished segments, and the output is the file an uninterrupted run makes.
 
-The segments are those of `--segment I/N` (run/farm.py): each is written atomically with its
+The segments are those of `--segment I/N` (farm/parts.py): each is written atomically with its
 manifest, and a rerun keeps every part whose manifest matches the input, the options and the
 weights. The work folder is removed once the stitched output is in place. Inputs shorter than
 RESUME_FRAMES run in one piece: they lose little to a crash and need not pay for the stitch.
@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 
 from models import SkipSR
+from skipsr_cli.farm import parts as farm
+from skipsr_cli.farm.ray import FRAMES_PER_PART
+from skipsr_cli.farm.segments import model_hash
 from skipsr_cli.media.image_io import is_image_output
 from skipsr_cli.media.joiner import source_timestamps
-from skipsr_cli.run import farm
 from skipsr_cli.run.options import UpscaleOptions
 from skipsr_cli.run.progress import Event, Summary
-from skipsr_cli.run.ray_engine import FRAMES_PER_PART
-from skipsr_cli.run.segments import model_hash
 
 RESUME_FRAMES = 3 * FRAMES_PER_PART  # shorter inputs run in one piece
 RESUMABLE = frozenset({".mp4", ".mkv", ".mov", ".webm"})

@@ -1,7 +1,7 @@
 """One long video on several devices of this machine (`--devices 0,1`): one worker process per
 device loads the model once and renders the next segment; the parts are then stitched.
 
-The parts are those of `--segment I/N` (run/farm.py) in OUTPUT.parts, so the result equals a
+The parts are those of `--segment I/N` (farm/parts.py) in OUTPUT.parts, so the result equals a
 one-device run, and a run that stopped is resumed by the next: finished parts whose manifests match
 are kept. A part that fails ends the run with its error; the finished parts stay for the rerun.
 """
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
+from skipsr_cli.batch.workers import _die_with_parent
 from skipsr_cli.errors import ModelError, OutputError, SkipSRError
+from skipsr_cli.farm import parts as farm
+from skipsr_cli.farm.ray import FRAMES_PER_PART, SegmentWorker
 from skipsr_cli.media.joiner import source_timestamps
-from skipsr_cli.run import farm
 from skipsr_cli.run.options import UpscaleOptions
-from skipsr_cli.run.ray_engine import FRAMES_PER_PART, SegmentWorker
-from skipsr_cli.run.workers import _die_with_parent
 
 
 def upscale_on_devices(
