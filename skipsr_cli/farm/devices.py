@@ -55,15 +55,7 @@ def upscale_on_devices(
             if worker.is_alive():
                 worker.terminate()  # its writers remove their partial files
             worker.join(timeout=30)
-    frames, _ = farm.stitch(
-        output,
-        opts.parts,
-        input,
-        overwrite=opts.overwrite,
-        copy_audio=opts.copy_audio,
-        copy_subtitles=opts.copy_subtitles,
-        audio_kbps=opts.audio_bitrate,
-    )
+    frames, _ = farm.stitch_run(output, input, opts)
     return frames
 
 

@@ -131,3 +131,16 @@ def stitch(
         expected=first["total_frames"],
     )
     return frames, warnings
+
+
+def stitch_run(output: Path, input: Path, opts: UpscaleOptions) -> tuple[int, list[str]]:
+    """`stitch` with a run's own options: its parts folder, overwrite and streams."""
+    return stitch(
+        output,
+        opts.parts,
+        input,
+        overwrite=opts.overwrite,
+        copy_audio=opts.copy_audio,
+        copy_subtitles=opts.copy_subtitles,
+        audio_kbps=opts.audio_bitrate,
+    )

@@ -95,13 +95,5 @@ def upscale_on_ray(
     jobs = [(str(input), str(output), i, parts) for i in range(1, parts + 1)]
     for _ in pool.map_unordered(lambda a, job: a.render.remote(*job), jobs):
         pass
-    frames, _ = farm.stitch(
-        output,
-        opts.parts,
-        input,
-        overwrite=opts.overwrite,
-        copy_audio=opts.copy_audio,
-        copy_subtitles=opts.copy_subtitles,
-        audio_kbps=opts.audio_bitrate,
-    )
+    frames, _ = farm.stitch_run(output, input, opts)
     return frames

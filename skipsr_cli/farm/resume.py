@@ -74,15 +74,7 @@ def upscale_resumably(
             summaries.append(
                 farm.render_segment(input, output, part, lambda: model, device, dtype, progress)
             )
-    frames, warnings = farm.stitch(
-        output,
-        folder,
-        input,
-        overwrite=opts.overwrite,
-        copy_audio=opts.copy_audio,
-        copy_subtitles=opts.copy_subtitles,
-        audio_kbps=opts.audio_bitrate,
-    )
+    frames, warnings = farm.stitch_run(output, input, replace(opts, parts=folder))
     shutil.rmtree(folder, ignore_errors=True)
     return _summary(input, output, frames, time.perf_counter() - began, summaries, warnings)
 
