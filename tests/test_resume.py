@@ -66,15 +66,25 @@ def test_sigkill_at_five_random_points_then_rerun_gives_the_whole_run(tmp_path):
     out = tmp_path / "out.mkv"
     work = resume.work_folder(out)
     rng = random.Random(14)
-    done = []  # parts finished when each kill landed: the reruns must have had some to keep
-    for _ in range(5):
+    # kill points: once during start-up, then once each of 2, 3, 4 and 5 of the 7 parts is done,
+    # a random moment later (inside the next part): anchored to progress, not to the clock
+    targets = [0, 2, 3, 4, 5]
+    done = []
+    for target in targets:
         run = cli(clip, out)
-        time.sleep(rng.uniform(0.5, 6.0))  # anywhere from start-up to the middle of a part
+        if target == 0:
+            time.sleep(rng.uniform(0.3, 1.5))
+        else:
+            deadline = time.monotonic() + 120
+            while len(list(work.glob("part-*.json"))) < target and time.monotonic() < deadline:
+                assert run.poll() is None, run.stderr.read()
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.3))
         run.send_signal(signal.SIGKILL)
         run.wait()
         assert not out.exists(), "a killed run must not leave the output"
         done.append(len(list(work.glob("part-*.json"))))
-    assert max(done) > 0, done
+    assert done[1:] == sorted(done[1:]) and done[-1] >= 5, done  # each rerun kept what was done
     last = cli(clip, out)
     assert last.wait(timeout=300) == 0, last.stderr.read()
     assert not work.exists() and not [p for p in tmp_path.iterdir() if "partial" in p.name]
