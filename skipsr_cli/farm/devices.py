@@ -41,7 +41,7 @@ def upscale_on_devices(
         tasks.put(index)
     for _ in devices:
         tasks.put(None)
-    args = (replace(opts, segment=None, devices=None), str(input), str(output), parts)
+    args = (replace(opts, segment=None, devices=None), str(input), str(output), parts, total)
     workers = [
         ctx.Process(target=_worker, args=(str(d), *args, tasks, results, os.getpid()), daemon=True)
         for d in devices
@@ -81,6 +81,7 @@ def _worker(
     input: str,
     output: str,
     parts: int,
+    total: int,
     tasks: mp.Queue,
     results: mp.Queue,
     parent: int,
@@ -95,7 +96,7 @@ def _worker(
         return
     for index in iter(tasks.get, None):
         try:
-            results.put(("done", worker.render(input, output, index, parts)))
+            results.put(("done", worker.render(input, output, index, parts, total)))
         except SkipSRError as e:
             results.put(("error", f"part {index} of {parts}: {e}"))
             return

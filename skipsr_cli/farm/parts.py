@@ -41,10 +41,13 @@ def render_segment(
     device: torch.device,
     dtype: torch.dtype,
     progress: Callable[[Event], None],
+    total: int | None = None,
 ) -> Summary:
-    """Part I of N (opts.segment) into OUTPUT's parts folder, then its manifest, both atomically."""
+    """Part I of N (opts.segment) into OUTPUT's parts folder, then its manifest, both atomically.
+    `total` is the input's frame count where the caller counted it already (one pass over the file
+    for every part of a run, not one per part)."""
     segment = parse_segment(opts.segment, opts.segments)
-    total = len(source_timestamps(input)[0])
+    total = len(source_timestamps(input)[0]) if total is None else total
     start, stop = segment.frames(total)
     if start == stop:
         raise UsageError(f"--segment {segment.index}/{segment.count}: the input has {total} frames")

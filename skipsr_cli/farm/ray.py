@@ -45,13 +45,21 @@ class SegmentWorker:
         )
         self.weights = model_hash(self.model.state_dict())
 
-    def render(self, input: str, output: str, index: int, count: int) -> int:
+    def render(self, input: str, output: str, index: int, count: int, total: int) -> int:
+        """Part `index` of `count` of a video of `total` frames, unless it is done already."""
         opts = replace(self.opts, segment=f"{index}/{count}")
         done = farm.finished_part(Path(input), Path(output), opts, self.weights)
         if done is not None:
             return done
         summary = farm.render_segment(
-            Path(input), Path(output), opts, lambda: self.model, self.device, self.dtype, _quiet
+            Path(input),
+            Path(output),
+            opts,
+            lambda: self.model,
+            self.device,
+            self.dtype,
+            _quiet,
+            total,
         )
         return summary.frames
 
@@ -85,14 +93,14 @@ def upscale_on_ray(
     )
     gpus = int(ray.cluster_resources().get("GPU", 0))
     count = workers or gpus or 1
+    total = len(source_timestamps(input)[0])
     if parts is None:
-        total = len(source_timestamps(input)[0])
         parts = max(count, -(-total // FRAMES_PER_PART))
     actor = ray.remote(
         num_gpus=1 if gpus else 0, num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES
     )(SegmentWorker)
     pool = ActorPool([actor.remote(replace(opts, segment=None)) for _ in range(min(count, parts))])
-    jobs = [(str(input), str(output), i, parts) for i in range(1, parts + 1)]
+    jobs = [(str(input), str(output), i, parts, total) for i in range(1, parts + 1)]
     for _ in pool.map_unordered(lambda a, job: a.render.remote(*job), jobs):
         pass
     frames, _ = farm.stitch_run(output, input, opts)

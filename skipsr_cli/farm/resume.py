@@ -72,7 +72,9 @@ def upscale_resumably(
         part = replace(opts, segment=f"{index}/{count}", segments=None, parts=folder)
         if farm.finished_part(input, output, part, weights) is None:
             summaries.append(
-                farm.render_segment(input, output, part, lambda: model, device, dtype, progress)
+                farm.render_segment(
+                    input, output, part, lambda: model, device, dtype, progress, total
+                )
             )
     frames, warnings = farm.stitch_run(output, input, replace(opts, parts=folder))
     shutil.rmtree(folder, ignore_errors=True)

@@ -323,10 +323,23 @@ def read_frames(
     return _decode(container, stream, path, damage or DecodeDamage(), strict, start, after)
 
 
+REORDER_WINDOW = 64  # packets past a frame that may still show before it (H.264 allows 16)
+
+
 def _seek(container: av.container.InputContainer, stream: av.VideoStream, start: int) -> int | None:
     """Seek to the keyframe at or before frame `start`; its timestamp, or None where the stream
-    has no timestamps to count frames by (the caller then decodes from the beginning)."""
-    stamps = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size)
+    has no timestamps to count frames by (the caller then decodes from the beginning).
+
+    Frame `start` is counted among the packets demuxed up to REORDER_WINDOW past it (decode order
+    runs at most a few frames ahead of presentation), so a part near the start of a long film does
+    not read the whole file to find its first frame."""
+    stamps = []
+    for packet in container.demux(stream):
+        if packet.pts is not None and packet.size:
+            stamps.append(packet.pts)
+            if len(stamps) > start + REORDER_WINDOW:
+                break
+    stamps.sort()
     if len(stamps) <= start:
         return None
     try:
