@@ -153,9 +153,10 @@ PRESETS: dict[str, ModelArgs] = {
         dit=DiTArgs(width=32, depth=2, heads=2, head_dim=16, mlp_hidden=64, window=(2, 4, 4)),
         mask=MaskArgs(hidden=8, layers=1),
     ),
-    # The shipped model; sized for 100+ fps at 720p->1440p on an H100. The latent is the pixel one
+    # The shipped model; sized for 80+ fps at 720p->1440p on an H200. The latent is the pixel one
     # (space-to-depth at 4x, lossless): learned VAEs of this size capped quality below the bicubic
-    # fill (BENCHMARKS.md). Tokens cover 8x8 output pixels per frame.
+    # fill (BENCHMARKS.md). Tokens cover 8x8 output pixels per frame. Its decoder is 96 wide with
+    # 4 residual blocks since 2026-11-30 (64 and 1 before: training/configs/base1.json).
     # training/configs/base.json is the same configuration.
     "base": ModelArgs(
         vae=VAEArgs(
@@ -163,8 +164,8 @@ PRESETS: dict[str, ModelArgs] = {
             spatial=4,
             temporal=1,
             latent_channels=48,
-            widths=(64,),
-            blocks=(1,),
+            widths=(96,),
+            blocks=(4,),
             latent_scale=2.0,
         ),
         dit=DiTArgs(

@@ -40,14 +40,14 @@ def test_sliced_and_tiled_decode_equals_whole_decode():
 
 def test_decoder_sees_only_its_halo_and_its_own_frame():
     vae = randomize(PixelVAE(ARGS).double(), seed=5, std=0.05)
-    z = torch.randn(1, 48, 2, 16, 16, dtype=torch.float64)
+    z = torch.randn(1, 48, 2, 32, 32, dtype=torch.float64)
     changed = z.clone()
-    changed[:, :, 1, 8, 8] += 1.0
+    changed[:, :, 1, 16, 16] += 1.0
     diff = (vae.decode(changed) - vae.decode(z)).abs().amax(1)[0]  # (T, H, W)
     assert diff[0].max() == 0  # the other frame
     rows = diff[1].amax(1).nonzero().flatten() // ARGS.spatial
     halo = vae.decoder.halo
-    assert rows.min() == 8 - halo and rows.max() == 8 + halo
+    assert rows.min() == 16 - halo and rows.max() == 16 + halo
 
 
 @pytest.mark.parametrize(

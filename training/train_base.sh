@@ -20,7 +20,7 @@
 # ran out of time. Batches are a function of (seed, step), so worker counts do not change them.
 set -euo pipefail
 PHASE=$1
-CONFIG=training/configs/base.json
+CONFIG=training/configs/base1.json
 S="python3 -m skipsr_cli.cli"
 run() { $S train run "$@" --data .carry/train --config $CONFIG --workers 15 --frames 4; }
 tune() { $S train run dit --decoder --config $CONFIG --workers 15 --frames 4 --batch 32 --reuse 2 "$@"; }

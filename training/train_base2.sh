@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# base2: the shipped `base` transformer and mask predictor with a wider pixel decoder (width 96, 4
-# residual blocks; training/configs/base2.json), fine-tuned with DDP on two GPUs, a temporal loss
-# and the train2 media. Run from the repository root on a machine with the GPUs; each phase is
-# resumable (run it again until it reports its last step).
+# The shipped `base` (2026-11-30): base1's transformer and mask predictor (the previous release,
+# training/train_base.sh) with a wider pixel decoder (width 96, 4 residual blocks;
+# training/configs/base.json), fine-tuned with DDP on two GPUs, a temporal loss and the train2
+# media. Run from the repository root on a machine with the GPUs; each phase is resumable (run it
+# again until it reports its last step).
 #   skipsr train pack ../shared/data/train ../shared/data/train2 .carry/pack --max-side 1024 \
 #       --native-crops 1 --crop-side 384 --sequence-crf 17
 #       (then the 2026-11-30 pack left out two clips: rm .carry/pack/videos/*big_buck_bunny_0_30.webm
 #        .carry/pack/videos/*vtest_t000.avi; 58.4 MB, 240 sources)
-#   training/train_base2.sh init           shipped tensors that fit, fresh decoder (seed 0), bf16
-#   training/train_base2.sh ft1 MINUTES    14,000 steps on 2 GPUs, batch 32 each (7,014 done so far)
+#   git show 9792999:skipsr_cli/weights/base.safetensors > ckpt/base1.safetensors   (base1)
+#   training/train_base2.sh init           base1's tensors that fit, fresh decoder (seed 0), bf16
+#   training/train_base2.sh ft1 MINUTES    7,014 of 14,000 steps on 2 GPUs, batch 32 each (10.5 min)
+#   training/train_base2.sh ft2 MINUTES    4,500 steps from ft1's bf16 export, lr 1e-4 (6.6 min)
 #   training/train_base2.sh export TAU OUT bf16 weights with default tau in OUT/base.safetensors
 set -euo pipefail
 PHASE=$1
-CONFIG=training/configs/base2.json
+CONFIG=training/configs/base.json
 S="python3 -m skipsr_cli.cli"
 GPUS=${GPUS:-2}
 ddp() { torchrun --nproc_per_node "$GPUS" -m skipsr_cli.cli train run dit --decoder --config $CONFIG \
@@ -25,11 +28,15 @@ from skipsr_cli.train.loop import fitting_tensors
 from skipsr_cli.weights import load_model, save_model
 model = SkipSR(ModelArgs.from_json(Path('$CONFIG').read_text()))
 model.init_weights(0)
-model.load_state_dict(fitting_tensors(model, load_model('base').state_dict()), strict=False)
+base1 = load_model(weights=Path('ckpt/base1.safetensors'))
+model.load_state_dict(fitting_tensors(model, base1.state_dict()), strict=False)
 save_model(model, Path('ckpt/base2/init.safetensors'), stage='init', step='0')"
         $S train export ckpt/base2/init.safetensors ckpt/base2/init.bf16.safetensors --threshold 40 ;;
   ft1) ddp --init ckpt/base2/init.bf16.safetensors --out ckpt/base2/ft1 --minutes "$2" \
-          --max-steps 14000 -s 2 -s 2 -s 4 --lr 2e-4 --seed 21 --temporal 1.0 ;;
-  export) $S train export ckpt/base2/ft1.safetensors "$3/base.safetensors" --threshold "$2" ;;
-  *) echo "usage: $0 init | ft1 MINUTES | export TAU OUTDIR" >&2; exit 2 ;;
+          --max-steps 14000 --stop-at 7014 -s 2 -s 2 -s 4 --lr 2e-4 --seed 21 --temporal 1.0
+       $S train export ckpt/base2/ft1.safetensors ckpt/base2/ft1.bf16.safetensors --threshold 40 ;;
+  ft2) ddp --init ckpt/base2/ft1.bf16.safetensors --out ckpt/base2/ft2 --minutes "$2" \
+          --max-steps 4500 -s 2 -s 2 -s 4 --lr 1e-4 --seed 22 --temporal 1.0 ;;
+  export) $S train export ckpt/base2/ft2.safetensors "$3/base.safetensors" --threshold "$2" ;;
+  *) echo "usage: $0 init | ft1 MINUTES | ft2 MINUTES | export TAU OUTDIR" >&2; exit 2 ;;
 esac
