@@ -3,8 +3,9 @@
 One device: the files run one after another in this process, on one model. Several devices
 (`--devices 0,1`, `all`, `cpu,cpu`): one worker process per device (multiprocessing "spawn", so no
 CUDA state is forked) loads the model once and pulls the next file from a shared queue, so a fast
-device simply takes more files. Every file runs in its own try/except: one bad file never stops
-the batch. A worker that dies (killed, out of host memory) fails only the file it held.
+device simply takes more files, with its share of the host's cores (media/cpu_share.py). Every
+file runs in its own try/except: one bad file never stops the batch. A worker that dies (killed,
+out of host memory) fails only the file it held.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from skipsr_cli.batch import records
 from skipsr_cli.batch.plan import BatchItem
 from skipsr_cli.batch.progress import FAILED, FileProgress, FileResult
 from skipsr_cli.errors import ModelError, SkipSRError, UsageError
+from skipsr_cli.media.cpu_share import apply_cpu_share
 from skipsr_cli.run import pipeline
 from skipsr_cli.run.options import (
     UpscaleOptions,
@@ -146,7 +148,7 @@ def run_pool(
     workers = [
         ctx.Process(
             target=_worker,
-            args=(str(device), options, key, tasks, results, os.getpid()),
+            args=(str(device), options, key, tasks, results, os.getpid(), len(devices)),
             name=f"skipsr-worker-{i}",
             daemon=True,
         )
@@ -212,13 +214,16 @@ def _worker(
     tasks: mp.Queue,
     results: mp.Queue,
     parent: int,
+    sharing: int,
 ) -> None:
-    """A worker process: load the model once, then upscale files until the stop sign."""
+    """A worker process, one of `sharing` on this host: take its share of the host's cores, load
+    the model once, then upscale files until the stop sign."""
     _die_with_parent(parent)
     signal.signal(signal.SIGTERM, lambda *_: _stop(results))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the batch, which stops us
     name = mp.current_process().name
     try:
+        apply_cpu_share(sharing, device)
         model = load_for(options, torch.device(device))
     except SkipSRError as e:
         results.put((name, "fatal", f"{device}: {e}"))

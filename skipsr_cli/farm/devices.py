@@ -1,5 +1,6 @@
 """One long video on several devices of this machine (`--devices 0,1`): one worker process per
-device loads the model once and renders the next segment; the parts are then stitched.
+device loads the model once, with its share of the host's cores (media/cpu_share.py), and renders
+the next segment; the parts are then stitched.
 
 The parts are those of `--segment I/N` (farm/parts.py) in OUTPUT.parts, so the result equals a
 one-device run, and a run that stopped is resumed by the next: finished parts whose manifests match
@@ -41,7 +42,8 @@ def upscale_on_devices(
         tasks.put(index)
     for _ in devices:
         tasks.put(None)
-    args = (replace(opts, segment=None, devices=None), str(input), str(output), parts, total)
+    each = replace(opts, segment=None, devices=None)
+    args = (each, str(input), str(output), parts, total, len(devices))
     workers = [
         ctx.Process(target=_worker, args=(str(d), *args, tasks, results, os.getpid()), daemon=True)
         for d in devices
@@ -82,15 +84,17 @@ def _worker(
     output: str,
     parts: int,
     total: int,
+    sharing: int,
     tasks: mp.Queue,
     results: mp.Queue,
     parent: int,
 ) -> None:
-    """Load the model once on `device`, then render parts until the stop sign."""
+    """Load the model once on `device`, with this worker's share of the host's cores among
+    `sharing` workers, then render parts until the stop sign."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     try:
-        worker = SegmentWorker(opts, torch.device(device))
+        worker = SegmentWorker(opts, torch.device(device), sharing)
     except SkipSRError as e:
         results.put(("fatal", f"{device}: {e}"))
         return

@@ -10,15 +10,16 @@ stopped is resumed by the next: finished parts whose manifests match are kept.
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
 from skipsr_cli.errors import UsageError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.segments import model_hash
+from skipsr_cli.media.cpu_share import apply_cpu_share
 from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.run.options import UpscaleOptions, resolve_device, resolve_dtype
 from skipsr_cli.weights import load_model
@@ -28,12 +29,16 @@ FRAMES_PER_PART = 1200  # a part a GPU renders in well under a minute at 720p
 
 
 class SegmentWorker:
-    """A Ray actor: the model, loaded once on this actor's device, and parts rendered with it."""
+    """A Ray actor (or a `--devices` worker): the model, loaded once on this actor's device, and
+    parts rendered with it. It takes its share of the host's cores among the `sharing` workers on
+    this host (media/cpu_share.py)."""
 
-    def __init__(self, opts: UpscaleOptions, device: torch.device | None = None) -> None:
-        torch.set_num_threads(max(1, int(os.environ.get("SKIPSR_WORKER_THREADS", "1"))))
+    def __init__(
+        self, opts: UpscaleOptions, device: torch.device | None = None, sharing: int = 1
+    ) -> None:
         self.opts = opts
         self.device = device or resolve_device("cuda" if torch.cuda.is_available() else "cpu")
+        apply_cpu_share(sharing, self.device)
         self.dtype = resolve_dtype(opts.dtype, self.device)
         self.model = load_model(
             opts.model,
@@ -68,6 +73,13 @@ def _quiet(event: object) -> None:
     pass
 
 
+def _actors_per_node(ray: ModuleType, actors: int) -> int:
+    """How many actors share a node, for their share of its cores: all of them on one node (a
+    local Ray); spread evenly over the live nodes of a cluster (Ray places them; an estimate)."""
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    return -(-actors // max(1, nodes))
+
+
 def ray_address(text: str) -> str | None:
     """The address for ray.init: none (a local Ray) for "local" or ""."""
     return None if text in ("", "local") else text
@@ -99,7 +111,10 @@ def upscale_on_ray(
     actor = ray.remote(
         num_gpus=1 if gpus else 0, num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES
     )(SegmentWorker)
-    pool = ActorPool([actor.remote(replace(opts, segment=None)) for _ in range(min(count, parts))])
+    actors = min(count, parts)
+    sharing = _actors_per_node(ray, actors)
+    each = replace(opts, segment=None)
+    pool = ActorPool([actor.remote(each, None, sharing) for _ in range(actors)])
     jobs = [(str(input), str(output), i, parts, total) for i in range(1, parts + 1)]
     for _ in pool.map_unordered(lambda a, job: a.render.remote(*job), jobs):
         pass

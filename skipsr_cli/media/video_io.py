@@ -24,6 +24,7 @@ from skipsr_cli.media.colour import (
     ColourInfo,
     sws_matrix,
 )
+from skipsr_cli.media.cpu_share import decoder_threads
 
 # Errors PyAV raises for unreadable or unwritable media: its own FFmpegError family, plus the plain
 # OSError / ValueError it uses for bad paths, unsupported codec/container pairs and bad arguments.
@@ -313,6 +314,8 @@ def read_frames(
     try:
         stream = _video_stream(container, path)
         stream.codec_context.thread_type = "AUTO"  # slice + frame threads: decode beside the model
+        if decoder_threads():  # a worker among several on this host: its share of the cores
+            stream.codec_context.thread_count = decoder_threads()
         after = _seek(container, stream, start) if start else None
     except BaseException:
         container.close()

@@ -23,6 +23,7 @@ from skipsr_cli.media.colour import (
     rgb_to_ycbcr,
     sws_matrix,
 )
+from skipsr_cli.media.cpu_share import encoder_threads
 from skipsr_cli.media.encoding import (
     EncodeOptions,
     codec_options,
@@ -202,9 +203,10 @@ class VideoWriter:
             if self._yuv_colour:
                 ctx.colorspace = self.colour.matrix
                 ctx.color_range = self.colour.range
-        # thread_count 0 lets the encoder pick one thread per core (FFmpeg's default is 1).
+        # thread_count 0 lets the encoder pick one thread per core (FFmpeg's default is 1); a
+        # worker among several on this host takes its share of the cores (cpu_share.py).
         stream.codec_context.thread_type = "AUTO"
-        stream.codec_context.thread_count = 0
+        stream.codec_context.thread_count = encoder_threads()
         return stream
 
     def write(self, rgb: np.ndarray, pts: int | None = None) -> None:

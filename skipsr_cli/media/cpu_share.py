@@ -1,0 +1,98 @@
+"""A worker's share of this host's CPU, when several worker processes run on one host.
+
+An upscale runs three pools of CPU threads: the decoder's, the encoder's and torch's intra-op
+pool. A process alone lets each library size its pool to the whole host, as it chooses by itself
+(x264: 1.5 threads a core; libavcodec's decoders: a thread a core; torch: a thread a core). N
+workers on one host (`--devices 0,1`, `0,0`, `all`, a batch's workers, Ray actors on one node)
+would each do the same and run N times as many threads as there are cores. So each worker takes
+cores // N of the host's cores (those this process may run on) and sizes its pools to that share;
+`SKIPSR_WORKER_THREADS=K` sets the share to K cores instead.
+
+A worker applies its share once at start (`apply_cpu_share`), before it opens any file: the
+encoders and decoders it opens later read the share of their process here. One process that never
+applies a share keeps every library's own choice, exactly as before.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from skipsr_cli.errors import UsageError
+
+ENV = "SKIPSR_WORKER_THREADS"
+TORCH_HOST_THREADS = 4  # beside a GPU torch's host work (uploads, blends, copies) is small
+MAX_DECODER_THREADS = 16  # libavcodec's own cap on threads it picks for a decoder
+
+
+@dataclass(frozen=True)
+class CpuShare:
+    """The threads of one worker: its cores, and each pool sized to them."""
+
+    cores: int  # the cores this worker may keep busy
+    torch_threads: int  # torch's intra-op pool
+    encoder_threads: int  # the video encoder's thread_count (x264: its `threads`)
+    decoder_threads: int  # the video decoder's threads
+
+
+_applied: CpuShare | None = None  # this process's share; None: the whole host, as libraries pick
+
+
+def host_cores() -> int:
+    """The cores this process may run on (its affinity: a cgroup's or taskset's limit)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_share(
+    workers: int,
+    cores: int | None = None,
+    model_on_cpu: bool = False,
+    env: Mapping[str, str] = os.environ,
+) -> CpuShare | None:
+    """The share of one of `workers` worker processes on a host of `cores` cores (default: this
+    one's); None for a worker alone with no SKIPSR_WORKER_THREADS, which keeps the libraries'
+    own choices. With `model_on_cpu` the network runs in torch's pool, which then gets the whole
+    share; beside a GPU it gets a few threads."""
+    given = env.get(ENV, "").strip()
+    if not given and workers <= 1:
+        return None
+    if given:
+        try:
+            share = max(1, int(given))
+        except ValueError:
+            raise UsageError(f"{ENV}={given!r} is not a number of cores") from None
+    else:
+        share = max(1, (cores or host_cores()) // workers)
+    return CpuShare(
+        cores=share,
+        torch_threads=share if model_on_cpu else min(share, TORCH_HOST_THREADS),
+        encoder_threads=max(1, share * 3 // 2),  # x264's own ratio of threads to cores
+        decoder_threads=min(share, MAX_DECODER_THREADS),
+    )
+
+
+def apply_cpu_share(workers: int, device: torch.device | str = "cpu") -> CpuShare | None:
+    """Size this worker process's thread pools to its share among `workers` workers on this host,
+    for a model on `device`; returns the share (None: a worker alone keeps the whole host)."""
+    global _applied
+    share = cpu_share(workers, model_on_cpu=torch.device(device).type == "cpu")
+    if share is not None:
+        torch.set_num_threads(share.torch_threads)
+    _applied = share
+    return share
+
+
+def encoder_threads() -> int:
+    """Threads for a video encoder this process opens; 0 lets the encoder pick (every core)."""
+    return _applied.encoder_threads if _applied is not None else 0
+
+
+def decoder_threads() -> int:
+    """Threads for a video decoder this process opens; 0 lets libavcodec pick (every core)."""
+    return _applied.decoder_threads if _applied is not None else 0

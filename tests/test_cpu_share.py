@@ -1,0 +1,123 @@
+"""Workers on one host share its cores: each sizes its torch, encoder and decoder threads to its
+share, and a process alone keeps every library's own choice (media/cpu_share.py)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from media import make_clip
+
+import skipsr_cli
+from skipsr_cli import api
+from skipsr_cli.errors import UsageError
+from skipsr_cli.farm.ray import _actors_per_node
+from skipsr_cli.media import cpu_share
+from skipsr_cli.media.cpu_share import ENV, CpuShare, apply_cpu_share
+
+RUN = dict(model="debug", random_weights=True, chunk_frames=4, overlap=1)
+
+# (workers, cores) -> cores each, x264 threads (1.5 a core), torch threads beside a GPU
+TABLE = {
+    (2, 2): (1, 1, 1),
+    (3, 2): (1, 1, 1),  # never below one core
+    (4, 2): (1, 1, 1),
+    (2, 16): (8, 12, 4),
+    (3, 16): (5, 7, 4),
+    (4, 16): (4, 6, 4),
+    (2, 32): (16, 24, 4),
+    (3, 32): (10, 15, 4),
+    (4, 32): (8, 12, 4),
+}
+
+
+@pytest.mark.parametrize("cores", [2, 16, 32])
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+def test_each_worker_gets_its_share_of_the_cores(workers, cores):
+    gpu = cpu_share.cpu_share(workers, cores, env={})
+    cpu = cpu_share.cpu_share(workers, cores, model_on_cpu=True, env={})
+    if workers == 1:  # alone: the libraries' own choices, every core (no share at all)
+        assert gpu is None and cpu is None
+        return
+    each, encoder, torch_beside_gpu = TABLE[workers, cores]
+    assert gpu == CpuShare(each, torch_beside_gpu, encoder, decoder_threads=each)
+    assert cpu == CpuShare(each, each, encoder, decoder_threads=each)  # the model runs in torch
+    assert each * workers <= max(cores, workers)  # the shares fit the host, a core each at least
+
+
+def test_the_share_can_be_set_by_the_environment():
+    assert cpu_share.cpu_share(1, 32, env={ENV: "6"}) == CpuShare(6, 4, 9, 6)
+    assert cpu_share.cpu_share(4, 2, model_on_cpu=True, env={ENV: "0"}) == CpuShare(1, 1, 1, 1)
+    with pytest.raises(UsageError, match=ENV):
+        cpu_share.cpu_share(2, 16, env={ENV: "many"})
+
+
+@pytest.fixture
+def restore_threads(monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    monkeypatch.setattr(cpu_share, "_applied", None)
+
+
+def test_a_worker_applies_its_share_and_one_alone_changes_nothing(monkeypatch, restore_threads):
+    monkeypatch.setattr(cpu_share, "host_cores", lambda: 8)
+    before = torch.get_num_threads()
+    assert apply_cpu_share(1, "cpu") is None
+    assert torch.get_num_threads() == before
+    assert cpu_share.encoder_threads() == 0 and cpu_share.decoder_threads() == 0  # auto, as today
+    share = apply_cpu_share(2, "cpu")
+    assert share == CpuShare(4, 4, 6, 4)
+    assert torch.get_num_threads() == 4
+    assert (cpu_share.encoder_threads(), cpu_share.decoder_threads()) == (6, 4)
+    apply_cpu_share(4, "cuda:0")  # beside a GPU torch keeps a few threads
+    assert torch.get_num_threads() == 2 and cpu_share.encoder_threads() == 3
+
+
+def test_ray_actors_share_a_node_by_the_live_nodes():
+    def fake(alive: list[bool]) -> SimpleNamespace:
+        return SimpleNamespace(nodes=lambda: [{"Alive": a} for a in alive])
+
+    assert _actors_per_node(fake([True]), 4) == 4  # a local Ray: every actor on this host
+    assert _actors_per_node(fake([True, True, False]), 3) == 2
+    assert _actors_per_node(fake([]), 2) == 2
+
+
+def x264_threads(path: Path) -> list[int]:
+    """The `threads=` x264 wrote into each encoder run's settings (an SEI in the stream)."""
+    return [int(n) for n in re.findall(rb"[^_]threads=(\d+)", path.read_bytes())]
+
+
+def worker_encoder_threads() -> int:
+    """What a worker of two on this host gives x264 (the workers run the debug model on the CPU)."""
+    share = cpu_share.cpu_share(2, model_on_cpu=True)
+    assert share is not None
+    return share.encoder_threads
+
+
+# Outputs of 96 rows: x264 alone would pick min(1.5 a core, 3) threads (2 rows of 16 pixels each)
+
+
+def test_batch_workers_encode_with_their_share(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        make_clip(tmp_path / "in" / f"v{i}.mp4", frames=3, seed=i, audio=False)
+    summary = skipsr_cli.upscale_batch(tmp_path / "in", tmp_path / "out", devices="cpu,cpu", **RUN)
+    assert summary.done == 2
+    for i in range(2):
+        assert x264_threads(tmp_path / "out" / f"v{i}.mp4") == [worker_encoder_threads()]
+
+
+def test_segment_workers_encode_with_the_share_the_environment_sets(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv(ENV, "5")  # the spawned workers inherit it: 5 cores, 7 x264 threads each
+    clip = make_clip(tmp_path / "in.mp4", frames=9, audio=False)
+    out = tmp_path / "out.mp4"
+    assert api.upscale(clip, out, devices="cpu,cpu", segments=2, **RUN) == 9
+    assert x264_threads(out) == [7, 7]  # one encoder run a part
+    alone = api.upscale(clip, tmp_path / "alone.mp4", **RUN)  # no worker: x264 picks, as before
+    assert alone.frames == 9 and x264_threads(tmp_path / "alone.mp4") != [7]
