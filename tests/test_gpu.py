@@ -1,14 +1,23 @@
-"""CUDA checks (skipped without a GPU): bf16 on CUDA against fp32 on the CPU, flash varlen kernels."""
+"""CUDA checks (skipped without a GPU): bf16 on CUDA against fp32 on the CPU, flash varlen kernels,
+a 4K run that runs out of memory and lowers its settings."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from helpers import randomize
+from media import make_clip
 
 from models import PRESETS, SkipSR
 from models.attention import _use_flash, exact_varlen_attention, pack_windows, varlen_attention
 from models.skipsr import Settings
+from skipsr_cli.media.video_io import probe
 
 pytestmark = [
     pytest.mark.gpu,
@@ -81,3 +90,46 @@ def test_flash_varlen_matches_exact_attention(shifted):
     err = rel_err(out, ref)
     print(f"flash varlen bf16 vs exact fp32: relative error {err:.2e}")
     assert err < 2e-2
+
+
+# One CLI run in its own process, its GPU memory capped at a fraction of the card (0: no cap).
+CAPPED = """
+import sys, torch
+if float(sys.argv[1]):
+    torch.cuda.set_per_process_memory_fraction(float(sys.argv[1]))
+from skipsr_cli.cli import main
+main(sys.argv[2:])
+"""
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def capped_upscale(fraction: float, *args: str | Path) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [sys.executable, "-c", CAPPED, str(fraction), "upscale", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+
+
+def test_out_of_memory_at_4k_lowers_the_settings_and_finishes(tmp_path):
+    """1080p x2 with `base` in bf16: the default run's peak is measured, then a run capped at 60% of
+    it must run out of memory, lower its settings, say so once, and write every frame."""
+    src = make_clip(tmp_path / "in.mp4", width=1920, height=1080, frames=8, audio=False)
+    common = ["--device", "cuda", "--preset", "ultrafast", "--json", "-q"]
+    free = capped_upscale(0, src, tmp_path / "free.mp4", *common)
+    assert free.returncode == 0, free.stderr
+    peak = json.loads(free.stdout)["peak_gpu_bytes"]
+    fraction = 0.6 * peak / torch.cuda.get_device_properties(0).total_memory
+    capped = capped_upscale(fraction, src, tmp_path / "capped.mp4", *common)
+    assert capped.returncode == 0, capped.stderr
+    warnings = [w for w in capped.stderr.splitlines() if w.startswith("skipsr: warning:")]
+    assert len(warnings) == 1 and "out of GPU memory at frame 0" in warnings[0], capped.stderr
+    summary = json.loads(capped.stdout)
+    print(
+        f"4K: default peak {peak / 2**30:.2f} GiB; capped at {0.6 * peak / 2**30:.2f} GiB: "
+        f"peak {summary['peak_gpu_bytes'] / 2**30:.2f} GiB; {warnings[0]}"
+    )
+    assert probe(tmp_path / "capped.mp4").frame_count == summary["frames"] == 8
+    assert (summary["out_width"], summary["out_height"]) == (3840, 2160)
+    assert summary["peak_gpu_bytes"] < 0.6 * peak

@@ -32,6 +32,7 @@ from skipsr_cli.media.image_io import (
 from skipsr_cli.media.video_io import DecodeDamage, DecodedFrame, VideoInfo, probe, read_frames
 from skipsr_cli.media.video_writer import VideoWriter
 from skipsr_cli.run.chunking import Chunk, OverlapAdd, check_plan, chunk_start, iter_chunks
+from skipsr_cli.run.memory import MemoryLadder
 from skipsr_cli.run.overlap import BackgroundWriter, InlineWriter, Prefetcher
 from skipsr_cli.run.progress import Event, RunStats, Started, Summary
 from skipsr_cli.run.ranges import range_view
@@ -168,8 +169,10 @@ def upscale(
         frames = stack.enter_context(open_frames(job, overlap, damage))
         report = progress_reporter(stats, info.frame_count, emit)
         formats = [(w.colour, w.planes_format, w.depth) for w in writers]
+        # lowered, and kept lower, when a chunk runs out of GPU memory
+        memory = MemoryLadder(job.settings, job.chunk_frames, model.args.token_pixels[0])
         decoded = write_chunks(
-            model, job, frames, (out_h, out_w), device, dtype, sink, formats, stats, report
+            model, job, frames, (out_h, out_w), device, memory, sink, formats, stats, report
         )
         if decoded == 0 and job.frames is not None:
             raise UsageError(f"--frames: the input has no frames from {job.first} on")
@@ -182,9 +185,8 @@ def upscale(
         # inside the writers' block: with --strict, they delete their partials
         lost, damaged = check_damage(job, info, decoded, damage)
     # read once the writers are closed: re-encoded audio can add a warning while it is finished
-    summary = stats.summary(
-        started, (*plan.notes, *damaged, *writers[0].warnings), frames_lost=lost
-    )
+    notes = (*plan.notes, *damaged, *memory.warnings, *writers[0].warnings)
+    summary = stats.summary(started, notes, frames_lost=lost)
     emit(summary)
     return summary
 
@@ -325,7 +327,7 @@ def write_chunks(
     decoded_frames: Iterable[DecodedFrame],
     size: tuple[int, int],
     device: torch.device,
-    dtype: torch.dtype,
+    memory: MemoryLadder,
     sink: Sink,
     formats: list[OutFormat],
     stats: RunStats,
@@ -350,7 +352,7 @@ def write_chunks(
             continue
         if last is not None and chunk.start >= last:
             break
-        result = run_chunk(model, chunk, size, job.settings, device, dtype)
+        result = run_chunk(model, chunk, size, memory, device)
         stats.add_tokens(result.keep.numel(), int(result.keep.sum()))
         outputs = [result.frames[0].transpose(0, 1).float()]  # (T, 3, H, W)
         if streams > 1:
@@ -382,20 +384,19 @@ def run_chunk(
     model: SkipSR,
     chunk: Chunk[DecodedFrame],
     size: tuple[int, int],
-    settings: Settings,
+    memory: MemoryLadder,
     device: torch.device,
-    dtype: torch.dtype,
 ) -> Result:
-    """One chunk through the model: uint8 RGB frames -> (1, 3, T, H, W) in [0, 1] on the device."""
-    # fp32 in: the model makes its fill at full precision and runs its networks in `dtype`
-    lr = frames_to_device([f.rgb for f in chunk.items], device)
+    """One chunk through the model: uint8 RGB frames -> (1, 3, T, H, W) in [0, 1] on the device.
+
+    Out of GPU memory, `memory` retries it with smaller settings (a ModelError when none fits)."""
     try:
+        # fp32 in: the model makes its fill at full precision and runs its networks in its dtype
+        lr = frames_to_device([f.rgb for f in chunk.items], device)
         with torch.inference_mode():
-            return model(lr, size, settings)
-    except torch.cuda.OutOfMemoryError as e:
-        raise ModelError(
-            "out of GPU memory: lower --chunk-frames, set --tile, or use --dtype bf16"
-        ) from e
+            return memory.run(model, lr, size, chunk.start)
+    except torch.cuda.OutOfMemoryError as e:  # the chunk's own frames did not fit
+        raise ModelError(f"out of GPU memory loading frames {chunk.start}-{chunk.stop - 1}") from e
     except RuntimeError as e:
         raise ModelError(f"the model failed on frames {chunk.start}-{chunk.stop - 1}: {e}") from e
 
