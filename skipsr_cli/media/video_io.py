@@ -19,6 +19,7 @@ import numpy as np
 
 from skipsr_cli.errors import InputError
 from skipsr_cli.media.colour import (
+    EXACT_RGB,
     RANGE_FULL,
     RANGE_LIMITED,
     ColourInfo,
@@ -426,5 +427,6 @@ def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
             src_colorspace=sws_matrix(colour.matrix, frame.height),
             src_color_range=colour_range,
             dst_color_range=RANGE_FULL,
+            interpolation=EXACT_RGB,
         )
     return np.ascontiguousarray(rgb)

@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
 from skipsr_cli.errors import InputError
+from skipsr_cli.media.colour import EXACT_RGB
 from skipsr_cli.train.degrade import from_uint8, random_degrade, resize
 
 # Held out: never trained on, used for every validation figure.
@@ -81,7 +82,7 @@ def encode_sequence(folder: Path, dest: Path, crf: int = 12) -> None:
 def read_image(path: Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB of a PNG or JPEG, through PyAV."""
     with av.open(str(path)) as f:
-        return next(f.decode(video=0)).to_ndarray(format="rgb24")
+        return next(f.decode(video=0)).to_ndarray(format="rgb24", interpolation=EXACT_RGB)
 
 
 def write_jpeg(image: np.ndarray, path: Path, quality_scale: int = 2) -> None:
@@ -189,7 +190,7 @@ def decode_video(path: Path, scale: float = 1.0) -> np.ndarray:
                     height=round(frame.height * scale) // 2 * 2,
                     interpolation="AREA",
                 )
-            frames.append(frame.to_ndarray(format="rgb24"))
+            frames.append(frame.to_ndarray(format="rgb24", interpolation=EXACT_RGB))
     return np.stack(frames)
 
 

@@ -17,6 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from skipsr_cli.media.colour import ACCURATE, EXACT_RGB, ColourInfo, rgb_to_ycbcr
+
+JPEG_COLOUR = ColourInfo(matrix=5, range=2)  # JPEG: BT.601, full range
+
 
 def resize(frames: Tensor, size: tuple[int, int], mode: str = "bicubic") -> Tensor:
     """Antialiased resize of (T, 3, H, W) to size = (H, W); modes: bicubic, bilinear, area, lanczos."""
@@ -81,7 +85,9 @@ def h264_round_trip(frames: Tensor, crf: int, preset: str = "medium") -> Tensor:
         out.mux(stream.encode())
     buffer.seek(0)
     with av.open(buffer, "r") as src:
-        decoded = [f.to_ndarray(format="rgb24") for f in src.decode(video=0)]
+        decoded = [
+            f.to_ndarray(format="rgb24", interpolation=EXACT_RGB) for f in src.decode(video=0)
+        ]
     if len(decoded) != t:
         raise RuntimeError(f"x264 round trip returned {len(decoded)} frames for {t}")
     return from_uint8(np.stack(decoded))[:, :, :h, :w]
@@ -98,13 +104,15 @@ def jpeg_round_trip(frames: Tensor, quality: int) -> Tensor:
         codec.width, codec.height = image.shape[1], image.shape[0]
         codec.pix_fmt, codec.time_base = "yuvj420p", Fraction(1, 25)
         codec.options = {"qmin": str(qscale), "qmax": str(qscale)}
-        packets = codec.encode(
-            av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuvj420p")
-        )
+        planes = rgb_to_ycbcr(image, JPEG_COLOUR)  # swscale's own RGB -> YCbCr is biased
+        frame = av.VideoFrame.from_ndarray(planes, format="yuv444p")
+        frame = frame.reformat(format="yuv420p", interpolation=ACCURATE)  # chroma only
+        frame = av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuvj420p")
+        packets = codec.encode(frame)
         packets += codec.encode(None)
         decoder = av.CodecContext.create("mjpeg", "r")
         frames_out = [f for p in packets for f in decoder.decode(p)]
-        out.append(frames_out[0].to_ndarray(format="rgb24"))
+        out.append(frames_out[0].to_ndarray(format="rgb24", interpolation=EXACT_RGB))
     return from_uint8(np.stack(out))
 
 
@@ -129,8 +137,10 @@ def random_degrade(hr: Tensor, scale: int, rng: random.Random) -> Tensor:
 
     Half the clips are clean downscales (bicubic, lanczos or area, antialiased), lightly compressed
     or not: a model trained only on blurred, noisy inputs over-sharpens clean ones and falls below
-    the plain resamplers there. The other half get mild blur, a random kernel, mild noise, then
-    H.264 (CRF 18 to 35) or JPEG.
+    the plain resamplers there. The other half get mild blur, a random kernel, sometimes a little
+    noise (a fifth of them: a model taught to remove much noise also removes the grain of real
+    footage, which its reference keeps), then H.264 (CRF 18 to 35) or JPEG. Every codec round trip
+    converts colour without bias (EXACT_RGB, rgb_to_ycbcr), so the pairs differ in detail only.
     """
     h, w = hr.shape[-2:]
     size = (h // scale, w // scale)
@@ -143,9 +153,9 @@ def random_degrade(hr: Tensor, scale: int, rng: random.Random) -> Tensor:
     if rng.random() < 0.4:
         x = gaussian_blur(x, rng.uniform(0.2, 1.0))
     x = resize(x, size, rng.choice(["bicubic", "bilinear", "area", "lanczos"]))
-    if rng.random() < 0.4:
+    if rng.random() < 0.2:  # was 0.4 and up to 0.02 until 2026-11-30: the model smoothed real grain
         gen = torch.Generator().manual_seed(rng.randrange(2**31))
-        x = (x + torch.randn(x.shape, generator=gen) * rng.uniform(0.002, 0.02)).clamp(0, 1)
+        x = (x + torch.randn(x.shape, generator=gen) * rng.uniform(0.002, 0.012)).clamp(0, 1)
     roll = rng.random()
     if roll < 0.7:
         x = h264_round_trip(x, rng.randint(18, 35), preset="veryfast")
