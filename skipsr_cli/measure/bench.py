@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import torch
@@ -207,6 +208,10 @@ def bench_model(
 class Resampler(torch.nn.Module):
     """Stands in for SkipSR in the pipeline to measure the encode floor: bicubic on the device,
     with everything around it (decode, colour conversion, encode, overlap threads) unchanged."""
+
+    # What the pipeline reads of a model's configuration: its token size (frames, rows, columns),
+    # whose first entry is the frame step of the out-of-memory ladder's sub-clips.
+    args = SimpleNamespace(token_pixels=(1, 1, 1))
 
     def forward(self, lr: torch.Tensor, size: tuple[int, int], settings: Settings) -> Result:
         b, t = lr.shape[0], lr.shape[2]

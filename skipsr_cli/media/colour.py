@@ -48,7 +48,7 @@ ACCURATE = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
 # ACCURATE_RND alone) truncates: it darkens every decoded picture by 0.5 to 1.5 8-bit code values
 # on average (per channel, measured on flat colours against the exact BT.601 formula), which a model
 # trained on such pairs learns to undo. With these flags the error is rounding only (mean 0.0,
-# at most 0.5).
+# at most 0.5). For 8-bit RGB only: to rgb48 from 10-bit YCbCr, FULL_CHR_H_INT gives wrong colours.
 EXACT_RGB = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
 
 

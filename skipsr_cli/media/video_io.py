@@ -19,6 +19,7 @@ import numpy as np
 
 from skipsr_cli.errors import InputError
 from skipsr_cli.media.colour import (
+    ACCURATE,
     EXACT_RGB,
     RANGE_FULL,
     RANGE_LIMITED,
@@ -427,6 +428,9 @@ def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
             src_colorspace=sws_matrix(colour.matrix, frame.height),
             src_color_range=colour_range,
             dst_color_range=RANGE_FULL,
-            interpolation=EXACT_RGB,
+            # 8-bit: rounded, chroma at full resolution (swscale's default darkens by about one
+            # code value). Deeper: swscale's full-chroma path to rgb48 returns wrong colours
+            # (FFmpeg 7), and its truncation there is 1/257 of an 8-bit code value.
+            interpolation=EXACT_RGB if target == "rgb24" else ACCURATE,
         )
     return np.ascontiguousarray(rgb)
