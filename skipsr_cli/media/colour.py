@@ -44,12 +44,19 @@ _MATRIX_WEIGHTS = {
     10: (0.2627, 0.0593),
 }
 ACCURATE = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
-# YCbCr -> RGB with rounding and chroma interpolated at full resolution. swscale's default (and
-# ACCURATE_RND alone) truncates: it darkens every decoded picture by 0.5 to 1.5 8-bit code values
-# on average (per channel, measured on flat colours against the exact BT.601 formula), which a model
-# trained on such pairs learns to undo. With these flags the error is rounding only (mean 0.0,
-# at most 0.5). For 8-bit RGB only: to rgb48 from 10-bit YCbCr, FULL_CHR_H_INT gives wrong colours.
+# YCbCr -> RGB with rounding and chroma interpolated at full resolution, for the codec round trips
+# of training and evaluation (see ycbcr_to_rgb for decoding). swscale's default (and ACCURATE_RND
+# alone) truncates: it darkens every decoded picture by 0.5 to 1.5 8-bit code values on average
+# (per channel, measured on flat colours against the exact BT.601 formula), which a model trained on
+# such pairs learns to undo. With these flags the error is rounding only (mean 0.0, at most 0.5).
+# For 8-bit RGB only: to rgb48 from 10-bit YCbCr, FULL_CHR_H_INT gives wrong colours.
 EXACT_RGB = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+
+# Matrix codes with known weights (others are left to swscale).
+MATRIX_CODES = frozenset(_MATRIX_WEIGHTS)
+
+# 8-bit planar YCbCr that ycbcr_to_rgb converts itself (chroma at most half size either way).
+PLANAR_8BIT = frozenset(f"yuv{j}{s}p" for j in ("", "j") for s in ("420", "422", "440", "444"))
 
 
 @dataclass(frozen=True)
@@ -186,3 +193,28 @@ def rgb_to_planes(image: torch.Tensor, colour: ColourInfo, pix_fmt: str) -> torc
     flat = torch.cat((luma.flatten(), chroma.flatten())).to(store)  # Y, then Cb, then Cr
     planes = flat.view(h * 3 // 2, width)
     return planes if bits == 8 else planes.to(torch.uint16)
+
+
+def ycbcr_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, colour: ColourInfo) -> np.ndarray:
+    """8-bit planes (chroma at its own size) -> (H, W, 3) uint8 RGB with the colour's matrix and
+    range, in floating point and rounded to nearest: no bias (swscale's default darkens by about one
+    code value). Each chroma sample is repeated over the luma block it stands for, the inverse of
+    the writer's block means (rgb_to_ycbcr, then 2x2 means), so an output read back keeps its
+    colours."""
+    weights, offset = ycbcr_coefficients(colour)
+    inverse = (np.linalg.inv(weights.astype(np.float64)) * 255).astype(np.float32)
+    h, w = y.shape
+    ch, cw = cb.shape
+    sy, sx = -(-h // ch), -(-w // cw)
+    # luma's share is the same in R, G and B; chroma's is made at chroma size, then broadcast over
+    # each block (the picture padded to whole blocks, then cut back)
+    out = np.empty((ch, sy, cw, sx, 3), dtype=np.float32)
+    luma = np.zeros((ch * sy, cw * sx), dtype=np.float32)
+    luma[:h, :w] = y
+    luma = (luma - offset[0]) * inverse[0, 0] + 0.5
+    blue, red = cb.astype(np.float32) - offset[1], cr.astype(np.float32) - offset[2]
+    for c in range(3):
+        chroma = inverse[c, 1] * blue + inverse[c, 2] * red  # (ch, cw)
+        np.add(luma.reshape(ch, sy, cw, sx), chroma[:, None, :, None], out=out[..., c])
+    rgb = out.reshape(ch * sy, cw * sx, 3)[:h, :w]
+    return np.clip(rgb, 0, 255).astype(np.uint8)

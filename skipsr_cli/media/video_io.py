@@ -21,10 +21,14 @@ from skipsr_cli.errors import InputError
 from skipsr_cli.media.colour import (
     ACCURATE,
     EXACT_RGB,
+    MATRIX_CODES,
+    PLANAR_8BIT,
     RANGE_FULL,
     RANGE_LIMITED,
     ColourInfo,
+    default_matrix,
     sws_matrix,
+    ycbcr_to_rgb,
 )
 from skipsr_cli.media.cpu_share import decoder_threads
 
@@ -407,13 +411,22 @@ def _packets(
         yield packet
 
 
+def _planes(frame: av.VideoFrame) -> list[np.ndarray]:
+    """The frame's 8-bit planes as (height, width) views, without their line padding."""
+    return [
+        np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width]
+        for p in frame.planes
+    ]
+
+
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """(H, W, 3) uint8, or uint16 for frames of more than 8 bits (10-bit and 12-bit video, 16-bit
     PNG), converted with the frame's own matrix and range: never through 8 bits.
 
     Where the stream names no matrix, FFmpeg's convention applies (BT.709 from 720 lines up, BT.601
     below; see default_matrix); where it names no range, limited, except the "yuvj" formats, which
-    are full by definition. RGB and palette frames need no matrix.
+    are full by definition. RGB and palette frames need no matrix. 8-bit planar YCbCr is converted
+    here (colour.ycbcr_to_rgb: rounded, no bias); other formats by swscale, with rounding.
     """
     fmt = frame.format
     target = "rgb48le" if max(c.bits for c in fmt.components) > 8 else "rgb24"
@@ -423,14 +436,17 @@ def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
         colour = ColourInfo.of(frame)
         full = fmt.name.startswith("yuvj")
         colour_range = colour.range or (RANGE_FULL if full else RANGE_LIMITED)
+        matrix = colour.matrix if colour.matrix in MATRIX_CODES else None
+        if fmt.name in PLANAR_8BIT:
+            info = ColourInfo(matrix=matrix or default_matrix(frame.height), range=colour_range)
+            return ycbcr_to_rgb(*_planes(frame), info)
         rgb = frame.to_ndarray(
             format=target,
             src_colorspace=sws_matrix(colour.matrix, frame.height),
             src_color_range=colour_range,
             dst_color_range=RANGE_FULL,
-            # 8-bit: rounded, chroma at full resolution (swscale's default darkens by about one
-            # code value). Deeper: swscale's full-chroma path to rgb48 returns wrong colours
-            # (FFmpeg 7), and its truncation there is 1/257 of an 8-bit code value.
-            interpolation=EXACT_RGB if target == "rgb24" else ACCURATE,
+            # Rounded (deeper video: 1/257 of an 8-bit code value); swscale's full-chroma path to
+            # rgb48 returns wrong colours (FFmpeg 7), and its truncation would darken 8-bit.
+            interpolation=ACCURATE if target == "rgb48le" else EXACT_RGB,
         )
     return np.ascontiguousarray(rgb)
