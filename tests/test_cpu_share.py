@@ -58,10 +58,12 @@ def test_the_share_can_be_set_by_the_environment():
 @pytest.fixture
 def restore_threads(monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
+    # set through monkeypatch before the test, so its undo puts back the share this process had
+    # (none): set after the yield, the undo would restore the test's share for every later test
+    monkeypatch.setattr(cpu_share, "_applied", None)
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
-    monkeypatch.setattr(cpu_share, "_applied", None)
 
 
 def test_a_worker_applies_its_share_and_one_alone_changes_nothing(monkeypatch, restore_threads):

@@ -374,7 +374,9 @@ def _decode(
                 frames = packet.decode() if packet is not None else stream.decode(None)
             except AV_ERRORS as e:  # one damaged packet: the next one may decode again
                 if strict:
-                    raise InputError(f"cannot decode {path} at frame {index}: {e}") from e
+                    raise InputError(
+                        f"damaged input {path}: cannot decode frame {index}: {e}"
+                    ) from e
                 damage.note(f"frame {index}", e)
                 continue
             for frame in frames:
