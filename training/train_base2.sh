@@ -12,6 +12,9 @@
 #   training/train_base2.sh init           base1's tensors that fit, fresh decoder (seed 0), bf16
 #   training/train_base2.sh ft1 MINUTES    7,014 of 14,000 steps on 2 GPUs, batch 32 each (10.5 min)
 #   training/train_base2.sh ft2 MINUTES    4,500 steps from ft1's bf16 export, lr 1e-4 (6.6 min)
+#   training/train_base2.sh ft3 MINUTES    1,537 of 1,600 steps from ft2's export, lr 5e-5, on the
+#                                          unbiased colour round trips and weaker noise (2.4 min)
+#   training/train_base2.sh mask3 MINUTES  the mask predictor for this decoder, 617 of 700 (0.8 min)
 #   training/train_base2.sh export TAU OUT bf16 weights with default tau in OUT/base.safetensors
 set -euo pipefail
 PHASE=$1
@@ -37,6 +40,13 @@ save_model(model, Path('ckpt/base2/init.safetensors'), stage='init', step='0')"
        $S train export ckpt/base2/ft1.safetensors ckpt/base2/ft1.bf16.safetensors --threshold 40 ;;
   ft2) ddp --init ckpt/base2/ft1.bf16.safetensors --out ckpt/base2/ft2 --minutes "$2" \
           --max-steps 4500 -s 2 -s 2 -s 4 --lr 1e-4 --seed 22 --temporal 1.0 ;;
-  export) $S train export ckpt/base2/ft2.safetensors "$3/base.safetensors" --threshold "$2" ;;
-  *) echo "usage: $0 init | ft1 MINUTES | ft2 MINUTES | export TAU OUTDIR" >&2; exit 2 ;;
+  ft3) $S train export ckpt/base2/ft2.safetensors ckpt/base2/ft2.bf16.safetensors --threshold 40
+       ddp --init ckpt/base2/ft2.bf16.safetensors --out ckpt/base2/ft3 --minutes "$2" \
+          --max-steps 1600 --stop-at 1537 -s 2 -s 2 -s 4 --lr 5e-5 --seed 24 --temporal 1.0 ;;
+  mask3) torchrun --nproc_per_node "$GPUS" -m skipsr_cli.cli train run mask --config $CONFIG \
+          --data .carry/pack --frames 4 --batch 16 --workers 14 --init ckpt/base2/ft3.safetensors \
+          --out ckpt/base2/mask3 --minutes "$2" --max-steps 700 --stop-at 617 --lr 3e-4 --seed 25 \
+          -s 2 -s 2 -s 4 ;;
+  export) $S train export ckpt/base2/mask3.safetensors "$3/base.safetensors" --threshold "$2" ;;
+  *) echo "usage: $0 init | ft1 | ft2 | ft3 | mask3 MINUTES | export TAU OUTDIR" >&2; exit 2 ;;
 esac
