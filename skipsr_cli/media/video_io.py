@@ -375,7 +375,7 @@ def _decode(
             except AV_ERRORS as e:  # one damaged packet: the next one may decode again
                 if strict:
                     raise InputError(
-                        f"damaged input {path}: cannot decode frame {index}: {e}"
+                        f"damaged input {path}: cannot decode it at frame {index}: {e}"
                     ) from e
                 damage.note(f"frame {index}", e)
                 continue
