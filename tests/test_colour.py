@@ -212,3 +212,51 @@ def test_writer_takes_device_planes_with_the_same_colours(tmp_path: Path, case: 
                 writer.write_planes(planes, frame.pts)
         assert probe(out).colour == colour
         assert colour_error(_first_rgb(out), rgb) <= bound
+
+
+def exact_rgb(y: float, cb: float, cr: float, kr: float, kb: float) -> np.ndarray:
+    """The BT.601 / BT.709 formula for limited-range 8-bit code values, in floating point."""
+    luma, blue, red = (y - 16) / 219, (cb - 128) / 224, (cr - 128) / 224
+    r, b = luma + 2 * (1 - kr) * red, luma + 2 * (1 - kb) * blue
+    g = (luma - kr * r - kb * b) / (1 - kr - kb)
+    return np.clip(np.array([r, g, b]) * 255, 0, 255)
+
+
+@pytest.mark.parametrize("height, kr, kb", [(64, 0.299, 0.114), (720, 0.2126, 0.0722)])
+def test_decoding_flat_colours_has_no_bias(height: int, kr: float, kb: float) -> None:
+    """4:2:0 frames of one colour decode to the formula's RGB, rounded: swscale's default
+    conversion came out about one code value dark, which models trained on it learnt to undo."""
+    from skipsr_cli.media.video_io import _to_rgb
+
+    rng = np.random.default_rng(0)
+    errors = []
+    for _ in range(40):
+        y, cb, cr = rng.integers(16, 236), rng.integers(40, 216), rng.integers(40, 216)
+        planes = np.empty((height * 3 // 2, 64), np.uint8)
+        planes[:height], planes[height : height * 5 // 4], planes[height * 5 // 4 :] = y, cb, cr
+        frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")  # no tags: by its height
+        errors.append(
+            _to_rgb(frame)[height // 2, 32].astype(np.float64) - exact_rgb(y, cb, cr, kr, kb)
+        )
+    errors = np.array(errors)
+    assert np.abs(errors).max() <= 0.5 + 1e-9  # rounding only
+    assert np.abs(errors.mean(axis=0)).max() < 0.15
+
+
+def test_codec_round_trips_of_training_and_evaluation_keep_the_colours() -> None:
+    """The H.264 and JPEG round trips that make low-resolution inputs change detail, not colour."""
+    import torch
+
+    from skipsr_cli.train.degrade import h264_round_trip, jpeg_round_trip
+
+    gen = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.avg_pool2d(
+        torch.rand(4, 3, 64, 64, generator=gen) * 0.8 + 0.1, 5, 1, 2
+    )
+    for out in (
+        h264_round_trip(smooth, 12),
+        h264_round_trip(smooth, 28),
+        jpeg_round_trip(smooth, 90),
+    ):
+        shift = (out - smooth).mean(dim=(0, 2, 3)) * 255  # per channel, in code values
+        assert shift.abs().max() < 0.25, shift
