@@ -226,7 +226,7 @@ def exact_rgb(y: float, cb: float, cr: float, kr: float, kb: float) -> np.ndarra
 def test_decoding_flat_colours_has_no_bias(height: int, kr: float, kb: float) -> None:
     """4:2:0 frames of one colour decode to the formula's RGB, rounded: swscale's default
     conversion came out about one code value dark, which models trained on it learnt to undo."""
-    from skipsr_cli.media.video_io import _to_rgb
+    from skipsr_cli.media.video_io import frame_to_rgb
 
     rng = np.random.default_rng(0)
     errors = []
@@ -236,7 +236,7 @@ def test_decoding_flat_colours_has_no_bias(height: int, kr: float, kb: float) ->
         planes[:height], planes[height : height * 5 // 4], planes[height * 5 // 4 :] = y, cb, cr
         frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")  # no tags: by its height
         errors.append(
-            _to_rgb(frame)[height // 2, 32].astype(np.float64) - exact_rgb(y, cb, cr, kr, kb)
+            frame_to_rgb(frame)[height // 2, 32].astype(np.float64) - exact_rgb(y, cb, cr, kr, kb)
         )
     errors = np.array(errors)
     assert np.abs(errors).max() <= 0.5 + 1e-9  # rounding only
@@ -253,10 +253,12 @@ def test_codec_round_trips_of_training_and_evaluation_keep_the_colours() -> None
     smooth = torch.nn.functional.avg_pool2d(
         torch.rand(4, 3, 64, 64, generator=gen) * 0.8 + 0.1, 5, 1, 2
     )
-    for out in (
-        h264_round_trip(smooth, 12),
-        h264_round_trip(smooth, 28),
-        jpeg_round_trip(smooth, 90),
+    # x264 at CRF 0 and JPEG at quality 100 are nearly lossless: what is left is the conversions
+    # (swscale's decoding alone was -0.7 to -1.2). At CRF 12 the codec's own rounding adds a little.
+    for out, bound in (
+        (h264_round_trip(smooth, 0), 0.1),
+        (jpeg_round_trip(smooth, 100), 0.1),
+        (h264_round_trip(smooth, 12), 0.2),
     ):
         shift = (out - smooth).mean(dim=(0, 2, 3)) * 255  # per channel, in code values
-        assert shift.abs().max() < 0.25, shift
+        assert shift.abs().max() < bound, shift

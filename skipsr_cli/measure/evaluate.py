@@ -24,8 +24,7 @@ from torch import Tensor
 from models.skipsr import Settings, SkipSR
 from skipsr_cli.errors import InputError, ModelError, UsageError
 from skipsr_cli.measure import metrics
-from skipsr_cli.media.colour import EXACT_RGB
-from skipsr_cli.media.video_io import probe, read_frames
+from skipsr_cli.media.video_io import probe, read_frames, rgb8
 from skipsr_cli.train.degrade import TRACKS, from_uint8, resize
 
 METHODS = ("model", "no-skip", "lanczos", "bicubic")
@@ -151,9 +150,7 @@ def _read_image(path: Path) -> np.ndarray:
     try:
         with av.open(str(path)) as container:
             frame = next(container.decode(video=0), None)
-            image = (
-                None if frame is None else frame.to_ndarray(format="rgb24", interpolation=EXACT_RGB)
-            )
+            image = None if frame is None else rgb8(frame)
     except (av.FFmpegError, OSError, ValueError) as e:
         raise InputError(f"cannot read {path}: {e}") from e
     if image is None:

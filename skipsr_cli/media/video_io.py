@@ -215,7 +215,7 @@ def _read_sequence(files: list[Path], start: int = 0) -> Iterator[DecodedFrame]:
                 f"{file} is {frame.width}x{frame.height}, the sequence {size[0]}x{size[1]}"
             )
         size = (frame.width, frame.height)
-        yield DecodedFrame(_to_rgb(frame), index, index)
+        yield DecodedFrame(frame_to_rgb(frame), index, index)
 
 
 def _first_frame_facts(
@@ -382,7 +382,7 @@ def _decode(
             for frame in frames:
                 if after is not None and frame.pts is not None and frame.pts < after:
                     continue  # between the keyframe the seek found and the frame asked for
-                rgb = _to_rgb(frame)
+                rgb = frame_to_rgb(frame)
                 turns = _quarter_turns(frame.rotation)
                 if turns:  # show the picture the right way up; the output has no matrix
                     rgb = np.ascontiguousarray(np.rot90(rgb, turns))
@@ -421,7 +421,15 @@ def _planes(frame: av.VideoFrame) -> list[np.ndarray]:
     ]
 
 
-def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+def rgb8(frame: av.VideoFrame) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of any frame (deeper ones rounded to 8 bits), converted as inputs are."""
+    rgb = frame_to_rgb(frame)
+    if rgb.dtype == np.uint8:
+        return rgb
+    return (rgb.astype(np.float32) / 257 + 0.5).astype(np.uint8)
+
+
+def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """(H, W, 3) uint8, or uint16 for frames of more than 8 bits (10-bit and 12-bit video, 16-bit
     PNG), converted with the frame's own matrix and range: never through 8 bits.
 

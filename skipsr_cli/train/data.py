@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
 from skipsr_cli.errors import InputError
-from skipsr_cli.media.colour import EXACT_RGB
+from skipsr_cli.media.video_io import rgb8
 from skipsr_cli.train.degrade import from_uint8, random_degrade, resize
 
 # Held out: never trained on, used for every validation figure.
@@ -82,7 +82,7 @@ def encode_sequence(folder: Path, dest: Path, crf: int = 12) -> None:
 def read_image(path: Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB of a PNG or JPEG, through PyAV."""
     with av.open(str(path)) as f:
-        return next(f.decode(video=0)).to_ndarray(format="rgb24", interpolation=EXACT_RGB)
+        return rgb8(next(f.decode(video=0)))
 
 
 def write_jpeg(image: np.ndarray, path: Path, quality_scale: int = 2) -> None:
@@ -190,7 +190,7 @@ def decode_video(path: Path, scale: float = 1.0) -> np.ndarray:
                     height=round(frame.height * scale) // 2 * 2,
                     interpolation="AREA",
                 )
-            frames.append(frame.to_ndarray(format="rgb24", interpolation=EXACT_RGB))
+            frames.append(rgb8(frame))
     return np.stack(frames)
 
 

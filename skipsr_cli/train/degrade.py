@@ -17,7 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from skipsr_cli.media.colour import ACCURATE, EXACT_RGB, ColourInfo, rgb_to_ycbcr
+from skipsr_cli.media.colour import (
+    ACCURATE,
+    RANGE_LIMITED,
+    ColourInfo,
+    default_matrix,
+    rgb_to_ycbcr,
+)
+from skipsr_cli.media.video_io import frame_to_rgb
 
 JPEG_COLOUR = ColourInfo(matrix=5, range=2)  # JPEG: BT.601, full range
 
@@ -78,19 +85,27 @@ def h264_round_trip(frames: Tensor, crf: int, preset: str = "medium") -> Tensor:
         stream = out.add_stream("libx264", rate=25, options={"crf": str(crf), "preset": preset})
         stream.width, stream.height, stream.pix_fmt = w + pw, h + ph, "yuv420p"
         stream.time_base = Fraction(1, 25)
+        # converted as the writer converts (the height's matrix, limited range, block means) and
+        # read back as inputs are read, so the pairs hold what users' files hold
+        colour = ColourInfo(matrix=default_matrix(h + ph), range=RANGE_LIMITED)
         for i, image in enumerate(to_uint8(padded)):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame = yuv420_frame(image, colour)
             frame.pts = i
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
     buffer.seek(0)
     with av.open(buffer, "r") as src:
-        decoded = [
-            f.to_ndarray(format="rgb24", interpolation=EXACT_RGB) for f in src.decode(video=0)
-        ]
+        decoded = [frame_to_rgb(f) for f in src.decode(video=0)]
     if len(decoded) != t:
         raise RuntimeError(f"x264 round trip returned {len(decoded)} frames for {t}")
     return from_uint8(np.stack(decoded))[:, :, :h, :w]
+
+
+def yuv420_frame(image: np.ndarray, colour: ColourInfo) -> av.VideoFrame:
+    """(H, W, 3) uint8 RGB (even sizes) -> a yuv420p frame: YCbCr in floating point, rounded, then
+    chroma subsampled by swscale, as the video writer does it."""
+    frame = av.VideoFrame.from_ndarray(rgb_to_ycbcr(image, colour), format="yuv444p")
+    return frame.reformat(format="yuv420p", interpolation=ACCURATE)  # chroma only
 
 
 def jpeg_round_trip(frames: Tensor, quality: int) -> Tensor:
@@ -104,15 +119,14 @@ def jpeg_round_trip(frames: Tensor, quality: int) -> Tensor:
         codec.width, codec.height = image.shape[1], image.shape[0]
         codec.pix_fmt, codec.time_base = "yuvj420p", Fraction(1, 25)
         codec.options = {"qmin": str(qscale), "qmax": str(qscale)}
-        planes = rgb_to_ycbcr(image, JPEG_COLOUR)  # swscale's own RGB -> YCbCr is biased
-        frame = av.VideoFrame.from_ndarray(planes, format="yuv444p")
-        frame = frame.reformat(format="yuv420p", interpolation=ACCURATE)  # chroma only
+        # swscale's own RGB -> yuvj is biased: converted as the writer converts
+        frame = yuv420_frame(image, JPEG_COLOUR)
         frame = av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuvj420p")
         packets = codec.encode(frame)
         packets += codec.encode(None)
         decoder = av.CodecContext.create("mjpeg", "r")
         frames_out = [f for p in packets for f in decoder.decode(p)]
-        out.append(frames_out[0].to_ndarray(format="rgb24", interpolation=EXACT_RGB))
+        out.append(frame_to_rgb(frames_out[0]))
     return from_uint8(np.stack(out))
 
 
