@@ -44,16 +44,11 @@ _MATRIX_WEIGHTS = {
     10: (0.2627, 0.0593),
 }
 ACCURATE = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
-# YCbCr -> RGB with rounding and chroma interpolated at full resolution, for the codec round trips
-# of training and evaluation (see ycbcr_to_rgb for decoding). swscale's default (and ACCURATE_RND
-# alone) truncates: it darkens every decoded picture by 0.5 to 1.5 8-bit code values on average
-# (per channel, measured on flat colours against the exact BT.601 formula), which a model trained on
-# such pairs learns to undo. With these flags the error is rounding only (mean 0.0, at most 0.5).
-# For 8-bit RGB only: to rgb48 from 10-bit YCbCr, FULL_CHR_H_INT gives wrong colours.
+# YCbCr -> 8-bit RGB by swscale with rounding and chroma interpolated at full resolution, for the
+# formats ycbcr_to_rgb does not take. swscale's default (and ACCURATE_RND alone) truncates: it
+# darkens decoded pictures by 0.5 to 1.5 code values on average (per channel, flat colours against
+# the exact BT.601 formula). To rgb48 from 10-bit YCbCr, FULL_CHR_H_INT gives wrong colours.
 EXACT_RGB = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
-
-# Matrix codes with known weights (others are left to swscale).
-MATRIX_CODES = frozenset(_MATRIX_WEIGHTS)
 
 # 8-bit planar YCbCr that ycbcr_to_rgb converts itself (chroma at most half size either way).
 PLANAR_8BIT = frozenset(f"yuv{j}{s}p" for j in ("", "j") for s in ("420", "422", "440", "444"))
@@ -216,5 +211,5 @@ def ycbcr_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, colour: ColourIn
     for c in range(3):
         chroma = inverse[c, 1] * blue + inverse[c, 2] * red  # (ch, cw)
         np.add(luma.reshape(ch, sy, cw, sx), chroma[:, None, :, None], out=out[..., c])
-    rgb = out.reshape(ch * sy, cw * sx, 3)[:h, :w]
-    return np.clip(rgb, 0, 255).astype(np.uint8)
+    np.clip(out, 0, 255, out=out)
+    return out.reshape(ch * sy, cw * sx, 3)[:h, :w].astype(np.uint8)

@@ -21,12 +21,11 @@ from skipsr_cli.errors import InputError
 from skipsr_cli.media.colour import (
     ACCURATE,
     EXACT_RGB,
-    MATRIX_CODES,
     PLANAR_8BIT,
     RANGE_FULL,
     RANGE_LIMITED,
     ColourInfo,
-    default_matrix,
+    output_colour,
     sws_matrix,
     ycbcr_to_rgb,
 )
@@ -446,9 +445,8 @@ def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
         colour = ColourInfo.of(frame)
         full = fmt.name.startswith("yuvj")
         colour_range = colour.range or (RANGE_FULL if full else RANGE_LIMITED)
-        matrix = colour.matrix if colour.matrix in MATRIX_CODES else None
-        if fmt.name in PLANAR_8BIT:
-            info = ColourInfo(matrix=matrix or default_matrix(frame.height), range=colour_range)
+        if fmt.name in PLANAR_8BIT:  # an unknown matrix follows the height, as sws_matrix's does
+            info = output_colour(ColourInfo(matrix=colour.matrix, range=colour_range), frame.height)
             return ycbcr_to_rgb(*_planes(frame), info)
         rgb = frame.to_ndarray(
             format=target,

@@ -19,6 +19,8 @@ from torch import Tensor
 
 from skipsr_cli.media.colour import (
     ACCURATE,
+    MATRIX_BT601,
+    RANGE_FULL,
     RANGE_LIMITED,
     ColourInfo,
     default_matrix,
@@ -26,7 +28,7 @@ from skipsr_cli.media.colour import (
 )
 from skipsr_cli.media.video_io import frame_to_rgb
 
-JPEG_COLOUR = ColourInfo(matrix=5, range=2)  # JPEG: BT.601, full range
+JPEG_COLOUR = ColourInfo(matrix=MATRIX_BT601, range=RANGE_FULL)  # JPEG: BT.601, full range
 
 
 def resize(frames: Tensor, size: tuple[int, int], mode: str = "bicubic") -> Tensor:
@@ -154,7 +156,8 @@ def random_degrade(hr: Tensor, scale: int, rng: random.Random) -> Tensor:
     the plain resamplers there. The other half get mild blur, a random kernel, sometimes a little
     noise (a fifth of them: a model taught to remove much noise also removes the grain of real
     footage, which its reference keeps), then H.264 (CRF 18 to 35) or JPEG. Every codec round trip
-    converts colour without bias (EXACT_RGB, rgb_to_ycbcr), so the pairs differ in detail only.
+    converts colour as the writer and the reader do, without bias, so the pairs differ in detail
+    only.
     """
     h, w = hr.shape[-2:]
     size = (h // scale, w // scale)
