@@ -182,7 +182,7 @@ def test_repeated_scales_weight_the_draw(pack, tmp_path):
 
     from skipsr_cli.train.data import ClipPairs, Sources, cache_videos
 
-    pairs = ClipPairs(pack, tmp_path / "cache", 1, 2, 32, 0, 0, scales=(2, 2, 4), degrade=False)
+    pairs = ClipPairs(pack, tmp_path / "cache", 1, 2, 32, 0, 0, scales=(2, 2, 4), degrade="none")
     cache_videos(pack, tmp_path / "cache")
     sources = Sources(pack, tmp_path / "cache")
     drawn = [pairs.make_batch(sources, random.Random(k)) for k in range(200)]

@@ -105,6 +105,13 @@ def train_run_command(
             help="Load only the --init tensors that fit (a wider network); the rest start fresh.",
         ),
     ] = False,
+    degrade: Annotated[
+        str,
+        typer.Option(
+            help="Training inputs: mixed (blur, noise, H.264 and JPEG), video (H.264 CRF 8-34), "
+            "clean (CRF 8-16) or none (bicubic only).",
+        ),
+    ] = "mixed",
     scale: Annotated[
         list[int] | None,
         typer.Option(
@@ -116,6 +123,7 @@ def train_run_command(
 ) -> None:
     """Train one stage for at most --minutes, then checkpoint; run again to resume exactly."""
     from models import PRESETS, ModelArgs
+    from skipsr_cli.train.degrade import PROFILES
     from skipsr_cli.train.loop import STAGES, TrainConfig, train
 
     if stage not in STAGES:
@@ -127,6 +135,8 @@ def train_run_command(
     else:
         raise UsageError(f"unknown preset {model!r}")
     scales = tuple(scale or (2, 4))
+    if degrade not in PROFILES:
+        raise UsageError(f"--degrade must be one of {', '.join(PROFILES)}, not {degrade!r}")
     if any(s < 2 or crop % s for s in scales):
         raise UsageError(f"each --scale must be at least 2 and divide --crop {crop}, not {scales}")
     cfg = TrainConfig(
@@ -149,6 +159,7 @@ def train_run_command(
         augment=augment,
         scales=scales,
         temporal=temporal,
+        degrade=degrade,
         init_partial=init_partial,
     )
     train(cfg, lambda line: print(line, flush=True))

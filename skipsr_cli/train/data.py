@@ -293,7 +293,7 @@ class ClipPairs(IterableDataset):
         start: int,
         scales: tuple[int, ...] = (2, 4),
         video_fraction: float = 0.3,
-        degrade: bool = True,
+        degrade: str = "mixed",
         augment: bool = True,
     ) -> None:
         super().__init__()
@@ -327,11 +327,7 @@ class ClipPairs(IterableDataset):
                 hr = photo_clip(rng.choice(sources.images), self.frames, self.crop, rng)
             if self.augment:
                 hr = augment(hr, rng)
-            lr = (
-                random_degrade(hr, scale, rng)
-                if self.degrade
-                else resize(hr, (self.crop // scale,) * 2)
-            )
+            lr = random_degrade(hr, scale, rng, self.degrade)
             hrs.append(hr.mul(255).round().byte())
             lrs.append(lr.mul(255).round().byte())
         return torch.stack(hrs), torch.stack(lrs), scale

@@ -148,19 +148,24 @@ class Track:
 TRACKS = {"clean": Track("clean", 12), "web": Track("web", 28)}
 
 
-def random_degrade(hr: Tensor, scale: int, rng: random.Random) -> Tensor:
+def random_degrade(hr: Tensor, scale: int, rng: random.Random, profile: str = "mixed") -> Tensor:
     """Training degradation of a clip (T, 3, H, W): the same draw for every frame of the clip.
 
-    Half the clips are clean downscales (bicubic, lanczos or area, antialiased), lightly compressed
-    or not: a model trained only on blurred, noisy inputs over-sharpens clean ones and falls below
-    the plain resamplers there. The other half get mild blur, a random kernel, sometimes a little
-    noise (a fifth of them: a model taught to remove much noise also removes the grain of real
-    footage, which its reference keeps), then H.264 (CRF 18 to 35) or JPEG. Every codec round trip
-    converts colour as the writer and the reader do, without bias, so the pairs differ in detail
-    only.
+    `profile` names the distribution the draw comes from (see PROFILES): what inputs the model is
+    taught to expect. Every codec round trip converts colour as the writer and the reader do,
+    without bias, so the pairs differ in detail only.
     """
-    h, w = hr.shape[-2:]
-    size = (h // scale, w // scale)
+    if profile not in PROFILES:
+        raise ValueError(f"unknown degradation profile {profile!r}: one of {', '.join(PROFILES)}")
+    return PROFILES[profile](hr, (hr.shape[-2] // scale, hr.shape[-1] // scale), rng)
+
+
+def _mixed(hr: Tensor, size: tuple[int, int], rng: random.Random) -> Tensor:
+    """Half the clips are clean downscales (bicubic, lanczos or area, antialiased), lightly
+    compressed or not: a model trained only on blurred, noisy inputs over-sharpens clean ones and
+    falls below the plain resamplers there. The other half get mild blur, a random kernel,
+    sometimes a little noise (a fifth of them: a model taught to remove much noise also removes
+    the grain of real footage, which its reference keeps), then H.264 (CRF 18 to 35) or JPEG."""
     if rng.random() < 0.5:
         x = resize(hr, size, rng.choice(["bicubic", "bicubic", "lanczos", "area"]))
         if rng.random() < 0.7:
@@ -179,6 +184,29 @@ def random_degrade(hr: Tensor, scale: int, rng: random.Random) -> Tensor:
     elif roll < 0.95:
         x = jpeg_round_trip(x, rng.randint(40, 95))
     return x
+
+
+def _video(hr: Tensor, size: tuple[int, int], rng: random.Random) -> Tensor:
+    """What a video upscaler is fed: a downscale by a random antialiased kernel, then H.264 at a
+    CRF spread evenly over near-lossless to web quality (8 to 34), sometimes (one clip in ten) after
+    a slight blur. No added noise and no JPEG: the grain of the source stays in the pair."""
+    x = gaussian_blur(hr, rng.uniform(0.2, 0.6)) if rng.random() < 0.1 else hr
+    x = resize(x, size, rng.choice(["bicubic", "bicubic", "lanczos", "area", "bilinear"]))
+    return h264_round_trip(x, rng.randint(8, 34), preset="veryfast")
+
+
+def _clean(hr: Tensor, size: tuple[int, int], rng: random.Random) -> Tensor:
+    """Clean downscales only (bicubic, lanczos or area), H.264 at CRF 8 to 16 or none."""
+    x = resize(hr, size, rng.choice(["bicubic", "bicubic", "lanczos", "area"]))
+    return h264_round_trip(x, rng.randint(8, 16), preset="veryfast") if rng.random() < 0.8 else x
+
+
+def _plain(hr: Tensor, size: tuple[int, int], rng: random.Random) -> Tensor:
+    """The antialiased bicubic downscale alone, no draw at all (tests and ablations)."""
+    return resize(hr, size, "bicubic")
+
+
+PROFILES = {"mixed": _mixed, "video": _video, "clean": _clean, "none": _plain}
 
 
 def gaussian_blur(frames: Tensor, sigma: float) -> Tensor:

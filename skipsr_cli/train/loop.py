@@ -63,6 +63,8 @@ class TrainConfig:
     # weight of the temporal loss: the output's frame-to-frame changes against the target's (what
     # the flicker figure measures); 0 leaves it out
     temporal: float = 0.0
+    # the distribution of training inputs: a profile of train.degrade.PROFILES
+    degrade: str = "mixed"
     # --init may differ in shape (a wider decoder): tensors that fit are loaded, the rest start fresh
     init_partial: bool = False
 
@@ -283,6 +285,7 @@ def _loop(
         cfg.seed if rank == 0 else f"{cfg.seed}r{rank}",  # each process its own batches
         start=step // cfg.reuse,
         scales=cfg.scales,
+        degrade=cfg.degrade,
         augment=cfg.augment,
     )
     loader = DataLoader(
