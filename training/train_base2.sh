@@ -15,6 +15,9 @@
 #   training/train_base2.sh ft3 MINUTES    1,537 of 1,600 steps from ft2's export, lr 5e-5, on the
 #                                          unbiased colour round trips and weaker noise (2.4 min)
 #   training/train_base2.sh mask3 MINUTES  the mask predictor for this decoder, 617 of 700 (0.8 min)
+#   training/train_base2.sh ft4 MINUTES    5,000 steps from mask3's export (the afternoon's release),
+#                                          lr 1e-4, on clean inputs only (--degrade clean) (8.0 min)
+#   training/train_base2.sh mask4 MINUTES  the mask predictor for ft4, 700 steps, --degrade video (1.1 min)
 #   training/train_base2.sh export TAU OUT bf16 weights with default tau in OUT/base.safetensors
 set -euo pipefail
 PHASE=$1
@@ -47,6 +50,13 @@ save_model(model, Path('ckpt/base2/init.safetensors'), stage='init', step='0')"
           --data .carry/pack --frames 4 --batch 16 --workers 14 --init ckpt/base2/ft3.safetensors \
           --out ckpt/base2/mask3 --minutes "$2" --max-steps 700 --stop-at 617 --lr 3e-4 --seed 25 \
           -s 2 -s 2 -s 4 ;;
-  export) $S train export ckpt/base2/mask3.safetensors "$3/base.safetensors" --threshold "$2" ;;
-  *) echo "usage: $0 init | ft1 | ft2 | ft3 | mask3 MINUTES | export TAU OUTDIR" >&2; exit 2 ;;
+  ft4) $S train export ckpt/base2/mask3.safetensors ckpt/base2/ft3m.bf16.safetensors --threshold 40
+       ddp --init ckpt/base2/ft3m.bf16.safetensors --out ckpt/base2/ft4 --minutes "$2" \
+          --max-steps 5000 -s 2 -s 2 -s 4 --lr 1e-4 --seed 41 --temporal 1.0 --degrade clean ;;
+  mask4) torchrun --nproc_per_node "$GPUS" -m skipsr_cli.cli train run mask --config $CONFIG \
+          --data .carry/pack --frames 4 --batch 16 --workers 14 --init ckpt/base2/ft4.safetensors \
+          --out ckpt/base2/mask4 --minutes "$2" --max-steps 700 --lr 3e-4 --seed 45 \
+          -s 2 -s 2 -s 4 --degrade video ;;
+  export) $S train export ckpt/base2/mask4.safetensors "$3/base.safetensors" --threshold "$2" ;;
+  *) echo "usage: $0 init | ft1 | ft2 | ft3 | mask3 | ft4 | mask4 MINUTES | export TAU OUTDIR" >&2; exit 2 ;;
 esac
