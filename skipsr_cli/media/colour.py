@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
+from torch import Tensor
 
 # FFmpeg's "unspecified" codes (AVCOL_PRI/TRC/SPC_UNSPECIFIED = 2, AVCOL_RANGE_UNSPECIFIED = 0),
 # plus the reserved primaries/transfer codes 0 and 3, all read as None: "the stream says nothing".
@@ -195,9 +196,8 @@ def ycbcr_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, colour: ColourIn
     range, in floating point and rounded to nearest: no bias (swscale's default darkens by about one
     code value). Each chroma sample is repeated over the luma block it stands for, the inverse of
     the writer's block means (rgb_to_ycbcr, then 2x2 means), so an output read back keeps its
-    colours."""
-    weights, offset = ycbcr_coefficients(colour)
-    inverse = (np.linalg.inv(weights.astype(np.float64)) * 255).astype(np.float32)
+    colours. `ycbcr_to_rgb_tensor` does the same arithmetic with torch, on any device."""
+    inverse, offset = _inverse(colour)
     h, w = y.shape
     ch, cw = cb.shape
     sy, sx = -(-h // ch), -(-w // cw)
@@ -213,3 +213,47 @@ def ycbcr_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, colour: ColourIn
         np.add(luma.reshape(ch, sy, cw, sx), chroma[:, None, :, None], out=out[..., c])
     np.clip(out, 0, 255, out=out)
     return out.reshape(ch * sy, cw * sx, 3)[:h, :w].astype(np.uint8)
+
+
+def ycbcr_to_rgb_tensor(y: Tensor, cb: Tensor, cr: Tensor, colour: ColourInfo) -> Tensor:
+    """Batches of 8-bit planes, y (T, H, W) and cb, cr (T, h, w) uint8 on any device ->
+    (3, T, H, W) float32 RGB in [0, 1]: exactly ycbcr_to_rgb's values divided by 255 (the same
+    float32 operations in the same order, none fused), so a picture converted on a GPU is the
+    picture converted on the host."""
+    inverse, offset = (v.tolist() for v in _inverse(colour))
+    h, w = y.shape[1:]
+    sy, sx = -(-h // cb.shape[1]), -(-w // cb.shape[2])
+    luma = (y.float() - offset[0]) * inverse[0][0] + 0.5
+    blue, red = cb.float() - offset[1], cr.float() - offset[2]
+    out = luma.new_empty(3, *luma.shape)
+    for c in range(3):
+        chroma = (inverse[c][1] * blue).add_(inverse[c][2] * red)
+        chroma = chroma.repeat_interleave(sy, 1).repeat_interleave(sx, 2)[:, :h, :w]
+        torch.add(luma, chroma, out=out[c])
+    return out.clamp_(0, 255).floor_().div_(255)
+
+
+def _inverse(colour: ColourInfo) -> tuple[np.ndarray, np.ndarray]:
+    """(3, 3) float32 RGB(0-255) = inverse @ (YCbCr - offset), and the (3,) offsets, 8-bit."""
+    weights, offset = ycbcr_coefficients(colour)
+    return (np.linalg.inv(weights.astype(np.float64)) * 255).astype(np.float32), offset
+
+
+@dataclass(frozen=True)
+class YCbCr8:
+    """A decoded 8-bit planar YCbCr picture, kept as its planes until it is converted: the
+    pipeline converts whole chunks on its device (ycbcr_to_rgb_tensor), other readers on the host
+    (ycbcr_to_rgb). Planes are half the bytes of RGB at 4:2:0, on the host and on the way up."""
+
+    y: np.ndarray  # (H, W) uint8
+    cb: np.ndarray  # (h, w) uint8: the luma's size divided by the subsampling, rounded up
+    cr: np.ndarray
+    colour: ColourInfo  # matrix and range resolved (output_colour)
+
+    def rgb(self) -> np.ndarray:
+        return ycbcr_to_rgb(self.y, self.cb, self.cr, self.colour)
+
+    def rotated(self, turns: int) -> YCbCr8:
+        """Turned by `turns` quarter turns counter-clockwise (np.rot90), every plane alike."""
+        y, cb, cr = (np.rot90(p, turns) for p in (self.y, self.cb, self.cr))
+        return YCbCr8(y, cb, cr, self.colour)

@@ -25,9 +25,9 @@ from skipsr_cli.media.colour import (
     RANGE_FULL,
     RANGE_LIMITED,
     ColourInfo,
+    YCbCr8,
     output_colour,
     sws_matrix,
-    ycbcr_to_rgb,
 )
 from skipsr_cli.media.cpu_share import decoder_threads
 
@@ -74,13 +74,27 @@ class HdrMetadata:
     max_cll: str | None  # "MaxCLL,MaxFALL" in cd/m2
 
 
-@dataclass(frozen=True)
 class DecodedFrame:
-    """One decoded picture with the timestamp the writer needs to keep the input's timing."""
+    """One decoded picture with the timestamp the writer needs to keep the input's timing.
 
-    rgb: np.ndarray  # (H, W, 3) RGB, C-contiguous: uint8, or uint16 (0-65535) for > 8-bit inputs
-    pts: int | None  # in VideoInfo.time_base units
-    index: int  # 0-based, in the order PyAV delivers frames (presentation order)
+    8-bit planar YCbCr pictures (nearly every video) keep their planes (`ycbcr`): the pipeline
+    converts whole chunks of them on its device, which takes that work off the decoding thread and
+    halves what is uploaded. `rgb` converts on the host, once, where a reader asks for it."""
+
+    __slots__ = ("_rgb", "ycbcr", "pts", "index")
+
+    def __init__(self, picture: np.ndarray | YCbCr8, pts: int | None, index: int) -> None:
+        self.ycbcr = picture if isinstance(picture, YCbCr8) else None
+        self._rgb = None if isinstance(picture, YCbCr8) else picture
+        self.pts = pts  # in VideoInfo.time_base units
+        self.index = index  # 0-based, in the order PyAV delivers frames (presentation order)
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """(H, W, 3) RGB, C-contiguous: uint8, or uint16 (0-65535) for > 8-bit inputs."""
+        if self._rgb is None:
+            self._rgb = self.ycbcr.rgb()
+        return self._rgb
 
 
 def open_input(path: Path) -> av.container.InputContainer:
@@ -214,7 +228,7 @@ def _read_sequence(files: list[Path], start: int = 0) -> Iterator[DecodedFrame]:
                 f"{file} is {frame.width}x{frame.height}, the sequence {size[0]}x{size[1]}"
             )
         size = (frame.width, frame.height)
-        yield DecodedFrame(frame_to_rgb(frame), index, index)
+        yield DecodedFrame(frame_picture(frame), index, index)
 
 
 def _first_frame_facts(
@@ -381,11 +395,15 @@ def _decode(
             for frame in frames:
                 if after is not None and frame.pts is not None and frame.pts < after:
                     continue  # between the keyframe the seek found and the frame asked for
-                rgb = frame_to_rgb(frame)
+                picture = frame_picture(frame)
                 turns = _quarter_turns(frame.rotation)
                 if turns:  # show the picture the right way up; the output has no matrix
-                    rgb = np.ascontiguousarray(np.rot90(rgb, turns))
-                yield DecodedFrame(rgb, frame.pts, index)
+                    picture = (
+                        picture.rotated(turns)
+                        if isinstance(picture, YCbCr8)
+                        else np.ascontiguousarray(np.rot90(picture, turns))
+                    )
+                yield DecodedFrame(picture, frame.pts, index)
                 index += 1
 
 
@@ -428,6 +446,29 @@ def rgb8(frame: av.VideoFrame) -> np.ndarray:
     return (rgb.astype(np.float32) / 257 + 0.5).astype(np.uint8)
 
 
+def frame_picture(frame: av.VideoFrame) -> np.ndarray | YCbCr8:
+    """The frame's planes where it is 8-bit planar YCbCr (converted later, see DecodedFrame),
+    else its RGB as frame_to_rgb makes it."""
+    planes = ycbcr8(frame)
+    return planes if planes is not None else frame_to_rgb(frame)
+
+
+def ycbcr8(frame: av.VideoFrame) -> YCbCr8 | None:
+    """An 8-bit planar YCbCr frame's planes and resolved colour; None for other formats.
+
+    Where the stream names no matrix, FFmpeg's convention applies (BT.709 from 720 lines up, BT.601
+    below; see default_matrix); where it names no range, limited, except the "yuvj" formats, which
+    are full by definition."""
+    if frame.format.name not in PLANAR_8BIT:
+        return None
+    colour = ColourInfo.of(frame)
+    full = frame.format.name.startswith("yuvj")
+    colour_range = colour.range or (RANGE_FULL if full else RANGE_LIMITED)
+    # an unknown matrix follows the height, as sws_matrix's does
+    info = output_colour(ColourInfo(matrix=colour.matrix, range=colour_range), frame.height)
+    return YCbCr8(*_planes(frame), info)
+
+
 def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """(H, W, 3) uint8, or uint16 for frames of more than 8 bits (10-bit and 12-bit video, 16-bit
     PNG), converted with the frame's own matrix and range: never through 8 bits.
@@ -437,6 +478,9 @@ def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     are full by definition. RGB and palette frames need no matrix. 8-bit planar YCbCr is converted
     here (colour.ycbcr_to_rgb: rounded, no bias); other formats by swscale, with rounding.
     """
+    planes = ycbcr8(frame)
+    if planes is not None:
+        return planes.rgb()
     fmt = frame.format
     target = "rgb48le" if max(c.bits for c in fmt.components) > 8 else "rgb24"
     if fmt.is_rgb or fmt.has_palette:
@@ -445,9 +489,6 @@ def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
         colour = ColourInfo.of(frame)
         full = fmt.name.startswith("yuvj")
         colour_range = colour.range or (RANGE_FULL if full else RANGE_LIMITED)
-        if fmt.name in PLANAR_8BIT:  # an unknown matrix follows the height, as sws_matrix's does
-            info = output_colour(ColourInfo(matrix=colour.matrix, range=colour_range), frame.height)
-            return ycbcr_to_rgb(*_planes(frame), info)
         rgb = frame.to_ndarray(
             format=target,
             src_colorspace=sws_matrix(colour.matrix, frame.height),

@@ -21,7 +21,7 @@ from torch import Tensor
 from models import SkipSR
 from models.skipsr import Result, Settings
 from skipsr_cli.errors import InputError, ModelError, OutputError, UsageError
-from skipsr_cli.media.colour import ColourInfo, rgb_to_planes
+from skipsr_cli.media.colour import ColourInfo, rgb_to_planes, ycbcr_to_rgb_tensor
 from skipsr_cli.media.encoding import EncodeOptions, default_pix_fmt, validate_encode_options
 from skipsr_cli.media.image_io import (
     PNG_FORMATS,
@@ -392,7 +392,7 @@ def run_chunk(
     Out of GPU memory, `memory` retries it with smaller settings (a ModelError when none fits)."""
     try:
         # fp32 in: the model makes its fill at full precision and runs its networks in its dtype
-        lr = frames_to_device([f.rgb for f in chunk.items], device)
+        lr = frames_to_device(chunk.items, device)
         with torch.inference_mode():
             return memory.run(model, lr, size, chunk.start)
     except torch.cuda.OutOfMemoryError as e:  # the chunk's own frames did not fit
@@ -401,9 +401,25 @@ def run_chunk(
         raise ModelError(f"the model failed on frames {chunk.start}-{chunk.stop - 1}: {e}") from e
 
 
-def frames_to_device(rgb: list[np.ndarray], device: torch.device) -> Tensor:
-    """Frames (H, W, 3) uint8, or uint16 for deeper inputs -> (1, 3, T, H, W) fp32 in [0, 1]."""
-    stacked = np.stack(rgb)
+def frames_to_device(frames: list[DecodedFrame], device: torch.device) -> Tensor:
+    """Decoded frames -> (1, 3, T, H, W) fp32 in [0, 1] on the device. 8-bit YCbCr goes up as its
+    planes and is converted there (the same values as on the host); other frames go up as RGB."""
+    planes = [f.ycbcr for f in frames]
+    first = planes[0]
+    if first is not None and all(
+        p is not None
+        and p.colour == first.colour
+        and (p.y.shape, p.cb.shape) == (first.y.shape, first.cb.shape)
+        for p in planes
+    ):
+        y, cb, cr = (
+            torch.from_numpy(np.stack([getattr(p, name) for p in planes])).to(
+                device, non_blocking=True
+            )
+            for name in ("y", "cb", "cr")
+        )
+        return ycbcr_to_rgb_tensor(y, cb, cr, first.colour)[None]
+    stacked = np.stack([f.rgb for f in frames])
     top = 255 if stacked.dtype == np.uint8 else 65535
     if stacked.dtype == np.uint16:
         stacked = stacked.astype(np.int32)  # torch has no uint16 arithmetic on every device
