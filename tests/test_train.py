@@ -203,7 +203,39 @@ def test_train_run_rejects_a_bad_scale_and_a_folder_that_is_not_a_pack(pack, tmp
     assert r.exit_code == 2 and "--scale" in r.output
     r = CliRunner().invoke(app, [*base, "--data", str(tmp_path)])
     assert r.exit_code == 3 and "not a training pack" in r.output
+    r = CliRunner().invoke(app, [*base, "--data", str(pack), "--degrade", "heavy"])
+    assert r.exit_code == 2 and "--degrade must be one of mixed, video, clean, none" in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_degradation_profiles_draw_what_they_promise():
+    """`none` is the bicubic downscale itself; `clean` stays within a light codec's reach of it;
+    `mixed` and `video` go further (blur, noise, heavy H.264 or JPEG) on some draws; every profile
+    is a pure function of its draw, so resumed training sees the same pairs."""
+    import random
+
+    from skipsr_cli.train.degrade import PROFILES, random_degrade, resize
+
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    luma = 0.2 + 0.3 * (x / 63) + 0.3 * (((x + y) % 8) / 7)  # a ramp and fine grey stripes
+    base = torch.stack([luma, luma + 0.05 * y / 63, luma - 0.05])  # chroma smooth (4:2:0 keeps it)
+    hr = torch.stack([base.roll(i, dims=2) for i in range(2)])  # (T=2, 3, 64, 64)
+    plain = resize(hr, (32, 32), "bicubic")
+    assert torch.equal(random_degrade(hr, 2, random.Random(0), "none"), plain)
+    worst = {}
+    for profile in PROFILES:
+        errors = []
+        for seed in range(12):
+            out = random_degrade(hr, 2, random.Random(seed), profile)
+            assert out.shape == (2, 3, 32, 32) and out.min() >= 0 and out.max() <= 1
+            again = random_degrade(hr, 2, random.Random(seed), profile)
+            assert torch.equal(out, again)
+            errors.append((out - resize(hr, (32, 32), "area")).abs().mean().item())
+        worst[profile] = max(errors)
+    assert worst["clean"] < 0.03  # kernels differ a little; CRF 8-16 keeps the stripes
+    assert worst["mixed"] > worst["clean"] and worst["video"] > worst["clean"]
+    with pytest.raises(ValueError, match="unknown degradation profile"):
+        random_degrade(hr, 2, random.Random(0), "heavy")
 
 
 def test_frame_sequences_under_video_are_packed_as_clips(tmp_path):

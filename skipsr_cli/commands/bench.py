@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Annotated
@@ -125,10 +126,10 @@ def bench_model_command(
     dt = pick_dtype(dtype, dev)
     width, height = parse_size(size)
     net = load_model(model, weights, random_weights=random_weights, device=dev, dtype=dt)
-    rgb = [f.rgb for _, f in zip(range(frames), read_frames(source), strict=False)]
-    if len(rgb) < frames:
-        raise InputError(f"{source} has {len(rgb)} frames; --frames asks for {frames}")
-    clip = frames_to_device(rgb, dev)
+    decoded = list(itertools.islice(read_frames(source), frames))
+    if len(decoded) < frames:
+        raise InputError(f"{source} has {len(decoded)} frames; --frames asks for {frames}")
+    clip = frames_to_device(decoded, dev)
     lr = F.interpolate(
         clip[0].transpose(0, 1), size=(height, width), mode="bicubic", antialias=True
     )

@@ -9,6 +9,7 @@ the model), plus the host stages (decode, colour conversion, encode) timed alone
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -257,9 +258,9 @@ def host_stages(
 
     info = probe(source)
     t0 = time.perf_counter()
-    rgb = [f.rgb for _, f in zip(range(frames), read_frames(source), strict=False)]
-    decode = (time.perf_counter() - t0) * 1000 / len(rgb)
-    lr = frames_to_device(rgb, device)
+    decoded = list(itertools.islice(read_frames(source), frames))
+    decode = (time.perf_counter() - t0) * 1000 / len(decoded)
+    lr = frames_to_device(decoded, device)
     with torch.inference_mode():
         bicubic = Resampler()(lr, out_size, Settings()).frames[0].transpose(0, 1)
         upscaled = torch.cat(
@@ -326,8 +327,7 @@ def bench_run(
         name: timed_run(network, source, scale, settings, options, dev, dt)
         for name, network in (("upscale", net), ("floor", Resampler()))
     }
-    rgb = [f.rgb for _, f in zip(range(frames), read_frames(source), strict=False)]
-    lr = frames_to_device(rgb, dev).to(dt)
+    lr = frames_to_device(list(itertools.islice(read_frames(source), frames)), dev).to(dt)
     stages = bench_model(net, lr, out_size, settings, repeats=3, warmup=1)
     host = host_stages(source, frames, out_size, options, net, settings, dev, dt)
     up, floor = runs["upscale"], runs["floor"]
@@ -370,7 +370,7 @@ def warm_up(
     from skipsr_cli.run.pipeline import frames_to_device
 
     t0 = time.perf_counter()
-    first = [f.rgb for _, f in zip(range(16), read_frames(source), strict=False)]
+    first = list(itertools.islice(read_frames(source), 16))
     with torch.inference_mode():
         for network in networks:
             network(frames_to_device(first, dev), out_size, settings)

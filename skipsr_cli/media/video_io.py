@@ -471,13 +471,9 @@ def ycbcr8(frame: av.VideoFrame) -> YCbCr8 | None:
 
 def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """(H, W, 3) uint8, or uint16 for frames of more than 8 bits (10-bit and 12-bit video, 16-bit
-    PNG), converted with the frame's own matrix and range: never through 8 bits.
-
-    Where the stream names no matrix, FFmpeg's convention applies (BT.709 from 720 lines up, BT.601
-    below; see default_matrix); where it names no range, limited, except the "yuvj" formats, which
-    are full by definition. RGB and palette frames need no matrix. 8-bit planar YCbCr is converted
-    here (colour.ycbcr_to_rgb: rounded, no bias); other formats by swscale, with rounding.
-    """
+    PNG), converted with the frame's own matrix and range (defaults as in ycbcr8): never through 8
+    bits. RGB and palette frames need no matrix. 8-bit planar YCbCr is converted by
+    colour.ycbcr_to_rgb (rounded, no bias); other formats by swscale, with rounding."""
     planes = ycbcr8(frame)
     if planes is not None:
         return planes.rgb()
