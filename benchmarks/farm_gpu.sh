@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 14's GPU figures in one run: one long 720p video upscaled x2 on one GPU and on two
 # (`--devices 0,1`), wall time and the host memory of the whole process tree for each, the two
-# outputs compared (frames, timestamps); then whole upscales against their encode floor (the same
-# pipeline with bicubic in place of the model) at 720p -> 1440p and 1080p -> 2160p, 600 frames each.
+# outputs compared (frames, timestamps). (Whole upscales against the host's encoding capacity:
+# benchmarks/capacity_gpu.sh.)
 # Usage: benchmarks/farm_gpu.sh SOURCE_CLIP OUTDIR [WEIGHTS] [FRAMES]   (FRAMES: 4800 by default)
 set -uo pipefail
 SRC=$1; OUT=$2; W=${3:-}; FRAMES=${4:-4800}
@@ -28,8 +28,3 @@ print(f"| two GPUs | {two['wall_s']:.1f} s | host peak {two['host_peak_mib']:.0f
 print(f"speed-up {one['wall_s'] / two['wall_s']:.2f}x; same timestamps: {sorted(a[0]) == sorted(b[0]) and a[1] == b[1]}")
 PY
 rm -f "$OUT/one.mp4" "$OUT/two.mp4"
-python3 benchmarks/resize_clip.py "$SRC" "$OUT/in720.mp4" 1280 720 600
-$S bench run "$OUT/in720.mp4" --scale 2 --frames 64 "${MODEL[@]}"
-python3 benchmarks/resize_clip.py "$SRC" "$OUT/in1080.mp4" 1920 1080 600
-$S bench run "$OUT/in1080.mp4" --scale 2 --frames 64 "${MODEL[@]}"
-rm -f "$OUT/in720.mp4" "$OUT/in1080.mp4"

@@ -286,6 +286,22 @@ def test_bench_run_measures_the_upscale_against_its_encode_floor(clip):
     assert all(v >= 0 for v in result["stage_ms"].values())
 
 
+def test_bench_capacity_runs_copies_of_the_floor_at_once(clip):
+    """Each row counts every copy's frames; the capacity is the best row's total."""
+    r = run("bench", "capacity", clip, "--workers", "1,2", "--preset", "ultrafast", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    rows = result["rows"]
+    assert [row["workers"] for row in rows] == [1, 2]
+    assert [row["frames"] for row in rows] == [23, 46]  # every frame of every copy
+    for row in rows:
+        assert row["total_fps"] == pytest.approx(row["frames"] / row["wall_s"], rel=0.01)
+        assert row["slowest_fps"] > 0
+    assert result["capacity_fps"] == max(row["total_fps"] for row in rows)
+    bad = run("bench", "capacity", clip, "--workers", "0")
+    assert bad.returncode == ExitCode.USAGE and "--workers 0" in bad.stderr
+
+
 def test_an_output_folder_that_is_not_writable_fails_before_the_model(clip, tmp_path, monkeypatch):
     from skipsr_cli.errors import OutputError
     from skipsr_cli.run.pipeline import UpscaleJob, prepare

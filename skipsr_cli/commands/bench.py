@@ -214,3 +214,65 @@ def bench_run_command(
         f"(ratio {result['ratio_to_floor']}), model only {result['model_fps']:.1f} fps, "
         f"skip ratio {result['skip_ratio']:.1%}; warm-up before the runs {result['warmup_s']:.2f} s"
     )
+
+
+@bench_app.command("capacity")
+@exit_codes
+def bench_capacity_command(
+    source: Annotated[
+        Path, typer.Argument(help="The input video (its own size is the input size).")
+    ],
+    scale: Annotated[int, typer.Option("--scale", "-s", min=1, max=8)] = 2,
+    workers: Annotated[
+        str, typer.Option(help="Copies of the encode floor to run at once, one row each: 1,2,3,4.")
+    ] = "1,2,3,4",
+    devices: Annotated[
+        str | None,
+        typer.Option(help="Where the copies resample, in turn (as upscale's --devices)."),
+    ] = None,
+    codec: Annotated[str, typer.Option(help="Encoder of every copy.")] = "libx264",
+    crf: Annotated[int, typer.Option(help="CRF of every copy.")] = 18,
+    preset: Annotated[
+        str, typer.Option("--preset", help="Encoder preset of every copy.")
+    ] = "medium",
+    json_out: JsonOpt = False,
+) -> None:
+    """The host's encoding capacity: K copies of the encode floor (the whole pipeline with bicubic
+    in place of the model) at once, each with its share of the cores, for each K; the best total
+    is what a whole upscale is measured against."""
+    from skipsr_cli.batch.workers import parse_devices
+    from skipsr_cli.measure.capacity import encode_capacity
+    from skipsr_cli.media.encoding import EncodeOptions
+    from skipsr_cli.media.video_io import probe
+
+    if not source.is_file():
+        raise InputError(f"input not found: {source}")
+    info = probe(source)
+    try:
+        counts = [int(k) for k in workers.split(",")]
+    except ValueError:
+        raise UsageError(f"--workers {workers}: give counts like 1,2,4") from None
+    if not counts or min(counts) < 1 or max(counts) > 64:
+        raise UsageError(f"--workers {workers}: each count must be 1 to 64")
+    options = EncodeOptions(codec=codec, crf=crf, preset=preset)
+    rows = encode_capacity(source, scale, options, parse_devices(devices), counts)
+    best = max(rows, key=lambda r: r.total_fps)
+    head = {
+        "input": f"{info.width}x{info.height}",
+        "output": f"{info.width * scale}x{info.height * scale}",
+        "encoder": f"{codec} crf {crf} {preset}",
+    }
+    if json_out:
+        print(
+            json.dumps(
+                {**head, "rows": [r.as_dict() for r in rows], "capacity_fps": best.total_fps}
+            )
+        )
+        return
+    print(", ".join(f"{k} {v}" for k, v in head.items()))
+    print(f"{'copies':>6} {'frames':>7} {'wall s':>8} {'total fps':>10} {'slowest copy fps':>17}")
+    for r in rows:
+        print(
+            f"{r.workers:>6} {r.frames:>7} {r.wall_s:>8.2f} {r.total_fps:>10.2f} {r.slowest_fps:>17.2f}"
+        )
+    print(f"capacity {best.total_fps:.2f} fps ({best.workers} at once)")

@@ -1,0 +1,128 @@
+"""The host's encoding capacity: what a whole upscale is measured against.
+
+At 1440p and 4K the CPU's encoder, not the model, sets the speed of a whole upscale. The capacity
+is the best total rate of K copies of the encode floor (the whole pipeline with bicubic in place
+of the model: decode, upload, resample, colour conversion, the same encoder and settings) run at
+once, for K = 1, 2, ...: each copy is a worker process with its share of the cores
+(media/cpu_share.py), as `--devices` workers are. The copies start together, after each has
+loaded its kernels, and the total counts every frame over the time from that start until the
+last copy is done.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.skipsr import Settings
+from skipsr_cli.media.encoding import EncodeOptions
+
+
+@dataclass(frozen=True)
+class CapacityRow:
+    workers: int
+    frames: int  # frames encoded by all copies together
+    wall_s: float  # from the common start until the last copy finished
+    total_fps: float
+    slowest_fps: float  # the slowest copy's own rate
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def encode_capacity(
+    source: Path,
+    scale: int,
+    options: EncodeOptions,
+    devices: list[torch.device],
+    counts: list[int],
+) -> list[CapacityRow]:
+    """One row per count in `counts`: that many copies of the floor on `source` at once, the
+    copies spread over `devices` in turn."""
+    return [_copies_at_once(source, scale, options, devices, k) for k in counts]
+
+
+def _copies_at_once(
+    source: Path, scale: int, options: EncodeOptions, devices: list[torch.device], k: int
+) -> CapacityRow:
+    ctx = mp.get_context("spawn")  # no CUDA state forked
+    ready, results = ctx.Barrier(k + 1), ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_copy,
+            args=(str(source), scale, options, str(devices[i % len(devices)]), k, ready, results),
+            daemon=True,
+        )
+        for i in range(k)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        try:
+            ready.wait(timeout=600)  # every copy warm; all start now
+        except threading.BrokenBarrierError:
+            reason = results.get(timeout=30) if not results.empty() else "it did not start"
+            raise RuntimeError(f"a copy of the encode floor failed: {reason}") from None
+        start = time.perf_counter()
+        done = [results.get(timeout=3600) for _ in procs]
+        wall = time.perf_counter() - start
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
+    failed = [d for d in done if isinstance(d, str)]
+    if failed:
+        raise RuntimeError(f"a copy of the encode floor failed: {failed[0]}")
+    frames = sum(f for f, _ in done)
+    return CapacityRow(
+        workers=k,
+        frames=frames,
+        wall_s=round(wall, 3),
+        total_fps=round(frames / wall, 2),
+        slowest_fps=round(min(f / s for f, s in done), 2),
+    )
+
+
+def _copy(
+    source: str,
+    scale: int,
+    options: EncodeOptions,
+    device: str,
+    workers: int,
+    ready,
+    results,
+) -> None:
+    """One copy of the floor in its own process: its share of the cores, warm, then timed."""
+    from skipsr_cli.measure.bench import Resampler, timed_run, warm_up
+    from skipsr_cli.media.cpu_share import apply_cpu_share
+    from skipsr_cli.media.video_io import probe
+
+    try:
+        dev = torch.device(device)
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        apply_cpu_share(workers, dev)
+        info = probe(Path(source))
+        size = (info.height * scale, info.width * scale)
+        warm_up((Resampler(),), Path(source), size, Settings(), dev)
+    except Exception as e:  # reported, and the barrier broken so the parent does not wait
+        ready.abort()
+        results.put(f"{type(e).__name__}: {e}")
+        return
+    try:
+        ready.wait()
+    except threading.BrokenBarrierError:  # another copy failed: the parent reports it
+        return
+    t0 = time.perf_counter()
+    try:
+        run = timed_run(Resampler(), Path(source), scale, Settings(), options, dev, torch.float32)
+    except Exception as e:
+        results.put(f"{type(e).__name__}: {e}")
+        return
+    results.put((run.frames, time.perf_counter() - t0))
