@@ -190,3 +190,15 @@ def test_a_killed_batch_resumes_with_only_what_was_missing(tmp_path: Path):
     assert now.keys() == {"a.mp4", "b.mp4", "c.mp4"}  # no partial file left
     assert now["a.mp4"] == left["a.mp4"]
     assert len(frames_of(out / "b.mp4")) == 30
+
+
+def test_a_plain_cuda_device_gets_its_index(monkeypatch):
+    """Workers call torch.cuda.set_device, which refuses a CUDA device without an index: the
+    default device (`cuda`, no --devices) must come back as the current one, cuda:0."""
+    import torch
+
+    from skipsr_cli.batch.workers import parse_devices
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert parse_devices(None, torch.device("cuda")) == [torch.device("cuda", 0)]
+    assert parse_devices(None, "cpu") == [torch.device("cpu")]

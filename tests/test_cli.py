@@ -300,6 +300,22 @@ def test_bench_capacity_runs_copies_of_the_floor_at_once(clip):
     assert result["capacity_fps"] == max(row["total_fps"] for row in rows)
     bad = run("bench", "capacity", clip, "--workers", "0")
     assert bad.returncode == ExitCode.USAGE and "--workers 0" in bad.stderr
+    bad = run("bench", "capacity", clip, "--preset", "fastest")
+    assert bad.returncode == ExitCode.USAGE and "fastest" in bad.stderr
+
+
+def test_bench_capacity_says_why_a_copy_failed(tmp_path):
+    """A copy that fails before the common start ends the measurement at once, with its reason."""
+    import torch
+
+    from skipsr_cli.errors import ModelError
+    from skipsr_cli.measure.capacity import encode_capacity
+    from skipsr_cli.media.encoding import EncodeOptions
+
+    garbage = tmp_path / "not_a_video.mp4"
+    garbage.write_bytes(b"\x00" * 1000)
+    with pytest.raises(ModelError, match="a copy of the encode floor failed: InputError"):
+        encode_capacity(garbage, 2, EncodeOptions(preset="ultrafast"), [torch.device("cpu")], [2])
 
 
 def test_an_output_folder_that_is_not_writable_fails_before_the_model(clip, tmp_path, monkeypatch):

@@ -48,6 +48,7 @@ def run(
     decoder: bool = False,
     stop_at: int | None = None,
     reuse: int = 1,
+    degrade: str = "mixed",
 ) -> None:
     cfg = TrainConfig(
         stage,
@@ -58,6 +59,7 @@ def run(
         decoder=decoder,
         stop_at=stop_at,
         reuse=reuse,
+        degrade=degrade,
         max_steps=steps,
         batch=2,
         frames=4,
@@ -206,6 +208,13 @@ def test_train_run_rejects_a_bad_scale_and_a_folder_that_is_not_a_pack(pack, tmp
     r = CliRunner().invoke(app, [*base, "--data", str(pack), "--degrade", "heavy"])
     assert r.exit_code == 2 and "--degrade must be one of mixed, video, clean, none" in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_a_run_resumes_only_on_the_inputs_it_trained_on(pack, tmp_path):
+    run(pack, tmp_path / "vae", "vae", 2, stop_at=1, degrade="clean")
+    with pytest.raises(UsageError, match="trained with --degrade clean"):
+        run(pack, tmp_path / "vae", "vae", 2)  # mixed, the default
+    run(pack, tmp_path / "vae", "vae", 2, degrade="clean")  # the same inputs: it goes on
 
 
 def test_degradation_profiles_draw_what_they_promise():

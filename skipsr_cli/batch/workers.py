@@ -53,9 +53,10 @@ class BatchKey:
 
 
 def parse_devices(text: str | None, default: str | torch.device = "auto") -> list[torch.device]:
-    """`0,1` (CUDA indices), `cuda:0,cuda:1`, `all` (every GPU), `cpu,cpu`; None: `default`."""
+    """`0,1` (CUDA indices), `cuda:0,cuda:1`, `all` (every GPU), `cpu,cpu`; None: `default`.
+    Every CUDA device comes back with its index (plain `cuda` is the current one)."""
     if text is None:
-        return [resolve_device(default)]
+        return [_indexed(resolve_device(default))]
     if text.strip() == "all":
         count = torch.cuda.device_count()
         return [torch.device(f"cuda:{i}") for i in range(count)] or [torch.device("cpu")]
@@ -68,8 +69,14 @@ def parse_devices(text: str | None, default: str | torch.device = "auto") -> lis
             raise UsageError(f"--devices {text}: {part!r} is not a device") from None
         if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
             raise UsageError(f"--devices {text}: there is no CUDA device {part}")
-        devices.append(device)
+        devices.append(_indexed(device))
     return devices
+
+
+def _indexed(device: torch.device) -> torch.device:
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def load_for(options: UpscaleOptions, device: torch.device) -> SkipSR:

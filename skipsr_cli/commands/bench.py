@@ -242,7 +242,7 @@ def bench_capacity_command(
     is what a whole upscale is measured against."""
     from skipsr_cli.batch.workers import parse_devices
     from skipsr_cli.measure.capacity import encode_capacity
-    from skipsr_cli.media.encoding import EncodeOptions
+    from skipsr_cli.media.encoding import EncodeOptions, validate_encode_options
     from skipsr_cli.media.video_io import probe
 
     if not source.is_file():
@@ -255,6 +255,7 @@ def bench_capacity_command(
     if not counts or min(counts) < 1 or max(counts) > 64:
         raise UsageError(f"--workers {workers}: each count must be 1 to 64")
     options = EncodeOptions(codec=codec, crf=crf, preset=preset)
+    validate_encode_options(options, info.width * scale, info.height * scale)
     rows = encode_capacity(source, scale, options, parse_devices(devices), counts)
     best = max(rows, key=lambda r: r.total_fps)
     head = {

@@ -229,7 +229,7 @@ class Resampler(torch.nn.Module):
 class HostStages:
     """Per-frame host-side costs measured in isolation, in ms per output frame."""
 
-    decode_ms: float  # demux + decode + conversion to RGB, per input frame
+    decode_ms: float  # demux + decode per input frame (8-bit YCbCr is converted on the device)
     colour_ms: float  # RGB -> the output's YCbCr planes on the model's device, and the copy back
     encode_ms: float  # the encoder alone (its own threads) on the bicubic frames of the floor
     encode_model_ms: float  # the same encoder on the model's frames: detail costs encoder time

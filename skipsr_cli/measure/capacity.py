@@ -11,7 +11,9 @@ last copy is done.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from pathlib import Path
 import torch
 
 from models.skipsr import Settings
+from skipsr_cli.errors import ModelError
 from skipsr_cli.media.encoding import EncodeOptions
 
 
@@ -63,22 +66,16 @@ def _copies_at_once(
     for proc in procs:
         proc.start()
     try:
-        try:
-            ready.wait(timeout=600)  # every copy warm; all start now
-        except threading.BrokenBarrierError:
-            reason = results.get(timeout=30) if not results.empty() else "it did not start"
-            raise RuntimeError(f"a copy of the encode floor failed: {reason}") from None
+        _wait_ready(ready, results, procs)
         start = time.perf_counter()
-        done = [results.get(timeout=3600) for _ in procs]
+        done = [_next_result(results, procs) for _ in procs]
         wall = time.perf_counter() - start
     finally:
+        ready.abort()  # copies still waiting to start (the run was stopped) return at once
         for proc in procs:
             proc.join(timeout=30)
             if proc.is_alive():
                 proc.terminate()
-    failed = [d for d in done if isinstance(d, str)]
-    if failed:
-        raise RuntimeError(f"a copy of the encode floor failed: {failed[0]}")
     frames = sum(f for f, _ in done)
     return CapacityRow(
         workers=k,
@@ -87,6 +84,45 @@ def _copies_at_once(
         total_fps=round(frames / wall, 2),
         slowest_fps=round(min(f / s for f, s in done), 2),
     )
+
+
+def _wait_ready(ready, results, procs: list) -> None:
+    """Until every copy is warm and waiting; a copy that failed or died ends the measurement."""
+    waiter = threading.Thread(target=_pass, args=(ready,), daemon=True)
+    waiter.start()
+    while waiter.is_alive():
+        waiter.join(timeout=0.5)
+        if waiter.is_alive() and any(p.exitcode is not None for p in procs):
+            ready.abort()
+            break
+    if ready.broken:
+        raise ModelError(f"a copy of the encode floor failed: {_reason(results)}")
+
+
+def _pass(ready) -> None:
+    with contextlib.suppress(threading.BrokenBarrierError):
+        ready.wait()
+
+
+def _next_result(results, procs: list) -> tuple[int, float]:
+    """The next copy's (frames, seconds); a copy's error, or its death, ends the measurement."""
+    while True:
+        try:
+            result = results.get(timeout=0.5)
+        except queue.Empty:
+            if all(p.exitcode is not None for p in procs):
+                raise ModelError("a copy of the encode floor ended without a result") from None
+            continue
+        if isinstance(result, str):
+            raise ModelError(f"a copy of the encode floor failed: {result}")
+        return result
+
+
+def _reason(results) -> str:
+    try:
+        return results.get(timeout=5)
+    except queue.Empty:
+        return "a copy ended before it was ready (see its messages above)"
 
 
 def _copy(
@@ -99,11 +135,11 @@ def _copy(
     results,
 ) -> None:
     """One copy of the floor in its own process: its share of the cores, warm, then timed."""
-    from skipsr_cli.measure.bench import Resampler, timed_run, warm_up
-    from skipsr_cli.media.cpu_share import apply_cpu_share
-    from skipsr_cli.media.video_io import probe
-
     try:
+        from skipsr_cli.measure.bench import Resampler, timed_run, warm_up
+        from skipsr_cli.media.cpu_share import apply_cpu_share
+        from skipsr_cli.media.video_io import probe
+
         dev = torch.device(device)
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
@@ -111,13 +147,13 @@ def _copy(
         info = probe(Path(source))
         size = (info.height * scale, info.width * scale)
         warm_up((Resampler(),), Path(source), size, Settings(), dev)
-    except Exception as e:  # reported, and the barrier broken so the parent does not wait
-        ready.abort()
+    except Exception as e:  # said first, then the barrier broken: the parent stops waiting
         results.put(f"{type(e).__name__}: {e}")
+        ready.abort()
         return
     try:
         ready.wait()
-    except threading.BrokenBarrierError:  # another copy failed: the parent reports it
+    except threading.BrokenBarrierError:  # another copy failed, or the run was stopped
         return
     t0 = time.perf_counter()
     try:

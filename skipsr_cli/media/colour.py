@@ -7,7 +7,7 @@ Frames go through the model as RGB; the conversions in and out use the stream's 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -217,20 +217,25 @@ def ycbcr_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, colour: ColourIn
 
 def ycbcr_to_rgb_tensor(y: Tensor, cb: Tensor, cr: Tensor, colour: ColourInfo) -> Tensor:
     """Batches of 8-bit planes, y (T, H, W) and cb, cr (T, h, w) uint8 on any device ->
-    (3, T, H, W) float32 RGB in [0, 1]: exactly ycbcr_to_rgb's values divided by 255 (the same
-    float32 operations in the same order, none fused), so a picture converted on a GPU is the
-    picture converted on the host."""
+    (3, T, H, W) float32 RGB in [0, 1]: ycbcr_to_rgb's values divided by 255, from the same
+    float32 operations in the same order, none fused (CUDA divides by multiplying with the
+    reciprocal: a last-place difference from the host's division, the same for every frame
+    converted there). Chroma is broadcast over its blocks, never copied to full size."""
     inverse, offset = (v.tolist() for v in _inverse(colour))
-    h, w = y.shape[1:]
-    sy, sx = -(-h // cb.shape[1]), -(-w // cb.shape[2])
-    luma = (y.float() - offset[0]) * inverse[0][0] + 0.5
+    t, h, w = y.shape
+    ch, cw = cb.shape[1:]
+    sy, sx = -(-h // ch), -(-w // cw)
+    luma = y.new_zeros(t, ch * sy, cw * sx, dtype=torch.float32)  # whole blocks, cut back below
+    luma[:, :h, :w] = y
+    luma = (luma - offset[0]) * inverse[0][0] + 0.5
+    blocks = luma.view(t, ch, sy, cw, sx)
     blue, red = cb.float() - offset[1], cr.float() - offset[2]
-    out = luma.new_empty(3, *luma.shape)
+    out = luma.new_empty(3, t, ch, sy, cw, sx)
     for c in range(3):
-        chroma = (inverse[c][1] * blue).add_(inverse[c][2] * red)
-        chroma = chroma.repeat_interleave(sy, 1).repeat_interleave(sx, 2)[:, :h, :w]
-        torch.add(luma, chroma, out=out[c])
-    return out.clamp_(0, 255).floor_().div_(255)
+        chroma = (inverse[c][1] * blue).add_(inverse[c][2] * red)  # (T, h, w)
+        torch.add(blocks, chroma[:, :, None, :, None], out=out[c])
+    out = out.view(3, t, ch * sy, cw * sx).clamp_(0, 255).floor_().div_(255)
+    return out if (ch * sy, cw * sx) == (h, w) else out[:, :, :h, :w].contiguous()
 
 
 def _inverse(colour: ColourInfo) -> tuple[np.ndarray, np.ndarray]:
@@ -239,21 +244,23 @@ def _inverse(colour: ColourInfo) -> tuple[np.ndarray, np.ndarray]:
     return (np.linalg.inv(weights.astype(np.float64)) * 255).astype(np.float32), offset
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class YCbCr8:
     """A decoded 8-bit planar YCbCr picture, kept as its planes until it is converted: the
     pipeline converts whole chunks on its device (ycbcr_to_rgb_tensor), other readers on the host
-    (ycbcr_to_rgb). Planes are half the bytes of RGB at 4:2:0, on the host and on the way up."""
+    (ycbcr_to_rgb). Planes are half the bytes of RGB at 4:2:0, on the host and on the way up.
+    A rotation is applied after the conversion: a partial chroma block belongs at the right and
+    bottom edges, where the converters expect it."""
 
-    y: np.ndarray  # (H, W) uint8
+    y: np.ndarray  # (H, W) uint8, read-only views of the decoder's picture
     cb: np.ndarray  # (h, w) uint8: the luma's size divided by the subsampling, rounded up
     cr: np.ndarray
     colour: ColourInfo  # matrix and range resolved (output_colour)
+    turns: int = 0  # quarter turns counter-clockwise to show it the right way up (np.rot90)
 
     def rgb(self) -> np.ndarray:
-        return ycbcr_to_rgb(self.y, self.cb, self.cr, self.colour)
+        rgb = ycbcr_to_rgb(self.y, self.cb, self.cr, self.colour)
+        return np.ascontiguousarray(np.rot90(rgb, self.turns)) if self.turns % 4 else rgb
 
     def rotated(self, turns: int) -> YCbCr8:
-        """Turned by `turns` quarter turns counter-clockwise (np.rot90), every plane alike."""
-        y, cb, cr = (np.rot90(p, turns) for p in (self.y, self.cb, self.cr))
-        return YCbCr8(y, cb, cr, self.colour)
+        return replace(self, turns=(self.turns + turns) % 4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import av
 
@@ -150,6 +151,21 @@ def validate_encode_options(options: EncodeOptions, width: int, height: int) -> 
         raise UsageError(f"invalid CRF {options.crf}: {span}")
     if options.bitrate is not None and options.bitrate <= 0:
         raise UsageError(f"invalid bitrate {options.bitrate}: it must be positive")
+    _trial_open(options, width, height, pix_fmt)
+
+
+def _trial_open(options: EncodeOptions, width: int, height: int, pix_fmt: str) -> None:
+    """Open the encoder once with these settings (milliseconds): what it refuses (an unknown
+    preset, say) is a usage error now, not a failed write after the model's work."""
+    trial = av.CodecContext.create(options.codec, "w")
+    trial.width, trial.height, trial.pix_fmt = width, height, pix_fmt
+    trial.time_base = Fraction(1, 25)
+    trial.options = codec_options(options)
+    try:
+        trial.open()
+    except AV_ERRORS as e:
+        settings = ", ".join(f"{k} {v}" for k, v in trial.options.items()) or "its defaults"
+        raise UsageError(f"encoder {options.codec} refuses {settings} at {pix_fmt}: {e}") from e
 
 
 def codec_options(options: EncodeOptions) -> dict[str, str]:

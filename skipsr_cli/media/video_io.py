@@ -432,10 +432,13 @@ def _packets(
 
 def _planes(frame: av.VideoFrame) -> list[np.ndarray]:
     """The frame's 8-bit planes as (height, width) views, without their line padding."""
-    return [
+    planes = [
         np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width]
         for p in frame.planes
     ]
+    for plane in planes:  # the decoder's own picture, which later frames may refer to
+        plane.flags.writeable = False
+    return planes
 
 
 def rgb8(frame: av.VideoFrame) -> np.ndarray:

@@ -406,19 +406,18 @@ def frames_to_device(frames: list[DecodedFrame], device: torch.device) -> Tensor
     planes and is converted there (the same values as on the host); other frames go up as RGB."""
     planes = [f.ycbcr for f in frames]
     first = planes[0]
-    if first is not None and all(
-        p is not None
-        and p.colour == first.colour
-        and (p.y.shape, p.cb.shape) == (first.y.shape, first.cb.shape)
-        for p in planes
-    ):
+    same = lambda p: (p.colour, p.turns, p.y.shape, p.cb.shape)  # noqa: E731
+    if first is not None and all(p is not None and same(p) == same(first) for p in planes):
         y, cb, cr = (
             torch.from_numpy(np.stack([getattr(p, name) for p in planes])).to(
                 device, non_blocking=True
             )
             for name in ("y", "cb", "cr")
         )
-        return ycbcr_to_rgb_tensor(y, cb, cr, first.colour)[None]
+        rgb = ycbcr_to_rgb_tensor(y, cb, cr, first.colour)  # (3, T, H, W)
+        if first.turns:  # as np.rot90 turns the host's pictures
+            rgb = torch.rot90(rgb, first.turns, dims=(2, 3)).contiguous()
+        return rgb[None]
     stacked = np.stack([f.rgb for f in frames])
     top = 255 if stacked.dtype == np.uint8 else 65535
     if stacked.dtype == np.uint16:

@@ -225,7 +225,17 @@ def train(cfg: TrainConfig, log: Callable[[str], None]) -> int:
     for p in net.parameters():
         p.requires_grad_(True)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    step = load_checkpoint(cfg.out, model, opt)["step"] if (cfg.out / "state.json").exists() else 0
+    step = 0
+    if (cfg.out / "state.json").exists():
+        state = load_checkpoint(cfg.out, model, opt)
+        step = state["step"]
+        # the inputs it was trained on so far (checkpoints from before --degrade: mixed)
+        before = state.get("train", {}).get("degrade", "mixed")
+        if before != cfg.degrade:
+            raise UsageError(
+                f"{cfg.out} was trained with --degrade {before}: resume it with the same, "
+                "or train into another --out"
+            )
     log = log if rank == 0 else (lambda line: None)
     log(
         f"stage {cfg.stage}: {sum(p.numel() for p in net.parameters()):,} trainable parameters, "
