@@ -49,3 +49,13 @@ class MaskPredictor(nn.Module):
 def keep_mask(scores: Tensor, threshold: float) -> Tensor:
     """Tokens whose predicted fill PSNR is below tau are kept for the transformer."""
     return scores < threshold
+
+
+def keep_ranked(scores: Tensor, fraction: float) -> Tensor:
+    """Every token but the `fraction` (rounded to whole tokens) whose predicted fill PSNR is
+    highest: a fixed share skipped, whatever tau would say."""
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    count = round(fraction * scores.numel())
+    if count:
+        keep.view(-1)[scores.flatten().topk(count).indices] = False
+    return keep

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from models.args import ModelArgs
 from models.dit import DiT, TokenSet, patchify, unpatchify
-from models.mask_predictor import MaskPredictor, keep_mask
+from models.mask_predictor import MaskPredictor, keep_mask, keep_ranked
 from models.pixel_vae import PixelVAE
 from models.vae import VAE
 
@@ -30,6 +30,10 @@ class Settings:
     seed: int = 0
     frame_slice: int | None = None  # frames per full-resolution VAE slice (memory bound)
     decode_tile: int | None = None  # latent pixels per VAE decode tile (memory bound)
+    # skip this fraction of each call's tokens, those the predictor scores highest, instead of
+    # using tau: a fixed skip ratio that measures how well the predictor ranks (evaluation only;
+    # the ranking is per call, so unlike tau it depends on where a chunk starts)
+    skip_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,8 @@ class SkipSR(nn.Module):
         scores = self.mask_predictor(c)  # (B, T', H', W') predicted fill PSNR
         if not settings.skip:
             return torch.ones_like(scores, dtype=torch.bool)
+        if settings.skip_fraction is not None:
+            return keep_ranked(scores, settings.skip_fraction)
         tau = self.args.threshold if settings.threshold is None else settings.threshold
         return keep_mask(scores, tau)
 

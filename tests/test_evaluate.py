@@ -157,6 +157,19 @@ def test_threshold_reaches_the_model(video, model):
     assert skip(-1e9) == 1.0  # none below: every token skipped
 
 
+def test_a_fixed_share_skips_the_tokens_scored_highest(video, model):
+    from models.mask_predictor import keep_ranked
+
+    scores = torch.tensor([[[[31.0, 45.0], [38.0, 52.0]]]])  # (B, T', H', W')
+    assert keep_ranked(scores, 0.5).flatten().tolist() == [True, False, True, False]
+    assert keep_ranked(scores, 0.0).all() and not keep_ranked(scores, 0.99).any()
+    result = evaluate([video], 4, model, frames=4, methods=("model",), skip_fraction=0.3)
+    skipped = [r.skip for r in result.clips[0].rows]
+    assert all(abs(s - 0.3) < 0.05 for s in skipped), skipped  # whole tokens of a small grid
+    assert result_to_json(result)["skip_fraction"] == 0.3
+    assert "30% of tokens scored highest skipped" in format_table(result)
+
+
 def test_average_rows():
     def row(psnr: float, flicker: float | None, skip: float | None) -> Row:
         return Row("clean", "model", psnr, 0.5, flicker, skip)

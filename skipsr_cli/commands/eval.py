@@ -46,6 +46,15 @@ def eval_command(
     threshold: Annotated[
         float | None, typer.Option(help="tau in dB for the model row (default: the model's own).")
     ] = None,
+    skip_fraction: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=0.99,
+            help="Skip this share of tokens, those the mask predictor scores highest, in place "
+            "of tau (measures its ranking).",
+        ),
+    ] = None,
     chunk_frames: Annotated[
         int, typer.Option(min=1, help="Frames per model call (no overlap in evaluation).")
     ] = 16,
@@ -68,6 +77,8 @@ def eval_command(
 
     run_state["debug"] = debug
     check_threshold(threshold)
+    if threshold is not None and skip_fraction is not None:
+        raise UsageError("--threshold and --skip-fraction exclude each other")
     if scale not in (2, 4):
         raise UsageError(f"--scale must be 2 or 4, not {scale}")
     if weights and random_weights:
@@ -92,7 +103,14 @@ def eval_command(
             print(f"skipsr eval: {line}", file=sys.stderr, flush=True)
 
     result = evaluate(
-        inputs, scale, net, frames=frames, threshold=threshold, chunk_frames=chunk_frames, log=log
+        inputs,
+        scale,
+        net,
+        frames=frames,
+        threshold=threshold,
+        chunk_frames=chunk_frames,
+        log=log,
+        skip_fraction=skip_fraction,
     )
     if json_out:
         print(json.dumps(result_to_json(result), allow_nan=False), flush=True)

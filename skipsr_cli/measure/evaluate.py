@@ -77,6 +77,7 @@ class EvalResult:
     threshold: float | None  # tau; None: the model's default
     clips: list[ClipResult]
     averages: list[Row]  # per track and method, the mean over clips
+    skip_fraction: float | None = None  # a fixed share of tokens skipped in place of tau
 
 
 # --- sources ---------------------------------------------------------------------------------
@@ -220,6 +221,7 @@ def evaluate_clip(
     threshold: float | None = None,
     chunk_frames: int = 16,
     log: Callable[[str], None] | None = None,
+    skip_fraction: float | None = None,
 ) -> list[Row]:
     """Rows for every track and method on one reference clip (T, 3, H, W) on the CPU; each model
     method gives one row per model."""
@@ -239,7 +241,9 @@ def evaluate_clip(
                     log(f"{track.name} {label}")
                 skip = None
                 if net is not None:
-                    settings = Settings(threshold=threshold, skip=method == "model")
+                    settings = Settings(
+                        threshold=threshold, skip=method == "model", skip_fraction=skip_fraction
+                    )
                     out, skip = upscale_model(net, lr, size, settings, chunk_frames)
                 else:
                     out = upscale_classic(lr, size, method)
@@ -272,6 +276,7 @@ def evaluate(
     threshold: float | None = None,
     chunk_frames: int = 16,
     log: Callable[[str], None] | None = None,
+    skip_fraction: float | None = None,
 ) -> EvalResult:
     """Evaluate every clip under `paths` (files, folders) at x`scale`.
 
@@ -286,12 +291,14 @@ def evaluate(
         if log is not None:
             log(f"{source.name}: {ref.frames.shape[0]} frames")
         say = _prefixed(log, source.name)
-        rows = evaluate_clip(ref.frames, scale, model, methods, threshold, chunk_frames, say)
+        rows = evaluate_clip(
+            ref.frames, scale, model, methods, threshold, chunk_frames, say, skip_fraction
+        )
         size = (ref.frames.shape[2], ref.frames.shape[3])
         clips.append(
             ClipResult(source.name, str(source.path), ref.frames.shape[0], size, ref.crop, rows)
         )
-    return EvalResult(scale, frames, threshold, clips, average_rows(clips))
+    return EvalResult(scale, frames, threshold, clips, average_rows(clips), skip_fraction)
 
 
 def _prefixed(log: Callable[[str], None] | None, name: str) -> Callable[[str], None] | None:
@@ -358,6 +365,8 @@ def _table_rows(rows: Sequence[Row]) -> list[str]:
 def format_table(result: EvalResult) -> str:
     """Plain text for a terminal or a log: each clip, then the averages over clips."""
     tau = "model default" if result.threshold is None else f"{result.threshold:g} dB"
+    if result.skip_fraction is not None:
+        tau = f"none: the {result.skip_fraction:.0%} of tokens scored highest skipped"
     limit = "all" if result.frames is None else str(result.frames)
     lines = [
         f"skipsr eval x{result.scale}: {len(result.clips)} clip(s), frames {limit}, tau {tau}",
@@ -381,6 +390,7 @@ def result_to_json(result: EvalResult) -> dict:
         "scale": result.scale,
         "frames": result.frames,
         "threshold": result.threshold,
+        "skip_fraction": result.skip_fraction,
         "psnr_cap_db": metrics.PSNR_CAP,
         "tracks": {name: {"crf": t.crf} for name, t in TRACKS.items()},
         "clips": [
