@@ -82,6 +82,7 @@ def build(cfg: TrainConfig, device: torch.device) -> SkipSR:
         state = load_model(weights=cfg.init, device=device).state_dict()
         if cfg.init_partial:
             state = fitting_tensors(model, state)
+            new_blocks_start_as_identity(model, set(state))
         model.load_state_dict(state, strict=not cfg.init_partial)
     if cfg.decoder and model.args.vae.guided:
         # A guided decoder trained alone learns to return its guide and parks its output conv at ~0,
@@ -91,6 +92,24 @@ def build(cfg: TrainConfig, device: torch.device) -> SkipSR:
             torch.nn.init.kaiming_uniform_(head.weight, a=5**0.5)
             head.weight.mul_(0.1)
     return model.train()
+
+
+def new_blocks_start_as_identity(model: SkipSR, loaded: set[str]) -> None:
+    """Residual blocks that --init does not hold (a deeper transformer or pixel decoder) start
+    with their last layer at zero: each passes its input through unchanged, so the deeper network
+    begins by computing exactly what the shallower one did, and training only adds to it."""
+    zero = []
+    for i, block in enumerate(model.dit.blocks):
+        if f"dit.blocks.{i}.proj.weight" not in loaded:
+            zero += [block.proj, block.mlp.fc2]
+    if model.args.vae.kind == "pixel":
+        for i, block in enumerate(model.vae.decoder.blocks):
+            if f"vae.decoder.blocks.{i}.conv2.weight" not in loaded:
+                zero.append(block.conv2)
+    with torch.no_grad():
+        for layer in zero:
+            layer.weight.zero_()
+            layer.bias.zero_()
 
 
 def fitting_tensors(model: SkipSR, state: dict[str, Tensor]) -> dict[str, Tensor]:
