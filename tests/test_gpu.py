@@ -133,3 +133,29 @@ def test_out_of_memory_at_4k_lowers_the_settings_and_finishes(tmp_path):
     assert probe(tmp_path / "capped.mp4").frame_count == summary["frames"] == 8
     assert (summary["out_width"], summary["out_height"]) == (3840, 2160)
     assert summary["peak_gpu_bytes"] < 0.6 * peak
+
+
+def test_a_batch_and_a_rotated_clip_on_the_default_gpu(tmp_path):
+    """No --devices: the batch loads its model on the default GPU (whose device has no index
+    until one is given), and 8-bit frames are converted on the GPU, rotated ones too, with the
+    values the host conversion gives."""
+    import numpy as np
+
+    from skipsr_cli.media.video_io import read_frames
+    from skipsr_cli.run.pipeline import frames_to_device
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b"):
+        make_clip(folder / f"{name}.mp4", width=66, height=50, frames=6, audio=False)
+    cmd = [sys.executable, "-m", "skipsr_cli.cli", "upscale", str(folder), str(tmp_path / "out")]
+    r = subprocess.run([*cmd, "--model", "debug", "--random-weights", "-q"], capture_output=True)
+    assert r.returncode == 0, r.stderr.decode()
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.mp4")) == ["a.mp4", "b.mp4"]
+    frames = list(read_frames(folder / "a.mp4"))
+    for turns in range(4):  # a quarter turn more each time
+        for f in frames:
+            f.ycbcr = f.ycbcr.rotated(1) if turns else f.ycbcr
+        host = np.stack([g.ycbcr.rgb() for g in frames])
+        gpu = frames_to_device(frames, torch.device("cuda"))[0].permute(1, 2, 3, 0)
+        assert np.array_equal(gpu.mul(255).round().byte().cpu().numpy(), host)
