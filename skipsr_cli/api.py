@@ -33,6 +33,7 @@ from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm import resume
 from skipsr_cli.farm.devices import upscale_on_devices
 from skipsr_cli.farm.ray import ray_address, upscale_on_ray
+from skipsr_cli.media.cpu_share import apply_cpu_share
 from skipsr_cli.run import pipeline
 from skipsr_cli.run.options import (
     UpscaleOptions,
@@ -112,6 +113,7 @@ def upscale(
         found = parse_devices(opts.devices)
         return upscale_on_devices(input, output, opts, found, opts.segments)
     load = (lambda: model) if isinstance(model, SkipSR) else (lambda: _load(opts, device, dtype))
+    apply_cpu_share(1, device)  # all cores as the libraries pick, or SKIPSR_WORKER_THREADS's share
     if opts.segment is not None:
         return farm.render_segment(input, output, opts, load, device, dtype, progress or _ignore)
     plan = pipeline.prepare(job_of(input, output, opts))  # refuses what it can before loading

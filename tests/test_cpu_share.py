@@ -121,5 +121,8 @@ def test_segment_workers_encode_with_the_share_the_environment_sets(tmp_path: Pa
     out = tmp_path / "out.mp4"
     assert api.upscale(clip, out, devices="cpu,cpu", segments=2, **RUN) == 9
     assert x264_threads(out) == [7, 7]  # one encoder run a part
-    alone = api.upscale(clip, tmp_path / "alone.mp4", **RUN)  # no worker: x264 picks, as before
-    assert alone.frames == 9 and x264_threads(tmp_path / "alone.mp4") != [7]
+    alone = api.upscale(clip, tmp_path / "alone.mp4", **RUN)  # a farm task sharing a node
+    assert alone.frames == 9 and x264_threads(tmp_path / "alone.mp4") == [7]
+    monkeypatch.delenv(ENV)
+    free = api.upscale(clip, tmp_path / "free.mp4", **RUN)  # alone, unset: x264 picks, as before
+    assert free.frames == 9 and x264_threads(tmp_path / "free.mp4") != [7]

@@ -27,6 +27,7 @@ from skipsr_cli.batch.progress import (
 )
 from skipsr_cli.batch.workers import BatchKey, load_for, run_inline, run_pool
 from skipsr_cli.errors import SkipSRError, UsageError
+from skipsr_cli.media.cpu_share import apply_cpu_share
 from skipsr_cli.media.video_io import probe
 from skipsr_cli.run.options import UpscaleOptions
 
@@ -87,6 +88,7 @@ def run_files(
     if model is None and len(devices) > 1:
         yield from run_pool(devices, todo, options, key, emit)
         return
+    apply_cpu_share(1, devices[0])  # alone: the libraries' choice, or SKIPSR_WORKER_THREADS's share
     net = model if model is not None else load_for(options, devices[0])
     yield from run_inline(net, todo, options, key, emit)
 

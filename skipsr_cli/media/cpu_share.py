@@ -6,11 +6,12 @@ pool. A process alone lets each library size its pool to the whole host, as it c
 workers on one host (`--devices 0,1`, `0,0`, `all`, a batch's workers, Ray actors on one node)
 would each do the same and run N times as many threads as there are cores. So each worker takes
 cores // N of the host's cores (those this process may run on) and sizes its pools to that share;
-`SKIPSR_WORKER_THREADS=K` sets the share to K cores instead.
+`SKIPSR_WORKER_THREADS=K` sets the share to K cores instead, also for a process alone (a farm task
+on a node that other tasks share).
 
 A worker applies its share once at start (`apply_cpu_share`), before it opens any file: the
-encoders and decoders it opens later read the share of their process here. One process that never
-applies a share keeps every library's own choice, exactly as before.
+encoders and decoders it opens later read the share of their process here. A process alone
+without SKIPSR_WORKER_THREADS keeps every library's own choice.
 """
 
 from __future__ import annotations
