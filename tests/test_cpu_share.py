@@ -20,6 +20,17 @@ from skipsr_cli.media.cpu_share import ENV, CpuShare, apply_cpu_share
 
 RUN = dict(model="debug", random_weights=True, chunk_frames=4, overlap=1)
 
+
+@pytest.fixture(autouse=True)
+def _own_threads():
+    """What a share changes in this process (torch's pool, the share the encoders read) is put
+    back after each test: later tests compare runs made with different thread counts."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    cpu_share._applied = None
+
+
 # (workers, cores) -> cores each, x264 threads (1.5 a core), torch threads beside a GPU
 TABLE = {
     (2, 2): (1, 1, 1),
