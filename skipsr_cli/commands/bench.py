@@ -29,6 +29,11 @@ from skipsr_cli.run.options import FRAME_SLICE, parse_size
 from skipsr_cli.run.pipeline import frames_to_device
 from skipsr_cli.weights import load_model
 
+# The encoder of the runs a benchmark makes (the upscale and its floors), as `upscale` takes it.
+CodecOpt = Annotated[str, typer.Option(help="Encoder of every run.")]
+CrfOpt = Annotated[int, typer.Option(help="CRF of every run.")]
+PresetOpt = Annotated[str, typer.Option("--preset", help="Encoder preset of every run.")]
+
 bench_app = typer.Typer(
     help="Benchmarks that print tables (see BENCHMARKS.md).", no_args_is_help=True
 )
@@ -171,11 +176,9 @@ def bench_run_command(
         float | None, typer.Option(help="tau in dB (default: the model's).")
     ] = None,
     no_skip: Annotated[bool, typer.Option("--no-skip", help="Keep every token.")] = False,
-    codec: Annotated[str, typer.Option(help="Encoder of both runs.")] = "libx264",
-    crf: Annotated[int, typer.Option(help="CRF of both runs.")] = 18,
-    preset: Annotated[
-        str, typer.Option("--preset", help="Encoder preset of both runs.")
-    ] = "medium",
+    codec: CodecOpt = "libx264",
+    crf: CrfOpt = 18,
+    preset: PresetOpt = "medium",
     weights: WeightsOpt = None,
     model: ModelOpt = "base",
     random_weights: RandomOpt = False,
@@ -230,11 +233,9 @@ def bench_capacity_command(
         str | None,
         typer.Option(help="Where the copies resample, in turn (as upscale's --devices)."),
     ] = None,
-    codec: Annotated[str, typer.Option(help="Encoder of every copy.")] = "libx264",
-    crf: Annotated[int, typer.Option(help="CRF of every copy.")] = 18,
-    preset: Annotated[
-        str, typer.Option("--preset", help="Encoder preset of every copy.")
-    ] = "medium",
+    codec: CodecOpt = "libx264",
+    crf: CrfOpt = 18,
+    preset: PresetOpt = "medium",
     json_out: JsonOpt = False,
 ) -> None:
     """The host's encoding capacity: K copies of the encode floor (the whole pipeline with bicubic

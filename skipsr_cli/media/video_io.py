@@ -457,24 +457,24 @@ def frame_picture(frame: av.VideoFrame) -> np.ndarray | YCbCr8:
 
 
 def ycbcr8(frame: av.VideoFrame) -> YCbCr8 | None:
-    """An 8-bit planar YCbCr frame's planes and resolved colour; None for other formats.
-
-    Where the stream names no matrix, FFmpeg's convention applies (BT.709 from 720 lines up, BT.601
-    below; see default_matrix); where it names no range, limited, except the "yuvj" formats, which
-    are full by definition."""
+    """An 8-bit planar YCbCr frame's planes and resolved colour (an unnamed matrix follows the
+    height, as sws_matrix's does: see default_matrix); None for other formats."""
     if frame.format.name not in PLANAR_8BIT:
         return None
-    colour = ColourInfo.of(frame)
-    full = frame.format.name.startswith("yuvj")
-    colour_range = colour.range or (RANGE_FULL if full else RANGE_LIMITED)
-    # an unknown matrix follows the height, as sws_matrix's does
-    info = output_colour(ColourInfo(matrix=colour.matrix, range=colour_range), frame.height)
-    return YCbCr8(*_planes(frame), info)
+    return YCbCr8(*_planes(frame), output_colour(_input_colour(frame), frame.height))
+
+
+def _input_colour(frame: av.VideoFrame) -> ColourInfo:
+    """The frame's matrix (None where unnamed) and range: where unnamed, limited, except the
+    "yuvj" formats, which are full by definition."""
+    colour, full = ColourInfo.of(frame), frame.format.name.startswith("yuvj")
+    unnamed = RANGE_FULL if full else RANGE_LIMITED
+    return ColourInfo(matrix=colour.matrix, range=colour.range or unnamed)
 
 
 def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """(H, W, 3) uint8, or uint16 for frames of more than 8 bits (10-bit and 12-bit video, 16-bit
-    PNG), converted with the frame's own matrix and range (defaults as in ycbcr8): never through 8
+    PNG), converted with the frame's own matrix and range (defaults: _input_colour): never through 8
     bits. RGB and palette frames need no matrix. 8-bit planar YCbCr is converted by
     colour.ycbcr_to_rgb (rounded, no bias); other formats by swscale, with rounding."""
     planes = ycbcr8(frame)
@@ -485,13 +485,11 @@ def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     if fmt.is_rgb or fmt.has_palette:
         rgb = frame.to_ndarray(format=target)
     else:
-        colour = ColourInfo.of(frame)
-        full = fmt.name.startswith("yuvj")
-        colour_range = colour.range or (RANGE_FULL if full else RANGE_LIMITED)
+        colour = _input_colour(frame)
         rgb = frame.to_ndarray(
             format=target,
             src_colorspace=sws_matrix(colour.matrix, frame.height),
-            src_color_range=colour_range,
+            src_color_range=colour.range,
             dst_color_range=RANGE_FULL,
             # Rounded (deeper video: 1/257 of an 8-bit code value); swscale's full-chroma path to
             # rgb48 returns wrong colours (FFmpeg 7), and its truncation would darken 8-bit.
