@@ -49,6 +49,7 @@ def run(
     stop_at: int | None = None,
     reuse: int = 1,
     degrade: str = "mixed",
+    photo_moves: str = "exact",
 ) -> None:
     cfg = TrainConfig(
         stage,
@@ -60,6 +61,7 @@ def run(
         stop_at=stop_at,
         reuse=reuse,
         degrade=degrade,
+        photo_moves=photo_moves,
         max_steps=steps,
         batch=2,
         frames=4,
@@ -207,6 +209,8 @@ def test_train_run_rejects_a_bad_scale_and_a_folder_that_is_not_a_pack(pack, tmp
     assert r.exit_code == 3 and "not a training pack" in r.output
     r = CliRunner().invoke(app, [*base, "--data", str(pack), "--degrade", "heavy"])
     assert r.exit_code == 2 and "--degrade must be one of mixed, video, clean, none" in r.output
+    r = CliRunner().invoke(app, [*base, "--data", str(pack), "--photo-moves", "warp"])
+    assert r.exit_code == 2 and "--photo-moves must be one of exact, resampled" in r.output
     assert not (tmp_path / "o").exists()
 
 
@@ -215,6 +219,57 @@ def test_a_run_resumes_only_on_the_inputs_it_trained_on(pack, tmp_path):
     with pytest.raises(UsageError, match="trained with --degrade clean"):
         run(pack, tmp_path / "vae", "vae", 2)  # mixed, the default
     run(pack, tmp_path / "vae", "vae", 2, degrade="clean")  # the same inputs: it goes on
+
+
+def test_a_run_resumes_only_on_the_photo_moves_it_trained_on(pack, tmp_path):
+    run(pack, tmp_path / "vae", "vae", 2, stop_at=1, degrade="none", photo_moves="resampled")
+    with pytest.raises(UsageError, match="trained with --photo-moves resampled"):
+        run(pack, tmp_path / "vae", "vae", 2, degrade="none")  # exact, the default
+    run(pack, tmp_path / "vae", "vae", 2, degrade="none", photo_moves="resampled")
+
+
+def test_exact_photo_pans_keep_the_photos_pixels():
+    """Every frame of an exact pan is a crop of the photo itself (a photo too small to zoom out
+    of), each frame moved from the last by the same whole pixels, at most MAX_PAN; over many draws
+    the pans go both ways on both axes and sometimes hold still."""
+    import random
+
+    from skipsr_cli.train.data import MAX_PAN, exact_photo_clip
+
+    photo = torch.rand(3, 40, 56)
+    moves = set()
+    for k in range(60):
+        clip = exact_photo_clip(photo, 4, 24, random.Random(k))
+        assert clip.shape == (4, 3, 24, 24)
+        places = []
+        for frame in clip:
+            found = [
+                (y, x)
+                for y in range(40 - 23)
+                for x in range(56 - 23)
+                if torch.equal(photo[:, y : y + 24, x : x + 24], frame)
+            ]
+            assert len(found) == 1
+            places.append(found[0])
+        steps = {(b[0] - a[0], b[1] - a[1]) for a, b in zip(places, places[1:])}
+        assert len(steps) == 1
+        (dy, dx), = steps
+        assert abs(dy) <= MAX_PAN and abs(dx) <= MAX_PAN
+        moves.add((dy, dx))
+    assert {d > 0 for d, _ in moves} == {True, False} and {d < 0 for _, d in moves} == {True, False}
+    assert (0, 0) in moves or any(0 in m for m in moves)
+
+
+def test_exact_photo_pans_zoom_out_with_an_area_filter_and_refuse_a_small_photo():
+    import random
+
+    from skipsr_cli.train.data import exact_photo_clip
+
+    photo = torch.rand(3, 200, 200)  # room to zoom out up to 200 / (1.6 * 24) = 5.2 times
+    means = [exact_photo_clip(photo, 2, 24, random.Random(k)).std().item() for k in range(20)]
+    assert min(means) < 0.25  # area-shrunk views average pixels out: less spread than the photo's
+    with pytest.raises(ValueError, match="smaller than the crop"):
+        exact_photo_clip(torch.rand(3, 20, 40), 2, 24, random.Random(0))
 
 
 def test_degradation_profiles_draw_what_they_promise():

@@ -22,8 +22,8 @@ set -euo pipefail
 PHASE=$1
 CONFIG=training/configs/base1.json
 S="python3 -m skipsr_cli.cli"
-run() { $S train run "$@" --data .carry/train --config $CONFIG --workers 15 --frames 4; }
-tune() { $S train run dit --decoder --config $CONFIG --workers 15 --frames 4 --batch 32 --reuse 2 "$@"; }
+run() { $S train run "$@" --data .carry/train --config $CONFIG --workers 15 --frames 4 --photo-moves resampled; }
+tune() { $S train run dit --decoder --config $CONFIG --workers 15 --frames 4 --batch 32 --reuse 2 --photo-moves resampled "$@"; }
 bf16() { $S train export "ckpt/base/$1.safetensors" "ckpt/base/$1.bf16.safetensors"; }
 case $PHASE in
   dit1) run dit --decoder --out ckpt/base/dit1 --minutes "$2" --max-steps 8000 --batch 16 \

@@ -18,7 +18,12 @@
 #   training/train_base2.sh ft4 MINUTES    5,000 steps from mask3's export (the afternoon's release),
 #                                          lr 1e-4, on clean inputs only (--degrade clean) (8.0 min)
 #   training/train_base2.sh mask4 MINUTES  the mask predictor for ft4, 700 steps, --degrade video (1.1 min)
+#   training/train_base2.sh ft5 MINUTES    5,000 steps from mask4's export (ft4m, the shipped base) on
+#                                          exact photo pans (--photo-moves exact), lr 1e-4, clean inputs
 #   training/train_base2.sh export TAU OUT bf16 weights with default tau in OUT/base.safetensors
+#                                          (OUT/base.safetensors from mask4; FROM=ft5 exports ft5)
+# Phases up to mask4 made their photo clips by bicubic moves (--photo-moves resampled, the only
+# kind then); ft5 on is trained on whole-pixel pans, whose targets keep the photos' finest detail.
 set -euo pipefail
 PHASE=$1
 CONFIG=training/configs/base.json
@@ -26,6 +31,7 @@ S="python3 -m skipsr_cli.cli"
 GPUS=${GPUS:-2}
 ddp() { torchrun --nproc_per_node "$GPUS" -m skipsr_cli.cli train run dit --decoder --config $CONFIG \
           --data .carry/pack --frames 4 --batch 32 --workers 14 --reuse 2 "$@"; }
+OLD="--photo-moves resampled"  # how photos became clips until ft4m
 case $PHASE in
   init) mkdir -p ckpt/base2; python3 -c "
 from pathlib import Path
@@ -39,24 +45,28 @@ model.load_state_dict(fitting_tensors(model, base1.state_dict()), strict=False)
 save_model(model, Path('ckpt/base2/init.safetensors'), stage='init', step='0')"
         $S train export ckpt/base2/init.safetensors ckpt/base2/init.bf16.safetensors --threshold 40 ;;
   ft1) ddp --init ckpt/base2/init.bf16.safetensors --out ckpt/base2/ft1 --minutes "$2" \
-          --max-steps 14000 --stop-at 7014 -s 2 -s 2 -s 4 --lr 2e-4 --seed 21 --temporal 1.0
+          --max-steps 14000 --stop-at 7014 -s 2 -s 2 -s 4 --lr 2e-4 --seed 21 --temporal 1.0 $OLD
        $S train export ckpt/base2/ft1.safetensors ckpt/base2/ft1.bf16.safetensors --threshold 40 ;;
   ft2) ddp --init ckpt/base2/ft1.bf16.safetensors --out ckpt/base2/ft2 --minutes "$2" \
-          --max-steps 4500 -s 2 -s 2 -s 4 --lr 1e-4 --seed 22 --temporal 1.0 ;;
+          --max-steps 4500 -s 2 -s 2 -s 4 --lr 1e-4 --seed 22 --temporal 1.0 $OLD ;;
   ft3) $S train export ckpt/base2/ft2.safetensors ckpt/base2/ft2.bf16.safetensors --threshold 40
        ddp --init ckpt/base2/ft2.bf16.safetensors --out ckpt/base2/ft3 --minutes "$2" \
-          --max-steps 1600 --stop-at 1537 -s 2 -s 2 -s 4 --lr 5e-5 --seed 24 --temporal 1.0 ;;
+          --max-steps 1600 --stop-at 1537 -s 2 -s 2 -s 4 --lr 5e-5 --seed 24 --temporal 1.0 $OLD ;;
   mask3) torchrun --nproc_per_node "$GPUS" -m skipsr_cli.cli train run mask --config $CONFIG \
           --data .carry/pack --frames 4 --batch 16 --workers 14 --init ckpt/base2/ft3.safetensors \
           --out ckpt/base2/mask3 --minutes "$2" --max-steps 700 --stop-at 617 --lr 3e-4 --seed 25 \
-          -s 2 -s 2 -s 4 ;;
+          -s 2 -s 2 -s 4 $OLD ;;
   ft4) $S train export ckpt/base2/mask3.safetensors ckpt/base2/ft3m.bf16.safetensors --threshold 40
        ddp --init ckpt/base2/ft3m.bf16.safetensors --out ckpt/base2/ft4 --minutes "$2" \
-          --max-steps 5000 -s 2 -s 2 -s 4 --lr 1e-4 --seed 41 --temporal 1.0 --degrade clean ;;
+          --max-steps 5000 -s 2 -s 2 -s 4 --lr 1e-4 --seed 41 --temporal 1.0 --degrade clean $OLD ;;
   mask4) torchrun --nproc_per_node "$GPUS" -m skipsr_cli.cli train run mask --config $CONFIG \
           --data .carry/pack --frames 4 --batch 16 --workers 14 --init ckpt/base2/ft4.safetensors \
           --out ckpt/base2/mask4 --minutes "$2" --max-steps 700 --lr 3e-4 --seed 45 \
-          -s 2 -s 2 -s 4 --degrade video ;;
-  export) $S train export ckpt/base2/mask4.safetensors "$3/base.safetensors" --threshold "$2" ;;
-  *) echo "usage: $0 init | ft1 | ft2 | ft3 | mask3 | ft4 | mask4 MINUTES | export TAU OUTDIR" >&2; exit 2 ;;
+          -s 2 -s 2 -s 4 --degrade video $OLD ;;
+  ft5) $S train export ckpt/base2/mask4.safetensors ckpt/base2/ft4m.bf16.safetensors --threshold 40
+       ddp --init ckpt/base2/ft4m.bf16.safetensors --out ckpt/base2/ft5 --minutes "$2" \
+          --max-steps 5000 -s 2 -s 2 -s 4 --lr 1e-4 --seed 51 --temporal 1.0 --degrade clean \
+          --photo-moves exact ;;
+  export) $S train export "ckpt/base2/${FROM:-mask4}.safetensors" "$3/base.safetensors" --threshold "$2" ;;
+  *) echo "usage: $0 init | ft1 | ft2 | ft3 | mask3 | ft4 | mask4 | ft5 MINUTES | export TAU OUTDIR" >&2; exit 2 ;;
 esac

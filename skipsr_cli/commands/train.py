@@ -112,6 +112,13 @@ def train_run_command(
             "clean (CRF 8-16) or none (bicubic only).",
         ),
     ] = "mixed",
+    photo_moves: Annotated[
+        str,
+        typer.Option(
+            help="How photos become clips: exact (whole-pixel pans, the photo's pixels kept) or "
+            "resampled (a bicubic move with zoom and spin, what base up to ft4m used).",
+        ),
+    ] = "exact",
     scale: Annotated[
         list[int] | None,
         typer.Option(
@@ -123,6 +130,7 @@ def train_run_command(
 ) -> None:
     """Train one stage for at most --minutes, then checkpoint; run again to resume exactly."""
     from models import PRESETS, ModelArgs
+    from skipsr_cli.train.data import PHOTO_MOVES
     from skipsr_cli.train.degrade import PROFILES
     from skipsr_cli.train.loop import STAGES, TrainConfig, train
 
@@ -137,6 +145,10 @@ def train_run_command(
     scales = tuple(scale or (2, 4))
     if degrade not in PROFILES:
         raise UsageError(f"--degrade must be one of {', '.join(PROFILES)}, not {degrade!r}")
+    if photo_moves not in PHOTO_MOVES:
+        raise UsageError(
+            f"--photo-moves must be one of {', '.join(PHOTO_MOVES)}, not {photo_moves!r}"
+        )
     if any(s < 2 or crop % s for s in scales):
         raise UsageError(f"each --scale must be at least 2 and divide --crop {crop}, not {scales}")
     cfg = TrainConfig(
@@ -161,6 +173,7 @@ def train_run_command(
         temporal=temporal,
         degrade=degrade,
         init_partial=init_partial,
+        photo_moves=photo_moves,
     )
     train(cfg, lambda line: print(line, flush=True))
 

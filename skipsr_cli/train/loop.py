@@ -67,6 +67,9 @@ class TrainConfig:
     degrade: str = "mixed"
     # --init may differ in shape (a wider decoder): tensors that fit are loaded, the rest start fresh
     init_partial: bool = False
+    # how photos become clips: a key of train.data.PHOTO_MOVES ("exact" pans keep the photo's pixels;
+    # "resampled", what `base` up to ft4m saw, blurs the targets a little)
+    photo_moves: str = "exact"
 
 
 def build(cfg: TrainConfig, device: torch.device) -> SkipSR:
@@ -255,6 +258,13 @@ def train(cfg: TrainConfig, log: Callable[[str], None]) -> int:
                 f"{cfg.out} was trained with --degrade {before}: resume it with the same, "
                 "or train into another --out"
             )
+        # checkpoints from before --photo-moves saw resampled photo moves
+        moves = state.get("train", {}).get("photo_moves", "resampled")
+        if moves != cfg.photo_moves:
+            raise UsageError(
+                f"{cfg.out} was trained with --photo-moves {moves}: resume it with the same, "
+                "or train into another --out"
+            )
     log = log if rank == 0 else (lambda line: None)
     log(
         f"stage {cfg.stage}: {sum(p.numel() for p in net.parameters()):,} trainable parameters, "
@@ -316,6 +326,7 @@ def _loop(
         scales=cfg.scales,
         degrade=cfg.degrade,
         augment=cfg.augment,
+        photo_moves=cfg.photo_moves,
     )
     loader = DataLoader(
         pairs,
