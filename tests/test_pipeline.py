@@ -116,6 +116,29 @@ def test_background_writer_reraises_the_write_error():
     assert written == [0, 1, 2, 3]
 
 
+def test_the_helpers_count_who_waited_for_whom():
+    """A slow writer keeps the producer waiting for room; a slow producer keeps the writer idle
+    and the consumer of a prefetcher waiting: the run's summary says which side set the pace."""
+    with BackgroundWriter(lambda item: time.sleep(0.02), depth=1) as slow:
+        for i in range(8):
+            slow.put(i)
+    assert slow.blocked > 0.08 and slow.idle < 0.05
+    with BackgroundWriter(lambda item: None, depth=4) as fast:
+        for i in range(5):
+            time.sleep(0.02)
+            fast.put(i)
+    assert fast.idle > 0.06 and fast.blocked < 0.05
+
+    def late() -> Iterator[int]:
+        for i in range(4):
+            time.sleep(0.02)
+            yield i
+
+    with Prefetcher(late(), depth=2) as frames:
+        assert list(frames) == [0, 1, 2, 3]
+    assert frames.waited > 0.05
+
+
 @pytest.mark.parametrize("overlap", [True, False])
 def test_encoder_failure_is_an_output_error_and_leaves_no_file(
     model: SkipSR, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overlap: bool
@@ -178,6 +201,13 @@ def test_progress_counts_every_frame_once(model: SkipSR, clip: Path, tmp_path: P
     job = UpscaleJob(clip, tmp_path / "out.mkv", chunk_frames=4, overlap=1, encode=LOSSLESS)
     summary = upscale(model, prepare(job), CPU, torch.float32, emit=events.append)
     assert summary.frames == 13
+    waits = summary.waits  # where an overlapped run spent its waiting, for `bench run`
+    assert set(waits) == {
+        "model_waited_for_decoder",
+        "model_waited_for_encoder",
+        "encoder_waited_for_model",
+    }
+    assert all(0 <= w <= summary.wall_seconds for w in waits.values())
     counts = [e.frames for e in events if type(e).__name__ == "Advanced"]
     assert counts == sorted(counts) and counts[-1] == 13  # the final report follows the drain
     assert len(frames_of(job.output)) == 13

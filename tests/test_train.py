@@ -253,7 +253,7 @@ def test_exact_photo_pans_keep_the_photos_pixels():
             places.append(found[0])
         steps = {(b[0] - a[0], b[1] - a[1]) for a, b in zip(places, places[1:])}
         assert len(steps) == 1
-        (dy, dx), = steps
+        ((dy, dx),) = steps
         assert abs(dy) <= MAX_PAN and abs(dx) <= MAX_PAN
         moves.add((dy, dx))
     assert {d > 0 for d, _ in moves} == {True, False} and {d < 0 for _, d in moves} == {True, False}

@@ -102,4 +102,9 @@ def _summary(
         warnings=tuple(dict.fromkeys(w for p in parts for w in p.warnings if "video only" not in w))
         + tuple(warnings),
         frames_lost=sum(p.frames_lost for p in parts),
+        waits={k: round(sum(p.waits.get(k, 0.0) for p in parts), 3) for k in _wait_keys(parts)},
     )
+
+
+def _wait_keys(parts: list[Summary]) -> list[str]:
+    return list(dict.fromkeys(k for p in parts for k in p.waits))

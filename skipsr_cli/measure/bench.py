@@ -346,6 +346,7 @@ def bench_run(
         "skip_ratio": round(up.skip_ratio, 4),
         "peak_gpu_gib": None if up.peak_gpu_bytes is None else round(up.peak_gpu_bytes / 2**30, 3),
         "peak_host_gib": round(up.peak_host_bytes / 2**30, 3),
+        "waits_s": {"upscale": up.waits, "floor": floor.waits},
         "stage_ms": {
             "decode": host.decode_ms,
             **{RUN_NAMES.get(k, k): v for k, v in stages.stage_ms.items()},

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
@@ -57,6 +58,7 @@ class Prefetcher(Generic[T]):
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._done = False
+        self.waited = 0.0  # seconds the consumer waited for an item: the producer was behind
         self._thread = threading.Thread(target=self._run, args=(source,), name=name, daemon=True)
         self._thread.start()
 
@@ -82,7 +84,9 @@ class Prefetcher(Generic[T]):
     def __next__(self) -> T:
         if self._done:
             raise StopIteration
+        began = time.perf_counter()
         item = self._queue.get() if self._error is None else _END
+        self.waited += time.perf_counter() - began
         if self._error is not None:
             self._done = True
             raise self._error
@@ -120,12 +124,16 @@ class BackgroundWriter(Generic[T]):
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._error: BaseException | None = None
+        self.idle = 0.0  # seconds the writer waited for an item: the producer was behind
+        self.blocked = 0.0  # seconds `put` waited for room: the writer was behind
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while True:
+            began = time.perf_counter()
             item = self._queue.get()
+            self.idle += time.perf_counter() - began
             if item is _END or self._stop.is_set():
                 return
             try:
@@ -146,7 +154,9 @@ class BackgroundWriter(Generic[T]):
         self._raise_error()
         if self._stop.is_set():
             raise RuntimeError("put() after close()")
+        began = time.perf_counter()
         _put(self._queue, item, self._gone)
+        self.blocked += time.perf_counter() - began
         self._raise_error()
 
     def close(self) -> None:
@@ -179,6 +189,7 @@ class InlineWriter(Generic[T]):
 
     def __init__(self, write: Callable[[T], None]) -> None:
         self._write = write
+        self.idle = self.blocked = 0.0
 
     def put(self, item: T) -> None:
         self._write(item)

@@ -179,6 +179,7 @@ def upscale(
         if decoded == 0:  # a video stream with no pictures in it: nothing to upscale
             raise InputError(f"no frames could be decoded from {job.input}")
         sink.close()  # every queued frame is encoded now, or its error raised here
+        stats.waits = pipeline_waits(frames, sink)
         report()  # the encoder thread may have finished frames since the last chunk's report
         if stats.frames != decoded:
             raise AssertionError(f"decoded {decoded} frames but wrote {stats.frames}")
@@ -189,6 +190,16 @@ def upscale(
     summary = stats.summary(started, notes, frames_lost=lost)
     emit(summary)
     return summary
+
+
+def pipeline_waits(frames: object, sink: Sink) -> dict[str, float]:
+    """Seconds each side waited for another: the model for decoded frames, the model for room in
+    the encoder's queue (the encoder set the pace), the encoder for finished frames."""
+    return {
+        "model_waited_for_decoder": getattr(frames, "waited", 0.0),
+        "model_waited_for_encoder": sink.blocked,
+        "encoder_waited_for_model": sink.idle,
+    }
 
 
 def frames_lost(info: VideoInfo, decoded: int, damage: DecodeDamage) -> int:

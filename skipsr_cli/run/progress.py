@@ -62,6 +62,8 @@ class Summary:
     status: str = "ok"
     warnings: tuple[str, ...] = ()  # e.g. streams the output container cannot hold, left out
     frames_lost: int = 0  # frames of a damaged input that were lost or could not be decoded
+    # seconds each side of the pipeline waited for another (overlapped runs): which one set the pace
+    waits: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +81,7 @@ class RunStats:
     frames: int = 0
     tokens: int = 0
     kept: int = 0
+    waits: dict[str, float] = field(default_factory=dict)
 
     def add_tokens(self, total: int, kept: int) -> None:
         self.tokens += total
@@ -114,6 +117,7 @@ class RunStats:
             *started.out_size,
             warnings=warnings,
             frames_lost=frames_lost,
+            waits={k: round(v, 3) for k, v in self.waits.items()},
         )
 
 

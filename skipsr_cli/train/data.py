@@ -347,7 +347,9 @@ class ClipPairs(IterableDataset):
         )
         self.augment = augment
         if photo_moves not in PHOTO_MOVES:
-            raise ValueError(f"unknown photo moves {photo_moves!r}: one of {', '.join(PHOTO_MOVES)}")
+            raise ValueError(
+                f"unknown photo moves {photo_moves!r}: one of {', '.join(PHOTO_MOVES)}"
+            )
         self.photo_moves = photo_moves
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, int]]:
