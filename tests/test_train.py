@@ -260,14 +260,14 @@ def test_exact_photo_pans_keep_the_photos_pixels():
     assert (0, 0) in moves or any(0 in m for m in moves)
 
 
-def test_exact_photo_pans_zoom_out_with_an_area_filter_and_refuse_a_small_photo():
+def test_exact_photo_pans_zoom_out_antialiased_and_refuse_a_small_photo():
     import random
 
     from skipsr_cli.train.data import exact_photo_clip
 
     photo = torch.rand(3, 200, 200)  # room to zoom out up to 200 / (1.6 * 24) = 5.2 times
     means = [exact_photo_clip(photo, 2, 24, random.Random(k)).std().item() for k in range(20)]
-    assert min(means) < 0.25  # area-shrunk views average pixels out: less spread than the photo's
+    assert min(means) < 0.25  # shrunk views average noise out: less spread than the photo's
     with pytest.raises(ValueError, match="smaller than the crop"):
         exact_photo_clip(torch.rand(3, 20, 40), 2, 24, random.Random(0))
 

@@ -225,7 +225,7 @@ def video_clip(video: np.ndarray, frames: int, crop: int, rng: random.Random) ->
 
 def exact_photo_clip(image: Tensor, frames: int, crop: int, rng: random.Random) -> Tensor:
     """A camera pan over a still photo, (T, 3, crop, crop), whose frames are exact pixels: of the
-    photo, or of a copy shrunk by an area filter to see more of it. Each frame moves by whole
+    photo, or of a copy shrunk (antialiased) to see more of it. Each frame moves by whole
     pixels (up to MAX_PAN a frame each way), so after the downscale the input moves by fractions
     of its pixels while the target keeps every detail. (A bicubic resampling at sub-pixel places
     keeps about three quarters of the top octave's energy, measured on the pack's photos; targets
@@ -233,8 +233,8 @@ def exact_photo_clip(image: Tensor, frames: int, crop: int, rng: random.Random) 
     _, h, w = image.shape
     zoom_out = rng.uniform(1.0, max(1.0, min(h, w) / (1.6 * crop)))
     source = image
-    if zoom_out > 1.25:
-        source = resize(image[None], (round(h / zoom_out), round(w / zoom_out)), "area")[0]
+    if zoom_out > 1.25:  # antialiased bicubic, as the pack shrank the photos
+        source = resize(image[None], (round(h / zoom_out), round(w / zoom_out)), "bicubic")[0]
     _, h, w = source.shape
     if min(h, w) < crop:
         raise ValueError(f"a photo of {w}x{h} is smaller than the crop {crop}")
