@@ -159,3 +159,34 @@ def test_a_batch_and_a_rotated_clip_on_the_default_gpu(tmp_path):
         host = np.stack([g.ycbcr.rgb() for g in frames])
         gpu = frames_to_device(frames, torch.device("cuda"))[0].permute(1, 2, 3, 0)
         assert np.array_equal(gpu.mul(255).round().byte().cpu().numpy(), host)
+
+
+def test_base_parts_on_the_gpu_stitch_into_the_whole_run_bit_for_bit(tmp_path):
+    """Issue 14's acceptance on the GPU: `base` in bf16, lossless output, one process; three
+    parts rendered in reverse order and stitched decode to the frames of a whole run, bit for
+    bit, with the same timestamps and audio."""
+    import av
+    import numpy as np
+
+    from skipsr_cli import api
+
+    src = make_clip(tmp_path / "in.mp4", width=320, height=180, frames=41, audio=True)
+    model = api.load_model("base", device="cuda")
+    run = dict(model=model, lossless=True, chunk_frames=16, overlap=4)
+    api.upscale(src, tmp_path / "whole.mkv", **run)
+    for i in (3, 2, 1):
+        api.upscale(src, tmp_path / "out.mkv", segment=f"{i}/3", **run)
+    assert api.stitch(tmp_path / "out.mkv") == 41
+
+    def decoded(path: Path) -> tuple[list[np.ndarray], list[float], float]:
+        with av.open(str(path)) as f:
+            frames = [(fr.to_ndarray(format="rgb24"), fr.time) for fr in f.decode(video=0)]
+        with av.open(str(path)) as f:  # the audio's end: its last packet's
+            stream = f.streams.audio[0]
+            ends = [(p.pts + p.duration) * stream.time_base for p in f.demux(stream) if p.size]
+        return [a for a, _ in frames], [t for _, t in frames], float(max(ends))
+
+    whole, stitched = decoded(tmp_path / "whole.mkv"), decoded(tmp_path / "out.mkv")
+    assert len(stitched[0]) == len(whole[0]) == 41
+    assert all(np.array_equal(a, b) for a, b in zip(whole[0], stitched[0], strict=True))
+    assert stitched[1] == pytest.approx(whole[1]) and stitched[2] == pytest.approx(whole[2])
