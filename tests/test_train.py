@@ -50,6 +50,7 @@ def run(
     reuse: int = 1,
     degrade: str = "mixed",
     photo_moves: str = "exact",
+    video_fraction: float = 0.3,
 ) -> None:
     cfg = TrainConfig(
         stage,
@@ -62,6 +63,7 @@ def run(
         reuse=reuse,
         degrade=degrade,
         photo_moves=photo_moves,
+        video_fraction=video_fraction,
         max_steps=steps,
         batch=2,
         frames=4,
@@ -226,6 +228,13 @@ def test_a_run_resumes_only_on_the_photo_moves_it_trained_on(pack, tmp_path):
     with pytest.raises(UsageError, match="trained with --photo-moves resampled"):
         run(pack, tmp_path / "vae", "vae", 2, degrade="none")  # exact, the default
     run(pack, tmp_path / "vae", "vae", 2, degrade="none", photo_moves="resampled")
+
+
+def test_a_run_resumes_only_on_the_share_of_videos_it_trained_on(pack, tmp_path):
+    run(pack, tmp_path / "vae", "vae", 2, stop_at=1, degrade="none", video_fraction=0.5)
+    with pytest.raises(UsageError, match="trained with --video-fraction 0.5"):
+        run(pack, tmp_path / "vae", "vae", 2, degrade="none")  # 0.3, the default
+    run(pack, tmp_path / "vae", "vae", 2, degrade="none", video_fraction=0.5)
 
 
 def test_exact_photo_pans_keep_the_photos_pixels():

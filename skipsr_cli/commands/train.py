@@ -119,6 +119,12 @@ def train_run_command(
             "resampled (a bicubic move with zoom and spin, what base up to ft4m used).",
         ),
     ] = "exact",
+    video_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="The share of clips cut from real videos; the rest are photos."
+        ),
+    ] = 0.3,
     scale: Annotated[
         list[int] | None,
         typer.Option(
@@ -174,6 +180,7 @@ def train_run_command(
         degrade=degrade,
         init_partial=init_partial,
         photo_moves=photo_moves,
+        video_fraction=video_fraction,
     )
     train(cfg, lambda line: print(line, flush=True))
 

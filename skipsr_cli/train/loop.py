@@ -70,6 +70,8 @@ class TrainConfig:
     # how photos become clips: a key of train.data.PHOTO_MOVES ("exact" pans keep the photo's pixels;
     # "resampled", what `base` up to ft4m saw, blurs the targets a little)
     photo_moves: str = "exact"
+    # the share of training clips cut from real videos (the rest are photos under a moving camera)
+    video_fraction: float = 0.3
 
 
 def build(cfg: TrainConfig, device: torch.device) -> SkipSR:
@@ -251,20 +253,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None]) -> int:
     if (cfg.out / "state.json").exists():
         state = load_checkpoint(cfg.out, model, opt)
         step = state["step"]
-        # the inputs it was trained on so far (checkpoints from before --degrade: mixed)
-        before = state.get("train", {}).get("degrade", "mixed")
-        if before != cfg.degrade:
-            raise UsageError(
-                f"{cfg.out} was trained with --degrade {before}: resume it with the same, "
-                "or train into another --out"
-            )
-        # checkpoints from before --photo-moves saw resampled photo moves
-        moves = state.get("train", {}).get("photo_moves", "resampled")
-        if moves != cfg.photo_moves:
-            raise UsageError(
-                f"{cfg.out} was trained with --photo-moves {moves}: resume it with the same, "
-                "or train into another --out"
-            )
+        check_same_data(cfg, state.get("train", {}))
     log = log if rank == 0 else (lambda line: None)
     log(
         f"stage {cfg.stage}: {sum(p.numel() for p in net.parameters()):,} trainable parameters, "
@@ -327,6 +316,7 @@ def _loop(
         degrade=cfg.degrade,
         augment=cfg.augment,
         photo_moves=cfg.photo_moves,
+        video_fraction=cfg.video_fraction,
     )
     loader = DataLoader(
         pairs,
@@ -399,6 +389,22 @@ def dihedral(video: Tensor, view: int) -> Tensor:
     if view & 2:
         video = video.flip(-2)
     return video
+
+
+# What shapes the stream of training pairs, with what checkpoints from before each option saw: a
+# run resumes only on the pairs it started with, or its exact resume would silently change.
+DATA_OPTIONS = {"degrade": "mixed", "photo_moves": "resampled", "video_fraction": "0.3"}
+
+
+def check_same_data(cfg: TrainConfig, saved: dict) -> None:
+    for name, before_option in DATA_OPTIONS.items():
+        before, now = saved.get(name, before_option), str(getattr(cfg, name))
+        if before != now:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"{cfg.out} was trained with {flag} {before}: resume it with the same, "
+                "or train into another --out"
+            )
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
