@@ -1,12 +1,15 @@
 """Run a command and sample the memory of its whole process tree: host RSS summed over the tree
 (from /proc) and, where nvidia-smi is present, the GPU memory in use. Prints one line per sample
 and a summary (wall seconds, peak and first/last-quarter medians), then exits with the command's
-status. Usage: python3 benchmarks/memwatch.py [--every SECONDS] [--json PATH] -- CMD [ARGS...]"""
+status. With --limit, the command gets SIGINT (a user's Ctrl-C) once it has run that long, so a
+run longer than a session's time stops as a user would stop it and can be resumed.
+Usage: python3 benchmarks/memwatch.py [--every SECONDS] [--limit SECONDS] [--json PATH] -- CMD..."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -57,11 +60,12 @@ def gpu_used() -> int | None:
 
 
 def main(argv: list[str]) -> int:
-    every, report = 1.0, None
+    every, report, limit = 1.0, None, None
     while argv and argv[0] != "--":
         flag, value, argv = argv[0], argv[1], argv[2:]
         every = float(value) if flag == "--every" else every
         report = value if flag == "--json" else report
+        limit = float(value) if flag == "--limit" else limit
     command = argv[1:]
     start = time.monotonic()
     proc = subprocess.Popen(command)
@@ -73,6 +77,9 @@ def main(argv: list[str]) -> int:
         deadline = time.monotonic() + every
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(min(0.2, every))
+            if limit is not None and time.monotonic() - start > limit:
+                proc.send_signal(signal.SIGINT)
+                limit = None  # once: the command stops by itself, as after a Ctrl-C
     wall = time.monotonic() - start
     hosts = [s[1] / 2**20 for s in samples] or [0.0]
     gpus = [s[2] for s in samples if s[2] is not None]

@@ -3,12 +3,17 @@
 # upscaled in one run while host and GPU memory are sampled every minute; then the output is
 # checked against the input: video frame count, every timestamp, audio length.
 # Usage: benchmarks/soak.sh SOURCE_CLIP OUTDIR [SECONDS] [UPSCALE OPTIONS...]   (SECONDS: 3600)
+# LIMIT=S stops the upscale with Ctrl-C after S seconds (a device call's time limit): the same
+# command then resumes it from its finished segments; each run's memory trace is kept apart
+# (soak-1.json, soak-2.json, ...), and the output is checked once it is complete.
 set -uo pipefail
 SRC=$1; OUT=$2; SECONDS_LONG=${3:-3600}; shift $(( $# < 3 ? $# : 3 ))
 mkdir -p "$OUT"
-python3 benchmarks/loop_clip.py "$SRC" "$OUT/long.mp4" "$SECONDS_LONG"
-python3 benchmarks/memwatch.py --every 60 --json "$OUT/soak.json" -- \
-  python3 -m skipsr_cli.cli upscale "$OUT/long.mp4" "$OUT/out.mp4" -q -y "$@"
+[ -f "$OUT/long.mp4" ] || python3 benchmarks/loop_clip.py "$SRC" "$OUT/long.mp4" "$SECONDS_LONG"
+n=1; while [ -f "$OUT/soak-$n.json" ]; do n=$((n + 1)); done
+python3 benchmarks/memwatch.py --every 60 ${LIMIT:+--limit "$LIMIT"} --json "$OUT/soak-$n.json" -- \
+  python3 -m skipsr_cli.cli upscale "$OUT/long.mp4" "$OUT/out.mp4" -q "$@"
+[ -f "$OUT/out.mp4" ] || { echo "run $n stopped before the end: run the same command again"; exit 3; }
 python3 - "$OUT" <<'PY'
 import json, sys
 import av
@@ -26,14 +31,15 @@ def streams(path):
                 at = max(at, float((p.pts + (p.duration or 0)) * a.time_base))
         return sorted(vt), at, (v.width, v.height)
 (vi, ai, si), (vo, ao, so) = streams(f"{out}/long.mp4"), streams(f"{out}/out.mp4")
-soak = json.load(open(f"{out}/soak.json"))
-host = [round(s[1] / 2**20) for s in soak["trace"]]
-gpu = [s[2] for s in soak["trace"]]
+import glob
+runs = [json.load(open(p)) for p in sorted(glob.glob(f"{out}/soak-*.json"), key=lambda p: int(p.rsplit("-", 1)[1][:-5]))]
 print(f"| input | {len(vi)} frames {si[0]}x{si[1]} | audio {ai:.3f} s |")
 print(f"| output | {len(vo)} frames {so[0]}x{so[1]} | audio {ao:.3f} s |")
 same = len(vi) == len(vo) and max(abs(x - y) for x, y in zip(vi, vo)) < 1e-6
-print(f"same timestamps: {same}; wall {soak['wall_s']:.0f} s; rc {soak['rc']}")
-print(f"host MiB per minute: {host}")
-print(f"GPU MiB per minute: {gpu}")
+print(f"same timestamps: {same}; runs {len(runs)}; wall {sum(r['wall_s'] for r in runs):.0f} s; "
+      f"rc {[r['rc'] for r in runs]}")
+for i, r in enumerate(runs, 1):
+    print(f"run {i} host MiB per minute: {[round(s[1] / 2**20) for s in r['trace']]}")
+    print(f"run {i} GPU MiB per minute: {[s[2] for s in r['trace']]}")
 PY
-rm -f "$OUT/long.mp4" "$OUT/out.mp4"
+rm -f "$OUT/long.mp4" "$OUT/out.mp4"  # the memory traces stay
