@@ -27,7 +27,7 @@ from skipsr_cli import weights
 from skipsr_cli.batch.plan import FolderKind, folder_kind, plan_batch
 from skipsr_cli.batch.progress import BatchEvent, BatchSummary
 from skipsr_cli.batch.run import run_batch
-from skipsr_cli.batch.workers import parse_devices
+from skipsr_cli.batch.workers import local_workers
 from skipsr_cli.errors import ModelError, UsageError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm import resume
@@ -89,9 +89,11 @@ def upscale(
     `model` is a network from `load_model` (it runs where it is, in its own dtype, and stays
     loaded for the next call), or a preset name or weights path to load for this call only.
     `progress` receives the run's events (Started, then Advanced, then the Summary).
-    With `devices` naming several devices ("0,1", "all") the video is rendered in segments, one
-    worker process per device, and stitched; with `ray` (an address, "auto", or "local") the video is rendered in segments on Ray
-    actors and stitched, and the frame count is returned instead of a summary.
+    With several local workers (`devices` naming several, "0,1", "all", "cpu,cpu", or `workers`
+    processes spread round-robin over `devices`, by default one per device) the video is
+    rendered in segments, one worker process each, and stitched; with `ray` (an address, "auto",
+    or "local") it is rendered in segments on Ray actors (`workers` of them) and stitched. Both
+    return the frame count instead of a summary.
     Warnings (streams the output container cannot hold) are in `summary.warnings`.
     """
     opts = _options(options, model, option_fields)
@@ -105,13 +107,17 @@ def upscale(
     else:
         device = resolve_device(opts.device)
         dtype = resolve_dtype(opts.dtype, device)
-    if opts.ray is not None:
+    if opts.ray is not None:  # there `workers` counts Ray actors
         return upscale_on_ray(
             input, output, opts, opts.segments, ray_address(opts.ray), opts.workers
         )
-    if opts.devices is not None and len(parse_devices(opts.devices)) > 1:
-        found = parse_devices(opts.devices)
+    found = _local_workers(opts.devices, opts, model, device)
+    if len(found) > 1:
+        if opts.segment is not None:
+            raise UsageError("--segment renders one part in this process: not with several workers")
         return upscale_on_devices(input, output, opts, found, opts.segments)
+    if opts.devices is not None:  # the one device it names
+        device, dtype = found[0], resolve_dtype(opts.dtype, found[0])
     load = (lambda: model) if isinstance(model, SkipSR) else (lambda: _load(opts, device, dtype))
     apply_cpu_share(1, device)  # all cores as the libraries pick, or SKIPSR_WORKER_THREADS's share
     if opts.segment is not None:
@@ -168,9 +174,10 @@ def upscale_batch(
     `recursive` mirrors the subfolders; `glob` picks the files (e.g. "*.mkv"); `ext` (e.g. "mkv")
     sets the outputs' container, else each follows its input's (stills are written as PNG).
     `devices`: "0,1", "all" or "cpu,cpu" runs one worker process per device, each with the model
-    loaded once; by default the files run here, one after another, on one warm model (`model`, as
-    in `upscale`). Files whose done-record in `out_dir/.skipsr-batch/` matches this input, options
-    and weights are skipped (`overwrite=True` redoes them). One bad file never stops the batch:
+    loaded once; `workers=N` runs N of them spread round-robin over `devices` (two on one GPU:
+    two encoders at once); by default the files run here, one after another, on one warm model
+    (`model`, as in `upscale`). Files whose done-record in `out_dir/.skipsr-batch/` matches this
+    input, options and weights are skipped (`overwrite=True` redoes them). One bad file never stops the batch:
     see each file's status and error in the returned summary's `files`. `mask_out` names a folder.
     """
     opts = _options(options, model, option_fields)
@@ -182,10 +189,24 @@ def upscale_batch(
         in_dir, out_dir, recursive=recursive, glob=glob, ext=ext, mask_dir=opts.mask_out
     )
     net = model if isinstance(model, SkipSR) else None
-    if net is not None and devices is not None:
-        raise UsageError("a loaded model runs on its own device: pass devices or a model, not both")
-    found = parse_devices(devices, opts.device)
+    given = devices if devices is not None else opts.devices
+    found = _local_workers(given, opts, net, opts.device)
     return run_batch(items, out_dir, opts, devices=found, model=net, emit=progress or _ignore)
+
+
+def _local_workers(
+    devices: str | None, opts: UpscaleOptions, model: object, default: str | torch.device
+) -> list[torch.device]:
+    """The device of each local worker process (several: spawned ones, sharing the host's cores);
+    a loaded model is the one worker, on its own device."""
+    if isinstance(model, SkipSR):
+        if devices is not None or (opts.workers or 1) > 1:
+            raise UsageError(
+                "a loaded model runs on its own device: pass devices or workers, or a model, "
+                "not both"
+            )
+        return [next(model.parameters()).device]
+    return local_workers(devices, opts.workers, default)
 
 
 def _options(

@@ -17,10 +17,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from media import make_clip, make_non_video
 from typer.testing import CliRunner
 
 import skipsr_cli
+from skipsr_cli.batch import run as batch_run
 from skipsr_cli.batch.plan import FolderKind, folder_kind
 from skipsr_cli.cli import app
 from skipsr_cli.errors import ExitCode, UsageError
@@ -155,6 +157,84 @@ def test_two_workers_write_what_one_writes(tmp_path: Path):
         a, b = frames_of(tmp_path / "one" / f"v{i}.mkv"), frames_of(tmp_path / "two" / f"v{i}.mkv")
         assert len(a) == len(b) == 2
         assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_two_workers_on_one_device_write_what_one_writes(tmp_path: Path, monkeypatch):
+    """--devices cpu --workers 2: two worker processes on one device, as cpu,cpu; a rerun with one
+    worker skips every file (how many workers ran is no part of the records' key)."""
+    src = tmp_path / "in"
+    for i in range(2):
+        clip(src / f"v{i}.mp4", frames=2, seed=i)
+    pools, pool = [], batch_run.run_pool
+
+    def spy(devices, *args):
+        pools.append(devices)
+        return pool(devices, *args)
+
+    monkeypatch.setattr(batch_run, "run_pool", spy)
+    lossless = ["--ext", "mkv", "--lossless", "--json"]
+    one = invoke(src, tmp_path / "one", *lossless)
+    two = invoke(src, tmp_path / "two", "--devices", "cpu", "--workers", "2", *lossless)
+    assert one.exit_code == two.exit_code == 0, two.output
+    assert pools == [[torch.device("cpu")] * 2]
+    for i in range(2):
+        a, b = frames_of(tmp_path / "one" / f"v{i}.mkv"), frames_of(tmp_path / "two" / f"v{i}.mkv")
+        assert len(a) == len(b) == 2
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    again = invoke(src, tmp_path / "two", "--workers", "1", *lossless)
+    assert again.exit_code == 0, again.output
+    assert [json.loads(x)["status"] for x in again.stdout.splitlines()[:-1]] == ["skipped"] * 2
+
+
+CPU, CUDA0, CUDA1 = torch.device("cpu"), torch.device("cuda", 0), torch.device("cuda", 1)
+
+
+@pytest.mark.parametrize(
+    ("devices", "workers", "default", "expected"),
+    [
+        (None, None, "cpu", [CPU]),  # one worker: the plain in-process run
+        (None, 1, "cpu", [CPU]),
+        (None, 2, "cpu", [CPU, CPU]),  # --workers 2 alone: two on the default device
+        (None, 2, torch.device("cuda"), [CUDA0, CUDA0]),
+        ("cpu", 2, "cpu", [CPU, CPU]),  # the same as cpu,cpu
+        ("cpu,cpu", None, "cpu", [CPU, CPU]),
+        ("0", None, "cpu", [CUDA0]),
+        ("0", 2, "cpu", [CUDA0, CUDA0]),
+        ("0,0", None, "cpu", [CUDA0, CUDA0]),
+        ("0,1", None, "cpu", [CUDA0, CUDA1]),
+        ("0,1", 2, "cpu", [CUDA0, CUDA1]),
+        ("0,1", 4, "cpu", [CUDA0, CUDA1, CUDA0, CUDA1]),  # round-robin
+        ("all", 3, "cpu", [CUDA0, CUDA1, CUDA0]),
+        ("cuda:1,cpu", 3, "cpu", [CUDA1, CPU, CUDA1]),
+    ],
+)
+def test_workers_spread_round_robin_over_the_devices(
+    monkeypatch, devices, workers, default, expected
+):
+    from skipsr_cli.batch.workers import local_workers
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert local_workers(devices, workers, default) == expected
+
+
+def test_fewer_workers_than_devices_is_a_usage_error(monkeypatch, tmp_path: Path):
+    from skipsr_cli.batch.workers import local_workers
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(
+        UsageError, match=r"--workers 1 is fewer than the 2 devices of --devices 0,1"
+    ):
+        local_workers("0,1", 1)
+    with pytest.raises(UsageError, match="--workers must be at least 1, not 0"):
+        local_workers("cpu", 0)
+    one = clip(tmp_path / "in" / "a.mp4")
+    for source in (one, one.parent):  # one video, and a batch
+        r = invoke(source, tmp_path / "out", "--devices", "cpu,cpu", "--workers", "1")
+        assert r.exit_code == ExitCode.USAGE, r.output
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("skipsr: error: --workers 1 ")
+        assert "--devices cpu,cpu" in r.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_killed_batch_resumes_with_only_what_was_missing(tmp_path: Path):

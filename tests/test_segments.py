@@ -7,6 +7,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from media import make_clip
 
 from skipsr_cli import api
@@ -96,14 +97,20 @@ def test_stitch_refuses_a_missing_or_foreign_part(clip, debug, tmp_path):
     assert not out.exists()
 
 
-def test_two_devices_render_one_video_as_one_device_does(clip, debug, tmp_path):
-    """--devices cpu,cpu: one worker per device renders segments; the stitch equals a whole run."""
+@pytest.mark.parametrize("workers", [dict(devices="cpu,cpu"), dict(devices="cpu", workers=2)])
+def test_two_workers_render_one_video_as_one_device_does(
+    clip, debug, tmp_path, monkeypatch, workers
+):
+    """--devices cpu,cpu, or --devices cpu --workers 2: each of two worker processes renders
+    segments; the stitch equals a whole run."""
     api.upscale(clip, tmp_path / "whole.mkv", model=debug, lossless=True, **RUN)
+    spread, on_devices = [], api.upscale_on_devices
+    monkeypatch.setattr(api, "upscale_on_devices", lambda *a: spread.append(a[3]) or on_devices(*a))
     frames = api.upscale(
-        clip, tmp_path / "two.mkv", model="debug", random_weights=True, devices="cpu,cpu",
-        segments=3, lossless=True, **RUN,
+        clip, tmp_path / "two.mkv", model="debug", random_weights=True, segments=3, lossless=True,
+        **workers, **RUN,
     )  # fmt: skip
-    assert frames == 23
+    assert frames == 23 and spread == [[torch.device("cpu")] * 2]
     whole, two = decoded(tmp_path / "whole.mkv"), decoded(tmp_path / "two.mkv")
     assert all(np.array_equal(a, b) for a, b in zip(whole[0], two[0], strict=True))
     assert two[1] == pytest.approx(whole[1]) and two[2] == 1

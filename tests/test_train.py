@@ -260,7 +260,7 @@ def test_exact_photo_pans_keep_the_photos_pixels():
             ]
             assert len(found) == 1
             places.append(found[0])
-        steps = {(b[0] - a[0], b[1] - a[1]) for a, b in zip(places, places[1:])}
+        steps = {(b[0] - a[0], b[1] - a[1]) for a, b in zip(places, places[1:], strict=False)}
         assert len(steps) == 1
         ((dy, dx),) = steps
         assert abs(dy) <= MAX_PAN and abs(dx) <= MAX_PAN

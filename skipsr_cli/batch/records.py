@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from skipsr_cli import weights
@@ -67,8 +67,10 @@ def weights_identity(options: UpscaleOptions) -> str:
 
 
 def options_key(options: UpscaleOptions) -> dict:
-    """The options that change an output, as JSON values."""
-    values = asdict(options)
+    """The options that change an output, as JSON values. How many workers run the batch, and on
+    which devices, changes none: both are None in every record (as records have always held them),
+    so a rerun with other workers skips what is done."""
+    values = asdict(replace(options, workers=None, devices=None))
     return {
         f.name: _plain(values[f.name]) for f in fields(UpscaleOptions) if f.name not in NOT_IN_KEY
     }

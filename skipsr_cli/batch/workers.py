@@ -1,11 +1,12 @@
 """The files of a batch on one or more devices, each with its model loaded once and kept warm.
 
-One device: the files run one after another in this process, on one model. Several devices
-(`--devices 0,1`, `all`, `cpu,cpu`): one worker process per device (multiprocessing "spawn", so no
-CUDA state is forked) loads the model once and pulls the next file from a shared queue, so a fast
-device simply takes more files, with its share of the host's cores (media/cpu_share.py). Every
-file runs in its own try/except: one bad file never stops the batch. A worker that dies (killed,
-out of host memory) fails only the file it held.
+One worker: the files run one after another in this process, on one model. Several workers
+(`--devices 0,1`, `all`, `cpu,cpu`, or `--workers N` spread over the devices, two on one GPU
+included): each worker process (multiprocessing "spawn", so no CUDA state is forked) loads the
+model once and pulls the next file from a shared queue, so a fast device simply takes more files,
+with its share of the host's cores (media/cpu_share.py). Every file runs in its own try/except:
+one bad file never stops the batch. A worker that dies (killed, out of host memory) fails only
+the file it held.
 """
 
 from __future__ import annotations
@@ -71,6 +72,25 @@ def parse_devices(text: str | None, default: str | torch.device = "auto") -> lis
             raise UsageError(f"--devices {text}: there is no CUDA device {part}")
         devices.append(_indexed(device))
     return devices
+
+
+def local_workers(
+    devices: str | None, workers: int | None = None, default: str | torch.device = "auto"
+) -> list[torch.device]:
+    """The device of each local worker process: `workers` of them (default: one per device)
+    spread round-robin over `devices` (as parse_devices reads it), so `0,1` with 4 workers is
+    cuda:0, cuda:1, cuda:0, cuda:1. Several workers on one GPU run several encoders at once."""
+    found = parse_devices(devices, default)
+    if workers is None:
+        return found
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {workers}")
+    if workers < len(found):  # only a list of several devices: None is one
+        raise UsageError(
+            f"--workers {workers} is fewer than the {len(found)} devices of --devices {devices}: "
+            "give at least one worker per device"
+        )
+    return [found[i % len(found)] for i in range(workers)]
 
 
 def _indexed(device: torch.device) -> torch.device:
@@ -145,7 +165,8 @@ def run_pool(
     key: BatchKey,
     emit: Emit,
 ) -> Iterator[tuple[int, FileResult]]:
-    """One spawned worker per device pulls the next file; results come back as they finish."""
+    """One spawned worker per entry of `devices` (a device may repeat) pulls the next file;
+    results come back as they finish."""
     ctx = mp.get_context("spawn")
     tasks, results = ctx.Queue(), ctx.Queue()
     for task in items:

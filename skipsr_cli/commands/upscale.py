@@ -98,17 +98,21 @@ RayOpt = Annotated[
     typer.Option(
         "--ray",
         metavar="ADDRESS",
-        help="Render in segments on a Ray cluster (its address, auto, or local to start Ray on this machine), on actors that keep the model loaded, then stitch; needs skipsr[ray]. --segments sets the parts.",
+        help="Render in segments on a Ray cluster (its address, auto, or local to start Ray on this machine), on actors that keep the model loaded, then stitch; needs skipsr\\[ray]. --segments sets the parts, --workers the actors.",
         rich_help_panel=IO,
     ),
 ]
 WorkersOpt = Annotated[
     int | None,
-    typer.Option(min=1, help="Ray actors [default: one per GPU].", rich_help_panel=IO),
+    typer.Option(
+        min=1,
+        help="Worker processes on this machine, spread round-robin over --devices (2 on one GPU run two encoders at once) \\[default: one per device].\n\nWith --ray: Ray actors \\[default: one per GPU of the cluster].",
+        rich_help_panel=BATCH,
+    ),
 ]
 PartsOpt = Annotated[
     Path | None,
-    typer.Option(help="The parts folder [default: OUTPUT.parts].", rich_help_panel=IO),
+    typer.Option(help="The parts folder \\[default: OUTPUT.parts].", rich_help_panel=IO),
 ]
 MaskOutOpt = Annotated[
     Path | None,
@@ -261,7 +265,7 @@ DevicesOpt = Annotated[
     str | None,
     typer.Option(
         "--devices",
-        help="One worker per device, each with the model loaded once: 0,1 (GPUs), all, cpu,cpu. A batch: each pulls the next file; one video: each renders the next segment, then they are stitched.",
+        help="Devices of the worker processes, each with the model loaded once: 0,1 (GPUs), all, cpu,cpu; one worker per device unless --workers. A batch: each worker pulls the next file; one video: each renders the next segment, then they are stitched.",
         rich_help_panel=BATCH,
     ),
 ]
@@ -288,7 +292,6 @@ def upscale_command(
     segments: SegmentsOpt = None,
     parts: PartsOpt = None,
     ray: RayOpt = None,
-    workers: WorkersOpt = None,
     strict: StrictOpt = False,
     model: ModelNameOpt = "base",
     weights: ModelWeightsOpt = None,
@@ -316,6 +319,7 @@ def upscale_command(
     glob: GlobOpt = None,
     ext: ExtOpt = None,
     devices: DevicesOpt = None,
+    workers: WorkersOpt = None,
     quiet: QuietMessagesOpt = False,
     json_out: JsonMessagesOpt = False,
     debug: DebugMessagesOpt = False,

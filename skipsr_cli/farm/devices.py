@@ -1,6 +1,6 @@
-"""One long video on several devices of this machine (`--devices 0,1`): one worker process per
-device loads the model once, with its share of the host's cores (media/cpu_share.py), and renders
-the next segment; the parts are then stitched.
+"""One long video on several local workers (`--devices 0,1`, or `--workers N` spread over the
+devices, two on one GPU included): each worker process loads the model once, with its share of the
+host's cores (media/cpu_share.py), and renders the next segment; the parts are then stitched.
 
 The parts are those of `--segment I/N` (farm/parts.py) in OUTPUT.parts, so the result equals a
 one-device run, and a run that stopped is resumed by the next: finished parts whose manifests match
@@ -33,7 +33,8 @@ def upscale_on_devices(
     devices: list[torch.device],
     parts: int | None = None,
 ) -> int:
-    """Render the segments on `devices` and stitch them into `output`; returns the frame count."""
+    """Render the segments on `devices`, a worker per entry (a device may repeat), and stitch them
+    into `output`; returns the frame count."""
     total = len(source_timestamps(input)[0])
     parts = parts or max(len(devices), -(-total // FRAMES_PER_PART))
     ctx = mp.get_context("spawn")
@@ -42,7 +43,7 @@ def upscale_on_devices(
         tasks.put(index)
     for _ in devices:
         tasks.put(None)
-    each = replace(opts, segment=None, devices=None)
+    each = replace(opts, segment=None, devices=None, workers=None)
     args = (each, str(input), str(output), parts, total, len(devices))
     workers = [
         ctx.Process(target=_worker, args=(str(d), *args, tasks, results, os.getpid()), daemon=True)
@@ -93,6 +94,8 @@ def _worker(
     `sharing` workers, then render parts until the stop sign."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    if torch.device(device).type == "cuda":
+        torch.cuda.set_device(device)  # as a batch's worker: the current device is its own
     try:
         worker = SegmentWorker(opts, torch.device(device), sharing)
     except SkipSRError as e:
