@@ -35,7 +35,11 @@ def test_ray_renders_the_whole_run_and_resumes(local_ray, tmp_path):
         np.array_equal(a, b)
         for a, b in zip(frames(out), frames(tmp_path / "whole.mkv"), strict=True)
     )
-    parts = sorted((tmp_path / "out.mkv.parts").glob("part-*.mkv"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mkv", "whole.mkv"]
+    kept = dict(ray="local", segments=3, workers=2, overwrite=True, parts=tmp_path / "parts")
+    assert api.upscale(clip, out, **kept, **run) == 17  # a named parts folder stays
+    parts = sorted((tmp_path / "parts").glob("part-*.mkv"))
     stamps = [p.stat().st_mtime_ns for p in parts]
-    assert api.upscale(clip, out, ray="local", segments=3, workers=2, overwrite=True, **run) == 17
+    assert len(parts) == 3
+    assert api.upscale(clip, out, **kept, **run) == 17
     assert [p.stat().st_mtime_ns for p in parts] == stamps  # finished parts were kept

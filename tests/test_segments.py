@@ -111,6 +111,7 @@ def test_two_workers_render_one_video_as_one_device_does(
         **workers, **RUN,
     )  # fmt: skip
     assert frames == 23 and spread == [[torch.device("cpu")] * 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two.mkv", "whole.mkv"]  # no parts left
     whole, two = decoded(tmp_path / "whole.mkv"), decoded(tmp_path / "two.mkv")
     assert all(np.array_equal(a, b) for a, b in zip(whole[0], two[0], strict=True))
     assert two[1] == pytest.approx(whole[1]) and two[2] == 1

@@ -2,7 +2,8 @@
 devices, two on one GPU included): each worker process loads the model once, with its share of the
 host's cores (media/cpu_share.py), and renders the next segment; the parts are then stitched.
 
-The parts are those of `--segment I/N` (farm/parts.py) in OUTPUT.parts, so the result equals a
+The parts are those of `--segment I/N` (farm/parts.py), in the hidden work folder beside the
+output (removed once the output is in place) or in `--parts DIR` (kept), so the result equals a
 one-device run, and a run that stopped is resumed by the next: finished parts whose manifests match
 are kept. A part that fails ends the run with its error; the finished parts stay for the rerun.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import shutil
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +24,7 @@ from skipsr_cli.batch.workers import _die_with_parent
 from skipsr_cli.errors import ModelError, OutputError, SkipSRError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.ray import FRAMES_PER_PART, SegmentWorker
+from skipsr_cli.farm.segments import drop_other_splits, work_folder
 from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.run.options import UpscaleOptions
 
@@ -37,6 +40,10 @@ def upscale_on_devices(
     into `output`; returns the frame count."""
     total = len(source_timestamps(input)[0])
     parts = parts or max(len(devices), -(-total // FRAMES_PER_PART))
+    own = opts.parts is None  # the run's own parts: in its hidden work folder, removed at the end
+    if own:
+        opts = replace(opts, parts=work_folder(output))
+        drop_other_splits(opts.parts, parts)
     ctx = mp.get_context("spawn")
     tasks, results = ctx.Queue(), ctx.Queue()
     for index in range(1, parts + 1):
@@ -59,6 +66,8 @@ def upscale_on_devices(
                 worker.terminate()  # its writers remove their partial files
             worker.join(timeout=30)
     frames, _ = farm.stitch_run(output, input, opts)
+    if own:
+        shutil.rmtree(opts.parts, ignore_errors=True)
     return frames
 
 

@@ -21,7 +21,7 @@ import torch
 from models import SkipSR
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.ray import FRAMES_PER_PART
-from skipsr_cli.farm.segments import model_hash
+from skipsr_cli.farm.segments import drop_other_splits, model_hash, work_folder
 from skipsr_cli.media.image_io import is_image_output
 from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.run.options import UpscaleOptions
@@ -29,11 +29,6 @@ from skipsr_cli.run.progress import Event, Summary
 
 RESUME_FRAMES = 3 * FRAMES_PER_PART  # shorter inputs run in one piece
 RESUMABLE = frozenset({".mp4", ".mkv", ".mov", ".webm"})
-
-
-def work_folder(output: Path) -> Path:
-    """The hidden folder of an output's segments, beside it."""
-    return output.with_name(f".{output.name}.skipsr-work")
 
 
 def resumable(input: Path, output: Path, opts: UpscaleOptions, frames: int | None) -> bool:
@@ -62,9 +57,7 @@ def upscale_resumably(
     total = len(source_timestamps(input)[0])
     count = max(1, -(-total // FRAMES_PER_PART))
     folder = work_folder(output)
-    for stale in folder.glob("part-*"):  # parts of a run split otherwise (another length)
-        if f"-of-{count:05d}." not in stale.name:
-            stale.unlink(missing_ok=True)
+    drop_other_splits(folder, count)
     model = load()
     weights = model_hash(model.state_dict())
     summaries = []

@@ -96,6 +96,20 @@ def _indexed(zero_based: int, count: int | None, name: str) -> Segment:
     return Segment(zero_based + 1, count)
 
 
+def work_folder(output: Path) -> Path:
+    """The hidden folder of a run's own parts beside its output (resume, local workers, Ray),
+    removed once the stitched output is in place; `--parts DIR` names a folder that is kept."""
+    return output.with_name(f".{output.name}.skipsr-work")
+
+
+def drop_other_splits(folder: Path, count: int) -> None:
+    """Remove the parts of a run split into another number of parts (another length, or another
+    number of workers): they cannot join this run's and would stop its stitch."""
+    for stale in folder.glob("part-*"):
+        if f"-of-{count:05d}." not in stale.name:
+            stale.unlink(missing_ok=True)
+
+
 def parts_folder(output: Path, parts: Path | None = None) -> Path:
     """The work folder of OUTPUT's parts: OUTPUT.parts beside it unless named."""
     return parts if parts is not None else output.with_name(output.name + ".parts")
