@@ -184,6 +184,10 @@ def test_two_workers_on_one_device_write_what_one_writes(tmp_path: Path, monkeyp
     again = invoke(src, tmp_path / "two", "--workers", "1", *lossless)
     assert again.exit_code == 0, again.output
     assert [json.loads(x)["status"] for x in again.stdout.splitlines()[:-1]] == ["skipped"] * 2
+    (tmp_path / "two" / "v1.mkv").unlink()  # one file left to do: one worker, in this process
+    last = invoke(src, tmp_path / "two", "--devices", "cpu", "--workers", "2", *lossless)
+    assert last.exit_code == 0, last.output
+    assert len(pools) == 1 and len(frames_of(tmp_path / "two" / "v1.mkv")) == 2
 
 
 CPU, CUDA0, CUDA1 = torch.device("cpu"), torch.device("cuda", 0), torch.device("cuda", 1)

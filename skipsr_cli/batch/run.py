@@ -85,6 +85,7 @@ def run_files(
     """The files to do: in this process on one device, else one worker process per device."""
     if not todo:
         return  # nothing to do: no model is even loaded
+    devices = devices[: len(todo)]  # a worker per file at most: no model loaded for nothing
     if model is None and len(devices) > 1:
         yield from run_pool(devices, todo, options, key, emit)
         return
