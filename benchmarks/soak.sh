@@ -9,11 +9,16 @@
 set -uo pipefail
 SRC=$1; OUT=$2; SECONDS_LONG=${3:-3600}; shift $(( $# < 3 ? $# : 3 ))
 mkdir -p "$OUT"
-[ -f "$OUT/long.mp4" ] || python3 benchmarks/loop_clip.py "$SRC" "$OUT/long.mp4" "$SECONDS_LONG"
+if [ ! -f "$OUT/long.mp4" ]; then  # a new soak: no traces of an earlier one
+  rm -f "$OUT"/soak-*.json
+  python3 benchmarks/loop_clip.py "$SRC" "$OUT/long.mp4" "$SECONDS_LONG"
+fi
 n=1; while [ -f "$OUT/soak-$n.json" ]; do n=$((n + 1)); done
 python3 benchmarks/memwatch.py --every 60 ${LIMIT:+--limit "$LIMIT"} --json "$OUT/soak-$n.json" -- \
   python3 -m skipsr_cli.cli upscale "$OUT/long.mp4" "$OUT/out.mp4" -q "$@"
-[ -f "$OUT/out.mp4" ] || { echo "run $n stopped before the end: run the same command again"; exit 3; }
+rc=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['rc'])" "$OUT/soak-$n.json")
+if [ "$rc" = 130 ]; then echo "run $n stopped at the limit: run the same command again"; exit 3; fi
+[ "$rc" = 0 ] || { echo "run $n failed with exit $rc"; exit 1; }
 python3 - "$OUT" <<'PY'
 import json, sys
 import av

@@ -45,7 +45,8 @@ for arr in "--devices 0" "--devices 0 --workers 2" "--devices 0,1" "--devices 0,
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 done = [r["seconds"] for r in rows if r.get("status") == "done"]
-print(f"| {sys.argv[2]} | {float(sys.argv[4]) - float(sys.argv[3]):.1f} s | {statistics.median(done[1:]):.2f} s ({len(done)} done) |")
+later = f"{statistics.median(done[1:]):.2f} s" if len(done) > 1 else "-"
+print(f"| {sys.argv[2]} | {float(sys.argv[4]) - float(sys.argv[3]):.1f} s | {later} ({len(done)} done) |")
 PY
   rm -rf "$OUT/batch"
 done

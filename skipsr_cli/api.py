@@ -107,22 +107,27 @@ def upscale(
     else:
         device = resolve_device(opts.device)
         dtype = resolve_dtype(opts.dtype, device)
-    if opts.ray is not None:  # there `workers` counts Ray actors
-        return upscale_on_ray(
-            input, output, opts, opts.segments, ray_address(opts.ray), opts.workers
-        )
-    found = _local_workers(opts.devices, opts, model, device)
-    if len(found) > 1:
-        if opts.segment is not None:
-            raise UsageError("--segment renders one part in this process: not with several workers")
-        return upscale_on_devices(input, output, opts, found, opts.segments)
-    if opts.devices is not None:  # the one device it names
+    found = [device] if opts.ray is not None else _local_workers(opts.devices, opts, model, device)
+    several = opts.ray is not None or len(found) > 1
+    if several and opts.segment is not None:
+        raise UsageError("--segment renders one part in this process: not with several workers")
+    if several and (opts.frames is not None or opts.mask_out is not None):
+        raise UsageError("--frames and --mask-out run in one process: not with several workers")
+    plan = None
+    if opts.segment is None:
+        plan = pipeline.prepare(job_of(input, output, opts))  # refuses what it can before loading
+        frames = plan.info.frame_count or 0
+        if several and frames > 1 and resume.splittable(input, output, opts):
+            if opts.ray is not None:  # there `workers` counts Ray actors
+                address = ray_address(opts.ray)
+                return upscale_on_ray(input, output, opts, opts.segments, address, opts.workers)
+            return upscale_on_devices(input, output, opts, found[:frames], opts.segments)
+    if opts.devices is not None:  # one device named, or nothing to split among several
         device, dtype = found[0], resolve_dtype(opts.dtype, found[0])
     load = (lambda: model) if isinstance(model, SkipSR) else (lambda: _load(opts, device, dtype))
     apply_cpu_share(1, device)  # all cores as the libraries pick, or SKIPSR_WORKER_THREADS's share
-    if opts.segment is not None:
+    if plan is None:
         return farm.render_segment(input, output, opts, load, device, dtype, progress or _ignore)
-    plan = pipeline.prepare(job_of(input, output, opts))  # refuses what it can before loading
     if resume.resumable(input, output, opts, plan.info.frame_count):
         return resume.upscale_resumably(
             input, output, opts, load, device, dtype, progress or _ignore
@@ -142,7 +147,7 @@ def stitch(
 ) -> int:
     """Join the parts that `upscale(..., segment="I/N")` rendered into `output` (without
     re-encoding the video; the source's audio, subtitles, chapters and tags copied once); returns
-    the frame count. `parts` is the parts folder (OUTPUT.parts unless named), `input` the source
+    the frame count. `parts` is the parts folder (OUTPUT.parts, where `segment` puts them, unless named), `input` the source
     where it is not at the path the parts recorded."""
     frames, _ = farm.stitch(
         Path(output),

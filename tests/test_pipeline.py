@@ -208,6 +208,8 @@ def test_progress_counts_every_frame_once(model: SkipSR, clip: Path, tmp_path: P
         "encoder_waited_for_model",
     }
     assert all(0 <= w <= summary.wall_seconds for w in waits.values())
+    assert waits["encoder_waited_for_model"] > 0  # at least while the first chunk ran
+    assert hash(summary) == hash(summary)  # a summary stays hashable
     counts = [e.frames for e in events if type(e).__name__ == "Advanced"]
     assert counts == sorted(counts) and counts[-1] == 13  # the final report follows the drain
     assert len(frames_of(job.output)) == 13

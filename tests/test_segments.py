@@ -115,3 +115,24 @@ def test_two_workers_render_one_video_as_one_device_does(
     whole, two = decoded(tmp_path / "whole.mkv"), decoded(tmp_path / "two.mkv")
     assert all(np.array_equal(a, b) for a, b in zip(whole[0], two[0], strict=True))
     assert two[1] == pytest.approx(whole[1]) and two[2] == 1
+
+
+def test_several_workers_check_first_and_split_only_what_splits(clip, tmp_path, monkeypatch):
+    """With several workers a run is checked as any run is before any work (an existing output
+    without overwrite); what cannot be split runs as one worker (a one-frame clip, an image
+    output); a frame range or a mask video with several workers is a usage error."""
+    spread = []
+    monkeypatch.setattr(api, "upscale_on_devices", lambda *a: spread.append(a) or 0)
+    two = dict(model="debug", random_weights=True, devices="cpu", workers=2, **RUN)
+    (tmp_path / "taken.mkv").write_bytes(b"mine")
+    with pytest.raises(Exception, match="exists"):
+        api.upscale(clip, tmp_path / "taken.mkv", **two)
+    assert (tmp_path / "taken.mkv").read_bytes() == b"mine"
+    for bad in (dict(frames=(0, 5)), dict(mask_out=tmp_path / "mask.mkv")):
+        with pytest.raises(UsageError, match="not with several workers"):
+            api.upscale(clip, tmp_path / "r.mkv", **bad, **two)
+    one = make_clip(tmp_path / "one.mp4", frames=1, audio=False)
+    assert api.upscale(one, tmp_path / "one_x2.mkv", **two).frames == 1
+    assert api.upscale(clip, tmp_path / "f_%03d.png", **two).frames == 23
+    assert spread == []  # none of these went to the workers
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

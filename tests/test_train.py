@@ -237,10 +237,31 @@ def test_a_run_resumes_only_on_the_share_of_videos_it_trained_on(pack, tmp_path)
     run(pack, tmp_path / "vae", "vae", 2, degrade="none", video_fraction=0.5)
 
 
+def test_a_run_resumes_only_on_its_own_schedule(pack, tmp_path):
+    run(pack, tmp_path / "dit", "dit", 4, stop_at=1, degrade="none", reuse=2)
+    with pytest.raises(UsageError, match=r"trained with --reuse 2 \(now 1\)"):
+        run(pack, tmp_path / "dit", "dit", 4, degrade="none")
+    with pytest.raises(UsageError, match="trained with --max-steps 4"):
+        run(pack, tmp_path / "dit", "dit", 6, degrade="none", reuse=2)
+
+
+def _place(photo: torch.Tensor, frame: torch.Tensor) -> tuple[int, int]:
+    """Where `frame` sits in `photo`, pixel for pixel (it must sit in exactly one place)."""
+    side = frame.shape[-1]
+    found = [
+        (y, x)
+        for y in range(photo.shape[1] - side + 1)
+        for x in range(photo.shape[2] - side + 1)
+        if torch.equal(photo[:, y : y + side, x : x + side], frame)
+    ]
+    assert len(found) == 1
+    return found[0]
+
+
 def test_exact_photo_pans_keep_the_photos_pixels():
     """Every frame of an exact pan is a crop of the photo itself (a photo too small to zoom out
     of), each frame moved from the last by the same whole pixels, at most MAX_PAN; over many draws
-    the pans go both ways on both axes and sometimes hold still."""
+    the pans go both ways on both axes, and a photo with no room along one side holds still there."""
     import random
 
     from skipsr_cli.train.data import MAX_PAN, exact_photo_clip
@@ -250,35 +271,30 @@ def test_exact_photo_pans_keep_the_photos_pixels():
     for k in range(60):
         clip = exact_photo_clip(photo, 4, 24, random.Random(k))
         assert clip.shape == (4, 3, 24, 24)
-        places = []
-        for frame in clip:
-            found = [
-                (y, x)
-                for y in range(40 - 23)
-                for x in range(56 - 23)
-                if torch.equal(photo[:, y : y + 24, x : x + 24], frame)
-            ]
-            assert len(found) == 1
-            places.append(found[0])
+        places = [_place(photo, frame) for frame in clip]
         steps = {(b[0] - a[0], b[1] - a[1]) for a, b in zip(places, places[1:], strict=False)}
         assert len(steps) == 1
         ((dy, dx),) = steps
         assert abs(dy) <= MAX_PAN and abs(dx) <= MAX_PAN
         moves.add((dy, dx))
-    assert {d > 0 for d, _ in moves} == {True, False} and {d < 0 for _, d in moves} == {True, False}
-    assert (0, 0) in moves or any(0 in m for m in moves)
+    assert {dy > 0 for dy, _ in moves} == {True, False} == {dx < 0 for _, dx in moves}
+    assert {dy < 0 for dy, _ in moves} == {True, False} == {dx > 0 for _, dx in moves}
+    narrow = torch.rand(3, 25, 120)  # one row to spare: no room for a vertical pan of 4 frames
+    for k in range(10):
+        clip = exact_photo_clip(narrow, 4, 24, random.Random(k))
+        assert len({_place(narrow, frame)[0] for frame in clip}) == 1
 
 
-def test_exact_photo_pans_zoom_out_antialiased_and_refuse_a_small_photo():
+def test_exact_photo_pans_zoom_out_and_fit_small_photos():
     import random
 
     from skipsr_cli.train.data import exact_photo_clip
 
     photo = torch.rand(3, 200, 200)  # room to zoom out up to 200 / (1.6 * 24) = 5.2 times
-    means = [exact_photo_clip(photo, 2, 24, random.Random(k)).std().item() for k in range(20)]
-    assert min(means) < 0.25  # shrunk views average noise out: less spread than the photo's
-    with pytest.raises(ValueError, match="smaller than the crop"):
-        exact_photo_clip(torch.rand(3, 20, 40), 2, 24, random.Random(0))
+    spreads = [exact_photo_clip(photo, 2, 24, random.Random(k)).std().item() for k in range(20)]
+    assert min(spreads) < 0.25  # shrunk views average the noise out: less spread than the photo's
+    small = exact_photo_clip(torch.rand(3, 20, 40), 2, 24, random.Random(0))  # resampled instead
+    assert small.shape == (2, 3, 24, 24)
 
 
 def test_degradation_profiles_draw_what_they_promise():

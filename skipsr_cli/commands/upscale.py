@@ -112,7 +112,11 @@ WorkersOpt = Annotated[
 ]
 PartsOpt = Annotated[
     Path | None,
-    typer.Option(help="The parts folder \\[default: OUTPUT.parts].", rich_help_panel=IO),
+    typer.Option(
+        help="The parts folder, kept \\[default: OUTPUT.parts for --segment; for a run of several "
+        "workers, Ray or a long input, a hidden folder beside OUTPUT, removed after the stitch].",
+        rich_help_panel=IO,
+    ),
 ]
 MaskOutOpt = Annotated[
     Path | None,

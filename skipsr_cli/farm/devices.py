@@ -39,7 +39,8 @@ def upscale_on_devices(
     """Render the segments on `devices`, a worker per entry (a device may repeat), and stitch them
     into `output`; returns the frame count."""
     total = len(source_timestamps(input)[0])
-    parts = parts or max(len(devices), -(-total // FRAMES_PER_PART))
+    parts = min(total, parts or max(len(devices), -(-total // FRAMES_PER_PART)))  # none empty
+    devices = devices[:parts]
     own = opts.parts is None  # the run's own parts: in its hidden work folder, removed at the end
     if own:
         opts = replace(opts, parts=work_folder(output))

@@ -109,6 +109,7 @@ def upscale_on_ray(
     total = len(source_timestamps(input)[0])
     if parts is None:
         parts = max(count, -(-total // FRAMES_PER_PART))
+    parts = min(parts, total)  # no empty part
     own = opts.parts is None  # the run's own parts: in its hidden work folder, removed at the end
     if own:
         opts = replace(opts, parts=work_folder(output))

@@ -31,16 +31,21 @@ RESUME_FRAMES = 3 * FRAMES_PER_PART  # shorter inputs run in one piece
 RESUMABLE = frozenset({".mp4", ".mkv", ".mov", ".webm"})
 
 
-def resumable(input: Path, output: Path, opts: UpscaleOptions, frames: int | None) -> bool:
-    """A long video into a video container, with nothing a segment cannot carry (a mask video)."""
+def splittable(input: Path, output: Path, opts: UpscaleOptions) -> bool:
+    """A whole video into a video container, with nothing a segment cannot carry (a mask video,
+    a frame range of its own): what can be rendered in parts and stitched."""
     return (
-        frames is not None
-        and frames >= RESUME_FRAMES
-        and output.suffix.lower() in RESUMABLE
+        output.suffix.lower() in RESUMABLE
         and not is_image_output(output)
         and opts.mask_out is None
+        and opts.frames is None
         and input.is_file()
     )
+
+
+def resumable(input: Path, output: Path, opts: UpscaleOptions, frames: int | None) -> bool:
+    """A long video that can be split (`splittable`): it runs in parts, and resumes."""
+    return frames is not None and frames >= RESUME_FRAMES and splittable(input, output, opts)
 
 
 def upscale_resumably(
@@ -56,7 +61,7 @@ def upscale_resumably(
     began = time.perf_counter()
     total = len(source_timestamps(input)[0])
     count = max(1, -(-total // FRAMES_PER_PART))
-    folder = work_folder(output)
+    folder = opts.parts or work_folder(output)  # a named folder is kept, the hidden one removed
     drop_other_splits(folder, count)
     model = load()
     weights = model_hash(model.state_dict())
@@ -70,7 +75,8 @@ def upscale_resumably(
                 )
             )
     frames, warnings = farm.stitch_run(output, input, replace(opts, parts=folder))
-    shutil.rmtree(folder, ignore_errors=True)
+    if opts.parts is None:
+        shutil.rmtree(folder, ignore_errors=True)
     return _summary(input, output, frames, time.perf_counter() - began, summaries, warnings)
 
 

@@ -63,7 +63,7 @@ class Summary:
     warnings: tuple[str, ...] = ()  # e.g. streams the output container cannot hold, left out
     frames_lost: int = 0  # frames of a damaged input that were lost or could not be decoded
     # seconds each side of the pipeline waited for another (overlapped runs): which one set the pace
-    waits: dict[str, float] = field(default_factory=dict)
+    waits: dict[str, float] = field(default_factory=dict, compare=False)  # Summary stays hashable
 
     def as_dict(self) -> dict:
         return asdict(self)

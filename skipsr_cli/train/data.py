@@ -231,13 +231,15 @@ def exact_photo_clip(image: Tensor, frames: int, crop: int, rng: random.Random) 
     keeps about three quarters of the top octave's energy, measured on the pack's photos; targets
     made that way teach the model to leave that detail out.)"""
     _, h, w = image.shape
+    if (
+        min(h, w) < crop
+    ):  # a photo smaller than the crop: the resampled move, reflected at its edges
+        return resampled_photo_clip(image, frames, crop, rng)
     zoom_out = rng.uniform(1.0, max(1.0, min(h, w) / (1.6 * crop)))
     source = image
     if zoom_out > 1.25:  # antialiased bicubic, as the pack shrank the photos
         source = resize(image[None], (round(h / zoom_out), round(w / zoom_out)), "bicubic")[0]
-    _, h, w = source.shape
-    if min(h, w) < crop:
-        raise ValueError(f"a photo of {w}x{h} is smaller than the crop {crop}")
+    _, h, w = source.shape  # at least 1.6 crops on its short side
     steps = []
     for side in (h, w):
         pan = rng.randint(-MAX_PAN, MAX_PAN)

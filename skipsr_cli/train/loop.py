@@ -253,7 +253,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None]) -> int:
     if (cfg.out / "state.json").exists():
         state = load_checkpoint(cfg.out, model, opt)
         step = state["step"]
-        check_same_data(cfg, state.get("train", {}))
+        check_same_run(cfg, state.get("train", {}))
     log = log if rank == 0 else (lambda line: None)
     log(
         f"stage {cfg.stage}: {sum(p.numel() for p in net.parameters()):,} trainable parameters, "
@@ -391,19 +391,24 @@ def dihedral(video: Tensor, view: int) -> Tensor:
     return video
 
 
-# What shapes the stream of training pairs, with what checkpoints from before each option saw: a
-# run resumes only on the pairs it started with, or its exact resume would silently change.
-DATA_OPTIONS = {"degrade": "mixed", "photo_moves": "resampled", "video_fraction": "0.3"}
+# What a run's resume must keep to go on exactly as it began: what shapes the stream of training
+# pairs and the schedule. Values are as checkpoints save them (strings); the options that came
+# later hold, in checkpoints from before them, what every run then used.
+RUN_SHAPING = ("batch", "frames", "crop", "seed", "reuse", "augment", "scales", "lr", "max_steps",
+               "warmup", "temporal", "decoder", "degrade", "photo_moves", "video_fraction")  # fmt: skip
+BEFORE_OPTION = {"degrade": "mixed", "photo_moves": "resampled", "video_fraction": "0.3"}
+FLAGS = {"scales": "--scale", "decoder": "--decoder", "augment": "--augment"}
 
 
-def check_same_data(cfg: TrainConfig, saved: dict) -> None:
-    for name, before_option in DATA_OPTIONS.items():
-        before, now = saved.get(name, before_option), str(getattr(cfg, name))
-        if before != now:
-            flag = "--" + name.replace("_", "-")
+def check_same_run(cfg: TrainConfig, saved: dict) -> None:
+    """Refuse to resume with any option that shapes the pairs or the schedule changed."""
+    for name in RUN_SHAPING:
+        before, now = saved.get(name, BEFORE_OPTION.get(name)), str(getattr(cfg, name))
+        if before is not None and before != now:
+            flag = FLAGS.get(name, "--" + name.replace("_", "-"))
             raise UsageError(
-                f"{cfg.out} was trained with {flag} {before}: resume it with the same, "
-                "or train into another --out"
+                f"{cfg.out} was trained with {flag} {before} (now {now}): resume it with the "
+                "same, or train into another --out"
             )
 
 
