@@ -18,10 +18,12 @@
 #   training/train_base2.sh ft4 MINUTES    5,000 steps from mask3's export (the afternoon's release),
 #                                          lr 1e-4, on clean inputs only (--degrade clean) (8.0 min)
 #   training/train_base2.sh mask4 MINUTES  the mask predictor for ft4, 700 steps, --degrade video (1.1 min)
-#   training/train_base2.sh ft5 MINUTES    5,000 steps from mask4's export (ft4m, the shipped base) on
-#                                          exact photo pans (--photo-moves exact), lr 1e-4, clean inputs
+#   training/train_base2.sh ft5a MINUTES   4,500 steps on one GPU from mask4's export (ft4m, the shipped
+#                                          base) on exact photo pans (--photo-moves exact), lr 1e-4, clean
+#   training/train_base2.sh ft5b MINUTES   the same with --video-fraction 0.5 (the two ran at once, one GPU
+#                                          each; not yet evaluated)
 #   training/train_base2.sh export TAU OUT bf16 weights with default tau in OUT/base.safetensors
-#                                          (OUT/base.safetensors from mask4; FROM=ft5 exports ft5)
+#                                          (OUT/base.safetensors from mask4; FROM=ft5a exports ft5a)
 # Phases up to mask4 made their photo clips by bicubic moves (--photo-moves resampled, the only
 # kind then); ft5 on is trained on whole-pixel pans, whose targets keep the photos' finest detail.
 set -euo pipefail
@@ -63,10 +65,13 @@ save_model(model, Path('ckpt/base2/init.safetensors'), stage='init', step='0')"
           --data .carry/pack --frames 4 --batch 16 --workers 14 --init ckpt/base2/ft4.safetensors \
           --out ckpt/base2/mask4 --minutes "$2" --max-steps 700 --lr 3e-4 --seed 45 \
           -s 2 -s 2 -s 4 --degrade video $OLD ;;
-  ft5) $S train export ckpt/base2/mask4.safetensors ckpt/base2/ft4m.bf16.safetensors --threshold 40
-       ddp --init ckpt/base2/ft4m.bf16.safetensors --out ckpt/base2/ft5 --minutes "$2" \
-          --max-steps 5000 -s 2 -s 2 -s 4 --lr 1e-4 --seed 51 --temporal 1.0 --degrade clean \
-          --photo-moves exact ;;
+  ft5a|ft5b) [ -f ckpt/base2/ft4m.bf16.safetensors ] || \
+         $S train export ckpt/base2/mask4.safetensors ckpt/base2/ft4m.bf16.safetensors --threshold 40
+       MORE=(); [ "$PHASE" = ft5b ] && MORE=(--video-fraction 0.5)
+       $S train run dit --decoder --config $CONFIG --data .carry/pack --frames 4 --batch 32 \
+          --workers 14 --reuse 2 --init ckpt/base2/ft4m.bf16.safetensors --out "ckpt/base2/$PHASE" --minutes "$2" \
+          --max-steps 4500 -s 2 -s 2 -s 4 --lr 1e-4 --seed 51 --temporal 1.0 --degrade clean \
+          --photo-moves exact "${MORE[@]}" ;;
   export) $S train export "ckpt/base2/${FROM:-mask4}.safetensors" "$3/base.safetensors" --threshold "$2" ;;
-  *) echo "usage: $0 init | ft1 | ft2 | ft3 | mask3 | ft4 | mask4 | ft5 MINUTES | export TAU OUTDIR" >&2; exit 2 ;;
+  *) echo "usage: $0 init | ft1 | ft2 | ft3 | mask3 | ft4 | mask4 | ft5a | ft5b MINUTES | export TAU OUTDIR" >&2; exit 2 ;;
 esac
