@@ -62,7 +62,8 @@ def upscale_resumably(
     total = len(source_timestamps(input)[0])
     count = max(1, -(-total // FRAMES_PER_PART))
     folder = opts.parts or work_folder(output)  # a named folder is kept, the hidden one removed
-    drop_other_splits(folder, count)
+    if opts.parts is None:  # only our own folder is swept: a named one may hold a farm's parts
+        drop_other_splits(folder, count)
     model = load()
     weights = model_hash(model.state_dict())
     summaries = []
