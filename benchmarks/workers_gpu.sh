@@ -3,7 +3,9 @@
 # upscaled x2 whole with each arrangement of `--devices` and `--workers` (one worker is one model
 # and one encoder), with x264 medium and with a fast preset (where the CPU's encoder stops being the
 # limit, so the GPUs' own scaling shows); then a batch of 20 short clips with one and two workers
-# on one GPU. Wall seconds (the whole command), fps, host memory peak of the process tree.
+# on one GPU; some runs also with each worker given all the cores (SKIPSR_WORKER_THREADS=nproc):
+# a short file's encoder is bound by its start and drain, not by its share of the cores. Wall
+# seconds (the whole command), fps, host memory peak of the process tree.
 # Usage: benchmarks/workers_gpu.sh SOURCE_CLIP OUTDIR [FRAMES] [WEIGHTS]   (FRAMES: 2400)
 set -uo pipefail
 SRC=$1; OUT=$2; FRAMES=${3:-2400}; W=${4:-}
@@ -29,6 +31,7 @@ row "x264 medium, --devices 0" --devices 0
 row "x264 medium, --devices 0 --workers 2" --devices 0 --workers 2
 row "x264 medium, --devices 0,1" --devices 0,1
 row "x264 medium, --devices 0,1 --workers 4" --devices 0,1 --workers 4
+SKIPSR_WORKER_THREADS=$(nproc) row "x264 medium, --devices 0,1, each worker all the cores" --devices 0,1
 row "x264 veryfast, --devices 0" --devices 0 --preset veryfast
 row "x264 veryfast, --devices 0,1" --devices 0,1 --preset veryfast
 for i in $(seq -w 1 20); do
@@ -37,9 +40,12 @@ done
 echo
 echo "| batch of 20 clips of 50 frames | wall | a file after the first (median) |"
 echo "|---|---|---|"
-for arr in "--devices 0" "--devices 0 --workers 2" "--devices 0,1" "--devices 0,1 --workers 4"; do
+for arr in "--devices 0" "--devices 0 --workers 2" "--devices 0,1" "--devices 0,1 --workers 4" \
+           "--devices 0,1 ALL" "--devices 0 --workers 2 ALL"; do
+  share=""; [ "${arr% ALL}" != "$arr" ] && share=$(nproc)  # ALL: each worker all the cores
   t0=$(date +%s.%N)
-  $S upscale "$OUT/clips" "$OUT/batch" -q -y --json $arr "${MODEL[@]}" > "$OUT/batch.jsonl" 2>/dev/null
+  SKIPSR_WORKER_THREADS=$share $S upscale "$OUT/clips" "$OUT/batch" -q -y --json ${arr% ALL} "${MODEL[@]}" \
+    > "$OUT/batch.jsonl" 2>/dev/null
   t1=$(date +%s.%N)
   python3 - "$OUT/batch.jsonl" "$arr" "$t0" "$t1" <<'PY'
 import json, statistics, sys
