@@ -3,7 +3,8 @@
 # and x4 side by side on two GPUs where there are two, then each file's model-only speed at the
 # issue's sizes. bf16 on the GPU, as users run it.
 # Usage: benchmarks/heldout_gpu.sh HELDOUT_DIR OUTDIR WEIGHTS [WEIGHTS...]
-#   (HELDOUT_DIR: the clips of training/HELDOUT.md; OUTDIR gets eval_x2.json, eval_x4.json, speed.txt)
+#   (HELDOUT_DIR: the clips of training/HELDOUT.md; OUTDIR gets eval_x2.json, eval_x4.json, speed.txt;
+#   benchmarks/heldout_table.py makes the tables of the model card from the two JSON files)
 set -uo pipefail
 DIR=$1; OUT=$2; shift 2
 S="python3 -m skipsr_cli.cli"
