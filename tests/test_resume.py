@@ -17,6 +17,7 @@ from media import make_clip
 from skipsr_cli import api
 from skipsr_cli.errors import InputError
 from skipsr_cli.farm import resume
+from skipsr_cli.farm.segments import work_folder
 
 SMALL = "import skipsr_cli.farm.resume as r; r.RESUME_FRAMES = 10; r.FRAMES_PER_PART = 6; "
 ARGS = ["--model", "debug", "--random-weights", "--device", "cpu", "--lossless", "-q"]
@@ -50,7 +51,7 @@ def test_a_long_run_in_segments_equals_one_piece_and_cleans_up(tmp_path, small_s
         model="debug", random_weights=True, device="cpu", lossless=True, chunk_frames=8, overlap=2
     )
     summary = api.upscale(clip, tmp_path / "seg.mkv", **run)
-    assert summary.frames == 23 and not resume.work_folder(tmp_path / "seg.mkv").exists()
+    assert summary.frames == 23 and not work_folder(tmp_path / "seg.mkv").exists()
     resume.RESUME_FRAMES = 10**9  # the same run in one piece
     api.upscale(clip, tmp_path / "one.mkv", **run)
     a, b = frames(tmp_path / "seg.mkv"), frames(tmp_path / "one.mkv")
@@ -82,7 +83,7 @@ def test_sigkill_at_five_random_points_then_rerun_gives_the_whole_run(tmp_path):
     whole = cli(clip, tmp_path / "whole.mkv")
     assert whole.wait(timeout=300) == 0, whole.stderr.read()
     out = tmp_path / "out.mkv"
-    work = resume.work_folder(out)
+    work = work_folder(out)
     rng = random.Random(14)
     # kill points: once during start-up, then once each of 2, 3, 4 and 5 of the 7 parts is done,
     # a random moment later (inside the next part): anchored to progress, not to the clock

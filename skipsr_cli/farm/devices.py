@@ -13,7 +13,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
-import shutil
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +23,6 @@ from skipsr_cli.batch.workers import _die_with_parent
 from skipsr_cli.errors import ModelError, OutputError, SkipSRError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.ray import FRAMES_PER_PART, SegmentWorker
-from skipsr_cli.farm.segments import drop_other_splits, work_folder
 from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.run.options import UpscaleOptions
 
@@ -41,10 +39,21 @@ def upscale_on_devices(
     total = len(source_timestamps(input)[0])
     parts = min(total, parts or max(len(devices), -(-total // FRAMES_PER_PART)))  # none empty
     devices = devices[:parts]
-    own = opts.parts is None  # the run's own parts: in its hidden work folder, removed at the end
-    if own:
-        opts = replace(opts, parts=work_folder(output))
-        drop_other_splits(opts.parts, parts)
+    with farm.parts_of_run(output, opts, parts) as opts:
+        _render(input, output, opts, devices, parts, total)
+        frames, _ = farm.stitch_run(output, input, opts)
+    return frames
+
+
+def _render(
+    input: Path,
+    output: Path,
+    opts: UpscaleOptions,
+    devices: list[torch.device],
+    parts: int,
+    total: int,
+) -> None:
+    """The parts not yet done, a worker process per entry of `devices` pulling the next."""
     ctx = mp.get_context("spawn")
     tasks, results = ctx.Queue(), ctx.Queue()
     for index in range(1, parts + 1):
@@ -66,10 +75,6 @@ def upscale_on_devices(
             if worker.is_alive():
                 worker.terminate()  # its writers remove their partial files
             worker.join(timeout=30)
-    frames, _ = farm.stitch_run(output, input, opts)
-    if own:
-        shutil.rmtree(opts.parts, ignore_errors=True)
-    return frames
 
 
 def _collect(workers: list, results: mp.Queue, parts: int) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,11 +16,13 @@ from skipsr_cli.errors import InputError, UsageError
 from skipsr_cli.farm.segments import (
     MANIFEST_SUFFIX,
     PART_SUFFIX,
+    drop_other_splits,
     fingerprint,
     model_hash,
     parse_segment,
     parts_folder,
     read_manifests,
+    work_folder,
     write_json_atomically,
 )
 from skipsr_cli.media.joiner import join_videos, source_timestamps
@@ -147,3 +151,18 @@ def stitch_run(output: Path, input: Path, opts: UpscaleOptions) -> tuple[int, li
         copy_subtitles=opts.copy_subtitles,
         audio_kbps=opts.audio_bitrate,
     )
+
+
+@contextlib.contextmanager
+def parts_of_run(output: Path, opts: UpscaleOptions, count: int) -> Iterator[UpscaleOptions]:
+    """`opts` with the parts folder of a run that renders its own `count` parts and stitches them
+    (a long input, local workers, Ray): `--parts DIR` as named, kept and never swept (it may hold a
+    farm's parts); else the hidden work folder beside the output, swept of the parts of another
+    split first and removed once the block ends without an error."""
+    if opts.parts is not None:
+        yield opts
+        return
+    folder = work_folder(output)
+    drop_other_splits(folder, count)
+    yield replace(opts, parts=folder)
+    shutil.rmtree(folder, ignore_errors=True)

@@ -10,7 +10,6 @@ stopped is resumed by the next: finished parts whose manifests match are kept.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +18,7 @@ import torch
 
 from skipsr_cli.errors import UsageError
 from skipsr_cli.farm import parts as farm
-from skipsr_cli.farm.segments import drop_other_splits, model_hash, work_folder
+from skipsr_cli.farm.segments import model_hash
 from skipsr_cli.media.cpu_share import apply_cpu_share
 from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.run.options import UpscaleOptions, resolve_device, resolve_dtype
@@ -110,21 +109,16 @@ def upscale_on_ray(
     if parts is None:
         parts = max(count, -(-total // FRAMES_PER_PART))
     parts = min(parts, total)  # no empty part
-    own = opts.parts is None  # the run's own parts: in its hidden work folder, removed at the end
-    if own:
-        opts = replace(opts, parts=work_folder(output))
-        drop_other_splits(opts.parts, parts)
     actor = ray.remote(
         num_gpus=1 if gpus else 0, num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES
     )(SegmentWorker)
     actors = min(count, parts)
     sharing = _actors_per_node(ray, actors)
-    each = replace(opts, segment=None)
-    pool = ActorPool([actor.remote(each, None, sharing) for _ in range(actors)])
-    jobs = [(str(input), str(output), i, parts, total) for i in range(1, parts + 1)]
-    for _ in pool.map_unordered(lambda a, job: a.render.remote(*job), jobs):
-        pass
-    frames, _ = farm.stitch_run(output, input, opts)
-    if own:
-        shutil.rmtree(opts.parts, ignore_errors=True)
+    with farm.parts_of_run(output, opts, parts) as opts:
+        each = replace(opts, segment=None)
+        pool = ActorPool([actor.remote(each, None, sharing) for _ in range(actors)])
+        jobs = [(str(input), str(output), i, parts, total) for i in range(1, parts + 1)]
+        for _ in pool.map_unordered(lambda a, job: a.render.remote(*job), jobs):
+            pass
+        frames, _ = farm.stitch_run(output, input, opts)
     return frames

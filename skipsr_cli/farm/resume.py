@@ -10,7 +10,6 @@ RESUME_FRAMES run in one piece: they lose little to a crash and need not pay for
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,7 +20,7 @@ import torch
 from models import SkipSR
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.ray import FRAMES_PER_PART
-from skipsr_cli.farm.segments import drop_other_splits, model_hash, work_folder
+from skipsr_cli.farm.segments import model_hash
 from skipsr_cli.media.image_io import is_image_output
 from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.run.options import UpscaleOptions
@@ -61,23 +60,19 @@ def upscale_resumably(
     began = time.perf_counter()
     total = len(source_timestamps(input)[0])
     count = max(1, -(-total // FRAMES_PER_PART))
-    folder = opts.parts or work_folder(output)  # a named folder is kept, the hidden one removed
-    if opts.parts is None:  # only our own folder is swept: a named one may hold a farm's parts
-        drop_other_splits(folder, count)
     model = load()
     weights = model_hash(model.state_dict())
     summaries = []
-    for index in range(1, count + 1):
-        part = replace(opts, segment=f"{index}/{count}", segments=None, parts=folder)
-        if farm.finished_part(input, output, part, weights) is None:
-            summaries.append(
-                farm.render_segment(
-                    input, output, part, lambda: model, device, dtype, progress, total
+    with farm.parts_of_run(output, opts, count) as opts:
+        for index in range(1, count + 1):
+            part = replace(opts, segment=f"{index}/{count}", segments=None)
+            if farm.finished_part(input, output, part, weights) is None:
+                summaries.append(
+                    farm.render_segment(
+                        input, output, part, lambda: model, device, dtype, progress, total
+                    )
                 )
-            )
-    frames, warnings = farm.stitch_run(output, input, replace(opts, parts=folder))
-    if opts.parts is None:
-        shutil.rmtree(folder, ignore_errors=True)
+        frames, warnings = farm.stitch_run(output, input, opts)
     return _summary(input, output, frames, time.perf_counter() - began, summaries, warnings)
 
 
