@@ -284,6 +284,11 @@ def test_bench_run_measures_the_upscale_against_its_encode_floor(clip):
         "vae_decode", "colour", "encode", "encode_model",
     ]  # fmt: skip
     assert all(v >= 0 for v in result["stage_ms"].values())
+    for waits in (result["waits_s"]["upscale"], result["waits_s"]["floor"]):
+        assert set(waits) == {
+            "model_waited_for_decoder", "model_waited_for_encoder", "encoder_waited_for_model",
+        }  # fmt: skip
+        assert waits["encoder_waited_for_model"] > 0  # the encoder waits for the first chunk
 
 
 def test_bench_capacity_runs_copies_of_the_floor_at_once(clip):

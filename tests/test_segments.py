@@ -11,7 +11,7 @@ import torch
 from media import make_clip
 
 from skipsr_cli import api
-from skipsr_cli.errors import InputError, UsageError
+from skipsr_cli.errors import InputError, OutputError, UsageError
 from skipsr_cli.farm.segments import Segment, parse_segment
 
 RUN = dict(chunk_frames=8, overlap=2)
@@ -125,7 +125,7 @@ def test_several_workers_check_first_and_split_only_what_splits(clip, tmp_path, 
     monkeypatch.setattr(api, "upscale_on_devices", lambda *a: spread.append(a) or 0)
     two = dict(model="debug", random_weights=True, devices="cpu", workers=2, **RUN)
     (tmp_path / "taken.mkv").write_bytes(b"mine")
-    with pytest.raises(Exception, match="exists"):
+    with pytest.raises(OutputError, match="output exists"):
         api.upscale(clip, tmp_path / "taken.mkv", **two)
     assert (tmp_path / "taken.mkv").read_bytes() == b"mine"
     for bad in (dict(frames=(0, 5)), dict(mask_out=tmp_path / "mask.mkv")):

@@ -217,6 +217,8 @@ def bench_run_command(
         f"(ratio {result['ratio_to_floor']}), model only {result['model_fps']:.1f} fps, "
         f"skip ratio {result['skip_ratio']:.1%}; warm-up before the runs {result['warmup_s']:.2f} s"
     )
+    for run, waits in result["waits_s"].items():
+        print(f"{run} waited (s): " + ", ".join(f"{k} {v:.2f}" for k, v in waits.items()))
 
 
 @bench_app.command("capacity")
