@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 class VAEArgs:
     # "conv": a learned convolutional VAE (lossy; the paper's kind). "pixel": space-to-depth, exact,
     # with a learned latent-resolution decoder (models/pixel_vae.py); widths and blocks then give
-    # that decoder's width and residual blocks, one entry each.
+    # that decoder's width and residual blocks, and optionally a second entry each for a fine
+    # stage at twice the latent resolution.
     kind: str = "conv"
     spatial: int = 8  # spatial compression: 4 or 8
     temporal: int = 4  # temporal compression: 1, or 4 (causal in time)
@@ -59,8 +60,10 @@ class VAEArgs:
             raise ValueError("the pixel VAE is per frame (temporal 1) and takes no guide")
         if self.latent_channels != cells:
             raise ValueError(f"the pixel VAE at {self.spatial}x has {cells} latent channels")
-        if len(self.widths) != 1 or len(self.blocks) != 1:
-            raise ValueError("the pixel VAE's decoder takes one width and one block count")
+        if len(self.widths) not in (1, 2) or len(self.blocks) != len(self.widths):
+            raise ValueError(
+                "the pixel VAE's decoder takes one width and one block count per stage (1 or 2)"
+            )
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ Encoding folds every s x s block of pixels into one latent cell of 3 * s * s cha
 about unit variance): nothing is lost, so the latent never caps quality, and it costs no
 multiply-adds. Decoding adds a learned residual at latent resolution (3x3 convolutions mixing
 neighbouring cells, which hides seams between transformer tokens and skipped ones) before unfolding
-the blocks. With that residual at zero, decode(encode(x)) == x.
+the blocks. An optional second stage does the same at twice the latent resolution (cells of
+s/2 x s/2 pixels), where convolutions see finer detail than whole cells. With every residual at
+zero, decode(encode(x)) == x.
 
 Everything is per frame (the transformer's windows mix time), so slicing over frames and tiling
 over space are exact.
@@ -47,6 +49,12 @@ class PixelVAE(nn.Module):
         super().__init__()
         self.args = args
         self.decoder = Refiner(args.latent_channels, args.widths[0], args.blocks[0])
+        # the fine stage, at twice the latent resolution; None without a second width
+        self.fine = (
+            Refiner(3 * (args.spatial // 2) ** 2, args.widths[1], args.blocks[1])
+            if len(args.widths) > 1
+            else None
+        )
 
     def encode(self, x: Tensor, frame_slice: int | None = None) -> Tensor:
         """x: (B, 3, T, H, W) in [-1, 1] -> (B, 3*s*s, T, H/s, W/s). Exact; frame_slice is unused."""
@@ -75,8 +83,19 @@ class PixelVAE(nn.Module):
 
     def _decode_frames(self, z: Tensor) -> Tensor:
         z = z / self.args.latent_scale
-        return F.pixel_shuffle(z + self.decoder(z), self.args.spatial)
+        pixels = F.pixel_shuffle(z + self.decoder(z), self.args.spatial)
+        if self.fine is None:
+            return pixels
+        half = self.args.spatial // 2
+        y = F.pixel_unshuffle(pixels, half)
+        return F.pixel_shuffle(y + self.fine(y), half)
+
+    @property
+    def halo(self) -> int:
+        """Latent cells of context each decoded cell needs on every side, both stages together."""
+        fine = 0 if self.fine is None else -(-self.fine.halo // 2)  # fine cells are half a cell
+        return self.decoder.halo + fine
 
     def _tiled(self, z: Tensor, tile: int | None) -> Tensor:
         part = lambda latent, _window: self._decode_frames(latent)  # noqa: E731
-        return decode_in_tiles(z, tile, self.decoder.halo, self.args.spatial, part)
+        return decode_in_tiles(z, tile, self.halo, self.args.spatial, part)

@@ -65,6 +65,8 @@ class SkipSR(nn.Module):
         if self.args.vae.guided or self.args.vae.kind == "pixel":
             # an untrained guided decoder returns the fill, an untrained pixel one its latent, exactly
             nn.init.zeros_(self.vae.decoder.conv_out.weight)
+            if getattr(self.vae, "fine", None) is not None:
+                nn.init.zeros_(self.vae.fine.conv_out.weight)
         self.mask_predictor.init_weights(gen)
         self.dit.init_weights(gen)
 

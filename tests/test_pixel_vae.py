@@ -12,10 +12,13 @@ from models import PRESETS, SkipSR, VAEArgs
 from models.pixel_vae import PixelVAE
 
 ARGS = PRESETS["base"].vae
+FINE = replace(ARGS, widths=(16, 8), blocks=(1, 2))  # with a fine stage at twice the resolution
+BOTH = pytest.mark.parametrize("args", [ARGS, FINE], ids=["one stage", "fine stage"])
 
 
-def test_encode_then_untrained_decode_is_exact():
-    model = SkipSR(PRESETS["base"]).double()
+@BOTH
+def test_encode_then_untrained_decode_is_exact(args):
+    model = SkipSR(replace(PRESETS["base"], vae=args)).double()
     model.init_weights(seed=3)  # the decoder's residual starts at zero
     x = torch.rand(2, 3, 3, 16, 24, dtype=torch.float64) * 2 - 1
     z = model.vae.encode(x)
@@ -31,23 +34,24 @@ def test_latent_cells_hold_their_own_pixels():
     assert z.count_nonzero() == 1 and z[0, :, 0, 1, 0].abs().sum() == ARGS.latent_scale
 
 
-def test_sliced_and_tiled_decode_equals_whole_decode():
-    vae = randomize(PixelVAE(ARGS).double(), seed=4, std=0.05)
+@BOTH
+def test_sliced_and_tiled_decode_equals_whole_decode(args):
+    vae = randomize(PixelVAE(args).double(), seed=4, std=0.05)
     z = torch.randn(2, 48, 5, 13, 17, dtype=torch.float64)
     whole = vae.decode(z)
     torch.testing.assert_close(vae.decode(z, frame_slice=2, tile=5), whole, rtol=1e-12, atol=1e-12)
 
 
-def test_decoder_sees_only_its_halo_and_its_own_frame():
-    vae = randomize(PixelVAE(ARGS).double(), seed=5, std=0.05)
+@BOTH
+def test_decoder_sees_only_its_halo_and_its_own_frame(args):
+    vae = randomize(PixelVAE(args).double(), seed=5, std=0.05)
     z = torch.randn(1, 48, 2, 32, 32, dtype=torch.float64)
     changed = z.clone()
     changed[:, :, 1, 16, 16] += 1.0
     diff = (vae.decode(changed) - vae.decode(z)).abs().amax(1)[0]  # (T, H, W)
     assert diff[0].max() == 0  # the other frame
-    rows = diff[1].amax(1).nonzero().flatten() // ARGS.spatial
-    halo = vae.decoder.halo
-    assert rows.min() == 16 - halo and rows.max() == 16 + halo
+    rows = diff[1].amax(1).nonzero().flatten() // args.spatial
+    assert rows.min() == 16 - vae.halo and rows.max() == 16 + vae.halo  # the halo is tight
 
 
 @pytest.mark.parametrize(
@@ -55,7 +59,8 @@ def test_decoder_sees_only_its_halo_and_its_own_frame():
     [
         ({"temporal": 4}, "temporal 1"),
         ({"latent_channels": 16}, "48 latent channels"),
-        ({"widths": (32, 64)}, "one width"),
+        ({"widths": (32, 64, 8), "blocks": (1, 1, 1)}, "1 or 2"),
+        ({"widths": (32, 64)}, "one block count per stage"),
         ({"kind": "wavelet"}, "kind"),
     ],
 )

@@ -127,7 +127,10 @@ def trainable(model: SkipSR, stage: str, decoder: bool = False) -> torch.nn.Modu
     """The networks a stage updates. With `decoder`, the dit stage also tunes the (guided) decoder:
     the encoder stays frozen, so the condition latent and the mask predictor's input do not move."""
     if stage == "dit" and decoder:
-        return torch.nn.ModuleList([model.dit, model.vae.decoder])
+        fine = getattr(model.vae, "fine", None)  # the pixel decoder's optional fine stage
+        return torch.nn.ModuleList(
+            [model.dit, model.vae.decoder, *([fine] if fine is not None else [])]
+        )
     return {"vae": model.vae, "dit": model.dit, "mask": model.mask_predictor}[stage]
 
 
