@@ -299,7 +299,7 @@ def test_exact_photo_pans_zoom_out_and_fit_small_photos():
 
 def test_degradation_profiles_draw_what_they_promise():
     """`none` is the bicubic downscale itself; `clean` stays within a light codec's reach of it;
-    `mixed` and `video` go further (blur, noise, heavy H.264 or JPEG) on some draws; every profile
+    `mixed`, `video` and `delivery` go further (blur, noise, heavy H.264 or JPEG) on some draws; every profile
     is a pure function of its draw, so resumed training sees the same pairs."""
     import random
 
@@ -323,6 +323,7 @@ def test_degradation_profiles_draw_what_they_promise():
         worst[profile] = max(errors)
     assert worst["clean"] < 0.03  # kernels differ a little; CRF 8-16 keeps the stripes
     assert worst["mixed"] > worst["clean"] and worst["video"] > worst["clean"]
+    assert worst["delivery"] > worst["clean"]  # CRF up to 30
     with pytest.raises(ValueError, match="unknown degradation profile"):
         random_degrade(hr, 2, random.Random(0), "heavy")
 

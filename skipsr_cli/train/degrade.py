@@ -201,12 +201,29 @@ def _clean(hr: Tensor, size: tuple[int, int], rng: random.Random) -> Tensor:
     return h264_round_trip(x, rng.randint(8, 16), preset="veryfast") if rng.random() < 0.8 else x
 
 
+def _delivery(hr: Tensor, size: tuple[int, int], rng: random.Random) -> Tensor:
+    """Delivered video: a clean downscale (bicubic, lanczos or area), then x264 at CRF 8 to 30 with
+    the preset drawn as well (veryfast, medium or slow: their artefacts differ, and users' files
+    come from all of them; the other profiles encode veryfast only); one clip in ten unencoded."""
+    x = resize(hr, size, rng.choice(["bicubic", "bicubic", "lanczos", "area"]))
+    if rng.random() < 0.1:
+        return x
+    crf, preset = rng.randint(8, 30), rng.choice(["veryfast", "medium", "medium", "slow"])
+    return h264_round_trip(x, crf, preset=preset)
+
+
 def _plain(hr: Tensor, size: tuple[int, int], rng: random.Random) -> Tensor:
     """The antialiased bicubic downscale alone, no draw at all (tests and ablations)."""
     return resize(hr, size, "bicubic")
 
 
-PROFILES = {"mixed": _mixed, "video": _video, "clean": _clean, "none": _plain}
+PROFILES = {
+    "mixed": _mixed,
+    "video": _video,
+    "clean": _clean,
+    "delivery": _delivery,
+    "none": _plain,
+}
 
 
 def gaussian_blur(frames: Tensor, sigma: float) -> Tensor:

@@ -1,0 +1,110 @@
+"""The best linear upscaler for each held-out clip, fitted on that clip: how far plain restoration
+with a known degradation gets, next to lanczos and the model (issue 15's question: what stops the
+model on natural footage?).
+
+Each clip's first frames are degraded by the eval's track (`skipsr eval`'s inputs exactly). Every
+output block of scale x scale pixels is then predicted as an affine function of the 9 x 9
+low-resolution pixels around it (all three channels), with the weights that minimise the squared
+error on that clip itself ("per clip": an oracle, it knows the kernel, the codec and the content),
+or on all clips of the run together ("pooled": one filter for the whole set, which still knows the
+bicubic kernel of the tracks). A model taught on many kernels does not know which one made its input,
+so these say how much of the gap is knowing the degradation. Runs on the CPU.
+
+    PYTHONPATH=. python3 benchmarks/linear_oracle.py HELDOUT_DIR [--scale 2] [--track clean] [--frames 16]
+
+`--track none` drops the track's H.264 round trip (the antialiased bicubic downscale alone): what
+the codec of the track costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from skipsr_cli.measure import metrics
+from skipsr_cli.measure.evaluate import find_sources, load_reference, upscale_classic
+from skipsr_cli.train.degrade import TRACKS, resize
+
+TAPS = 9  # low-resolution pixels on a side of each prediction's window
+ROWS = 1 << 16  # rows of the design matrix at a time
+
+
+def features(lr: torch.Tensor) -> torch.Tensor:
+    """(T, 3, h, w) -> (T * h * w, 3 * TAPS**2 + 1): each pixel's window (edges replicated), and 1."""
+    pad = TAPS // 2
+    cols = F.unfold(F.pad(lr, (pad,) * 4, mode="replicate"), TAPS)  # (T, 3 * TAPS**2, h * w)
+    cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    return torch.cat((cols, torch.ones(cols.shape[0], 1)), 1)
+
+
+def blocks(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """(T, 3, H, W) -> (T * h * w, 3 * scale**2): each low-resolution pixel's block of outputs."""
+    cells = F.pixel_unshuffle(hr, scale)
+    return cells.permute(0, 2, 3, 1).reshape(-1, cells.shape[1])
+
+
+def normal_equations(lr: torch.Tensor, hr: torch.Tensor, scale: int) -> tuple[torch.Tensor, ...]:
+    """X'X and X'Y of one clip, frame by frame and in runs of rows (float64 sums)."""
+    xtx = xty = 0
+    for i in range(lr.shape[0]):
+        x, y = features(lr[i : i + 1]), blocks(hr[i : i + 1], scale)
+        for lo in range(0, x.shape[0], ROWS):
+            xs, ys = x[lo : lo + ROWS], y[lo : lo + ROWS]
+            xtx = xtx + (xs.T @ xs).double()
+            xty = xty + (xs.T @ ys).double()
+    return xtx, xty
+
+
+def solve(xtx: torch.Tensor, xty: torch.Tensor) -> torch.Tensor:
+    ridge = 1e-6 * xtx.diagonal().mean() * torch.eye(xtx.shape[0], dtype=xtx.dtype)
+    return torch.linalg.solve(xtx + ridge, xty).float()
+
+
+def apply(weights: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """Upscale (T, 3, h, w) with fitted weights, frame by frame."""
+    out = []
+    for i in range(lr.shape[0]):
+        h, w = lr.shape[-2:]
+        cells = (features(lr[i : i + 1]) @ weights).reshape(1, h, w, -1).permute(0, 3, 1, 2)
+        out.append(F.pixel_shuffle(cells, scale).clamp(0, 1))
+    return torch.cat(out)
+
+
+def degrade(ref: torch.Tensor, scale: int, track: str) -> torch.Tensor:
+    if track == "none":
+        return resize(ref, (ref.shape[-2] // scale, ref.shape[-1] // scale), "bicubic")
+    return TRACKS[track].apply(ref, scale)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--scale", type=int, default=2)
+    parser.add_argument("--track", default="clean", choices=[*sorted(TRACKS), "none"])
+    parser.add_argument("--frames", type=int, default=16)
+    opts = parser.parse_args()
+    torch.set_grad_enabled(False)
+    clips = []
+    for source in find_sources([opts.folder]):
+        ref = load_reference(source, opts.scale, opts.frames).frames
+        lr = degrade(ref, opts.scale, opts.track)
+        clips.append((source.name, ref, lr, normal_equations(lr, ref, opts.scale)))
+    pooled = solve(sum(c[3][0] for c in clips), sum(c[3][1] for c in clips))
+    print(f"x{opts.scale} {opts.track}, {TAPS}x{TAPS} taps, first {opts.frames} frames")
+    print("| clip | lanczos | linear, pooled (gain) | linear, per clip (gain) |")
+    print("|---|---|---|---|")
+    for name, ref, lr, (xtx, xty) in clips:
+        size = tuple(ref.shape[-2:])
+        base = metrics.psnr(upscale_classic(lr, size, "lanczos"), ref)
+        shared = metrics.psnr(apply(pooled, lr, opts.scale), ref)
+        own = metrics.psnr(apply(solve(xtx, xty), lr, opts.scale), ref)
+        print(
+            f"| {name} | {base:.2f} | {shared:.2f} ({shared - base:+.2f}) | {own:.2f} ({own - base:+.2f}) |"
+        )
+
+
+if __name__ == "__main__":
+    main()
