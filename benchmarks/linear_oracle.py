@@ -13,7 +13,9 @@ so these say how much of the gap is knowing the degradation. Runs on the CPU.
     PYTHONPATH=. python3 benchmarks/linear_oracle.py HELDOUT_DIR [--scale 2] [--track clean] [--frames 16]
 
 `--track none` drops the track's H.264 round trip (the antialiased bicubic downscale alone): what
-the codec of the track costs.
+the codec of the track costs. `--fit-kernel K` (repeatable: bicubic, lanczos, area, bilinear) fits
+the pooled filter on inputs downscaled by those kernels instead, then measures it on the track's
+own (bicubic) inputs: a filter that does not know the kernel, as a model trained on a mixture.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 
 from skipsr_cli.measure import metrics
 from skipsr_cli.measure.evaluate import find_sources, load_reference, upscale_classic
-from skipsr_cli.train.degrade import TRACKS, resize
+from skipsr_cli.train.degrade import TRACKS, h264_round_trip, resize
 
 TAPS = 9  # low-resolution pixels on a side of each prediction's window
 ROWS = 1 << 16  # rows of the design matrix at a time
@@ -73,10 +75,12 @@ def apply(weights: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def degrade(ref: torch.Tensor, scale: int, track: str) -> torch.Tensor:
-    if track == "none":
-        return resize(ref, (ref.shape[-2] // scale, ref.shape[-1] // scale), "bicubic")
-    return TRACKS[track].apply(ref, scale)
+def degrade(ref: torch.Tensor, scale: int, track: str, kernel: str = "bicubic") -> torch.Tensor:
+    """The eval's track (its bicubic downscale and x264 round trip), with another kernel if asked."""
+    if track != "none" and kernel == "bicubic":
+        return TRACKS[track].apply(ref, scale)
+    lr = resize(ref, (ref.shape[-2] // scale, ref.shape[-1] // scale), kernel)
+    return lr if track == "none" else h264_round_trip(lr, TRACKS[track].crf)
 
 
 def main() -> None:
@@ -85,15 +89,29 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=2)
     parser.add_argument("--track", default="clean", choices=[*sorted(TRACKS), "none"])
     parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--fit-kernel", action="append", default=[])
     opts = parser.parse_args()
     torch.set_grad_enabled(False)
-    clips = []
+    clips, fit = [], [0, 0]
     for source in find_sources([opts.folder]):
         ref = load_reference(source, opts.scale, opts.frames).frames
         lr = degrade(ref, opts.scale, opts.track)
-        clips.append((source.name, ref, lr, normal_equations(lr, ref, opts.scale)))
-    pooled = solve(sum(c[3][0] for c in clips), sum(c[3][1] for c in clips))
-    print(f"x{opts.scale} {opts.track}, {TAPS}x{TAPS} taps, first {opts.frames} frames")
+        own = normal_equations(lr, ref, opts.scale)
+        for kernel in opts.fit_kernel or ["bicubic"]:
+            pair = (
+                own
+                if kernel == "bicubic"
+                else (
+                    normal_equations(degrade(ref, opts.scale, opts.track, kernel), ref, opts.scale)
+                )
+            )
+            fit = [fit[0] + pair[0], fit[1] + pair[1]]
+        clips.append((source.name, ref, lr, own))
+    pooled = solve(*fit)
+    kernels = ", ".join(opts.fit_kernel or ["bicubic"])
+    print(
+        f"x{opts.scale} {opts.track}, {TAPS}x{TAPS} taps, first {opts.frames} frames; pooled fit on {kernels}"
+    )
     print("| clip | lanczos | linear, pooled (gain) | linear, per clip (gain) |")
     print("|---|---|---|---|")
     for name, ref, lr, (xtx, xty) in clips:
