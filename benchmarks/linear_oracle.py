@@ -21,6 +21,7 @@ own (bicubic) inputs: a filter that does not know the kernel, as a model trained
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -92,35 +93,38 @@ def main() -> None:
     parser.add_argument("--fit-kernel", action="append", default=[])
     opts = parser.parse_args()
     torch.set_grad_enabled(False)
-    clips, fit = [], [0, 0]
-    for source in find_sources([opts.folder]):
+    sources = find_sources([opts.folder])
+    kernels = opts.fit_kernel or ["bicubic"]
+    own, fit = {}, [0, 0]
+    for source in sources:  # pass 1: the normal equations (clips are decoded again in pass 2)
         ref = load_reference(source, opts.scale, opts.frames).frames
-        lr = degrade(ref, opts.scale, opts.track)
-        own = normal_equations(lr, ref, opts.scale)
-        for kernel in opts.fit_kernel or ["bicubic"]:
+        own[source.name] = normal_equations(degrade(ref, opts.scale, opts.track), ref, opts.scale)
+        for kernel in kernels:
             pair = (
-                own
+                own[source.name]
                 if kernel == "bicubic"
-                else (
-                    normal_equations(degrade(ref, opts.scale, opts.track, kernel), ref, opts.scale)
-                )
+                else normal_equations(degrade(ref, opts.scale, opts.track, kernel), ref, opts.scale)
             )
             fit = [fit[0] + pair[0], fit[1] + pair[1]]
-        clips.append((source.name, ref, lr, own))
+        print(f"fitted {source.name}", file=sys.stderr, flush=True)
     pooled = solve(*fit)
-    kernels = ", ".join(opts.fit_kernel or ["bicubic"])
     print(
-        f"x{opts.scale} {opts.track}, {TAPS}x{TAPS} taps, first {opts.frames} frames; pooled fit on {kernels}"
+        f"x{opts.scale} {opts.track}, {TAPS}x{TAPS} taps, first {opts.frames} frames; "
+        f"pooled fit on {', '.join(kernels)}"
     )
     print("| clip | lanczos | linear, pooled (gain) | linear, per clip (gain) |")
     print("|---|---|---|---|")
-    for name, ref, lr, (xtx, xty) in clips:
+    for source in sources:
+        ref = load_reference(source, opts.scale, opts.frames).frames
+        lr = degrade(ref, opts.scale, opts.track)
         size = tuple(ref.shape[-2:])
         base = metrics.psnr(upscale_classic(lr, size, "lanczos"), ref)
         shared = metrics.psnr(apply(pooled, lr, opts.scale), ref)
-        own = metrics.psnr(apply(solve(xtx, xty), lr, opts.scale), ref)
+        alone = metrics.psnr(apply(solve(*own[source.name]), lr, opts.scale), ref)
         print(
-            f"| {name} | {base:.2f} | {shared:.2f} ({shared - base:+.2f}) | {own:.2f} ({own - base:+.2f}) |"
+            f"| {source.name} | {base:.2f} | {shared:.2f} ({shared - base:+.2f}) "
+            f"| {alone:.2f} ({alone - base:+.2f}) |",
+            flush=True,
         )
 
 

@@ -34,6 +34,9 @@ class VAEArgs:
     # time extent of the latent-level convolutions: 3 mixes the two previous latent frames (causal),
     # 1 keeps them per frame (about 3x cheaper there; the transformer's windows still mix time)
     time_kernel: int = 3
+    # pixel kind only: the side of a linear branch's convolution beside the decoder (no norm, no
+    # activation: a restoration filter that scales with the input's detail); 0 for none
+    linear: int = 0
 
     def __post_init__(self) -> None:
         if self.spatial not in (4, 8):
@@ -43,6 +46,8 @@ class VAEArgs:
             return
         if self.kind != "conv":
             raise ValueError(f"VAE kind must be 'conv' or 'pixel', not {self.kind!r}")
+        if self.linear:
+            raise ValueError("only the pixel VAE has a linear branch")
         if self.temporal not in (1, 4):
             raise ValueError(f"VAE temporal factor must be 1 or 4, not {self.temporal}")
         if len(self.widths) != self.spatial.bit_length():  # 4 -> 3 levels, 8 -> 4 levels
@@ -60,6 +65,8 @@ class VAEArgs:
             raise ValueError("the pixel VAE is per frame (temporal 1) and takes no guide")
         if self.latent_channels != cells:
             raise ValueError(f"the pixel VAE at {self.spatial}x has {cells} latent channels")
+        if self.linear < 0 or (self.linear and self.linear % 2 == 0):
+            raise ValueError(f"the pixel VAE's linear branch needs an odd side, not {self.linear}")
         if len(self.widths) not in (1, 2) or len(self.blocks) != len(self.widths):
             raise ValueError(
                 "the pixel VAE's decoder takes one width and one block count per stage (1 or 2)"

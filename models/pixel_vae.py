@@ -5,8 +5,11 @@ about unit variance): nothing is lost, so the latent never caps quality, and it 
 multiply-adds. Decoding adds a learned residual at latent resolution (3x3 convolutions mixing
 neighbouring cells, which hides seams between transformer tokens and skipped ones) before unfolding
 the blocks. An optional second stage does the same at twice the latent resolution (cells of
-s/2 x s/2 pixels), where convolutions see finer detail than whole cells. With every residual at
-zero, decode(encode(x)) == x.
+s/2 x s/2 pixels), where convolutions see finer detail than whole cells. An optional linear
+branch (one k x k convolution of the latent, no norm and no activation) adds a plain restoration
+filter whose output scales with the input's detail: the refiner's per-cell norms take that scale
+away, which is why normalised networks restore dense texture worse than a linear filter does.
+With every residual at zero, decode(encode(x)) == x.
 
 Everything is per frame (the transformer's windows mix time), so slicing over frames and tiling
 over space are exact.
@@ -55,6 +58,9 @@ class PixelVAE(nn.Module):
             if len(args.widths) > 1
             else None
         )
+        # the linear branch at latent resolution; None when args.linear is 0
+        c, k = args.latent_channels, args.linear
+        self.linear = nn.Conv2d(c, c, k, padding=k // 2) if k else None
 
     def encode(self, x: Tensor, frame_slice: int | None = None) -> Tensor:
         """x: (B, 3, T, H, W) in [-1, 1] -> (B, 3*s*s, T, H/s, W/s). Exact; frame_slice is unused."""
@@ -83,7 +89,10 @@ class PixelVAE(nn.Module):
 
     def _decode_frames(self, z: Tensor) -> Tensor:
         z = z / self.args.latent_scale
-        pixels = F.pixel_shuffle(z + self.decoder(z), self.args.spatial)
+        refined = z + self.decoder(z)
+        if self.linear is not None:
+            refined = refined + self.linear(z)
+        pixels = F.pixel_shuffle(refined, self.args.spatial)
         if self.fine is None:
             return pixels
         half = self.args.spatial // 2
@@ -94,7 +103,8 @@ class PixelVAE(nn.Module):
     def halo(self) -> int:
         """Latent cells of context each decoded cell needs on every side, both stages together."""
         fine = 0 if self.fine is None else -(-self.fine.halo // 2)  # fine cells are half a cell
-        return self.decoder.halo + fine
+        linear = 0 if self.linear is None else self.args.linear // 2
+        return max(self.decoder.halo, linear) + fine
 
     def _tiled(self, z: Tensor, tile: int | None) -> Tensor:
         part = lambda latent, _window: self._decode_frames(latent)  # noqa: E731

@@ -67,6 +67,8 @@ class SkipSR(nn.Module):
             nn.init.zeros_(self.vae.decoder.conv_out.weight)
             if getattr(self.vae, "fine", None) is not None:
                 nn.init.zeros_(self.vae.fine.conv_out.weight)
+            if getattr(self.vae, "linear", None) is not None:
+                nn.init.zeros_(self.vae.linear.weight)
         self.mask_predictor.init_weights(gen)
         self.dit.init_weights(gen)
 

@@ -13,7 +13,10 @@ from models.pixel_vae import PixelVAE
 
 ARGS = PRESETS["base"].vae
 FINE = replace(ARGS, widths=(16, 8), blocks=(1, 2))  # with a fine stage at twice the resolution
-BOTH = pytest.mark.parametrize("args", [ARGS, FINE], ids=["one stage", "fine stage"])
+LINEAR = replace(FINE, linear=5)  # and a linear branch
+BOTH = pytest.mark.parametrize(
+    "args", [ARGS, FINE, LINEAR], ids=["one stage", "fine stage", "linear branch"]
+)
 
 
 @BOTH
@@ -62,6 +65,18 @@ def test_decoder_sees_only_its_halo_and_its_own_frame(args):
         ({"widths": (32, 64, 8), "blocks": (1, 1, 1)}, "1 or 2"),
         ({"widths": (32, 64)}, "one block count per stage"),
         ({"kind": "wavelet"}, "kind"),
+        ({"linear": 4}, "odd side"),
+        (
+            {
+                "kind": "conv",
+                "spatial": 8,
+                "temporal": 4,
+                "widths": (8, 8, 8, 8),
+                "blocks": (1, 1, 1, 1),
+                "linear": 3,
+            },
+            "only the pixel VAE",
+        ),
     ],
 )
 def test_pixel_vae_arguments_are_checked(change, message):
@@ -73,3 +88,13 @@ def test_guide_is_refused():
     vae = PixelVAE(replace(ARGS))
     with pytest.raises(ValueError, match="no guide"):
         vae.decode(torch.zeros(1, 48, 1, 2, 2), guide=torch.zeros(1, 3, 1, 8, 8))
+
+
+def test_linear_branch_scales_with_the_input():
+    """No norm and no activation: twice the latent in, twice the branch's output out."""
+    vae = randomize(PixelVAE(LINEAR).double(), seed=7, std=0.05)
+    z = torch.randn(1, 48, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(
+        vae.linear(2 * z) - vae.linear.bias[:, None, None],
+        2 * (vae.linear(z) - vae.linear.bias[:, None, None]),
+    )

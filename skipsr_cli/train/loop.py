@@ -127,9 +127,10 @@ def trainable(model: SkipSR, stage: str, decoder: bool = False) -> torch.nn.Modu
     """The networks a stage updates. With `decoder`, the dit stage also tunes the (guided) decoder:
     the encoder stays frozen, so the condition latent and the mask predictor's input do not move."""
     if stage == "dit" and decoder:
-        fine = getattr(model.vae, "fine", None)  # the pixel decoder's optional fine stage
+        # the pixel decoder's optional fine stage and linear branch train with it
+        extra = [getattr(model.vae, name, None) for name in ("fine", "linear")]
         return torch.nn.ModuleList(
-            [model.dit, model.vae.decoder, *([fine] if fine is not None else [])]
+            [model.dit, model.vae.decoder, *(m for m in extra if m is not None)]
         )
     return {"vae": model.vae, "dit": model.dit, "mask": model.mask_predictor}[stage]
 
