@@ -210,7 +210,10 @@ def test_train_run_rejects_a_bad_scale_and_a_folder_that_is_not_a_pack(pack, tmp
     r = CliRunner().invoke(app, [*base, "--data", str(tmp_path)])
     assert r.exit_code == 3 and "not a training pack" in r.output
     r = CliRunner().invoke(app, [*base, "--data", str(pack), "--degrade", "heavy"])
-    assert r.exit_code == 2 and "--degrade must be one of mixed, video, clean, delivery, none" in r.output
+    assert (
+        r.exit_code == 2
+        and "--degrade must be one of mixed, video, clean, delivery, none" in r.output
+    )
     r = CliRunner().invoke(app, [*base, "--data", str(pack), "--photo-moves", "warp"])
     assert r.exit_code == 2 and "--photo-moves must be one of exact, resampled" in r.output
     assert not (tmp_path / "o").exists()
