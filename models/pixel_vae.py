@@ -7,8 +7,9 @@ neighbouring cells, which hides seams between transformer tokens and skipped one
 the blocks. An optional second stage does the same at twice the latent resolution (cells of
 s/2 x s/2 pixels), where convolutions see finer detail than whole cells. An optional linear
 branch (one k x k convolution of the latent, no norm and no activation) adds a plain restoration
-filter whose output scales with the input's detail: the refiner's per-cell norms take that scale
-away, which is why normalised networks restore dense texture worse than a linear filter does.
+filter whose output scales with the input's detail. The refiner's per-cell norms take that scale
+away, a likely reason why `base` restores dense texture worse than a plain linear filter does
+(BENCHMARKS.md); the branch is there to test it.
 With every residual at zero, decode(encode(x)) == x.
 
 Everything is per frame (the transformer's windows mix time), so slicing over frames and tiling
