@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from skipsr_cli.measure import metrics
-from skipsr_cli.measure.evaluate import ClipSource, load_reference
+from skipsr_cli.measure.evaluate import find_sources, load_reference
 
 
 def in_band(frame: torch.Tensor, scale: int) -> torch.Tensor:
@@ -40,12 +41,12 @@ def in_band(frame: torch.Tensor, scale: int) -> torch.Tensor:
 
 def ceiling(path: Path, name: str, scale: int, frames: int | None) -> tuple[float, float]:
     """(in-band PSNR, the share of the reference's variance above the band) of one clip."""
-    ref = load_reference(ClipSource(path, "video", name), scale, frames).frames
+    (source,) = find_sources([path])
+    ref = load_reference(replace(source, name=name), scale, frames).frames
     banded = torch.stack([in_band(f, scale) for f in ref])
-    above = (ref - banded).double().pow(2).sum() / (ref - ref.mean((-2, -1), True)).double().pow(
-        2
-    ).sum()
-    return metrics.psnr(banded.clamp(0, 1), ref), above.item()
+    above = (ref - banded).double().square().sum()
+    variance = (ref - ref.mean((-2, -1), keepdim=True)).double().square().sum()
+    return metrics.psnr(banded.clamp(0, 1), ref), (above / variance).item()
 
 
 def main(paths: list[str]) -> None:

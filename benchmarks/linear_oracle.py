@@ -77,9 +77,8 @@ def apply(weights: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 def degrade(ref: torch.Tensor, scale: int, track: str, kernel: str = "bicubic") -> torch.Tensor:
-    """The eval's track (its bicubic downscale and x264 round trip), with another kernel if asked."""
-    if track != "none" and kernel == "bicubic":
-        return TRACKS[track].apply(ref, scale)
+    """The eval's track (`Track.apply`: an antialiased downscale, then x264 at the track's CRF),
+    with another kernel if asked; no codec for `none`. The reference's sides divide by `scale`."""
     lr = resize(ref, (ref.shape[-2] // scale, ref.shape[-1] // scale), kernel)
     return lr if track == "none" else h264_round_trip(lr, TRACKS[track].crf)
 

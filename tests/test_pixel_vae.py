@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import randomize
 
 from models import PRESETS, SkipSR, VAEArgs
@@ -13,7 +14,7 @@ from models.pixel_vae import PixelVAE
 
 ARGS = PRESETS["base"].vae
 FINE = replace(ARGS, widths=(16, 8), blocks=(1, 2))  # with a fine stage at twice the resolution
-LINEAR = replace(FINE, linear=5)  # and a linear branch
+LINEAR = replace(FINE, linear=11)  # and a linear branch reaching further than the refiner
 BOTH = pytest.mark.parametrize(
     "args", [ARGS, FINE, LINEAR], ids=["one stage", "fine stage", "linear branch"]
 )
@@ -90,11 +91,24 @@ def test_guide_is_refused():
         vae.decode(torch.zeros(1, 48, 1, 2, 2), guide=torch.zeros(1, 3, 1, 8, 8))
 
 
-def test_linear_branch_scales_with_the_input():
-    """No norm and no activation: twice the latent in, twice the branch's output out."""
-    vae = randomize(PixelVAE(LINEAR).double(), seed=7, std=0.05)
-    z = torch.randn(1, 48, 6, 6, dtype=torch.float64)
-    torch.testing.assert_close(
-        vae.linear(2 * z) - vae.linear.bias[:, None, None],
-        2 * (vae.linear(z) - vae.linear.bias[:, None, None]),
-    )
+def test_linear_branch_adds_a_filter_that_scales_with_the_input():
+    """With the refiner at zero, decoding adds exactly the branch's convolution of the latent, and
+    twice the latent gives twice the correction: no norm between (the refiner's do not scale)."""
+    vae = randomize(PixelVAE(replace(ARGS, linear=5)).double(), seed=7, std=0.05)
+    for conv in (vae.decoder.conv_out, vae.linear):
+        torch.nn.init.zeros_(conv.bias)
+    torch.nn.init.zeros_(vae.decoder.conv_out.weight)
+    z = torch.randn(1, 48, 1, 6, 6, dtype=torch.float64)
+
+    def added(latent: torch.Tensor) -> torch.Tensor:
+        return vae.decode(latent) - vae.decode(torch.zeros_like(latent)) - unfolded(latent)
+
+    def unfolded(latent: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(latent[:, :, 0] / ARGS.latent_scale, ARGS.spatial)[:, :, None]
+
+    expected = F.pixel_shuffle(vae.linear(z[:, :, 0] / ARGS.latent_scale), ARGS.spatial)
+    assert expected.abs().max() > 0.01
+    torch.testing.assert_close(added(z), expected[:, :, None])
+    torch.testing.assert_close(added(2 * z), 2 * added(z))
+    vae.decoder.conv_out.weight.data.normal_(0, 0.05)  # the refiner on: not linear in the latent
+    assert not torch.allclose(added(2 * z), 2 * added(z))

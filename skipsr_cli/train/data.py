@@ -2,8 +2,8 @@
 
 A pair is a high-resolution clip (T frames) and its degraded low-resolution version. Clips come
 from real videos, and from still photos under a moving camera, so temporal behaviour is learnt from
-photos too: by default whole-pixel pans that keep the photo's pixels exact (`exact_photo_clip`). Every batch is a pure function of
-(seed, step): resuming at step k reproduces exactly the batches a run without interruption would see.
+photos too: by default whole-pixel pans that keep the photo's pixels exact (`exact_photo_clip`).
+Every batch is a pure function of (seed, step): resuming at step k reproduces exactly the batches a run without interruption would see.
 """
 
 from __future__ import annotations
@@ -231,9 +231,7 @@ def exact_photo_clip(image: Tensor, frames: int, crop: int, rng: random.Random) 
     keeps about three quarters of the top octave's energy, measured on the pack's photos; targets
     made that way teach the model to leave that detail out.)"""
     _, h, w = image.shape
-    if (
-        min(h, w) < crop
-    ):  # a photo smaller than the crop: the resampled move, reflected at its edges
+    if min(h, w) < crop:  # smaller than the crop: the resampled move, reflected at its edges
         return resampled_photo_clip(image, frames, crop, rng)
     zoom_out = rng.uniform(1.0, max(1.0, min(h, w) / (1.6 * crop)))
     source = image
@@ -352,7 +350,7 @@ class ClipPairs(IterableDataset):
             raise ValueError(
                 f"unknown photo moves {photo_moves!r}: one of {', '.join(PHOTO_MOVES)}"
             )
-        self.photo_moves = photo_moves
+        self.photo_clip = PHOTO_MOVES[photo_moves]
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, int]]:
         torch.set_num_threads(1)
@@ -371,8 +369,7 @@ class ClipPairs(IterableDataset):
             if sources.videos and rng.random() < self.video_fraction:
                 hr = video_clip(rng.choice(sources.videos), self.frames, self.crop, rng)
             else:
-                photo = PHOTO_MOVES[self.photo_moves]
-                hr = photo(rng.choice(sources.images), self.frames, self.crop, rng)
+                hr = self.photo_clip(rng.choice(sources.images), self.frames, self.crop, rng)
             if self.augment:
                 hr = augment(hr, rng)
             lr = random_degrade(hr, scale, rng, self.degrade)
