@@ -39,6 +39,7 @@ from skipsr_cli.run.options import (
     UpscaleOptions,
     check_options,
     job_of,
+    load_network,
     resolve_device,
     resolve_dtype,
 )
@@ -54,22 +55,34 @@ def load_model(
     dtype: str | torch.dtype = "auto",
     random_weights: bool = False,
     seed: int = 0,
+    denoise: float = 0.0,
+    denoise_weights: str | Path | None = None,
 ) -> SkipSR:
     """The network of a preset (its shipped weights) or of a .safetensors weights file.
 
     `name_or_path`: a preset name (base, debug, seedvr2-3b) or a path to weights saved by skipsr.
     `device`: auto (CUDA when there is one), cuda, cpu or a torch.device. `dtype`: auto (bf16 on
     CUDA, fp32 on the CPU), bf16, fp16, fp32 or a torch.dtype. `random_weights`: the preset's
-    untrained network, initialised from `seed` (tests and benchmarks only).
+    untrained network, initialised from `seed` (tests and benchmarks only). `denoise` (0 to 1):
+    blended towards the weights for compressed sources, the preset's own or `denoise_weights`.
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    other = Path(denoise_weights) if denoise_weights is not None else None
     if _is_path(name_or_path):
         if random_weights:
             raise ModelError("random weights are built from a preset name, not a file")
-        return weights.load_model(weights=Path(name_or_path), device=dev, dtype=dt)
+        return weights.load_model(
+            weights=Path(name_or_path), device=dev, dtype=dt, denoise=denoise, denoise_weights=other
+        )
     return weights.load_model(
-        str(name_or_path), random_weights=random_weights, device=dev, dtype=dt, seed=seed
+        str(name_or_path),
+        random_weights=random_weights,
+        device=dev,
+        dtype=dt,
+        seed=seed,
+        denoise=denoise,
+        denoise_weights=other,
     )
 
 
@@ -230,14 +243,7 @@ def _model_fields(model: str | Path) -> dict[str, object]:
 
 
 def _load(opts: UpscaleOptions, device: torch.device, dtype: torch.dtype) -> SkipSR:
-    return weights.load_model(
-        opts.model,
-        opts.weights,
-        random_weights=opts.random_weights,
-        device=device,
-        dtype=dtype,
-        seed=opts.seed,
-    )
+    return load_network(opts, device, dtype)
 
 
 def _is_path(name_or_path: str | Path) -> bool:

@@ -3,6 +3,11 @@
 A weights file carries its `ModelArgs` as JSON in the safetensors metadata, so the file alone
 rebuilds its network. The network is built on the meta device and the tensors are loaded straight
 onto the target device; keys are strict and a mismatch names the missing and unexpected keys.
+
+A preset may ship a second set of weights for compressed sources (`base_denoise.safetensors`: the
+same network fine-tuned on inputs that went through x264 at CRF 8 to 30). `denoise` in [0, 1] blends
+every tensor of the two, 0 being the preset's own weights and 1 the companion's (network
+interpolation: both are fine-tunes of one network, so every blend is a working network too).
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ def shipped_path(preset: str) -> Path:
     return SHIPPED / f"{preset}.safetensors"
 
 
+def denoise_path(preset: str) -> Path:
+    """The preset's weights for compressed sources, where it ships them."""
+    return SHIPPED / f"{preset}_denoise.safetensors"
+
+
 def load_model(
     preset: str = "base",
     weights: Path | None = None,
@@ -37,13 +47,32 @@ def load_model(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
+    denoise: float = 0.0,
+    denoise_weights: Path | None = None,
 ) -> SkipSR:
-    """Build the model from a weights file, the preset's shipped weights, or random weights."""
+    """Build the model from a weights file, the preset's shipped weights, or random weights;
+    with `denoise` > 0, blended towards the weights for compressed sources (`denoise_weights`, or
+    the preset's own)."""
+    if not 0.0 <= denoise <= 1.0:  # also refuses NaN
+        raise ModelError(f"denoise must be between 0 and 1, not {denoise}")
     if random_weights:
+        if denoise > 0:
+            raise ModelError("--denoise blends trained weights: not with --random-weights")
         with torch.device(device):  # built where it runs: no host copy of a 3B network
             model = SkipSR(_preset_args(preset))
         model.init_weights(seed)
         return model.to(dtype).eval()
+    path = _weights_path(preset, weights)
+    if denoise == 0:
+        return _load_file(path, torch.device(device), dtype)
+    other = _denoise_weights_path(preset, weights, denoise_weights)
+    # Blended in fp32 on the CPU (a few million parameters), then cast and moved once.
+    model = _load_file(path, torch.device("cpu"), torch.float32)
+    blend(model, _load_file(other, torch.device("cpu"), torch.float32), denoise, path, other)
+    return model.to(device=device, dtype=dtype)
+
+
+def _weights_path(preset: str, weights: Path | None) -> Path:
     path = weights if weights is not None else shipped_path(_checked_preset(preset))
     if weights is None and not path.exists():
         raise ModelError(
@@ -52,7 +81,34 @@ def load_model(
         )
     if weights is None:
         verify_checksum(path)
-    return _load_file(path, torch.device(device), dtype)
+    return path
+
+
+def _denoise_weights_path(preset: str, weights: Path | None, denoise_weights: Path | None) -> Path:
+    if denoise_weights is not None:
+        return denoise_weights
+    if weights is not None:
+        raise ModelError(
+            "--denoise with --weights needs --denoise-weights: the file to blend towards"
+        )
+    path = denoise_path(preset)
+    if not path.exists():
+        raise ModelError(f"preset {preset!r} ships no weights for --denoise")
+    verify_checksum(path)
+    return path
+
+
+def blend(model: SkipSR, other: SkipSR, amount: float, path: Path, other_path: Path) -> None:
+    """`model`'s tensors moved `amount` of the way to `other`'s, in place. Both must be one network:
+    the same configuration (tau aside) and so the same tensors."""
+    mine, theirs = model.args, other.args
+    if dataclasses.replace(mine, threshold=0.0) != dataclasses.replace(theirs, threshold=0.0):
+        raise ModelError(f"{other_path} is another network than {path}: the two cannot be blended")
+    target = other.state_dict()
+    with torch.no_grad():
+        for key, tensor in model.state_dict().items():
+            if tensor.is_floating_point():
+                tensor.lerp_(target[key].to(tensor.dtype), amount)
 
 
 def _checked_preset(name: str) -> str:

@@ -286,3 +286,27 @@ def test_a_plain_cuda_device_gets_its_index(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     assert parse_devices(None, torch.device("cuda")) == [torch.device("cuda", 0)]
     assert parse_devices(None, "cpu") == [torch.device("cpu")]
+
+
+def test_a_denoise_blend_is_part_of_what_a_record_holds(tmp_path: Path):
+    """--denoise changes the outputs, so it is in the options key and the blended-in file in the
+    weights' identity; at 0 the key is what records written before the option held."""
+    from skipsr_cli.batch import records
+    from skipsr_cli.errors import ModelError
+    from skipsr_cli.run.options import UpscaleOptions
+    from skipsr_cli.weights import SHIPPED
+
+    plain = UpscaleOptions()
+    blended = UpscaleOptions(denoise=0.5)
+    assert "denoise" not in records.options_key(plain)
+    assert "denoise_weights" not in records.options_key(plain)
+    assert records.options_key(blended)["denoise"] == 0.5
+    assert records.weights_identity(plain).startswith("sha256:")
+    denoise = records.weights_identity(blended)
+    assert denoise.startswith(records.weights_identity(plain) + "+denoise:sha256:")
+    other = tmp_path / "other.safetensors"
+    other.write_bytes((SHIPPED / "base_denoise.safetensors").read_bytes()[:-1] + b" ")
+    named = UpscaleOptions(denoise=0.5, denoise_weights=other)
+    assert records.weights_identity(named) != denoise
+    with pytest.raises(ModelError, match="weights not found"):
+        records.weights_identity(UpscaleOptions(denoise=0.5, denoise_weights=tmp_path / "no"))

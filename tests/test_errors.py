@@ -44,6 +44,8 @@ def call(capsys, *args: str | Path) -> tuple[int, str, str]:
         (["--seed", "-1"], "--seed"),
         (["--crf", "99"], "CRF 99"),
         (["--codec", "libvpx-vp9", "--crf", "64"], "CRF 64"),
+        (["--denoise", "1.5"], "'--denoise'"),
+        (["--denoise", "0.5"], "not with --random-weights"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(capsys, clip, tmp_path, extra, says) -> None:
@@ -52,6 +54,19 @@ def test_usage_errors_are_one_line_and_exit_2(capsys, clip, tmp_path, extra, say
     assert err.startswith("skipsr: error:") and err.count("\n") == 1, err
     assert says in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_denoise_with_a_weights_file_needs_the_file_to_blend_towards(
+    capsys, clip, tmp_path
+) -> None:
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")  # never read: the options are refused first
+    code, err, _ = call(
+        capsys, "upscale", clip, tmp_path / "out.mp4", "--weights", weights, "--denoise", "0.5"
+    )
+    assert code == ExitCode.USAGE and err.count("\n") == 1, err
+    assert "--denoise-weights" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
 
 
 def test_a_file_name_with_a_dash_is_pointed_after_double_dash(capsys, tmp_path) -> None:

@@ -246,3 +246,29 @@ def test_eval_command_compares_weights_files(video, tmp_path):
     assert result.exit_code == 0, result.output
     methods = {r["method"] for r in json.loads(result.stdout)["averages"]}
     assert {"model:one", "model:two", "no-skip:one", "no-skip:two", "lanczos", "bicubic"} == methods
+
+
+def test_eval_command_compares_denoise_blends(video, tmp_path):
+    from typer.testing import CliRunner
+
+    from skipsr_cli.cli import app
+    from skipsr_cli.weights import load_model, save_model
+
+    for name, seed in (("one", 1), ("two", 2)):
+        save_model(
+            load_model("debug", random_weights=True, seed=seed), tmp_path / f"{name}.safetensors"
+        )
+    args = ["eval", str(video), "--frames", "2", "--json", "-q", "--device", "cpu"]
+    args += ["--weights", str(tmp_path / "one.safetensors")]
+    args += ["--denoise-weights", str(tmp_path / "two.safetensors")]
+    result = CliRunner().invoke(app, [*args, "--denoise", "0", "--denoise", "1"])
+    assert result.exit_code == 0, result.output
+    rows = {r["method"]: r["psnr"] for r in json.loads(result.stdout)["averages"]}
+    assert {"model:one@d0", "model:one@d1", "no-skip:one@d0", "lanczos"} <= set(rows)
+    assert rows["model:one@d0"] != rows["model:one@d1"]
+    # --denoise 1 towards two.safetensors is two.safetensors itself: the same figures
+    base = ["eval", str(video), "--frames", "2", "--json", "-q", "--device", "cpu"]
+    two = CliRunner().invoke(app, [*base, "--weights", str(tmp_path / "two.safetensors")])
+    assert two.exit_code == 0, two.output
+    alone = {r["method"]: r["psnr"] for r in json.loads(two.stdout)["averages"]}
+    assert alone["model"] == rows["model:one@d1"]

@@ -26,6 +26,19 @@ def test_base_ships_small_in_bf16_with_its_checksum():
     assert (SHIPPED / "MODEL_CARD.md").exists()
 
 
+def test_base_denoise_ships_as_the_same_network_and_blends_with_base():
+    path = SHIPPED / "base_denoise.safetensors"
+    verify_checksum(path)
+    assert path.name in (SHIPPED / "SHA256SUMS").read_text()
+    assert path.stat().st_size < 16 * 2**20
+    assert read_args(path) == PRESETS["base"]
+    base, denoise = load_model("base").state_dict(), load_model(weights=path).state_dict()
+    half = load_model("base", denoise=0.5).state_dict()
+    assert any(not torch.equal(base[k], denoise[k]) for k in base)
+    for key in base:
+        assert torch.allclose(half[key], (base[key] + denoise[key]) / 2, atol=1e-6), key
+
+
 def hr_clip(frames: int = 4) -> torch.Tensor:
     rgb = [f.rgb for _, f in zip(range(frames), read_frames(SAMPLE), strict=False)]
     return torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float() / 255

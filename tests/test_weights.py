@@ -124,3 +124,40 @@ def test_a_stored_configuration_with_impossible_sizes_is_a_weights_error(
     save_file(state, str(path), metadata={CONFIG_KEY: json.dumps(config), FORMAT_KEY: FORMAT})
     with pytest.raises(ModelError, match="configuration"):
         load_model(weights=path)
+
+
+def test_denoise_blends_two_files_tensor_by_tensor(tmp_path):
+    a, b = (load_model("debug", random_weights=True, seed=s) for s in (1, 2))
+    pa, pb = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_model(a, pa)
+    save_model(b, pb)
+    at = lambda amount: load_model(weights=pa, denoise=amount, denoise_weights=pb).state_dict()  # noqa: E731
+    zero, quarter, one = at(0.0), at(0.25), at(1.0)
+    for key, tensor in a.state_dict().items():
+        other = b.state_dict()[key]
+        assert torch.equal(zero[key], tensor), key  # 0: the file itself
+        assert torch.equal(one[key], other), key  # 1: exactly the other file
+        assert torch.allclose(quarter[key], tensor + 0.25 * (other - tensor), atol=1e-6), key
+    lr = torch.rand(1, 3, 4, 16, 16)
+    blended = load_model(weights=pa, denoise=0.25, denoise_weights=pb)
+    assert not torch.equal(blended(lr, (32, 32)).frames, a(lr, (32, 32)).frames)
+
+
+def test_denoise_is_refused_where_it_means_nothing(tmp_path):
+    a = load_model("debug", random_weights=True)
+    pa = tmp_path / "a.safetensors"
+    save_model(a, pa)
+    other = tmp_path / "other.safetensors"
+    save_model(load_model("base", random_weights=True), other)  # another network
+    with pytest.raises(ModelError, match="between 0 and 1"):
+        load_model(weights=pa, denoise=1.5, denoise_weights=pa)
+    with pytest.raises(ModelError, match="between 0 and 1"):
+        load_model(weights=pa, denoise=float("nan"), denoise_weights=pa)
+    with pytest.raises(ModelError, match="needs --denoise-weights"):
+        load_model(weights=pa, denoise=0.5)
+    with pytest.raises(ModelError, match="not with --random-weights"):
+        load_model("debug", random_weights=True, denoise=0.5)
+    with pytest.raises(ModelError, match="another network"):
+        load_model(weights=pa, denoise=0.5, denoise_weights=other)
+    with pytest.raises(ModelError, match="weights not found"):
+        load_model(weights=pa, denoise=0.5, denoise_weights=tmp_path / "none.safetensors")

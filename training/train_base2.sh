@@ -22,6 +22,8 @@
 #                                          base) on exact photo pans (--photo-moves exact), lr 1e-4, clean
 #   training/train_base2.sh ft5b MINUTES   the same with --video-fraction 0.5 (the two ran at once, one GPU
 #                                          each; not yet evaluated)
+#   training/train_base2.sh ft6a MINUTES   base_denoise: 4,500 steps on one GPU from ft4m on compressed
+#                                          inputs (--degrade delivery), lr 1e-4, seed 61 (6 min)
 #   training/train_base2.sh export TAU OUT bf16 weights with default tau in OUT/base.safetensors
 #                                          (OUT/base.safetensors from mask4; FROM=ft5a exports ft5a)
 # Phases up to mask4 made their photo clips by bicubic moves (--photo-moves resampled, the only
@@ -72,6 +74,11 @@ save_model(model, Path('ckpt/base2/init.safetensors'), stage='init', step='0')"
           --workers 14 --reuse 2 --init ckpt/base2/ft4m.bf16.safetensors --out "ckpt/base2/$PHASE" --minutes "$2" \
           --max-steps 4500 -s 2 -s 2 -s 4 --lr 1e-4 --seed 51 --temporal 1.0 --degrade clean \
           --photo-moves exact "${MORE[@]}" ;;
+  ft6a) $S train run dit --decoder --config $CONFIG --data .carry/pack --frames 4 --batch 32 \
+          --workers 14 --reuse 2 --init ckpt/base2/ft4m.bf16.safetensors --out ckpt/base2/ft6a --minutes "$2" \
+          --max-steps 4500 -s 2 -s 2 -s 4 --lr 1e-4 --seed 61 --temporal 1.0 --degrade delivery \
+          --photo-moves exact
+       $S train export ckpt/base2/ft6a.safetensors ckpt/base2/ft6a.bf16.safetensors --threshold 40 ;;
   export) $S train export "ckpt/base2/${FROM:-mask4}.safetensors" "$3/base.safetensors" --threshold "$2" ;;
-  *) echo "usage: $0 init | ft1 | ft2 | ft3 | mask3 | ft4 | mask4 | ft5a | ft5b MINUTES | export TAU OUTDIR" >&2; exit 2 ;;
+  *) echo "usage: $0 init | ft1 | ft2 | ft3 | mask3 | ft4 | mask4 | ft5a | ft5b | ft6a MINUTES | export TAU OUTDIR" >&2; exit 2 ;;
 esac

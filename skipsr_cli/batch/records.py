@@ -33,7 +33,9 @@ STATE_DIR = ".skipsr-batch"
 FORMAT = 1
 MIB = 1 << 20
 # Options that never change the output's bytes: where it runs and how clashes are handled.
-NOT_IN_KEY = frozenset({"device", "overwrite", "mask_out", "weights"})
+NOT_IN_KEY = frozenset({"device", "overwrite", "mask_out", "weights", "denoise_weights"})
+# Options added after records of format 1 were first written, and their defaults.
+ADDED_SINCE = {"denoise": (0.0,)}
 
 
 def fingerprint(path: Path) -> dict:
@@ -51,14 +53,24 @@ def fingerprint(path: Path) -> dict:
 
 
 def weights_identity(options: UpscaleOptions) -> str:
-    """The weights that make the outputs: a file's SHA-256, or a random preset and its seed."""
+    """The weights that make the outputs: a file's SHA-256 (and, blended by --denoise, the other
+    file's), or a random preset and its seed."""
     if options.random_weights:
         return f"random:{options.model}:seed={options.seed}"
-    if options.weights is not None and not options.weights.is_file():
-        raise ModelError(f"weights not found: {options.weights}")
     path = options.weights or weights.shipped_path(options.model)
+    identity = _file_identity(path, options.weights is not None, options.model)
+    if options.denoise == 0:
+        return identity
+    other = options.denoise_weights or weights.denoise_path(options.model)
+    blended = _file_identity(other, options.denoise_weights is not None, options.model)
+    return f"{identity}+denoise:{blended}"
+
+
+def _file_identity(path: Path, named: bool, preset: str) -> str:
+    if named and not path.is_file():
+        raise ModelError(f"weights not found: {path}")
     if not path.is_file():
-        return f"preset:{options.model}"  # no file: loading will fail and say why
+        return f"preset:{preset}"  # no file: loading will fail and say why
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(16 * MIB), b""):
@@ -69,10 +81,13 @@ def weights_identity(options: UpscaleOptions) -> str:
 def options_key(options: UpscaleOptions) -> dict:
     """The options that change an output, as JSON values. How many workers run the batch, and on
     which devices, changes none: both are None in every record (as records have always held them),
-    so a rerun with other workers skips what is done."""
+    so a rerun with other workers skips what is done. Options added since the first records are
+    left out at their defaults, so records written before them still match."""
     values = asdict(replace(options, workers=None, devices=None))
     return {
-        f.name: _plain(values[f.name]) for f in fields(UpscaleOptions) if f.name not in NOT_IN_KEY
+        f.name: _plain(values[f.name])
+        for f in fields(UpscaleOptions)
+        if f.name not in NOT_IN_KEY and ADDED_SINCE.get(f.name, ()) != (values[f.name],)
     }
 
 

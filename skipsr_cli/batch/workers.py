@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 
 from models import SkipSR
-from skipsr_cli import weights
 from skipsr_cli.batch import records
 from skipsr_cli.batch.plan import BatchItem
 from skipsr_cli.batch.progress import FAILED, FileProgress, FileResult
@@ -36,6 +35,7 @@ from skipsr_cli.run.options import (
     UpscaleOptions,
     check_options,
     job_of,
+    load_network,
     resolve_device,
     resolve_dtype,
 )
@@ -103,14 +103,7 @@ def load_for(options: UpscaleOptions, device: torch.device) -> SkipSR:
     """The batch's network, loaded once on one device."""
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    return weights.load_model(
-        options.model,
-        options.weights,
-        random_weights=options.random_weights,
-        device=device,
-        dtype=resolve_dtype(options.dtype, device),
-        seed=options.seed,
-    )
+    return load_network(options, device, resolve_dtype(options.dtype, device))
 
 
 def run_item(

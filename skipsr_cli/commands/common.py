@@ -110,6 +110,21 @@ WeightsOpt = Annotated[
     typer.Option(help="A .safetensors weights file (overrides --model).", readable=False),
 ]
 ModelOpt = Annotated[str, typer.Option("--model", help="Model preset: base, debug, seedvr2-3b.")]
+DenoiseOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="How much to treat the input as compressed, 0 to 1: blends the model towards its weights for compressed sources. 0 suits clean sources (camera files, high bitrates); 1 suits web and streamed video.",
+    ),
+]
+DenoiseWeightsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="The weights --denoise blends towards (default: the preset's own; needed with --weights).",
+        readable=False,
+    ),
+]
 RandomOpt = Annotated[
     bool,
     typer.Option("--random-weights", help="Untrained random weights, for tests and benchmarks."),

@@ -11,6 +11,7 @@ import typer
 
 from skipsr_cli.commands.common import (
     DebugOpt,
+    DenoiseWeightsOpt,
     DeviceChoice,
     DeviceOpt,
     DtypeChoice,
@@ -68,6 +69,15 @@ def eval_command(
     ] = None,
     model: ModelOpt = "base",
     random_weights: RandomOpt = False,
+    denoise: Annotated[
+        list[float] | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Blend towards the weights for compressed sources (0 to 1, as in upscale); repeat it to compare several blends in one run (rows model:dAMOUNT).",
+        ),
+    ] = None,
+    denoise_weights: DenoiseWeightsOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -92,10 +102,23 @@ def eval_command(
     names = [p.stem if p is not None else "" for p in files]
     if len(set(names)) < len(names):  # the same file name in two folders: name them by path
         names = [str(p) for p in files]
+    amounts = denoise or [0.0]
+    if random_weights and any(amounts):
+        raise UsageError("--denoise blends trained weights: not with --random-weights")
     nets = {
-        name: load_model(model, path, random_weights=random_weights, device=dev, dtype=dt)
+        _row_name(name, amount, len(amounts) > 1 or amount > 0): load_model(
+            model,
+            path,
+            random_weights=random_weights,
+            device=dev,
+            dtype=dt,
+            denoise=amount,
+            denoise_weights=denoise_weights,
+        )
         for name, path in zip(names, files, strict=True)
+        for amount in amounts
     }
+    names = list(nets)
     net = nets[names[0]] if len(nets) == 1 else nets
 
     def log(line: str) -> None:
@@ -116,3 +139,10 @@ def eval_command(
         print(json.dumps(result_to_json(result), allow_nan=False), flush=True)
     else:
         print(format_table(result), flush=True)
+
+
+def _row_name(name: str, amount: float, blended: bool) -> str:
+    """`NAME`, or `NAME@dAMOUNT` (`dAMOUNT` alone for the preset) when blends are compared."""
+    if not blended:
+        return name
+    return f"{name}@d{amount:g}" if name else f"d{amount:g}"

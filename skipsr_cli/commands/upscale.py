@@ -23,6 +23,8 @@ from skipsr_cli.batch.progress import (
 )
 from skipsr_cli.commands.common import (
     DebugOpt,
+    DenoiseOpt,
+    DenoiseWeightsOpt,
     DeviceChoice,
     DeviceOpt,
     DtypeChoice,
@@ -278,6 +280,8 @@ DevicesOpt = Annotated[
 ModelNameOpt = in_panel(ModelOpt, MODEL)
 ModelWeightsOpt = in_panel(WeightsOpt, MODEL)
 RandomWeightsOpt = in_panel(RandomOpt, MODEL)
+ModelDenoiseOpt = in_panel(DenoiseOpt, MODEL)
+ModelDenoiseWeightsOpt = in_panel(DenoiseWeightsOpt, MODEL)
 ModelDeviceOpt = in_panel(DeviceOpt, MODEL)
 ModelDtypeOpt = in_panel(DtypeOpt, MODEL)
 QuietMessagesOpt = in_panel(QuietOpt, MESSAGES)
@@ -300,6 +304,8 @@ def upscale_command(
     model: ModelNameOpt = "base",
     weights: ModelWeightsOpt = None,
     random_weights: RandomWeightsOpt = False,
+    denoise: ModelDenoiseOpt = 0.0,
+    denoise_weights: ModelDenoiseWeightsOpt = None,
     device: ModelDeviceOpt = DeviceChoice.auto,
     dtype: ModelDtypeOpt = DtypeChoice.auto,
     scale: ScaleOpt = 2,
@@ -345,6 +351,8 @@ def upscale_command(
         model=model,
         weights=weights,
         random_weights=random_weights,
+        denoise=denoise,
+        denoise_weights=denoise_weights,
         device=device.value,
         dtype=dtype.value,
         scale=scale,

@@ -21,8 +21,7 @@ from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.segments import model_hash
 from skipsr_cli.media.cpu_share import apply_cpu_share
 from skipsr_cli.media.joiner import source_timestamps
-from skipsr_cli.run.options import UpscaleOptions, resolve_device, resolve_dtype
-from skipsr_cli.weights import load_model
+from skipsr_cli.run.options import UpscaleOptions, load_network, resolve_device, resolve_dtype
 
 RETRIES = 2
 FRAMES_PER_PART = 1200  # a part a GPU renders in well under a minute at 720p
@@ -40,14 +39,7 @@ class SegmentWorker:
         self.device = device or resolve_device("cuda" if torch.cuda.is_available() else "cpu")
         apply_cpu_share(sharing, self.device)
         self.dtype = resolve_dtype(opts.dtype, self.device)
-        self.model = load_model(
-            opts.model,
-            opts.weights,
-            random_weights=opts.random_weights,
-            device=self.device,
-            dtype=self.dtype,
-            seed=opts.seed,
-        )
+        self.model = load_network(opts, self.device, self.dtype)
         self.weights = model_hash(self.model.state_dict())
 
     def render(self, input: str, output: str, index: int, count: int, total: int) -> int:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from models.skipsr import Settings
+from models.skipsr import Settings, SkipSR
+from skipsr_cli import weights
 from skipsr_cli.errors import InputError, UsageError
 from skipsr_cli.media.encoding import EncodeOptions, default_codec, lossless_options
 from skipsr_cli.media.image_io import is_image_output
@@ -35,6 +36,10 @@ class UpscaleOptions:
     model: str = "base"
     weights: Path | None = None
     random_weights: bool = False  # untrained weights, for tests and benchmarks
+    # 0: the weights as they are; up to 1: blended towards the weights for compressed sources
+    # (`denoise_weights`, or the preset's own `_denoise` file)
+    denoise: float = 0.0
+    denoise_weights: Path | None = None
     device: str | torch.device = "auto"  # auto, cuda, cpu (or a torch.device)
     dtype: str | torch.dtype = "auto"  # auto (bf16 on CUDA, fp32 on CPU), bf16, fp16, fp32
     # Quality and speed
@@ -124,8 +129,30 @@ def check_options(input: Path, options: UpscaleOptions) -> None:
         raise UsageError(f"--seed must be between 0 and {SEED_MAX} (2**63-1), not {options.seed}")
     if options.weights is not None and options.random_weights:
         raise UsageError("--weights and --random-weights exclude each other")
+    if not 0.0 <= options.denoise <= 1.0:  # also refuses NaN
+        raise UsageError(f"--denoise must be between 0 and 1, not {options.denoise}")
+    if options.denoise > 0 and options.random_weights:
+        raise UsageError("--denoise blends trained weights: not with --random-weights")
+    if options.denoise > 0 and options.weights is not None and options.denoise_weights is None:
+        raise UsageError(
+            "--denoise with --weights needs --denoise-weights: the file to blend towards"
+        )
     if not input.exists() and "%" not in input.name:  # a %d pattern names an image sequence
         raise InputError(f"input not found: {input}")
+
+
+def load_network(options: UpscaleOptions, device: torch.device, dtype: torch.dtype) -> SkipSR:
+    """The network the options name, on `device` in `dtype`."""
+    return weights.load_model(
+        options.model,
+        options.weights,
+        random_weights=options.random_weights,
+        device=device,
+        dtype=dtype,
+        seed=options.seed,
+        denoise=options.denoise,
+        denoise_weights=options.denoise_weights,
+    )
 
 
 def settings_of(options: UpscaleOptions) -> Settings:
