@@ -40,8 +40,10 @@ from skipsr_cli.run.options import (
     check_options,
     job_of,
     load_network,
+    parse_denoise,
     resolve_device,
     resolve_dtype,
+    with_denoise_for,
 )
 from skipsr_cli.run.progress import Event, Summary
 
@@ -114,6 +116,9 @@ def upscale(
     if input.is_dir() and folder_kind(input) is FolderKind.BATCH:
         raise UsageError(f"{input} is a folder of files to upscale one by one: use upscale_batch")
     check_options(input, opts)
+    if isinstance(model, SkipSR) and parse_denoise(opts.denoise) != 0:
+        raise UsageError("denoise blends the weights skipsr loads: give load_model the amount")
+    opts = with_denoise_for(opts, input)  # auto: one amount for every worker and segment
     if isinstance(model, SkipSR):
         param = next(model.parameters())
         device, dtype = param.device, param.dtype

@@ -8,6 +8,7 @@ A preset may ship a second set of weights for compressed sources (`base_denoise.
 same network fine-tuned on inputs that went through x264 at CRF 8 to 30). `denoise` in [0, 1] blends
 every tensor of the two, 0 being the preset's own weights and 1 the companion's (network
 interpolation: both are fine-tunes of one network, so every blend is a working network too).
+`--denoise auto` takes the amount from the source's own quantiser (`auto_denoise`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ CONFIG_KEY = "skipsr.config"
 FORMAT_KEY = "skipsr.format"
 FORMAT = "1"
 SHIPPED = Path(__file__).parent / "weights"  # weights that ship inside the package
+# --denoise auto: 0 up to a mean H.264 QP of QP_CLEAN, 1 from QP_WEB, linear between. On the
+# held-out clips' evaluation tracks x264 CRF 12 reads as QP 12-18 and CRF 28 as 30-35 (20-24 on
+# a static portrait, where x264 spends more bits on what later frames reuse).
+QP_CLEAN, QP_WEB = 19.0, 29.0
 
 
 def shipped_path(preset: str) -> Path:
@@ -99,16 +104,63 @@ def _denoise_weights_path(preset: str, weights: Path | None, denoise_weights: Pa
 
 
 def blend(model: SkipSR, other: SkipSR, amount: float, path: Path, other_path: Path) -> None:
-    """`model`'s tensors moved `amount` of the way to `other`'s, in place. Both must be one network:
-    the same configuration (tau aside) and so the same tensors."""
-    mine, theirs = model.args, other.args
-    if dataclasses.replace(mine, threshold=0.0) != dataclasses.replace(theirs, threshold=0.0):
-        raise ModelError(f"{other_path} is another network than {path}: the two cannot be blended")
+    """`model`'s tensors moved `amount` of the way to `other`'s, in place."""
+    _check_same_network(model, other, path, other_path)
     target = other.state_dict()
     with torch.no_grad():
         for key, tensor in model.state_dict().items():
             if tensor.is_floating_point():
                 tensor.lerp_(target[key].to(tensor.dtype), amount)
+
+
+def _check_same_network(model: SkipSR, other: SkipSR, path: Path, other_path: Path) -> None:
+    """Two files blend only when they hold one network: the same configuration, tau aside."""
+    mine, theirs = model.args, other.args
+    if dataclasses.replace(mine, threshold=0.0) != dataclasses.replace(theirs, threshold=0.0):
+        raise ModelError(f"{other_path} is another network than {path}: the two cannot be blended")
+
+
+def auto_denoise(qp: float | None) -> float:
+    """The --denoise amount for a source whose mean H.264 QP is `qp` (None: no estimate, 0)."""
+    if qp is None:
+        return 0.0
+    return min(1.0, max(0.0, (qp - QP_CLEAN) / (QP_WEB - QP_CLEAN)))
+
+
+class Blends:
+    """One network that takes any blend of two weights files, each read once: what a batch or an
+    evaluation with --denoise auto runs, every source at its own amount. `at(amount)` gives the
+    network that `load_model(..., denoise=amount)` builds, tensor for tensor."""
+
+    def __init__(
+        self,
+        preset: str = "base",
+        weights: Path | None = None,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        denoise_weights: Path | None = None,
+    ) -> None:
+        path = _weights_path(preset, weights)
+        other_path = _denoise_weights_path(preset, weights, denoise_weights)
+        mine = _load_file(path, torch.device("cpu"), torch.float32)
+        other = _load_file(other_path, torch.device("cpu"), torch.float32)
+        _check_same_network(mine, other, path, other_path)
+        self._ends = {k: (v.clone(), other.state_dict()[k]) for k, v in mine.state_dict().items()}
+        self.model = mine.to(device=device, dtype=dtype)
+        self.amount = 0.0
+
+    def at(self, amount: float) -> SkipSR:
+        if not 0.0 <= amount <= 1.0:
+            raise ModelError(f"denoise must be between 0 and 1, not {amount}")
+        if amount != self.amount:
+            with torch.no_grad():
+                for key, tensor in self.model.state_dict().items():
+                    if tensor.is_floating_point():
+                        start, end = self._ends[key]
+                        tensor.copy_(start.lerp(end, amount))
+            self.amount = amount
+        return self.model
 
 
 def _checked_preset(name: str) -> str:

@@ -44,7 +44,7 @@ def call(capsys, *args: str | Path) -> tuple[int, str, str]:
         (["--seed", "-1"], "--seed"),
         (["--crf", "99"], "CRF 99"),
         (["--codec", "libvpx-vp9", "--crf", "64"], "CRF 64"),
-        (["--denoise", "1.5"], "'--denoise'"),
+        (["--denoise", "1.5"], "--denoise must be auto or an amount"),
         (["--denoise", "0.5"], "not with --random-weights"),
     ],
 )

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from skipsr_cli import weights
 from skipsr_cli.errors import ModelError, OutputError
-from skipsr_cli.run.options import UpscaleOptions
+from skipsr_cli.run.options import UpscaleOptions, parse_denoise
 
 STATE_DIR = ".skipsr-batch"
 FORMAT = 1
@@ -59,7 +59,7 @@ def weights_identity(options: UpscaleOptions) -> str:
         return f"random:{options.model}:seed={options.seed}"
     path = options.weights or weights.shipped_path(options.model)
     identity = _file_identity(path, options.weights is not None, options.model)
-    if options.denoise == 0:
+    if parse_denoise(options.denoise) == 0:
         return identity
     other = options.denoise_weights or weights.denoise_path(options.model)
     blended = _file_identity(other, options.denoise_weights is not None, options.model)

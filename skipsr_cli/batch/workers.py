@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from models import SkipSR
+from skipsr_cli import weights
 from skipsr_cli.batch import records
 from skipsr_cli.batch.plan import BatchItem
 from skipsr_cli.batch.progress import FAILED, FileProgress, FileResult
@@ -32,10 +33,13 @@ from skipsr_cli.errors import ModelError, SkipSRError, UsageError
 from skipsr_cli.media.cpu_share import apply_cpu_share
 from skipsr_cli.run import pipeline
 from skipsr_cli.run.options import (
+    AUTO,
     UpscaleOptions,
     check_options,
+    denoise_amount,
     job_of,
     load_network,
+    parse_denoise,
     resolve_device,
     resolve_dtype,
 )
@@ -99,15 +103,36 @@ def _indexed(device: torch.device) -> torch.device:
     return device
 
 
-def load_for(options: UpscaleOptions, device: torch.device) -> SkipSR:
-    """The batch's network, loaded once on one device."""
+def load_for(options: UpscaleOptions, device: torch.device) -> SkipSR | weights.Blends:
+    """The batch's network, loaded once on one device; with --denoise auto, both ends of the
+    blend, each file then getting its own amount (`network_for`)."""
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    return load_network(options, device, resolve_dtype(options.dtype, device))
+    dtype = resolve_dtype(options.dtype, device)
+    if parse_denoise(options.denoise) != AUTO:
+        return load_network(options, device, dtype)
+    return weights.Blends(
+        options.model,
+        options.weights,
+        device=device,
+        dtype=dtype,
+        denoise_weights=options.denoise_weights,
+    )
+
+
+def network_for(model: SkipSR | weights.Blends, input: Path, options: UpscaleOptions) -> SkipSR:
+    """The network one file runs on: the batch's, or its blend at this file's amount."""
+    if isinstance(model, weights.Blends):
+        return model.at(denoise_amount(options, input))
+    return model
 
 
 def run_item(
-    model: SkipSR, item: BatchItem, options: UpscaleOptions, key: BatchKey, emit: Callable
+    model: SkipSR | weights.Blends,
+    item: BatchItem,
+    options: UpscaleOptions,
+    key: BatchKey,
+    emit: Callable,
 ) -> FileResult:
     """One file of the batch, never raising (but for Ctrl-C and SIGTERM): its result says."""
     began = time.perf_counter()
@@ -120,8 +145,9 @@ def run_item(
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
         plan = pipeline.prepare(job_of(item.input, item.output, opts))
-        param = next(model.parameters())
-        summary = pipeline.upscale(model, plan, param.device, param.dtype, emit)
+        net = network_for(model, item.input, opts)
+        param = next(net.parameters())
+        summary = pipeline.upscale(net, plan, param.device, param.dtype, emit)
         outputs = [p for p in (item.output, item.mask_out) if p is not None]
         made = records.make_record(item.input, outputs, key.options, key.weights)
         records.write_record(record, made)
@@ -135,7 +161,7 @@ def run_item(
 
 
 def run_inline(
-    model: SkipSR,
+    model: SkipSR | weights.Blends,
     items: list[tuple[int, BatchItem]],
     options: UpscaleOptions,
     key: BatchKey,

@@ -111,11 +111,10 @@ WeightsOpt = Annotated[
 ]
 ModelOpt = Annotated[str, typer.Option("--model", help="Model preset: base, debug, seedvr2-3b.")]
 DenoiseOpt = Annotated[
-    float,
+    str,
     typer.Option(
-        min=0.0,
-        max=1.0,
-        help="How much to treat the input as compressed, 0 to 1: blends the model towards its weights for compressed sources. 0 suits clean sources (camera files, high bitrates); 1 suits web and streamed video.",
+        metavar="auto|AMOUNT",
+        help="How much to treat the input as compressed, 0 to 1: blends the model towards its weights for compressed sources. 0 suits clean sources (camera files, high bitrates), 1 web and streamed video; auto takes it from the input's own H.264 quantiser (0 for other codecs and for images).",
     ),
 ]
 DenoiseWeightsOpt = Annotated[

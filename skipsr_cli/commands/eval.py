@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 
+from models import SkipSR
 from skipsr_cli.commands.common import (
     DebugOpt,
     DenoiseWeightsOpt,
@@ -26,8 +28,8 @@ from skipsr_cli.commands.common import (
     run_state,
 )
 from skipsr_cli.errors import InputError, UsageError
-from skipsr_cli.run.options import check_threshold
-from skipsr_cli.weights import load_model
+from skipsr_cli.run.options import AUTO, check_threshold, parse_denoise
+from skipsr_cli.weights import Blends, load_model
 
 
 @exit_codes
@@ -70,11 +72,10 @@ def eval_command(
     model: ModelOpt = "base",
     random_weights: RandomOpt = False,
     denoise: Annotated[
-        list[float] | None,
+        list[str] | None,
         typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Blend towards the weights for compressed sources (0 to 1, as in upscale); repeat it to compare several blends in one run (rows model:dAMOUNT).",
+            metavar="auto|AMOUNT",
+            help="Blend towards the weights for compressed sources (0 to 1, or auto: from each track's own quantiser, as in upscale); repeat it to compare several in one run (rows model:dAMOUNT).",
         ),
     ] = None,
     denoise_weights: DenoiseWeightsOpt = None,
@@ -102,19 +103,14 @@ def eval_command(
     names = [p.stem if p is not None else "" for p in files]
     if len(set(names)) < len(names):  # the same file name in two folders: name them by path
         names = [str(p) for p in files]
-    amounts = denoise or [0.0]
-    if random_weights and any(amounts):
+    amounts = [parse_denoise(d) for d in denoise or ["0"]]
+    if random_weights and any(a != 0 for a in amounts):
         raise UsageError("--denoise blends trained weights: not with --random-weights")
+    blended = len(amounts) > 1 or amounts[0] != 0
     nets = {
-        _row_name(name, amount, len(amounts) > 1 or amount > 0): load_model(
-            model,
-            path,
-            random_weights=random_weights,
-            device=dev,
-            dtype=dt,
-            denoise=amount,
-            denoise_weights=denoise_weights,
-        )
+        _row_name(name, amount, blended): _network(model, path, amount, denoise_weights, dev, dt)
+        if not random_weights
+        else load_model(model, random_weights=True, device=dev, dtype=dt)
         for name, path in zip(names, files, strict=True)
         for amount in amounts
     }
@@ -141,8 +137,24 @@ def eval_command(
         print(format_table(result), flush=True)
 
 
-def _row_name(name: str, amount: float, blended: bool) -> str:
+def _network(
+    model: str,
+    path: Path | None,
+    amount: float | str,
+    other: Path | None,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> SkipSR | Blends:
+    if amount == AUTO:
+        return Blends(model, path, device=device, dtype=dtype, denoise_weights=other)
+    return load_model(
+        model, path, device=device, dtype=dtype, denoise=amount, denoise_weights=other
+    )
+
+
+def _row_name(name: str, amount: float | str, blended: bool) -> str:
     """`NAME`, or `NAME@dAMOUNT` (`dAMOUNT` alone for the preset) when blends are compared."""
     if not blended:
         return name
-    return f"{name}@d{amount:g}" if name else f"d{amount:g}"
+    text = amount if isinstance(amount, str) else f"{amount:g}"
+    return f"{name}@d{text}" if name else f"d{text}"

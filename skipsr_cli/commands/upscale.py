@@ -39,7 +39,7 @@ from skipsr_cli.commands.common import (
     run_state,
 )
 from skipsr_cli.errors import PartialFailure, UsageError
-from skipsr_cli.run.options import UpscaleOptions
+from skipsr_cli.run.options import UpscaleOptions, parse_denoise
 from skipsr_cli.run.progress import Summary, make_renderer
 
 IO = "Input and output"
@@ -304,7 +304,7 @@ def upscale_command(
     model: ModelNameOpt = "base",
     weights: ModelWeightsOpt = None,
     random_weights: RandomWeightsOpt = False,
-    denoise: ModelDenoiseOpt = 0.0,
+    denoise: ModelDenoiseOpt = "0",
     denoise_weights: ModelDenoiseWeightsOpt = None,
     device: ModelDeviceOpt = DeviceChoice.auto,
     dtype: ModelDtypeOpt = DtypeChoice.auto,
@@ -351,7 +351,7 @@ def upscale_command(
         model=model,
         weights=weights,
         random_weights=random_weights,
-        denoise=denoise,
+        denoise=parse_denoise(denoise),
         denoise_weights=denoise_weights,
         device=device.value,
         dtype=dtype.value,

@@ -26,6 +26,7 @@ from skipsr_cli.errors import InputError, ModelError, UsageError
 from skipsr_cli.measure import metrics
 from skipsr_cli.media.video_io import probe, read_frames, rgb8
 from skipsr_cli.train.degrade import TRACKS, from_uint8, resize
+from skipsr_cli.weights import Blends, auto_denoise
 
 METHODS = ("model", "no-skip", "lanczos", "bicubic")
 MODEL_METHODS = frozenset({"model", "no-skip"})
@@ -206,7 +207,9 @@ def measure(track: str, method: str, out: Tensor, ref: Tensor, skip: float | Non
     return Row(track, method, metrics.psnr(out, ref), metrics.ssim(out, ref), flicker, skip)
 
 
-Models = Mapping[str, SkipSR]  # by name; the name "" labels the rows plain "model", "no-skip"
+# by name; the name "" labels the rows plain "model", "no-skip". A `Blends` runs every track at
+# the --denoise amount its own quantiser implies (what `upscale --denoise auto` does with a file).
+Models = Mapping[str, SkipSR | Blends]
 
 
 def method_label(method: str, name: str) -> str:
@@ -231,9 +234,8 @@ def evaluate_clip(
     target = ref.to(device)
     rows = []
     for track in TRACKS.values():
-        lr = track.apply(ref, scale).to(
-            device
-        )  # (T, 3, H / scale, W / scale): the codec is CPU work
+        lr, qp = track.apply_measured(ref, scale)  # (T, 3, H / scale, W / scale): CPU work
+        lr = lr.to(device)
         for method in methods:
             for name, net in models.items() if method in MODEL_METHODS else [("", None)]:
                 label = method_label(method, name)
@@ -244,7 +246,8 @@ def evaluate_clip(
                     settings = Settings(
                         threshold=threshold, skip=method == "model", skip_fraction=skip_fraction
                     )
-                    out, skip = upscale_model(net, lr, size, settings, chunk_frames)
+                    network = net.at(auto_denoise(qp)) if isinstance(net, Blends) else net
+                    out, skip = upscale_model(network, lr, size, settings, chunk_frames)
                 else:
                     out = upscale_classic(lr, size, method)
                 rows.append(measure(track.name, label, out, target, skip))
@@ -252,15 +255,16 @@ def evaluate_clip(
     return rows
 
 
-def _as_models(model: SkipSR | Models | None) -> dict[str, SkipSR]:
+def _as_models(model: SkipSR | Models | None) -> dict[str, SkipSR | Blends]:
     if model is None:
         return {}
     return {"": model} if isinstance(model, SkipSR) else dict(model)
 
 
-def _device(models: Mapping[str, SkipSR]) -> torch.device:
+def _device(models: Mapping[str, SkipSR | Blends]) -> torch.device:
     """Where the references, the classic methods and the measures go: the models' device."""
-    devices = {next(m.parameters()).device for m in models.values()}
+    nets = [m.model if isinstance(m, Blends) else m for m in models.values()]
+    devices = {next(m.parameters()).device for m in nets}
     if len(devices) > 1:
         raise UsageError(f"the models are on different devices: {sorted(map(str, devices))}")
     return devices.pop() if devices else torch.device("cpu")

@@ -2,8 +2,9 @@
 
 Owns probing and decoding (`video_io`), encoding and muxing (`video_writer`, `encoding`), copying
 and re-encoding the other streams (`stream_copy`, `audio_transcode`), still images and image
-sequences (`image_io`), colour conversion between RGB and the file's planes (`colour`), and the
-threads a worker's encoders, decoders and torch take when it shares the host (`cpu_share`).
+sequences (`image_io`), colour conversion between RGB and the file's planes (`colour`), the
+quantiser a file was coded with (`quantiser`), and the threads a worker's encoders, decoders and
+torch take when it shares the host (`cpu_share`).
 
 May import: `skipsr_cli.errors`, numpy, av, torch. Nothing from `models/`, `run/`, `train/`,
 `measure/` or `commands/`: media knows nothing of the network or the terminal.

@@ -7,7 +7,7 @@ the command and the Python API (`skipsr_cli.upscale`) build the same job from th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -17,6 +17,7 @@ from skipsr_cli import weights
 from skipsr_cli.errors import InputError, UsageError
 from skipsr_cli.media.encoding import EncodeOptions, default_codec, lossless_options
 from skipsr_cli.media.image_io import is_image_output
+from skipsr_cli.media.quantiser import mean_qp
 from skipsr_cli.run.pipeline import UpscaleJob
 from skipsr_cli.run.ranges import parse_frames
 
@@ -24,6 +25,8 @@ from skipsr_cli.run.ranges import parse_frames
 FRAME_SLICE = 4
 
 SEED_MAX = 2**63 - 1  # what torch's generators take
+
+AUTO = "auto"  # --denoise from the input
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -37,8 +40,8 @@ class UpscaleOptions:
     weights: Path | None = None
     random_weights: bool = False  # untrained weights, for tests and benchmarks
     # 0: the weights as they are; up to 1: blended towards the weights for compressed sources
-    # (`denoise_weights`, or the preset's own `_denoise` file)
-    denoise: float = 0.0
+    # (`denoise_weights`, or the preset's own `_denoise` file); "auto": from the input's quantiser
+    denoise: float | str = 0.0
     denoise_weights: Path | None = None
     device: str | torch.device = "auto"  # auto, cuda, cpu (or a torch.device)
     dtype: str | torch.dtype = "auto"  # auto (bf16 on CUDA, fp32 on CPU), bf16, fp16, fp32
@@ -129,11 +132,10 @@ def check_options(input: Path, options: UpscaleOptions) -> None:
         raise UsageError(f"--seed must be between 0 and {SEED_MAX} (2**63-1), not {options.seed}")
     if options.weights is not None and options.random_weights:
         raise UsageError("--weights and --random-weights exclude each other")
-    if not 0.0 <= options.denoise <= 1.0:  # also refuses NaN
-        raise UsageError(f"--denoise must be between 0 and 1, not {options.denoise}")
-    if options.denoise > 0 and options.random_weights:
+    denoise = parse_denoise(options.denoise)
+    if denoise != 0 and options.random_weights:
         raise UsageError("--denoise blends trained weights: not with --random-weights")
-    if options.denoise > 0 and options.weights is not None and options.denoise_weights is None:
+    if denoise != 0 and options.weights is not None and options.denoise_weights is None:
         raise UsageError(
             "--denoise with --weights needs --denoise-weights: the file to blend towards"
         )
@@ -141,8 +143,41 @@ def check_options(input: Path, options: UpscaleOptions) -> None:
         raise InputError(f"input not found: {input}")
 
 
+def parse_denoise(value: float | str) -> float | str:
+    """AUTO, or an amount from 0 to 1 (a number, or a number's text)."""
+    if isinstance(value, str):
+        if value.strip().lower() == AUTO:
+            return AUTO
+        try:
+            value = float(value)
+        except ValueError:
+            value = math.nan
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise UsageError(f"--denoise must be auto or an amount from 0 to 1, not {value!r}")
+    return float(value)
+
+
+def denoise_amount(options: UpscaleOptions, input: Path) -> float:
+    """The blend this input gets: the amount given, or with auto the one its quantiser implies
+    (a video whose codec reports none, an image or a sequence: 0)."""
+    denoise = parse_denoise(options.denoise)
+    if denoise != AUTO:
+        return denoise
+    return weights.auto_denoise(mean_qp(input) if input.is_file() else None)
+
+
+def with_denoise_for(options: UpscaleOptions, input: Path) -> UpscaleOptions:
+    """The options with --denoise auto resolved for this input, so that every worker, segment
+    and resumed run of it loads the same network."""
+    return replace(options, denoise=denoise_amount(options, input))
+
+
 def load_network(options: UpscaleOptions, device: torch.device, dtype: torch.dtype) -> SkipSR:
-    """The network the options name, on `device` in `dtype`."""
+    """The network the options name, on `device` in `dtype` (--denoise auto resolved before:
+    `with_denoise_for`)."""
+    denoise = parse_denoise(options.denoise)
+    if denoise == AUTO:
+        raise ValueError("load_network needs --denoise resolved for an input: with_denoise_for")
     return weights.load_model(
         options.model,
         options.weights,
@@ -150,7 +185,7 @@ def load_network(options: UpscaleOptions, device: torch.device, dtype: torch.dty
         device=device,
         dtype=dtype,
         seed=options.seed,
-        denoise=options.denoise,
+        denoise=denoise,
         denoise_weights=options.denoise_weights,
     )
 

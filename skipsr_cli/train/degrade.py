@@ -26,6 +26,7 @@ from skipsr_cli.media.colour import (
     default_matrix,
     rgb_to_ycbcr,
 )
+from skipsr_cli.media.quantiser import mean_qp
 from skipsr_cli.media.video_io import frame_to_rgb
 
 JPEG_COLOUR = ColourInfo(matrix=MATRIX_BT601, range=RANGE_FULL)  # JPEG: BT.601, full range
@@ -79,7 +80,13 @@ def from_uint8(frames: np.ndarray) -> Tensor:
 
 def h264_round_trip(frames: Tensor, crf: int, preset: str = "medium") -> Tensor:
     """Encode with x264 (yuv420p) at `crf` and decode again, in memory. Odd sizes are edge-padded."""
-    t, _, h, w = frames.shape
+    return h264_decode(h264_encode(frames, crf, preset), frames.shape)
+
+
+def h264_encode(frames: Tensor, crf: int, preset: str = "medium") -> io.BytesIO:
+    """(T, 3, H, W) in [0, 1] as an in-memory mp4 of x264 (yuv420p) at `crf`, edge-padded to even
+    sizes."""
+    h, w = frames.shape[-2:]
     ph, pw = h % 2, w % 2
     padded = F.pad(frames, (0, pw, 0, ph), mode="replicate") if ph or pw else frames
     buffer = io.BytesIO()
@@ -95,6 +102,13 @@ def h264_round_trip(frames: Tensor, crf: int, preset: str = "medium") -> Tensor:
             frame.pts = i
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
+    buffer.seek(0)
+    return buffer
+
+
+def h264_decode(buffer: io.BytesIO, shape: torch.Size) -> Tensor:
+    """What `h264_encode` made of frames of `shape` (T, 3, H, W), decoded and cropped back."""
+    t, _, h, w = shape
     buffer.seek(0)
     with av.open(buffer, "r") as src:
         decoded = [frame_to_rgb(f) for f in src.decode(video=0)]
@@ -140,9 +154,16 @@ class Track:
     crf: int
 
     def apply(self, hr: Tensor, scale: int) -> Tensor:
+        return self.apply_measured(hr, scale)[0]
+
+    def apply_measured(self, hr: Tensor, scale: int) -> tuple[Tensor, float | None]:
+        """The low-resolution clip and the mean QP its decoder reports (what --denoise auto reads
+        from a user's file)."""
         h, w = hr.shape[-2:]
         lr = resize(hr, (max(1, round(h / scale)), max(1, round(w / scale))), "bicubic")
-        return h264_round_trip(lr, self.crf)
+        encoded = h264_encode(lr, self.crf)
+        qp = mean_qp(encoded)
+        return h264_decode(encoded, lr.shape), qp
 
 
 TRACKS = {"clean": Track("clean", 12), "web": Track("web", 28)}

@@ -1,0 +1,143 @@
+"""--denoise auto: the amount read from the source's own H.264 quantiser, the same blend wherever a
+file runs (alone, in a batch, in an evaluation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from media import make_clip
+
+import skipsr_cli
+from skipsr_cli.errors import UsageError
+from skipsr_cli.measure.evaluate import evaluate_clip
+from skipsr_cli.media.quantiser import mean_qp
+from skipsr_cli.run.options import AUTO, UpscaleOptions, denoise_amount, parse_denoise
+from skipsr_cli.train.degrade import TRACKS, h264_encode
+from skipsr_cli.weights import QP_CLEAN, QP_WEB, Blends, auto_denoise, load_model, save_model
+
+
+def texture(frames: int = 6, height: int = 48, width: int = 64, seed: int = 0) -> torch.Tensor:
+    """(T, 3, H, W) in [0, 1]: noise-like detail that moves, which x264 must quantise."""
+    rng = np.random.default_rng(seed)
+    base = rng.random((3, height, width + frames), dtype=np.float32)
+    return torch.stack([torch.from_numpy(base[:, :, i : i + width]) for i in range(frames)])
+
+
+def h264_file(path: Path, crf: int, seed: int = 0) -> Path:
+    path.write_bytes(h264_encode(texture(seed=seed), crf).getvalue())
+    return path
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> tuple[Path, Path]:
+    """Two weights files of one (debug) network, to blend between."""
+    folder = tmp_path_factory.mktemp("weights")
+    paths = folder / "a.safetensors", folder / "b.safetensors"
+    for seed, path in enumerate(paths, 1):
+        save_model(load_model("debug", random_weights=True, seed=seed), path)
+    return paths
+
+
+def test_mean_qp_reads_how_coarsely_h264_was_quantised(tmp_path):
+    fine = mean_qp(h264_file(tmp_path / "fine.mp4", 10))
+    coarse = mean_qp(h264_file(tmp_path / "coarse.mp4", 40))
+    assert fine is not None and coarse is not None
+    assert fine < QP_CLEAN < QP_WEB < coarse
+
+
+def test_other_codecs_images_and_junk_give_no_estimate(tmp_path):
+    assert mean_qp(make_clip(tmp_path / "m.mp4", codec="mpeg4", frames=3, audio=False)) is None
+    image = make_clip(tmp_path / "still.png", codec="png", pix_fmt="rgb24", frames=1, audio=False)
+    assert mean_qp(image) is None
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\0not a video" * 100)
+    assert mean_qp(junk) is None
+
+
+def test_auto_denoise_is_linear_between_the_clean_and_the_web_quantiser():
+    assert auto_denoise(None) == 0.0
+    assert auto_denoise(QP_CLEAN - 5) == 0.0 and auto_denoise(QP_CLEAN) == 0.0
+    assert auto_denoise((QP_CLEAN + QP_WEB) / 2) == pytest.approx(0.5)
+    assert auto_denoise(QP_WEB) == 1.0 and auto_denoise(QP_WEB + 10) == 1.0
+
+
+def test_parse_denoise():
+    assert parse_denoise("auto") == AUTO and parse_denoise(" AUTO ") == AUTO
+    assert parse_denoise("0.25") == 0.25 and parse_denoise(1) == 1.0
+    for bad in ("1.5", "-0.1", "nan", "lots", float("inf")):
+        with pytest.raises(UsageError, match="--denoise must be auto or an amount"):
+            parse_denoise(bad)
+
+
+def test_an_input_gets_the_amount_of_its_own_quantiser(tmp_path):
+    coarse = h264_file(tmp_path / "coarse.mp4", 40)
+    auto = UpscaleOptions(denoise="auto")
+    assert denoise_amount(auto, coarse) == auto_denoise(mean_qp(coarse)) == 1.0
+    assert denoise_amount(auto, h264_file(tmp_path / "fine.mp4", 10)) == 0.0
+    assert denoise_amount(UpscaleOptions(denoise=0.3), coarse) == 0.3
+
+
+def test_blends_give_the_network_load_model_builds(pair):
+    a, b = pair
+    blends = Blends(weights=a, denoise_weights=b)
+    for amount in (0.4, 1.0, 0.0, 0.4):
+        got = blends.at(amount).state_dict()
+        want = load_model(weights=a, denoise=amount, denoise_weights=b).state_dict()
+        assert all(torch.equal(got[k], want[k]) for k in want), amount
+
+
+def frames_of(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as f:
+        return [frame.to_ndarray(format="rgb24") for frame in f.decode(video=0)]
+
+
+def test_a_batch_runs_each_file_at_its_own_amount(tmp_path, pair):
+    """Each output of a batch with --denoise auto, and of a single upscale with it, is the file a
+    single upscale makes with that file's amount given outright."""
+    a, b = pair
+    folder = tmp_path / "in"
+    folder.mkdir()
+    inputs = [h264_file(folder / "fine.mp4", 10), h264_file(folder / "coarse.mp4", 40, seed=1)]
+    common = dict(weights=a, denoise_weights=b, lossless=True, device="cpu")
+    summary = skipsr_cli.upscale_batch(
+        folder, tmp_path / "out", denoise="auto", ext="mkv", **common
+    )
+    assert [f.status for f in summary.files] == ["done", "done"], summary.files
+    for path in inputs:
+        amount = auto_denoise(mean_qp(path))
+        alone = tmp_path / f"{path.stem}.alone.mkv"
+        skipsr_cli.upscale(path, alone, denoise=amount, **common)
+        auto = tmp_path / f"{path.stem}.auto.mkv"
+        skipsr_cli.upscale(path, auto, denoise="auto", **common)
+        for made in (tmp_path / "out" / f"{path.stem}.mkv", auto):
+            pairs = zip(frames_of(made), frames_of(alone), strict=True)
+            assert all(np.array_equal(x, y) for x, y in pairs), made
+    assert {auto_denoise(mean_qp(p)) for p in inputs} == {0.0, 1.0}  # two different networks ran
+
+
+def test_a_given_network_cannot_be_blended(tmp_path, pair):
+    net = load_model(weights=pair[0])
+    clip = h264_file(tmp_path / "c.mp4", 30)
+    with pytest.raises(UsageError, match="give load_model the amount"):
+        skipsr_cli.upscale(clip, tmp_path / "o.mp4", model=net, denoise="auto")
+
+
+@torch.no_grad()
+def test_evaluation_runs_each_track_at_the_amount_of_its_quantiser(pair):
+    a, b = pair
+    ref = texture(frames=4, height=64, width=96)
+    amounts = {t.name: auto_denoise(t.apply_measured(ref, 2)[1]) for t in TRACKS.values()}
+    models = {
+        "auto": Blends(weights=a, denoise_weights=b),
+        **{
+            name: load_model(weights=a, denoise=amount, denoise_weights=b)
+            for name, amount in amounts.items()
+        },
+    }
+    rows = {(r.track, r.method): r.psnr for r in evaluate_clip(ref, 2, models, methods=["model"])}
+    for track in amounts:
+        assert rows[(track, "model:auto")] == rows[(track, f"model:{track}")]
