@@ -36,6 +36,7 @@ from skipsr_cli.farm.ray import ray_address, upscale_on_ray
 from skipsr_cli.media.cpu_share import apply_cpu_share
 from skipsr_cli.run import pipeline
 from skipsr_cli.run.options import (
+    AUTO,
     UpscaleOptions,
     check_options,
     job_of,
@@ -57,7 +58,7 @@ def load_model(
     dtype: str | torch.dtype = "auto",
     random_weights: bool = False,
     seed: int = 0,
-    denoise: float = 0.0,
+    denoise: float | str = 0.0,
     denoise_weights: str | Path | None = None,
 ) -> SkipSR:
     """The network of a preset (its shipped weights) or of a .safetensors weights file.
@@ -68,6 +69,9 @@ def load_model(
     untrained network, initialised from `seed` (tests and benchmarks only). `denoise` (0 to 1):
     blended towards the weights for compressed sources, the preset's own or `denoise_weights`.
     """
+    amount = parse_denoise(denoise)
+    if amount == AUTO:
+        raise UsageError("load_model takes an amount from 0 to 1: auto is worked out per input")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     other = Path(denoise_weights) if denoise_weights is not None else None
@@ -75,7 +79,7 @@ def load_model(
         if random_weights:
             raise ModelError("random weights are built from a preset name, not a file")
         return weights.load_model(
-            weights=Path(name_or_path), device=dev, dtype=dt, denoise=denoise, denoise_weights=other
+            weights=Path(name_or_path), device=dev, dtype=dt, denoise=amount, denoise_weights=other
         )
     return weights.load_model(
         str(name_or_path),
@@ -83,7 +87,7 @@ def load_model(
         device=dev,
         dtype=dt,
         seed=seed,
-        denoise=denoise,
+        denoise=amount,
         denoise_weights=other,
     )
 

@@ -7,7 +7,8 @@ onto the target device; keys are strict and a mismatch names the missing and une
 A preset may ship a second set of weights for compressed sources (`base_denoise.safetensors`: the
 same network fine-tuned on inputs that went through x264 at CRF 8 to 30). `denoise` in [0, 1] blends
 every tensor of the two, 0 being the preset's own weights and 1 the companion's (network
-interpolation: both are fine-tunes of one network, so every blend is a working network too).
+interpolation: both are fine-tunes of one network, so every blend is a working network too;
+`Blends`).
 `--denoise auto` takes the amount from the source's own quantiser (`auto_denoise`).
 """
 
@@ -70,11 +71,8 @@ def load_model(
     path = _weights_path(preset, weights)
     if denoise == 0:
         return _load_file(path, torch.device(device), dtype)
-    other = _denoise_weights_path(preset, weights, denoise_weights)
-    # Blended in fp32 on the CPU (a few million parameters), then cast and moved once.
-    model = _load_file(path, torch.device("cpu"), torch.float32)
-    blend(model, _load_file(other, torch.device("cpu"), torch.float32), denoise, path, other)
-    return model.to(device=device, dtype=dtype)
+    blends = Blends(preset, weights, device=device, dtype=dtype, denoise_weights=denoise_weights)
+    return blends.at(denoise)
 
 
 def _weights_path(preset: str, weights: Path | None) -> Path:
@@ -103,23 +101,6 @@ def _denoise_weights_path(preset: str, weights: Path | None, denoise_weights: Pa
     return path
 
 
-def blend(model: SkipSR, other: SkipSR, amount: float, path: Path, other_path: Path) -> None:
-    """`model`'s tensors moved `amount` of the way to `other`'s, in place."""
-    _check_same_network(model, other, path, other_path)
-    target = other.state_dict()
-    with torch.no_grad():
-        for key, tensor in model.state_dict().items():
-            if tensor.is_floating_point():
-                tensor.lerp_(target[key].to(tensor.dtype), amount)
-
-
-def _check_same_network(model: SkipSR, other: SkipSR, path: Path, other_path: Path) -> None:
-    """Two files blend only when they hold one network: the same configuration, tau aside."""
-    mine, theirs = model.args, other.args
-    if dataclasses.replace(mine, threshold=0.0) != dataclasses.replace(theirs, threshold=0.0):
-        raise ModelError(f"{other_path} is another network than {path}: the two cannot be blended")
-
-
 def auto_denoise(qp: float | None) -> float:
     """The --denoise amount for a source whose mean H.264 QP is `qp` (None: no estimate, 0)."""
     if qp is None:
@@ -128,9 +109,10 @@ def auto_denoise(qp: float | None) -> float:
 
 
 class Blends:
-    """One network that takes any blend of two weights files, each read once: what a batch or an
-    evaluation with --denoise auto runs, every source at its own amount. `at(amount)` gives the
-    network that `load_model(..., denoise=amount)` builds, tensor for tensor."""
+    """One network that takes any blend of two weights files of it, each read once: what a batch or
+    an evaluation with --denoise auto runs, every source at its own amount. `at(amount)` sets every
+    tensor to start + amount x (end - start), worked out in fp32 a tensor at a time from the two
+    files' tensors as stored (kept on the host: no fp32 copy of a whole network), then cast."""
 
     def __init__(
         self,
@@ -142,25 +124,38 @@ class Blends:
         denoise_weights: Path | None = None,
     ) -> None:
         path = _weights_path(preset, weights)
-        other_path = _denoise_weights_path(preset, weights, denoise_weights)
-        mine = _load_file(path, torch.device("cpu"), torch.float32)
-        other = _load_file(other_path, torch.device("cpu"), torch.float32)
-        _check_same_network(mine, other, path, other_path)
-        self._ends = {k: (v.clone(), other.state_dict()[k]) for k, v in mine.state_dict().items()}
-        self.model = mine.to(device=device, dtype=dtype)
+        other = _denoise_weights_path(preset, weights, denoise_weights)
+        mine, theirs = read_args(path), read_args(other)
+        if dataclasses.replace(mine, threshold=0.0) != dataclasses.replace(theirs, threshold=0.0):
+            raise ModelError(f"{other} is another network than {path}: the two cannot be blended")
+        self.model = _load_file(path, torch.device(device), dtype)  # amount 0
         self.amount = 0.0
+        starts, ends = _stored_tensors(path), _stored_tensors(other)
+        _check_keys(other, set(starts), set(ends))
+        for key, start in starts.items():
+            if ends[key].shape != start.shape:
+                raise ModelError(
+                    f"{other}: {key} has shape {tuple(ends[key].shape)}, not {tuple(start.shape)}"
+                )
+        self._ends = {k: (starts[k], ends[k]) for k in starts}
 
     def at(self, amount: float) -> SkipSR:
-        if not 0.0 <= amount <= 1.0:
+        if not 0.0 <= amount <= 1.0:  # also refuses NaN
             raise ModelError(f"denoise must be between 0 and 1, not {amount}")
         if amount != self.amount:
             with torch.no_grad():
                 for key, tensor in self.model.state_dict().items():
                     if tensor.is_floating_point():
                         start, end = self._ends[key]
-                        tensor.copy_(start.lerp(end, amount))
+                        tensor.copy_(start.float().lerp(end.float(), amount))
             self.amount = amount
         return self.model
+
+
+def _stored_tensors(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        keys = list(f.keys())
+        return {k: f.get_tensor(k) for k in keys}
 
 
 def _checked_preset(name: str) -> str:

@@ -112,7 +112,8 @@ def test_a_batch_runs_each_file_at_its_own_amount(tmp_path, pair):
         alone = tmp_path / f"{path.stem}.alone.mkv"
         skipsr_cli.upscale(path, alone, denoise=amount, **common)
         auto = tmp_path / f"{path.stem}.auto.mkv"
-        skipsr_cli.upscale(path, auto, denoise="auto", **common)
+        summary = skipsr_cli.upscale(path, auto, denoise="auto", **common)
+        assert summary.denoise == amount  # said in the summary (and in --json)
         for made in (tmp_path / "out" / f"{path.stem}.mkv", auto):
             pairs = zip(frames_of(made), frames_of(alone), strict=True)
             assert all(np.array_equal(x, y) for x, y in pairs), made
@@ -141,3 +142,52 @@ def test_evaluation_runs_each_track_at_the_amount_of_its_quantiser(pair):
     rows = {(r.track, r.method): r.psnr for r in evaluate_clip(ref, 2, models, methods=["model"])}
     for track in amounts:
         assert rows[(track, "model:auto")] == rows[(track, f"model:{track}")]
+
+
+def test_deeper_video_is_read_on_the_eight_bit_scale(tmp_path):
+    """FFmpeg reports 10-bit H.264 QPs 12 higher for the same quantiser step: put back."""
+    qps = {}
+    for pix_fmt in ("yuv420p", "yuv420p10le"):
+        path = tmp_path / f"{pix_fmt}.mp4"
+        with av.open(str(path), "w") as out:
+            stream = out.add_stream("libx264", rate=25, options={"crf": "18"})
+            stream.width, stream.height, stream.pix_fmt = 64, 48, pix_fmt
+            for image in (texture(frames=6) * 255).byte().permute(0, 2, 3, 1).numpy():
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            out.mux(stream.encode())
+        qps[pix_fmt] = mean_qp(path)
+    assert abs(qps["yuv420p10le"] - qps["yuv420p"]) < 3, qps
+
+
+def test_load_model_takes_an_amount_not_auto(pair):
+    with pytest.raises(UsageError, match="auto is worked out per input"):
+        skipsr_cli.load_model(pair[0], denoise="auto", denoise_weights=pair[1], device="cpu")
+    net = skipsr_cli.load_model(pair[0], denoise="0.5", denoise_weights=pair[1], device="cpu")
+    want = load_model(weights=pair[0], denoise=0.5, denoise_weights=pair[1]).state_dict()
+    assert all(torch.equal(net.state_dict()[k], want[k]) for k in want)
+
+
+def test_a_record_holds_the_amount_or_the_auto_mapping():
+    from skipsr_cli.batch.records import options_key
+
+    assert options_key(UpscaleOptions(denoise="0.5")) == options_key(UpscaleOptions(denoise=0.5))
+    auto = options_key(UpscaleOptions(denoise="auto"))["denoise"]
+    assert auto.startswith("auto") and f"{QP_CLEAN:g}" in auto and f"{QP_WEB:g}" in auto
+
+
+def test_eval_runs_auto_alone_and_refuses_a_blend_with_nothing_to_blend_towards(tmp_path, pair):
+    import json
+
+    from typer.testing import CliRunner
+
+    from skipsr_cli.cli import app
+
+    clip = h264_file(tmp_path / "ref.mp4", 8)
+    args = ["eval", str(clip), "--frames", "2", "--json", "-q", "--device", "cpu"]
+    args += ["--weights", str(pair[0])]
+    refused = CliRunner().invoke(app, [*args, "--denoise", "0.5"])
+    assert refused.exit_code == 2 and "--denoise-weights" in refused.output
+    done = CliRunner().invoke(app, [*args, "--denoise", "auto", "--denoise-weights", str(pair[1])])
+    assert done.exit_code == 0, done.output
+    methods = {r["method"] for r in json.loads(done.stdout)["averages"]}
+    assert {"model", "no-skip", "lanczos"} <= methods  # one network: plain rows

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from skipsr_cli import weights
 from skipsr_cli.errors import ModelError, OutputError
-from skipsr_cli.run.options import UpscaleOptions, parse_denoise
+from skipsr_cli.media import quantiser
+from skipsr_cli.run.options import AUTO, UpscaleOptions, parse_denoise
 
 STATE_DIR = ".skipsr-batch"
 FORMAT = 1
@@ -83,7 +84,12 @@ def options_key(options: UpscaleOptions) -> dict:
     which devices, changes none: both are None in every record (as records have always held them),
     so a rerun with other workers skips what is done. Options added since the first records are
     left out at their defaults, so records written before them still match."""
-    values = asdict(replace(options, workers=None, devices=None))
+    denoise = parse_denoise(options.denoise)
+    if denoise == AUTO:  # the mapping belongs to the key: recalibrated, it makes other outputs
+        denoise = (
+            f"auto (QP {weights.QP_CLEAN:g}-{weights.QP_WEB:g} over {quantiser.FRAMES} frames)"
+        )
+    values = asdict(replace(options, workers=None, devices=None, denoise=denoise))
     return {
         f.name: _plain(values[f.name])
         for f in fields(UpscaleOptions)

@@ -36,12 +36,12 @@ from skipsr_cli.run.options import (
     AUTO,
     UpscaleOptions,
     check_options,
-    denoise_amount,
     job_of,
     load_network,
     parse_denoise,
     resolve_device,
     resolve_dtype,
+    with_denoise_for,
 )
 
 Emit = Callable[[FileProgress], None]
@@ -105,7 +105,7 @@ def _indexed(device: torch.device) -> torch.device:
 
 def load_for(options: UpscaleOptions, device: torch.device) -> SkipSR | weights.Blends:
     """The batch's network, loaded once on one device; with --denoise auto, both ends of the
-    blend, each file then getting its own amount (`network_for`)."""
+    blend, each file then getting its own amount (`run_item`)."""
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dtype = resolve_dtype(options.dtype, device)
@@ -118,13 +118,6 @@ def load_for(options: UpscaleOptions, device: torch.device) -> SkipSR | weights.
         dtype=dtype,
         denoise_weights=options.denoise_weights,
     )
-
-
-def network_for(model: SkipSR | weights.Blends, input: Path, options: UpscaleOptions) -> SkipSR:
-    """The network one file runs on: the batch's, or its blend at this file's amount."""
-    if isinstance(model, weights.Blends):
-        return model.at(denoise_amount(options, input))
-    return model
 
 
 def run_item(
@@ -141,11 +134,12 @@ def run_item(
     opts = replace(options, mask_out=item.mask_out, overwrite=options.overwrite or record.exists())
     try:
         check_options(item.input, opts)
+        opts = with_denoise_for(opts, item.input)  # auto: this file's own amount
         for path in (item.output, item.mask_out):
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
         plan = pipeline.prepare(job_of(item.input, item.output, opts))
-        net = network_for(model, item.input, opts)
+        net = model.at(opts.denoise) if isinstance(model, weights.Blends) else model
         param = next(net.parameters())
         summary = pipeline.upscale(net, plan, param.device, param.dtype, emit)
         outputs = [p for p in (item.output, item.mask_out) if p is not None]

@@ -75,7 +75,7 @@ def eval_command(
         list[str] | None,
         typer.Option(
             metavar="auto|AMOUNT",
-            help="Blend towards the weights for compressed sources (0 to 1, or auto: from each track's own quantiser, as in upscale); repeat it to compare several in one run (rows model:dAMOUNT).",
+            help="Blend towards the weights for compressed sources (0 to 1, or auto: from each track's own quantiser, as in upscale); repeat it to compare several in one run (rows model:dAMOUNT, or model:NAME@dAMOUNT with --weights).",
         ),
     ] = None,
     denoise_weights: DenoiseWeightsOpt = None,
@@ -107,6 +107,10 @@ def eval_command(
     if random_weights and any(a != 0 for a in amounts):
         raise UsageError("--denoise blends trained weights: not with --random-weights")
     blended = len(amounts) > 1 or amounts[0] != 0
+    if blended and weights and denoise_weights is None:
+        raise UsageError(
+            "--denoise with --weights needs --denoise-weights: the file to blend towards"
+        )
     nets = {
         _row_name(name, amount, blended): _network(model, path, amount, denoise_weights, dev, dt)
         if not random_weights

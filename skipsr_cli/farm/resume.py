@@ -97,6 +97,7 @@ def _summary(
         warnings=tuple(dict.fromkeys(w for p in parts for w in p.warnings if "video only" not in w))
         + tuple(warnings),
         frames_lost=sum(p.frames_lost for p in parts),
+        denoise=first.denoise if first else None,
         waits={k: round(sum(p.waits.get(k, 0.0) for p in parts), 3) for k in _wait_keys(parts)},
     )
 

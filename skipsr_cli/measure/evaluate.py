@@ -255,10 +255,10 @@ def evaluate_clip(
     return rows
 
 
-def _as_models(model: SkipSR | Models | None) -> dict[str, SkipSR | Blends]:
+def _as_models(model: SkipSR | Blends | Models | None) -> dict[str, SkipSR | Blends]:
     if model is None:
         return {}
-    return {"": model} if isinstance(model, SkipSR) else dict(model)
+    return {"": model} if isinstance(model, SkipSR | Blends) else dict(model)
 
 
 def _device(models: Mapping[str, SkipSR | Blends]) -> torch.device:

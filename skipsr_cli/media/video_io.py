@@ -107,7 +107,7 @@ def open_input(path: Path) -> av.container.InputContainer:
         raise InputError(f"cannot read {path}: {e}") from e
 
 
-def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
+def video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
     """The first real video stream; cover art (an attached picture) is not the video."""
     for stream in container.streams.video:
         if not stream.disposition & av.stream.Disposition.attached_pic:
@@ -156,7 +156,7 @@ def probe(path: Path) -> VideoInfo:
         return _probe_sequence(path, frames)
     container = open_input(path)
     with container:
-        stream = _video_stream(container, path)
+        stream = video_stream(container, path)
         rate = _stream_rate(stream)
         if rate is None:
             raise InputError(f"cannot read {path}: the video stream has no frame rate")
@@ -331,7 +331,7 @@ def read_frames(
         return _read_sequence(files, start)
     container = open_input(path)
     try:
-        stream = _video_stream(container, path)
+        stream = video_stream(container, path)
         stream.codec_context.thread_type = "AUTO"  # slice + frame threads: decode beside the model
         if decoder_threads():  # a worker among several on this host: its share of the cores
             stream.codec_context.thread_count = decoder_threads()

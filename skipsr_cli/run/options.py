@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
+from models import PRESETS
 from models.skipsr import Settings, SkipSR
 from skipsr_cli import weights
-from skipsr_cli.errors import InputError, UsageError
+from skipsr_cli.errors import InputError, ModelError, UsageError
 from skipsr_cli.media.encoding import EncodeOptions, default_codec, lossless_options
 from skipsr_cli.media.image_io import is_image_output
 from skipsr_cli.media.quantiser import mean_qp
@@ -135,6 +136,14 @@ def check_options(input: Path, options: UpscaleOptions) -> None:
     denoise = parse_denoise(options.denoise)
     if denoise != 0 and options.random_weights:
         raise UsageError("--denoise blends trained weights: not with --random-weights")
+    preset_without = options.model in PRESETS and not weights.denoise_path(options.model).exists()
+    if (
+        denoise != 0
+        and options.weights is None
+        and options.denoise_weights is None
+        and preset_without
+    ):
+        raise ModelError(f"preset {options.model!r} ships no weights for --denoise")
     if denoise != 0 and options.weights is not None and options.denoise_weights is None:
         raise UsageError(
             "--denoise with --weights needs --denoise-weights: the file to blend towards"
@@ -239,4 +248,5 @@ def job_of(input: Path, output: Path, options: UpscaleOptions) -> UpscaleJob:
         audio_kbps=options.audio_bitrate,
         frames=parse_frames(options.frames),
         strict=options.strict,
+        denoise=None if parse_denoise(options.denoise) == AUTO else float(options.denoise),
     )

@@ -79,6 +79,7 @@ class UpscaleJob:
         return None if self.frames is None else self.frames[1]
 
     strict: bool = False  # damaged input (frames lost or unreadable) fails instead of a warning
+    denoise: float | None = None  # the blend the network was loaded with, for the summary
 
 
 def output_size(info: VideoInfo, scale: int, size: tuple[int, int] | None) -> tuple[int, int]:
@@ -187,7 +188,7 @@ def upscale(
         lost, damaged = check_damage(job, info, decoded, damage)
     # read once the writers are closed: re-encoded audio can add a warning while it is finished
     notes = (*plan.notes, *damaged, *memory.warnings, *writers[0].warnings)
-    summary = stats.summary(started, notes, frames_lost=lost)
+    summary = stats.summary(started, notes, frames_lost=lost, denoise=job.denoise)
     emit(summary)
     return summary
 

@@ -62,6 +62,7 @@ class Summary:
     status: str = "ok"
     warnings: tuple[str, ...] = ()  # e.g. streams the output container cannot hold, left out
     frames_lost: int = 0  # frames of a damaged input that were lost or could not be decoded
+    denoise: float | None = None  # the --denoise blend the network ran with (None: not known)
     # seconds each side of the pipeline waited for another (overlapped runs): which one set the pace
     waits: dict[str, float] = field(default_factory=dict, compare=False)  # Summary stays hashable
 
@@ -99,7 +100,11 @@ class RunStats:
         return Advanced(self.frames, total, self.elapsed, self.skip_ratio)
 
     def summary(
-        self, started: Started, warnings: tuple[str, ...] = (), frames_lost: int = 0
+        self,
+        started: Started,
+        warnings: tuple[str, ...] = (),
+        frames_lost: int = 0,
+        denoise: float | None = None,
     ) -> Summary:
         gpu = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
         host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
@@ -117,6 +122,7 @@ class RunStats:
             *started.out_size,
             warnings=warnings,
             frames_lost=frames_lost,
+            denoise=denoise,
             waits={k: round(v, 3) for k, v in self.waits.items()},
         )
 
@@ -203,10 +209,11 @@ def _progress_text(event: Advanced) -> str:
 
 def summary_text(s: Summary) -> str:
     lost = f", {s.frames_lost} input frame(s) lost" if s.frames_lost else ""
+    denoise = f", denoise {s.denoise:.2f}" if s.denoise else ""
     gpu = f", peak GPU {s.peak_gpu_bytes / 2**30:.2f} GiB" if s.peak_gpu_bytes is not None else ""
     return (
         f"done: {s.frames} frames in {s.wall_seconds:.1f}s ({s.fps:.2f} fps), skipped {s.skip_ratio:.1%} "
-        f"of tokens, peak host {s.peak_host_bytes / 2**30:.2f} GiB{gpu}{lost} -> {s.output}"
+        f"of tokens{denoise}, peak host {s.peak_host_bytes / 2**30:.2f} GiB{gpu}{lost} -> {s.output}"
     )
 
 

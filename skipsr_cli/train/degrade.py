@@ -154,13 +154,16 @@ class Track:
     crf: int
 
     def apply(self, hr: Tensor, scale: int) -> Tensor:
-        return self.apply_measured(hr, scale)[0]
+        return h264_round_trip(self.downscale(hr, scale), self.crf)
+
+    def downscale(self, hr: Tensor, scale: int) -> Tensor:
+        h, w = hr.shape[-2:]
+        return resize(hr, (max(1, round(h / scale)), max(1, round(w / scale))), "bicubic")
 
     def apply_measured(self, hr: Tensor, scale: int) -> tuple[Tensor, float | None]:
         """The low-resolution clip and the mean QP its decoder reports (what --denoise auto reads
         from a user's file)."""
-        h, w = hr.shape[-2:]
-        lr = resize(hr, (max(1, round(h / scale)), max(1, round(w / scale))), "bicubic")
+        lr = self.downscale(hr, scale)
         encoded = h264_encode(lr, self.crf)
         qp = mean_qp(encoded)
         return h264_decode(encoded, lr.shape), qp
