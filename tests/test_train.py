@@ -212,7 +212,7 @@ def test_train_run_rejects_a_bad_scale_and_a_folder_that_is_not_a_pack(pack, tmp
     r = CliRunner().invoke(app, [*base, "--data", str(pack), "--degrade", "heavy"])
     assert (
         r.exit_code == 2
-        and "--degrade must be one of mixed, video, clean, delivery, none" in r.output
+        and "--degrade must be one of mixed, video, clean, delivery, web, none" in r.output
     )
     r = CliRunner().invoke(app, [*base, "--data", str(pack), "--photo-moves", "warp"])
     assert r.exit_code == 2 and "--photo-moves must be one of exact, resampled" in r.output
@@ -314,7 +314,7 @@ def test_degradation_profiles_draw_what_they_promise():
     hr = torch.stack([base.roll(i, dims=2) for i in range(2)])  # (T=2, 3, 64, 64)
     plain = resize(hr, (32, 32), "bicubic")
     assert torch.equal(random_degrade(hr, 2, random.Random(0), "none"), plain)
-    worst = {}
+    worst, best = {}, {}
     for profile in PROFILES:
         errors = []
         for seed in range(12):
@@ -323,10 +323,11 @@ def test_degradation_profiles_draw_what_they_promise():
             again = random_degrade(hr, 2, random.Random(seed), profile)
             assert torch.equal(out, again)
             errors.append((out - resize(hr, (32, 32), "area")).abs().mean().item())
-        worst[profile] = max(errors)
+        worst[profile], best[profile] = max(errors), min(errors)
     assert worst["clean"] < 0.03  # kernels differ a little; CRF 8-16 keeps the stripes
     assert worst["mixed"] > worst["clean"] and worst["video"] > worst["clean"]
     assert worst["delivery"] > worst["clean"]  # CRF up to 30
+    assert best["web"] > best["delivery"]  # every clip through x264 at CRF 22 or more
     with pytest.raises(ValueError, match="unknown degradation profile"):
         random_degrade(hr, 2, random.Random(0), "heavy")
 

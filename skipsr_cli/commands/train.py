@@ -109,8 +109,8 @@ def train_run_command(
         str,
         typer.Option(
             help="Training inputs: mixed (blur, noise, H.264 and JPEG), video (H.264 CRF 8-34), "
-            "clean (CRF 8-16), delivery (CRF 8-30, x264 presets veryfast to slow) or none "
-            "(bicubic only).",
+            "clean (CRF 8-16), delivery (CRF 8-30, x264 presets veryfast to slow), web (CRF 22-34, "
+            "the same presets) or none (bicubic only).",
         ),
     ] = "mixed",
     photo_moves: Annotated[

@@ -236,6 +236,14 @@ def _delivery(hr: Tensor, size: tuple[int, int], rng: random.Random) -> Tensor:
     return h264_round_trip(x, crf, preset=preset)
 
 
+def _web(hr: Tensor, size: tuple[int, int], rng: random.Random) -> Tensor:
+    """Web and streamed video, the far end of --denoise: a clean downscale (bicubic, lanczos or
+    area), then x264 at CRF 22 to 34, the preset drawn as in `delivery`; every clip encoded."""
+    x = resize(hr, size, rng.choice(["bicubic", "bicubic", "lanczos", "area"]))
+    crf, preset = rng.randint(22, 34), rng.choice(["veryfast", "medium", "medium", "slow"])
+    return h264_round_trip(x, crf, preset=preset)
+
+
 def _plain(hr: Tensor, size: tuple[int, int], rng: random.Random) -> Tensor:
     """The antialiased bicubic downscale alone, no draw at all (tests and ablations)."""
     return resize(hr, size, "bicubic")
@@ -246,6 +254,7 @@ PROFILES = {
     "video": _video,
     "clean": _clean,
     "delivery": _delivery,
+    "web": _web,
     "none": _plain,
 }
 
