@@ -139,9 +139,12 @@ def test_evaluation_runs_each_track_at_the_amount_of_its_quantiser(pair):
             for name, amount in amounts.items()
         },
     }
-    rows = {(r.track, r.method): r.psnr for r in evaluate_clip(ref, 2, models, methods=["model"])}
-    for track in amounts:
-        assert rows[(track, "model:auto")] == rows[(track, f"model:{track}")]
+    result = evaluate_clip(ref, 2, models, methods=["model"])
+    rows = {(r.track, r.method): r for r in result}
+    for track, amount in amounts.items():
+        assert rows[(track, "model:auto")].psnr == rows[(track, f"model:{track}")].psnr
+        assert rows[(track, "model:auto")].denoise == amount  # said in the row (and the JSON)
+        assert rows[(track, f"model:{track}")].denoise is None
 
 
 def test_deeper_video_is_read_on_the_eight_bit_scale(tmp_path):

@@ -59,6 +59,7 @@ class Row:
     ssim: float  # luma
     flicker: float | None  # 8-bit code values; None for one-frame clips
     skip: float | None  # fraction of tokens skipped; None for the classic resamplers
+    denoise: float | None = None  # the blend a --denoise auto network ran at on this track
 
 
 @dataclass(frozen=True)
@@ -201,10 +202,18 @@ def upscale_classic(lr: Tensor, size: tuple[int, int], mode: str) -> Tensor:
 # --- evaluation ------------------------------------------------------------------------------
 
 
-def measure(track: str, method: str, out: Tensor, ref: Tensor, skip: float | None) -> Row:
+def measure(
+    track: str,
+    method: str,
+    out: Tensor,
+    ref: Tensor,
+    skip: float | None,
+    denoise: float | None = None,
+) -> Row:
     """One row of figures; flicker only where there is a frame-to-frame change to compare."""
     flicker = metrics.flicker(out, ref) if ref.shape[0] > 1 else None
-    return Row(track, method, metrics.psnr(out, ref), metrics.ssim(out, ref), flicker, skip)
+    psnr, ssim = metrics.psnr(out, ref), metrics.ssim(out, ref)
+    return Row(track, method, psnr, ssim, flicker, skip, denoise)
 
 
 # by name; the name "" labels the rows plain "model", "no-skip". A `Blends` runs every track at
@@ -241,16 +250,18 @@ def evaluate_clip(
                 label = method_label(method, name)
                 if log is not None:
                     log(f"{track.name} {label}")
-                skip = None
+                skip = amount = None
                 if net is not None:
                     settings = Settings(
                         threshold=threshold, skip=method == "model", skip_fraction=skip_fraction
                     )
-                    network = net.at(auto_denoise(qp)) if isinstance(net, Blends) else net
+                    if isinstance(net, Blends):
+                        amount = auto_denoise(qp)
+                    network = net.at(amount) if isinstance(net, Blends) else net
                     out, skip = upscale_model(network, lr, size, settings, chunk_frames)
                 else:
                     out = upscale_classic(lr, size, method)
-                rows.append(measure(track.name, label, out, target, skip))
+                rows.append(measure(track.name, label, out, target, skip, amount))
                 del out  # one upscaled clip alive at a time
     return rows
 
@@ -335,6 +346,7 @@ def average_rows(clips: Sequence[ClipResult]) -> list[Row]:
             _mean([r.ssim for r in rows]),
             _mean([r.flicker for r in rows]),
             _mean([r.skip for r in rows]),
+            _mean([r.denoise for r in rows]),
         )
         for (track, method), rows in groups.items()
     ]
