@@ -112,9 +112,9 @@ def eval_command(
             "--denoise with --weights needs --denoise-weights: the file to blend towards"
         )
     nets = {
-        _row_name(name, amount, blended): _network(model, path, amount, denoise_weights, dev, dt)
-        if not random_weights
-        else load_model(model, random_weights=True, device=dev, dtype=dt)
+        _row_name(name, amount, blended): _network(
+            model, path, random_weights, amount, denoise_weights, dev, dt
+        )
         for name, path in zip(names, files, strict=True)
         for amount in amounts
     }
@@ -144,6 +144,7 @@ def eval_command(
 def _network(
     model: str,
     path: Path | None,
+    random_weights: bool,
     amount: float | str,
     other: Path | None,
     device: torch.device,
@@ -152,7 +153,13 @@ def _network(
     if amount == AUTO:
         return Blends(model, path, device=device, dtype=dtype, denoise_weights=other)
     return load_model(
-        model, path, device=device, dtype=dtype, denoise=amount, denoise_weights=other
+        model,
+        path,
+        random_weights=random_weights,
+        device=device,
+        dtype=dtype,
+        denoise=amount,
+        denoise_weights=other,
     )
 
 

@@ -242,8 +242,10 @@ def evaluate_clip(
     size = (ref.shape[2], ref.shape[3])
     target = ref.to(device)
     rows = []
+    auto = any(isinstance(net, Blends) for net in models.values())  # reads the track's QP
     for track in TRACKS.values():
-        lr, qp = track.apply_measured(ref, scale)  # (T, 3, H / scale, W / scale): CPU work
+        # (T, 3, H / scale, W / scale): the codec is CPU work
+        lr, qp = track.apply_measured(ref, scale) if auto else (track.apply(ref, scale), None)
         lr = lr.to(device)
         for method in methods:
             for name, net in models.items() if method in MODEL_METHODS else [("", None)]:
@@ -255,9 +257,10 @@ def evaluate_clip(
                     settings = Settings(
                         threshold=threshold, skip=method == "model", skip_fraction=skip_fraction
                     )
+                    network = net
                     if isinstance(net, Blends):
                         amount = auto_denoise(qp)
-                    network = net.at(amount) if isinstance(net, Blends) else net
+                        network = net.at(amount)
                     out, skip = upscale_model(network, lr, size, settings, chunk_frames)
                 else:
                     out = upscale_classic(lr, size, method)

@@ -133,23 +133,24 @@ def check_options(input: Path, options: UpscaleOptions) -> None:
         raise UsageError(f"--seed must be between 0 and {SEED_MAX} (2**63-1), not {options.seed}")
     if options.weights is not None and options.random_weights:
         raise UsageError("--weights and --random-weights exclude each other")
-    denoise = parse_denoise(options.denoise)
-    if denoise != 0 and options.random_weights:
+    if parse_denoise(options.denoise) != 0:
+        _check_denoise(options)
+    if not input.exists() and "%" not in input.name:  # a %d pattern names an image sequence
+        raise InputError(f"input not found: {input}")
+
+
+def _check_denoise(options: UpscaleOptions) -> None:
+    """A blend needs trained weights and a file to blend towards."""
+    if options.random_weights:
         raise UsageError("--denoise blends trained weights: not with --random-weights")
-    preset_without = options.model in PRESETS and not weights.denoise_path(options.model).exists()
-    if (
-        denoise != 0
-        and options.weights is None
-        and options.denoise_weights is None
-        and preset_without
-    ):
-        raise ModelError(f"preset {options.model!r} ships no weights for --denoise")
-    if denoise != 0 and options.weights is not None and options.denoise_weights is None:
+    if options.denoise_weights is not None:
+        return
+    if options.weights is not None:
         raise UsageError(
             "--denoise with --weights needs --denoise-weights: the file to blend towards"
         )
-    if not input.exists() and "%" not in input.name:  # a %d pattern names an image sequence
-        raise InputError(f"input not found: {input}")
+    if options.model in PRESETS and not weights.denoise_path(options.model).exists():
+        raise ModelError(f"preset {options.model!r} ships no weights for --denoise")
 
 
 def parse_denoise(value: float | str) -> float | str:
@@ -248,5 +249,10 @@ def job_of(input: Path, output: Path, options: UpscaleOptions) -> UpscaleJob:
         audio_kbps=options.audio_bitrate,
         frames=parse_frames(options.frames),
         strict=options.strict,
-        denoise=None if parse_denoise(options.denoise) == AUTO else float(options.denoise),
+        denoise=_known(parse_denoise(options.denoise)),
     )
+
+
+def _known(denoise: float | str) -> float | None:
+    """The amount a job reports: None while --denoise auto is not yet resolved for its input."""
+    return None if denoise == AUTO else denoise
