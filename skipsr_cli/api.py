@@ -39,6 +39,7 @@ from skipsr_cli.run.options import (
     AUTO,
     UpscaleOptions,
     check_options,
+    for_loaded_model,
     job_of,
     load_network,
     parse_denoise,
@@ -120,8 +121,8 @@ def upscale(
     if input.is_dir() and folder_kind(input) is FolderKind.BATCH:
         raise UsageError(f"{input} is a folder of files to upscale one by one: use upscale_batch")
     check_options(input, opts)
-    if isinstance(model, SkipSR) and parse_denoise(opts.denoise) != 0:
-        raise UsageError("denoise blends the weights skipsr loads: give load_model the amount")
+    if isinstance(model, SkipSR):
+        opts = for_loaded_model(opts)
     opts = with_denoise_for(opts, input)  # auto: one amount for every worker and segment
     if isinstance(model, SkipSR):
         param = next(model.parameters())

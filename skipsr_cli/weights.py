@@ -45,6 +45,17 @@ def denoise_path(preset: str) -> Path:
     return SHIPPED / f"{preset}_denoise.safetensors"
 
 
+def blend_target(preset: str, weights: Path | None, denoise_weights: Path | None) -> Path | None:
+    """The file --denoise blends towards: `denoise_weights`, else the preset's own where it ships
+    one; None for a weights file of one's own without `denoise_weights`, or a preset without."""
+    if denoise_weights is not None:
+        return denoise_weights
+    if weights is not None:
+        return None
+    path = denoise_path(preset)
+    return path if path.exists() else None
+
+
 def load_model(
     preset: str = "base",
     weights: Path | None = None,

@@ -296,9 +296,12 @@ def test_a_denoise_blend_is_part_of_what_a_record_holds(tmp_path: Path):
     from skipsr_cli.run.options import UpscaleOptions
     from skipsr_cli.weights import SHIPPED
 
-    plain = UpscaleOptions()
+    plain = UpscaleOptions(denoise=0)
     blended = UpscaleOptions(denoise=0.5)
     assert "denoise" not in records.options_key(plain)
+    # the default, auto: its mapping is in the key; where nothing is blended, it is plain 0
+    assert records.options_key(UpscaleOptions())["denoise"].startswith("auto (QP 19-29")
+    assert "denoise" not in records.options_key(UpscaleOptions(model="debug"))
     assert "denoise_weights" not in records.options_key(plain)
     assert records.options_key(blended)["denoise"] == 0.5
     assert records.weights_identity(plain).startswith("sha256:")

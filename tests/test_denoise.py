@@ -15,7 +15,13 @@ import skipsr_cli
 from skipsr_cli.errors import UsageError
 from skipsr_cli.measure.evaluate import evaluate_clip
 from skipsr_cli.media.quantiser import mean_qp
-from skipsr_cli.run.options import AUTO, UpscaleOptions, denoise_amount, parse_denoise
+from skipsr_cli.run.options import (
+    AUTO,
+    UpscaleOptions,
+    denoise_amount,
+    effective_denoise,
+    parse_denoise,
+)
 from skipsr_cli.train.degrade import TRACKS, h264_encode
 from skipsr_cli.weights import QP_CLEAN, QP_WEB, Blends, auto_denoise, load_model, save_model
 
@@ -120,11 +126,34 @@ def test_a_batch_runs_each_file_at_its_own_amount(tmp_path, pair):
     assert {auto_denoise(mean_qp(p)) for p in inputs} == {0.0, 1.0}  # two different networks ran
 
 
-def test_a_given_network_cannot_be_blended(tmp_path, pair):
+def test_a_given_network_runs_as_it_was_loaded(tmp_path, pair):
+    """A network the caller loaded is blended already: auto (the default) runs it as it is, even
+    on a coarse source, and an amount is refused."""
     net = load_model(weights=pair[0])
     clip = h264_file(tmp_path / "c.mp4", 30)
+    assert UpscaleOptions().denoise == AUTO
+    summary = skipsr_cli.upscale(clip, tmp_path / "o.mp4", model=net)
+    assert summary.denoise == 0.0
+    plain = skipsr_cli.upscale(clip, tmp_path / "p.mp4", model=pair[0], denoise=0)
+    pairs = zip(frames_of(tmp_path / "o.mp4"), frames_of(plain.output), strict=True)
+    assert all(np.array_equal(x, y) for x, y in pairs)
     with pytest.raises(UsageError, match="give load_model the amount"):
-        skipsr_cli.upscale(clip, tmp_path / "o.mp4", model=net, denoise="auto")
+        skipsr_cli.upscale(clip, tmp_path / "q.mp4", model=net, denoise=0.5)
+
+
+def test_auto_is_zero_where_there_is_nothing_to_blend_towards(tmp_path, pair):
+    """The default auto on weights with no file to blend towards (a file of one's own, a preset
+    that ships none, random weights) reads no quantiser and runs the weights as they are."""
+    coarse = h264_file(tmp_path / "coarse.mp4", 34)
+    for options in (
+        UpscaleOptions(weights=pair[0]),
+        UpscaleOptions(model="debug"),
+        UpscaleOptions(model="debug", random_weights=True),
+    ):
+        assert effective_denoise(options) == 0.0
+        assert denoise_amount(options, coarse) == 0.0
+    given = UpscaleOptions(weights=pair[0], denoise_weights=pair[1])
+    assert effective_denoise(given) == AUTO and denoise_amount(given, coarse) == 1.0
 
 
 @torch.no_grad()

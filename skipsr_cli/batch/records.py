@@ -28,7 +28,7 @@ from pathlib import Path
 from skipsr_cli import weights
 from skipsr_cli.errors import ModelError, OutputError
 from skipsr_cli.media import quantiser
-from skipsr_cli.run.options import AUTO, UpscaleOptions, parse_denoise
+from skipsr_cli.run.options import AUTO, UpscaleOptions, effective_denoise
 
 STATE_DIR = ".skipsr-batch"
 FORMAT = 1
@@ -60,7 +60,7 @@ def weights_identity(options: UpscaleOptions) -> str:
         return f"random:{options.model}:seed={options.seed}"
     path = options.weights or weights.shipped_path(options.model)
     identity = _file_identity(path, options.weights is not None, options.model)
-    if parse_denoise(options.denoise) == 0:
+    if effective_denoise(options) == 0:
         return identity
     other = options.denoise_weights or weights.denoise_path(options.model)
     blended = _file_identity(other, options.denoise_weights is not None, options.model)
@@ -84,7 +84,7 @@ def options_key(options: UpscaleOptions) -> dict:
     which devices, changes none: both are None in every record (as records have always held them),
     so a rerun with other workers skips what is done. Options added since the first records are
     left out at their defaults, so records written before them still match."""
-    denoise = parse_denoise(options.denoise)
+    denoise = effective_denoise(options)
     if denoise == AUTO:  # the mapping belongs to the key: recalibrated, it makes other outputs
         denoise = (
             f"auto (QP {weights.QP_CLEAN:g}-{weights.QP_WEB:g} over {quantiser.FRAMES} frames)"

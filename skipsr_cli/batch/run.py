@@ -29,7 +29,7 @@ from skipsr_cli.batch.workers import BatchKey, load_for, run_inline, run_pool
 from skipsr_cli.errors import SkipSRError, UsageError
 from skipsr_cli.media.cpu_share import apply_cpu_share
 from skipsr_cli.media.video_io import probe
-from skipsr_cli.run.options import UpscaleOptions, parse_denoise
+from skipsr_cli.run.options import UpscaleOptions, for_loaded_model
 
 Indexed = list[tuple[int, BatchItem]]
 
@@ -47,8 +47,8 @@ def run_batch(
     began = time.perf_counter()
     if model is not None and len(devices) > 1:
         raise UsageError("a loaded model runs on its own device: pass devices or a model, not both")
-    if model is not None and parse_denoise(options.denoise) != 0:
-        raise UsageError("denoise blends the weights skipsr loads: give load_model the amount")
+    if model is not None:
+        options = for_loaded_model(options)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

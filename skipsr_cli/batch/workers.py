@@ -36,9 +36,9 @@ from skipsr_cli.run.options import (
     AUTO,
     UpscaleOptions,
     check_options,
+    effective_denoise,
     job_of,
     load_network,
-    parse_denoise,
     resolve_device,
     resolve_dtype,
     with_denoise_for,
@@ -109,8 +109,8 @@ def load_for(options: UpscaleOptions, device: torch.device) -> SkipSR | weights.
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dtype = resolve_dtype(options.dtype, device)
-    if parse_denoise(options.denoise) != AUTO:
-        return load_network(options, device, dtype)
+    if effective_denoise(options) != AUTO:
+        return load_network(replace(options, denoise=effective_denoise(options)), device, dtype)
     return weights.Blends(
         options.model,
         options.weights,

@@ -114,7 +114,7 @@ DenoiseOpt = Annotated[
     str,
     typer.Option(
         metavar="auto|AMOUNT",
-        help="How much to treat the input as compressed, 0 to 1: blends the model towards its weights for compressed sources. 0 suits clean sources (camera files, high bitrates), 1 web and streamed video; auto takes it from the input's own H.264 quantiser (0 for other codecs and for images).",
+        help="How much to treat the input as compressed, 0 to 1: blends the model towards its weights for compressed sources. 0 suits clean sources (camera files, high bitrates), 1 web and streamed video; auto (the default) takes it from the input's own H.264 quantiser: 0 for other codecs, images, and weights with nothing to blend towards.",
     ),
 ]
 DenoiseWeightsOpt = Annotated[

@@ -29,7 +29,7 @@ from skipsr_cli.commands.common import (
 )
 from skipsr_cli.errors import InputError, UsageError
 from skipsr_cli.run.options import AUTO, check_threshold, parse_denoise
-from skipsr_cli.weights import Blends, load_model
+from skipsr_cli.weights import Blends, blend_target, load_model
 
 
 @exit_codes
@@ -75,7 +75,7 @@ def eval_command(
         list[str] | None,
         typer.Option(
             metavar="auto|AMOUNT",
-            help="Blend towards the weights for compressed sources (0 to 1, or auto: from each track's own quantiser, as in upscale); repeat it to compare several in one run (rows model:dAMOUNT, or model:NAME@dAMOUNT with --weights).",
+            help="Blend towards the weights for compressed sources (0 to 1, or auto, the default: from each track's own quantiser, as in upscale); repeat it to compare several in one run (rows model:dAMOUNT, or model:NAME@dAMOUNT with --weights).",
         ),
     ] = None,
     denoise_weights: DenoiseWeightsOpt = None,
@@ -103,10 +103,11 @@ def eval_command(
     names = [p.stem if p is not None else "" for p in files]
     if len(set(names)) < len(names):  # the same file name in two folders: name them by path
         names = [str(p) for p in files]
-    amounts = [parse_denoise(d) for d in denoise or ["0"]]
-    if random_weights and any(a != 0 for a in amounts):
+    # by default auto, as in upscale, in rows named as without blends
+    amounts = [parse_denoise(d) for d in denoise or [AUTO]]
+    if random_weights and any(a not in (0, AUTO) for a in amounts):
         raise UsageError("--denoise blends trained weights: not with --random-weights")
-    blended = len(amounts) > 1 or amounts[0] != 0
+    blended = denoise is not None and (len(amounts) > 1 or amounts[0] != 0)
     if blended and weights and denoise_weights is None:
         raise UsageError(
             "--denoise with --weights needs --denoise-weights: the file to blend towards"
@@ -150,7 +151,7 @@ def _network(
     device: torch.device,
     dtype: torch.dtype,
 ) -> SkipSR | Blends:
-    if amount == AUTO:
+    if amount == AUTO and not random_weights and blend_target(model, path, other) is not None:
         return Blends(model, path, device=device, dtype=dtype, denoise_weights=other)
     return load_model(
         model,
@@ -158,7 +159,7 @@ def _network(
         random_weights=random_weights,
         device=device,
         dtype=dtype,
-        denoise=amount,
+        denoise=0.0 if amount == AUTO else amount,  # auto with nothing to blend towards
         denoise_weights=other,
     )
 

@@ -39,7 +39,7 @@ from skipsr_cli.commands.common import (
     run_state,
 )
 from skipsr_cli.errors import PartialFailure, UsageError
-from skipsr_cli.run.options import UpscaleOptions, parse_denoise
+from skipsr_cli.run.options import AUTO, UpscaleOptions, parse_denoise
 from skipsr_cli.run.progress import Summary, make_renderer
 
 IO = "Input and output"
@@ -304,7 +304,7 @@ def upscale_command(
     model: ModelNameOpt = "base",
     weights: ModelWeightsOpt = None,
     random_weights: RandomWeightsOpt = False,
-    denoise: ModelDenoiseOpt = "0",
+    denoise: ModelDenoiseOpt = AUTO,
     denoise_weights: ModelDenoiseWeightsOpt = None,
     device: ModelDeviceOpt = DeviceChoice.auto,
     dtype: ModelDtypeOpt = DtypeChoice.auto,

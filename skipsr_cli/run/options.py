@@ -41,8 +41,9 @@ class UpscaleOptions:
     weights: Path | None = None
     random_weights: bool = False  # untrained weights, for tests and benchmarks
     # 0: the weights as they are; up to 1: blended towards the weights for compressed sources
-    # (`denoise_weights`, or the preset's own `_denoise` file); "auto": from the input's quantiser
-    denoise: float | str = 0.0
+    # (`denoise_weights`, or the preset's own `_denoise` file); "auto": from the input's quantiser,
+    # and 0 where there is nothing to blend towards (see `effective_denoise`)
+    denoise: float | str = AUTO
     denoise_weights: Path | None = None
     device: str | torch.device = "auto"  # auto, cuda, cpu (or a torch.device)
     dtype: str | torch.dtype = "auto"  # auto (bf16 on CUDA, fp32 on CPU), bf16, fp16, fp32
@@ -133,7 +134,7 @@ def check_options(input: Path, options: UpscaleOptions) -> None:
         raise UsageError(f"--seed must be between 0 and {SEED_MAX} (2**63-1), not {options.seed}")
     if options.weights is not None and options.random_weights:
         raise UsageError("--weights and --random-weights exclude each other")
-    if parse_denoise(options.denoise) != 0:
+    if effective_denoise(options) not in (0, AUTO):
         _check_denoise(options)
     if not input.exists() and "%" not in input.name:  # a %d pattern names an image sequence
         raise InputError(f"input not found: {input}")
@@ -167,13 +168,36 @@ def parse_denoise(value: float | str) -> float | str:
     return float(value)
 
 
+def effective_denoise(options: UpscaleOptions) -> float | str:
+    """--denoise as it acts: auto is 0 for a network with nothing to blend towards (random
+    weights, a weights file without --denoise-weights, a preset that ships no such weights)."""
+    denoise = parse_denoise(options.denoise)
+    if denoise == AUTO and (
+        options.random_weights
+        or weights.blend_target(options.model, options.weights, options.denoise_weights) is None
+    ):
+        return 0.0
+    return denoise
+
+
 def denoise_amount(options: UpscaleOptions, input: Path) -> float:
     """The blend this input gets: the amount given, or with auto the one its quantiser implies
     (a video whose codec reports none, an image or a sequence: 0)."""
-    denoise = parse_denoise(options.denoise)
+    denoise = effective_denoise(options)
     if denoise != AUTO:
         return denoise
     return weights.auto_denoise(mean_qp(input) if input.is_file() else None)
+
+
+def for_loaded_model(options: UpscaleOptions) -> UpscaleOptions:
+    """The options for a network the caller loaded: it is blended already, so auto means 0 for it
+    and an amount is refused."""
+    denoise = parse_denoise(options.denoise)
+    if denoise == AUTO:
+        return replace(options, denoise=0.0)
+    if denoise != 0:
+        raise UsageError("denoise blends the weights skipsr loads: give load_model the amount")
+    return options
 
 
 def with_denoise_for(options: UpscaleOptions, input: Path) -> UpscaleOptions:
@@ -249,7 +273,7 @@ def job_of(input: Path, output: Path, options: UpscaleOptions) -> UpscaleJob:
         audio_kbps=options.audio_bitrate,
         frames=parse_frames(options.frames),
         strict=options.strict,
-        denoise=_known(parse_denoise(options.denoise)),
+        denoise=_known(effective_denoise(options)),
     )
 
 
