@@ -99,16 +99,15 @@ def _weights_path(preset: str, weights: Path | None) -> Path:
 
 
 def _denoise_weights_path(preset: str, weights: Path | None, denoise_weights: Path | None) -> Path:
-    if denoise_weights is not None:
-        return denoise_weights
-    if weights is not None:
+    path = blend_target(preset, weights, denoise_weights)
+    if path is None and weights is not None:
         raise ModelError(
             "--denoise with --weights needs --denoise-weights: the file to blend towards"
         )
-    path = denoise_path(preset)
-    if not path.exists():
+    if path is None:
         raise ModelError(f"preset {preset!r} ships no weights for --denoise")
-    verify_checksum(path)
+    if denoise_weights is None:  # a shipped file
+        verify_checksum(path)
     return path
 
 

@@ -219,6 +219,10 @@ def test_eval_runs_auto_alone_and_refuses_a_blend_with_nothing_to_blend_towards(
     args += ["--weights", str(pair[0])]
     refused = CliRunner().invoke(app, [*args, "--denoise", "0.5"])
     assert refused.exit_code == 2 and "--denoise-weights" in refused.output
+    alone = CliRunner().invoke(app, [*args, "--denoise", "auto"])  # as in upscale: auto is 0
+    assert alone.exit_code == 0, alone.output
+    rows = json.loads(alone.stdout)["clips"][0]["rows"]
+    assert {r["denoise"] for r in rows if r["method"] == "model"} == {None}  # no blend ran
     done = CliRunner().invoke(app, [*args, "--denoise", "auto", "--denoise-weights", str(pair[1])])
     assert done.exit_code == 0, done.output
     methods = {r["method"] for r in json.loads(done.stdout)["averages"]}

@@ -109,8 +109,9 @@ def load_for(options: UpscaleOptions, device: torch.device) -> SkipSR | weights.
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dtype = resolve_dtype(options.dtype, device)
-    if effective_denoise(options) != AUTO:
-        return load_network(replace(options, denoise=effective_denoise(options)), device, dtype)
+    denoise = effective_denoise(options)
+    if denoise != AUTO:
+        return load_network(replace(options, denoise=denoise), device, dtype)
     return weights.Blends(
         options.model,
         options.weights,

@@ -108,7 +108,8 @@ def eval_command(
     if random_weights and any(a not in (0, AUTO) for a in amounts):
         raise UsageError("--denoise blends trained weights: not with --random-weights")
     blended = denoise is not None and (len(amounts) > 1 or amounts[0] != 0)
-    if blended and weights and denoise_weights is None:
+    # as in upscale: an amount needs a file to blend towards; auto is 0 without one
+    if weights and denoise_weights is None and any(a not in (0, AUTO) for a in amounts):
         raise UsageError(
             "--denoise with --weights needs --denoise-weights: the file to blend towards"
         )
