@@ -309,6 +309,26 @@ def test_bench_capacity_runs_copies_of_the_floor_at_once(clip):
     assert bad.returncode == ExitCode.USAGE and "fastest" in bad.stderr
 
 
+def test_bench_capacity_upscale_runs_copies_of_the_model(clip, tmp_path):
+    """--upscale: the same copies with the model in place of bicubic, so its best total can be set
+    against the floor's capacity; weights that cannot load fail before any copy starts."""
+    r = run(
+        "bench", "capacity", clip, "--workers", "2", "--preset", "ultrafast", "--upscale",
+        *DEBUG, "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["copies_of"] == "upscale"
+    (row,) = result["rows"]
+    assert row["workers"] == 2 and row["frames"] == 46
+    assert row["total_fps"] == pytest.approx(row["frames"] / row["wall_s"], rel=0.01)
+    floor = run("bench", "capacity", clip, "--workers", "1", "--preset", "ultrafast", "--json")
+    assert json.loads(floor.stdout)["copies_of"] == "floor"
+    bad = run("bench", "capacity", clip, "--upscale", "--weights", tmp_path / "missing.safetensors")
+    assert bad.returncode == ExitCode.MODEL and "missing.safetensors" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def test_bench_capacity_says_why_a_copy_failed(tmp_path):
     """A copy that fails before the common start ends the measurement at once, with its reason."""
     import torch
@@ -319,7 +339,7 @@ def test_bench_capacity_says_why_a_copy_failed(tmp_path):
 
     garbage = tmp_path / "not_a_video.mp4"
     garbage.write_bytes(b"\x00" * 1000)
-    with pytest.raises(ModelError, match="a copy of the encode floor failed: InputError"):
+    with pytest.raises(ModelError, match="a copy failed: InputError"):
         encode_capacity(garbage, 2, EncodeOptions(preset="ultrafast"), [torch.device("cpu")], [2])
 
 

@@ -238,13 +238,27 @@ def bench_capacity_command(
     codec: CodecOpt = "libx264",
     crf: CrfOpt = 18,
     preset: PresetOpt = "medium",
+    upscale: Annotated[
+        bool,
+        typer.Option(
+            "--upscale",
+            help="Copies of the whole upscale (the model, bf16 on CUDA) instead of the floor: "
+            "what --workers K of one long video does once its workers are up.",
+        ),
+    ] = False,
+    weights: WeightsOpt = None,
+    model: ModelOpt = "base",
+    random_weights: RandomOpt = False,
+    threshold: Annotated[
+        float | None, typer.Option(help="tau in dB of --upscale (default: the model's).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The host's encoding capacity: K copies of the encode floor (the whole pipeline with bicubic
     in place of the model) at once, each with its share of the cores, for each K; the best total
-    is what a whole upscale is measured against."""
+    is what a whole upscale is measured against. With --upscale, the same for the model."""
     from skipsr_cli.batch.workers import parse_devices
-    from skipsr_cli.measure.capacity import encode_capacity
+    from skipsr_cli.measure.capacity import Upscaler, encode_capacity
     from skipsr_cli.media.encoding import EncodeOptions, validate_encode_options
     from skipsr_cli.media.video_io import probe
 
@@ -259,12 +273,18 @@ def bench_capacity_command(
         raise UsageError(f"--workers {workers}: each count must be 1 to 64")
     options = EncodeOptions(codec=codec, crf=crf, preset=preset)
     validate_encode_options(options, info.width * scale, info.height * scale)
-    rows = encode_capacity(source, scale, options, parse_devices(devices), counts)
+    upscaler = None
+    if upscale:
+        load_model(model, weights, random_weights=random_weights)  # its error before the copies
+        settings = Settings(threshold=threshold, frame_slice=FRAME_SLICE)
+        upscaler = Upscaler(model, weights, random_weights, settings)
+    rows = encode_capacity(source, scale, options, parse_devices(devices), counts, upscaler)
     best = max(rows, key=lambda r: r.total_fps)
     head = {
         "input": f"{info.width}x{info.height}",
         "output": f"{info.width * scale}x{info.height * scale}",
         "encoder": f"{codec} crf {crf} {preset}",
+        "copies_of": "upscale" if upscale else "floor",
     }
     if json_out:
         print(
@@ -279,4 +299,4 @@ def bench_capacity_command(
         print(
             f"{r.workers:>6} {r.frames:>7} {r.wall_s:>8.2f} {r.total_fps:>10.2f} {r.slowest_fps:>17.2f}"
         )
-    print(f"capacity {best.total_fps:.2f} fps ({best.workers} at once)")
+    print(f"{'best' if upscale else 'capacity'} {best.total_fps:.2f} fps ({best.workers} at once)")

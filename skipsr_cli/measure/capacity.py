@@ -7,6 +7,10 @@ once, for K = 1, 2, ...: each copy is a worker process with its share of the cor
 (media/cpu_share.py), as `--devices` workers are. The copies start together, after each has
 loaded its kernels, and the total counts every frame over the time from that start until the
 last copy is done.
+
+The same measurement with the model in place of bicubic (`Upscaler`) is what `--workers K` of one
+long video does once its workers are up: K segments upscaled at once, each worker with its share of
+the cores. Its best total against the capacity says how close a whole upscale comes to the host.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import multiprocessing as mp
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,6 +28,17 @@ import torch
 from models.skipsr import Settings
 from skipsr_cli.errors import ModelError
 from skipsr_cli.media.encoding import EncodeOptions
+
+
+@dataclass(frozen=True)
+class Upscaler:
+    """What each copy loads to run the model instead of the floor: a preset or a weights file, in
+    the precision a user's run takes on that device (bf16 on CUDA)."""
+
+    model: str = "base"
+    weights: Path | None = None
+    random_weights: bool = False  # the untrained network (tests)
+    settings: Settings = field(default_factory=Settings)
 
 
 @dataclass(frozen=True)
@@ -44,21 +59,28 @@ def encode_capacity(
     options: EncodeOptions,
     devices: list[torch.device],
     counts: list[int],
+    upscaler: Upscaler | None = None,
 ) -> list[CapacityRow]:
-    """One row per count in `counts`: that many copies of the floor on `source` at once, the
-    copies spread over `devices` in turn."""
-    return [_copies_at_once(source, scale, options, devices, k) for k in counts]
+    """One row per count in `counts`: that many copies of the floor (or, with `upscaler`, of the
+    whole upscale) on `source` at once, the copies spread over `devices` in turn."""
+    return [_copies_at_once(source, scale, options, devices, k, upscaler) for k in counts]
 
 
 def _copies_at_once(
-    source: Path, scale: int, options: EncodeOptions, devices: list[torch.device], k: int
+    source: Path,
+    scale: int,
+    options: EncodeOptions,
+    devices: list[torch.device],
+    k: int,
+    upscaler: Upscaler | None,
 ) -> CapacityRow:
     ctx = mp.get_context("spawn")  # no CUDA state forked
     ready, results = ctx.Barrier(k + 1), ctx.Queue()
+    each = (str(source), scale, options)
     procs = [
         ctx.Process(
             target=_copy,
-            args=(str(source), scale, options, str(devices[i % len(devices)]), k, ready, results),
+            args=(*each, str(devices[i % len(devices)]), k, upscaler, ready, results),
             daemon=True,
         )
         for i in range(k)
@@ -96,7 +118,7 @@ def _wait_ready(ready, results, procs: list) -> None:
             ready.abort()
             break
     if ready.broken:
-        raise ModelError(f"a copy of the encode floor failed: {_reason(results)}")
+        raise ModelError(f"a copy failed: {_reason(results)}")
 
 
 def _pass(ready) -> None:
@@ -111,10 +133,10 @@ def _next_result(results, procs: list) -> tuple[int, float]:
             result = results.get(timeout=0.5)
         except queue.Empty:
             if all(p.exitcode is not None for p in procs):
-                raise ModelError("a copy of the encode floor ended without a result") from None
+                raise ModelError("a copy ended without a result") from None
             continue
         if isinstance(result, str):
-            raise ModelError(f"a copy of the encode floor failed: {result}")
+            raise ModelError(f"a copy failed: {result}")
         return result
 
 
@@ -131,12 +153,14 @@ def _copy(
     options: EncodeOptions,
     device: str,
     workers: int,
+    upscaler: Upscaler | None,
     ready,
     results,
 ) -> None:
-    """One copy of the floor in its own process: its share of the cores, warm, then timed."""
+    """One copy of the floor, or of the upscale, in its own process: its share of the cores,
+    warm, then timed."""
     try:
-        from skipsr_cli.measure.bench import Resampler, timed_run, warm_up
+        from skipsr_cli.measure.bench import timed_run, warm_up
         from skipsr_cli.media.cpu_share import apply_cpu_share
         from skipsr_cli.media.video_io import probe
 
@@ -146,7 +170,8 @@ def _copy(
         apply_cpu_share(workers, dev)
         info = probe(Path(source))
         size = (info.height * scale, info.width * scale)
-        warm_up((Resampler(),), Path(source), size, Settings(), dev)
+        network, dt, settings = _network(upscaler, dev)
+        warm_up((network,), Path(source), size, settings, dev)
     except Exception as e:  # said first, then the barrier broken: the parent stops waiting
         results.put(f"{type(e).__name__}: {e}")
         ready.abort()
@@ -157,8 +182,29 @@ def _copy(
         return
     t0 = time.perf_counter()
     try:
-        run = timed_run(Resampler(), Path(source), scale, Settings(), options, dev, torch.float32)
+        run = timed_run(network, Path(source), scale, settings, options, dev, dt)
     except Exception as e:
         results.put(f"{type(e).__name__}: {e}")
         return
     results.put((run.frames, time.perf_counter() - t0))
+
+
+def _network(
+    upscaler: Upscaler | None, dev: torch.device
+) -> tuple[torch.nn.Module, torch.dtype, Settings]:
+    """The copy's network, its precision and settings: bicubic for the floor, else the model."""
+    from skipsr_cli.measure.bench import Resampler
+    from skipsr_cli.run.options import resolve_dtype
+    from skipsr_cli.weights import load_model
+
+    if upscaler is None:
+        return Resampler(), torch.float32, Settings()
+    dt = resolve_dtype("auto", dev)
+    net = load_model(
+        upscaler.model,
+        upscaler.weights,
+        random_weights=upscaler.random_weights,
+        device=dev,
+        dtype=dt,
+    )
+    return net, dt, upscaler.settings
