@@ -31,7 +31,7 @@ from skipsr_cli.batch.workers import local_workers
 from skipsr_cli.errors import ModelError, UsageError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm import resume
-from skipsr_cli.farm.devices import upscale_on_devices
+from skipsr_cli.farm.devices import upscale_on_devices, workers_per_gpu
 from skipsr_cli.farm.ray import ray_address, upscale_on_ray
 from skipsr_cli.media.cpu_share import apply_cpu_share
 from skipsr_cli.run import pipeline
@@ -110,10 +110,12 @@ def upscale(
     loaded for the next call), or a preset name or weights path to load for this call only.
     `progress` receives the run's events (Started, then Advanced, then the Summary).
     With several local workers (`devices` naming several, "0,1", "all", "cpu,cpu", or `workers`
-    processes spread round-robin over `devices`, by default one per device) the video is
-    rendered in segments, one worker process each, and stitched; with `ray` (an address, "auto",
-    or "local") it is rendered in segments on Ray actors (`workers` of them) and stitched. Both
-    return the frame count instead of a summary.
+    processes spread round-robin over `devices`) the video is rendered in segments, one worker
+    process each, and stitched. Without `workers`, a long video (one that runs in segments
+    anyway) gets several workers on each GPU where the host's cores and memory hold them
+    (farm/devices.py), else one per device. With `ray` (an address, "auto", or "local") it is
+    rendered in segments on Ray actors (`workers` of them) and stitched, and the frame count is
+    returned instead of a summary.
     Warnings (streams the output container cannot hold) are in `summary.warnings`.
     """
     opts = _options(options, model, option_fields)
@@ -136,22 +138,30 @@ def upscale(
         raise UsageError("--segment renders one part in this process: not with several workers")
     if several and (opts.frames is not None or opts.mask_out is not None):
         raise UsageError("--frames and --mask-out run in one process: not with several workers")
-    plan = None
+    plan, split = None, False
     if opts.segment is None:
         plan = pipeline.prepare(job_of(input, output, opts))  # refuses what it can before loading
         frames = plan.info.frame_count or 0
-        if several and frames > 1 and resume.splittable(input, output, opts):
+        long = resume.resumable(input, output, opts, frames)
+        split = long or (several and frames > 1 and resume.splittable(input, output, opts))
+        split = split and resume.intact(input, plan.info)  # a file cut short runs in one piece
+        if split and long and _default_workers(opts, model):
+            found = found * workers_per_gpu(sorted(set(found), key=str), plan.out_size)
+            several = len(found) > 1
+        if split and several:
             if opts.ray is not None:  # there `workers` counts Ray actors
                 address = ray_address(opts.ray)
                 return upscale_on_ray(input, output, opts, opts.segments, address, opts.workers)
-            return upscale_on_devices(input, output, opts, found[:frames], opts.segments)
+            return upscale_on_devices(
+                input, output, opts, found[:frames], opts.segments, progress or _ignore
+            )
     if opts.devices is not None:  # one device named, or nothing to split among several
         device, dtype = found[0], resolve_dtype(opts.dtype, found[0])
     load = (lambda: model) if isinstance(model, SkipSR) else (lambda: _load(opts, device, dtype))
     apply_cpu_share(1, device)  # all cores as the libraries pick, or SKIPSR_WORKER_THREADS's share
     if plan is None:
         return farm.render_segment(input, output, opts, load, device, dtype, progress or _ignore)
-    if resume.resumable(input, output, opts, plan.info.frame_count):
+    if split:  # a long video on one device
         return resume.upscale_resumably(
             input, output, opts, load, device, dtype, progress or _ignore
         )
@@ -220,6 +230,17 @@ def upscale_batch(
     given = devices if devices is not None else opts.devices
     found = _local_workers(given, opts, net, opts.device)
     return run_batch(items, out_dir, opts, devices=found, model=net, emit=progress or _ignore)
+
+
+def _default_workers(opts: UpscaleOptions, model: object) -> bool:
+    """Whether the run picks its own number of local workers: none given, none loaded by the
+    caller, and no Ray or single segment."""
+    return (
+        opts.workers is None
+        and opts.ray is None
+        and opts.segment is None
+        and not isinstance(model, SkipSR)
+    )
 
 
 def _local_workers(

@@ -106,12 +106,14 @@ def test_the_command_line_takes_a_range(clip, tmp_path):
     assert not (tmp_path / "b.mkv").exists()
 
 
+@pytest.mark.parametrize("ext", ["mp4", "mkv", "ts"])
 @pytest.mark.parametrize("start", [0, 1, 8, 13, 99])
-def test_decoding_from_a_frame_seeks_and_numbers_frames_as_a_whole_decode(tmp_path, start):
+def test_decoding_from_a_frame_seeks_and_numbers_frames_as_a_whole_decode(tmp_path, start, ext):
     """Keyframes every 8 frames and B-frames: a decode that starts at a frame seeks to the keyframe
     before it, drops what precedes it, and gives the very frames (and numbers) of a whole decode.
-    100 frames: the seek reads packets only up to REORDER_WINDOW past its frame, except for 99."""
-    path = tmp_path / "gop.mp4"
+    100 frames: the seek reads packets only up to REORDER_WINDOW (media/seeking.py) past its frame, except for 99.
+    MPEG-TS too, whose demuxer lands on the timestamp asked for, keyframe or not."""
+    path = tmp_path / f"gop.{ext}"
     rng = np.random.default_rng(3)
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=25, options={"g": "8", "bf": "2", "crf": "20"})

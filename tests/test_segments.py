@@ -13,6 +13,7 @@ from media import make_clip
 from skipsr_cli import api
 from skipsr_cli.errors import InputError, OutputError, UsageError
 from skipsr_cli.farm.segments import Segment, parse_segment
+from skipsr_cli.run.progress import Advanced, Started, Summary
 
 RUN = dict(chunk_frames=8, overlap=2)
 
@@ -106,11 +107,11 @@ def test_two_workers_render_one_video_as_one_device_does(
     api.upscale(clip, tmp_path / "whole.mkv", model=debug, lossless=True, **RUN)
     spread, on_devices = [], api.upscale_on_devices
     monkeypatch.setattr(api, "upscale_on_devices", lambda *a: spread.append(a[3]) or on_devices(*a))
-    frames = api.upscale(
+    summary = api.upscale(
         clip, tmp_path / "two.mkv", model="debug", random_weights=True, segments=3, lossless=True,
         **workers, **RUN,
     )  # fmt: skip
-    assert frames == 23 and spread == [[torch.device("cpu")] * 2]
+    assert summary.frames == 23 and spread == [[torch.device("cpu")] * 2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["two.mkv", "whole.mkv"]  # no parts left
     whole, two = decoded(tmp_path / "whole.mkv"), decoded(tmp_path / "two.mkv")
     assert all(np.array_equal(a, b) for a, b in zip(whole[0], two[0], strict=True))
@@ -136,3 +137,89 @@ def test_several_workers_check_first_and_split_only_what_splits(clip, tmp_path, 
     assert api.upscale(clip, tmp_path / "f_%03d.png", **two).frames == 23
     assert spread == []  # none of these went to the workers
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_several_workers_report_one_run_and_count_only_what_is_left(clip, tmp_path):
+    """The workers' parts are shown as one run: one Started for the whole output, frames that only
+    grow, and one summary with every frame; parts an earlier run finished are not counted as
+    frames to render."""
+    parts = tmp_path / "parts"
+    run = dict(model="debug", random_weights=True, segments=3, parts=parts, **RUN)
+    first = api.upscale(clip, tmp_path / "out.mkv", segment="1/3", **run)  # an earlier run's
+    events = []
+    summary = api.upscale(
+        clip, tmp_path / "out.mkv", devices="cpu", workers=2, progress=events.append, **run
+    )
+    started = [e for e in events if isinstance(e, Started)]
+    assert len(started) == 1 and started[0].output == tmp_path / "out.mkv"
+    assert started[0].device == "cpu x2"
+    left = 23 - first.frames
+    advanced = [e for e in events if isinstance(e, Advanced)]
+    assert [e.frames for e in advanced] == sorted(e.frames for e in advanced)
+    assert advanced[-1].frames == left and {e.total_frames for e in advanced} == {left}
+    assert events[-1] is summary and isinstance(summary, Summary)
+    assert summary.frames == 23 and summary.device == "cpu x2"
+    assert summary.output == str(tmp_path / "out.mkv") and summary.fps > 0
+
+
+def test_a_long_video_on_a_gpu_host_takes_its_workers_by_itself(clip, tmp_path, monkeypatch):
+    """No --workers: a long video gets the workers the machine holds (workers_per_gpu), and only
+    then; --workers, a network the caller loaded, or a short input keep one process."""
+    from skipsr_cli.farm import resume
+
+    spread = []
+    monkeypatch.setattr(api, "upscale_on_devices", lambda *a: spread.append(a[3]) or 0)
+    monkeypatch.setattr(api, "workers_per_gpu", lambda gpus, size: 3)
+    run = dict(model="debug", random_weights=True, device="cpu", **RUN)
+    api.upscale(clip, tmp_path / "short.mkv", **run)  # shorter than RESUME_FRAMES
+    assert spread == []
+    monkeypatch.setattr(resume, "RESUME_FRAMES", 10)
+    api.upscale(clip, tmp_path / "long.mkv", **run)
+    assert spread == [[torch.device("cpu")] * 3]
+    api.upscale(clip, tmp_path / "one.mkv", workers=1, **run)
+    debug = api.load_model("debug", random_weights=True, device="cpu")
+    api.upscale(clip, tmp_path / "loaded.mkv", model=debug, **RUN)
+    assert len(spread) == 1
+
+
+def test_workers_per_gpu_follows_cores_and_memory():
+    """A worker per 5 cores, at most 3 a GPU, as far as free GPU memory and host memory hold
+    them; never fewer than one; one on the CPU."""
+    from skipsr_cli.farm.devices import gpu_bytes_per_worker, workers_per_gpu
+
+    gib = 2**30
+    one, two = [torch.device("cuda:0")], [torch.device("cuda:0"), torch.device("cuda:1")]
+    size = (2560, 1440)
+    plenty = dict(free=100 * gib, host=100 * gib)
+    assert workers_per_gpu(one, size, cores=16, **plenty) == 3
+    assert workers_per_gpu(one, size, cores=64, **plenty) == 3
+    assert workers_per_gpu(one, size, cores=10, **plenty) == 2
+    assert workers_per_gpu(one, size, cores=4, **plenty) == 1
+    assert workers_per_gpu(two, size, cores=32, **plenty) == 3
+    assert workers_per_gpu(two, size, cores=20, **plenty) == 2
+    need = gpu_bytes_per_worker(size)
+    assert 5 * gib < need < 7 * gib  # 4.9 GiB measured a worker at 2560x1440, with a margin
+    assert gpu_bytes_per_worker((3840, 2160)) > 2 * need
+    assert workers_per_gpu(one, size, cores=16, free=2 * need, host=100 * gib) == 2
+    assert workers_per_gpu(one, (3840, 2160), cores=16, free=20 * gib, host=100 * gib) == 1
+    assert workers_per_gpu(one, size, cores=16, free=100 * gib, host=7 * gib) == 2
+    assert workers_per_gpu(one, size, cores=16, free=gib, host=gib) == 1
+    assert workers_per_gpu([torch.device("cpu")], size, cores=64, **plenty) == 1
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_a_file_cut_short_runs_in_one_piece_and_says_what_it_lost(tmp_path, ext):
+    """Workers split a video by its packets; a file cut short holds fewer than it announces, so it
+    runs in one piece instead, where the loss is said (and with --strict refused), never silent."""
+    from damage import make_source, truncated
+
+    cut = truncated(make_source(tmp_path, ext, frames=20), tmp_path / f"cut.{ext}", 0.5)
+    two = dict(model="debug", random_weights=True, devices="cpu", workers=2, **RUN)
+    summary = api.upscale(cut, tmp_path / "out.mkv", **two)
+    assert summary.frames_lost == 20 - summary.frames > 0
+    assert summary.warnings[0].startswith("damaged input:") and summary.device == "cpu"
+    with pytest.raises(InputError, match="damaged input"):
+        api.upscale(cut, tmp_path / "strict.mkv", strict=True, **two)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"cut.{ext}", "out.mkv", f"src.{ext}"]
+    )

@@ -14,17 +14,76 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from skipsr_cli.batch.workers import _die_with_parent
-from skipsr_cli.errors import ModelError, OutputError, SkipSRError
+from skipsr_cli.errors import OutputError, SkipSRError
 from skipsr_cli.farm import parts as farm
+from skipsr_cli.farm.progress import WholeRun
 from skipsr_cli.farm.ray import FRAMES_PER_PART, SegmentWorker
+from skipsr_cli.media.cpu_share import host_cores
 from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.run.options import UpscaleOptions
+from skipsr_cli.run.progress import Event, Summary
+
+# Workers per GPU for one long video when --workers is not given. At 1440p and 4K the CPU's
+# encoders, not the GPU, set the pace: on one H200 with 16 cores, K copies of the whole upscale at
+# 720p -> 1440p (x264 medium) made 50.0 / 55.6 / 63.1 / 62.7 fps for K = 1-4 (BENCHMARKS.md,
+# 2026-12-01), as three encoders use the cores one leaves idle. So a worker per 5 cores, at most
+# 3 a GPU, as far as the GPU's free memory and the host's available memory hold them: a worker
+# took 4.9 GiB of GPU memory and about 2.5 GiB of host memory at 2560x1440.
+CORES_PER_WORKER = 5
+MOST_PER_GPU = 3
+GIB = 2**30
+
+
+def gpu_bytes_per_worker(out_size: tuple[int, int]) -> int:
+    """GPU memory one worker may take at this output size (width, height), with a margin: its
+    CUDA context and model, then its buffers, which grow with the output's pixels."""
+    megapixels = out_size[0] * out_size[1] / 1e6
+    return int(1.25 * (1.0 + 1.1 * megapixels) * GIB)
+
+
+def host_bytes_available() -> int | None:
+    """MemAvailable of /proc/meminfo; None where there is none (not Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def workers_per_gpu(
+    gpus: list[torch.device],
+    out_size: tuple[int, int],
+    cores: int | None = None,
+    free: int | None = None,
+    host: int | None = None,
+) -> int:
+    """How many workers each of `gpus` takes by default (1 where any device is not CUDA). The
+    host's cores, each GPU's free memory and the host's available memory are measured unless
+    given."""
+    if not gpus or any(d.type != "cuda" for d in gpus):
+        return 1
+    cores = host_cores() if cores is None else cores
+    if free is None:
+        free = min(torch.cuda.mem_get_info(d)[0] for d in gpus)
+    host = host_bytes_available() if host is None else host
+    most = min(MOST_PER_GPU, cores // (CORES_PER_WORKER * len(gpus)))
+    most = min(most, free // gpu_bytes_per_worker(out_size))
+    if host is not None:
+        most = min(most, host // (3 * GIB * len(gpus)))
+    return max(1, most)
 
 
 def upscale_on_devices(
@@ -33,16 +92,25 @@ def upscale_on_devices(
     opts: UpscaleOptions,
     devices: list[torch.device],
     parts: int | None = None,
-) -> int:
+    progress: Callable[[Event], None] | None = None,
+) -> Summary:
     """Render the segments on `devices`, a worker per entry (a device may repeat), and stitch them
-    into `output`; returns the frame count."""
+    into `output`; `progress` sees it as one run (farm/progress.py). Returns its summary."""
+    began = time.perf_counter()
     total = len(source_timestamps(input)[0])
     parts = min(total, parts or max(len(devices), -(-total // FRAMES_PER_PART)))  # none empty
     devices = devices[:parts]
+    run = WholeRun(progress or _ignore, input, output, total, device_text(devices), began)
     with farm.parts_of_run(output, opts, parts) as opts:
-        _render(input, output, opts, devices, parts, total)
-        frames, _ = farm.stitch_run(output, input, opts)
-    return frames
+        _render(input, output, opts, devices, parts, total, run)
+        frames, warnings = farm.stitch_run(output, input, opts)
+    return run.finish(frames, warnings)
+
+
+def device_text(devices: list[torch.device]) -> str:
+    """The workers' devices in a word: "cuda:0 x3", "cuda:0, cuda:1"."""
+    counts = Counter(str(d) for d in devices)
+    return ", ".join(name if n == 1 else f"{name} x{n}" for name, n in counts.items())
 
 
 def _render(
@@ -52,6 +120,7 @@ def _render(
     devices: list[torch.device],
     parts: int,
     total: int,
+    run: WholeRun,
 ) -> None:
     """The parts not yet done, a worker process per entry of `devices` pulling the next."""
     ctx = mp.get_context("spawn")
@@ -69,7 +138,7 @@ def _render(
     for worker in workers:
         worker.start()
     try:
-        _collect(workers, results, parts)
+        _collect(workers, results, parts, run)
     finally:
         for worker in workers:
             if worker.is_alive():
@@ -77,19 +146,24 @@ def _render(
             worker.join(timeout=30)
 
 
-def _collect(workers: list, results: mp.Queue, parts: int) -> None:
+def _collect(workers: list, results: mp.Queue, parts: int, run: WholeRun) -> None:
+    """The workers' messages until every part is done: a part's events go to `run`."""
     done = 0
     while done < parts:
         try:
-            kind, payload = results.get(timeout=0.5)
+            kind, index, payload = results.get(timeout=0.5)
         except queue.Empty:
             if not any(w.is_alive() for w in workers) and results.empty():
                 raise OutputError(f"the workers stopped with {parts - done} part(s) left") from None
             continue
-        if kind == "fatal":
-            raise ModelError(payload)
-        if kind == "error":
-            raise OutputError(payload)
+        if kind == "event":
+            run.event(index, payload)
+            continue
+        if kind == "error":  # a part's own error, with its kind (exit code): bad input is 3
+            cls, message = payload
+            raise cls(message)
+        if isinstance(payload, int):  # finished by an earlier run
+            run.skip(payload)
         done += 1
 
 
@@ -106,7 +180,7 @@ def _worker(
     parent: int,
 ) -> None:
     """Load the model once on `device`, with this worker's share of the host's cores among
-    `sharing` workers, then render parts until the stop sign."""
+    `sharing` workers, then render parts until the stop sign, their events sent to the parent."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     if torch.device(device).type == "cuda":
@@ -114,11 +188,21 @@ def _worker(
     try:
         worker = SegmentWorker(opts, torch.device(device), sharing)
     except SkipSRError as e:
-        results.put(("fatal", f"{device}: {e}"))
+        results.put(("error", 0, (type(e), f"{device}: {e}")))
         return
     for index in iter(tasks.get, None):
         try:
-            results.put(("done", worker.render(input, output, index, parts, total)))
+            events = partial(_send, results, index)
+            result = worker.render_part(input, output, index, parts, total, events)
         except SkipSRError as e:
-            results.put(("error", f"part {index} of {parts}: {e}"))
+            results.put(("error", index, (type(e), f"part {index} of {parts}: {e}")))
             return
+        results.put(("done", index, result))
+
+
+def _send(results: mp.Queue, index: int, event: Event) -> None:
+    results.put(("event", index, event))
+
+
+def _ignore(event: Event) -> None:
+    pass

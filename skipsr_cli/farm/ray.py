@@ -10,6 +10,7 @@ stopped is resumed by the next: finished parts whose manifests match are kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -22,6 +23,7 @@ from skipsr_cli.farm.segments import model_hash
 from skipsr_cli.media.cpu_share import apply_cpu_share
 from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.run.options import UpscaleOptions, load_network, resolve_device, resolve_dtype
+from skipsr_cli.run.progress import Event, Summary
 
 RETRIES = 2
 FRAMES_PER_PART = 1200  # a part a GPU renders in well under a minute at 720p
@@ -44,21 +46,34 @@ class SegmentWorker:
 
     def render(self, input: str, output: str, index: int, count: int, total: int) -> int:
         """Part `index` of `count` of a video of `total` frames, unless it is done already."""
+        summary = self.render_part(input, output, index, count, total)
+        return summary if isinstance(summary, int) else summary.frames
+
+    def render_part(
+        self,
+        input: str,
+        output: str,
+        index: int,
+        count: int,
+        total: int,
+        progress: Callable[[Event], None] | None = None,
+    ) -> Summary | int:
+        """Part `index` as `render` does, its events to `progress`: its summary, or the frames
+        of the part when an earlier run finished it."""
         opts = replace(self.opts, segment=f"{index}/{count}")
         done = farm.finished_part(Path(input), Path(output), opts, self.weights)
         if done is not None:
             return done
-        summary = farm.render_segment(
+        return farm.render_segment(
             Path(input),
             Path(output),
             opts,
             lambda: self.model,
             self.device,
             self.dtype,
-            _quiet,
+            progress or _quiet,
             total,
         )
-        return summary.frames
 
 
 def _quiet(event: object) -> None:

@@ -19,11 +19,14 @@ import torch
 
 from models import SkipSR
 from skipsr_cli.farm import parts as farm
+from skipsr_cli.farm.progress import WholeRun
 from skipsr_cli.farm.ray import FRAMES_PER_PART
 from skipsr_cli.farm.segments import model_hash
 from skipsr_cli.media.image_io import is_image_output
 from skipsr_cli.media.joiner import source_timestamps
+from skipsr_cli.media.video_io import DecodeDamage, VideoInfo
 from skipsr_cli.run.options import UpscaleOptions
+from skipsr_cli.run.pipeline import frames_lost
 from skipsr_cli.run.progress import Event, Summary
 
 RESUME_FRAMES = 3 * FRAMES_PER_PART  # shorter inputs run in one piece
@@ -47,6 +50,14 @@ def resumable(input: Path, output: Path, opts: UpscaleOptions, frames: int | Non
     return frames is not None and frames >= RESUME_FRAMES and splittable(input, output, opts)
 
 
+def intact(input: Path, info: VideoInfo) -> bool:
+    """Whether the input holds a packet for every frame it announces (a count estimated from the
+    duration may be a frame or so off): a file cut short runs in one piece, where the frames it
+    lost are counted and said (with --strict, exit 3), not split into parts its tail cannot fill."""
+    packets = len(source_timestamps(input)[0])
+    return frames_lost(info, packets, DecodeDamage()) == 0
+
+
 def upscale_resumably(
     input: Path,
     output: Path,
@@ -62,45 +73,19 @@ def upscale_resumably(
     count = max(1, -(-total // FRAMES_PER_PART))
     model = load()
     weights = model_hash(model.state_dict())
-    summaries = []
     with farm.parts_of_run(output, opts, count) as opts:
+        todo, done = [], 0
         for index in range(1, count + 1):
             part = replace(opts, segment=f"{index}/{count}", segments=None)
-            if farm.finished_part(input, output, part, weights) is None:
-                summaries.append(
-                    farm.render_segment(
-                        input, output, part, lambda: model, device, dtype, progress, total
-                    )
-                )
+            frames = farm.finished_part(input, output, part, weights)
+            if frames is None:
+                todo.append((index, part))
+            else:
+                done += frames
+        run = WholeRun(progress, input, output, total - done, began=began)
+        for index, part in todo:
+            farm.render_segment(
+                input, output, part, lambda: model, device, dtype, run.part(index), total
+            )
         frames, warnings = farm.stitch_run(output, input, opts)
-    return _summary(input, output, frames, time.perf_counter() - began, summaries, warnings)
-
-
-def _summary(
-    input: Path, output: Path, frames: int, wall: float, parts: list[Summary], warnings: list[str]
-) -> Summary:
-    """One summary for the whole run: the parts rendered now (none when all were done before)."""
-    rendered = sum(p.frames for p in parts)
-    first = parts[0] if parts else None
-    return Summary(
-        input=str(input),
-        output=str(output),
-        frames=frames,
-        wall_seconds=wall,
-        fps=rendered / wall if wall > 0 else 0.0,
-        skip_ratio=sum(p.skip_ratio * p.frames for p in parts) / rendered if rendered else 0.0,
-        peak_gpu_bytes=max((p.peak_gpu_bytes or 0 for p in parts), default=None),
-        peak_host_bytes=max((p.peak_host_bytes for p in parts), default=0),
-        device=first.device if first else "",
-        out_width=first.out_width if first else 0,
-        out_height=first.out_height if first else 0,
-        warnings=tuple(dict.fromkeys(w for p in parts for w in p.warnings if "video only" not in w))
-        + tuple(warnings),
-        frames_lost=sum(p.frames_lost for p in parts),
-        denoise=first.denoise if first else None,
-        waits={k: round(sum(p.waits.get(k, 0.0) for p in parts), 3) for k in _wait_keys(parts)},
-    )
-
-
-def _wait_keys(parts: list[Summary]) -> list[str]:
-    return list(dict.fromkeys(k for p in parts for k in p.waits))
+    return run.finish(frames, warnings)

@@ -30,6 +30,7 @@ from skipsr_cli.media.colour import (
     sws_matrix,
 )
 from skipsr_cli.media.cpu_share import decoder_threads
+from skipsr_cli.media.seeking import seek_frame
 
 # Errors PyAV raises for unreadable or unwritable media: its own FFmpegError family, plus the plain
 # OSError / ValueError it uses for bad paths, unsupported codec/container pairs and bad arguments.
@@ -329,46 +330,36 @@ def read_frames(
     files = sequence_files(path)
     if files is not None:
         return _read_sequence(files, start)
+    container, stream = _open_video(path)
+    try:
+        landed = seek_frame(container, stream, start) if start else None
+    except BaseException:
+        container.close()
+        raise
+    damage = damage or DecodeDamage()
+    if start and landed is None:  # no keyframe to seek to: decode from the start, drop the rest
+        container.close()  # a seek that missed leaves the demuxer anywhere: start again
+        container, stream = _open_video(path)
+        frames = _decode(container, stream, path, damage, strict)
+        return (f for f in frames if f.index >= start)
+    if landed is None:
+        return _decode(container, stream, path, damage, strict)
+    after, first = landed
+    return _decode(container, stream, path, damage, strict, start, after, first)
+
+
+def _open_video(path: Path) -> tuple[av.container.InputContainer, av.VideoStream]:
+    """The input opened, with its video stream's decoder set up to run beside the model."""
     container = open_input(path)
     try:
         stream = video_stream(container, path)
         stream.codec_context.thread_type = "AUTO"  # slice + frame threads: decode beside the model
         if decoder_threads():  # a worker among several on this host: its share of the cores
             stream.codec_context.thread_count = decoder_threads()
-        after = _seek(container, stream, start) if start else None
     except BaseException:
         container.close()
         raise
-    if start and after is None:  # no timestamps to seek by: decode from the start, drop the rest
-        frames = _decode(container, stream, path, damage or DecodeDamage(), strict)
-        return (f for f in frames if f.index >= start)
-    return _decode(container, stream, path, damage or DecodeDamage(), strict, start, after)
-
-
-REORDER_WINDOW = 64  # packets past a frame that may still show before it (H.264 allows 16)
-
-
-def _seek(container: av.container.InputContainer, stream: av.VideoStream, start: int) -> int | None:
-    """Seek to the keyframe at or before frame `start`; its timestamp, or None where the stream
-    has no timestamps to count frames by (the caller then decodes from the beginning).
-
-    Frame `start` is counted among the packets demuxed up to REORDER_WINDOW past it (decode order
-    runs at most a few frames ahead of presentation), so a part near the start of a long film does
-    not read the whole file to find its first frame."""
-    stamps = []
-    for packet in container.demux(stream):
-        if packet.pts is not None and packet.size:
-            stamps.append(packet.pts)
-            if len(stamps) > start + REORDER_WINDOW:
-                break
-    stamps.sort()
-    if len(stamps) <= start:
-        return None
-    try:
-        container.seek(stamps[start], stream=stream, backward=True, any_frame=False)
-    except AV_ERRORS:
-        return None
-    return stamps[start]
+    return container, stream
 
 
 def _decode(
@@ -379,10 +370,12 @@ def _decode(
     strict: bool,
     index: int = 0,
     after: int | None = None,
+    first: av.Packet | None = None,
 ) -> Iterator[DecodedFrame]:
-    """Frames numbered from `index`; with `after` (a seek's target), those before it dropped."""
+    """Frames numbered from `index`; with `after` (a seek's target), those before it dropped;
+    `first` is a packet read already (the seek's keyframe)."""
     with container:
-        for packet in _packets(container, stream, path, damage, strict):
+        for packet in _packets(container, stream, path, damage, strict, first):
             try:
                 frames = packet.decode() if packet is not None else stream.decode(None)
             except AV_ERRORS as e:  # one damaged packet: the next one may decode again
@@ -413,8 +406,12 @@ def _packets(
     path: Path,
     damage: DecodeDamage,
     strict: bool,
+    first: av.Packet | None = None,
 ) -> Iterator[av.Packet | None]:
-    """The stream's packets; where the file breaks off, None (flush what the decoder holds)."""
+    """The stream's packets (`first` read already); where the file breaks off, None (flush what
+    the decoder holds)."""
+    if first is not None:
+        yield first
     demux = container.demux(stream)
     while True:
         try:

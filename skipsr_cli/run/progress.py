@@ -192,7 +192,15 @@ class RichRenderer:
                 "upscale", total=total, total_text=total or "?", fps=0.0, skip=0.0
             )
         elif isinstance(event, Advanced) and self.task is not None:
-            self.bar.update(self.task, completed=event.frames, fps=event.fps, skip=event.skip_ratio)
+            total = event.total_frames  # a run of parts learns of those done before as it goes
+            self.bar.update(
+                self.task,
+                completed=event.frames,
+                total=total,
+                total_text=total or "?",
+                fps=event.fps,
+                skip=event.skip_ratio,
+            )
         elif isinstance(event, Summary):
             self.close()
             self.console.print(summary_text(event))

@@ -1,0 +1,66 @@
+"""Finding frame N of a video without decoding what comes before it: a seek to the keyframe at
+or before it, checked, since not every demuxer lands where it is asked to."""
+
+from __future__ import annotations
+
+import av
+
+ERRORS = (av.FFmpegError, OSError, ValueError)  # a seek or read that fails: decode from the start
+REORDER_WINDOW = 64  # packets past a frame that may still show before it (H.264 allows 16)
+
+
+def seek_frame(
+    container: av.container.InputContainer, stream: av.VideoStream, start: int
+) -> tuple[int, av.Packet] | None:
+    """Seek to the keyframe at or before frame `start`: the timestamp of frame `start` and the
+    first packet read after the seek, or None where there is no keyframe to seek to or the seek
+    did not land on it (the caller then decodes from the beginning).
+
+    Frame `start` is counted among the packets demuxed up to REORDER_WINDOW past it (decode order
+    runs at most a few frames ahead of presentation), so a part near the start of a long film does
+    not read the whole file to find its first frame. Some demuxers (MPEG-TS) land near the
+    timestamp asked for rather than on a keyframe before it, and a decoder that starts past its
+    keyframe gives no pictures until the next: so the packet read first must be that keyframe."""
+    stamps, keys = [], []
+    for packet in container.demux(stream):
+        if packet.pts is not None and packet.size:
+            stamps.append(packet.pts)
+            if packet.is_keyframe:
+                keys.append(packet.pts)
+            if len(stamps) > start + REORDER_WINDOW:
+                break
+    stamps.sort()
+    if len(stamps) <= start:
+        return None
+    key = max((k for k in keys if k <= stamps[start]), default=None)
+    if key is None:
+        return None
+    for back in SEEK_BACK:  # on the keyframe, then further before it where the seek overshot
+        try:
+            container.seek(
+                key - int(back / stream.time_base), stream=stream, backward=True, any_frame=False
+            )
+            first = _keyframe_at(container, stream, key)
+        except ERRORS:
+            return None
+        if first is not None:
+            return stamps[start], first
+    return None
+
+
+SEEK_BACK = (0, 1, 4, 16)  # seconds before the keyframe that seeks aim at, in turn
+
+
+def _keyframe_at(
+    container: av.container.InputContainer, stream: av.VideoStream, key: int
+) -> av.Packet | None:
+    """The keyframe packet of timestamp `key`, read forward from where a seek landed (packets
+    before it dropped); None when the seek landed past it."""
+    for packet in container.demux(stream):
+        if not packet.size:
+            continue
+        if packet.is_keyframe and packet.pts == key:
+            return packet
+        if packet.dts is not None and packet.dts > key:  # decoded after the keyframe: past it
+            return None
+    return None
