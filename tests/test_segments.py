@@ -183,14 +183,14 @@ def test_a_long_video_on_a_gpu_host_takes_its_workers_by_itself(clip, tmp_path, 
 
 
 def test_workers_per_gpu_follows_cores_and_memory():
-    """A worker per 5 cores, at most 3 a GPU, as far as free GPU memory and host memory hold
+    """A worker per 5 cores, at most 3 a GPU, as far as the GPU's memory and host memory hold
     them; never fewer than one; one on the CPU."""
     from skipsr_cli.farm.devices import gpu_bytes_per_worker, workers_per_gpu
 
     gib = 2**30
     one, two = [torch.device("cuda:0")], [torch.device("cuda:0"), torch.device("cuda:1")]
     size = (2560, 1440)
-    plenty = dict(free=100 * gib, host=100 * gib)
+    plenty = dict(gpu=100 * gib, host=100 * gib)
     assert workers_per_gpu(one, size, cores=16, **plenty) == 3
     assert workers_per_gpu(one, size, cores=64, **plenty) == 3
     assert workers_per_gpu(one, size, cores=10, **plenty) == 2
@@ -200,10 +200,10 @@ def test_workers_per_gpu_follows_cores_and_memory():
     need = gpu_bytes_per_worker(size)
     assert 5 * gib < need < 7 * gib  # 4.9 GiB measured a worker at 2560x1440, with a margin
     assert gpu_bytes_per_worker((3840, 2160)) > 2 * need
-    assert workers_per_gpu(one, size, cores=16, free=2 * need, host=100 * gib) == 2
-    assert workers_per_gpu(one, (3840, 2160), cores=16, free=20 * gib, host=100 * gib) == 1
-    assert workers_per_gpu(one, size, cores=16, free=100 * gib, host=7 * gib) == 2
-    assert workers_per_gpu(one, size, cores=16, free=gib, host=gib) == 1
+    assert workers_per_gpu(one, size, cores=16, gpu=2 * need, host=100 * gib) == 2
+    assert workers_per_gpu(one, (3840, 2160), cores=16, gpu=20 * gib, host=100 * gib) == 1
+    assert workers_per_gpu(one, size, cores=16, gpu=100 * gib, host=7 * gib) == 2
+    assert workers_per_gpu(one, size, cores=16, gpu=gib, host=gib) == 1
     assert workers_per_gpu([torch.device("cpu")], size, cores=64, **plenty) == 1
 
 

@@ -37,7 +37,7 @@ from skipsr_cli.run.progress import Event, Summary
 # encoders, not the GPU, set the pace: on one H200 with 16 cores, K copies of the whole upscale at
 # 720p -> 1440p (x264 medium) made 50.0 / 55.6 / 63.1 / 62.7 fps for K = 1-4 (BENCHMARKS.md,
 # 2026-12-01), as three encoders use the cores one leaves idle. So a worker per 5 cores, at most
-# 3 a GPU, as far as the GPU's free memory and the host's available memory hold them: a worker
+# 3 a GPU, as far as the GPU's memory and the host's available memory hold them: a worker
 # took 4.9 GiB of GPU memory and about 2.5 GiB of host memory at 2560x1440.
 CORES_PER_WORKER = 5
 MOST_PER_GPU = 3
@@ -67,20 +67,20 @@ def workers_per_gpu(
     gpus: list[torch.device],
     out_size: tuple[int, int],
     cores: int | None = None,
-    free: int | None = None,
+    gpu: int | None = None,
     host: int | None = None,
 ) -> int:
     """How many workers each of `gpus` takes by default (1 where any device is not CUDA). The
-    host's cores, each GPU's free memory and the host's available memory are measured unless
+    host's cores, the smallest GPU's memory and the host's available memory are read unless
     given."""
     if not gpus or any(d.type != "cuda" for d in gpus):
         return 1
     cores = host_cores() if cores is None else cores
-    if free is None:
-        free = min(torch.cuda.mem_get_info(d)[0] for d in gpus)
+    if gpu is None:  # a device query: no CUDA context in this process, which runs no model
+        gpu = min(torch.cuda.get_device_properties(d).total_memory for d in gpus)
     host = host_bytes_available() if host is None else host
     most = min(MOST_PER_GPU, cores // (CORES_PER_WORKER * len(gpus)))
-    most = min(most, free // gpu_bytes_per_worker(out_size))
+    most = min(most, gpu // gpu_bytes_per_worker(out_size))
     if host is not None:
         most = min(most, host // (3 * GIB * len(gpus)))
     return max(1, most)
