@@ -16,6 +16,7 @@ UsageError); the output file appears only when the whole run succeeded.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
@@ -31,8 +32,9 @@ from skipsr_cli.batch.workers import local_workers
 from skipsr_cli.errors import ModelError, UsageError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm import resume
-from skipsr_cli.farm.devices import upscale_on_devices, workers_per_gpu
+from skipsr_cli.farm.devices import model_bytes, upscale_on_devices, workers_per_gpu
 from skipsr_cli.farm.ray import ray_address, upscale_on_ray
+from skipsr_cli.media.cpu_share import ENV as WORKER_THREADS_ENV
 from skipsr_cli.media.cpu_share import apply_cpu_share
 from skipsr_cli.run import pipeline
 from skipsr_cli.run.options import (
@@ -138,32 +140,32 @@ def upscale(
         raise UsageError("--segment renders one part in this process: not with several workers")
     if several and (opts.frames is not None or opts.mask_out is not None):
         raise UsageError("--frames and --mask-out run in one process: not with several workers")
-    plan, split = None, False
+    plan, total = None, None
     if opts.segment is None:
         plan = pipeline.prepare(job_of(input, output, opts))  # refuses what it can before loading
         frames = plan.info.frame_count or 0
         long = resume.resumable(input, output, opts, frames)
-        split = long or (several and frames > 1 and resume.splittable(input, output, opts))
-        split = split and resume.intact(input, plan.info)  # a file cut short runs in one piece
-        if split and long and _default_workers(opts, model):
-            found = found * workers_per_gpu(sorted(set(found), key=str), plan.out_size)
-            several = len(found) > 1
-        if split and several:
+        if long or (several and frames > 1 and resume.splittable(input, output, opts)):
+            total = resume.split_frames(input, plan.info)  # None: cut short, run in one piece
+        parts = opts.segments
+        if total is not None and long and _default_workers(opts, model, found):
+            found = found * workers_per_gpu(found, plan.out_size, model_bytes(opts))
+            several, parts = len(found) > 1, parts or resume.part_count(total)
+        if total is not None and several:
             if opts.ray is not None:  # there `workers` counts Ray actors
                 address = ray_address(opts.ray)
                 return upscale_on_ray(input, output, opts, opts.segments, address, opts.workers)
-            return upscale_on_devices(
-                input, output, opts, found[:frames], opts.segments, progress or _ignore
-            )
+            done = progress or _ignore
+            return upscale_on_devices(input, output, opts, found[:total], parts, done, total)
     if opts.devices is not None:  # one device named, or nothing to split among several
         device, dtype = found[0], resolve_dtype(opts.dtype, found[0])
     load = (lambda: model) if isinstance(model, SkipSR) else (lambda: _load(opts, device, dtype))
     apply_cpu_share(1, device)  # all cores as the libraries pick, or SKIPSR_WORKER_THREADS's share
     if plan is None:
         return farm.render_segment(input, output, opts, load, device, dtype, progress or _ignore)
-    if split:  # a long video on one device
+    if total is not None:  # a long video on one device
         return resume.upscale_resumably(
-            input, output, opts, load, device, dtype, progress or _ignore
+            input, output, opts, load, device, dtype, progress or _ignore, total
         )
     return pipeline.upscale(load(), plan, device, dtype, progress or _ignore)
 
@@ -232,14 +234,17 @@ def upscale_batch(
     return run_batch(items, out_dir, opts, devices=found, model=net, emit=progress or _ignore)
 
 
-def _default_workers(opts: UpscaleOptions, model: object) -> bool:
+def _default_workers(opts: UpscaleOptions, model: object, found: list[torch.device]) -> bool:
     """Whether the run picks its own number of local workers: none given, none loaded by the
-    caller, and no Ray or single segment."""
+    caller, no Ray or single segment, no device named twice, and no core count set for a process
+    sharing its node (SKIPSR_WORKER_THREADS: one worker keeps to it)."""
     return (
         opts.workers is None
         and opts.ray is None
         and opts.segment is None
         and not isinstance(model, SkipSR)
+        and len(set(found)) == len(found)
+        and not os.environ.get(WORKER_THREADS_ENV, "").strip()
     )
 
 

@@ -136,3 +136,30 @@ def test_the_first_chunk_of_a_range_is_on_the_whole_run_grid():
 
     # chunks of 8 with 2 shared start at 0, 6, 12, 18: the first holding frame f
     assert [chunk_start(f, 8, 2) for f in (0, 5, 7, 8, 12, 13, 14)] == [0, 0, 0, 6, 6, 6, 12]
+
+
+def test_an_edit_list_that_drops_frames_is_seeked_by_the_frames_it_shows(tmp_path):
+    """`ffmpeg -ss T -i in.mp4 -c copy` keeps the packets from the keyframe before T and an edit
+    list that hides those before T: they are decoded but never shown, so frame N counts only
+    the frames shown, and a decode from N gives the frames of a whole decode."""
+    import subprocess
+
+    from damage import ffmpeg_exe
+
+    ffmpeg = ffmpeg_exe()
+    if ffmpeg is None:
+        pytest.skip("no ffmpeg binary")
+    source = make_clip(tmp_path / "src.mp4", frames=120, audio=False)
+    cut = tmp_path / "cut.mp4"
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-ss", "1.1", "-i", source, "-c", "copy", cut], check=True
+    )
+    whole = list(read_frames(cut))
+    assert 0 < len(whole) < 120
+    for start in (1, 40, len(whole) - 1):
+        part = list(read_frames(cut, start=start))
+        assert [f.index for f in part] == list(range(start, len(whole)))
+        assert all(
+            np.array_equal(a.rgb, b.rgb) and a.pts == b.pts
+            for a, b in zip(part, whole[start:], strict=True)
+        )

@@ -152,6 +152,7 @@ def test_several_workers_report_one_run_and_count_only_what_is_left(clip, tmp_pa
     )
     started = [e for e in events if isinstance(e, Started)]
     assert len(started) == 1 and started[0].output == tmp_path / "out.mkv"
+    assert started[0].total_frames == 23 - first.frames  # told before any part starts
     assert started[0].device == "cpu x2"
     left = 23 - first.frames
     advanced = [e for e in events if isinstance(e, Advanced)]
@@ -168,14 +169,19 @@ def test_a_long_video_on_a_gpu_host_takes_its_workers_by_itself(clip, tmp_path, 
     from skipsr_cli.farm import resume
 
     spread = []
-    monkeypatch.setattr(api, "upscale_on_devices", lambda *a: spread.append(a[3]) or 0)
-    monkeypatch.setattr(api, "workers_per_gpu", lambda gpus, size: 3)
+    monkeypatch.setattr(api, "upscale_on_devices", lambda *a: spread.append(a[3:5]) or 0)
+    monkeypatch.setattr(api, "workers_per_gpu", lambda gpus, size, model: 3)
     run = dict(model="debug", random_weights=True, device="cpu", **RUN)
     api.upscale(clip, tmp_path / "short.mkv", **run)  # shorter than RESUME_FRAMES
     assert spread == []
     monkeypatch.setattr(resume, "RESUME_FRAMES", 10)
+    monkeypatch.setattr(resume, "FRAMES_PER_PART", 6)
     api.upscale(clip, tmp_path / "long.mkv", **run)
-    assert spread == [[torch.device("cpu")] * 3]
+    # the parts of one worker's run (23 frames, 6 a part), whatever the count of workers: a
+    # rerun that gets fewer workers finds the parts of the run before
+    assert spread == [([torch.device("cpu")] * 3, 4)]
+    monkeypatch.setenv("SKIPSR_WORKER_THREADS", "4")  # a task sharing its node: one worker
+    api.upscale(clip, tmp_path / "shared.mkv", **run)
     api.upscale(clip, tmp_path / "one.mkv", workers=1, **run)
     debug = api.load_model("debug", random_weights=True, device="cpu")
     api.upscale(clip, tmp_path / "loaded.mkv", model=debug, **RUN)

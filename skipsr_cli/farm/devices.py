@@ -44,11 +44,29 @@ MOST_PER_GPU = 3
 GIB = 2**30
 
 
-def gpu_bytes_per_worker(out_size: tuple[int, int]) -> int:
-    """GPU memory one worker may take at this output size (width, height), with a margin: its
-    CUDA context and model, then its buffers, which grow with the output's pixels."""
+def gpu_bytes_per_worker(out_size: tuple[int, int], model: int = 0) -> int:
+    """GPU memory one worker may take at this output size (width, height) with a network of
+    `model` bytes, with a margin: its CUDA context, the network (three times: a --denoise blend
+    holds two sets while it makes the third), then its buffers, which grow with the pixels."""
     megapixels = out_size[0] * out_size[1] / 1e6
-    return int(1.25 * (1.0 + 1.1 * megapixels) * GIB)
+    return int(1.25 * ((1.0 + 1.1 * megapixels) * GIB + 3 * model))
+
+
+def model_bytes(opts: UpscaleOptions) -> int:
+    """The network's weights in bytes: its file's size, or for random weights its parameters in
+    bf16 (built on the meta device: no memory, no time)."""
+    from models import PRESETS, SkipSR
+    from skipsr_cli.weights import shipped_path
+
+    if opts.weights is not None:
+        return opts.weights.stat().st_size if opts.weights.is_file() else 0
+    if not opts.random_weights and shipped_path(opts.model).is_file():
+        return shipped_path(opts.model).stat().st_size
+    if opts.model not in PRESETS:
+        return 0  # the loader names the error
+    with torch.device("meta"):
+        network = SkipSR(PRESETS[opts.model])
+    return 2 * sum(p.numel() for p in network.parameters())
 
 
 def host_bytes_available() -> int | None:
@@ -66,12 +84,14 @@ def host_bytes_available() -> int | None:
 def workers_per_gpu(
     gpus: list[torch.device],
     out_size: tuple[int, int],
+    model: int = 0,
+    *,
     cores: int | None = None,
     gpu: int | None = None,
     host: int | None = None,
 ) -> int:
-    """How many workers each of `gpus` takes by default (1 where any device is not CUDA). The
-    host's cores, the smallest GPU's memory and the host's available memory are read unless
+    """How many workers each of `gpus` takes by default (1 where any device is not CUDA) for a
+    network of `model` bytes. The host's cores, the smallest GPU's memory and the host's available memory are read unless
     given."""
     if not gpus or any(d.type != "cuda" for d in gpus):
         return 1
@@ -80,7 +100,7 @@ def workers_per_gpu(
         gpu = min(torch.cuda.get_device_properties(d).total_memory for d in gpus)
     host = host_bytes_available() if host is None else host
     most = min(MOST_PER_GPU, cores // (CORES_PER_WORKER * len(gpus)))
-    most = min(most, gpu // gpu_bytes_per_worker(out_size))
+    most = min(most, gpu // gpu_bytes_per_worker(out_size, model))
     if host is not None:
         most = min(most, host // (3 * GIB * len(gpus)))
     return max(1, most)
@@ -93,11 +113,14 @@ def upscale_on_devices(
     devices: list[torch.device],
     parts: int | None = None,
     progress: Callable[[Event], None] | None = None,
+    total: int | None = None,
 ) -> Summary:
     """Render the segments on `devices`, a worker per entry (a device may repeat), and stitch them
-    into `output`; `progress` sees it as one run (farm/progress.py). Returns its summary."""
+    into `output`; `progress` sees it as one run (farm/progress.py). Returns its summary. `parts`
+    defaults to a part per FRAMES_PER_PART frames, and at least one per worker; `total` is the
+    input's frame count where the caller counted it already."""
     began = time.perf_counter()
-    total = len(source_timestamps(input)[0])
+    total = len(source_timestamps(input)[0]) if total is None else total
     parts = min(total, parts or max(len(devices), -(-total // FRAMES_PER_PART)))  # none empty
     devices = devices[:parts]
     run = WholeRun(progress or _ignore, input, output, total, device_text(devices), began)
@@ -122,13 +145,11 @@ def _render(
     total: int,
     run: WholeRun,
 ) -> None:
-    """The parts not yet done, a worker process per entry of `devices` pulling the next."""
+    """The parts not yet done, a worker process per entry of `devices` pulling the next. The
+    parts are handed out once the first worker has loaded its weights: those an earlier run
+    finished with the same weights are left out, so the run's total is the frames left."""
     ctx = mp.get_context("spawn")
     tasks, results = ctx.Queue(), ctx.Queue()
-    for index in range(1, parts + 1):
-        tasks.put(index)
-    for _ in devices:
-        tasks.put(None)
     each = replace(opts, segment=None, devices=None, workers=None)
     args = (each, str(input), str(output), parts, total, len(devices))
     workers = [
@@ -137,34 +158,58 @@ def _render(
     ]
     for worker in workers:
         worker.start()
+
+    def hand_out(weights: str) -> int:
+        todo = []
+        for index in range(1, parts + 1):
+            part = replace(opts, segment=f"{index}/{parts}", segments=None)
+            done = farm.finished_part(input, output, part, weights)
+            if done is None:
+                todo.append(index)
+            else:
+                run.skip(done)
+        for index in todo:
+            tasks.put(index)
+        for _ in workers:
+            tasks.put(None)
+        return len(todo)
+
     try:
-        _collect(workers, results, parts, run)
+        _collect(workers, results, hand_out, run)
     finally:
         for worker in workers:
             if worker.is_alive():
-                worker.terminate()  # its writers remove their partial files
+                worker.terminate()
             worker.join(timeout=30)
 
 
-def _collect(workers: list, results: mp.Queue, parts: int, run: WholeRun) -> None:
-    """The workers' messages until every part is done: a part's events go to `run`."""
-    done = 0
-    while done < parts:
+def _collect(
+    workers: list, results: mp.Queue, hand_out: Callable[[str], int], run: WholeRun
+) -> None:
+    """The workers' messages until every part handed out is done: the first worker's weights
+    hand the parts out, a part's events go to `run`, a part's error ends the run with its kind
+    (a damaged input is exit 3), and a worker that dies ends it at once."""
+    left = None  # parts not yet done; None until they are handed out
+    while left != 0:
         try:
             kind, index, payload = results.get(timeout=0.5)
         except queue.Empty:
-            if not any(w.is_alive() for w in workers) and results.empty():
-                raise OutputError(f"the workers stopped with {parts - done} part(s) left") from None
+            dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+            if dead or not any(w.is_alive() for w in workers) and results.empty():
+                raise OutputError(
+                    f"a worker process ended (exit code {dead[0] if dead else 0}) with parts left"
+                ) from None
             continue
-        if kind == "event":
+        if kind == "ready":
+            if left is None:
+                left = hand_out(payload)
+        elif kind == "event":
             run.event(index, payload)
-            continue
-        if kind == "error":  # a part's own error, with its kind (exit code): bad input is 3
+        elif kind == "error":
             cls, message = payload
             raise cls(message)
-        if isinstance(payload, int):  # finished by an earlier run
-            run.skip(payload)
-        done += 1
+        else:  # "done"
+            left -= 1
 
 
 def _worker(
@@ -180,7 +225,8 @@ def _worker(
     parent: int,
 ) -> None:
     """Load the model once on `device`, with this worker's share of the host's cores among
-    `sharing` workers, then render parts until the stop sign, their events sent to the parent."""
+    `sharing` workers, say so with its weights' hash, then render parts until the stop sign,
+    their events sent to the parent."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     if torch.device(device).type == "cuda":
@@ -190,12 +236,16 @@ def _worker(
     except SkipSRError as e:
         results.put(("error", 0, (type(e), f"{device}: {e}")))
         return
+    results.put(("ready", 0, worker.weights))
     for index in iter(tasks.get, None):
         try:
             events = partial(_send, results, index)
             result = worker.render_part(input, output, index, parts, total, events)
         except SkipSRError as e:
             results.put(("error", index, (type(e), f"part {index} of {parts}: {e}")))
+            return
+        except Exception as e:  # a bug: exit 1, named, instead of a silent worker's death
+            results.put(("error", index, (SkipSRError, f"part {index}: {type(e).__name__}: {e}")))
             return
         results.put(("done", index, result))
 

@@ -50,12 +50,19 @@ def resumable(input: Path, output: Path, opts: UpscaleOptions, frames: int | Non
     return frames is not None and frames >= RESUME_FRAMES and splittable(input, output, opts)
 
 
-def intact(input: Path, info: VideoInfo) -> bool:
-    """Whether the input holds a packet for every frame it announces (a count estimated from the
-    duration may be a frame or so off): a file cut short runs in one piece, where the frames it
-    lost are counted and said (with --strict, exit 3), not split into parts its tail cannot fill."""
+def split_frames(input: Path, info: VideoInfo) -> int | None:
+    """The frames a split of the input counts (its video packets), or None where it holds fewer
+    than it announces (a count estimated from the duration may be a frame or so off): a file cut
+    short runs in one piece, where the frames it lost are counted and said (with --strict, exit
+    3), not split into parts its tail cannot fill."""
     packets = len(source_timestamps(input)[0])
-    return frames_lost(info, packets, DecodeDamage()) == 0
+    return packets if frames_lost(info, packets, DecodeDamage()) == 0 else None
+
+
+def part_count(total: int) -> int:
+    """The parts of a long run of `total` frames: the same on every run of it, whatever renders
+    them, so a rerun finds the parts of the run before."""
+    return max(1, -(-total // FRAMES_PER_PART))
 
 
 def upscale_resumably(
@@ -66,11 +73,13 @@ def upscale_resumably(
     device: torch.device,
     dtype: torch.dtype,
     progress: Callable[[Event], None],
+    total: int | None = None,
 ) -> Summary:
-    """The segments not yet done, then the stitch, then the work folder removed."""
+    """The segments not yet done, then the stitch, then the work folder removed. `total` is the
+    input's frame count where the caller counted it already."""
     began = time.perf_counter()
-    total = len(source_timestamps(input)[0])
-    count = max(1, -(-total // FRAMES_PER_PART))
+    total = len(source_timestamps(input)[0]) if total is None else total
+    count = part_count(total)
     model = load()
     weights = model_hash(model.state_dict())
     with farm.parts_of_run(output, opts, count) as opts:

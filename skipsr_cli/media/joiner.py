@@ -24,10 +24,15 @@ from skipsr_cli.media.video_writer import check_target, partial_path
 
 
 def source_timestamps(path: Path) -> tuple[list[int], Fraction]:
-    """Presentation timestamps of the source's video frames, in order, and their time base."""
+    """Presentation timestamps of the source's video frames, in order, and their time base: a
+    packet each, but those an edit list drops (decoded, never shown)."""
     with open_input(path) as container:
         stream = container.streams.video[0]
-        stamps = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size)
+        stamps = sorted(
+            p.pts
+            for p in container.demux(stream)
+            if p.pts is not None and p.size and not p.is_discard
+        )
         return stamps, Fraction(stream.time_base)
 
 

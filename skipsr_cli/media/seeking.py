@@ -23,7 +23,11 @@ def seek_frame(
     keyframe gives no pictures until the next: so the packet read first must be that keyframe."""
     stamps, keys = [], []
     for packet in container.demux(stream):
-        if packet.pts is not None and packet.size:
+        if packet.is_discard:  # before an edit list's start: decoded, never shown
+            continue
+        if packet.size and packet.pts is None:  # a frame no timestamp can find
+            return None
+        if packet.size:
             stamps.append(packet.pts)
             if packet.is_keyframe:
                 keys.append(packet.pts)
