@@ -29,7 +29,7 @@ from skipsr_cli.batch.plan import FolderKind, folder_kind, plan_batch
 from skipsr_cli.batch.progress import BatchEvent, BatchSummary
 from skipsr_cli.batch.run import run_batch
 from skipsr_cli.batch.workers import local_workers
-from skipsr_cli.errors import ModelError, UsageError
+from skipsr_cli.errors import InputError, ModelError, UsageError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm import resume
 from skipsr_cli.farm.devices import model_bytes, upscale_on_devices, workers_per_gpu
@@ -145,12 +145,18 @@ def upscale(
         plan = pipeline.prepare(job_of(input, output, opts))  # refuses what it can before loading
         frames = plan.info.frame_count or 0
         long = resume.resumable(input, output, opts, frames)
-        if long or (several and frames > 1 and resume.splittable(input, output, opts)):
+        splits = long or (several and frames > 1 and resume.splittable(input, output, opts))
+        if splits:
             total = resume.split_frames(input, plan.info)  # None: cut short, run in one piece
         parts = opts.segments
         if total is not None and long and _default_workers(opts, model, found):
             found = found * workers_per_gpu(found, plan.out_size, model_bytes(opts))
             several, parts = len(found) > 1, parts or resume.part_count(total)
+        if splits and total is None and opts.ray is not None:
+            raise InputError(
+                f"{input} holds fewer frames than it announces (cut short or damaged), so it "
+                "cannot be split into parts for Ray: upscale it without --ray"
+            )
         if total is not None and several:
             if opts.ray is not None:  # there `workers` counts Ray actors
                 address = ray_address(opts.ray)

@@ -226,6 +226,8 @@ def test_a_file_cut_short_runs_in_one_piece_and_says_what_it_lost(tmp_path, ext)
     assert summary.warnings[0].startswith("damaged input:") and summary.device == "cpu"
     with pytest.raises(InputError, match="damaged input"):
         api.upscale(cut, tmp_path / "strict.mkv", strict=True, **two)
+    with pytest.raises(InputError, match="cannot be split into parts for Ray"):
+        api.upscale(cut, tmp_path / "ray.mkv", model="debug", random_weights=True, ray="local")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f"cut.{ext}", "out.mkv", f"src.{ext}"]
     )

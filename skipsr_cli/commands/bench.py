@@ -229,11 +229,14 @@ def bench_capacity_command(
     ],
     scale: Annotated[int, typer.Option("--scale", "-s", min=1, max=8)] = 2,
     workers: Annotated[
-        str, typer.Option(help="Copies of the encode floor to run at once, one row each: 1,2,3,4.")
+        str,
+        typer.Option(
+            help="Copies to run at once (of the floor, or with --upscale of the upscale), one row each: 1,2,3,4."
+        ),
     ] = "1,2,3,4",
     devices: Annotated[
         str | None,
-        typer.Option(help="Where the copies resample, in turn (as upscale's --devices)."),
+        typer.Option(help="Where the copies run, in turn (as upscale's --devices)."),
     ] = None,
     codec: CodecOpt = "libx264",
     crf: CrfOpt = 18,
@@ -289,7 +292,11 @@ def bench_capacity_command(
     if json_out:
         print(
             json.dumps(
-                {**head, "rows": [r.as_dict() for r in rows], "capacity_fps": best.total_fps}
+                {
+                    **head,
+                    "rows": [r.as_dict() for r in rows],
+                    "best_fps" if upscale else "capacity_fps": best.total_fps,
+                }
             )
         )
         return
