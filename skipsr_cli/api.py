@@ -16,6 +16,7 @@ UsageError); the output file appears only when the whole run succeeded.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable
 from dataclasses import fields, replace
@@ -242,8 +243,9 @@ def upscale_batch(
 
 def _default_workers(opts: UpscaleOptions, model: object, found: list[torch.device]) -> bool:
     """Whether the run picks its own number of local workers: none given, none loaded by the
-    caller, no Ray or single segment, no device named twice, and no core count set for a process
-    sharing its node (SKIPSR_WORKER_THREADS: one worker keeps to it)."""
+    caller, no Ray or single segment, no device named twice, no core count set for a process
+    sharing its node (SKIPSR_WORKER_THREADS: one worker keeps to it), and a process that may
+    start processes (not a multiprocessing pool's worker)."""
     return (
         opts.workers is None
         and opts.ray is None
@@ -251,6 +253,7 @@ def _default_workers(opts: UpscaleOptions, model: object, found: list[torch.devi
         and not isinstance(model, SkipSR)
         and len(set(found)) == len(found)
         and not os.environ.get(WORKER_THREADS_ENV, "").strip()
+        and not multiprocessing.current_process().daemon  # a pool's worker may start none
     )
 
 

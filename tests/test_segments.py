@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 
 import av
@@ -182,6 +183,9 @@ def test_a_long_video_on_a_gpu_host_takes_its_workers_by_itself(clip, tmp_path, 
     assert spread == [([torch.device("cpu")] * 3, 4)]
     monkeypatch.setenv("SKIPSR_WORKER_THREADS", "4")  # a task sharing its node: one worker
     api.upscale(clip, tmp_path / "shared.mkv", **run)
+    monkeypatch.delenv("SKIPSR_WORKER_THREADS")
+    monkeypatch.setattr(multiprocessing.current_process(), "daemon", True, raising=False)
+    api.upscale(clip, tmp_path / "pooled.mkv", **run)  # a pool's worker may start no process
     api.upscale(clip, tmp_path / "one.mkv", workers=1, **run)
     debug = api.load_model("debug", random_weights=True, device="cpu")
     api.upscale(clip, tmp_path / "loaded.mkv", model=debug, **RUN)
