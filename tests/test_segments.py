@@ -235,3 +235,34 @@ def test_a_file_cut_short_runs_in_one_piece_and_says_what_it_lost(tmp_path, ext)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f"cut.{ext}", "out.mkv", f"src.{ext}"]
     )
+
+
+def test_ctrl_c_stops_the_workers_and_leaves_no_partial_part(tmp_path):
+    """Ctrl-C with several workers: exit 130, no output, the parts finished so far kept for the
+    rerun, and no worker's half-written part left beside them (the workers unwind on SIGTERM)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from skipsr_cli.farm.segments import work_folder
+
+    clip = make_clip(tmp_path / "in.mp4", frames=240, audio=False)
+    out = tmp_path / "out.mkv"
+    args = ["upscale", clip, out, "--model", "debug", "--random-weights", "--devices", "cpu,cpu"]
+    code = "from skipsr_cli.cli import main; main()"
+    run = subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args), "--segments", "6", "-q"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    folder = work_folder(out)
+    deadline = time.monotonic() + 120
+    while not any("partial" in p.name for p in folder.glob("*")) and run.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err
+    assert not out.exists()
+    assert not [p.name for p in folder.glob("*") if "partial" in p.name]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from skipsr_cli.batch.workers import _die_with_parent
+from skipsr_cli.batch.workers import _die_with_parent, _stop
 from skipsr_cli.errors import OutputError, SkipSRError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.progress import WholeRun
@@ -179,7 +179,7 @@ def _render(
     finally:
         for worker in workers:
             if worker.is_alive():
-                worker.terminate()
+                worker.terminate()  # it unwinds: its writer removes its partial file
             worker.join(timeout=30)
 
 
@@ -228,6 +228,7 @@ def _worker(
     `sharing` workers, say so with its weights' hash, then render parts until the stop sign,
     their events sent to the parent."""
     _die_with_parent(parent)
+    signal.signal(signal.SIGTERM, lambda *_: _stop(results))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     if torch.device(device).type == "cuda":
         torch.cuda.set_device(device)  # as a batch's worker: the current device is its own
@@ -248,6 +249,7 @@ def _worker(
             results.put(("error", index, (SkipSRError, f"part {index}: {type(e).__name__}: {e}")))
             return
         results.put(("done", index, result))
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # nothing left to clean: a late stop just ends
 
 
 def _send(results: mp.Queue, index: int, event: Event) -> None:
