@@ -60,8 +60,9 @@ def model_bytes(opts: UpscaleOptions) -> int:
 
     if opts.weights is not None:
         return opts.weights.stat().st_size if opts.weights.is_file() else 0
-    if not opts.random_weights and shipped_path(opts.model).is_file():
-        return shipped_path(opts.model).stat().st_size
+    shipped = shipped_path(opts.model)
+    if not opts.random_weights and shipped.is_file():
+        return shipped.stat().st_size
     if opts.model not in PRESETS:
         return 0  # the loader names the error
     with torch.device("meta"):
@@ -160,14 +161,8 @@ def _render(
         worker.start()
 
     def hand_out(weights: str) -> int:
-        todo = []
-        for index in range(1, parts + 1):
-            part = replace(opts, segment=f"{index}/{parts}", segments=None)
-            done = farm.finished_part(input, output, part, weights)
-            if done is None:
-                todo.append(index)
-            else:
-                run.skip(done)
+        todo, done = farm.parts_left(input, output, opts, parts, weights)
+        run.skip(done)
         for index in todo:
             tasks.put(index)
         for _ in workers:

@@ -102,6 +102,22 @@ def finished_part(input: Path, output: Path, opts: UpscaleOptions, weights: str)
     return record.get("frames_written") if same else None
 
 
+def parts_left(
+    input: Path, output: Path, opts: UpscaleOptions, count: int, weights: str
+) -> tuple[list[int], int]:
+    """The parts of a run of `count` parts still to render, and the frames of those an earlier run
+    finished with these options and weights."""
+    todo, done = [], 0
+    for index in range(1, count + 1):
+        part = replace(opts, segment=f"{index}/{count}", segments=None)
+        frames = finished_part(input, output, part, weights)
+        if frames is None:
+            todo.append(index)
+        else:
+            done += frames
+    return todo, done
+
+
 def _plain(value: object) -> object:
     return value if value is None or isinstance(value, int | float | str | bool) else str(value)
 

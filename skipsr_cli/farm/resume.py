@@ -83,16 +83,10 @@ def upscale_resumably(
     model = load()
     weights = model_hash(model.state_dict())
     with farm.parts_of_run(output, opts, count) as opts:
-        todo, done = [], 0
-        for index in range(1, count + 1):
-            part = replace(opts, segment=f"{index}/{count}", segments=None)
-            frames = farm.finished_part(input, output, part, weights)
-            if frames is None:
-                todo.append((index, part))
-            else:
-                done += frames
+        todo, done = farm.parts_left(input, output, opts, count, weights)
         run = WholeRun(progress, input, output, total - done, began=began)
-        for index, part in todo:
+        for index in todo:
+            part = replace(opts, segment=f"{index}/{count}", segments=None)
             farm.render_segment(
                 input, output, part, lambda: model, device, dtype, run.part(index), total
             )
