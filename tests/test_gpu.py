@@ -190,3 +190,23 @@ def test_base_parts_on_the_gpu_stitch_into_the_whole_run_bit_for_bit(tmp_path):
     assert len(stitched[0]) == len(whole[0]) == 41
     assert all(np.array_equal(a, b) for a, b in zip(whole[0], stitched[0], strict=True))
     assert stitched[1] == pytest.approx(whole[1]) and stitched[2] == pytest.approx(whole[2])
+
+
+def test_the_host_sleeps_while_it_waits_for_the_gpu():
+    """After sleep_while_waiting (which every run calls), a thread that waits for the device
+    holds no core: it used to spin on one for the whole of the model's GPU time, the encoder's
+    cores at 720p -> 1440p. The context is already in use when the setting changes, as in a run."""
+    import time
+
+    from skipsr_cli.run.host_waits import sleep_while_waiting
+
+    dev = torch.device("cuda")
+    a = torch.randn(4096, 4096, device=dev)
+    torch.cuda.synchronize()
+    assert sleep_while_waiting(dev) and sleep_while_waiting(dev)
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(200):  # well over a second of GPU work, queued in a few milliseconds
+        a = torch.tanh(a @ a)
+    torch.cuda.synchronize()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    assert wall > 0.3 and cpu < 0.3 * wall, (cpu, wall)

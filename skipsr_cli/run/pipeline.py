@@ -32,6 +32,7 @@ from skipsr_cli.media.image_io import (
 from skipsr_cli.media.video_io import DecodeDamage, DecodedFrame, VideoInfo, probe, read_frames
 from skipsr_cli.media.video_writer import VideoWriter
 from skipsr_cli.run.chunking import Chunk, OverlapAdd, check_plan, chunk_start, iter_chunks
+from skipsr_cli.run.host_waits import sleep_while_waiting
 from skipsr_cli.run.memory import MemoryLadder
 from skipsr_cli.run.overlap import BackgroundWriter, InlineWriter, Prefetcher
 from skipsr_cli.run.progress import Event, RunStats, Started, Summary
@@ -161,6 +162,7 @@ def upscale(
     stats = RunStats(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        sleep_while_waiting(device)  # the cores the model's waits would spin on are the encoder's
     emit(started)
     with contextlib.ExitStack() as stack:
         writers = open_writers(stack, job, info, out_w, out_h)
