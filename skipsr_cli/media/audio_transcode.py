@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import av
 
+from skipsr_cli.media.av_errors import AV_ERRORS
+
 # Encoders to try per muxer, best first.
 _CANDIDATES = {
     "webm": ("libopus", "libvorbis"),
@@ -34,9 +36,6 @@ _LABEL = {
     "libmp3lame": "MP3",
     "flac": "FLAC",
 }
-
-_AV_ERRORS = (av.FFmpegError, OSError, ValueError)
-
 
 # FFmpeg's default layout per channel count (av_channel_layout_default): what its command line
 # guesses for a stream that gives only a count.
@@ -104,13 +103,13 @@ def muxer_takes(
     memory."""
     try:
         probe = av.open(io.BytesIO(), "w", format=format_name)
-    except _AV_ERRORS:
+    except AV_ERRORS:
         return None
     try:
         add(probe)
         probe.start_encoding()
         return True
-    except _AV_ERRORS:
+    except AV_ERRORS:
         return False
     finally:
         with contextlib.suppress(Exception):

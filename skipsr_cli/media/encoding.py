@@ -8,7 +8,7 @@ from fractions import Fraction
 import av
 
 from skipsr_cli.errors import UsageError
-from skipsr_cli.media.video_io import AV_ERRORS
+from skipsr_cli.media.av_errors import AV_ERRORS
 
 # Encoders whose "preset" option speaks x264's vocabulary ("medium", "slow", ...). Other encoders
 # either have no preset or a numeric one, so the default "medium" would make them fail to open.

@@ -18,8 +18,9 @@ from pathlib import Path
 import av
 
 from skipsr_cli.errors import OutputError
+from skipsr_cli.media.av_errors import AV_ERRORS
 from skipsr_cli.media.stream_copy import StreamCopier, packet_seconds
-from skipsr_cli.media.video_io import AV_ERRORS, open_input
+from skipsr_cli.media.video_io import open_input
 from skipsr_cli.media.video_writer import check_target, partial_path
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import av
 
-ERRORS = (av.FFmpegError, OSError, ValueError)  # a seek or read that fails: decode from the start
+from skipsr_cli.media.av_errors import AV_ERRORS
+
 REORDER_WINDOW = 64  # packets past a frame that may still show before it (H.264 allows 16)
 
 
@@ -45,7 +46,7 @@ def seek_frame(
                 key - int(back / stream.time_base), stream=stream, backward=True, any_frame=False
             )
             first = _keyframe_at(container, stream, key)
-        except ERRORS:
+        except AV_ERRORS:
             return None
         if first is not None:
             return stamps[start], first

@@ -18,6 +18,7 @@ import av
 import numpy as np
 
 from skipsr_cli.errors import InputError
+from skipsr_cli.media.av_errors import AV_ERRORS
 from skipsr_cli.media.colour import (
     ACCURATE,
     EXACT_RGB,
@@ -31,10 +32,6 @@ from skipsr_cli.media.colour import (
 )
 from skipsr_cli.media.cpu_share import decoder_threads
 from skipsr_cli.media.seeking import seek_frame
-
-# Errors PyAV raises for unreadable or unwritable media: its own FFmpegError family, plus the plain
-# OSError / ValueError it uses for bad paths, unsupported codec/container pairs and bad arguments.
-AV_ERRORS = (av.FFmpegError, OSError, ValueError)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import av
 import numpy as np
 
 from skipsr_cli.errors import OutputError
+from skipsr_cli.media.av_errors import AV_ERRORS
 from skipsr_cli.media.colour import (
     ACCURATE,
     DEVICE_PIX_FMTS,
@@ -32,7 +33,7 @@ from skipsr_cli.media.encoding import (
 )
 from skipsr_cli.media.partials import partial_name, remove_stale
 from skipsr_cli.media.stream_copy import StreamCopier, packet_seconds
-from skipsr_cli.media.video_io import AV_ERRORS, HdrMetadata, open_input, pix_fmt_depth
+from skipsr_cli.media.video_io import HdrMetadata, open_input, pix_fmt_depth
 
 
 def x265_hdr_params(hdr: HdrMetadata) -> str:
