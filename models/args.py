@@ -37,6 +37,9 @@ class VAEArgs:
     # pixel kind only: the side of a linear branch's convolution beside the decoder (no norm, no
     # activation: a restoration filter that scales with the input's detail); 0 for none
     linear: int = 0
+    # pixel kind only: frames on each side whose fill the decoder also sees at the same place
+    # (early fusion in time; a clip's ends repeat its first and last frames); 0 for none
+    neighbours: int = 0
 
     def __post_init__(self) -> None:
         if self.spatial not in (4, 8):
@@ -46,8 +49,8 @@ class VAEArgs:
             return
         if self.kind != "conv":
             raise ValueError(f"VAE kind must be 'conv' or 'pixel', not {self.kind!r}")
-        if self.linear:
-            raise ValueError("only the pixel VAE has a linear branch")
+        if self.linear or self.neighbours:
+            raise ValueError("only the pixel VAE has a linear branch or sees neighbouring frames")
         if self.temporal not in (1, 4):
             raise ValueError(f"VAE temporal factor must be 1 or 4, not {self.temporal}")
         if len(self.widths) != self.spatial.bit_length():  # 4 -> 3 levels, 8 -> 4 levels
@@ -65,6 +68,10 @@ class VAEArgs:
             raise ValueError("the pixel VAE is per frame (temporal 1) and takes no guide")
         if self.latent_channels != cells:
             raise ValueError(f"the pixel VAE at {self.spatial}x has {cells} latent channels")
+        if not 0 <= self.neighbours <= 4:
+            raise ValueError(
+                f"the pixel VAE sees 0-4 neighbouring frames a side, not {self.neighbours}"
+            )
         if self.linear < 0 or (self.linear and self.linear % 2 == 0):
             raise ValueError(f"the pixel VAE's linear branch needs an odd side, not {self.linear}")
         if len(self.widths) not in (1, 2) or len(self.blocks) != len(self.widths):

@@ -12,8 +12,10 @@ away, a likely reason why `base` restores dense texture worse than a plain linea
 (BENCHMARKS.md); the branch is there to test it.
 With every residual at zero, decode(encode(x)) == x.
 
-Everything is per frame (the transformer's windows mix time), so slicing over frames and tiling
-over space are exact.
+Optionally the decoder also sees the encoded fill of `neighbours` frames on each side at the same
+place (early fusion in time: extra input channels of its first convolution, starting at zero).
+Apart from that everything is per frame (the transformer's windows mix time), so slicing over
+frames and tiling over space are exact.
 """
 
 from __future__ import annotations
@@ -29,14 +31,16 @@ from models.vae import PixelNorm, ResBlock, _frames, _video, decode_in_tiles
 class Refiner(nn.Module):
     """Latent-resolution residual: (N, C, h, w) -> (N, C, h, w); starts at zero."""
 
-    def __init__(self, channels: int, width: int, blocks: int) -> None:
+    def __init__(self, channels: int, width: int, blocks: int, extra: int = 0) -> None:
         super().__init__()
-        self.conv_in = nn.Conv2d(channels, width, 3, padding=1)
+        self.conv_in = nn.Conv2d(channels + extra, width, 3, padding=1)  # extra: more inputs
         self.blocks = nn.Sequential(*(ResBlock(width, temporal=False) for _ in range(blocks)))
         self.norm_out = PixelNorm(width)
         self.conv_out = nn.Conv2d(width, channels, 3, padding=1)
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, extra: Tensor | None = None) -> Tensor:
+        if extra is not None:  # what the first convolution sees besides z, at the same cells
+            z = torch.cat((z, extra), 1)
         if z.is_cuda:  # cuDNN's channels-last kernels: 3.55 -> 3.09 ms a 1440p frame on an H200
             z = z.contiguous(memory_format=torch.channels_last)
         return self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(z)))))
@@ -51,7 +55,8 @@ class PixelVAE(nn.Module):
     def __init__(self, args: VAEArgs) -> None:
         super().__init__()
         self.args = args
-        self.decoder = Refiner(args.latent_channels, args.widths[0], args.blocks[0])
+        extra = 2 * args.neighbours * args.latent_channels  # the neighbouring frames' fill
+        self.decoder = Refiner(args.latent_channels, args.widths[0], args.blocks[0], extra)
         # the fine stage, at twice the latent resolution; None without a second width
         self.fine = (
             Refiner(3 * (args.spatial // 2) ** 2, args.widths[1], args.blocks[1])
@@ -74,22 +79,42 @@ class PixelVAE(nn.Module):
         frame_slice: int | None = None,
         tile: int | None = None,
         guide: Tensor | None = None,
+        context: Tensor | None = None,
     ) -> Tensor:
-        """z: (B, C, T, h, w) -> (B, 3, T, h*s, w*s), in slices of frames and tiles of latent cells."""
+        """z: (B, C, T, h, w) -> (B, 3, T, h*s, w*s), in slices of frames and tiles of latent cells.
+        `context` is the fill (B, 3, T, h*s, w*s) in [0, 1], which a decoder with neighbours needs."""
         if guide is not None:
             raise ValueError("the pixel latent's decoder takes no guide")
+        if self.args.neighbours and context is None:
+            raise ValueError("this decoder sees neighbouring frames: pass the fill as context")
         b, t = z.shape[0], z.shape[2]
         step, out = frame_slice or t, None
         for s in range(0, t, step):
-            part = _video(self._tiled(_frames(z[:, :, s : s + step]), tile), b)
+            cells = _frames(z[:, :, s : s + step])
+            if self.args.neighbours:  # their latents beside z's, so tiles cut both alike
+                cells = torch.cat((cells, self._neighbours(context, s, min(s + step, t))), 1)
+            part = _video(self._tiled(cells, tile), b)
             if out is None:  # filled slice by slice: no list of parts and no concatenated copy
                 out = part.new_empty(*part.shape[:2], t, *part.shape[3:])
             out[:, :, s : s + step] = part
         return out
 
-    def _decode_frames(self, z: Tensor) -> Tensor:
-        z = z / self.args.latent_scale
-        refined = z + self.decoder(z)
+    def _neighbours(self, fill: Tensor, start: int, stop: int) -> Tensor:
+        """The latents of frames start-n .. stop-1+n of the fill around each of start .. stop-1,
+        the clip's ends repeated: (B * (stop - start), 2 * n * C, h, w), nearest frames first."""
+        n, last = self.args.neighbours, fill.shape[2] - 1
+        frames = torch.arange(start, stop, device=fill.device)
+        parts = []
+        for d in (*range(-1, -n - 1, -1), *range(1, n + 1)):
+            at = (frames + d).clamp(0, last)
+            parts.append(_frames(self.encode(fill[:, :, at] * 2 - 1)))
+        return torch.cat(parts, 1)
+
+    def _decode_frames(self, cells: Tensor) -> Tensor:
+        c = self.args.latent_channels
+        z = cells[:, :c] / self.args.latent_scale
+        extra = cells[:, c:] / self.args.latent_scale if cells.shape[1] > c else None
+        refined = z + self.decoder(z, extra)
         if self.linear is not None:
             refined = refined + self.linear(z)
         pixels = F.pixel_shuffle(refined, self.args.spatial)

@@ -96,7 +96,7 @@ class SkipSR(nn.Module):
         keep = self.predict_keep(c, settings)
         z = self.refine(c, keep, settings)
         del c
-        hr = self.vae.decode(z, settings.frame_slice, settings.decode_tile, self.guide(fill))
+        hr = self.decode(z, fill, settings.frame_slice, settings.decode_tile)
         del z
         for i in range(hr.shape[2]):  # the output overwrites the exact fill, frame by frame
             frame = exact[:, :, i]
@@ -104,6 +104,16 @@ class SkipSR(nn.Module):
         del hr, fill
         out = exact.clamp_(0, 1)[:, :, :t, : size[0], : size[1]]
         return Result(out, keep, keep.float().mean().item())
+
+    def decode(
+        self, z: Tensor, fill: Tensor, frame_slice: int | None = None, tile: int | None = None
+    ) -> Tensor:
+        """The latent back to frames in [-1, 1], given the padded fill in [0, 1]: a guided decoder
+        sees the fill, a pixel decoder with neighbours the fill of the frames around each one."""
+        if self.args.vae.kind == "pixel":
+            context = fill if self.args.vae.neighbours else None
+            return self.vae.decode(z, frame_slice, tile, context=context)
+        return self.vae.decode(z, frame_slice, tile, self.guide(fill))
 
     def guide(self, fill: Tensor) -> Tensor | None:
         """What a guided decoder sees besides the latent: the fill in [-1, 1]."""

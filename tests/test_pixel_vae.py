@@ -15,6 +15,7 @@ from models.pixel_vae import PixelVAE
 ARGS = PRESETS["base"].vae
 FINE = replace(ARGS, widths=(16, 8), blocks=(1, 2))  # with a fine stage at twice the resolution
 LINEAR = replace(FINE, linear=11)  # and a linear branch reaching further than the refiner
+NEIGHBOURS = replace(FINE, neighbours=2)  # and the fill of two frames each side
 BOTH = pytest.mark.parametrize(
     "args", [ARGS, FINE, LINEAR], ids=["one stage", "fine stage", "linear branch"]
 )
@@ -112,3 +113,21 @@ def test_linear_branch_adds_a_filter_that_scales_with_the_input():
     torch.testing.assert_close(added(2 * z), 2 * added(z))
     vae.decoder.conv_out.weight.data.normal_(0, 0.05)  # the refiner on: not linear in the latent
     assert not torch.allclose(added(2 * z), 2 * added(z))
+
+
+def test_a_decoder_with_neighbours_sees_the_fill_of_the_frames_around_each_one():
+    """Sliced and tiled decoding stays exact; a frame's output moves with the fill of the frames
+    up to `neighbours` away and with no other (the clip's ends repeat their frames); the fill is
+    required."""
+    vae = randomize(PixelVAE(NEIGHBOURS).double(), seed=8, std=0.05)
+    z = torch.randn(1, 48, 7, 9, 11, dtype=torch.float64)
+    fill = torch.rand(1, 3, 7, 36, 44, dtype=torch.float64)
+    whole = vae.decode(z, context=fill)
+    cut = vae.decode(z, frame_slice=3, tile=4, context=fill)
+    torch.testing.assert_close(cut, whole, rtol=1e-12, atol=1e-12)
+    changed = fill.clone()
+    changed[:, :, 3] += 0.5
+    moved = (vae.decode(z, context=changed) - whole).abs().flatten(3).amax((1, 3))[0]  # (T,)
+    assert moved.nonzero().flatten().tolist() == [1, 2, 4, 5]  # not frame 3 itself: z holds it
+    with pytest.raises(ValueError, match="context"):
+        vae.decode(z)

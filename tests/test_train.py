@@ -406,9 +406,10 @@ def test_a_wider_decoder_starts_from_narrower_weights(pack, tmp_path):
 
 
 def test_a_deeper_network_starts_computing_what_the_shallower_one_did(pack, tmp_path):
-    """--init-partial into more transformer layers, decoder blocks, a fine decoder stage and a
-    linear branch: the new parts start as the identity, so the output is unchanged until training
-    moves them, and the fine stage and the linear branch train with the decoder."""
+    """--init-partial into more transformer layers, decoder blocks, a fine decoder stage, a
+    linear branch and a decoder that also sees the neighbouring frames: the new parts start as
+    the identity (the new inputs of the first convolution at zero), so the output is unchanged
+    until training moves them, and the fine stage and the linear branch train with the decoder."""
     from dataclasses import replace
 
     from models import SkipSR
@@ -422,20 +423,22 @@ def test_a_deeper_network_starts_computing_what_the_shallower_one_did(pack, tmp_
         for p in shallow.parameters():
             p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     save_model(shallow, tmp_path / "shallow.safetensors", stage="dit", step="0")
-    vae = replace(
-        PIXEL.vae, widths=(8, 4), blocks=(2, 1), linear=3
-    )  # a fine stage, a linear branch
+    # a fine stage, a linear branch, one neighbouring frame each side
+    vae = replace(PIXEL.vae, widths=(8, 4), blocks=(2, 1), linear=3, neighbours=1)
     deeper = replace(PIXEL, dit=replace(PIXEL.dit, depth=3), vae=vae)
     cfg = TrainConfig("dit", pack, tmp_path / "o", deeper, init=tmp_path / "shallow.safetensors")
     model = build(replace(cfg, init_partial=True), torch.device("cpu")).eval()
     assert len(model.dit.blocks) == 3 and len(model.vae.decoder.blocks) == 2
+    assert model.vae.decoder.conv_in.weight.shape[1] == 3 * 48
     tuned = {id(p) for p in trainable(model, "dit", decoder=True).parameters()}
     assert all(id(p) in tuned for p in [*model.vae.fine.parameters(), model.vae.linear.weight])
     lr = torch.rand(1, 3, 4, 16, 16, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         a = shallow.eval()(lr, (32, 32), Settings(skip=False)).frames
         b = model(lr, (32, 32), Settings(skip=False)).frames
-    assert torch.equal(a, b)
+        assert torch.equal(a, b)
+        model.vae.decoder.conv_in.weight[:, 48:].normal_(0, 0.05)  # now the neighbours count
+        assert not torch.equal(a, model(lr, (32, 32), Settings(skip=False)).frames)
 
 
 def test_gradients_are_averaged_over_processes(tmp_path):

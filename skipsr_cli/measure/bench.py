@@ -176,9 +176,7 @@ def bench_model(
         )
 
     def decode() -> None:
-        hr = model.vae.decode(
-            state["z"], settings.frame_slice, settings.decode_tile, model.guide(state["fill"])
-        )
+        hr = model.decode(state["z"], state["fill"], settings.frame_slice, settings.decode_tile)
         state["hr"] = ((hr + 1) / 2).clamp(0, 1)[:, :, :frames, : out_size[0], : out_size[1]]
 
     stages = (upsample, encode, predictor, transformer, compose_, decode)

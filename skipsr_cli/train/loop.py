@@ -86,7 +86,7 @@ def build(cfg: TrainConfig, device: torch.device) -> SkipSR:
     if cfg.init is not None:  # same tensors, the configuration may differ in scalars (latent_scale)
         state = load_model(weights=cfg.init, device=device).state_dict()
         if cfg.init_partial:
-            state = fitting_tensors(model, state)
+            state = fitting_tensors(model, widened_inputs(model, state))
             new_blocks_start_as_identity(model, set(state))
         model.load_state_dict(state, strict=not cfg.init_partial)
     if cfg.decoder and model.args.vae.guided:
@@ -115,6 +115,22 @@ def new_blocks_start_as_identity(model: SkipSR, loaded: set[str]) -> None:
         for layer in zero:
             layer.weight.zero_()
             layer.bias.zero_()
+
+
+def widened_inputs(model: SkipSR, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Convolutions that take more input channels in the model than in `state` (the pixel
+    decoder's first one, when it also sees neighbouring frames) get the loaded weights for the
+    inputs they had and zero for the new ones: the model starts by computing what `state` did."""
+    own, out = model.state_dict(), dict(state)
+    for name, old in state.items():
+        new = own.get(name)
+        if new is None or new.dim() != 4 or old.dim() != 4 or new.shape[1] <= old.shape[1]:
+            continue
+        if new.shape[0] == old.shape[0] and new.shape[2:] == old.shape[2:]:
+            grown = torch.zeros_like(new)
+            grown[:, : old.shape[1]] = old.to(new.dtype)
+            out[name] = grown
+    return out
 
 
 def fitting_tensors(model: SkipSR, state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -192,7 +208,7 @@ def dit_loss(
     x_t = (1 - t_tok) * z_grid[keep] + t_tok * noise
     x0 = model.dit(x_t, c_grid[keep], t, tokens)
     latent = F.mse_loss(x0.float(), z_grid[keep].float())
-    out = model.vae.decode(compose(c_grid, keep, x0, patch, c.shape[1]), guide=model.guide(fill))
+    out = model.decode(compose(c_grid, keep, x0, patch, c.shape[1]), fill)
     out = out[:, :, : hr.shape[2]]
     out = out[..., : hr.shape[-2], : hr.shape[-1]]
     target = hr * 2 - 1
@@ -211,7 +227,7 @@ def fill_psnr(model: SkipSR, hr: Tensor, lr: Tensor) -> tuple[Tensor, Tensor]:
     with torch.no_grad():
         fill_in = model._pad(model.upsample(lr, hr.shape[-2:]))
         c = model.condition(fill_in)
-        fill = ((model.vae.decode(c, guide=model.guide(fill_in)) + 1) / 2).clamp(0, 1)
+        fill = ((model.decode(c, fill_in) + 1) / 2).clamp(0, 1)
         target = model._pad(hr)
         ft, th, tw = model.args.token_pixels
         err = (fill.float() - target.float()).pow(2).mean(1)  # (B, T, H, W)
@@ -479,7 +495,7 @@ def vae_round_trip(
         t, h, w = x.shape[2:]
         fill = model._pad(model.upsample(lr, (h, w)))
         z = model.vae.encode(model._pad(x) * 2 - 1, frame_slice=4)
-        rec = model.vae.decode(z, frame_slice=4, guide=model.guide(fill))
+        rec = model.decode(z, fill, frame_slice=4)
         out[name] = (_psnr(fill[:, :, :t, :h, :w], x), _psnr((rec[:, :, :t, :h, :w] + 1) / 2, x))
     out["mean"] = tuple(sum(v[i] for v in out.values()) / len(out) for i in range(2))
     return out
