@@ -129,5 +129,7 @@ def test_a_decoder_with_neighbours_sees_the_fill_of_the_frames_around_each_one()
     changed[:, :, 3] += 0.5
     moved = (vae.decode(z, context=changed) - whole).abs().flatten(3).amax((1, 3))[0]  # (T,)
     assert moved.nonzero().flatten().tolist() == [1, 2, 4, 5]  # not frame 3 itself: z holds it
-    with pytest.raises(ValueError, match="context"):
+    with pytest.raises(ValueError, match="neighbouring frames"):
         vae.decode(z)
+    with pytest.raises(ValueError, match="neighbouring frames"):
+        vae.decode(z, context=fill[:, :, :6])

@@ -465,3 +465,31 @@ def test_gradients_are_averaged_over_processes(tmp_path):
         cwd=Path(__file__).parents[1],
     )
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_only_the_decoders_first_convolution_widens_and_only_for_more_neighbours():
+    """--init-partial from one neighbouring frame a side to two starts at the same output (the
+    inputs of fewer neighbours are a prefix of those of more); a wider decoder or mask predictor
+    is not "widened" (its other layers' loaded weights would read fresh random features)."""
+    from dataclasses import replace
+
+    from models import SkipSR
+    from models.skipsr import Settings
+    from skipsr_cli.train.warm_start import fitting_tensors, widened_inputs
+
+    one = SkipSR(replace(PIXEL, vae=replace(PIXEL.vae, neighbours=1)))
+    one.init_weights(7)
+    with torch.no_grad():
+        for p in one.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    two = SkipSR(replace(PIXEL, vae=replace(PIXEL.vae, neighbours=2)))
+    two.init_weights(8)
+    two.load_state_dict(fitting_tensors(two, widened_inputs(two, one.state_dict())))
+    lr = torch.rand(1, 3, 5, 16, 16, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        a = one.eval()(lr, (32, 32), Settings(skip=False)).frames
+        assert torch.equal(a, two.eval()(lr, (32, 32), Settings(skip=False)).frames)
+    wide = SkipSR(replace(PIXEL, vae=replace(PIXEL.vae, widths=(16,))))  # conv_out: 8 -> 16 in
+    narrow = SkipSR(PIXEL).state_dict()
+    grown = widened_inputs(wide, narrow)
+    assert all(torch.equal(grown[k], narrow[k]) for k in narrow)

@@ -23,12 +23,23 @@ _done: set[int] = set()
 
 def sleep_while_waiting(device: torch.device) -> bool:
     """Make the host sleep, not spin, while it waits for `device`. True when the device's primary
-    context now has that setting (at once for one that is already in use). Idempotent."""
-    if device.type != "cuda":
+    context now has that setting (at once for one that is already in use). Idempotent; never
+    raises (a system without NVIDIA's driver library keeps its default)."""
+    if device.type != "cuda" or torch.version.hip:  # ROCm names its devices cuda too
         return False
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index in _done:
         return True
+    try:
+        ok = _set_blocking(index)
+    except (OSError, AttributeError):  # a driver library without these entry points
+        ok = False
+    if ok:
+        _done.add(index)
+    return ok
+
+
+def _set_blocking(index: int) -> bool:
     driver = _driver()
     if driver is None or driver.cuInit(0) != 0:
         return False
@@ -38,12 +49,11 @@ def sleep_while_waiting(device: torch.device) -> bool:
     if driver.cuDevicePrimaryCtxGetState(handle, ctypes.byref(flags), ctypes.byref(active)) != 0:
         return False
     wanted = (flags.value & ~_SCHED_MASK) | _BLOCKING_SYNC
+    if flags.value == wanted:
+        return True
     # _v2 (CUDA 11+) may change a context that is already active; the first version may not
     set_flags = getattr(driver, "cuDevicePrimaryCtxSetFlags_v2", None)
-    if set_flags is None or (flags.value != wanted and set_flags(handle, wanted) != 0):
-        return False
-    _done.add(index)
-    return True
+    return set_flags is not None and set_flags(handle, wanted) == 0
 
 
 def _driver() -> ctypes.CDLL | None:

@@ -28,6 +28,11 @@ from models.skipsr import compose, token_noise
 from skipsr_cli.errors import UsageError
 from skipsr_cli.train.checkpoint import load_checkpoint, save_checkpoint
 from skipsr_cli.train.data import ClipPairs, cache_videos, check_pack
+from skipsr_cli.train.warm_start import (
+    fitting_tensors,
+    new_blocks_start_as_identity,
+    widened_inputs,
+)
 from skipsr_cli.weights import load_model, save_model
 
 STAGES = ("vae", "dit", "mask")
@@ -97,46 +102,6 @@ def build(cfg: TrainConfig, device: torch.device) -> SkipSR:
             torch.nn.init.kaiming_uniform_(head.weight, a=5**0.5)
             head.weight.mul_(0.1)
     return model.train()
-
-
-def new_blocks_start_as_identity(model: SkipSR, loaded: set[str]) -> None:
-    """Residual blocks that --init does not hold (a deeper transformer or pixel decoder) start
-    with their last layer at zero: each passes its input through unchanged, so the deeper network
-    begins by computing exactly what the shallower one did, and training only adds to it."""
-    zero = []
-    for i, block in enumerate(model.dit.blocks):
-        if f"dit.blocks.{i}.proj.weight" not in loaded:
-            zero += [block.proj, block.mlp.fc2]
-    if model.args.vae.kind == "pixel":
-        for i, block in enumerate(model.vae.decoder.blocks):
-            if f"vae.decoder.blocks.{i}.conv2.weight" not in loaded:
-                zero.append(block.conv2)
-    with torch.no_grad():
-        for layer in zero:
-            layer.weight.zero_()
-            layer.bias.zero_()
-
-
-def widened_inputs(model: SkipSR, state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Convolutions that take more input channels in the model than in `state` (the pixel
-    decoder's first one, when it also sees neighbouring frames) get the loaded weights for the
-    inputs they had and zero for the new ones: the model starts by computing what `state` did."""
-    own, out = model.state_dict(), dict(state)
-    for name, old in state.items():
-        new = own.get(name)
-        if new is None or new.dim() != 4 or old.dim() != 4 or new.shape[1] <= old.shape[1]:
-            continue
-        if new.shape[0] == old.shape[0] and new.shape[2:] == old.shape[2:]:
-            grown = torch.zeros_like(new)
-            grown[:, : old.shape[1]] = old.to(new.dtype)
-            out[name] = grown
-    return out
-
-
-def fitting_tensors(model: SkipSR, state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The tensors of `state` that the model has under the same name and shape."""
-    own = model.state_dict()
-    return {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
 
 
 def trainable(model: SkipSR, stage: str, decoder: bool = False) -> torch.nn.Module:
