@@ -33,14 +33,13 @@ class Refiner(nn.Module):
 
     def __init__(self, channels: int, width: int, blocks: int, extra: int = 0) -> None:
         super().__init__()
-        self.conv_in = nn.Conv2d(channels + extra, width, 3, padding=1)  # extra: more inputs
+        # its input: the C channels it refines, then `extra` more it only looks at
+        self.conv_in = nn.Conv2d(channels + extra, width, 3, padding=1)
         self.blocks = nn.Sequential(*(ResBlock(width, temporal=False) for _ in range(blocks)))
         self.norm_out = PixelNorm(width)
         self.conv_out = nn.Conv2d(width, channels, 3, padding=1)
 
-    def forward(self, z: Tensor, extra: Tensor | None = None) -> Tensor:
-        if extra is not None:  # what the first convolution sees besides z, at the same cells
-            z = torch.cat((z, extra), 1)
+    def forward(self, z: Tensor) -> Tensor:
         if z.is_cuda:  # cuDNN's channels-last kernels: 3.55 -> 3.09 ms a 1440p frame on an H200
             z = z.contiguous(memory_format=torch.channels_last)
         return self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(z)))))
@@ -85,13 +84,15 @@ class PixelVAE(nn.Module):
         `context` is the fill (B, 3, T, h*s, w*s) in [0, 1], which a decoder with neighbours needs."""
         if guide is not None:
             raise ValueError("the pixel latent's decoder takes no guide")
-        if self.args.neighbours and context is None:
-            raise ValueError("this decoder sees neighbouring frames: pass the fill as context")
         b, t = z.shape[0], z.shape[2]
+        if self.args.neighbours:
+            pixels = (*z.shape[:1], 3, t, *(n * self.args.spatial for n in z.shape[-2:]))
+            if context is None or tuple(context.shape) != pixels:
+                raise ValueError(f"this decoder sees neighbouring frames: pass their fill {pixels}")
         step, out = frame_slice or t, None
         for s in range(0, t, step):
-            cells = _frames(z[:, :, s : s + step])
-            if self.args.neighbours:  # their latents beside z's, so tiles cut both alike
+            cells = _frames(z[:, :, s : s + step]) / self.args.latent_scale  # in pixel units
+            if self.args.neighbours:  # beside z's cells, so that tiles cut both alike
                 cells = torch.cat((cells, self._neighbours(context, s, min(s + step, t))), 1)
             part = _video(self._tiled(cells, tile), b)
             if out is None:  # filled slice by slice: no list of parts and no concatenated copy
@@ -100,21 +101,20 @@ class PixelVAE(nn.Module):
         return out
 
     def _neighbours(self, fill: Tensor, start: int, stop: int) -> Tensor:
-        """The latents of frames start-n .. stop-1+n of the fill around each of start .. stop-1,
-        the clip's ends repeated: (B * (stop - start), 2 * n * C, h, w), nearest frames first."""
-        n, last = self.args.neighbours, fill.shape[2] - 1
+        """The cells (in pixel units, as z's) of the fill's frames around each of start .. stop-1,
+        the clip's ends repeated: (B * (stop - start), 2 * n * C, h, w), in the order -1, +1, -2,
+        +2, ...: those of n frames a side are a prefix of those of n + 1."""
+        last = fill.shape[2] - 1
         frames = torch.arange(start, stop, device=fill.device)
         parts = []
-        for d in (*range(-1, -n - 1, -1), *range(1, n + 1)):
-            at = (frames + d).clamp(0, last)
-            parts.append(_frames(self.encode(fill[:, :, at] * 2 - 1)))
+        for d in range(1, self.args.neighbours + 1):
+            for at in ((frames - d).clamp(0, last), (frames + d).clamp(0, last)):
+                parts.append(F.pixel_unshuffle(_frames(fill[:, :, at]) * 2 - 1, self.args.spatial))
         return torch.cat(parts, 1)
 
     def _decode_frames(self, cells: Tensor) -> Tensor:
-        c = self.args.latent_channels
-        z = cells[:, :c] / self.args.latent_scale
-        extra = cells[:, c:] / self.args.latent_scale if cells.shape[1] > c else None
-        refined = z + self.decoder(z, extra)
+        z = cells[:, : self.args.latent_channels]  # the rest: the neighbours' cells, seen only
+        refined = z + self.decoder(cells)
         if self.linear is not None:
             refined = refined + self.linear(z)
         pixels = F.pixel_shuffle(refined, self.args.spatial)
