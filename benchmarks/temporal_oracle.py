@@ -3,7 +3,7 @@ sees the frames around the one it upscales, against the same filter that sees on
 
 `linear_oracle.py` fits one affine map from the 9 x 9 low-resolution pixels around each output
 block to that block, per clip ("per clip": it knows the kernel, the codec and the content). Here
-the map also sees a TAPS x TAPS window at the same place in each of the RADIUS frames before and
+the map also sees a --taps x --taps window at the same place in each of the RADIUS frames before and
 after (the clip's ends repeated), with no motion compensation: what early fusion of neighbouring
 frames, the cheapest way for a model to use time, could give. Fitted on every STRIDE-th pixel in
 each direction, measured on every pixel of the first FRAMES frames. Runs on the CPU.
@@ -21,11 +21,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.linear_oracle import degrade, solve
+from benchmarks.linear_oracle import TAPS, degrade, solve
 from skipsr_cli.measure import metrics
 from skipsr_cli.measure.evaluate import find_sources, load_reference, upscale_classic
 
-CENTRE = 9  # taps on a side of the window in the frame being upscaled (as linear_oracle.py)
 BAND = 64  # low-resolution rows whose windows are unfolded at a time
 
 
@@ -41,9 +40,9 @@ def windows(frame: torch.Tensor, taps: int, rows: slice, stride: int) -> torch.T
 
 
 def features(lr: torch.Tensor, i: int, radius: int, taps: int, rows: slice, stride: int):
-    """The design rows of frame i over `rows`: its 9 x 9 windows, the neighbours' taps x taps
-    windows at the same places, and 1."""
-    parts = [windows(lr[i], CENTRE, rows, stride)]
+    """The design rows of frame i over `rows`: its TAPS x TAPS windows (as linear_oracle.py),
+    the neighbours' taps x taps windows at the same places, and 1."""
+    parts = [windows(lr[i], TAPS, rows, stride)]
     last = lr.shape[0] - 1
     for d in (*range(-radius, 0), *range(1, radius + 1)):
         parts.append(windows(lr[min(max(i + d, 0), last)], taps, rows, stride))
