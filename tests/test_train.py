@@ -199,6 +199,24 @@ def test_repeated_scales_weight_the_draw(pack, tmp_path):
     assert 115 <= twos <= 150, twos
 
 
+def test_the_video_cache_says_what_it_decodes_and_keeps_only_whole_files(pack, tmp_path):
+    from skipsr_cli.train.data import cache_videos
+
+    lines: list[str] = []
+    cache = tmp_path / "cache"
+    cache_videos(pack, cache, log=lines.append)
+    videos = sorted((pack / "videos").iterdir())
+    assert len(lines) == len(videos) > 0
+    assert lines[0] == f"cached training video 1 of {len(videos)}: {videos[0].name}"
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        f"video_{i}.npy" for i in range(len(videos))
+    )
+    (cache / "partial_0.npy").write_bytes(b"cut short")  # what a killed run leaves behind
+    cache_videos(pack, cache, log=lines.append)  # nothing decoded twice, the leftover unread
+    assert len(lines) == len(videos)
+    assert all(np.load(cache / f"video_{i}.npy").ndim == 4 for i in range(len(videos)))
+
+
 def test_train_run_rejects_a_bad_scale_and_a_folder_that_is_not_a_pack(pack, tmp_path):
     from typer.testing import CliRunner
 

@@ -13,7 +13,7 @@ import json
 import math
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -204,13 +204,21 @@ class Sources:
         self.videos = [np.load(p, mmap_mode="r") for p in sorted(cache.glob("video_*.npy"))]
 
 
-def cache_videos(data: Path, cache: Path, scale: float = 0.75) -> None:
-    """Decode the training videos once into .npy files that every worker memory-maps."""
+def cache_videos(
+    data: Path, cache: Path, scale: float = 0.75, log: Callable[[str], None] | None = None
+) -> None:
+    """Decode the training videos once into .npy files that every worker memory-maps; `log` gets a
+    line for each video it decodes, so a first run on a fresh pack shows where its time goes."""
     cache.mkdir(parents=True, exist_ok=True)
-    for i, path in enumerate(sorted((data / "videos").iterdir())):
+    paths = sorted((data / "videos").iterdir())
+    for i, path in enumerate(paths):
         target = cache / f"video_{i}.npy"
         if not target.exists():
-            np.save(target, decode_video(path, scale))
+            partial = cache / f"partial_{i}.npy"  # a run killed here leaves no short video_*.npy
+            np.save(partial, decode_video(path, scale))
+            partial.replace(target)
+            if log is not None:
+                log(f"cached training video {i + 1} of {len(paths)}: {path.name}")
 
 
 def video_clip(video: np.ndarray, frames: int, crop: int, rng: random.Random) -> Tensor:

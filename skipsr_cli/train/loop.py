@@ -286,7 +286,7 @@ def _loop(
 ) -> int:
     cache = cfg.data / ".cache"
     if rank == 0:
-        cache_videos(cfg.data, cache)
+        cache_videos(cfg.data, cache, log=log)
     if world > 1:
         dist.barrier()
     pairs = ClipPairs(
