@@ -16,20 +16,28 @@ so these say how much of the gap is knowing the degradation. Runs on the CPU.
 the codec of the track costs. `--fit-kernel K` (repeatable: bicubic, lanczos, area, bilinear) fits
 the pooled filter on inputs downscaled by those kernels instead, then measures it on the track's
 own (bicubic) inputs: a filter that does not know the kernel, as a model trained on a mixture.
+`--fit-pack PACK` fits the pooled filter on a training pack instead (`skipsr train pack`: its
+photos, and its videos at the 0.75 scale that training caches them at, every fourth frame, all
+degraded by the track): a linear upscaler taught on what the model is taught on, so the held-out
+clips say whether the model falls short of its own data's linear solution (it underfits) or the
+data falls short of the held-out footage (a domain gap).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from skipsr_cli.measure import metrics
 from skipsr_cli.measure.evaluate import find_sources, load_reference, upscale_classic
-from skipsr_cli.train.degrade import TRACKS, h264_round_trip, resize
+from skipsr_cli.train.data import decode_video, read_image
+from skipsr_cli.train.degrade import TRACKS, from_uint8, h264_round_trip, resize
 
 TAPS = 9  # low-resolution pixels on a side of each prediction's window
 ROWS = 1 << 16  # rows of the design matrix at a time
@@ -76,6 +84,19 @@ def apply(weights: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:
     return torch.cat(out)
 
 
+def pack_equations(pack: Path, scale: int, track: str) -> tuple[torch.Tensor, ...]:
+    """The normal equations of a training pack's media, degraded by `track` (see --fit-pack)."""
+    xtx = xty = 0
+    photos = (read_image(p)[None] for p in sorted((pack / "images").glob("*.jpg")))
+    clips = (decode_video(p, 0.75)[::4] for p in sorted((pack / "videos").iterdir()))
+    for media in itertools.chain(photos, clips):
+        h, w = (side // scale * scale for side in media.shape[1:3])
+        ref = from_uint8(np.ascontiguousarray(media[:, :h, :w]))
+        a, b = normal_equations(degrade(ref, scale, track), ref, scale)
+        xtx, xty = xtx + a, xty + b
+    return xtx, xty
+
+
 def degrade(ref: torch.Tensor, scale: int, track: str, kernel: str = "bicubic") -> torch.Tensor:
     """The eval's track (`Track.apply`: an antialiased downscale, then x264 at the track's CRF),
     with another kernel if asked; no codec for `none`. The reference's sides divide by `scale`."""
@@ -90,6 +111,7 @@ def main() -> None:
     parser.add_argument("--track", default="clean", choices=[*sorted(TRACKS), "none"])
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--fit-kernel", action="append", default=[])
+    parser.add_argument("--fit-pack", type=Path)
     opts = parser.parse_args()
     torch.set_grad_enabled(False)
     sources = find_sources([opts.folder])
@@ -106,10 +128,12 @@ def main() -> None:
             )
             fit = [fit[0] + pair[0], fit[1] + pair[1]]
         print(f"fitted {source.name}", file=sys.stderr, flush=True)
+    if opts.fit_pack is not None:
+        fit = pack_equations(opts.fit_pack, opts.scale, opts.track)
     pooled = solve(*fit)
+    on = f"the pack {opts.fit_pack}" if opts.fit_pack is not None else ", ".join(kernels)
     print(
-        f"x{opts.scale} {opts.track}, {TAPS}x{TAPS} taps, first {opts.frames} frames; "
-        f"pooled fit on {', '.join(kernels)}"
+        f"x{opts.scale} {opts.track}, {TAPS}x{TAPS} taps, first {opts.frames} frames; pooled fit on {on}"
     )
     print("| clip | lanczos | linear, pooled (gain) | linear, per clip (gain) |")
     print("|---|---|---|---|")
