@@ -322,8 +322,16 @@ def test_bench_capacity_upscale_runs_copies_of_the_model(clip, tmp_path):
     (row,) = result["rows"]
     assert row["workers"] == 2 and row["frames"] == 46
     assert row["total_fps"] == pytest.approx(row["frames"] / row["wall_s"], rel=0.01)
-    floor = run("bench", "capacity", clip, "--workers", "1", "--preset", "ultrafast", "--json")
-    assert json.loads(floor.stdout)["copies_of"] == "floor"
+    assert result["chunks"] == "16 frames, overlap 4"  # upscale's defaults
+    floor = run(
+        "bench", "capacity", clip, "--workers", "1", "--preset", "ultrafast", "--json",
+        "--chunk-frames", "8", "--overlap", "2",
+    )  # fmt: skip
+    floor = json.loads(floor.stdout)
+    assert floor["copies_of"] == "floor" and floor["chunks"] == "8 frames, overlap 2"
+    assert floor["rows"][0]["frames"] == 23  # every frame, whatever the chunks
+    bad = run("bench", "capacity", clip, "--chunk-frames", "8", "--overlap", "4")
+    assert bad.returncode == ExitCode.USAGE and "--chunk-frames/--overlap" in bad.stderr
     bad = run("bench", "capacity", clip, "--upscale", "--weights", tmp_path / "missing.safetensors")
     assert bad.returncode == ExitCode.MODEL and "missing.safetensors" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -255,6 +255,12 @@ def bench_capacity_command(
     threshold: Annotated[
         float | None, typer.Option(help="tau in dB of --upscale (default: the model's).")
     ] = None,
+    chunk_frames: Annotated[
+        int, typer.Option(min=1, help="Frames per chunk in every copy, as upscale's.")
+    ] = 16,
+    overlap: Annotated[
+        int, typer.Option(min=0, help="Frames shared by neighbouring chunks, as upscale's.")
+    ] = 4,
     json_out: JsonOpt = False,
 ) -> None:
     """The host's encoding capacity: K copies of the encode floor (the whole pipeline with bicubic
@@ -264,6 +270,7 @@ def bench_capacity_command(
     from skipsr_cli.measure.capacity import Upscaler, encode_capacity
     from skipsr_cli.media.encoding import EncodeOptions, validate_encode_options
     from skipsr_cli.media.video_io import probe
+    from skipsr_cli.run.chunking import check_plan
 
     if not source.is_file():
         raise InputError(f"input not found: {source}")
@@ -274,6 +281,10 @@ def bench_capacity_command(
         raise UsageError(f"--workers {workers}: give counts like 1,2,4") from None
     if not counts or min(counts) < 1 or max(counts) > 64:
         raise UsageError(f"--workers {workers}: each count must be 1 to 64")
+    try:
+        check_plan(chunk_frames, overlap)
+    except ValueError as e:
+        raise UsageError(f"--chunk-frames/--overlap: {e}") from e
     options = EncodeOptions(codec=codec, crf=crf, preset=preset)
     validate_encode_options(options, info.width * scale, info.height * scale)
     upscaler = None
@@ -281,13 +292,16 @@ def bench_capacity_command(
         load_model(model, weights, random_weights=random_weights)  # its error before the copies
         settings = Settings(threshold=threshold, frame_slice=FRAME_SLICE)
         upscaler = Upscaler(model, weights, random_weights, settings)
-    rows = encode_capacity(source, scale, options, parse_devices(devices), counts, upscaler)
+    rows = encode_capacity(
+        source, scale, options, parse_devices(devices), counts, upscaler, (chunk_frames, overlap)
+    )
     best = max(rows, key=lambda r: r.total_fps)
     head = {
         "input": f"{info.width}x{info.height}",
         "output": f"{info.width * scale}x{info.height * scale}",
         "encoder": f"{codec} crf {crf} {preset}",
         "copies_of": "upscale" if upscale else "floor",
+        "chunks": f"{chunk_frames} frames, overlap {overlap}",
     }
     if json_out:
         print(

@@ -386,8 +386,10 @@ def timed_run(
     options: EncodeOptions,
     dev: torch.device,
     dt: torch.dtype,
+    chunks: tuple[int, int] = (16, 4),
 ) -> Summary:
-    """One whole upscale through the real pipeline, into a file thrown away."""
+    """One whole upscale through the real pipeline, into a file thrown away; `chunks` is its
+    (frames per chunk, overlap)."""
     import tempfile
 
     from skipsr_cli.run.pipeline import UpscaleJob, prepare, upscale
@@ -397,6 +399,8 @@ def timed_run(
             source,
             Path(folder) / "run.mkv",
             scale=scale,
+            chunk_frames=chunks[0],
+            overlap=chunks[1],
             settings=settings,
             encode=options,
             overwrite=True,

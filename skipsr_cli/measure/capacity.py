@@ -60,10 +60,12 @@ def encode_capacity(
     devices: list[torch.device],
     counts: list[int],
     upscaler: Upscaler | None = None,
+    chunks: tuple[int, int] = (16, 4),
 ) -> list[CapacityRow]:
     """One row per count in `counts`: that many copies of the floor (or, with `upscaler`, of the
-    whole upscale) on `source` at once, the copies spread over `devices` in turn."""
-    return [_copies_at_once(source, scale, options, devices, k, upscaler) for k in counts]
+    whole upscale) on `source` at once, the copies spread over `devices` in turn. `chunks` is
+    every copy's (frames per chunk, overlap), as `upscale --chunk-frames --overlap` take them."""
+    return [_copies_at_once(source, scale, options, devices, k, upscaler, chunks) for k in counts]
 
 
 def _copies_at_once(
@@ -73,6 +75,7 @@ def _copies_at_once(
     devices: list[torch.device],
     k: int,
     upscaler: Upscaler | None,
+    chunks: tuple[int, int],
 ) -> CapacityRow:
     ctx = mp.get_context("spawn")  # no CUDA state forked
     ready, results = ctx.Barrier(k + 1), ctx.Queue()
@@ -80,7 +83,7 @@ def _copies_at_once(
     procs = [
         ctx.Process(
             target=_copy,
-            args=(*each, str(devices[i % len(devices)]), k, upscaler, ready, results),
+            args=(*each, str(devices[i % len(devices)]), k, upscaler, chunks, ready, results),
             daemon=True,
         )
         for i in range(k)
@@ -154,6 +157,7 @@ def _copy(
     device: str,
     workers: int,
     upscaler: Upscaler | None,
+    chunks: tuple[int, int],
     ready,
     results,
 ) -> None:
@@ -182,7 +186,7 @@ def _copy(
         return
     t0 = time.perf_counter()
     try:
-        run = timed_run(network, Path(source), scale, settings, options, dev, dt)
+        run = timed_run(network, Path(source), scale, settings, options, dev, dt, chunks)
     except Exception as e:
         results.put(f"{type(e).__name__}: {e}")
         return
