@@ -8,11 +8,15 @@
 # upscale against one floor, every stage timed alone).
 # Usage: benchmarks/capacity_gpu.sh SOURCE_CLIP OUTDIR [WEIGHTS]
 #   SIZES="WxH ..." FRAMES=N FLOORS=1,2,3,4 UPSCALES=1,2,3,4 to change; CHUNKS="16/4 32/4" runs
-#   the upscale copies once for each (frames per chunk / overlap), upscale_SIZE_N-K.json each
+#   the upscale copies once for each (frames per chunk / overlap), upscale_SIZE_N-K.json each (the
+#   floor keeps 16/4: its bicubic costs next to nothing, so its chunks do not move the capacity)
 set -uo pipefail
 SRC=$1; OUT=$2; W=${3:-}
 S="python3 -m skipsr_cli.cli"
 MODEL=(); [ -n "$W" ] && MODEL=(--weights "$W")
+for chunks in ${CHUNKS:-16/4}; do
+  case $chunks in */*) ;; *) echo "CHUNKS entries are FRAMES/OVERLAP, not $chunks" >&2; exit 2 ;; esac
+done
 mkdir -p "$OUT"
 for size in ${SIZES:-1280x720 1920x1080}; do
   python3 benchmarks/resize_clip.py "$SRC" "$OUT/in.mp4" "${size%x*}" "${size#*x}" "${FRAMES:-600}"
@@ -20,7 +24,8 @@ for size in ${SIZES:-1280x720 1920x1080}; do
   $S bench capacity "$OUT/in.mp4" --scale 2 --workers "${FLOORS:-1,2,3,4}" --devices all --json > "$OUT/capacity_$size.json"
   for chunks in ${CHUNKS:-16/4}; do
     $S bench capacity "$OUT/in.mp4" --scale 2 --workers "${UPSCALES:-1,2,3,4}" --devices all --upscale --json \
-      --chunk-frames "${chunks%/*}" --overlap "${chunks#*/}" "${MODEL[@]}" > "$OUT/upscale_${size}_${chunks/\//-}.json"
+      --chunk-frames "${chunks%/*}" --overlap "${chunks#*/}" "${MODEL[@]}" > "$OUT/upscale_${size}_${chunks/\//-}.json" \
+      || { echo "the upscale copies failed ($size, chunks $chunks)" >&2; continue; }
     python3 - "$OUT/capacity_$size.json" "$OUT/upscale_${size}_${chunks/\//-}.json" <<'PY'
 import json, sys
 cap, up = (json.load(open(p)) for p in sys.argv[1:3])

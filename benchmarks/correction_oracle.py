@@ -6,9 +6,10 @@ default tau). A correction predicts every output pixel as an affine function of 
 the model's output around it (three channels). Two fits, both per clip:
 
 - "oracle": fitted against the reference itself. It bounds what any such correction could do.
-- "self": fitted without the reference, one octave down. The input is degraded once more by the same
-  track (the low-resolution frames become the targets), that is upscaled by the model, and the
-  correction that maps this output onto the input is applied to the model's output at full scale.
+- "self": fitted without the reference, one scale step down (an octave at x2). The input is
+  degraded once more by the same track (the low-resolution frames become the targets), that is
+  upscaled by the model, and the correction that maps this output onto the input is applied to the
+  model's output at full scale.
   Zero-shot super-resolution's premise, that a picture's detail repeats across scales, decides
   whether this helps.
 
@@ -45,9 +46,9 @@ def normal_equations(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor
     for i in range(src.shape[0]):
         x, y = features(src[i : i + 1]), dst[i].reshape(3, -1).T
         for lo in range(0, x.shape[0], ROWS):
-            xs, ys = x[lo : lo + ROWS], y[lo : lo + ROWS]
-            xtx = xtx + (xs.T @ xs).double()
-            xty = xty + (xs.T @ ys).double()
+            xs, ys = x[lo : lo + ROWS].double(), y[lo : lo + ROWS].double()
+            xtx = xtx + xs.T @ xs  # float64 products: the windows are nearly collinear
+            xty = xty + xs.T @ ys
     return xtx, xty
 
 
@@ -87,7 +88,7 @@ def main() -> None:
         lr = track.apply(ref, opts.scale)
         size = tuple(ref.shape[-2:])
         out, _ = upscale_model(model, lr, size, Settings())
-        # one octave down: the input, degraded again by the track, upscaled back to the input's size
+        # one scale step down: the input, degraded again by the track, upscaled back to its size
         side = (lr.shape[-2] // opts.scale * opts.scale, lr.shape[-1] // opts.scale * opts.scale)
         small = lr[..., : side[0], : side[1]]
         low = track.apply(small, opts.scale)

@@ -17,8 +17,8 @@ the codec of the track costs. `--fit-kernel K` (repeatable: bicubic, lanczos, ar
 the pooled filter on inputs downscaled by those kernels instead, then measures it on the track's
 own (bicubic) inputs: a filter that does not know the kernel, as a model trained on a mixture.
 `--fit-pack PACK` fits the pooled filter on a training pack instead (`skipsr train pack`: its
-photos, and its videos at the 0.75 scale that training caches them at, every fourth frame, all
-degraded by the track): a linear upscaler taught on what the model is taught on, so the held-out
+photos, and its videos at the 0.75 scale that training caches them at, every fourth frame coded
+as one sequence; all degraded by the track): a linear upscaler taught on what the model is taught on, so the held-out
 clips say whether the model falls short of its own data's linear solution (it underfits) or the
 data falls short of the held-out footage (a domain gap).
 """
@@ -63,9 +63,9 @@ def normal_equations(lr: torch.Tensor, hr: torch.Tensor, scale: int) -> tuple[to
     for i in range(lr.shape[0]):
         x, y = features(lr[i : i + 1]), blocks(hr[i : i + 1], scale)
         for lo in range(0, x.shape[0], ROWS):
-            xs, ys = x[lo : lo + ROWS], y[lo : lo + ROWS]
-            xtx = xtx + (xs.T @ xs).double()
-            xty = xty + (xs.T @ ys).double()
+            xs, ys = x[lo : lo + ROWS].double(), y[lo : lo + ROWS].double()
+            xtx = xtx + xs.T @ xs  # float64 products: the windows are nearly collinear
+            xty = xty + xs.T @ ys
     return xtx, xty
 
 
@@ -113,6 +113,10 @@ def main() -> None:
     parser.add_argument("--fit-kernel", action="append", default=[])
     parser.add_argument("--fit-pack", type=Path)
     opts = parser.parse_args()
+    if opts.fit_pack is not None and opts.fit_kernel:
+        parser.error(
+            "--fit-pack fits on the pack's own pairs (the track's kernel): no --fit-kernel"
+        )
     torch.set_grad_enabled(False)
     sources = find_sources([opts.folder])
     kernels = opts.fit_kernel or ["bicubic"]
@@ -120,7 +124,7 @@ def main() -> None:
     for source in sources:  # pass 1: the normal equations (clips are decoded again in pass 2)
         ref = load_reference(source, opts.scale, opts.frames).frames
         own[source.name] = normal_equations(degrade(ref, opts.scale, opts.track), ref, opts.scale)
-        for kernel in kernels:
+        for kernel in kernels if opts.fit_pack is None else []:
             pair = (
                 own[source.name]
                 if kernel == "bicubic"

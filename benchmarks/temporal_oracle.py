@@ -62,8 +62,9 @@ def fit(lr, hr, scale, radius, taps, stride) -> torch.Tensor:
             rows = slice(lo, min(lo + BAND, lr.shape[-2]))
             x = features(lr, i, radius, taps, rows, stride)
             y = targets(hr[i], scale, rows, stride)
-            xtx = xtx + (x.T @ x).double()
-            xty = xty + (x.T @ y).double()
+            x, y = x.double(), y.double()  # float64 products: the windows are nearly collinear
+            xtx = xtx + x.T @ x
+            xty = xty + x.T @ y
     return solve(xtx, xty)
 
 

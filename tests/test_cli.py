@@ -9,6 +9,7 @@ import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -335,6 +336,33 @@ def test_bench_capacity_upscale_runs_copies_of_the_model(clip, tmp_path):
     bad = run("bench", "capacity", clip, "--upscale", "--weights", tmp_path / "missing.safetensors")
     assert bad.returncode == ExitCode.MODEL and "missing.safetensors" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_each_capacity_copy_runs_the_chunk_plan_it_is_given(clip, monkeypatch):
+    """--chunk-frames/--overlap reach the pipeline job of every copy (run here in-process)."""
+    import queue
+    import threading
+
+    from skipsr_cli.measure import bench, capacity
+    from skipsr_cli.media import cpu_share
+    from skipsr_cli.media.encoding import EncodeOptions
+    from skipsr_cli.run import pipeline
+
+    jobs = []
+
+    def upscale(network, plan, dev, dt, emit):
+        jobs.append(plan.job)
+        return SimpleNamespace(frames=7)
+
+    monkeypatch.setattr(pipeline, "upscale", upscale)
+    monkeypatch.setattr(bench, "warm_up", lambda *args: 0.0)
+    monkeypatch.setattr(cpu_share, "apply_cpu_share", lambda *args: None)
+    results = queue.Queue()
+    args = (str(clip), 2, EncodeOptions(preset="ultrafast"), "cpu", 1, None)
+    capacity._copy(*args, (8, 2), threading.Barrier(1), results)
+    assert results.get(timeout=5)[0] == 7
+    (job,) = jobs
+    assert (job.chunk_frames, job.overlap, job.scale) == (8, 2, 2)
 
 
 def test_bench_capacity_says_why_a_copy_failed(tmp_path):

@@ -199,8 +199,13 @@ def test_repeated_scales_weight_the_draw(pack, tmp_path):
     assert 115 <= twos <= 150, twos
 
 
-def test_the_video_cache_says_what_it_decodes_and_keeps_only_whole_files(pack, tmp_path):
-    from skipsr_cli.train.data import cache_videos
+def test_the_video_cache_says_what_it_decodes_and_keeps_only_whole_files(
+    pack, tmp_path, monkeypatch
+):
+    import shutil
+
+    from skipsr_cli.train import data
+    from skipsr_cli.train.data import Sources, cache_videos
 
     lines: list[str] = []
     cache = tmp_path / "cache"
@@ -208,13 +213,29 @@ def test_the_video_cache_says_what_it_decodes_and_keeps_only_whole_files(pack, t
     videos = sorted((pack / "videos").iterdir())
     assert len(lines) == len(videos) > 0
     assert lines[0] == f"cached training video 1 of {len(videos)}: {videos[0].name}"
-    assert sorted(p.name for p in cache.iterdir()) == sorted(
-        f"video_{i}.npy" for i in range(len(videos))
-    )
-    (cache / "partial_0.npy").write_bytes(b"cut short")  # what a killed run leaves behind
-    cache_videos(pack, cache, log=lines.append)  # nothing decoded twice, the leftover unread
+    names = {p.name for p in cache.iterdir()}
+    assert names == {f"video_{i}.npy" for i in range(len(videos))} | {"videos.json"}
+    cache_videos(pack, cache, log=lines.append)  # nothing decoded twice
     assert len(lines) == len(videos)
-    assert all(np.load(cache / f"video_{i}.npy").ndim == 4 for i in range(len(videos)))
+    assert len(Sources(pack, cache).videos) == len(videos)
+
+    # a pack whose videos changed: the cache is made again, never loaded with another's files
+    changed = tmp_path / "changed"
+    shutil.copytree(pack, changed)
+    extra = changed / "videos" / ("zz_" + videos[0].name)
+    shutil.copy(videos[0], extra)
+
+    def broken(path, scale):
+        raise RuntimeError(f"cannot decode {path.name}")
+
+    monkeypatch.setattr(data, "decode_video", broken)
+    with pytest.raises(RuntimeError, match="cannot decode"):
+        cache_videos(changed, cache)
+    # the failed decode left no video file: the stale ones are gone, nothing half-written remains
+    assert not list(cache.glob("video_*.npy"))
+    monkeypatch.undo()
+    cache_videos(changed, cache)
+    assert len(Sources(changed, cache).videos) == len(videos) + 1
 
 
 def test_train_run_rejects_a_bad_scale_and_a_folder_that_is_not_a_pack(pack, tmp_path):

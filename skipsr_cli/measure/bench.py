@@ -361,16 +361,15 @@ def warm_up(
     out_size: tuple[int, int],
     settings: Settings,
     dev: torch.device,
-    frames: int = 16,
 ) -> float:
-    """Seconds to run each network once on the first `frames` frames (one chunk). Both runs start
-    warm: the first model call on a GPU loads its kernels (seconds), a one-off cost of any run that
-    would otherwise be charged to the first of the two runs timed."""
+    """Seconds to run each network once on the first frames. Both runs start warm: the first model
+    call on a GPU loads its kernels (seconds), a one-off cost of any run that would otherwise be
+    charged to the first of the two runs timed."""
     from skipsr_cli.media.video_io import read_frames
     from skipsr_cli.run.pipeline import frames_to_device
 
     t0 = time.perf_counter()
-    first = list(itertools.islice(read_frames(source), frames))
+    first = list(itertools.islice(read_frames(source), 16))
     with torch.inference_mode():
         for network in networks:
             network(frames_to_device(first, dev), out_size, settings)

@@ -175,7 +175,7 @@ def _copy(
         info = probe(Path(source))
         size = (info.height * scale, info.width * scale)
         network, dt, settings = _network(upscaler, dev)
-        warm_up((network,), Path(source), size, settings, dev, chunks[0])
+        warm_up((network,), Path(source), size, settings, dev)
     except Exception as e:  # said first, then the barrier broken: the parent stops waiting
         results.put(f"{type(e).__name__}: {e}")
         ready.abort()

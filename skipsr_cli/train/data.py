@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
 from collections.abc import Callable, Iterator
@@ -201,20 +202,34 @@ class Sources:
         self.images = [
             from_uint8(read_image(p)[None])[0] for p in sorted((data / "images").glob("*.jpg"))
         ]
-        self.videos = [np.load(p, mmap_mode="r") for p in sorted(cache.glob("video_*.npy"))]
+        count = len(list((data / "videos").iterdir()))
+        # in the order the cache's names sort in (video_0, video_1, video_10, ...), the order every
+        # run so far drew its videos in: batches stay what they were for the same step
+        order = sorted(range(count), key=str)
+        self.videos = [np.load(cache / f"video_{i}.npy", mmap_mode="r") for i in order]
 
 
 def cache_videos(
     data: Path, cache: Path, scale: float = 0.75, log: Callable[[str], None] | None = None
 ) -> None:
     """Decode the training videos once into .npy files that every worker memory-maps; `log` gets a
-    line for each video it decodes, so a first run on a fresh pack shows where its time goes."""
+    line for each video it decodes, so a first run on a fresh pack shows where its time goes.
+
+    The cache holds the list of videos it was made from (names and sizes) and the scale: when the
+    pack's videos change, it is made again rather than loaded with files of other videos."""
     cache.mkdir(parents=True, exist_ok=True)
     paths = sorted((data / "videos").iterdir())
+    made_of = {"scale": scale, "videos": [[p.name, p.stat().st_size] for p in paths]}
+    record = cache / "videos.json"
+    if not record.exists() or json.loads(record.read_text()) != made_of:
+        for old in cache.glob("video_*.npy"):
+            old.unlink()
+        record.write_text(json.dumps(made_of))
     for i, path in enumerate(paths):
         target = cache / f"video_{i}.npy"
         if not target.exists():
-            partial = cache / f"partial_{i}.npy"  # a run killed here leaves no short video_*.npy
+            # whole files only, and two runs sharing a pack never write into the same file
+            partial = cache / f"partial_{os.getpid()}_{i}.npy"
             np.save(partial, decode_video(path, scale))
             partial.replace(target)
             if log is not None:
