@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from benchmarks.linear_oracle import gram, solve
 from models.skipsr import Settings
 from skipsr_cli.measure import metrics
 from skipsr_cli.measure.evaluate import find_sources, load_reference, upscale_classic, upscale_model
@@ -31,7 +32,6 @@ from skipsr_cli.train.degrade import TRACKS
 from skipsr_cli.weights import load_model
 
 TAPS = 5  # output pixels on a side of the correction's window
-ROWS = 1 << 16
 
 
 def features(img: torch.Tensor) -> torch.Tensor:
@@ -42,19 +42,12 @@ def features(img: torch.Tensor) -> torch.Tensor:
 
 
 def normal_equations(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """X'X and X'Y of a correction from `src` frames to `dst` frames (same size), frame by frame."""
     xtx = xty = 0
     for i in range(src.shape[0]):
-        x, y = features(src[i : i + 1]), dst[i].reshape(3, -1).T
-        for lo in range(0, x.shape[0], ROWS):
-            xs, ys = x[lo : lo + ROWS].double(), y[lo : lo + ROWS].double()
-            xtx = xtx + xs.T @ xs  # float64 products: the windows are nearly collinear
-            xty = xty + xs.T @ ys
+        a, b = gram(features(src[i : i + 1]), dst[i].reshape(3, -1).T)
+        xtx, xty = xtx + a, xty + b
     return xtx, xty
-
-
-def solve(xtx: torch.Tensor, xty: torch.Tensor) -> torch.Tensor:
-    ridge = 1e-6 * xtx.diagonal().mean() * torch.eye(xtx.shape[0], dtype=xtx.dtype)
-    return torch.linalg.solve(xtx + ridge, xty).float()
 
 
 def apply(weights: torch.Tensor, img: torch.Tensor) -> torch.Tensor:

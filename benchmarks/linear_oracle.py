@@ -57,15 +57,22 @@ def blocks(hr: torch.Tensor, scale: int) -> torch.Tensor:
     return cells.permute(0, 2, 3, 1).reshape(-1, cells.shape[1])
 
 
+def gram(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """X'X and X'Y of design rows `x` and their targets `y`, in runs of ROWS rows, in float64:
+    neighbouring pixels' windows are nearly collinear, and float32 sums lose the fit."""
+    xtx = xty = 0
+    for lo in range(0, x.shape[0], ROWS):
+        xs, ys = x[lo : lo + ROWS].double(), y[lo : lo + ROWS].double()
+        xtx, xty = xtx + xs.T @ xs, xty + xs.T @ ys
+    return xtx, xty
+
+
 def normal_equations(lr: torch.Tensor, hr: torch.Tensor, scale: int) -> tuple[torch.Tensor, ...]:
-    """X'X and X'Y of one clip, frame by frame and in runs of rows (float64 sums)."""
+    """X'X and X'Y of one clip, frame by frame."""
     xtx = xty = 0
     for i in range(lr.shape[0]):
-        x, y = features(lr[i : i + 1]), blocks(hr[i : i + 1], scale)
-        for lo in range(0, x.shape[0], ROWS):
-            xs, ys = x[lo : lo + ROWS].double(), y[lo : lo + ROWS].double()
-            xtx = xtx + xs.T @ xs  # float64 products: the windows are nearly collinear
-            xty = xty + xs.T @ ys
+        a, b = gram(features(lr[i : i + 1]), blocks(hr[i : i + 1], scale))
+        xtx, xty = xtx + a, xty + b
     return xtx, xty
 
 

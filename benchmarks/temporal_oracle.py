@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.linear_oracle import TAPS, degrade, solve
+from benchmarks.linear_oracle import TAPS, degrade, gram, solve
 from skipsr_cli.measure import metrics
 from skipsr_cli.measure.evaluate import find_sources, load_reference, upscale_classic
 
@@ -62,9 +62,8 @@ def fit(lr, hr, scale, radius, taps, stride) -> torch.Tensor:
             rows = slice(lo, min(lo + BAND, lr.shape[-2]))
             x = features(lr, i, radius, taps, rows, stride)
             y = targets(hr[i], scale, rows, stride)
-            x, y = x.double(), y.double()  # float64 products: the windows are nearly collinear
-            xtx = xtx + x.T @ x
-            xty = xty + x.T @ y
+            a, b = gram(x, y)
+            xtx, xty = xtx + a, xty + b
     return solve(xtx, xty)
 
 

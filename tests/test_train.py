@@ -225,13 +225,14 @@ def test_the_video_cache_says_what_it_decodes_and_keeps_only_whole_files(
     extra = changed / "videos" / ("zz_" + videos[0].name)
     shutil.copy(videos[0], extra)
 
-    def broken(path, scale):
-        raise RuntimeError(f"cannot decode {path.name}")
+    def cut_short(path, array):  # a run killed while it writes its first file
+        Path(path).write_bytes(b"cut short")
+        raise OSError("killed")
 
-    monkeypatch.setattr(data, "decode_video", broken)
-    with pytest.raises(RuntimeError, match="cannot decode"):
+    monkeypatch.setattr(data.np, "save", cut_short)
+    with pytest.raises(OSError, match="killed"):
         cache_videos(changed, cache)
-    # the failed decode left no video file: the stale ones are gone, nothing half-written remains
+    # the stale files are gone and the cut one never took a video's name
     assert not list(cache.glob("video_*.npy"))
     monkeypatch.undo()
     cache_videos(changed, cache)
