@@ -51,6 +51,7 @@ def run(
     degrade: str = "mixed",
     photo_moves: str = "exact",
     video_fraction: float = 0.3,
+    workers: int = 0,
 ) -> None:
     cfg = TrainConfig(
         stage,
@@ -68,7 +69,7 @@ def run(
         batch=2,
         frames=4,
         crop=32,
-        workers=0,
+        workers=workers,
         warmup=2,
         save_every=1e9,
     )
@@ -95,6 +96,21 @@ def test_resumed_training_equals_uninterrupted(pack, tmp_path, stage, reuse):
     if init_state is not None:
         changed = sum(not torch.equal(a[k], init_state[k]) for k in a if k.startswith("dit."))
         assert changed > 0  # the stage did train
+
+
+def test_data_workers_give_the_batches_of_the_process_itself(pack, tmp_path):
+    """Two data workers, started from a fork server (never forks of the training process), make
+    the same batches in the same order as the training process alone: the weights are equal."""
+    run(pack, tmp_path / "vae", "vae", 1)
+    init = tmp_path / "vae.safetensors"
+    run(pack, tmp_path / "alone", "dit", 3, init)
+    run(pack, tmp_path / "workers", "dit", 3, init, workers=2)
+    a = load_tensors(tmp_path / "alone", ["model-000.safetensors"])
+    b = load_tensors(tmp_path / "workers", ["model-000.safetensors"])
+    start = load_tensors(tmp_path / "vae", ["model-000.safetensors"])
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert any(not torch.equal(a[k], start[k]) for k in a if k.startswith("dit."))  # it trained
 
 
 PIXEL = ModelArgs(

@@ -36,6 +36,9 @@ from skipsr_cli.train.warm_start import (
 from skipsr_cli.weights import load_model, save_model
 
 STAGES = ("vae", "dit", "mask")
+# seconds a data worker may take for one batch (its first includes loading the pack's media)
+# before the run stops with an error instead of waiting without end
+DATA_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -310,13 +313,24 @@ def _loop(
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if cfg.workers else None,
         persistent_workers=False,
+        # not forks of this process: a fork inherits the state of the threads that CUDA, PyAV's
+        # decoding of the cache and torch's CPU pool started here, and two runs on a fresh H200
+        # machine (2026-12-01) waited forever for their first batch after the cache was made.
+        # Spawned workers started (first batch in 12 s) but one aborted in its interpreter's
+        # teardown at the end; a fork server is a fresh interpreter whose forks end as forks do.
+        multiprocessing_context="forkserver" if cfg.workers else None,
+        timeout=DATA_TIMEOUT if cfg.workers else 0,
     )
     params = list(net.parameters())
     extra = {"temporal": cfg.temporal} if cfg.stage == "dit" else {}
     start = last_save = last_log = time.monotonic()
     history: dict[str, list[float]] = {}
     end = min(cfg.max_steps, cfg.stop_at or cfg.max_steps)
+    first = True
     for hr_u8, lr_u8, _ in loader:
+        if first:  # the data workers are up: where a slow start went
+            log(f"first batch after {time.monotonic() - start:.0f}s ({cfg.workers} data workers)")
+            first = False
         hr_batch, lr_batch = to_video(hr_u8, device), to_video(lr_u8, device)
         for view in range(step % cfg.reuse, cfg.reuse):  # a resumed run picks up mid-batch
             hr, lr = dihedral(hr_batch, view), dihedral(lr_batch, view)
