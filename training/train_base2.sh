@@ -27,6 +27,9 @@
 #   training/train_base2.sh nb1 MINUTES    the shipped base with one neighbouring frame's fill each side at
 #                                          the pixel decoder's input (base_neighbours1.json), ft5a's recipe,
 #                                          one GPU; 2,840 of 5,000 steps (3.9 min) did worse than base
+#   training/train_base2.sh vf1 MINUTES    the shipped base fine-tuned on the pack's real videos alone
+#                                          (--video-fraction 1.0), ft5a's recipe on a 3,200-step schedule,
+#                                          one GPU (4.4 min); the same as base on the means (2026-12-01)
 #   training/train_base2.sh export TAU OUT bf16 weights with default tau in OUT/base.safetensors
 #                                          (OUT/base.safetensors from mask4; FROM=ft5a exports ft5a)
 # Phases up to mask4 made their photo clips by bicubic moves (--photo-moves resampled, the only
@@ -87,6 +90,11 @@ save_model(model, Path('ckpt/base2/init.safetensors'), stage='init', step='0')"
           --init-partial --out ckpt/base2/nb1 --minutes "$2" --max-steps 5000 -s 2 -s 2 -s 4 --lr 1e-4 \
           --seed 81 --temporal 1.0 --degrade clean --photo-moves exact
        $S train export ckpt/base2/nb1.safetensors ckpt/base2/nb1.bf16.safetensors --threshold 40 ;;
+  vf1) $S train run dit --decoder --config $CONFIG --data .carry/pack --frames 4 --batch 32 \
+          --workers 14 --reuse 2 --init skipsr_cli/weights/base.safetensors --out ckpt/base2/vf1 \
+          --minutes "$2" --max-steps 3200 -s 2 -s 2 -s 4 --lr 1e-4 --seed 91 --temporal 1.0 \
+          --degrade clean --photo-moves exact --video-fraction 1.0
+       $S train export ckpt/base2/vf1.safetensors ckpt/base2/vf1.bf16.safetensors --threshold 40 ;;
   export) $S train export "ckpt/base2/${FROM:-mask4}.safetensors" "$3/base.safetensors" --threshold "$2" ;;
-  *) echo "usage: $0 init | ft1 | ft2 | ft3 | mask3 | ft4 | mask4 | ft5a | ft5b | ft6a | nb1 MINUTES | export TAU OUTDIR" >&2; exit 2 ;;
+  *) echo "usage: $0 init | ft1 | ft2 | ft3 | mask3 | ft4 | mask4 | ft5a | ft5b | ft6a | nb1 | vf1 MINUTES | export TAU OUTDIR" >&2; exit 2 ;;
 esac
