@@ -8,8 +8,11 @@
 # upscale against one floor, every stage timed alone).
 # Usage: benchmarks/capacity_gpu.sh SOURCE_CLIP OUTDIR [WEIGHTS]
 #   SIZES="WxH ..." FRAMES=N FLOORS=1,2,3,4 UPSCALES=1,2,3,4 to change; CHUNKS="16/4 32/4" runs
-#   the upscale copies once for each (frames per chunk / overlap), upscale_SIZE_N-K.json each (the
-#   floor keeps 16/4: its bicubic costs next to nothing, so its chunks do not move the capacity)
+#   the upscale copies once for each (frames per chunk / overlap), upscale_SIZE_N-K_rR.json each (the
+#   floor keeps 16/4: its bicubic costs next to nothing, so its chunks do not move the capacity).
+#   ROUNDS=R repeats floor and upscales R times, alternating, and ends with each plan's median
+#   ratio over the rounds: each round's ratio compares runs made minutes apart, which matters on
+#   a host whose encoding speed swings between sessions and within one (BENCHMARKS.md)
 set -uo pipefail
 SRC=$1; OUT=$2; W=${3:-}
 S="python3 -m skipsr_cli.cli"
@@ -17,26 +20,23 @@ MODEL=(); [ -n "$W" ] && MODEL=(--weights "$W")
 for chunks in ${CHUNKS:-16/4}; do
   case $chunks in */*) ;; *) echo "CHUNKS entries are FRAMES/OVERLAP, not $chunks" >&2; exit 2 ;; esac
 done
+case ${ROUNDS:-1} in ''|*[!0-9]*|0) echo "ROUNDS is a whole number of at least 1, not ${ROUNDS}" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
 for size in ${SIZES:-1280x720 1920x1080}; do
   python3 benchmarks/resize_clip.py "$SRC" "$OUT/in.mp4" "${size%x*}" "${size#*x}" "${FRAMES:-600}"
   [ -n "${RUN:-}" ] && $S bench run "$OUT/in.mp4" --scale 2 --frames 64 --json "${MODEL[@]}" > "$OUT/run_$size.json"
-  $S bench capacity "$OUT/in.mp4" --scale 2 --workers "${FLOORS:-1,2,3,4}" --devices all --json > "$OUT/capacity_$size.json"
-  for chunks in ${CHUNKS:-16/4}; do
-    $S bench capacity "$OUT/in.mp4" --scale 2 --workers "${UPSCALES:-1,2,3,4}" --devices all --upscale --json \
-      --chunk-frames "${chunks%/*}" --overlap "${chunks#*/}" "${MODEL[@]}" > "$OUT/upscale_${size}_${chunks/\//-}.json" \
-      || { echo "the upscale copies failed ($size, chunks $chunks)" >&2; continue; }
-    python3 - "$OUT/capacity_$size.json" "$OUT/upscale_${size}_${chunks/\//-}.json" <<'PY'
-import json, sys
-cap, up = (json.load(open(p)) for p in sys.argv[1:3])
-def rows(r):
-    return " / ".join(f"{row['total_fps']:.1f}" for row in r["rows"])
-best = max(up["rows"], key=lambda row: row["total_fps"])
-print(f"| {cap['input']} -> {cap['output']} | floors {','.join(str(r['workers']) for r in cap['rows'])} at once: "
-      f"{rows(cap)} fps | capacity {cap['capacity_fps']:.1f} | upscales "
-      f"{','.join(str(r['workers']) for r in up['rows'])} at once: {rows(up)} fps | best {best['total_fps']:.1f} "
-      f"({best['workers']}) | ratio {best['total_fps'] / cap['capacity_fps']:.3f} | chunks {up['chunks']} |")
-PY
+  for round in $(seq "${ROUNDS:-1}"); do
+    cap="$OUT/capacity_${size}_r$round.json"
+    $S bench capacity "$OUT/in.mp4" --scale 2 --workers "${FLOORS:-1,2,3,4}" --devices all --json > "$cap" \
+      || { echo "the floor copies failed ($size, round $round)" >&2; continue; }
+    for chunks in ${CHUNKS:-16/4}; do
+      up="$OUT/upscale_${size}_${chunks/\//-}_r$round.json"
+      $S bench capacity "$OUT/in.mp4" --scale 2 --workers "${UPSCALES:-1,2,3,4}" --devices all --upscale --json \
+        --chunk-frames "${chunks%/*}" --overlap "${chunks#*/}" "${MODEL[@]}" > "$up" \
+        || { echo "the upscale copies failed ($size, chunks $chunks, round $round)" >&2; rm -f "$up"; continue; }
+      python3 benchmarks/capacity_table.py "$cap" "$up"
+    done
   done
+  python3 benchmarks/capacity_table.py --median "$OUT"/capacity_"${size}"_r*.json
 done
 rm -f "$OUT/in.mp4"

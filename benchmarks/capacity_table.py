@@ -1,0 +1,65 @@
+"""Rows of BENCHMARKS.md's capacity tables from `bench capacity --json` files (capacity_gpu.sh).
+
+capacity_table.py FLOOR.json UPSCALE.json      one round: the floors, the upscales, the ratio
+capacity_table.py --median capacity_*_rR.json  each chunk plan's median ratio over the rounds
+                                               (the upscale files beside each floor file)
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def totals(report: dict) -> str:
+    return " / ".join(f"{row['total_fps']:.1f}" for row in report["rows"])
+
+
+def ratio(floor: dict, upscale: dict) -> tuple[float, dict]:
+    """The upscale's best total over the floor's (the capacity), and the best row."""
+    best = max(upscale["rows"], key=lambda row: row["total_fps"])
+    return best["total_fps"] / floor["capacity_fps"], best
+
+
+def row(floor: dict, upscale: dict) -> str:
+    r, best = ratio(floor, upscale)
+    workers = lambda report: ",".join(str(x["workers"]) for x in report["rows"])  # noqa: E731
+    return (
+        f"| {floor['input']} -> {floor['output']} | floors {workers(floor)} at once: "
+        f"{totals(floor)} fps | capacity {floor['capacity_fps']:.1f} | upscales "
+        f"{workers(upscale)} at once: {totals(upscale)} fps | best {best['total_fps']:.1f} "
+        f"({best['workers']}) | ratio {r:.3f} | chunks {upscale['chunks']} |"
+    )
+
+
+def medians(floors: list[Path]) -> list[str]:
+    """One line per chunk plan: its ratio in each round that has both files, and their median."""
+    by_plan: dict[str, list[float]] = {}
+    for path in sorted(floors):
+        stem = path.stem  # capacity_SIZE_rR
+        size, round_ = stem.split("_")[1], stem.rsplit("_", 1)[1]
+        floor = json.loads(path.read_text())
+        for up in sorted(path.parent.glob(f"upscale_{size}_*_{round_}.json")):
+            report = json.loads(up.read_text())
+            by_plan.setdefault(report["chunks"], []).append(ratio(floor, report)[0])
+    return [
+        f"{plan}: ratio {statistics.median(values):.3f} median of {len(values)} round(s) "
+        f"({', '.join(f'{v:.3f}' for v in values)})"
+        for plan, values in by_plan.items()
+    ]
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["--median"]:
+        print("\n".join(medians([Path(p) for p in argv[1:]])))
+    elif len(argv) == 2:
+        floor, upscale = (json.loads(Path(p).read_text()) for p in argv)
+        print(row(floor, upscale))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
