@@ -9,7 +9,8 @@
 # Usage: benchmarks/capacity_gpu.sh SOURCE_CLIP OUTDIR [WEIGHTS]
 #   SIZES="WxH ..." FRAMES=N FLOORS=1,2,3,4 UPSCALES=1,2,3,4 to change; CHUNKS="16/4 32/4" runs
 #   the upscale copies once for each (frames per chunk / overlap), upscale_SIZE_N-K_rR.json each (the
-#   floor keeps 16/4: its bicubic costs next to nothing, so its chunks do not move the capacity).
+#   floor keeps the default plan, 16/0: its bicubic costs next to nothing, so its chunks do not move
+#   the capacity).
 #   ROUNDS=R repeats floor and upscales R times, alternating, and ends with each plan's median
 #   ratio over the rounds: each round's ratio compares runs made minutes apart, which matters on
 #   a host whose encoding speed swings between sessions and within one (BENCHMARKS.md)
@@ -17,7 +18,7 @@ set -uo pipefail
 SRC=$1; OUT=$2; W=${3:-}
 S="python3 -m skipsr_cli.cli"
 MODEL=(); [ -n "$W" ] && MODEL=(--weights "$W")
-for chunks in ${CHUNKS:-16/4}; do
+for chunks in ${CHUNKS:-16/0}; do
   case $chunks in */*) ;; *) echo "CHUNKS entries are FRAMES/OVERLAP, not $chunks" >&2; exit 2 ;; esac
 done
 case ${ROUNDS:-1} in ''|*[!0-9]*|0) echo "ROUNDS is a whole number of at least 1, not ${ROUNDS}" >&2; exit 2 ;; esac
@@ -29,7 +30,7 @@ for size in ${SIZES:-1280x720 1920x1080}; do
     cap="$OUT/capacity_${size}_r$round.json"
     $S bench capacity "$OUT/in.mp4" --scale 2 --workers "${FLOORS:-1,2,3,4}" --devices all --json > "$cap" \
       || { echo "the floor copies failed ($size, round $round)" >&2; continue; }
-    for chunks in ${CHUNKS:-16/4}; do
+    for chunks in ${CHUNKS:-16/0}; do
       up="$OUT/upscale_${size}_${chunks/\//-}_r$round.json"
       $S bench capacity "$OUT/in.mp4" --scale 2 --workers "${UPSCALES:-1,2,3,4}" --devices all --upscale --json \
         --chunk-frames "${chunks%/*}" --overlap "${chunks#*/}" "${MODEL[@]}" > "$up" \

@@ -17,6 +17,7 @@ from media import audio_packets, make_clip, make_non_video, stream_seconds
 
 from skipsr_cli.errors import ExitCode
 from skipsr_cli.media.video_io import probe, read_frames
+from skipsr_cli.run.chunking import CHUNK_FRAMES, OVERLAP
 
 DEBUG = ["--model", "debug", "--random-weights"]
 
@@ -323,7 +324,7 @@ def test_bench_capacity_upscale_runs_copies_of_the_model(clip, tmp_path):
     (row,) = result["rows"]
     assert row["workers"] == 2 and row["frames"] == 46
     assert row["total_fps"] == pytest.approx(row["frames"] / row["wall_s"], rel=0.01)
-    assert result["chunks"] == "16 frames, overlap 4"  # upscale's defaults
+    assert result["chunks"] == f"{CHUNK_FRAMES} frames, overlap {OVERLAP}"  # upscale's defaults
     floor = run(
         "bench", "capacity", clip, "--workers", "1", "--preset", "ultrafast", "--json",
         "--chunk-frames", "8", "--overlap", "2",

@@ -213,3 +213,25 @@ def test_progress_counts_every_frame_once(model: SkipSR, clip: Path, tmp_path: P
     counts = [e.frames for e in events if type(e).__name__ == "Advanced"]
     assert counts == sorted(counts) and counts[-1] == 13  # the final report follows the drain
     assert len(frames_of(job.output)) == 13
+
+
+def test_the_default_plan_runs_each_frame_through_the_model_once(
+    model: SkipSR, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """No frame is upscaled twice by default: a shared frame costs a second pass through the model
+    (the shipped network gains nothing from it, BENCHMARKS.md); with --overlap K the chunks share
+    K frames, and the model sees each shared frame twice."""
+    frames_seen: list[int] = []
+    forward = SkipSR.forward
+
+    def counted(self, lr, size, settings=pipeline.Settings()):
+        frames_seen.append(lr.shape[2])
+        return forward(self, lr, size, settings)
+
+    monkeypatch.setattr(SkipSR, "forward", counted)
+    run(model, UpscaleJob(clip, tmp_path / "a.mkv", chunk_frames=4, encode=LOSSLESS))
+    assert frames_seen == [4, 4, 4, 1]  # 13 frames
+    frames_seen.clear()
+    run(model, UpscaleJob(clip, tmp_path / "b.mkv", chunk_frames=4, overlap=1, encode=LOSSLESS))
+    assert frames_seen == [4, 4, 4, 4]  # starts 0, 3, 6, 9: frames 3, 6 and 9 twice
+    assert len(frames_of(tmp_path / "a.mkv")) == len(frames_of(tmp_path / "b.mkv")) == 13

@@ -25,6 +25,7 @@ from skipsr_cli.commands.common import (
     pick_dtype,
 )
 from skipsr_cli.errors import InputError, UsageError
+from skipsr_cli.run.chunking import CHUNK_FRAMES, OVERLAP
 from skipsr_cli.run.options import FRAME_SLICE, parse_size
 from skipsr_cli.run.pipeline import frames_to_device
 from skipsr_cli.weights import load_model
@@ -257,10 +258,10 @@ def bench_capacity_command(
     ] = None,
     chunk_frames: Annotated[
         int, typer.Option(min=1, help="Frames per chunk in every copy, as upscale's.")
-    ] = 16,
+    ] = CHUNK_FRAMES,
     overlap: Annotated[
         int, typer.Option(min=0, help="Frames shared by neighbouring chunks, as upscale's.")
-    ] = 4,
+    ] = OVERLAP,
     json_out: JsonOpt = False,
 ) -> None:
     """The host's encoding capacity: K copies of the encode floor (the whole pipeline with bicubic

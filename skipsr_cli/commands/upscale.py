@@ -39,6 +39,7 @@ from skipsr_cli.commands.common import (
     run_state,
 )
 from skipsr_cli.errors import PartialFailure, UsageError
+from skipsr_cli.run.chunking import CHUNK_FRAMES, OVERLAP
 from skipsr_cli.run.options import AUTO, UpscaleOptions, parse_denoise
 from skipsr_cli.run.progress import Summary, make_renderer
 
@@ -314,8 +315,8 @@ def upscale_command(
     no_skip: NoSkipOpt = False,
     steps: StepsOpt = 1,
     seed: SeedOpt = 0,
-    chunk_frames: ChunkFramesOpt = 16,
-    overlap: OverlapOpt = 4,
+    chunk_frames: ChunkFramesOpt = CHUNK_FRAMES,
+    overlap: OverlapOpt = OVERLAP,
     tile: TileOpt = None,
     codec: CodecOpt = None,
     crf: CrfOpt = 18,

@@ -24,6 +24,7 @@ from models import SkipSR
 from models.dit import TokenSet, patchify
 from models.skipsr import Result, Settings, compose, sample, token_noise
 from skipsr_cli.media.encoding import EncodeOptions
+from skipsr_cli.run.chunking import CHUNK_FRAMES, OVERLAP
 
 if TYPE_CHECKING:
     from skipsr_cli.run.progress import Summary
@@ -386,7 +387,7 @@ def timed_run(
     options: EncodeOptions,
     dev: torch.device,
     dt: torch.dtype,
-    chunks: tuple[int, int] = (16, 4),
+    chunks: tuple[int, int] = (CHUNK_FRAMES, OVERLAP),
 ) -> Summary:
     """One whole upscale through the real pipeline, into a file thrown away; `chunks` is its
     (frames per chunk, overlap)."""

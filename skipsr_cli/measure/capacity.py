@@ -28,6 +28,7 @@ import torch
 from models.skipsr import Settings
 from skipsr_cli.errors import ModelError
 from skipsr_cli.media.encoding import EncodeOptions
+from skipsr_cli.run.chunking import CHUNK_FRAMES, OVERLAP
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def encode_capacity(
     devices: list[torch.device],
     counts: list[int],
     upscaler: Upscaler | None = None,
-    chunks: tuple[int, int] = (16, 4),
+    chunks: tuple[int, int] = (CHUNK_FRAMES, OVERLAP),
 ) -> list[CapacityRow]:
     """One row per count in `counts`: that many copies of the floor (or, with `upscaler`, of the
     whole upscale) on `source` at once, the copies spread over `devices` in turn. `chunks` is

@@ -19,6 +19,7 @@ from skipsr_cli.errors import InputError, ModelError, UsageError
 from skipsr_cli.media.encoding import EncodeOptions, default_codec, lossless_options
 from skipsr_cli.media.image_io import is_image_output
 from skipsr_cli.media.quantiser import mean_qp
+from skipsr_cli.run.chunking import CHUNK_FRAMES, OVERLAP
 from skipsr_cli.run.pipeline import UpscaleJob
 from skipsr_cli.run.ranges import parse_frames
 
@@ -54,8 +55,8 @@ class UpscaleOptions:
     skip: bool = True  # False keeps every token (the dense baseline)
     steps: int = 1  # flow-matching steps
     seed: int = 0
-    chunk_frames: int = 16
-    overlap: int = 4
+    chunk_frames: int = CHUNK_FRAMES
+    overlap: int = OVERLAP
     tile: int | None = None  # decode in tiles of this many latent pixels
     # Encoding
     codec: str | None = None  # None: libx264 (libvpx-vp9 for .webm, gif for .gif, png for frames)

@@ -31,7 +31,15 @@ from skipsr_cli.media.image_io import (
 )
 from skipsr_cli.media.video_io import DecodeDamage, DecodedFrame, VideoInfo, probe, read_frames
 from skipsr_cli.media.video_writer import VideoWriter
-from skipsr_cli.run.chunking import Chunk, OverlapAdd, check_plan, chunk_start, iter_chunks
+from skipsr_cli.run.chunking import (
+    CHUNK_FRAMES,
+    OVERLAP,
+    Chunk,
+    OverlapAdd,
+    check_plan,
+    chunk_start,
+    iter_chunks,
+)
 from skipsr_cli.run.host_waits import sleep_while_waiting
 from skipsr_cli.run.memory import MemoryLadder
 from skipsr_cli.run.overlap import BackgroundWriter, InlineWriter, Prefetcher
@@ -59,8 +67,8 @@ class UpscaleJob:
     output: Path
     scale: int = 2
     size: tuple[int, int] | None = None  # (width, height); overrides scale
-    chunk_frames: int = 16
-    overlap: int = 4
+    chunk_frames: int = CHUNK_FRAMES
+    overlap: int = OVERLAP
     settings: Settings = field(default_factory=Settings)
     encode: EncodeOptions = field(default_factory=EncodeOptions)
     overwrite: bool = False
