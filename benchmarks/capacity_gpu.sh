@@ -7,13 +7,14 @@
 # workers are up): its best total over the capacity is the ratio. RUN=1 adds `bench run` (one
 # upscale against one floor, every stage timed alone).
 # Usage: benchmarks/capacity_gpu.sh SOURCE_CLIP OUTDIR [WEIGHTS]
-#   SIZES="WxH ..." FRAMES=N FLOORS=1,2,3,4 UPSCALES=1,2,3,4 to change; CHUNKS="16/4 32/4" runs
-#   the upscale copies once for each (frames per chunk / overlap), upscale_SIZE_N-K_rR.json each (the
-#   floor keeps the default plan, 16/0: its bicubic costs next to nothing, so its chunks do not move
-#   the capacity).
+#   SIZES="WxH ..." FRAMES=N FLOORS=1,2,3,4 UPSCALES=1,2,3,4 to change; CHUNKS="16/0 16/4" runs
+#   the upscale copies once for each plan in each round (frames per chunk / overlap),
+#   upscale_SIZE_N-K_rR.json each (the floor keeps the default plan, 16/0: its bicubic costs next
+#   to nothing, so its chunks do not move the capacity).
 #   ROUNDS=R repeats floor and upscales R times, alternating, and ends with each plan's median
 #   ratio over the rounds: each round's ratio compares runs made minutes apart, which matters on
-#   a host whose encoding speed swings between sessions and within one (BENCHMARKS.md)
+#   a host whose encoding speed swings between sessions and within one (BENCHMARKS.md). Give it
+#   an empty OUTDIR: the medians read every round's files there.
 set -uo pipefail
 SRC=$1; OUT=$2; W=${3:-}
 S="python3 -m skipsr_cli.cli"
@@ -29,7 +30,7 @@ for size in ${SIZES:-1280x720 1920x1080}; do
   for round in $(seq "${ROUNDS:-1}"); do
     cap="$OUT/capacity_${size}_r$round.json"
     $S bench capacity "$OUT/in.mp4" --scale 2 --workers "${FLOORS:-1,2,3,4}" --devices all --json > "$cap" \
-      || { echo "the floor copies failed ($size, round $round)" >&2; continue; }
+      || { echo "the floor copies failed ($size, round $round)" >&2; rm -f "$cap"; continue; }
     for chunks in ${CHUNKS:-16/0}; do
       up="$OUT/upscale_${size}_${chunks/\//-}_r$round.json"
       $S bench capacity "$OUT/in.mp4" --scale 2 --workers "${UPSCALES:-1,2,3,4}" --devices all --upscale --json \

@@ -8,7 +8,7 @@ this says what that costs in PSNR and flicker. Each clip's first FRAMES frames, 
 (W x H, at the centre, at the clip's own resolution) so that the CPU can run it; the input is
 eval's track (an antialiased bicubic downscale, then x264 at the track's CRF).
 
-    PYTHONPATH=. python3 benchmarks/chunk_plans.py CLIP [CLIP...] [--plan 16/4 --plan 16/2]
+    PYTHONPATH=. python3 benchmarks/chunk_plans.py CLIP [CLIP...] [--plan 16/0 --plan 16/4]
         [--frames 48] [--crop 640x352] [--scale 2] [--track clean] [--weights W] [--device cpu]
 
 Prints one row per clip and plan: PSNR and flicker against the reference (lanczos's too), and the
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path)
     parser.add_argument("--device", default="cpu")
     opts = parser.parse_args()
-    plans = [tuple(int(v) for v in p.split("/")) for p in opts.plan or ["16/4", "16/2"]]
+    plans = [tuple(int(v) for v in p.split("/")) for p in opts.plan or ["16/0", "16/4"]]
     for length, overlap in plans:
         check_plan(length, overlap)
     width, height = (int(v) for v in opts.crop.split("x"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from media import make_clip
 
 from skipsr_cli import api
 from skipsr_cli.errors import InputError, OutputError, UsageError
-from skipsr_cli.farm.segments import Segment, parse_segment
+from skipsr_cli.farm.segments import Segment, parse_segment, read_manifests
 from skipsr_cli.run.progress import Advanced, Started, Summary
 
 RUN = dict(chunk_frames=8, overlap=2)
@@ -266,3 +267,13 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_partial_part(tmp_path):
     assert run.returncode == 130, err
     assert not out.exists()
     assert not [p.name for p in folder.glob("*") if "partial" in p.name]
+
+
+def test_parts_made_with_other_options_are_refused_naming_the_option(tmp_path):
+    """A farm whose nodes ran different versions (or options): the stitch names what differs."""
+    common = {"count": 2, "input": "in.mp4", "fingerprint": "f", "weights": "w", "total_frames": 9}
+    for index, overlap in ((1, 4), (2, 0)):
+        manifest = {**common, "index": index, "settings": {"chunk_frames": 16, "overlap": overlap}}
+        (tmp_path / f"part-{index:05d}-of-00002.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match=r"in settings \(overlap 0, not 4\): .*another version"):
+        read_manifests(tmp_path, tmp_path / "out.mkv")

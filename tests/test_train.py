@@ -11,6 +11,7 @@ from media import make_clip
 
 from models import PRESETS, DiTArgs, ModelArgs, VAEArgs
 from skipsr_cli.errors import UsageError
+from skipsr_cli.train import loop
 from skipsr_cli.train.checkpoint import SHARD_BYTES, load_tensors, save_tensors
 from skipsr_cli.train.data import VALIDATION, read_image, split, write_jpeg
 from skipsr_cli.train.data import pack as pack_sources
@@ -98,13 +99,17 @@ def test_resumed_training_equals_uninterrupted(pack, tmp_path, stage, reuse):
         assert changed > 0  # the stage did train
 
 
-def test_data_workers_give_the_batches_of_the_process_itself(pack, tmp_path):
-    """Two data workers, started from a fork server (never forks of the training process), make
-    the same batches in the same order as the training process alone: the weights are equal."""
+def test_data_workers_give_the_batches_of_the_process_itself(pack, tmp_path, monkeypatch):
+    """Two data workers, started from a fork server (never forks of the training process, which
+    hung a run on the GPU machine), make the same batches in the same order as the training
+    process alone: the weights are equal."""
     run(pack, tmp_path / "vae", "vae", 1)
     init = tmp_path / "vae.safetensors"
     run(pack, tmp_path / "alone", "dit", 3, init)
+    made, data_loader = [], loop.DataLoader
+    monkeypatch.setattr(loop, "DataLoader", lambda *a, **k: made.append(k) or data_loader(*a, **k))
     run(pack, tmp_path / "workers", "dit", 3, init, workers=2)
+    assert [k["multiprocessing_context"] for k in made] == ["forkserver"]
     a = load_tensors(tmp_path / "alone", ["model-000.safetensors"])
     b = load_tensors(tmp_path / "workers", ["model-000.safetensors"])
     start = load_tensors(tmp_path / "vae", ["model-000.safetensors"])

@@ -29,7 +29,7 @@
 #                                          one GPU; 2,840 of 5,000 steps (3.9 min) did worse than base
 #   training/train_base2.sh vf1 MINUTES    the shipped base fine-tuned on the pack's real videos alone
 #                                          (--video-fraction 1.0), ft5a's recipe on a 3,200-step schedule,
-#                                          one GPU (4.4 min); the same as base on the means (2026-12-01)
+#                                          one GPU (4.5 min); the same as base on the means (2026-12-01)
 #   training/train_base2.sh export TAU OUT bf16 weights with default tau in OUT/base.safetensors
 #                                          (OUT/base.safetensors from mask4; FROM=ft5a exports ft5a)
 # Phases up to mask4 made their photo clips by bicubic moves (--photo-moves resampled, the only

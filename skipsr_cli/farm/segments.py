@@ -144,6 +144,14 @@ def write_json_atomically(path: Path, data: dict) -> None:
     os.replace(temp, path)
 
 
+def _difference(key: str, theirs: object, ours: object) -> str:
+    """`key`, and for the options the ones that differ: "settings (overlap 4, not 0)"."""
+    if not (isinstance(theirs, dict) and isinstance(ours, dict)):
+        return key
+    names = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
+    return f"{key} ({'; '.join(f'{k} {theirs.get(k)}, not {ours.get(k)}' for k in names)})"
+
+
 def read_manifests(folder: Path, output: Path) -> list[dict]:
     """Every part's manifest, checked: one count, one input, one set of options and weights, all
     parts present, each with the frames its range holds. Errors name the part."""
@@ -163,7 +171,8 @@ def read_manifests(folder: Path, output: Path) -> list[dict]:
             if m.get(key) != first.get(key):
                 raise InputError(
                     f"part {m['index']} of {folder} differs from part {first['index']} in "
-                    f"{key}: it was made from another input or with other options"
+                    f"{_difference(key, m.get(key), first.get(key))}: it was made from another "
+                    "input, with other options, or by another version of skipsr"
                 )
     have = {m["index"]: m for m in manifests}
     missing = [i for i in range(1, first["count"] + 1) if i not in have]

@@ -20,9 +20,10 @@ T = TypeVar("T")
 
 # The default plan: chunks of 16 frames, none shared. Every frame a chunk shares with the next is
 # run through the model twice (N / (N - K) frames of model work for each frame out: 1.33 at 16/4),
-# and the shipped network gains nothing from it: its transformer attends over windows of 4 frames
-# and its decoder sees one frame, so chunks of 16 without overlap give the frames of a one-chunk
-# run to 85 dB or closer on held-out clips (BENCHMARKS.md, benchmarks/chunk_plans.py).
+# and the shipped network gains nothing from it: measured on six held-out clips, chunks of 16
+# without overlap give the frames of a one-call run to within 85-91 dB, as close as 16/4 does
+# (BENCHMARKS.md, benchmarks/chunk_plans.py). Its decoder sees one frame, and its transformer
+# looks 2-4 frames around each one (windows of 4, shifted by 2 every other layer).
 # `--overlap K` cross-fades K frames, for networks that look further in time.
 CHUNK_FRAMES, OVERLAP = 16, 0
 

@@ -36,8 +36,8 @@ from skipsr_cli.train.warm_start import (
 from skipsr_cli.weights import load_model, save_model
 
 STAGES = ("vae", "dit", "mask")
-# seconds a data worker may take for one batch (its first includes loading the pack's media)
-# before the run stops with an error instead of waiting without end
+# seconds the training process waits for its next batch (the first includes starting the workers,
+# each of which loads the pack's photos) before it stops with an error instead of waiting forever
 DATA_TIMEOUT = 300.0
 
 
@@ -316,8 +316,9 @@ def _loop(
         # not forks of this process: a fork inherits the state of the threads that CUDA, PyAV's
         # decoding of the cache and torch's CPU pool started here, and two runs on a fresh H200
         # machine (2026-12-01) waited forever for their first batch after the cache was made.
-        # Spawned workers started (first batch in 12 s) but one aborted in its interpreter's
-        # teardown at the end; a fork server is a fresh interpreter whose forks end as forks do.
+        # Spawned workers started there (first batch in 12 s) but one aborted in its interpreter's
+        # teardown at the end; a fork server is a fresh interpreter whose forks end as forks do
+        # (run so far on the CPU, plain and under torchrun).
         multiprocessing_context="forkserver" if cfg.workers else None,
         timeout=DATA_TIMEOUT if cfg.workers else 0,
     )
