@@ -24,7 +24,7 @@ T = TypeVar("T")
 # without overlap give the frames of a one-call run to within 85-91 dB, as close as 16/4 does
 # (BENCHMARKS.md, benchmarks/chunk_plans.py). Its decoder sees one frame, and its transformer
 # looks 2-4 frames around each one (windows of 4, shifted by 2 every other layer). What it costs:
-# a short last chunk sees fewer frames (one frame alone: 0.1 dB on that frame, BENCHMARKS.md).
+# a short last chunk sees fewer frames (one frame alone: at most 0.15 dB on it, BENCHMARKS.md).
 # `--overlap K` cross-fades K frames, for networks that look further in time.
 CHUNK_FRAMES, OVERLAP = 16, 0
 
