@@ -31,8 +31,8 @@ def clip(tmp_path_factory) -> Path:
     return make_clip(tmp_path_factory.mktemp("src") / "in.mp4", frames=23, audio=True)
 
 
-def render(model: SkipSR, src: Path, out: Path, frames=None):
-    job = UpscaleJob(src, out, chunk_frames=CHUNK, overlap=OVERLAP, frames=frames)
+def render(model: SkipSR, src: Path, out: Path, frames=None, plan=(CHUNK, OVERLAP)):
+    job = UpscaleJob(src, out, chunk_frames=plan[0], overlap=plan[1], frames=frames)
     return upscale(model, prepare(job), torch.device("cpu"), torch.float32, emit=lambda e: None)
 
 
@@ -60,17 +60,20 @@ def test_the_blend_keeps_only_its_range():
     blend.close()  # nothing outside [5, 9) was held back
 
 
-def test_ranges_joined_equal_the_whole_run(debug, clip, tmp_path):
+@pytest.mark.parametrize(
+    "plan", [(CHUNK, OVERLAP), (CHUNK, 0)]
+)  # cross-faded, and the default's kind
+def test_ranges_joined_equal_the_whole_run(debug, clip, tmp_path, plan):
     """PNG frames keep their absolute numbers: the pieces' files are the whole run's, bit for bit
     (the last range overshoots the end, as an OpenCue chunk may)."""
     (tmp_path / "whole").mkdir()
-    render(debug, clip, tmp_path / "whole")
+    render(debug, clip, tmp_path / "whole", plan=plan)
     whole = pngs(tmp_path / "whole")
     assert len(whole) == 23
     (tmp_path / "parts").mkdir()
     cuts = [0, 5, 14, 40]  # cut inside a chunk, inside an overlap, and past the end
     for start, stop in zip(cuts, cuts[1:], strict=False):
-        render(debug, clip, tmp_path / "parts", frames=(start, stop))
+        render(debug, clip, tmp_path / "parts", frames=(start, stop), plan=plan)
     parts = pngs(tmp_path / "parts")
     assert parts.keys() == whole.keys()
     for name in whole:
