@@ -60,9 +60,8 @@ def test_the_blend_keeps_only_its_range():
     blend.close()  # nothing outside [5, 9) was held back
 
 
-@pytest.mark.parametrize(
-    "plan", [(CHUNK, OVERLAP), (CHUNK, 0)]
-)  # cross-faded, and the default's kind
+# cross-faded chunks, and chunks without overlap (the default plan's kind)
+@pytest.mark.parametrize("plan", [(CHUNK, OVERLAP), (CHUNK, 0)])
 def test_ranges_joined_equal_the_whole_run(debug, clip, tmp_path, plan):
     """PNG frames keep their absolute numbers: the pieces' files are the whole run's, bit for bit
     (the last range overshoots the end, as an OpenCue chunk may)."""

@@ -314,8 +314,8 @@ def _loop(
         prefetch_factor=4 if cfg.workers else None,
         persistent_workers=False,
         # not forks of this process: a fork inherits the state of the threads that CUDA, PyAV's
-        # decoding of the cache and torch's CPU pool started here, and two runs on a fresh H200
-        # machine (2026-12-01) waited forever for their first batch after the cache was made.
+        # decoding of the cache and torch's CPU pool started here, and a run on a fresh H200
+        # machine (2026-12-01) waited forever for its first batch after the cache was made.
         # Spawned workers started there (first batch in 12 s) but one aborted in its interpreter's
         # teardown at the end; a fork server is a fresh interpreter whose forks end as forks do
         # (run so far on the CPU, plain and under torchrun).
