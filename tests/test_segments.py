@@ -63,14 +63,16 @@ def test_parts_tile_the_video():
         assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
 
 
-def render_parts(clip: Path, out: Path, model, count: int, **options) -> None:
+def render_parts(clip: Path, out: Path, model, count: int, plan=RUN, **options) -> None:
     for i in reversed(range(1, count + 1)):  # in any order, as a farm finishes them
-        api.upscale(clip, out, model=model, segment=f"{i}/{count}", **RUN, **options)
+        api.upscale(clip, out, model=model, segment=f"{i}/{count}", **plan, **options)
 
 
-def test_lossless_parts_stitch_into_the_whole_run_bit_for_bit(clip, debug, tmp_path):
-    api.upscale(clip, tmp_path / "whole.mkv", model=debug, lossless=True, **RUN)
-    render_parts(clip, tmp_path / "out.mkv", debug, 3, lossless=True)
+# cross-faded chunks of 8, and the default plan (chunks of 16, two parts inside the first)
+@pytest.mark.parametrize("plan", [RUN, {}], ids=["8-2", "default"])
+def test_lossless_parts_stitch_into_the_whole_run_bit_for_bit(clip, debug, tmp_path, plan):
+    api.upscale(clip, tmp_path / "whole.mkv", model=debug, lossless=True, **plan)
+    render_parts(clip, tmp_path / "out.mkv", debug, 3, plan=plan, lossless=True)
     assert api.stitch(tmp_path / "out.mkv") == 23
     whole, stitched = decoded(tmp_path / "whole.mkv"), decoded(tmp_path / "out.mkv")
     assert len(stitched[0]) == 23
