@@ -271,7 +271,7 @@ def bench_capacity_command(
     from skipsr_cli.measure.capacity import Upscaler, encode_capacity
     from skipsr_cli.media.encoding import EncodeOptions, validate_encode_options
     from skipsr_cli.media.video_io import probe
-    from skipsr_cli.run.chunking import check_plan
+    from skipsr_cli.run.pipeline import check_chunk_options
 
     if not source.is_file():
         raise InputError(f"input not found: {source}")
@@ -282,10 +282,7 @@ def bench_capacity_command(
         raise UsageError(f"--workers {workers}: give counts like 1,2,4") from None
     if not counts or min(counts) < 1 or max(counts) > 64:
         raise UsageError(f"--workers {workers}: each count must be 1 to 64")
-    try:
-        check_plan(chunk_frames, overlap)
-    except ValueError as e:
-        raise UsageError(f"--chunk-frames/--overlap: {e}") from e
+    check_chunk_options(chunk_frames, overlap)
     options = EncodeOptions(codec=codec, crf=crf, preset=preset)
     validate_encode_options(options, info.width * scale, info.height * scale)
     upscaler = None

@@ -91,6 +91,14 @@ class UpscaleJob:
     denoise: float | None = None  # the blend the network was loaded with, for the summary
 
 
+def check_chunk_options(chunk_frames: int, overlap: int) -> None:
+    """--chunk-frames and --overlap as a plan, or a usage error that names them."""
+    try:
+        check_plan(chunk_frames, overlap)
+    except ValueError as e:
+        raise UsageError(f"--chunk-frames/--overlap: {e}") from e
+
+
 def output_size(info: VideoInfo, scale: int, size: tuple[int, int] | None) -> tuple[int, int]:
     """(width, height) of the output: an explicit size, or the input times the scale."""
     if size is not None:
@@ -120,10 +128,7 @@ def prepare(job: UpscaleJob) -> Plan:
         deep = default_pix_fmt(job.encode.codec, info.bit_depth)
         if deep is not None:
             job = replace(job, encode=replace(job.encode, pix_fmt=deep))
-    try:
-        check_plan(job.chunk_frames, job.overlap)
-    except ValueError as e:
-        raise UsageError(f"--chunk-frames/--overlap: {e}") from e
+    check_chunk_options(job.chunk_frames, job.overlap)
     if not is_image_output(job.output):
         validate_encode_options(job.encode, out_w, out_h)
     outputs = [p for p in (job.output, job.mask_out) if p is not None]
