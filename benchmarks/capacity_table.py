@@ -34,16 +34,26 @@ def row(floor: dict, upscale: dict) -> str:
     )
 
 
+def finished(path: Path) -> dict | None:
+    """The report in `path`, or None where its run was cut short (an empty or partial file)."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
 def medians(floors: list[Path]) -> list[str]:
-    """One line per chunk plan: its ratio in each round that has both files, and their median."""
+    """One line per chunk plan: its ratio in each round that has both files, and their median.
+    A round cut short (a call's time limit) leaves an empty file; it is left out."""
     by_plan: dict[str, list[float]] = {}
     for path in sorted(floors):
         stem = path.stem  # capacity_SIZE_rR
         size, round_ = stem.split("_")[1], stem.rsplit("_", 1)[1]
-        floor = json.loads(path.read_text())
+        if (floor := finished(path)) is None:
+            continue
         for up in sorted(path.parent.glob(f"upscale_{size}_*_{round_}.json")):
-            report = json.loads(up.read_text())
-            by_plan.setdefault(report["chunks"], []).append(ratio(floor, report)[0])
+            if (report := finished(up)) is not None:
+                by_plan.setdefault(report["chunks"], []).append(ratio(floor, report)[0])
     return [
         f"{plan}: ratio {statistics.median(values):.3f} median of {len(values)} round(s) "
         f"({', '.join(f'{v:.3f}' for v in values)})"
