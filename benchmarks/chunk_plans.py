@@ -13,7 +13,7 @@ eval's track (an antialiased bicubic downscale, then x264 at the track's CRF).
 
 Prints one row per clip and plan: PSNR and flicker against the reference (lanczos's too), and the
 PSNR of the plan's output against the one-chunk output (how far the seams move the picture), over
-the clip and on its worst frame (a seam, or a short last chunk whose frames see fewer others).
+the clip and on its worst frame (a seam, or the last chunk, which reaches back when short).
 """
 
 from __future__ import annotations
