@@ -40,7 +40,8 @@ SHAPING = (
 
 def shaping(opts: UpscaleOptions) -> dict[str, object]:
     """The options of SHAPING as a part's manifest records them, with how this version lays the
-    last chunk: a part made by one that laid it otherwise ends differently, and is not joined."""
+    last chunk: a part made by a version that laid it otherwise is rendered again by a resumed
+    run, and a stitch refuses to join it to this version's parts."""
     return {**{k: _plain(getattr(opts, k)) for k in SHAPING}, "last_chunk": LAST_CHUNK}
 
 

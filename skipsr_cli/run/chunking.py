@@ -32,7 +32,7 @@ T = TypeVar("T")
 # without overlap give the frames of a one-call run to within 85-91 dB, as close as 16/4 does
 # (BENCHMARKS.md, benchmarks/chunk_plans.py). Its decoder sees one frame, and its transformer
 # looks 2-4 frames around each one (windows of 4, shifted by 2 every other layer). A short last
-# chunk reaches back to whole (below): run alone, a one-frame chunk lost up to 0.15 dB on its frame.
+# chunk reaches back to whole (module docstring; BENCHMARKS.md measures what that buys).
 # `--overlap K` cross-fades K frames, for networks that look further in time.
 CHUNK_FRAMES, OVERLAP = 16, 0
 
@@ -77,7 +77,8 @@ def check_plan(length: int, overlap: int) -> None:
 def iter_chunks(
     items: Iterable[T], length: int, overlap: int, start: int = 0
 ) -> Iterator[Chunk[T]]:
-    """Stream chunks from an iterator of unknown length, holding at most one chunk in memory.
+    """Stream chunks from an iterator of unknown length, holding one chunk and the next one's fresh
+    frames at most.
 
     `start` is the index of the first item, a chunk start on the grid (read_start) when a run
     begins inside the video: its chunks are then the whole run's. A short last chunk reaches back

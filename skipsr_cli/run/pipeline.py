@@ -380,7 +380,8 @@ def write_chunks(
         if last is not None and chunk.grid_start >= last:
             break
         result = run_chunk(model, chunk, size, memory, device)
-        stats.add_tokens(result.keep.numel(), int(result.keep.sum()))
+        own = result.keep[:, chunk.context * result.keep.shape[1] // len(chunk.items) :]
+        stats.add_tokens(own.numel(), int(own.sum()))  # the tokens of the frames it keeps
         outputs = [result.frames[0].transpose(0, 1).float()]  # (T, 3, H, W)
         if streams > 1:
             outputs.append(skipped_map(model, result, size))
@@ -421,7 +422,7 @@ def run_chunk(
         # fp32 in: the model makes its fill at full precision and runs its networks in its dtype
         lr = frames_to_device(chunk.items, device)
         with torch.inference_mode():
-            return memory.run(model, lr, size, chunk.start)
+            return memory.run(model, lr, size, chunk.start, chunk.context)
     except torch.cuda.OutOfMemoryError as e:  # the chunk's own frames did not fit
         raise ModelError(f"out of GPU memory loading frames {chunk.start}-{chunk.stop - 1}") from e
     except RuntimeError as e:
