@@ -8,15 +8,14 @@ this says what that costs in PSNR and flicker. Each clip's first FRAMES frames, 
 (W x H, at the centre, at the clip's own resolution) so that the CPU can run it; the input is
 eval's track (an antialiased bicubic downscale, then x264 at the track's CRF).
 
-    PYTHONPATH=. python3 benchmarks/chunk_plans.py CLIP [CLIP...] [--plan 16/0 --plan 16/4 --plan 16/0a]
+    PYTHONPATH=. python3 benchmarks/chunk_plans.py CLIP [CLIP...] [--plan 16/0 --plan 16/4]
         [--frames 48] [--crop 640x352] [--scale 2] [--track clean] [--weights W] [--device cpu]
 
 Prints one row per clip and plan: PSNR and flicker against the reference (lanczos's too), and the
 PSNR of the plan's output against the one-chunk output (how far the seams move the picture), over
-the clip and on its worst frame (a seam, or the last chunk, which reaches back when short), and
-the PSNR of the last chunk's own frames against the reference, beside the one-chunk output's on
-the same frames. A plan written with an `a` (16/0a) runs a short last chunk alone, on its own
-frames only, as runs did until 2026-12-01.
+the clip and on its worst frame (a seam, or a short last chunk whose frames see fewer others), and
+the PSNR of the last chunk's frames against the reference, beside the one-chunk output's on the
+same frames.
 """
 
 from __future__ import annotations
@@ -30,22 +29,19 @@ from benchmarks.linear_oracle import degrade
 from models.skipsr import Settings, SkipSR
 from skipsr_cli.measure import metrics
 from skipsr_cli.measure.evaluate import find_sources, load_reference, upscale_classic
-from skipsr_cli.run.chunking import Chunk, OverlapAdd, check_plan, iter_chunks
+from skipsr_cli.run.chunking import OverlapAdd, check_plan, iter_chunks
 from skipsr_cli.weights import load_model
 
 
 def upscale_in_chunks(
-    model: SkipSR, lr: torch.Tensor, scale: int, length: int, overlap: int, alone: bool = False
+    model: SkipSR, lr: torch.Tensor, scale: int, length: int, overlap: int
 ) -> torch.Tensor:
     """lr (T, 3, h, w) -> (T, 3, h*s, w*s) as the pipeline makes it: chunks of `length` frames,
-    `overlap` of them shared with the next chunk, cross-faded by OverlapAdd. With `alone`, a short
-    last chunk runs its own frames alone instead of reaching back (as runs did until 2026-12-01)."""
+    `overlap` of them shared with the next chunk, cross-faded by OverlapAdd."""
     size = (lr.shape[-2] * scale, lr.shape[-1] * scale)
     param = next(model.parameters())
     blend, out = OverlapAdd(), [None] * lr.shape[0]
     for chunk in iter_chunks(list(range(lr.shape[0])), length, overlap):
-        if alone and chunk.context:
-            chunk = Chunk(chunk.grid_start, chunk.items[chunk.context :], chunk.overlap_before, 0)
         x = lr[chunk.items].to(param.device, param.dtype)[None].transpose(1, 2)
         with torch.inference_mode():
             frames = model(x, size, Settings()).frames[0].transpose(0, 1).float()
@@ -72,11 +68,8 @@ def main() -> None:
     parser.add_argument("--weights", type=Path)
     parser.add_argument("--device", default="cpu")
     opts = parser.parse_args()
-    plans = [
-        (*(int(v) for v in p.removesuffix("a").split("/")), p.endswith("a"))
-        for p in opts.plan or ["16/0", "16/4"]
-    ]
-    for length, overlap, _ in plans:
+    plans = [tuple(int(v) for v in p.split("/")) for p in opts.plan or ["16/0", "16/4"]]
+    for length, overlap in plans:
         check_plan(length, overlap)
     width, height = (int(v) for v in opts.crop.split("x"))
     if width % opts.scale or height % opts.scale:
@@ -103,18 +96,15 @@ def main() -> None:
             f"| {source.name} | {t}/0 (one chunk) | 1.00 | {metrics.psnr(whole, ref):.3f} | "
             f"{metrics.flicker(whole, ref):.3f} | | | |"
         )
-        for length, overlap, alone in plans:
-            out = upscale_in_chunks(model, lr, opts.scale, length, overlap, alone)
+        for length, overlap in plans:
+            out = upscale_in_chunks(model, lr, opts.scale, length, overlap)
             chunks = list(iter_chunks(list(range(t)), length, overlap))
-            work = sum(len(c.items) - (c.context if alone else 0) for c in chunks) / t
-            tail = chunks[-1].grid_start  # the last chunk's own frames: PSNR to the reference,
-            ours, one = (
-                metrics.psnr(x[tail:], ref[tail:]) for x in (out, whole)
-            )  # and one chunk's
+            work = sum(len(c.items) for c in chunks) / t
+            tail = chunks[-1].start  # the last chunk's frames: PSNR to the reference, ours and
+            ours, one = (metrics.psnr(x[tail:], ref[tail:]) for x in (out, whole))  # one chunk's
             print(
-                f"| {source.name} | {length}/{overlap}{' alone' if alone else ''} | {work:.2f} | "
-                f"{metrics.psnr(out, ref):.3f} | {metrics.flicker(out, ref):.3f} | "
-                f"{metrics.psnr(out, whole):.2f} | "
+                f"| {source.name} | {length}/{overlap} | {work:.2f} | {metrics.psnr(out, ref):.3f} | "
+                f"{metrics.flicker(out, ref):.3f} | {metrics.psnr(out, whole):.2f} | "
                 f"{metrics.psnr_per_frame(out, whole).min().item():.2f} | "
                 f"{tail}-{t - 1}: {ours:.3f} (one chunk {one:.3f}) |",
                 flush=True,

@@ -272,22 +272,3 @@ def test_eval_command_compares_denoise_blends(video, tmp_path):
     assert two.exit_code == 0, two.output
     alone = {r["method"]: r["psnr"] for r in json.loads(two.stdout)["averages"]}
     assert alone["model"] == rows["model:one@d1"]
-
-
-def test_eval_lays_chunks_as_upscale_does(model):
-    """13 frames in chunks of 4: the last chunk reaches back to frames 9-12 and keeps 12, as
-    `upscale`'s default plan does, and the skip ratio counts each frame's tokens once."""
-    from models.skipsr import Settings
-    from skipsr_cli.measure.evaluate import upscale_model
-
-    lr = torch.rand(13, 3, 24, 32, generator=torch.Generator().manual_seed(2))
-    out, skip = upscale_model(model, lr, (48, 64), Settings(), chunk_frames=4)
-    assert out.shape == (13, 3, 48, 64)
-    with torch.inference_mode():
-        calls = [model(lr[a:b][None].transpose(1, 2), (48, 64), Settings()) for a, b in
-                 ((0, 4), (4, 8), (8, 12), (9, 13))]  # fmt: skip
-    frames = [r.frames[0].transpose(0, 1) for r in calls]
-    torch.testing.assert_close(out, torch.cat([*frames[:3], frames[3][3:]]), rtol=0, atol=0)
-    keeps = [r.keep for r in calls[:3]] + [calls[3].keep[:, 3 * calls[3].keep.shape[1] // 4 :]]
-    kept = sum(int(k.sum()) for k in keeps) / sum(k.numel() for k in keeps)
-    assert skip == pytest.approx(1.0 - kept)

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 from media import make_clip
-from torch import Tensor
 
 from models import SkipSR
 from models.skipsr import Result, Settings
@@ -155,31 +154,3 @@ def test_when_nothing_fits_it_is_exit_4_one_line_and_no_file(capsys, monkeypatch
     assert "1 frame(s) per model call" not in err and "4 frame(s) per model call" in err
     assert list(folder.iterdir()) == [] and stdout == ""
     assert len(calls) == len(ladder(Settings(frame_slice=4), 16, 4))  # every rung, once
-
-
-def test_sub_clips_of_context_alone_are_not_run():
-    """A last chunk that reached back (9 frames of context in 16) at 4 frames a call: the
-    sub-clips of frames 0-3 and 4-7 would only be dropped, so they are not run; the rest is the
-    run of every sub-clip, and the mask still spans the chunk."""
-    from skipsr_cli.run.memory import Rung, run_rung
-    from skipsr_cli.weights import load_model
-
-    model = load_model("debug", random_weights=True)
-    lr = torch.rand(1, 3, 16, 24, 32, generator=torch.Generator().manual_seed(1))
-    firsts: list[Tensor] = []
-
-    def counted(x, size, settings):
-        firsts.append(x[0, :, 0])
-        return model(x, size, settings)
-
-    rung = Rung(Settings(), frames=4, exact=False)
-    with torch.inference_mode():
-        every = run_rung(model, lr, (48, 64), rung)
-        tail = run_rung(counted, lr, (48, 64), rung, context=9)
-    assert len(firsts) == 2
-    assert torch.equal(firsts[0], lr[0, :, 8]) and torch.equal(firsts[1], lr[0, :, 12])
-    assert torch.equal(tail.frames[:, :, 8:], every.frames[:, :, 8:])
-    assert tail.keep.shape == every.keep.shape
-    lead = every.keep.shape[1] // 2  # frames 0-7 of 16
-    assert torch.equal(tail.keep[:, lead:], every.keep[:, lead:]) and not tail.keep[:, :lead].any()
-    assert tail.kept_fraction == pytest.approx(every.keep[:, lead:].float().mean().item())

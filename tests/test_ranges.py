@@ -70,8 +70,8 @@ def test_ranges_joined_equal_the_whole_run(debug, clip, tmp_path, plan):
     whole = pngs(tmp_path / "whole")
     assert len(whole) == 23
     (tmp_path / "parts").mkdir()
-    # cut inside a chunk and inside an overlap; the last range holds only the last chunk's own
-    # frames (it reaches back for context before the range) and overshoots the end
+    # cut inside a chunk and inside an overlap; the last range holds only the short last chunk's
+    # frames and overshoots the end
     cuts = [0, 5, 14, 20, 40]
     for start, stop in zip(cuts, cuts[1:], strict=False):
         render(debug, clip, tmp_path / "parts", frames=(start, stop), plan=plan)

@@ -27,7 +27,6 @@ from skipsr_cli.farm.segments import (
 )
 from skipsr_cli.media.joiner import join_videos, source_timestamps
 from skipsr_cli.run import pipeline
-from skipsr_cli.run.chunking import LAST_CHUNK
 from skipsr_cli.run.options import UpscaleOptions, job_of
 from skipsr_cli.run.progress import Event, Summary
 
@@ -36,13 +35,6 @@ SHAPING = (
     "scale", "size", "threshold", "skip", "steps", "seed", "chunk_frames", "overlap",
     "codec", "crf", "preset", "pix_fmt", "lossless",
 )  # fmt: skip
-
-
-def shaping(opts: UpscaleOptions) -> dict[str, object]:
-    """The options of SHAPING as a part's manifest records them, with how this version lays the
-    last chunk: a part made by a version that laid it otherwise is rendered again by a resumed
-    run, and a stitch refuses to join it to this version's parts."""
-    return {**{k: _plain(getattr(opts, k)) for k in SHAPING}, "last_chunk": LAST_CHUNK}
 
 
 def render_segment(
@@ -83,7 +75,7 @@ def render_segment(
         "total_frames": total,
         "input": str(input.resolve()),
         "fingerprint": fingerprint(input),
-        "settings": shaping(opts),
+        "settings": {k: _plain(getattr(opts, k)) for k in SHAPING},
         "weights": model_hash(net.state_dict()),
     }
     write_json_atomically(manifest, record)
@@ -102,7 +94,7 @@ def finished_part(input: Path, output: Path, opts: UpscaleOptions, weights: str)
         return None
     same = (
         record.get("fingerprint") == fingerprint(input)
-        and record.get("settings") == shaping(opts)
+        and record.get("settings") == {k: _plain(getattr(opts, k)) for k in SHAPING}
         and record.get("weights") == weights
         and record.get("count") == segment.count
         and (folder / record.get("part", "")).is_file()

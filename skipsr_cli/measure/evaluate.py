@@ -25,7 +25,6 @@ from models.skipsr import Settings, SkipSR
 from skipsr_cli.errors import InputError, ModelError, UsageError
 from skipsr_cli.measure import metrics
 from skipsr_cli.media.video_io import probe, read_frames, rgb8
-from skipsr_cli.run.chunking import iter_chunks
 from skipsr_cli.train.degrade import TRACKS, from_uint8, resize
 from skipsr_cli.weights import Blends, auto_denoise
 
@@ -170,14 +169,16 @@ def upscale_model(
 ) -> tuple[Tensor, float]:
     """Model output (T, 3, H, W) float32 on its device and its skip ratio, token-weighted over chunks.
 
-    The chunks are `upscale`'s without overlap (its default plan): evaluation measures the
-    network, not the cross-fade, and a short last chunk reaches back as `upscale`'s does.
+    Chunks do not overlap: evaluation measures the network, not the cross-fade of `upscale`.
     """
     param = next(model.parameters())
-    outputs: list[Tensor] = []  # they stay on the model's device, where they are measured
-    kept, tokens = 0, 0
-    for chunk in iter_chunks(range(lr.shape[0]), chunk_frames, 0):
-        piece = lr[chunk.start : chunk.stop].to(param.device, param.dtype)
+    outputs, kept, tokens = (
+        [],
+        0.0,
+        0,
+    )  # outputs stay on the model's device, where they are measured
+    for start in range(0, lr.shape[0], chunk_frames):
+        piece = lr[start : start + chunk_frames].to(param.device, param.dtype)
         x = piece[None].transpose(1, 2)  # (1, 3, t, h, w)
         try:
             with torch.inference_mode():
@@ -185,10 +186,10 @@ def upscale_model(
         except torch.cuda.OutOfMemoryError as e:
             raise ModelError("out of GPU memory: lower --chunk-frames or use --dtype bf16") from e
         except RuntimeError as e:
-            raise ModelError(f"the model failed on frames from {chunk.start}: {e}") from e
-        outputs.append(result.frames[0].transpose(0, 1).float()[chunk.context :])  # (t, 3, H, W)
-        own = result.keep[:, chunk.context * result.keep.shape[1] // len(chunk.items) :]
-        kept, tokens = kept + int(own.sum()), tokens + own.numel()
+            raise ModelError(f"the model failed on frames from {start}: {e}") from e
+        outputs.append(result.frames[0].transpose(0, 1).float())  # (t, 3, H, W)
+        kept += result.kept_fraction * result.keep.numel()
+        tokens += result.keep.numel()
     return torch.cat(outputs), 1.0 - kept / tokens
 
 

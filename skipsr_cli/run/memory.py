@@ -71,14 +71,11 @@ class MemoryLadder:
         self.level = 0
         self.lowered_at: list[int] = []  # the first frame of each chunk that lowered the rung
 
-    def run(
-        self, model: Model, lr: Tensor, size: tuple[int, int], first: int, context: int = 0
-    ) -> Result:
-        """lr (1, 3, T, h, w) through the model; `first` is its first frame, for the warning, and
-        its first `context` frames are context only (a last chunk that reached back)."""
+    def run(self, model: Model, lr: Tensor, size: tuple[int, int], first: int) -> Result:
+        """lr (1, 3, T, h, w) through the model; `first` is its first frame, for the warning."""
         while True:
             try:
-                return run_rung(model, lr, size, self.rungs[self.level], context)
+                return run_rung(model, lr, size, self.rungs[self.level])
             except RuntimeError as e:  # torch.cuda.OutOfMemoryError is one
                 if not out_of_memory(e):
                     raise
@@ -132,29 +129,20 @@ def same_call(a: Rung, b: Rung, frames: int) -> bool:
     )
 
 
-def run_rung(
-    model: Model, lr: Tensor, size: tuple[int, int], rung: Rung, context: int = 0
-) -> Result:
-    """One chunk at one rung: whole, or in sub-clips of `rung.frames` joined in time. Sub-clips
-    of the first `context` frames alone are not run (their outputs would be dropped): zeros."""
+def run_rung(model: Model, lr: Tensor, size: tuple[int, int], rung: Rung) -> Result:
+    """One chunk at one rung: whole, or in sub-clips of `rung.frames` joined in time."""
     t = lr.shape[2]
     if rung.frames is None or rung.frames >= t:
         return model(lr, size, rung.settings)
-    skipped = context // rung.frames * rung.frames
     frames = lr.new_empty(1, 3, t, *size)  # (1, 3, T, H, W): the parts are copied in as they end
-    frames[:, :, :skipped] = 0
     keeps = []
-    for s in range(skipped, t, rung.frames):
+    for s in range(0, t, rung.frames):
         part = model(lr[:, :, s : s + rung.frames], size, rung.settings)
         frames[:, :, s : s + rung.frames] = part.frames
         keeps.append(part.keep)  # (1, T'/parts, H', W'): whole latent frames, as frames is a step
         del part
     keep = torch.cat(keeps, dim=1)
-    fraction = keep.float().mean().item()
-    if skipped:  # the skipped frames' tokens, none kept, so that keep spans the chunk
-        lead = keep.shape[1] * skipped // (t - skipped)
-        keep = torch.cat([keep.new_zeros(1, lead, *keep.shape[2:]), keep], dim=1)
-    return Result(frames, keep, fraction)
+    return Result(frames, keep, keep.float().mean().item())
 
 
 def out_of_memory(error: RuntimeError) -> bool:

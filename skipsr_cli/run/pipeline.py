@@ -37,8 +37,8 @@ from skipsr_cli.run.chunking import (
     Chunk,
     OverlapAdd,
     check_plan,
+    chunk_start,
     iter_chunks,
-    read_start,
 )
 from skipsr_cli.run.host_waits import sleep_while_waiting
 from skipsr_cli.run.memory import MemoryLadder
@@ -306,7 +306,7 @@ def open_frames(
     The file is opened here, on the calling thread, so an unreadable input fails at once. Damage
     the decoder gets past (a file cut short, a bad packet) is counted in `damage`.
     """
-    start = read_start(job.first, job.chunk_frames, job.overlap)
+    start = chunk_start(job.first, job.chunk_frames, job.overlap) if job.first else 0
     frames = read_frames(job.input, damage, strict=job.strict, start=start)
     if not overlap:
         return contextlib.closing(frames)
@@ -372,20 +372,19 @@ def write_chunks(
     reached = 0
     pts: dict[int, int | None] = {}
     origin: list[int] = []  # the range's first timestamp, once known
-    start = read_start(first, job.chunk_frames, job.overlap)
+    start = chunk_start(first, job.chunk_frames, job.overlap) if first else 0
     for chunk in iter_chunks(decoded_frames, job.chunk_frames, job.overlap, start):
         reached = max(reached, chunk.stop)
         if chunk.stop <= first:  # wholly before the range: decoded, not upscaled
             continue
-        if last is not None and chunk.grid_start >= last:
+        if last is not None and chunk.start >= last:
             break
         result = run_chunk(model, chunk, size, memory, device)
-        own = result.keep[:, chunk.context * result.keep.shape[1] // len(chunk.items) :]
-        stats.add_tokens(own.numel(), int(own.sum()))  # the tokens of the frames it keeps
+        stats.add_tokens(result.keep.numel(), int(result.keep.sum()))
         outputs = [result.frames[0].transpose(0, 1).float()]  # (T, 3, H, W)
         if streams > 1:
             outputs.append(skipped_map(model, result, size))
-        pts.update({f.index: f.pts for f in chunk.items[chunk.context :]})
+        pts.update({f.index: f.pts for f in chunk.items})
         for index, frames in _released(blends, chunk, outputs):
             stamp = pts.pop(index)
             if first and stamp is not None:
@@ -422,7 +421,7 @@ def run_chunk(
         # fp32 in: the model makes its fill at full precision and runs its networks in its dtype
         lr = frames_to_device(chunk.items, device)
         with torch.inference_mode():
-            return memory.run(model, lr, size, chunk.start, chunk.context)
+            return memory.run(model, lr, size, chunk.start)
     except torch.cuda.OutOfMemoryError as e:  # the chunk's own frames did not fit
         raise ModelError(f"out of GPU memory loading frames {chunk.start}-{chunk.stop - 1}") from e
     except RuntimeError as e:

@@ -2,9 +2,7 @@
 
 The chunk grid is counted from the video's first frame (run/chunking.py), so a range runs the
 chunks that touch it, whole, reading their context frames from outside the range, and keeps only
-the frames it owns. It starts decoding one grid step before the first of those chunks (the decoder
-seeks to the keyframe before that): those frames are decoded, not upscaled, unless the video's
-last chunk is short and reaches back into them, as it does in a whole run.
+the frames it owns. Frames before the first of those chunks are decoded and dropped (no seek yet).
 A range's output starts at time 0 and holds video only: audio and subtitles belong to the joined
 file, not to its pieces.
 """
