@@ -24,8 +24,8 @@ T = TypeVar("T")
 # without overlap give the frames of a one-call run to within 85-91 dB, as close as 16/4 does
 # (BENCHMARKS.md, benchmarks/chunk_plans.py). Its decoder sees one frame, and its transformer
 # looks 2-4 frames around each one (windows of 4, shifted by 2 every other layer). A short last
-# chunk sees fewer frames, which costs nothing measurable: a last frame run alone is within 0.04 dB
-# of the same frame in a last chunk that reaches back to 16 frames (tried and measured, BENCHMARKS.md).
+# chunk sees fewer frames, which costs nothing measurable: a last frame run alone is within
+# 0.04 dB of the same frame in a last chunk that reaches back to 16 frames (BENCHMARKS.md).
 # `--overlap K` cross-fades K frames, for networks that look further in time.
 CHUNK_FRAMES, OVERLAP = 16, 0
 
