@@ -103,8 +103,9 @@ def main() -> None:
             tail = chunks[-1].start  # the last chunk's frames: PSNR to the reference, ours and
             ours, one = (metrics.psnr(x[tail:], ref[tail:]) for x in (out, whole))  # one chunk's
             print(
-                f"| {source.name} | {length}/{overlap} | {work:.2f} | {metrics.psnr(out, ref):.3f} | "
-                f"{metrics.flicker(out, ref):.3f} | {metrics.psnr(out, whole):.2f} | "
+                f"| {source.name} | {length}/{overlap} | {work:.2f} | "
+                f"{metrics.psnr(out, ref):.3f} | {metrics.flicker(out, ref):.3f} | "
+                f"{metrics.psnr(out, whole):.2f} | "
                 f"{metrics.psnr_per_frame(out, whole).min().item():.2f} | "
                 f"{tail}-{t - 1}: {ours:.3f} (one chunk {one:.3f}) |",
                 flush=True,

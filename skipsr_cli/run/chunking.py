@@ -1,9 +1,10 @@
 """Pure chunk planning: frames in chunks of N with K frames of overlap, and the overlap-add blend.
 
 Chunk i starts at i * (N - K), counted from the video's first frame whatever part of it a run
-renders, so a frame range computes exactly the frames a whole run computes there. Where two chunks overlap, the earlier fades out and the later fades
-in with triangular weights that sum to exactly 1 on every frame; the blend accumulates the weighted
-sum and the weight sum, and asserts full coverage before it releases a frame.
+renders, so a frame range computes exactly the frames a whole run computes there. Where two chunks
+overlap, the earlier fades out and the later fades in with triangular weights that sum to exactly 1
+on every frame; the blend accumulates the weighted sum and the weight sum, and asserts full
+coverage before it releases a frame.
 """
 
 from __future__ import annotations
