@@ -20,6 +20,7 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from dataclasses import fields, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -34,7 +35,7 @@ from skipsr_cli.errors import InputError, ModelError, UsageError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm import resume
 from skipsr_cli.farm.devices import model_bytes, upscale_on_devices, workers_per_gpu
-from skipsr_cli.farm.ray import ray_address, upscale_on_ray
+from skipsr_cli.farm.ray import files_on_ray, ray_address, upscale_on_ray
 from skipsr_cli.media.cpu_share import ENV as WORKER_THREADS_ENV
 from skipsr_cli.media.cpu_share import apply_cpu_share
 from skipsr_cli.run import pipeline
@@ -223,7 +224,8 @@ def upscale_batch(
     `devices`: "0,1", "all" or "cpu,cpu" runs one worker process per device, each with the model
     loaded once; `workers=N` runs N of them spread round-robin over `devices` (two on one GPU:
     two encoders at once); by default the files run here, one after another, on one warm model
-    (`model`, as in `upscale`). Files whose done-record in `out_dir/.skipsr-batch/` matches this
+    (`model`, as in `upscale`). With `ray` (an address, "auto" or "local") the files run on Ray
+    actors instead, one per GPU of the cluster or `workers`, each with the model loaded once. Files whose done-record in `out_dir/.skipsr-batch/` matches this
     input, options and weights are skipped (`overwrite=True` redoes them). One bad file never stops the batch:
     see each file's status and error in the returned summary's `files`. `mask_out` names a folder.
     """
@@ -236,9 +238,14 @@ def upscale_batch(
         in_dir, out_dir, recursive=recursive, glob=glob, ext=ext, mask_dir=opts.mask_out
     )
     net = model if isinstance(model, SkipSR) else None
+    emit = progress or _ignore
+    if opts.ray is not None:  # Ray's actors pick their devices; `workers` counts them
+        runner = partial(files_on_ray, address=ray_address(opts.ray), workers=opts.workers)
+        cpu = [torch.device("cpu")]
+        return run_batch(items, out_dir, opts, devices=cpu, model=net, emit=emit, runner=runner)
     given = devices if devices is not None else opts.devices
     found = _local_workers(given, opts, net, opts.device)
-    return run_batch(items, out_dir, opts, devices=found, model=net, emit=progress or _ignore)
+    return run_batch(items, out_dir, opts, devices=found, model=net, emit=emit)
 
 
 def _default_workers(opts: UpscaleOptions, model: object, found: list[torch.device]) -> bool:

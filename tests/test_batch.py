@@ -313,3 +313,13 @@ def test_a_denoise_blend_is_part_of_what_a_record_holds(tmp_path: Path):
     assert records.weights_identity(named) != denoise
     with pytest.raises(ModelError, match="weights not found"):
         records.weights_identity(UpscaleOptions(denoise=0.5, denoise_weights=tmp_path / "no"))
+
+
+def test_a_folder_batch_refuses_segments(tmp_path):
+    """--segment and --segments cut one video into parts; a folder's files are the batch's parts."""
+    clip(tmp_path / "in" / "a.mp4")
+    for extra in (["--segment", "1/2"], ["--segments", "2"]):
+        result = invoke(tmp_path / "in", tmp_path / "out", *extra)
+        assert result.exit_code == 2, result.output
+        assert "--devices or --ray" in result.output
+    assert not (tmp_path / "out").exists()

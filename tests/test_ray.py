@@ -43,3 +43,39 @@ def test_ray_renders_the_whole_run_and_resumes(local_ray, tmp_path):
     assert len(parts) == 3
     assert api.upscale(clip, out, **kept, **run) == 17
     assert [p.stat().st_mtime_ns for p in parts] == stamps  # finished parts were kept
+
+
+def test_a_folder_batch_on_ray_actors(local_ray, tmp_path, monkeypatch):
+    """The files of a folder on two actors (never in this process): each output is the local
+    run's, bit for bit; a file that is not a video fails alone, named; a rerun (locally) skips
+    what Ray finished."""
+    from media import make_non_video
+
+    from skipsr_cli.batch import run as batch_run
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name, length in (("a.mp4", 9), ("b.mp4", 5), ("c.mp4", 12)):
+        make_clip(src / name, frames=length, audio=False)
+    make_non_video(src / "broken.mp4")
+    run = dict(model="debug", random_weights=True, chunk_frames=8, ext="mkv", lossless=True)
+    local = api.upscale_batch(src, tmp_path / "local", device="cpu", **run)
+    with monkeypatch.context() as here:
+        here.setattr(batch_run, "run_files", lambda *a: pytest.fail("the files ran locally"))
+        summary = api.upscale_batch(src, tmp_path / "out", ray="local", workers=2, **run)
+    status = {f.file: f.status for f in summary.files}
+    assert status == {"a.mp4": "done", "b.mp4": "done", "broken.mp4": "failed", "c.mp4": "done"}
+    (broken,) = [f for f in summary.files if f.status == "failed"]
+    assert broken.error and broken.error == next(
+        f.error for f in local.files if f.file == broken.file
+    )
+    for name in ("a", "b", "c"):
+        ours, theirs = (
+            frames(tmp_path / "out" / f"{name}.mkv"),
+            frames(tmp_path / "local" / f"{name}.mkv"),
+        )
+        assert len(ours) == len(theirs) and all(
+            np.array_equal(x, y) for x, y in zip(ours, theirs, strict=True)
+        )
+    again = api.upscale_batch(src, tmp_path / "out", device="cpu", **run)
+    assert [f.status for f in again.files if f.file != "broken.mp4"] == ["skipped"] * 3

@@ -2,7 +2,8 @@
 
 take OUT_DIR's lock (and clear partial files of killed runs)
 -> skip the files whose done-record matches (unless overwriting)
--> run the others on the devices, the model loaded once per device
+-> run the others on the devices, the model loaded once per device (or on a runner the caller
+   gives, such as Ray actors: farm/ray.py)
 -> one FileResult per file, then the BatchSummary
 """
 
@@ -32,6 +33,8 @@ from skipsr_cli.media.video_io import probe
 from skipsr_cli.run.options import UpscaleOptions, for_loaded_model
 
 Indexed = list[tuple[int, BatchItem]]
+# Runs the files elsewhere (Ray): (files, options, key, emit) -> (index, result) as each ends.
+Runner = Callable[[Indexed, UpscaleOptions, "BatchKey", Callable], Iterator[tuple[int, FileResult]]]
 
 
 def run_batch(
@@ -42,11 +45,16 @@ def run_batch(
     devices: list[torch.device],
     model: SkipSR | None = None,
     emit: Callable[[BatchEvent], None],
+    runner: Runner | None = None,
 ) -> BatchSummary:
-    """Upscale every item not already done; one bad file never stops the others."""
+    """Upscale every item not already done; one bad file never stops the others. `runner` runs
+    the files instead of local workers on `devices` (Ray's actors, which load their own model)."""
     began = time.perf_counter()
-    if model is not None and len(devices) > 1:
-        raise UsageError("a loaded model runs on its own device: pass devices or a model, not both")
+    if model is not None and (len(devices) > 1 or runner is not None):
+        raise UsageError(
+            "a loaded model runs on its own device: pass devices or a model, not both, and name "
+            "the weights for Ray's actors to load"
+        )
     if model is not None:
         options = for_loaded_model(options)
     try:
@@ -66,7 +74,12 @@ def run_batch(
         emit(BatchStarted(len(items), len(todo), total_frames(todo)))
         for result in results.values():
             emit(result)
-        for index, result in run_files(todo, options, devices, model, key, emit):
+        ran = (
+            run_files(todo, options, devices, model, key, emit)
+            if runner is None
+            else (runner(todo, options, key, emit) if todo else iter(()))
+        )
+        for index, result in ran:
             results[index] = result
             emit(result)
     summary = BatchSummary(

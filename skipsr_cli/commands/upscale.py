@@ -101,7 +101,7 @@ RayOpt = Annotated[
     typer.Option(
         "--ray",
         metavar="ADDRESS",
-        help="Render in segments on a Ray cluster (its address, auto, or local to start Ray on this machine), on actors that keep the model loaded, then stitch; needs skipsr\\[ray]. --segments sets the parts, --workers the actors.",
+        help="Render on a Ray cluster (its address, auto, or local to start Ray on this machine), on actors that keep the model loaded: one video in segments, then stitched, or the files of a folder batch; needs skipsr\\[ray]. --segments sets a video's parts, --workers the actors.",
         rich_help_panel=IO,
     ),
 ]
@@ -385,8 +385,10 @@ def upscale_command(
     )
     batch = dict(recursive=recursive, glob=glob, ext=ext, devices=devices)
     if input.is_dir() and folder_kind(input, recursive, glob) is FolderKind.BATCH:
-        if segment or ray is not None:
-            raise UsageError("--segment and --ray split one video; a folder batch takes --devices")
+        if segment or segments:
+            raise UsageError(
+                "--segment and --segments split one video; a folder batch takes --devices or --ray"
+            )
         report_batch(run_folder(input, output, options, batch, quiet, json_out), quiet)
         return
     options = replace(options, devices=devices)  # one video on several devices: in segments
