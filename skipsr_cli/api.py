@@ -225,9 +225,10 @@ def upscale_batch(
     loaded once; `workers=N` runs N of them spread round-robin over `devices` (two on one GPU:
     two encoders at once); by default the files run here, one after another, on one warm model
     (`model`, as in `upscale`). With `ray` (an address, "auto" or "local") the files run on Ray
-    actors instead, one per GPU of the cluster or `workers`, each with the model loaded once. Files whose done-record in `out_dir/.skipsr-batch/` matches this
-    input, options and weights are skipped (`overwrite=True` redoes them). One bad file never stops the batch:
-    see each file's status and error in the returned summary's `files`. `mask_out` names a folder.
+    actors instead, one per GPU of the cluster or `workers`, each with the model loaded once.
+    Files whose done-record in `out_dir/.skipsr-batch/` matches this input, options and weights
+    are skipped (`overwrite=True` redoes them). One bad file never stops the batch: see each
+    file's status and error in the returned summary's `files`. `mask_out` names a folder.
     """
     opts = _options(options, model, option_fields)
     in_dir, out_dir = Path(in_dir), Path(out_dir)

@@ -79,3 +79,17 @@ def test_a_folder_batch_on_ray_actors(local_ray, tmp_path, monkeypatch):
         )
     again = api.upscale_batch(src, tmp_path / "out", device="cpu", **run)
     assert [f.status for f in again.files if f.file != "broken.mp4"] == ["skipped"] * 3
+
+
+def test_a_batch_on_ray_with_weights_that_cannot_load_is_one_error(local_ray, tmp_path):
+    """As with local workers: one model error before any actor starts, no output folder filled."""
+    from skipsr_cli.errors import ModelError
+
+    src = tmp_path / "in"
+    src.mkdir()
+    make_clip(src / "a.mp4", frames=3, audio=False)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not weights" * 10)
+    with pytest.raises(ModelError):
+        api.upscale_batch(src, tmp_path / "out", ray="local", weights=bad, device="cpu")
+    assert not list((tmp_path / "out").glob("*.mp4"))

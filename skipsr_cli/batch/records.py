@@ -82,8 +82,8 @@ def _file_identity(path: Path, named: bool, preset: str) -> str:
 def options_key(options: UpscaleOptions) -> dict:
     """The options that change an output, as JSON values. How many workers run the batch, on
     which devices or on Ray, changes none: all are None in every record (as records have always
-    held them), so a rerun with other workers skips what is done. Options added since the first records are
-    left out at their defaults, so records written before them still match."""
+    held them), so a rerun with other workers skips what is done. Options added since the first
+    records are left out at their defaults, so records written before them still match."""
     denoise = effective_denoise(options)
     if denoise == AUTO:  # the mapping belongs to the key: recalibrated, it makes other outputs
         denoise = (

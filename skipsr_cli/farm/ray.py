@@ -167,7 +167,10 @@ def files_on_ray(
     workers: int | None = None,
 ) -> Iterator[tuple[int, FileResult]]:
     """A batch's files on Ray actors (a batch/run.py Runner): (index, result) as each file ends.
-    A file whose task failed on every retry fails alone; an actor that is gone takes no more."""
+    A file whose task failed on every retry fails alone; an actor that is gone takes no more.
+    The network is loaded here first, on the CPU, so that weights that cannot load are one error
+    (exit 4), as with local workers, not a failure of every file."""
+    load_for(options, torch.device("cpu"))
     ray, gpus = _start(address)
     actor = ray.remote(
         num_gpus=1 if gpus else 0, num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES
@@ -188,10 +191,12 @@ def files_on_ray(
         (done,), _ = ray.wait(list(running), num_returns=1)
         worker, index, item = running.pop(done)
         try:
-            yield ray.get(done)
+            result = ray.get(done)
         except ray.exceptions.RayError as e:  # retried RETRIES times already
             error = f"its Ray task failed: {str(e).splitlines()[0]}"
-            yield index, FileResult(item.name, str(item.output), FAILED, error=error)
+            result = index, FileResult(item.name, str(item.output), FAILED, error=error)
             if isinstance(e, ray.exceptions.RayActorError):
-                continue  # the actor is gone for good
-        free.append(worker)
+                worker = None  # the actor is gone for good
+        if worker is not None:
+            free.append(worker)
+        yield result
