@@ -241,6 +241,12 @@ def upscale_batch(
     net = model if isinstance(model, SkipSR) else None
     emit = progress or _ignore
     if opts.ray is not None:  # Ray's actors pick their devices; `workers` counts them
+        if devices is not None or opts.devices is not None:
+            raise UsageError(
+                "--devices: Ray places a batch's actors itself (--workers N, --device)"
+            )
+        if opts.workers is not None and opts.workers < 1:
+            raise UsageError(f"--workers must be at least 1, not {opts.workers}")
         runner = partial(files_on_ray, address=ray_address(opts.ray), workers=opts.workers)
         cpu = [torch.device("cpu")]
         return run_batch(items, out_dir, opts, devices=cpu, model=net, emit=emit, runner=runner)

@@ -46,7 +46,7 @@ def test_ray_renders_the_whole_run_and_resumes(local_ray, tmp_path):
 
 
 def test_a_folder_batch_on_ray_actors(local_ray, tmp_path, monkeypatch):
-    """The files of a folder on two actors (never in this process): each output is the local
+    """The files of a folder on three actors (never in this process): each output is the local
     run's, bit for bit; a file that is not a video fails alone, named; a rerun (locally) skips
     what Ray finished."""
     from media import make_non_video
@@ -62,7 +62,10 @@ def test_a_folder_batch_on_ray_actors(local_ray, tmp_path, monkeypatch):
     local = api.upscale_batch(src, tmp_path / "local", device="cpu", **run)
     with monkeypatch.context() as here:
         here.setattr(batch_run, "run_files", lambda *a: pytest.fail("the files ran locally"))
-        summary = api.upscale_batch(src, tmp_path / "out", ray="local", workers=2, **run)
+        # three actors on a Ray of two CPUs: each asks for a share, so none waits forever
+        summary = api.upscale_batch(
+            src, tmp_path / "out", ray="local", workers=3, device="cpu", **run
+        )
     status = {f.file: f.status for f in summary.files}
     assert status == {"a.mp4": "done", "b.mp4": "done", "broken.mp4": "failed", "c.mp4": "done"}
     (broken,) = [f for f in summary.files if f.status == "failed"]

@@ -2,10 +2,11 @@
 (`skipsr[ray]`).
 
 `ray.init` attaches to the cluster that `address` (or RAY_ADDRESS) names, or starts a local Ray on
-this machine. One actor per GPU (one per CPU worker without GPUs) loads the model once and renders
-part after part, or file after file, from a shared queue; a task that fails, or whose actor dies,
-is retried (twice) on another. Every node must see the input and the output's folder at the same
-paths (shared storage), as a farm's nodes do. Parts are the same files `--segment I/N` writes, so a
+this machine. One actor per GPU (one in all without GPUs, or `--workers N`, several sharing a GPU
+where N exceeds them) loads the model once and renders part after part, or file after file, from a
+shared queue; an actor that dies is restarted (twice at most) and its task retried there. Every
+node must see the input and the output's folder at the same paths (shared storage), as a farm's
+nodes do. Parts are the same files `--segment I/N` writes, so a
 run that stopped is resumed by the next: finished parts whose manifests match are kept, and the
 parts are stitched. A batch's files are run as the local workers run them (batch/workers.py):
 each writes its done-record, so a rerun skips it, and one bad file fails alone.
@@ -26,7 +27,7 @@ from skipsr_cli.batch.workers import BatchKey, load_for, parse_devices, run_item
 from skipsr_cli.errors import UsageError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.segments import model_hash
-from skipsr_cli.media.cpu_share import apply_cpu_share
+from skipsr_cli.media.cpu_share import apply_cpu_share, host_cores
 from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.run.options import UpscaleOptions, load_network, resolve_device, resolve_dtype
 from skipsr_cli.run.progress import Event, Summary
@@ -89,8 +90,9 @@ class FileWorker:
 
     def __init__(self, options: UpscaleOptions, key: BatchKey, sharing: int = 1) -> None:
         self.options, self.key = options, key
-        device = parse_devices(None, "cuda" if torch.cuda.is_available() else "cpu")[0]
-        apply_cpu_share(sharing, device)
+        device = parse_devices(None, _actor_device(options))[0]
+        if apply_cpu_share(sharing, device) is None and device.type == "cpu":
+            torch.set_num_threads(host_cores())  # Ray gives an actor of one CPU a thread
         self.model = load_for(options, device)
 
     def run(self, index: int, item: BatchItem) -> tuple[int, FileResult]:
@@ -99,6 +101,29 @@ class FileWorker:
 
 def _quiet(event: object) -> None:
     pass
+
+
+def _actor_device(options: UpscaleOptions) -> str:
+    """cpu where the run asks for it, else a GPU where the actor has one."""
+    if str(options.device) == "cpu":
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _actor_resources(ray: ModuleType, gpus: int, count: int, cpu_only: bool) -> dict:
+    """What each of `count` actors asks Ray for, so that all of them can be placed at once: a
+    GPU each, or a share of one where there are more actors than GPUs; else a share of the
+    cluster's CPUs (at most one each)."""
+    if gpus and not cpu_only:
+        return {"num_gpus": min(1.0, gpus / count), "num_cpus": 0}
+    cpus = ray.cluster_resources().get("CPU", 1)
+    return {"num_gpus": 0, "num_cpus": min(1.0, cpus / count)}
+
+
+def _reason(error: BaseException) -> str:
+    """A Ray error on one line: its text without the traceback's line breaks, not too long."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 def _start(address: str | None) -> tuple[ModuleType, int]:
@@ -143,10 +168,12 @@ def upscale_on_ray(
     if parts is None:
         parts = max(count, -(-total // FRAMES_PER_PART))
     parts = min(parts, total)  # no empty part
-    actor = ray.remote(
-        num_gpus=1 if gpus else 0, num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES
-    )(SegmentWorker)
     actors = min(count, parts)
+    actor = ray.remote(
+        max_restarts=RETRIES,
+        max_task_retries=RETRIES,
+        **_actor_resources(ray, gpus, actors, cpu_only=False),
+    )(SegmentWorker)
     sharing = _actors_per_node(ray, actors)
     with farm.parts_of_run(output, opts, parts) as opts:
         each = replace(opts, segment=None)
@@ -167,36 +194,63 @@ def files_on_ray(
     workers: int | None = None,
 ) -> Iterator[tuple[int, FileResult]]:
     """A batch's files on Ray actors (a batch/run.py Runner): (index, result) as each file ends.
-    A file whose task failed on every retry fails alone; an actor that is gone takes no more.
+
     The network is loaded here first, on the CPU, so that weights that cannot load are one error
-    (exit 4), as with local workers, not a failure of every file."""
-    load_for(options, torch.device("cpu"))
+    (exit 4), as with local workers, not a failure of every file. Paths go to the actors whole
+    (a cluster's actors do not share this working folder). A file whose actor died on every
+    retry fails alone; an actor that could not start gives its file back and takes no more. The
+    actors are killed before this returns or is stopped (Ctrl-C), so none writes into the output
+    folder after the batch has let go of its lock."""
     ray, gpus = _start(address)
-    actor = ray.remote(
-        num_gpus=1 if gpus else 0, num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES
-    )(FileWorker)
+    load_for(options, torch.device("cpu"))
     count = min(workers or gpus or 1, len(todo))
+    cpu_only = _actor_device(options) == "cpu"
+    actor = ray.remote(
+        max_restarts=RETRIES,
+        max_task_retries=RETRIES,
+        **_actor_resources(ray, gpus, count, cpu_only),
+    )(FileWorker)
     sharing = _actors_per_node(ray, count)
-    free = [actor.remote(options, key, sharing) for _ in range(count)]
-    waiting, running = list(todo), {}
-    while waiting or running:
-        while waiting and free:
-            index, item = waiting.pop(0)
-            worker = free.pop()
-            running[worker.run.remote(index, item)] = (worker, index, item)
-        if not running:  # every actor is gone
-            for index, item in waiting:
-                yield index, FileResult(item.name, str(item.output), FAILED, error=_NO_ACTOR)
-            return
-        (done,), _ = ray.wait(list(running), num_returns=1)
-        worker, index, item = running.pop(done)
-        try:
-            result = ray.get(done)
-        except ray.exceptions.RayError as e:  # retried RETRIES times already
-            error = f"its Ray task failed: {str(e).splitlines()[0]}"
-            result = index, FileResult(item.name, str(item.output), FAILED, error=error)
-            if isinstance(e, ray.exceptions.RayActorError):
-                worker = None  # the actor is gone for good
-        if worker is not None:
-            free.append(worker)
-        yield result
+    key = replace(key, out_dir=key.out_dir.resolve())
+    actors = [actor.remote(options, key, sharing) for _ in range(count)]
+    free, waiting, running = list(actors), [_whole(i) for i in todo], {}
+    unavailable = getattr(ray.exceptions, "ActorUnavailableError", ())
+    try:
+        while waiting or running:
+            while waiting and free:
+                index, item = waiting.pop(0)
+                worker = free.pop()
+                running[worker.run.remote(index, item)] = (worker, index, item)
+            if not running:  # every actor is gone
+                for index, item in waiting:
+                    yield index, FileResult(item.name, str(item.output), FAILED, error=_NO_ACTOR)
+                return
+            (done,), _ = ray.wait(list(running), num_returns=1)
+            worker, index, item = running.pop(done)
+            try:
+                result = ray.get(done)
+            except ray.exceptions.RayError as e:
+                gone = isinstance(e, ray.exceptions.RayActorError) and not isinstance(
+                    e, unavailable
+                )
+                if gone and getattr(e, "actor_init_failed", False):
+                    waiting.insert(0, (index, item))  # never run: another actor takes it
+                    continue
+                error = f"its Ray task failed: {_reason(e)}"
+                result = index, FileResult(item.name, str(item.output), FAILED, error=error)
+                if gone:
+                    worker = None
+            if worker is not None:
+                free.append(worker)
+            yield result
+    finally:
+        for a in actors:
+            ray.kill(a)
+
+
+def _whole(task: tuple[int, BatchItem]) -> tuple[int, BatchItem]:
+    index, item = task
+    mask = item.mask_out.resolve() if item.mask_out is not None else None
+    return index, replace(
+        item, input=item.input.resolve(), output=item.output.resolve(), mask_out=mask
+    )
