@@ -29,7 +29,7 @@ from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.segments import model_hash
 from skipsr_cli.media.cpu_share import apply_cpu_share, host_cores
 from skipsr_cli.media.joiner import source_timestamps
-from skipsr_cli.run.options import UpscaleOptions, load_network, resolve_device, resolve_dtype
+from skipsr_cli.run.options import UpscaleOptions, load_network, resolve_dtype
 from skipsr_cli.run.progress import Event, Summary
 
 RETRIES = 2
@@ -46,8 +46,7 @@ class SegmentWorker:
         self, opts: UpscaleOptions, device: torch.device | None = None, sharing: int = 1
     ) -> None:
         self.opts = opts
-        self.device = device or resolve_device("cuda" if torch.cuda.is_available() else "cpu")
-        apply_cpu_share(sharing, self.device)
+        self.device = _take_device(opts, sharing, device)
         self.dtype = resolve_dtype(opts.dtype, self.device)
         self.model = load_network(opts, self.device, self.dtype)
         self.weights = model_hash(self.model.state_dict())
@@ -90,10 +89,7 @@ class FileWorker:
 
     def __init__(self, options: UpscaleOptions, key: BatchKey, sharing: int = 1) -> None:
         self.options, self.key = options, key
-        device = parse_devices(None, _actor_device(options))[0]
-        if apply_cpu_share(sharing, device) is None and device.type == "cpu":
-            torch.set_num_threads(host_cores())  # Ray gives an actor of one CPU a thread
-        self.model = load_for(options, device)
+        self.model = load_for(options, _take_device(options, sharing))
 
     def run(self, index: int, item: BatchItem) -> tuple[int, FileResult]:
         return index, run_item(self.model, item, self.options, self.key, _quiet)
@@ -101,6 +97,18 @@ class FileWorker:
 
 def _quiet(event: object) -> None:
     pass
+
+
+def _take_device(
+    options: UpscaleOptions, sharing: int, device: torch.device | None = None
+) -> torch.device:
+    """A worker's device (given, or an actor's: _actor_device), with its share of the host's
+    cores among `sharing` workers; one alone on the CPU uses every core (Ray starts an actor of
+    one CPU with torch on one thread)."""
+    device = device or parse_devices(None, _actor_device(options))[0]
+    if apply_cpu_share(sharing, device) is None and device.type == "cpu":
+        torch.set_num_threads(host_cores())
+    return device
 
 
 def _actor_device(options: UpscaleOptions) -> str:
@@ -172,7 +180,7 @@ def upscale_on_ray(
     actor = ray.remote(
         max_restarts=RETRIES,
         max_task_retries=RETRIES,
-        **_actor_resources(ray, gpus, actors, cpu_only=False),
+        **_actor_resources(ray, gpus, actors, cpu_only=_actor_device(opts) == "cpu"),
     )(SegmentWorker)
     sharing = _actors_per_node(ray, actors)
     with farm.parts_of_run(output, opts, parts) as opts:

@@ -318,7 +318,7 @@ def _loop(
         # machine (2026-12-01) waited forever for its first batch after the cache was made.
         # Spawned workers started there (first batch in 12 s) but one aborted in its interpreter's
         # teardown at the end; a fork server is a fresh interpreter whose forks end as forks do
-        # (run so far on the CPU, plain and under torchrun).
+        # (run on the CPU, plain and under torchrun, and on the H200 with 14 workers: 2026-12-01).
         multiprocessing_context="forkserver" if cfg.workers else None,
         timeout=DATA_TIMEOUT if cfg.workers else 0,
     )
