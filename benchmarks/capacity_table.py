@@ -17,6 +17,19 @@ def totals(report: dict) -> str:
     return " / ".join(f"{row['total_fps']:.1f}" for row in report["rows"])
 
 
+def cpu(report: dict) -> str:
+    """CPU ms a frame of each row, the whole process's (its calling thread's); older reports
+    have none."""
+    return (
+        " / ".join(
+            f"{row['cpu_ms_per_frame']:.1f} ({row['main_thread_cpu_ms_per_frame']:.1f})"
+            for row in report["rows"]
+            if "cpu_ms_per_frame" in row
+        )
+        or "-"
+    )
+
+
 def ratio(floor: dict, upscale: dict) -> tuple[float, dict]:
     """The upscale's best total over the floor's (the capacity), and the best row."""
     best = max(upscale["rows"], key=lambda row: row["total_fps"])
@@ -30,7 +43,8 @@ def row(floor: dict, upscale: dict) -> str:
         f"| {floor['input']} -> {floor['output']} | floors {workers(floor)} at once: "
         f"{totals(floor)} fps | capacity {floor['capacity_fps']:.1f} | upscales "
         f"{workers(upscale)} at once: {totals(upscale)} fps | best {best['total_fps']:.1f} "
-        f"({best['workers']}) | ratio {r:.3f} | chunks {upscale['chunks']} |"
+        f"({best['workers']}) | ratio {r:.3f} | chunks {upscale['chunks']} | CPU ms/frame "
+        f"floor {cpu(floor)}, upscale {cpu(upscale)} |"
     )
 
 

@@ -276,6 +276,55 @@ def test_a_killed_batch_resumes_with_only_what_was_missing(tmp_path: Path):
     assert len(frames_of(out / "b.mp4")) == 30
 
 
+def test_a_batch_killed_between_an_output_and_its_record_redoes_that_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Killed after a.mp4 was put in place but before its record was written: the rerun
+    replaces a.mp4 (its claim says this batch made it) instead of refusing it as a user's file."""
+    from skipsr_cli.batch import records
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    clip(src / "a.mp4", frames=2)
+    clip(src / "b.mp4", frames=2, seed=1)
+    real = records.make_record
+
+    def killed(input: Path, outputs: list[Path], *rest):
+        if outputs:  # the finished record, after the output is in place (not the claim)
+            raise KeyboardInterrupt
+        return real(input, outputs, *rest)
+
+    monkeypatch.setattr(records, "make_record", killed)
+    assert invoke(src, out).exit_code == ExitCode.INTERRUPTED
+    assert set(outputs(out)) == {"a.mp4"}  # in place, with only its claim beside it
+    monkeypatch.undo()
+    r = invoke(src, out, "--json")
+    assert r.exit_code == 0, r.output
+    statuses = {json.loads(x)["file"]: json.loads(x)["status"] for x in r.stdout.splitlines()[:-1]}
+    assert statuses == {"a.mp4": "done", "b.mp4": "done"}
+    again = invoke(src, out, "--json")
+    assert [json.loads(x)["status"] for x in again.stdout.splitlines()[:-1]] == ["skipped"] * 2
+
+    # a file that fails while it runs leaves no claim: a user's file put at its output later is
+    # refused, never replaced
+    from skipsr_cli.errors import ModelError
+    from skipsr_cli.run import pipeline
+
+    clip(src / "c.mp4", frames=2, seed=2)
+
+    def fails(*args, **kwargs):
+        raise ModelError("out of GPU memory")
+
+    monkeypatch.setattr(pipeline, "upscale", fails)
+    assert invoke(src, out).exit_code == ExitCode.PARTIAL
+    assert not records.record_path(out, out / "c.mp4").exists()
+    monkeypatch.undo()
+    (out / "c.mp4").write_bytes(b"the user's own file")
+    r = invoke(src, out, "--json")
+    assert r.exit_code == ExitCode.PARTIAL
+    assert "exists" in [json.loads(x) for x in r.stdout.splitlines()[:-1]][2]["error"]
+    assert (out / "c.mp4").read_bytes() == b"the user's own file"
+
+
 def test_a_plain_cuda_device_gets_its_index(monkeypatch):
     """Workers call torch.cuda.set_device, which refuses a CUDA device without an index: the
     default device (`cuda`, no --devices) must come back as the current one, cuda:0."""

@@ -289,8 +289,10 @@ def test_bench_run_measures_the_upscale_against_its_encode_floor(clip):
     for waits in (result["waits_s"]["upscale"], result["waits_s"]["floor"]):
         assert set(waits) == {
             "model_waited_for_decoder", "model_waited_for_encoder", "encoder_waited_for_model",
+            "encoder_waited_for_first_frames",
         }  # fmt: skip
-        assert waits["encoder_waited_for_model"] > 0  # the encoder waits for the first chunk
+        # the encoder waits for the first chunk, and that wait is part of all its waits
+        assert 0 < waits["encoder_waited_for_first_frames"] <= waits["encoder_waited_for_model"]
 
 
 def test_bench_capacity_runs_copies_of_the_floor_at_once(clip):
@@ -304,6 +306,10 @@ def test_bench_capacity_runs_copies_of_the_floor_at_once(clip):
     for row in rows:
         assert row["total_fps"] == pytest.approx(row["frames"] / row["wall_s"], rel=0.01)
         assert row["slowest_fps"] > 0
+        # the process's CPU time holds its calling thread's
+        assert 0 < row["main_thread_cpu_ms_per_frame"] < row["cpu_ms_per_frame"]
+        # each copy's encoder waited for its first frames at least
+        assert row["waits_s"]["encoder_waited_for_model"] > 0
     assert result["capacity_fps"] == max(row["total_fps"] for row in rows)
     bad = run("bench", "capacity", clip, "--workers", "0")
     assert bad.returncode == ExitCode.USAGE and "--workers 0" in bad.stderr
@@ -353,7 +359,7 @@ def test_each_capacity_copy_runs_the_chunk_plan_it_is_given(clip, monkeypatch):
 
     def upscale(network, plan, dev, dt, emit):
         jobs.append(plan.job)
-        return SimpleNamespace(frames=7)
+        return SimpleNamespace(frames=7, waits={})
 
     monkeypatch.setattr(pipeline, "upscale", upscale)
     monkeypatch.setattr(bench, "warm_up", lambda *args: 0.0)

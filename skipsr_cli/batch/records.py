@@ -7,6 +7,11 @@ and seed of random weights). It is written atomically (a temp file, then os.repl
 output is in place, so a record never names an output that is not there. A rerun skips an output
 whose record matches and which still has the recorded size.
 
+Before its output is written, a file's record is a claim (`claim_record`): no outputs, never done.
+A run killed after its output was put in place but before the record says so leaves the claim, and
+the claim lets the rerun replace that output, as any output with a record, instead of refusing it
+as somebody else's file.
+
 The lock (fcntl, on `.skipsr-batch/lock`) is held for the whole batch. Whoever takes it knows no
 live batch writes into OUT_DIR, so every partial file there (`.NAME.RANDOM.skipsr-partial.EXT`, or
 a `.NAME.RANDOM.skipsr-partial` folder of PNG frames) is left over from a killed run: removed.
@@ -115,6 +120,11 @@ def make_record(input: Path, outputs: list[Path], options: dict, weights_id: str
     }
 
 
+def claim_record(input: Path, options: dict, weights_id: str) -> dict:
+    """The record of an output about to be written: what will make it, and no outputs yet."""
+    return {**make_record(input, [], options, weights_id), "claimed": True}
+
+
 def write_record(path: Path, record: dict) -> None:
     """Atomically: a temp file beside it, then os.replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,6 +150,7 @@ def is_done(path: Path, input: Path, outputs: list[Path], options: dict, weights
     sizes = {p.name: (p.stat().st_size if p.is_file() else None) for p in outputs}
     return (
         record.get("format") == FORMAT
+        and not record.get("claimed", False)
         and record.get("options") == options
         and record.get("weights") == weights_id
         and record.get("outputs") == sizes

@@ -142,6 +142,8 @@ def run_item(
         plan = pipeline.prepare(job_of(item.input, item.output, opts))
         net = model.at(opts.denoise) if isinstance(model, weights.Blends) else model
         param = next(net.parameters())
+        # claimed before the output can appear: killed between the two, a rerun replaces it
+        records.write_record(record, records.claim_record(item.input, key.options, key.weights))
         summary = pipeline.upscale(net, plan, param.device, param.dtype, emit)
         outputs = [p for p in (item.output, item.mask_out) if p is not None]
         made = records.make_record(item.input, outputs, key.options, key.weights)
@@ -151,8 +153,17 @@ def run_item(
         error = str(e)
     except Exception as e:  # a bug on one file: said plainly, and the batch goes on
         error = f"internal error: {type(e).__name__}: {e}"
+    _unclaim(record, item.output)
     seconds = round(time.perf_counter() - began, 3)
     return FileResult(item.name, str(item.output), FAILED, seconds=seconds, error=error)
+
+
+def _unclaim(record: Path, output: Path) -> None:
+    """After a failed file: its claim goes where no output was left (a failed run leaves none),
+    so a file of the user's put there later is refused, never replaced. Beside an output this
+    batch made before, the record stays, so a rerun may still replace that output."""
+    if not output.exists():
+        record.unlink(missing_ok=True)
 
 
 def run_inline(

@@ -49,6 +49,14 @@ class CapacityRow:
     wall_s: float  # from the common start until the last copy finished
     total_fps: float
     slowest_fps: float  # the slowest copy's own rate
+    # CPU time a frame, every copy together: all threads of each copy's process (decode, the
+    # encoder's threads, colour, the model's launches), and its calling thread alone (where the
+    # model, or the floor's bicubic, runs). The floor and the upscale differ only in that thread.
+    cpu_ms_per_frame: float
+    main_thread_cpu_ms_per_frame: float
+    # seconds every copy together waited, by pipeline_waits' names: above all the encoder for
+    # the model, time the encoder's cores could not work on this copy's frames
+    waits_s: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -102,13 +110,22 @@ def _copies_at_once(
             proc.join(timeout=30)
             if proc.is_alive():
                 proc.terminate()
-    frames = sum(f for f, _ in done)
+    frames = sum(copy[0] for copy in done)
+    waits: dict[str, float] = {}
+    for copy in done:
+        for name, seconds in copy[4].items():
+            waits[name] = round(waits.get(name, 0.0) + seconds, 3)
     return CapacityRow(
         workers=k,
         frames=frames,
         wall_s=round(wall, 3),
         total_fps=round(frames / wall, 2),
-        slowest_fps=round(min(f / s for f, s in done), 2),
+        slowest_fps=round(min(copy[0] / copy[1] for copy in done), 2),
+        cpu_ms_per_frame=round(1000 * sum(copy[2] for copy in done) / max(frames, 1), 3),
+        main_thread_cpu_ms_per_frame=round(
+            1000 * sum(copy[3] for copy in done) / max(frames, 1), 3
+        ),
+        waits_s=waits,
     )
 
 
@@ -130,8 +147,9 @@ def _pass(ready) -> None:
         ready.wait()
 
 
-def _next_result(results, procs: list) -> tuple[int, float]:
-    """The next copy's (frames, seconds); a copy's error, or its death, ends the measurement."""
+def _next_result(results, procs: list) -> tuple[int, float, float, float, dict[str, float]]:
+    """The next copy's (frames, seconds, CPU seconds of its process, of its calling thread,
+    its pipeline's waits); a copy's error, or its death, ends the measurement."""
     while True:
         try:
             result = results.get(timeout=0.5)
@@ -185,13 +203,15 @@ def _copy(
         ready.wait()
     except threading.BrokenBarrierError:  # another copy failed, or the run was stopped
         return
-    t0 = time.perf_counter()
+    t0, cpu0, main0 = time.perf_counter(), time.process_time(), time.thread_time()
     try:
         run = timed_run(network, Path(source), scale, settings, options, dev, dt, chunks)
     except Exception as e:
         results.put(f"{type(e).__name__}: {e}")
         return
-    results.put((run.frames, time.perf_counter() - t0))
+    main = time.thread_time() - main0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    results.put((run.frames, wall, cpu, main, dict(run.waits)))
 
 
 def _network(

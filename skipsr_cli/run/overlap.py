@@ -125,6 +125,7 @@ class BackgroundWriter(Generic[T]):
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self.idle = 0.0  # seconds the writer waited for an item: the producer was behind
+        self.first_wait = 0.0  # of which, until the first item: the producer's start
         self.blocked = 0.0  # seconds `put` waited for room: the writer was behind
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -134,6 +135,8 @@ class BackgroundWriter(Generic[T]):
             began = time.perf_counter()
             item = self._queue.get()
             self.idle += time.perf_counter() - began
+            if self.first_wait == 0.0:
+                self.first_wait = self.idle
             if item is _END or self._stop.is_set():
                 return
             try:
@@ -189,7 +192,7 @@ class InlineWriter(Generic[T]):
 
     def __init__(self, write: Callable[[T], None]) -> None:
         self._write = write
-        self.idle = self.blocked = 0.0
+        self.idle = self.first_wait = self.blocked = 0.0
 
     def put(self, item: T) -> None:
         self._write(item)

@@ -210,11 +210,13 @@ def upscale(
 
 def pipeline_waits(frames: object, sink: Sink) -> dict[str, float]:
     """Seconds each side waited for another: the model for decoded frames, the model for room in
-    the encoder's queue (the encoder set the pace), the encoder for finished frames."""
+    the encoder's queue (the encoder set the pace), the encoder for finished frames, and of that
+    the wait for the first ones (the start: first frames decoded, the first chunk's model)."""
     return {
         "model_waited_for_decoder": getattr(frames, "waited", 0.0),
         "model_waited_for_encoder": sink.blocked,
         "encoder_waited_for_model": sink.idle,
+        "encoder_waited_for_first_frames": sink.first_wait,
     }
 
 
