@@ -1,11 +1,12 @@
-"""What x264 spends on the model's frames against bicubic's: the CPU behind issue 14's ratio.
+"""What x264 spends on the model's frames against bicubic's, for issue 14's ratio.
 
-The capacity (`bench capacity`) encodes bicubic frames; a whole upscale encodes the model's,
-which carry more detail. At the same CRF the encoder codes more coefficients for them and spends
-more CPU, however fast the rest of the pipeline is. This renders both versions of SOURCE through
-the real pipeline into lossless 4:2:0 files (FFV1: the exact frames the encoder would get), reads
-each into memory, then times the encoder alone on each, ROUNDS times, alternating:
-CPU time a frame (every encoder thread), wall time, and the stream's size.
+The capacity (`bench capacity`) encodes bicubic frames; a whole upscale encodes the model's. At
+the same CRF the encoder's work depends on what it codes, so the two may cost it different CPU
+however fast the rest of the pipeline is. This renders both versions of SOURCE through the real
+pipeline into lossless 4:2:0 files (FFV1: the exact frames the encoder would get), reads each into
+memory, then times the encoder alone on each, ROUNDS times, in alternating order (bicubic first in
+odd rounds, the model first in even ones): CPU time a frame (every encoder thread), wall time, and
+the stream's size.
 
 Usage: python3 benchmarks/encode_cost.py SOURCE [--scale 2] [--rounds 3] [--device auto]
        [--model base] [--preset medium] [--crf 18] [--threads 0]
@@ -98,7 +99,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     ratios = []
     for r in range(1, args.rounds + 1):
-        (cb, wb, sb), (cm, wm, sm) = (encode(versions[k], args) for k in ("bicubic", "model"))
+        order = ("bicubic", "model") if r % 2 else ("model", "bicubic")
+        timed = {k: encode(versions[k], args) for k in order}
+        (cb, wb, sb), (cm, wm, sm) = timed["bicubic"], timed["model"]
         ratios.append(cm / cb)
         print(
             f"| {r} | {1000 * cb / n:.1f} | {1000 * cm / n:.1f} | {cm / cb:.3f} | "

@@ -289,40 +289,73 @@ def test_a_batch_killed_between_an_output_and_its_record_redoes_that_file(
     real = records.make_record
 
     def killed(input: Path, outputs: list[Path], *rest):
-        if outputs:  # the finished record, after the output is in place (not the claim)
+        if outputs:  # the record, once the output is in place (not the claim before it)
             raise KeyboardInterrupt
         return real(input, outputs, *rest)
 
     monkeypatch.setattr(records, "make_record", killed)
     assert invoke(src, out).exit_code == ExitCode.INTERRUPTED
-    assert set(outputs(out)) == {"a.mp4"}  # in place, with only its claim beside it
+    assert set(outputs(out)) == {"a.mp4"}
+    assert records.claim_path(out, out / "a.mp4").exists()
+    assert not records.record_path(out, out / "a.mp4").exists()
     monkeypatch.undo()
     r = invoke(src, out, "--json")
     assert r.exit_code == 0, r.output
     statuses = {json.loads(x)["file"]: json.loads(x)["status"] for x in r.stdout.splitlines()[:-1]}
     assert statuses == {"a.mp4": "done", "b.mp4": "done"}
+    assert not list((out / ".skipsr-batch").rglob("*.claim.json"))  # records, and no claims
     again = invoke(src, out, "--json")
     assert [json.loads(x)["status"] for x in again.stdout.splitlines()[:-1]] == ["skipped"] * 2
 
-    # a file that fails while it runs leaves no claim: a user's file put at its output later is
-    # refused, never replaced
+
+def test_a_claim_never_reaches_a_users_file_nor_costs_a_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A file that fails or is stopped before its output is in place takes its claim back, and
+    leaves the record of the output made before untouched; a claim left by a run killed before
+    its output was in place is removed when the next batch starts. So a user's file put at such
+    an output is refused, never replaced, and a finished output is not redone."""
+    from skipsr_cli.batch import records
     from skipsr_cli.errors import ModelError
     from skipsr_cli.run import pipeline
 
+    src, out = tmp_path / "in", tmp_path / "out"
+    clip(src / "a.mp4", frames=2)
+    assert invoke(src, out).exit_code == 0
+    made = (out / "a.mp4").read_bytes()
     clip(src / "c.mp4", frames=2, seed=2)
+    clip(src / "d.mp4", frames=2, seed=3)
 
-    def fails(*args, **kwargs):
-        raise ModelError("out of GPU memory")
+    def fails(plan, stop):
+        def upscale(*args, **kwargs):
+            if args[1].job.input.name == stop:
+                raise KeyboardInterrupt
+            raise ModelError("out of GPU memory")
 
-    monkeypatch.setattr(pipeline, "upscale", fails)
-    assert invoke(src, out).exit_code == ExitCode.PARTIAL
-    assert not records.record_path(out, out / "c.mp4").exists()
+        return upscale
+
+    # every file fails: a.mp4 redone with other options, c.mp4 new; then d.mp4 is interrupted
+    monkeypatch.setattr(pipeline, "upscale", fails(None, "d.mp4"))
+    assert invoke(src, out, "--crf", "30").exit_code == ExitCode.INTERRUPTED
+    assert not list((out / ".skipsr-batch").rglob("*.claim.json"))
     monkeypatch.undo()
-    (out / "c.mp4").write_bytes(b"the user's own file")
+    r = invoke(src, out, "--json")  # a.mp4's record, with the first options, still holds
+    statuses = {json.loads(x)["file"]: json.loads(x)["status"] for x in r.stdout.splitlines()[:-1]}
+    assert statuses == {"a.mp4": "skipped", "c.mp4": "done", "d.mp4": "done"}
+    assert (out / "a.mp4").read_bytes() == made
+    # a claim left by a run killed before its output was in place, and a user's file there later
+    (out / "d.mp4").unlink()
+    records.record_path(out, out / "d.mp4").unlink()
+    records.write_record(records.claim_path(out, out / "d.mp4"), {"format": 1})
+    # any batch into OUT_DIR takes the lock, and the claim without its output goes
+    assert invoke(src, out, "--glob", "a.mp4").exit_code == 0
+    assert not records.claim_path(out, out / "d.mp4").exists()
+    (out / "d.mp4").write_bytes(b"the user's own file")
     r = invoke(src, out, "--json")
     assert r.exit_code == ExitCode.PARTIAL
-    assert "exists" in [json.loads(x) for x in r.stdout.splitlines()[:-1]][2]["error"]
-    assert (out / "c.mp4").read_bytes() == b"the user's own file"
+    failed = [json.loads(x) for x in r.stdout.splitlines()[:-1] if "d.mp4" in x][0]
+    assert "exists" in failed["error"]
+    assert (out / "d.mp4").read_bytes() == b"the user's own file"
 
 
 def test_a_plain_cuda_device_gets_its_index(monkeypatch):

@@ -128,6 +128,13 @@ def test_the_helpers_count_who_waited_for_whom():
             time.sleep(0.02)
             fast.put(i)
     assert fast.idle > 0.06 and fast.blocked < 0.05
+    # the wait for the first item (the producer's start) is told apart from the later ones
+    assert 0.015 < fast.first_wait < 0.04 < fast.idle
+    with BackgroundWriter(lambda item: time.sleep(0.03), depth=1) as ready:
+        ready.put(0)  # there before the writer waits: a first wait of about nothing
+        time.sleep(0.05)
+        ready.put(1)
+    assert ready.first_wait < 0.01 < ready.idle  # the second wait is not taken for the first
 
     def late() -> Iterator[int]:
         for i in range(4):

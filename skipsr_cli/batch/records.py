@@ -7,10 +7,14 @@ and seed of random weights). It is written atomically (a temp file, then os.repl
 output is in place, so a record never names an output that is not there. A rerun skips an output
 whose record matches and which still has the recorded size.
 
-Before its output is written, a file's record is a claim (`claim_record`): no outputs, never done.
-A run killed after its output was put in place but before the record says so leaves the claim, and
-the claim lets the rerun replace that output, as any output with a record, instead of refusing it
-as somebody else's file.
+While a file runs, a claim sits beside its record (`NAME.claim.json`): what is making the output.
+It goes once the record is written, or once the run fails or is stopped before the output was put
+in place; the record of an earlier output stays untouched until the new one is in place. A run
+killed (SIGKILL, a lost node) after its output was put in place but before the record was written
+leaves the claim, which lets the rerun replace that output, as any output with a record, instead of
+refusing it as somebody else's file. A claim whose output is not there (killed before the output
+was put in place) is removed when the next batch takes the lock, so a file put there later is
+never taken for the batch's own.
 
 The lock (fcntl, on `.skipsr-batch/lock`) is held for the whole batch. Whoever takes it knows no
 live batch writes into OUT_DIR, so every partial file there (`.NAME.RANDOM.skipsr-partial.EXT`, or
@@ -36,6 +40,7 @@ from skipsr_cli.media import quantiser
 from skipsr_cli.run.options import AUTO, UpscaleOptions, effective_denoise
 
 STATE_DIR = ".skipsr-batch"
+CLAIM = ".claim.json"  # beside NAME.json while NAME is being made
 FORMAT = 1
 MIB = 1 << 20
 # Options that never change the output's bytes: where it runs and how clashes are handled.
@@ -120,9 +125,26 @@ def make_record(input: Path, outputs: list[Path], options: dict, weights_id: str
     }
 
 
+def claim_path(out_dir: Path, output: Path) -> Path:
+    return out_dir / STATE_DIR / f"{output.relative_to(out_dir).as_posix()}{CLAIM}"
+
+
 def claim_record(input: Path, options: dict, weights_id: str) -> dict:
-    """The record of an output about to be written: what will make it, and no outputs yet."""
-    return {**make_record(input, [], options, weights_id), "claimed": True}
+    """The claim of an output about to be written: what will make it, and no outputs yet."""
+    return make_record(input, [], options, weights_id)
+
+
+def remove_stale_claims(out_dir: Path) -> list[Path]:
+    """Remove the claims whose outputs are not there: their runs were killed before the output
+    was put in place (call only while holding OUT_DIR's lock)."""
+    state = out_dir / STATE_DIR
+    removed = []
+    for claim in sorted(state.rglob(f"*{CLAIM}")):
+        output = out_dir / claim.relative_to(state).as_posix()[: -len(CLAIM)]
+        if not output.exists():
+            claim.unlink(missing_ok=True)
+            removed.append(claim)
+    return removed
 
 
 def write_record(path: Path, record: dict) -> None:
@@ -150,7 +172,6 @@ def is_done(path: Path, input: Path, outputs: list[Path], options: dict, weights
     sizes = {p.name: (p.stat().st_size if p.is_file() else None) for p in outputs}
     return (
         record.get("format") == FORMAT
-        and not record.get("claimed", False)
         and record.get("options") == options
         and record.get("weights") == weights_id
         and record.get("outputs") == sizes
@@ -179,6 +200,7 @@ def batch_lock(out_dir: Path, *others: Path) -> Iterator[None]:
         handle.flush()
         for folder in (out_dir, *others):
             remove_partials(folder)
+        remove_stale_claims(out_dir)
         yield
 
 

@@ -43,6 +43,7 @@ from skipsr_cli.run.options import (
     resolve_dtype,
     with_denoise_for,
 )
+from skipsr_cli.run.progress import Summary
 
 Emit = Callable[[FileProgress], None]
 PR_SET_PDEATHSIG = 1  # Linux prctl: a signal for this process when its parent dies
@@ -131,8 +132,11 @@ def run_item(
     """One file of the batch, never raising (but for Ctrl-C and SIGTERM): its result says."""
     began = time.perf_counter()
     record = records.record_path(key.out_dir, item.output)
-    # an output this batch made earlier (it has a record) is ours to replace
-    opts = replace(options, mask_out=item.mask_out, overwrite=options.overwrite or record.exists())
+    claim = records.claim_path(key.out_dir, item.output)
+    # an output this batch made (it has a record, or the claim of a run killed once it was in
+    # place) is ours to replace
+    ours = record.exists() or claim.exists()
+    opts = replace(options, mask_out=item.mask_out, overwrite=options.overwrite or ours)
     try:
         check_options(item.input, opts)
         opts = with_denoise_for(opts, item.input)  # auto: this file's own amount
@@ -142,28 +146,32 @@ def run_item(
         plan = pipeline.prepare(job_of(item.input, item.output, opts))
         net = model.at(opts.denoise) if isinstance(model, weights.Blends) else model
         param = next(net.parameters())
-        # claimed before the output can appear: killed between the two, a rerun replaces it
-        records.write_record(record, records.claim_record(item.input, key.options, key.weights))
-        summary = pipeline.upscale(net, plan, param.device, param.dtype, emit)
+        run = lambda: pipeline.upscale(net, plan, param.device, param.dtype, emit)  # noqa: E731
+        summary = _claimed(claim, item, key, run)
         outputs = [p for p in (item.output, item.mask_out) if p is not None]
         made = records.make_record(item.input, outputs, key.options, key.weights)
         records.write_record(record, made)
+        claim.unlink(missing_ok=True)
         return FileResult.of(item.name, summary)
     except SkipSRError as e:
         error = str(e)
     except Exception as e:  # a bug on one file: said plainly, and the batch goes on
         error = f"internal error: {type(e).__name__}: {e}"
-    _unclaim(record, item.output)
     seconds = round(time.perf_counter() - began, 3)
     return FileResult(item.name, str(item.output), FAILED, seconds=seconds, error=error)
 
 
-def _unclaim(record: Path, output: Path) -> None:
-    """After a failed file: its claim goes where no output was left (a failed run leaves none),
-    so a file of the user's put there later is refused, never replaced. Beside an output this
-    batch made before, the record stays, so a rerun may still replace that output."""
-    if not output.exists():
-        record.unlink(missing_ok=True)
+def _claimed(
+    claim: Path, item: BatchItem, key: BatchKey, upscale: Callable[[], Summary]
+) -> Summary:
+    """`upscale()` with its output claimed: the claim stays only once the output is in place (for
+    the record to follow); a run that fails or is stopped before that takes it back."""
+    records.write_record(claim, records.claim_record(item.input, key.options, key.weights))
+    try:
+        return upscale()
+    except BaseException:
+        claim.unlink(missing_ok=True)
+        raise
 
 
 def run_inline(

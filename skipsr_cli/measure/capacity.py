@@ -51,7 +51,7 @@ class CapacityRow:
     slowest_fps: float  # the slowest copy's own rate
     # CPU time a frame, every copy together: all threads of each copy's process (decode, the
     # encoder's threads, colour, the model's launches), and its calling thread alone (where the
-    # model, or the floor's bicubic, runs). The floor and the upscale differ only in that thread.
+    # model, or the floor's bicubic, is launched on a GPU; on the CPU torch's pool runs it).
     cpu_ms_per_frame: float
     main_thread_cpu_ms_per_frame: float
     # seconds every copy together waited, by pipeline_waits' names: above all the encoder for

@@ -126,6 +126,7 @@ class BackgroundWriter(Generic[T]):
         self._error: BaseException | None = None
         self.idle = 0.0  # seconds the writer waited for an item: the producer was behind
         self.first_wait = 0.0  # of which, until the first item: the producer's start
+        self._got_one = False
         self.blocked = 0.0  # seconds `put` waited for room: the writer was behind
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -135,8 +136,8 @@ class BackgroundWriter(Generic[T]):
             began = time.perf_counter()
             item = self._queue.get()
             self.idle += time.perf_counter() - began
-            if self.first_wait == 0.0:
-                self.first_wait = self.idle
+            if not self._got_one:
+                self.first_wait, self._got_one = self.idle, True
             if item is _END or self._stop.is_set():
                 return
             try:
