@@ -135,9 +135,7 @@ class Blends:
     ) -> None:
         path = _weights_path(preset, weights)
         other = _denoise_weights_path(preset, weights, denoise_weights)
-        mine, theirs = read_args(path), read_args(other)
-        if dataclasses.replace(mine, threshold=0.0) != dataclasses.replace(theirs, threshold=0.0):
-            raise ModelError(f"{other} is another network than {path}: the two cannot be blended")
+        _check_blendable(path, other)
         self.model = _load_file(path, torch.device(device), dtype)  # amount 0
         self.amount = 0.0
         starts, ends = _stored_tensors(path), _stored_tensors(other)
@@ -198,20 +196,60 @@ def read_args(path: Path) -> ModelArgs:
 
 
 def _load_file(path: Path, device: torch.device, dtype: torch.dtype) -> SkipSR:
-    args = read_args(path)
-    model = _build_on_meta(path, args)
-    expected = model.state_dict()
+    model = _checked_file(path)
     with safe_open(str(path), framework="pt", device=str(device)) as f:
-        keys = set(f.keys())
-        _check_keys(path, set(expected), keys)
-        state = {k: f.get_tensor(k) for k in keys}
-    for key, tensor in state.items():
-        if tensor.shape != expected[key].shape:
-            raise ModelError(
-                f"{path}: {key} has shape {tuple(tensor.shape)}, the model needs {tuple(expected[key].shape)}"
-            )
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
     return model.eval()
+
+
+def _checked_file(path: Path) -> SkipSR:
+    """The network of a weights file, on the meta device, once the file's header shows every
+    tensor that network has, at its shape, and no other: no tensor is read."""
+    model = _build_on_meta(path, read_args(path))
+    expected = model.state_dict()
+    with safe_open(str(path), framework="pt") as f:
+        keys = set(f.keys())
+        _check_keys(path, set(expected), keys)
+        for key in sorted(keys):
+            shape, needed = tuple(f.get_slice(key).get_shape()), tuple(expected[key].shape)
+            if shape != needed:
+                raise ModelError(f"{path}: {key} has shape {shape}, the model needs {needed}")
+    return model
+
+
+def check_model(
+    preset: str = "base",
+    weights: Path | None = None,
+    *,
+    random_weights: bool = False,
+    denoise: float = 0.0,
+    denoise_weights: Path | None = None,
+) -> None:
+    """Raise the ModelError that `load_model` would, from the files' headers alone (and shipped
+    files' checksums): no tensor is read and no network built but on the meta device, so a
+    machine that only hands out work (a Ray driver) checks a network of any size cheaply."""
+    if not 0.0 <= denoise <= 1.0:  # also refuses NaN
+        raise ModelError(f"denoise must be between 0 and 1, not {denoise}")
+    if random_weights:
+        if denoise > 0:
+            raise ModelError("--denoise blends trained weights: not with --random-weights")
+        _preset_args(preset)
+        return
+    path = _weights_path(preset, weights)
+    other = _denoise_weights_path(preset, weights, denoise_weights) if denoise > 0 else None
+    if other is not None:
+        _check_blendable(path, other)
+    _checked_file(path)
+    if other is not None:
+        _checked_file(other)
+
+
+def _check_blendable(path: Path, other: Path) -> None:
+    """Two files of one network (their thresholds may differ): what a blend needs."""
+    mine, theirs = read_args(path), read_args(other)
+    if dataclasses.replace(mine, threshold=0.0) != dataclasses.replace(theirs, threshold=0.0):
+        raise ModelError(f"{other} is another network than {path}: the two cannot be blended")
 
 
 # Sizes that must be positive: zero heads or a zero-width layer is no network.

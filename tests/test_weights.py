@@ -8,7 +8,18 @@ from safetensors.torch import save_file
 
 from models import PRESETS
 from skipsr_cli.errors import ModelError
-from skipsr_cli.weights import CONFIG_KEY, FORMAT, FORMAT_KEY, load_model, read_args, save_model
+from skipsr_cli.weights import (
+    CONFIG_KEY,
+    FORMAT,
+    FORMAT_KEY,
+    check_model,
+    load_model,
+    read_args,
+    save_model,
+)
+
+# Every refusal of load_model is also check_model's, which reads only the files' headers.
+LOADERS = pytest.mark.parametrize("load", [load_model, check_model], ids=["load", "check"])
 
 
 def test_round_trip_rebuilds_the_same_network(tmp_path):
@@ -23,7 +34,8 @@ def test_round_trip_rebuilds_the_same_network(tmp_path):
     assert torch.equal(model(lr, (32, 32)).frames, loaded(lr, (32, 32)).frames)
 
 
-def test_missing_and_unexpected_keys_are_named(tmp_path):
+@LOADERS
+def test_missing_and_unexpected_keys_are_named(load, tmp_path):
     model = load_model("debug", random_weights=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     dropped = next(iter(state))
@@ -34,35 +46,38 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
     with pytest.raises(
         ModelError, match=f"missing 1 key.*{dropped}.*unexpected 1 key.*extra.weight"
     ):
-        load_model(weights=path)
+        load(weights=path)
 
 
-def test_wrong_shape_is_named(tmp_path):
+@LOADERS
+def test_wrong_shape_is_named(load, tmp_path):
     model = load_model("debug", random_weights=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     state["dit.out.bias"] = torch.zeros(3)
     path = tmp_path / "shape.safetensors"
     save_file(state, str(path), metadata={CONFIG_KEY: model.args.to_json(), FORMAT_KEY: FORMAT})
     with pytest.raises(ModelError, match="dit.out.bias has shape"):
-        load_model(weights=path)
+        load(weights=path)
 
 
-def test_foreign_safetensors_and_junk_are_refused(tmp_path):
+@LOADERS
+def test_foreign_safetensors_and_junk_are_refused(load, tmp_path):
     foreign = tmp_path / "foreign.safetensors"
     save_file({"x": torch.zeros(2)}, str(foreign))
     with pytest.raises(ModelError, match="not skipsr weights"):
-        load_model(weights=foreign)
+        load(weights=foreign)
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x80\x04pickle?")
     with pytest.raises(ModelError, match="not a safetensors file"):
-        load_model(weights=junk)
+        load(weights=junk)
     with pytest.raises(ModelError, match="not found"):
-        load_model(weights=tmp_path / "absent.safetensors")
+        load(weights=tmp_path / "absent.safetensors")
 
 
-def test_unknown_preset():
+@LOADERS
+def test_unknown_preset(load):
     with pytest.raises(ModelError, match="unknown preset"):
-        load_model("huge", random_weights=True)
+        load("huge", random_weights=True)
 
 
 def test_seedvr2_3b_preset_builds_at_paper_scale_on_meta():
@@ -105,14 +120,17 @@ def test_shipped_weights_are_checked_against_their_checksums(tmp_path, monkeypat
     (tmp_path / "SHA256SUMS").write_text(f"{'0' * 64}  debug.safetensors\n")
     with pytest.raises(ModelError, match="corrupt"):
         load_model("debug")
+    with pytest.raises(ModelError, match="corrupt"):
+        check_model("debug")
 
 
+@LOADERS
 @pytest.mark.parametrize(
     ("part", "field", "value"),
     [("dit", "width", -256), ("dit", "heads", 0), ("dit", "head_dim", -8), ("mask", "hidden", 0)],
 )
 def test_a_stored_configuration_with_impossible_sizes_is_a_weights_error(
-    tmp_path, part, field, value
+    load, tmp_path, part, field, value
 ):
     import json
 
@@ -123,7 +141,7 @@ def test_a_stored_configuration_with_impossible_sizes_is_a_weights_error(
     path = tmp_path / "impossible.safetensors"
     save_file(state, str(path), metadata={CONFIG_KEY: json.dumps(config), FORMAT_KEY: FORMAT})
     with pytest.raises(ModelError, match="configuration"):
-        load_model(weights=path)
+        load(weights=path)
 
 
 def test_denoise_blends_two_files_tensor_by_tensor(tmp_path):
@@ -143,21 +161,65 @@ def test_denoise_blends_two_files_tensor_by_tensor(tmp_path):
     assert not torch.equal(blended(lr, (32, 32)).frames, a(lr, (32, 32)).frames)
 
 
-def test_denoise_is_refused_where_it_means_nothing(tmp_path):
+@LOADERS
+def test_denoise_is_refused_where_it_means_nothing(load, tmp_path):
     a = load_model("debug", random_weights=True)
     pa = tmp_path / "a.safetensors"
     save_model(a, pa)
     other = tmp_path / "other.safetensors"
     save_model(load_model("base", random_weights=True), other)  # another network
     with pytest.raises(ModelError, match="between 0 and 1"):
-        load_model(weights=pa, denoise=1.5, denoise_weights=pa)
+        load(weights=pa, denoise=1.5, denoise_weights=pa)
     with pytest.raises(ModelError, match="between 0 and 1"):
-        load_model(weights=pa, denoise=float("nan"), denoise_weights=pa)
+        load(weights=pa, denoise=float("nan"), denoise_weights=pa)
     with pytest.raises(ModelError, match="needs --denoise-weights"):
-        load_model(weights=pa, denoise=0.5)
+        load(weights=pa, denoise=0.5)
     with pytest.raises(ModelError, match="not with --random-weights"):
-        load_model("debug", random_weights=True, denoise=0.5)
+        load("debug", random_weights=True, denoise=0.5)
     with pytest.raises(ModelError, match="another network"):
-        load_model(weights=pa, denoise=0.5, denoise_weights=other)
+        load(weights=pa, denoise=0.5, denoise_weights=other)
     with pytest.raises(ModelError, match="weights not found"):
-        load_model(weights=pa, denoise=0.5, denoise_weights=tmp_path / "none.safetensors")
+        load(weights=pa, denoise=0.5, denoise_weights=tmp_path / "none.safetensors")
+
+
+@LOADERS
+def test_a_cut_short_file_is_refused(load, tmp_path):
+    path = tmp_path / "cut.safetensors"
+    save_model(load_model("debug", random_weights=True), path)
+    path.write_bytes(path.read_bytes()[:-100])  # a copy that stopped early
+    with pytest.raises(ModelError, match="cannot read weights"):
+        load(weights=path)
+
+
+def test_check_model_reads_headers_only(tmp_path, monkeypatch):
+    """check_model takes no tensor from any file (a Ray driver may check a 3B network), and
+    passes what load_model loads: a saved file, the shipped preset, and its blend."""
+    import skipsr_cli.weights as weights
+
+    real = weights.safe_open
+
+    class HeadersOnly:
+        def __init__(self, *args, **kwargs):
+            self._file = real(*args, **kwargs)
+
+        def __enter__(self):
+            self._open = self._file.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self._file.__exit__(*exc)
+
+        def __getattr__(self, name):
+            if name == "get_tensor":
+                raise AssertionError("a tensor was read")
+            return getattr(self._open, name)
+
+    path = tmp_path / "w.safetensors"
+    save_model(load_model("debug", random_weights=True), path)
+    monkeypatch.setattr(weights, "safe_open", HeadersOnly)
+    check_model(weights=path)
+    check_model("base")
+    check_model("base", denoise=1.0)
+    check_model("debug", random_weights=True)
+    with pytest.raises(AssertionError, match="a tensor was read"):  # the wrapper does catch reads
+        load_model(weights=path)

@@ -122,6 +122,19 @@ def load_for(options: UpscaleOptions, device: torch.device) -> SkipSR | weights.
     )
 
 
+def check_for(options: UpscaleOptions) -> None:
+    """The ModelError that `load_for` would raise, found without loading the network (a Ray
+    driver hands files out but runs none): --denoise auto checks both ends of the blend."""
+    denoise = effective_denoise(options)
+    weights.check_model(
+        options.model,
+        options.weights,
+        random_weights=options.random_weights,
+        denoise=1.0 if denoise == AUTO else float(denoise),
+        denoise_weights=options.denoise_weights,
+    )
+
+
 def run_item(
     model: SkipSR | weights.Blends,
     item: BatchItem,

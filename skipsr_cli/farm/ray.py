@@ -23,7 +23,7 @@ import torch
 
 from skipsr_cli.batch.plan import BatchItem
 from skipsr_cli.batch.progress import FAILED, FileResult
-from skipsr_cli.batch.workers import BatchKey, load_for, parse_devices, run_item
+from skipsr_cli.batch.workers import BatchKey, check_for, load_for, parse_devices, run_item
 from skipsr_cli.errors import UsageError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.segments import model_hash
@@ -203,14 +203,15 @@ def files_on_ray(
 ) -> Iterator[tuple[int, FileResult]]:
     """A batch's files on Ray actors (a batch/run.py Runner): (index, result) as each file ends.
 
-    The network is loaded here first, on the CPU, so that weights that cannot load are one error
-    (exit 4), as with local workers, not a failure of every file. Paths go to the actors whole
+    The weights are checked here first, from their files' headers (no network is loaded here),
+    so that weights that cannot load are one error (exit 4), as with local workers, not a
+    failure of every file. Paths go to the actors whole
     (a cluster's actors do not share this working folder). A file whose actor died on every
     retry fails alone; an actor that could not start gives its file back and takes no more. The
     actors are killed before this returns or is stopped (Ctrl-C), so none writes into the output
     folder after the batch has let go of its lock."""
     ray, gpus = _start(address)
-    load_for(options, torch.device("cpu"))
+    check_for(options)
     count = min(workers or gpus or 1, len(todo))
     cpu_only = _actor_device(options) == "cpu"
     actor = ray.remote(
