@@ -96,3 +96,25 @@ def test_a_batch_on_ray_with_weights_that_cannot_load_is_one_error(local_ray, tm
     with pytest.raises(ModelError):
         api.upscale_batch(src, tmp_path / "out", ray="local", weights=bad, device="cpu")
     assert not list((tmp_path / "out").glob("*.mp4"))
+
+
+def test_weights_that_cannot_load_are_one_error_before_ray_starts(tmp_path, monkeypatch):
+    """A video in segments, or a folder batch: bad weights are one model error, found from the
+    file before Ray is even started (no actor fails on them, none is restarted)."""
+    from skipsr_cli.errors import ModelError
+    from skipsr_cli.farm import ray as on_ray
+
+    def started(address):
+        raise AssertionError("Ray started before the weights were checked")
+
+    monkeypatch.setattr(on_ray, "_start", started)
+    src = tmp_path / "in"
+    src.mkdir()
+    make_clip(src / "a.mp4", frames=3, audio=False)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not weights" * 10)
+    with pytest.raises(ModelError, match="not a safetensors file"):
+        api.upscale(src / "a.mp4", tmp_path / "a.mkv", ray="local", weights=bad, device="cpu")
+    with pytest.raises(ModelError, match="not a safetensors file"):
+        api.upscale_batch(src, tmp_path / "out", ray="local", weights=bad, device="cpu")
+    assert not (tmp_path / "a.mkv").exists() and not list((tmp_path / "out").glob("*.mp4"))

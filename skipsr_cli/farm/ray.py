@@ -167,7 +167,9 @@ def upscale_on_ray(
     workers: int | None = None,
 ) -> int:
     """Render the segments on Ray and stitch them into `output`; returns the frame count.
-    `parts` defaults to a part per FRAMES_PER_PART frames, at least one per worker."""
+    `parts` defaults to a part per FRAMES_PER_PART frames, at least one per worker. Weights
+    that cannot load are one error (exit 4) before Ray starts, not a failure of every actor."""
+    check_for(opts)
     ray, gpus = _start(address)
     from ray.util import ActorPool
 
@@ -210,8 +212,8 @@ def files_on_ray(
     retry fails alone; an actor that could not start gives its file back and takes no more. The
     actors are killed before this returns or is stopped (Ctrl-C), so none writes into the output
     folder after the batch has let go of its lock."""
-    ray, gpus = _start(address)
     check_for(options)
+    ray, gpus = _start(address)
     count = min(workers or gpus or 1, len(todo))
     cpu_only = _actor_device(options) == "cpu"
     actor = ray.remote(
