@@ -358,6 +358,49 @@ def test_a_claim_never_reaches_a_users_file_nor_costs_a_record(
     assert (out / "d.mp4").read_bytes() == b"the user's own file"
 
 
+def test_a_batch_stopped_once_an_output_is_in_place_redoes_that_file(tmp_path: Path):
+    """Ctrl-C (or SIGTERM) after the pipeline put a.mp4 in place, while its summary goes out:
+    the claim stays, so the rerun redoes a.mp4 instead of refusing it."""
+    from skipsr_cli import api
+    from skipsr_cli.batch.progress import FileProgress
+    from skipsr_cli.run.progress import Summary
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    clip(src / "a.mp4", frames=2)
+    run = dict(model="debug", random_weights=True, device="cpu", chunk_frames=4, overlap=1)
+
+    def stopped(event: object) -> None:
+        if isinstance(event, FileProgress) and isinstance(event.event, Summary):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        api.upscale_batch(src, out, progress=stopped, **run)
+    assert set(outputs(out)) == {"a.mp4"}
+    assert [f.status for f in api.upscale_batch(src, out, **run).files] == ["done"]
+
+
+def test_claims_name_every_output_and_go_when_none_is_there(tmp_path: Path):
+    """A claim stays while any of its outputs is there (a mask video put in place before the
+    video), and goes, when a batch takes or lets go of the lock, once none is."""
+    from skipsr_cli.batch import records
+
+    out, masks = tmp_path / "out", tmp_path / "masks"
+    clip(tmp_path / "a.mp4")
+    video, mask = out / "sub" / "a.mp4", masks / "sub" / "a.mp4"
+    claim = records.claim_path(out, video)
+    records.write_record(claim, records.claim_record(tmp_path / "a.mp4", [video, mask], {}, "w"))
+    mask.parent.mkdir(parents=True)
+    mask.write_bytes(b"a mask video put in place")
+    assert records.remove_stale_claims(out) == [] and claim.exists()
+    mask.unlink()
+    with records.batch_lock(out):  # taking the lock: none of its outputs is there
+        assert not claim.exists()
+        records.write_record(claim, records.claim_record(tmp_path / "a.mp4", [video], {}, "w"))
+    assert not claim.exists()  # letting go of it: a worker that died mid-file left this one
+    claim.write_text("not json")
+    assert records.remove_stale_claims(out) == [claim] and not claim.exists()
+
+
 def test_a_plain_cuda_device_gets_its_index(monkeypatch):
     """Workers call torch.cuda.set_device, which refuses a CUDA device without an index: the
     default device (`cuda`, no --devices) must come back as the current one, cuda:0."""

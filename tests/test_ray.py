@@ -101,7 +101,7 @@ def test_a_batch_on_ray_with_weights_that_cannot_load_is_one_error(local_ray, tm
 def test_weights_that_cannot_load_are_one_error_before_ray_starts(tmp_path, monkeypatch):
     """A video in segments, or a folder batch: bad weights are one model error, found from the
     file before Ray is even started (no actor fails on them, none is restarted)."""
-    from skipsr_cli.errors import ModelError
+    from skipsr_cli.errors import ModelError, UsageError
     from skipsr_cli.farm import ray as on_ray
 
     def started(address):
@@ -118,3 +118,17 @@ def test_weights_that_cannot_load_are_one_error_before_ray_starts(tmp_path, monk
     with pytest.raises(ModelError, match="not a safetensors file"):
         api.upscale_batch(src, tmp_path / "out", ray="local", weights=bad, device="cpu")
     assert not (tmp_path / "a.mkv").exists() and not list((tmp_path / "out").glob("*.mp4"))
+    with pytest.raises(UsageError, match="fp8"):  # as load_for would say, in every actor
+        api.upscale_batch(src, tmp_path / "out", ray="local", model="debug", dtype="fp8")
+
+
+def test_actors_get_the_weights_files_as_absolute_paths(tmp_path, monkeypatch):
+    """An actor on another node does not share the driver's working folder."""
+    from pathlib import Path
+
+    from skipsr_cli.farm.ray import _weights_whole
+    from skipsr_cli.run.options import UpscaleOptions
+
+    monkeypatch.chdir(tmp_path)
+    whole = _weights_whole(UpscaleOptions(weights=Path("w.safetensors")))
+    assert whole.weights == tmp_path / "w.safetensors" and whole.denoise_weights is None

@@ -7,14 +7,17 @@ and seed of random weights). It is written atomically (a temp file, then os.repl
 output is in place, so a record never names an output that is not there. A rerun skips an output
 whose record matches and which still has the recorded size.
 
-While a file runs, a claim sits beside its record (`NAME.claim.json`): what is making the output.
-It goes once the record is written, or once the run fails or is stopped before the output was put
-in place; the record of an earlier output stays untouched until the new one is in place. A run
-killed (SIGKILL, a lost node) after its output was put in place but before the record was written
-leaves the claim, which lets the rerun replace that output, as any output with a record, instead of
-refusing it as somebody else's file. A claim whose output is not there (killed before the output
-was put in place) is removed when the next batch takes the lock, so a file put there later is
-never taken for the batch's own.
+While a file runs, a claim sits beside its record (`NAME.claim.json`): what is making the file's
+outputs (the video, and a mask video if asked for), and where they go. It goes once the record is
+written, or once the run fails or is stopped before its outputs were put in place; the record of
+an earlier output stays untouched until the new one is in place. A run killed (SIGKILL, a lost
+node) after an output was put in place but before the record was written leaves the claim, which
+lets the rerun replace those outputs, as any with a record, instead of refusing them as somebody
+else's files. A claim none of whose outputs is there (its run was killed before putting any in
+place) is removed when a batch takes the lock and when it lets go of it, so a file put there later
+is not taken for the batch's own. What stays open: a batch killed as a whole (SIGKILL) while a
+file ran leaves that file's claim until the next batch, and a file of the user's put at exactly
+that output in between would be taken for the batch's.
 
 The lock (fcntl, on `.skipsr-batch/lock`) is held for the whole batch. Whoever takes it knows no
 live batch writes into OUT_DIR, so every partial file there (`.NAME.RANDOM.skipsr-partial.EXT`, or
@@ -129,19 +132,25 @@ def claim_path(out_dir: Path, output: Path) -> Path:
     return out_dir / STATE_DIR / f"{output.relative_to(out_dir).as_posix()}{CLAIM}"
 
 
-def claim_record(input: Path, options: dict, weights_id: str) -> dict:
-    """The claim of an output about to be written: what will make it, and no outputs yet."""
-    return make_record(input, [], options, weights_id)
+def claim_record(input: Path, outputs: list[Path], options: dict, weights_id: str) -> dict:
+    """The claim of outputs about to be written: what will make them, and where they go."""
+    return {
+        **make_record(input, [], options, weights_id),
+        "claims": [str(p.resolve()) for p in outputs],
+    }
 
 
 def remove_stale_claims(out_dir: Path) -> list[Path]:
-    """Remove the claims whose outputs are not there: their runs were killed before the output
-    was put in place (call only while holding OUT_DIR's lock)."""
+    """Remove the claims none of whose outputs is there: their runs were killed before putting
+    any in place (call only while holding OUT_DIR's lock). An unreadable claim goes too."""
     state = out_dir / STATE_DIR
     removed = []
     for claim in sorted(state.rglob(f"*{CLAIM}")):
-        output = out_dir / claim.relative_to(state).as_posix()[: -len(CLAIM)]
-        if not output.exists():
+        try:
+            outputs = [Path(p) for p in json.loads(claim.read_text())["claims"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            outputs = []
+        if not any(p.exists() for p in outputs):
             claim.unlink(missing_ok=True)
             removed.append(claim)
     return removed
@@ -201,7 +210,10 @@ def batch_lock(out_dir: Path, *others: Path) -> Iterator[None]:
         for folder in (out_dir, *others):
             remove_partials(folder)
         remove_stale_claims(out_dir)
-        yield
+        try:
+            yield
+        finally:  # a worker that died mid-file (out of memory, a lost node) left its claim
+            remove_stale_claims(out_dir)
 
 
 def remove_partials(out_dir: Path) -> list[Path]:

@@ -125,6 +125,7 @@ def load_for(options: UpscaleOptions, device: torch.device) -> SkipSR | weights.
 def check_for(options: UpscaleOptions) -> None:
     """The ModelError that `load_for` would raise, found without loading the network (a Ray
     driver hands files out but runs none): --denoise auto checks both ends of the blend."""
+    resolve_dtype(options.dtype, torch.device("cpu"))  # a precision that is no precision
     denoise = effective_denoise(options)
     weights.check_model(
         options.model,
@@ -159,9 +160,9 @@ def run_item(
         plan = pipeline.prepare(job_of(item.input, item.output, opts))
         net = model.at(opts.denoise) if isinstance(model, weights.Blends) else model
         param = next(net.parameters())
-        run = lambda: pipeline.upscale(net, plan, param.device, param.dtype, emit)  # noqa: E731
-        summary = _claimed(claim, item, key, run)
         outputs = [p for p in (item.output, item.mask_out) if p is not None]
+        run = lambda events: pipeline.upscale(net, plan, param.device, param.dtype, events)  # noqa: E731
+        summary = _claimed(claim, item, outputs, key, run, emit)
         made = records.make_record(item.input, outputs, key.options, key.weights)
         records.write_record(record, made)
         claim.unlink(missing_ok=True)
@@ -175,15 +176,29 @@ def run_item(
 
 
 def _claimed(
-    claim: Path, item: BatchItem, key: BatchKey, upscale: Callable[[], Summary]
+    claim: Path,
+    item: BatchItem,
+    outputs: list[Path],
+    key: BatchKey,
+    upscale: Callable[[Callable], Summary],
+    emit: Callable,
 ) -> Summary:
-    """`upscale()` with its output claimed: the claim stays only once the output is in place (for
-    the record to follow); a run that fails or is stopped before that takes it back."""
-    records.write_record(claim, records.claim_record(item.input, key.options, key.weights))
+    """`upscale(events)` with its outputs claimed. The pipeline puts them in place, then emits its
+    Summary: a run stopped after that keeps the claim (for the record, or a rerun, to follow);
+    one that fails or is stopped before takes it back."""
+    records.write_record(claim, records.claim_record(item.input, outputs, key.options, key.weights))
+    placed = False
+
+    def events(event: object) -> None:
+        nonlocal placed
+        placed = placed or isinstance(event, Summary)
+        emit(event)
+
     try:
-        return upscale()
+        return upscale(events)
     except BaseException:
-        claim.unlink(missing_ok=True)
+        if not placed:
+            claim.unlink(missing_ok=True)
         raise
 
 

@@ -170,6 +170,7 @@ def upscale_on_ray(
     `parts` defaults to a part per FRAMES_PER_PART frames, at least one per worker. Weights
     that cannot load are one error (exit 4) before Ray starts, not a failure of every actor."""
     check_for(opts)
+    opts = _weights_whole(opts)
     ray, gpus = _start(address)
     from ray.util import ActorPool
 
@@ -213,6 +214,7 @@ def files_on_ray(
     actors are killed before this returns or is stopped (Ctrl-C), so none writes into the output
     folder after the batch has let go of its lock."""
     check_for(options)
+    options = _weights_whole(options)
     ray, gpus = _start(address)
     count = min(workers or gpus or 1, len(todo))
     cpu_only = _actor_device(options) == "cpu"
@@ -257,6 +259,15 @@ def files_on_ray(
     finally:
         for a in actors:
             ray.kill(a)
+
+
+def _weights_whole(options: UpscaleOptions) -> UpscaleOptions:
+    """The options with their weights files as absolute paths: an actor on another node does not
+    share this process's working folder (records and manifests ignore the paths)."""
+    whole = lambda path: path.resolve() if path is not None else None  # noqa: E731
+    return replace(
+        options, weights=whole(options.weights), denoise_weights=whole(options.denoise_weights)
+    )
 
 
 def _whole(task: tuple[int, BatchItem]) -> tuple[int, BatchItem]:
