@@ -76,3 +76,45 @@ def test_a_png_run_removes_the_frames_folder_a_killed_run_left(debug_model, tmp_
     tiny = make_clip(tmp_path / "tiny.mp4", frames=2, audio=False)
     skipsr_cli.upscale(tiny, frames, model=debug_model)
     assert sorted(p.name for p in frames.iterdir()) == ["frame_000000.png", "frame_000001.png"]
+
+
+def test_a_video_and_its_mask_are_put_in_place_together_or_not_at_all(
+    debug_model, tmp_path: Path, monkeypatch
+) -> None:
+    """The mask video is finished first; if the video then cannot be finished (a full disk), or
+    cannot be moved into place, neither is left: never a mask without its video."""
+    import pytest
+
+    from skipsr_cli.errors import OutputError
+    from skipsr_cli.media import video_writer
+    from skipsr_cli.media.video_writer import VideoWriter
+
+    tiny = make_clip(tmp_path / "tiny.mp4", frames=2, audio=False)
+    out, mask = tmp_path / "out.mkv", tmp_path / "mask.mkv"
+    finish = VideoWriter._finish
+
+    def full(self: VideoWriter) -> None:
+        if self.path == out:
+            raise OutputError(f"cannot write {out}: No space left on device")
+        finish(self)
+
+    monkeypatch.setattr(VideoWriter, "_finish", full)
+    with pytest.raises(OutputError, match="No space left"):
+        skipsr_cli.upscale(tiny, out, model=debug_model, mask_out=mask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.mp4"]  # no partial either
+    monkeypatch.undo()
+
+    replace = os.replace
+
+    def moved(src, dst) -> None:  # the video moves into place, the mask cannot
+        if Path(dst) == mask:
+            raise OSError("Input/output error")
+        replace(src, dst)
+
+    monkeypatch.setattr(video_writer.os, "replace", moved)
+    with pytest.raises(OutputError, match="Input/output error"):
+        skipsr_cli.upscale(tiny, out, model=debug_model, mask_out=mask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.mp4"]  # the video taken back
+    monkeypatch.undo()
+    skipsr_cli.upscale(tiny, out, model=debug_model, mask_out=mask)
+    assert out.exists() and mask.exists()

@@ -151,6 +151,7 @@ class ImageWriter:
         except OSError as e:
             raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from e
         self._written: list[str] = []
+        self._moved: list[str] | None = None  # the frames put in place, once published
         self.colour = None  # PNG frames are RGB: no matrix, no range
         self.planes_format = None
         self.depth = PNG_FORMATS[pix_fmt]
@@ -191,18 +192,38 @@ class ImageWriter:
 
     def close(self) -> None:
         """Move every frame into place (refusing to replace files unless overwriting)."""
+        self.publish()
+
+    def finish(self) -> None:
+        """The frames are complete in the partial folder (each was written whole)."""
         if not self._written:
             self.abort()
             raise OutputError(f"cannot write {self.path}: no frames were written")
+
+    def clash(self) -> Path | None:
+        """The first frame file already there that `publish` may not replace, or None."""
         clash = [n for n in self._written if (self.folder / n).exists()]
-        if clash and not self._overwrite:
+        return self.folder / clash[0] if clash and not self._overwrite else None
+
+    def publish(self) -> None:
+        if self._moved is not None:
+            return
+        self.finish()
+        clash = self.clash()
+        if clash is not None:
             self.abort()
-            raise OutputError(
-                f"output exists: {self.folder / clash[0]} (pass --overwrite to replace it)"
-            )
+            raise OutputError(f"output exists: {clash} (pass --overwrite to replace it)")
+        self._moved = []
         for name in self._written:
             (self._temp / name).replace(self.folder / name)
+            self._moved.append(name)
         shutil.rmtree(self._temp, ignore_errors=True)
+
+    def unpublish(self) -> None:
+        """Take back the frames this writer put in place (another output of its run failed)."""
+        for name in self._moved or []:
+            (self.folder / name).unlink(missing_ok=True)
+        self._moved = None
 
     def abort(self) -> None:
         shutil.rmtree(self._temp, ignore_errors=True)

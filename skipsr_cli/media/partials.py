@@ -4,6 +4,7 @@ Each is named after the process that writes it, `.NAME.RANDOM-PID@HOST.skipsr-pa
 later run to the same output can tell what a dead run left (after SIGKILL or a power cut, when no
 clean-up could run) from what a live run is still writing, and remove only the former. A partial
 of another host (a shared disk), of a process that is alive, or of unknown origin is left alone.
+The outputs of one run (a video and its mask video) are put in place together (`publish_together`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,45 @@ import re
 import secrets
 import shutil
 import socket
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
+
+from skipsr_cli.errors import OutputError
 
 SUFFIX = ".skipsr-partial"
+
+
+class Publishable(Protocol):
+    """An output written under a partial name (VideoWriter, ImageWriter)."""
+
+    def finish(self) -> None: ...
+    def clash(self) -> Path | None: ...
+    def publish(self) -> None: ...
+    def unpublish(self) -> None: ...
+
+
+def publish_together(outputs: Sequence[Publishable]) -> None:
+    """Finish every output, then put them all in place: an output that cannot be finished, or
+    whose path was taken during the run, leaves none in place (never a mask video without its
+    video), and one that fails to move takes back those moved before it."""
+    for output in outputs:
+        output.finish()
+    for output in outputs:
+        clash = output.clash()
+        if clash is not None:
+            raise OutputError(f"output exists: {clash} (pass --overwrite to replace it)")
+    placed: list[Publishable] = []
+    try:
+        for output in outputs:
+            output.publish()
+            placed.append(output)
+    except BaseException:
+        for output in placed:
+            output.unpublish()
+        raise
+
+
 _NAME = re.compile(
     r"\.(?P<stem>.*)\.[0-9a-f]{8}-(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]*)"
     + re.escape(SUFFIX)

@@ -134,6 +134,8 @@ class VideoWriter:
         # One line per stream of the source that the output cannot hold: re-encoded or left out.
         self.warnings: list[str] = []
         self._done = False
+        self._finished = False  # the file is complete under its partial name
+        self.published = False  # and was put in place at `path`
         # With `colour`, frames are converted to YUV with its matrix and range and the stream is
         # tagged with it; without, the encoder's conversion and tags are left as FFmpeg sets them.
         validate_encode_options(options, width, height)
@@ -338,14 +340,19 @@ class VideoWriter:
 
     def close(self) -> None:
         """Flush the encoder, finish the stream copy, then publish the file at `path` in one rename."""
-        if self._done:
+        self.publish()
+
+    def finish(self) -> None:
+        """Flush the encoder and finish the stream copy: the file is complete under its partial
+        name, for `publish` to put in place."""
+        if self._done or self._finished:
             return
         try:
             self._finish()
         except BaseException:
             self.abort()
             raise
-        self._done = True
+        self._finished = True
 
     def _finish(self) -> None:
         assert self._output is not None
@@ -360,12 +367,33 @@ class VideoWriter:
             self._output.close()
         except AV_ERRORS as e:
             raise OutputError(f"cannot write {self.path}: {e}") from e
-        if self.path.exists() and not self._overwrite:
-            raise OutputError(f"output exists: {self.path} (pass --overwrite to replace it)")
+
+    def clash(self) -> Path | None:
+        """`path`, where a file there now would stop `publish` (it appeared during the run)."""
+        return self.path if self.path.exists() and not self._overwrite else None
+
+    def publish(self) -> None:
+        """Finish the file, then put it at `path` in one rename (refused where `clash` says)."""
+        if self._done:
+            return
+        self.finish()
         try:
-            os.replace(self._temp, self.path)
-        except OSError as e:
-            raise OutputError(f"cannot write {self.path}: {e}") from e
+            if self.clash() is not None:
+                raise OutputError(f"output exists: {self.path} (pass --overwrite to replace it)")
+            try:
+                os.replace(self._temp, self.path)
+            except OSError as e:
+                raise OutputError(f"cannot write {self.path}: {e}") from e
+        except BaseException:
+            self.abort()
+            raise
+        self._done = self.published = True
+
+    def unpublish(self) -> None:
+        """Take back a file this writer put in place (another output of its run failed)."""
+        if self.published:
+            self.path.unlink(missing_ok=True)
+            self.published = False
 
     def abort(self) -> None:
         """Stop and delete the partial file; `path` is never touched. Safe to call more than once."""

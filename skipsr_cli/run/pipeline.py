@@ -29,6 +29,7 @@ from skipsr_cli.media.image_io import (
     frame_paths,
     is_image_output,
 )
+from skipsr_cli.media.partials import publish_together
 from skipsr_cli.media.video_io import DecodeDamage, DecodedFrame, VideoInfo, probe, read_frames
 from skipsr_cli.media.video_writer import VideoWriter
 from skipsr_cli.run.chunking import (
@@ -201,6 +202,7 @@ def upscale(
             raise AssertionError(f"decoded {decoded} frames but wrote {stats.frames}")
         # inside the writers' block: with --strict, they delete their partials
         lost, damaged = check_damage(job, info, decoded, damage)
+        publish_together(writers)  # the output and its mask video in place, or neither
     # read once the writers are closed: re-encoded audio can add a warning while it is finished
     notes = (*plan.notes, *damaged, *memory.warnings, *writers[0].warnings)
     summary = stats.summary(started, notes, frames_lost=lost, denoise=job.denoise)
