@@ -118,3 +118,73 @@ def test_a_video_and_its_mask_are_put_in_place_together_or_not_at_all(
     monkeypatch.undo()
     skipsr_cli.upscale(tiny, out, model=debug_model, mask_out=mask)
     assert out.exists() and mask.exists()
+
+
+def test_outputs_that_fail_to_go_in_place_leave_what_was_there(
+    debug_model, tmp_path: Path, monkeypatch
+) -> None:
+    """With --overwrite, the files a failed run would have replaced are all still there; PNG
+    frames that fail to move halfway take back the frames moved before them."""
+    import pytest
+
+    from skipsr_cli.errors import OutputError
+
+    tiny = make_clip(tmp_path / "tiny.mp4", frames=2, audio=False)
+    out, mask = tmp_path / "out.mkv", tmp_path / "mask.mkv"
+    skipsr_cli.upscale(tiny, out, model=debug_model, mask_out=mask)
+    before = {p: p.read_bytes() for p in (out, mask)}
+    replace = os.replace
+
+    def moved(src, dst) -> None:  # the video moves into place, the mask cannot
+        if Path(dst) == mask:
+            raise OSError("Input/output error")
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", moved)
+    with pytest.raises(OutputError, match="Input/output error"):
+        skipsr_cli.upscale(tiny, out, model=debug_model, mask_out=mask, overwrite=True, seed=1)
+    monkeypatch.undo()
+    assert {p: p.read_bytes() for p in (out, mask)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.mkv", "out.mkv", "tiny.mp4"]
+
+    frames, masks = tmp_path / "frames", tmp_path / "masks"
+    frames.mkdir()
+    masks.mkdir()
+    real = Path.replace
+
+    def second_mask_frame(self: Path, target) -> Path:
+        if Path(target) == masks / "f_001.png":
+            raise OSError(28, "No space left on device")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "replace", second_mask_frame)
+    with pytest.raises(OutputError, match="No space left"):
+        skipsr_cli.upscale(
+            tiny, frames / "f_%03d.png", model=debug_model, mask_out=masks / "f_%03d.png"
+        )
+    monkeypatch.undo()
+    assert list(frames.iterdir()) == [] and list(masks.iterdir()) == []
+
+
+def test_png_frames_that_fail_to_move_halfway_are_taken_back(tmp_path: Path, monkeypatch) -> None:
+    """ImageWriter.close on its own (no other output): the frames moved before the failure go."""
+    import numpy as np
+    import pytest
+
+    from skipsr_cli.errors import OutputError
+    from skipsr_cli.media.image_io import ImageWriter
+
+    writer = ImageWriter(tmp_path / "f_%03d.png", width=8, height=8, pix_fmt="rgb24", frames=3)
+    for _ in range(3):
+        writer.write(np.zeros((8, 8, 3), np.uint8))
+    real = Path.replace
+
+    def third(self: Path, target) -> Path:
+        if Path(target).name == "f_002.png":
+            raise OSError(28, "No space left on device")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "replace", third)
+    with pytest.raises(OutputError, match="No space left"):
+        writer.close()
+    assert list(tmp_path.iterdir()) == []

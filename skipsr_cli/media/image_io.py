@@ -22,7 +22,7 @@ import av
 import numpy as np
 
 from skipsr_cli.errors import InputError, OutputError, UsageError
-from skipsr_cli.media.partials import partial_name, remove_stale
+from skipsr_cli.media.partials import keep_old, partial_name, remove_stale
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 SEQUENCE_RATE = Fraction(25)  # FFmpeg's image2 default: sequences carry no rate of their own
@@ -193,6 +193,7 @@ class ImageWriter:
     def close(self) -> None:
         """Move every frame into place (refusing to replace files unless overwriting)."""
         self.publish()
+        self.commit()
 
     def finish(self) -> None:
         """The frames are complete in the partial folder (each was written whole)."""
@@ -206,6 +207,8 @@ class ImageWriter:
         return self.folder / clash[0] if clash and not self._overwrite else None
 
     def publish(self) -> None:
+        """Move every frame into place; frames it replaces (--overwrite) are kept in the partial
+        folder until `commit`. A move that fails takes back the frames moved before it."""
         if self._moved is not None:
             return
         self.finish()
@@ -214,16 +217,35 @@ class ImageWriter:
             self.abort()
             raise OutputError(f"output exists: {clash} (pass --overwrite to replace it)")
         self._moved = []
-        for name in self._written:
-            (self._temp / name).replace(self.folder / name)
-            self._moved.append(name)
-        shutil.rmtree(self._temp, ignore_errors=True)
+        old = self._temp / ".replaced"
+        target = self.folder
+        try:
+            old.mkdir()
+            for name in self._written:
+                target = self.folder / name
+                keep_old(target, old / name)
+                self._moved.append(name)  # before the move: one stopped halfway is taken back
+                (self._temp / name).replace(target)
+        except BaseException as e:
+            self.unpublish()
+            self.abort()
+            if isinstance(e, OSError):
+                raise OutputError(f"cannot write {target}: {e.strerror or e}") from e
+            raise
 
     def unpublish(self) -> None:
-        """Take back the frames this writer put in place (another output of its run failed)."""
+        """Take back the frames this writer put in place, putting back those they replaced."""
         for name in self._moved or []:
-            (self.folder / name).unlink(missing_ok=True)
+            old, target = self._temp / ".replaced" / name, self.folder / name
+            if old.exists():
+                old.replace(target)
+            elif not (self._temp / name).exists():  # moved (else it never left)
+                target.unlink(missing_ok=True)
         self._moved = None
+
+    def commit(self) -> None:
+        """Let go of the replaced frames and the partial folder: every output is in place."""
+        shutil.rmtree(self._temp, ignore_errors=True)
 
     def abort(self) -> None:
         shutil.rmtree(self._temp, ignore_errors=True)

@@ -30,12 +30,14 @@ class Publishable(Protocol):
     def clash(self) -> Path | None: ...
     def publish(self) -> None: ...
     def unpublish(self) -> None: ...
+    def commit(self) -> None: ...
 
 
 def publish_together(outputs: Sequence[Publishable]) -> None:
     """Finish every output, then put them all in place: an output that cannot be finished, or
     whose path was taken during the run, leaves none in place (never a mask video without its
-    video), and one that fails to move takes back those moved before it."""
+    video), and one that fails to move takes back those moved before it, putting back what they
+    replaced (--overwrite). Only then are the replaced files let go."""
     for output in outputs:
         output.finish()
     for output in outputs:
@@ -45,12 +47,25 @@ def publish_together(outputs: Sequence[Publishable]) -> None:
     placed: list[Publishable] = []
     try:
         for output in outputs:
+            placed.append(output)  # before: one stopped halfway is taken back too
             output.publish()
-            placed.append(output)
     except BaseException:
         for output in placed:
             output.unpublish()
         raise
+    for output in outputs:
+        output.commit()
+
+
+def keep_old(path: Path, backup: Path) -> Path | None:
+    """A second name (`backup`, beside it) for the file at `path` that an output is about to
+    replace, so that it can be put back; None where nothing is there, or where the file system
+    has no hard links (the file is then replaced for good)."""
+    try:
+        os.link(path, backup)
+    except OSError:
+        return None
+    return backup
 
 
 _NAME = re.compile(

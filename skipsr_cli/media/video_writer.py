@@ -31,7 +31,7 @@ from skipsr_cli.media.encoding import (
     resolve_pix_fmt,
     validate_encode_options,
 )
-from skipsr_cli.media.partials import partial_name, remove_stale
+from skipsr_cli.media.partials import keep_old, partial_name, remove_stale
 from skipsr_cli.media.stream_copy import StreamCopier, packet_seconds
 from skipsr_cli.media.video_io import HdrMetadata, open_input, pix_fmt_depth
 
@@ -136,6 +136,7 @@ class VideoWriter:
         self._done = False
         self._finished = False  # the file is complete under its partial name
         self.published = False  # and was put in place at `path`
+        self._old: Path | None = None  # the file it replaced there, until `commit`
         # With `colour`, frames are converted to YUV with its matrix and range and the stream is
         # tagged with it; without, the encoder's conversion and tags are left as FFmpeg sets them.
         validate_encode_options(options, width, height)
@@ -341,6 +342,7 @@ class VideoWriter:
     def close(self) -> None:
         """Flush the encoder, finish the stream copy, then publish the file at `path` in one rename."""
         self.publish()
+        self.commit()
 
     def finish(self) -> None:
         """Flush the encoder and finish the stream copy: the file is complete under its partial
@@ -373,27 +375,45 @@ class VideoWriter:
         return self.path if self.path.exists() and not self._overwrite else None
 
     def publish(self) -> None:
-        """Finish the file, then put it at `path` in one rename (refused where `clash` says)."""
+        """Finish the file, then put it at `path` in one rename (refused where `clash` says). A
+        file it replaces (--overwrite) is kept under a partial name until `commit`."""
         if self._done:
             return
         self.finish()
         try:
             if self.clash() is not None:
                 raise OutputError(f"output exists: {self.path} (pass --overwrite to replace it)")
+            backup = self.path.parent / partial_name(self.path.stem, self.path.suffix)
+            self._old = keep_old(self.path, backup)
             try:
                 os.replace(self._temp, self.path)
             except OSError as e:
                 raise OutputError(f"cannot write {self.path}: {e}") from e
+            self.published = True
         except BaseException:
+            if not self.published:
+                self.commit()  # nothing was replaced: the second name goes
             self.abort()
             raise
-        self._done = self.published = True
+        self._done = True
 
     def unpublish(self) -> None:
-        """Take back a file this writer put in place (another output of its run failed)."""
-        if self.published:
+        """Take back the file this writer put in place, and put back the one it replaced (another
+        output of its run failed)."""
+        if not self.published:
+            return
+        if self._old is not None:
+            os.replace(self._old, self.path)
+            self._old = None
+        else:
             self.path.unlink(missing_ok=True)
-            self.published = False
+        self.published = False
+
+    def commit(self) -> None:
+        """Let go of the file `publish` replaced: every output of the run is in place."""
+        if self._old is not None:
+            self._old.unlink(missing_ok=True)
+            self._old = None
 
     def abort(self) -> None:
         """Stop and delete the partial file; `path` is never touched. Safe to call more than once."""
