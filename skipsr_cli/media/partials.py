@@ -9,6 +9,7 @@ The outputs of one run (a video and its mask video) are put in place together (`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -51,7 +52,8 @@ def publish_together(outputs: Sequence[Publishable]) -> None:
             output.publish()
     except BaseException:
         for output in placed:
-            output.unpublish()
+            with contextlib.suppress(OSError):  # one that cannot be taken back stops no other
+                output.unpublish()
         raise
     for output in outputs:
         output.commit()
