@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -114,6 +115,37 @@ def test_background_writer_reraises_the_write_error():
         for i in range(100):
             sink.put(i)
     assert written == [0, 1, 2, 3]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread names are Linux's")
+def test_the_helpers_threads_carry_their_names_in_the_system():
+    """`top -H` and /proc tell a run's stages apart, FFmpeg's own threads included: a thread
+    started from a helper (as an encoder's are) carries the helper's name."""
+    def comm() -> str:
+        return Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
+
+    seen = {}
+
+    def write(item: int) -> None:
+        seen["writer"] = comm()
+        child = threading.Thread(target=lambda: seen.update(child=comm()))
+        child.start()
+        child.join()
+
+    with BackgroundWriter(write, depth=1, name="skipsr-encode") as sink:
+        sink.put(0)
+
+    def decoded() -> Iterator[int]:
+        seen["prefetcher"] = comm()
+        yield 0
+
+    with Prefetcher(decoded(), depth=1, name="skipsr-decode") as frames:
+        assert list(frames) == [0]
+    assert seen == {
+        "writer": "skipsr-encode",
+        "child": "skipsr-encode",
+        "prefetcher": "skipsr-decode",
+    }
 
 
 def test_the_helpers_count_who_waited_for_whom():

@@ -8,11 +8,19 @@ beside the model even on the CPU. Both helpers keep three promises:
   re-raised, as the same object, in the calling thread at its next call;
 - no thread outlives its helper: closing (or leaving the `with` block, also on KeyboardInterrupt)
   stops the thread and joins it, and no call blocks forever on a queue whose other side is gone.
+
+On Linux each helper thread also carries its name in the system (`top -H`, /proc/PID/task/*/comm),
+as do threads started from it that FFmpeg does not name itself: a run's CPU can be told apart by
+stage (skipsr-decode beside FFmpeg's own av:h264:df0..., skipsr-encode, and the process's name for
+the model's thread and the encoder's threads, which open with the output file).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -44,6 +52,18 @@ def _drain(q: queue.Queue[object]) -> None:
             with_items = False
 
 
+PR_SET_NAME = 15  # Linux prctl: the calling thread's name, 15 bytes at most
+
+
+def name_this_thread(name: str) -> None:
+    """Give the calling thread `name` in the system too (Linux; elsewhere nothing happens).
+    Threads it starts later inherit the name."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
 class Prefetcher(Generic[T]):
     """Iterate `source` in a thread, `depth` items ahead of the consumer.
 
@@ -63,6 +83,7 @@ class Prefetcher(Generic[T]):
         self._thread.start()
 
     def _run(self, source: Iterable[T]) -> None:
+        name_this_thread(self._thread.name)
         try:
             iterator = iter(source)
             try:
@@ -132,6 +153,7 @@ class BackgroundWriter(Generic[T]):
         self._thread.start()
 
     def _run(self) -> None:
+        name_this_thread(self._thread.name)
         while True:
             began = time.perf_counter()
             item = self._queue.get()
