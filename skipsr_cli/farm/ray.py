@@ -208,8 +208,8 @@ def files_on_ray(
 
     The weights are checked here first, from their files' headers (no network is loaded here),
     so that weights that cannot load are one error (exit 4), as with local workers, not a
-    failure of every file. Paths go to the actors whole
-    (a cluster's actors do not share this working folder). A file whose actor died on every
+    failure of every file. Paths go to the actors whole (a cluster's actors do not share this
+    working folder). A file whose actor died on every
     retry fails alone; an actor that could not start gives its file back and takes no more. The
     actors are killed before this returns or is stopped (Ctrl-C), so none writes into the output
     folder after the batch has let go of its lock."""
