@@ -343,19 +343,20 @@ def test_a_claim_never_reaches_a_users_file_nor_costs_a_record(
     statuses = {json.loads(x)["file"]: json.loads(x)["status"] for x in r.stdout.splitlines()[:-1]}
     assert statuses == {"a.mp4": "skipped", "c.mp4": "done", "d.mp4": "done"}
     assert (out / "a.mp4").read_bytes() == made
-    # a claim left by a run killed before its output was in place, and a user's file there later
-    (out / "d.mp4").unlink()
+    # a claim left by a run killed after putting d.mp4 in place, before its record; then the
+    # user replaces d.mp4 with a file of their own: another file than the claimed one, refused
+    claim = records.claim_path(out, out / "d.mp4")
+    made = records.claim_record(src / "d.mp4", [out / "d.mp4"], {}, "w")
+    records.write_record(claim, {**made, "placed": [identity(out / "d.mp4")]})
     records.record_path(out, out / "d.mp4").unlink()
-    records.write_record(records.claim_path(out, out / "d.mp4"), {"format": 1})
-    # any batch into OUT_DIR takes the lock, and the claim without its output goes
-    assert invoke(src, out, "--glob", "a.mp4").exit_code == 0
-    assert not records.claim_path(out, out / "d.mp4").exists()
+    (out / "d.mp4").unlink()
     (out / "d.mp4").write_bytes(b"the user's own file")
     r = invoke(src, out, "--json")
     assert r.exit_code == ExitCode.PARTIAL
     failed = [json.loads(x) for x in r.stdout.splitlines()[:-1] if "d.mp4" in x][0]
     assert "exists" in failed["error"]
     assert (out / "d.mp4").read_bytes() == b"the user's own file"
+    assert not claim.exists()  # it held no output of the batch's: gone with the batch's lock
 
 
 def test_a_batch_stopped_once_an_output_is_in_place_redoes_that_file(tmp_path: Path):
@@ -379,23 +380,36 @@ def test_a_batch_stopped_once_an_output_is_in_place_redoes_that_file(tmp_path: P
     assert [f.status for f in api.upscale_batch(src, out, **run).files] == ["done"]
 
 
-def test_claims_name_every_output_and_go_when_none_is_there(tmp_path: Path):
-    """A claim stays while any of its outputs is there (a mask video put in place before the
-    video), and goes, when a batch takes or lets go of the lock, once none is."""
+def identity(path: Path) -> list:
+    st = path.stat()
+    return [str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def test_a_claim_holds_the_files_it_put_in_place_and_no_other(tmp_path: Path):
+    """A claim holds while a file it put in place (the video, or a mask video moved before the
+    batch was killed) is there, the same file; it goes, when a batch takes or lets go of the
+    lock, once none is: never put in place, gone, or another file in its stead."""
     from skipsr_cli.batch import records
 
     out, masks = tmp_path / "out", tmp_path / "masks"
     clip(tmp_path / "a.mp4")
     video, mask = out / "sub" / "a.mp4", masks / "sub" / "a.mp4"
     claim = records.claim_path(out, video)
-    records.write_record(claim, records.claim_record(tmp_path / "a.mp4", [video, mask], {}, "w"))
+    made = records.claim_record(tmp_path / "a.mp4", [video, mask], {}, "w")
+    records.write_record(claim, made)  # before anything was put in place
+    assert records.remove_stale_claims(out) == [claim]
     mask.parent.mkdir(parents=True)
     mask.write_bytes(b"a mask video put in place")
-    assert records.remove_stale_claims(out) == [] and claim.exists()
+    never = [str(video), 0, 0, 0, 0]  # the video was never put in place
+    keep = {**made, "placed": [never, identity(mask)]}
+    records.write_record(claim, keep)
+    assert records.claim_holds(claim) and records.remove_stale_claims(out) == []
     mask.unlink()
-    with records.batch_lock(out):  # taking the lock: none of its outputs is there
+    mask.write_bytes(b"somebody else's")  # another file at the claimed path
+    assert not records.claim_holds(claim)
+    with records.batch_lock(out):  # taking the lock: it holds nothing
         assert not claim.exists()
-        records.write_record(claim, records.claim_record(tmp_path / "a.mp4", [video], {}, "w"))
+        records.write_record(claim, keep)
     assert not claim.exists()  # letting go of it: a worker that died mid-file left this one
     claim.write_text("not json")
     assert records.remove_stale_claims(out) == [claim] and not claim.exists()

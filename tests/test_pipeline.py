@@ -121,6 +121,7 @@ def test_background_writer_reraises_the_write_error():
 def test_the_helpers_threads_carry_their_names_in_the_system():
     """`top -H` and /proc tell a run's stages apart, FFmpeg's own threads included: a thread
     started from a helper (as an encoder's are) carries the helper's name."""
+
     def comm() -> str:
         return Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
 

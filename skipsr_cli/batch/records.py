@@ -8,16 +8,16 @@ output is in place, so a record never names an output that is not there. A rerun
 whose record matches and which still has the recorded size.
 
 While a file runs, a claim sits beside its record (`NAME.claim.json`): what is making the file's
-outputs (the video, and a mask video if asked for), and where they go. It goes once the record is
-written, or once the run fails or is stopped before its outputs were put in place; the record of
-an earlier output stays untouched until the new one is in place. A run killed (SIGKILL, a lost
-node) after an output was put in place but before the record was written leaves the claim, which
-lets the rerun replace those outputs, as any with a record, instead of refusing them as somebody
-else's files. A claim none of whose outputs is there (its run was killed before putting any in
-place) is removed when a batch takes the lock and when it lets go of it, so a file put there later
-is not taken for the batch's own. What stays open: a batch killed as a whole (SIGKILL) while a
-file ran leaves that file's claim until the next batch, and a file of the user's put at exactly
-that output in between would be taken for the batch's.
+outputs (the video, and a mask video if asked for) and where they go. Just before the outputs are
+put in place (`Placing`), the claim takes down the identity each will have there (device, inode,
+size, modification time), which a rename keeps. The claim goes once the record is written; the
+record of an earlier output stays untouched until the new one is in place. A run killed (SIGKILL,
+a lost node) after an output was put in place but before the record was written leaves the claim,
+and an output at its path with the claimed identity is the batch's own: the rerun replaces it, as
+any with a record, instead of refusing it as somebody else's file. A file at that path with another
+identity (put there by somebody else) is never taken for the batch's. Claims that hold no output in
+place (a run that failed, was stopped, or was killed before) are removed when a batch takes the lock
+and when it lets go of it.
 
 The lock (fcntl, on `.skipsr-batch/lock`) is held for the whole batch. Whoever takes it knows no
 live batch writes into OUT_DIR, so every partial file there (`.NAME.RANDOM.skipsr-partial.EXT`, or
@@ -140,17 +140,38 @@ def claim_record(input: Path, outputs: list[Path], options: dict, weights_id: st
     }
 
 
+def place_claim(claim: Path, placed: tuple[tuple[str, int, int, int, int], ...]) -> None:
+    """Take down, in the claim, the identity each output will have in place (partials.identity)."""
+    record = json.loads(claim.read_text())
+    write_record(claim, {**record, "placed": [list(p) for p in placed]})
+
+
+def claim_holds(claim: Path) -> bool:
+    """Whether an output the claim put in place is still there, the same file (its identity):
+    then the batch made it, and may replace it."""
+    try:
+        placed = json.loads(claim.read_text()).get("placed", [])
+    except (OSError, ValueError, AttributeError):
+        return False
+    for entry in placed:
+        try:
+            path, *claimed = entry
+            st = os.stat(path)
+        except (OSError, ValueError, TypeError):
+            continue
+        if [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns] == claimed:
+            return True
+    return False
+
+
 def remove_stale_claims(out_dir: Path) -> list[Path]:
-    """Remove the claims none of whose outputs is there: their runs were killed before putting
-    any in place (call only while holding OUT_DIR's lock). An unreadable claim goes too."""
+    """Remove the claims that hold no output in place (`claim_holds`): their runs were stopped
+    before putting one there, or somebody else's file is there now (call only while holding
+    OUT_DIR's lock). An unreadable claim goes too."""
     state = out_dir / STATE_DIR
     removed = []
     for claim in sorted(state.rglob(f"*{CLAIM}")):
-        try:
-            outputs = [Path(p) for p in json.loads(claim.read_text())["claims"]]
-        except (OSError, ValueError, KeyError, TypeError):
-            outputs = []
-        if not any(p.exists() for p in outputs):
+        if not claim_holds(claim):
             claim.unlink(missing_ok=True)
             removed.append(claim)
     return removed

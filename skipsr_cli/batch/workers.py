@@ -43,7 +43,7 @@ from skipsr_cli.run.options import (
     resolve_dtype,
     with_denoise_for,
 )
-from skipsr_cli.run.progress import Summary
+from skipsr_cli.run.progress import Placing, Summary
 
 Emit = Callable[[FileProgress], None]
 PR_SET_PDEATHSIG = 1  # Linux prctl: a signal for this process when its parent dies
@@ -147,9 +147,9 @@ def run_item(
     began = time.perf_counter()
     record = records.record_path(key.out_dir, item.output)
     claim = records.claim_path(key.out_dir, item.output)
-    # an output this batch made (it has a record, or the claim of a run killed once it was in
-    # place) is ours to replace
-    ours = record.exists() or claim.exists()
+    # an output this batch made (it has a record, or it is the file a killed run's claim put
+    # in place) is ours to replace
+    ours = record.exists() or records.claim_holds(claim)
     opts = replace(options, mask_out=item.mask_out, overwrite=options.overwrite or ours)
     try:
         check_options(item.input, opts)
@@ -183,23 +183,18 @@ def _claimed(
     upscale: Callable[[Callable], Summary],
     emit: Callable,
 ) -> Summary:
-    """`upscale(events)` with its outputs claimed. The pipeline puts them in place, then emits its
-    Summary: a run stopped after that keeps the claim (for the record, or a rerun, to follow);
-    one that fails or is stopped before takes it back."""
+    """`upscale(events)` with its outputs claimed. Just before the pipeline puts them in place it
+    says what they will be there (`Placing`), and the claim takes that down, so a rerun after a
+    kill can tell them (`records.claim_holds`). A run that fails or is stopped leaves a claim
+    that holds nothing of another's: the batch removes it when it lets go of its lock."""
     records.write_record(claim, records.claim_record(item.input, outputs, key.options, key.weights))
-    placed = False
 
     def events(event: object) -> None:
-        nonlocal placed
-        placed = placed or isinstance(event, Summary)
+        if isinstance(event, Placing):
+            records.place_claim(claim, event.outputs)
         emit(event)
 
-    try:
-        return upscale(events)
-    except BaseException:
-        if not placed:
-            claim.unlink(missing_ok=True)
-        raise
+    return upscale(events)
 
 
 def run_inline(

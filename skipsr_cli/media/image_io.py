@@ -22,7 +22,7 @@ import av
 import numpy as np
 
 from skipsr_cli.errors import InputError, OutputError, UsageError
-from skipsr_cli.media.partials import keep_old, partial_name, remove_stale
+from skipsr_cli.media.partials import Identity, identity, keep_old, partial_name, remove_stale
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 SEQUENCE_RATE = Fraction(25)  # FFmpeg's image2 default: sequences carry no rate of their own
@@ -200,6 +200,11 @@ class ImageWriter:
         if not self._written:
             self.abort()
             raise OutputError(f"cannot write {self.path}: no frames were written")
+
+    def identity(self) -> Identity:
+        """The first frame's identity in place (partials.identity), once `publish` has moved it."""
+        first = self._written[0]
+        return identity(self.folder / first, self._temp / first)
 
     def clash(self) -> Path | None:
         """The first frame file already there that `publish` may not replace, or None."""

@@ -15,13 +15,14 @@ import re
 import secrets
 import shutil
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from skipsr_cli.errors import OutputError
 
 SUFFIX = ".skipsr-partial"
+Identity = tuple[str, int, int, int, int]  # a file in place: path, st_dev, st_ino, size, mtime_ns
 
 
 class Publishable(Protocol):
@@ -32,19 +33,26 @@ class Publishable(Protocol):
     def publish(self) -> None: ...
     def unpublish(self) -> None: ...
     def commit(self) -> None: ...
+    def identity(self) -> Identity: ...
 
 
-def publish_together(outputs: Sequence[Publishable]) -> None:
+def publish_together(
+    outputs: Sequence[Publishable],
+    placing: Callable[[tuple[Identity, ...]], None] | None = None,
+) -> None:
     """Finish every output, then put them all in place: an output that cannot be finished, or
     whose path was taken during the run, leaves none in place (never a mask video without its
     video), and one that fails to move takes back those moved before it, putting back what they
-    replaced (--overwrite). Only then are the replaced files let go."""
+    replaced (--overwrite). Only then are the replaced files let go. `placing` hears each
+    output's identity once there (`identity`) before the first one moves."""
     for output in outputs:
         output.finish()
     for output in outputs:
         clash = output.clash()
         if clash is not None:
             raise OutputError(f"output exists: {clash} (pass --overwrite to replace it)")
+    if placing is not None:
+        placing(tuple(output.identity() for output in outputs))
     placed: list[Publishable] = []
     try:
         for output in outputs:
@@ -57,6 +65,14 @@ def publish_together(outputs: Sequence[Publishable]) -> None:
         raise
     for output in outputs:
         output.commit()
+
+
+def identity(final: Path, partial: Path) -> Identity:
+    """(path, st_dev, st_ino, size, mtime_ns) that the finished file at `partial` will have at
+    `final` once renamed: a rename keeps them all, and a file put there by anyone else differs
+    in one at least (an inode number freed and given again still comes with another time)."""
+    st = os.stat(partial)
+    return str(final.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def keep_old(path: Path, backup: Path) -> Path | None:

@@ -31,7 +31,7 @@ from skipsr_cli.media.encoding import (
     resolve_pix_fmt,
     validate_encode_options,
 )
-from skipsr_cli.media.partials import keep_old, partial_name, remove_stale
+from skipsr_cli.media.partials import Identity, identity, keep_old, partial_name, remove_stale
 from skipsr_cli.media.stream_copy import StreamCopier, packet_seconds
 from skipsr_cli.media.video_io import HdrMetadata, open_input, pix_fmt_depth
 
@@ -369,6 +369,11 @@ class VideoWriter:
             self._output.close()
         except AV_ERRORS as e:
             raise OutputError(f"cannot write {self.path}: {e}") from e
+
+    def identity(self) -> Identity:
+        """The finished file's identity at `path` (partials.identity), once `publish` has put it there."""
+        assert self._temp is not None
+        return identity(self.path, self._temp)
 
     def clash(self) -> Path | None:
         """`path`, where a file there now would stop `publish` (it appeared during the run)."""

@@ -44,7 +44,7 @@ from skipsr_cli.run.chunking import (
 from skipsr_cli.run.host_waits import sleep_while_waiting
 from skipsr_cli.run.memory import MemoryLadder
 from skipsr_cli.run.overlap import BackgroundWriter, InlineWriter, Prefetcher
-from skipsr_cli.run.progress import Event, RunStats, Started, Summary
+from skipsr_cli.run.progress import Event, Placing, RunStats, Started, Summary
 from skipsr_cli.run.ranges import range_view
 from skipsr_cli.run.targets import check_frames_target, check_not_input, check_writable
 
@@ -202,7 +202,7 @@ def upscale(
             raise AssertionError(f"decoded {decoded} frames but wrote {stats.frames}")
         # inside the writers' block: with --strict, they delete their partials
         lost, damaged = check_damage(job, info, decoded, damage)
-        publish_together(writers)  # the output and its mask video in place, or neither
+        publish_together(writers, lambda ids: emit(Placing(ids)))  # all in place, or none
     # read once the writers are closed: re-encoded audio can add a warning while it is finished
     notes = (*plan.notes, *damaged, *memory.warnings, *writers[0].warnings)
     summary = stats.summary(started, notes, frames_lost=lost, denoise=job.denoise)
