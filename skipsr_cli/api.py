@@ -112,8 +112,8 @@ def upscale(
     `UpscaleOptions`, keywords such as `scale=4, crf=16, copy_audio=False`, or both (keywords win).
     `model` is a network from `load_model` (it runs where it is, in its own dtype, and stays
     loaded for the next call), or a preset name or weights path to load for this call only.
-    `progress` receives the run's events (Started, then Advanced, then Placing just before the
-    outputs are put in place, then the Summary).
+    `progress` receives the run's events (Started, then Advanced, then, for a run in one piece,
+    Placing just before its outputs are put in place, then the Summary).
     With several local workers (`devices` naming several, "0,1", "all", "cpu,cpu", or `workers`
     processes spread round-robin over `devices`) the video is rendered in segments, one worker
     process each, and stitched. Without `workers`, a long video (one that runs in segments

@@ -299,6 +299,17 @@ def test_a_batch_killed_between_an_output_and_its_record_redoes_that_file(
     assert records.claim_path(out, out / "a.mp4").exists()
     assert not records.record_path(out, out / "a.mp4").exists()
     monkeypatch.undo()
+    # a rerun that fails before its outputs are in place: a.mp4 is still the batch's own
+    from skipsr_cli.errors import ModelError
+    from skipsr_cli.run import pipeline
+
+    def fails(*args, **kwargs):
+        raise ModelError("out of GPU memory")
+
+    monkeypatch.setattr(pipeline, "upscale", fails)
+    assert invoke(src, out).exit_code == ExitCode.PARTIAL
+    assert records.claim_holds(records.claim_path(out, out / "a.mp4"))
+    monkeypatch.undo()
     r = invoke(src, out, "--json")
     assert r.exit_code == 0, r.output
     statuses = {json.loads(x)["file"]: json.loads(x)["status"] for x in r.stdout.splitlines()[:-1]}
@@ -346,8 +357,8 @@ def test_a_claim_never_reaches_a_users_file_nor_costs_a_record(
     # a claim left by a run killed after putting d.mp4 in place, before its record; then the
     # user replaces d.mp4 with a file of their own: another file than the claimed one, refused
     claim = records.claim_path(out, out / "d.mp4")
-    made = records.claim_record(src / "d.mp4", [out / "d.mp4"], {}, "w")
-    records.write_record(claim, {**made, "placed": [identity(out / "d.mp4")]})
+    made = records.claim_record(src / "d.mp4", {}, "w", [identity(out / "d.mp4")])
+    records.write_record(claim, made)
     records.record_path(out, out / "d.mp4").unlink()
     (out / "d.mp4").unlink()
     (out / "d.mp4").write_bytes(b"the user's own file")
@@ -382,7 +393,7 @@ def test_a_batch_stopped_once_an_output_is_in_place_redoes_that_file(tmp_path: P
 
 def identity(path: Path) -> list:
     st = path.stat()
-    return [str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+    return [str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns]
 
 
 def test_a_claim_holds_the_files_it_put_in_place_and_no_other(tmp_path: Path):
@@ -395,12 +406,12 @@ def test_a_claim_holds_the_files_it_put_in_place_and_no_other(tmp_path: Path):
     clip(tmp_path / "a.mp4")
     video, mask = out / "sub" / "a.mp4", masks / "sub" / "a.mp4"
     claim = records.claim_path(out, video)
-    made = records.claim_record(tmp_path / "a.mp4", [video, mask], {}, "w")
+    made = records.claim_record(tmp_path / "a.mp4", {}, "w", [])
     records.write_record(claim, made)  # before anything was put in place
     assert records.remove_stale_claims(out) == [claim]
     mask.parent.mkdir(parents=True)
     mask.write_bytes(b"a mask video put in place")
-    never = [str(video), 0, 0, 0, 0]  # the video was never put in place
+    never = [str(video), 0, 0, 0]  # the video was never put in place
     keep = {**made, "placed": [never, identity(mask)]}
     records.write_record(claim, keep)
     assert records.claim_holds(claim) and records.remove_stale_claims(out) == []

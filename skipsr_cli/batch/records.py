@@ -9,8 +9,8 @@ whose record matches and which still has the recorded size.
 
 While a file runs, a claim sits beside its record (`NAME.claim.json`): what is making the file's
 outputs (the video, and a mask video if asked for) and where they go. Just before the outputs are
-put in place (`Placing`), the claim takes down the identity each will have there (device, inode,
-size, modification time), which a rename keeps. The claim goes once the record is written; the
+put in place (`Placing`), the claim takes down the identity each will have there (inode, size,
+modification time), which a rename keeps. The claim goes once the record is written; the
 record of an earlier output stays untouched until the new one is in place. A run killed (SIGKILL,
 a lost node) after an output was put in place but before the record was written leaves the claim,
 and an output at its path with the claimed identity is the batch's own: the rerun replaces it, as
@@ -132,36 +132,40 @@ def claim_path(out_dir: Path, output: Path) -> Path:
     return out_dir / STATE_DIR / f"{output.relative_to(out_dir).as_posix()}{CLAIM}"
 
 
-def claim_record(input: Path, outputs: list[Path], options: dict, weights_id: str) -> dict:
-    """The claim of outputs about to be written: what will make them, and where they go."""
-    return {
-        **make_record(input, [], options, weights_id),
-        "claims": [str(p.resolve()) for p in outputs],
-    }
+def claim_record(input: Path, options: dict, weights_id: str, held: list[list]) -> dict:
+    """The claim of a file's outputs about to be written: what will make them, and the outputs
+    an earlier claim put in place that are still there (`held`), which stay the batch's own
+    until the new ones take their place."""
+    return {**make_record(input, [], options, weights_id), "placed": held}
 
 
-def place_claim(claim: Path, placed: tuple[tuple[str, int, int, int, int], ...]) -> None:
+def place_claim(claim: Path, placed: tuple[tuple[str, int, int, int], ...]) -> None:
     """Take down, in the claim, the identity each output will have in place (partials.identity)."""
     record = json.loads(claim.read_text())
     write_record(claim, {**record, "placed": [list(p) for p in placed]})
 
 
-def claim_holds(claim: Path) -> bool:
-    """Whether an output the claim put in place is still there, the same file (its identity):
-    then the batch made it, and may replace it."""
+def held_outputs(claim: Path) -> list[list]:
+    """The outputs a claim put in place that are still there, the same files (their identity):
+    the batch made them, and may replace them."""
     try:
         placed = json.loads(claim.read_text()).get("placed", [])
     except (OSError, ValueError, AttributeError):
-        return False
+        return []
+    held = []
     for entry in placed:
         try:
             path, *claimed = entry
             st = os.stat(path)
         except (OSError, ValueError, TypeError):
             continue
-        if [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns] == claimed:
-            return True
-    return False
+        if [st.st_ino, st.st_size, st.st_mtime_ns] == claimed:
+            held.append(entry)
+    return held
+
+
+def claim_holds(claim: Path) -> bool:
+    return bool(held_outputs(claim))
 
 
 def remove_stale_claims(out_dir: Path) -> list[Path]:
@@ -233,7 +237,7 @@ def batch_lock(out_dir: Path, *others: Path) -> Iterator[None]:
         remove_stale_claims(out_dir)
         try:
             yield
-        finally:  # a worker that died mid-file (out of memory, a lost node) left its claim
+        finally:  # claims of files that failed, were stopped, or whose worker died mid-file
             remove_stale_claims(out_dir)
 
 

@@ -162,7 +162,7 @@ def run_item(
         param = next(net.parameters())
         outputs = [p for p in (item.output, item.mask_out) if p is not None]
         run = lambda events: pipeline.upscale(net, plan, param.device, param.dtype, events)  # noqa: E731
-        summary = _claimed(claim, item, outputs, key, run, emit)
+        summary = _claimed(claim, item, key, run, emit)
         made = records.make_record(item.input, outputs, key.options, key.weights)
         records.write_record(record, made)
         claim.unlink(missing_ok=True)
@@ -178,7 +178,6 @@ def run_item(
 def _claimed(
     claim: Path,
     item: BatchItem,
-    outputs: list[Path],
     key: BatchKey,
     upscale: Callable[[Callable], Summary],
     emit: Callable,
@@ -187,7 +186,8 @@ def _claimed(
     says what they will be there (`Placing`), and the claim takes that down, so a rerun after a
     kill can tell them (`records.claim_holds`). A run that fails or is stopped leaves a claim
     that holds nothing of another's: the batch removes it when it lets go of its lock."""
-    records.write_record(claim, records.claim_record(item.input, outputs, key.options, key.weights))
+    held = records.held_outputs(claim)  # a killed run's outputs, ours until replaced
+    records.write_record(claim, records.claim_record(item.input, key.options, key.weights, held))
 
     def events(event: object) -> None:
         if isinstance(event, Placing):

@@ -22,7 +22,7 @@ from typing import Protocol
 from skipsr_cli.errors import OutputError
 
 SUFFIX = ".skipsr-partial"
-Identity = tuple[str, int, int, int, int]  # a file in place: path, st_dev, st_ino, size, mtime_ns
+Identity = tuple[str, int, int, int]  # a file in place: path, st_ino, size, mtime_ns
 
 
 class Publishable(Protocol):
@@ -68,11 +68,13 @@ def publish_together(
 
 
 def identity(final: Path, partial: Path) -> Identity:
-    """(path, st_dev, st_ino, size, mtime_ns) that the finished file at `partial` will have at
-    `final` once renamed: a rename keeps them all, and a file put there by anyone else differs
-    in one at least (an inode number freed and given again still comes with another time)."""
+    """(path, st_ino, size, mtime_ns) that the finished file at `partial` will have at `final`
+    once renamed: a rename keeps them all, and a file put there by anyone else all but surely
+    differs in one (an inode number freed and given again comes with another size or time). No
+    device number: a shared disk's differs from node to node. `final` is resolved up to its
+    folder only, as the rename replaces a link there rather than what it points to."""
     st = os.stat(partial)
-    return str(final.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+    return str(final.parent.resolve() / final.name), st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def keep_old(path: Path, backup: Path) -> Path | None:

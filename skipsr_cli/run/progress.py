@@ -73,10 +73,10 @@ class Summary:
 @dataclass(frozen=True)
 class Placing:
     """The outputs are complete under their partial names and are about to be put in place: each
-    one's (path, st_dev, st_ino, size, mtime_ns) once there (a rename keeps them), so a batch can
-    later tell a file it put there from one put there by somebody else."""
+    one's (path, st_ino, size, mtime_ns) once there (a rename keeps them), so a batch can later
+    tell a file it put there from one put there by somebody else."""
 
-    outputs: tuple[tuple[str, int, int, int, int], ...]
+    outputs: tuple[tuple[str, int, int, int], ...]
 
 
 Event = Started | Advanced | Placing | Summary
