@@ -70,11 +70,8 @@ def load_model(
     """Build the model from a weights file, the preset's shipped weights, or random weights;
     with `denoise` > 0, blended towards the weights for compressed sources (`denoise_weights`, or
     the preset's own)."""
-    if not 0.0 <= denoise <= 1.0:  # also refuses NaN
-        raise ModelError(f"denoise must be between 0 and 1, not {denoise}")
+    _check_amount(denoise, random_weights)
     if random_weights:
-        if denoise > 0:
-            raise ModelError("--denoise blends trained weights: not with --random-weights")
         with torch.device(device):  # built where it runs: no host copy of a 3B network
             model = SkipSR(_preset_args(preset))
         model.init_weights(seed)
@@ -84,6 +81,13 @@ def load_model(
         return _load_file(path, torch.device(device), dtype)
     blends = Blends(preset, weights, device=device, dtype=dtype, denoise_weights=denoise_weights)
     return blends.at(denoise)
+
+
+def _check_amount(denoise: float, random_weights: bool = False) -> None:
+    if not 0.0 <= denoise <= 1.0:  # also refuses NaN
+        raise ModelError(f"denoise must be between 0 and 1, not {denoise}")
+    if random_weights and denoise > 0:
+        raise ModelError("--denoise blends trained weights: not with --random-weights")
 
 
 def _weights_path(preset: str, weights: Path | None) -> Path:
@@ -138,18 +142,12 @@ class Blends:
         _check_blendable(path, other)
         self.model = _load_file(path, torch.device(device), dtype)  # amount 0
         self.amount = 0.0
+        _checked_file(other)  # the same network's tensors, each at its shape
         starts, ends = _stored_tensors(path), _stored_tensors(other)
-        _check_keys(other, set(starts), set(ends))
-        for key, start in starts.items():
-            if ends[key].shape != start.shape:
-                raise ModelError(
-                    f"{other}: {key} has shape {tuple(ends[key].shape)}, not {tuple(start.shape)}"
-                )
         self._ends = {k: (starts[k], ends[k]) for k in starts}
 
     def at(self, amount: float) -> SkipSR:
-        if not 0.0 <= amount <= 1.0:  # also refuses NaN
-            raise ModelError(f"denoise must be between 0 and 1, not {amount}")
+        _check_amount(amount)
         if amount != self.amount:
             with torch.no_grad():
                 for key, tensor in self.model.state_dict().items():
@@ -229,11 +227,8 @@ def check_model(
     """Raise the ModelError that `load_model` would, from the files' headers alone (and shipped
     files' checksums): no tensor is read and no network built but on the meta device, so a
     machine that only hands out work (a Ray driver) checks a network of any size cheaply."""
-    if not 0.0 <= denoise <= 1.0:  # also refuses NaN
-        raise ModelError(f"denoise must be between 0 and 1, not {denoise}")
+    _check_amount(denoise, random_weights)
     if random_weights:
-        if denoise > 0:
-            raise ModelError("--denoise blends trained weights: not with --random-weights")
         _preset_args(preset)
         return
     path = _weights_path(preset, weights)

@@ -102,12 +102,11 @@ def test_weights_that_cannot_load_are_one_error_before_ray_starts(tmp_path, monk
     """A video in segments, or a folder batch: bad weights are one model error, found from the
     file before Ray is even started (no actor fails on them, none is restarted)."""
     from skipsr_cli.errors import ModelError, UsageError
-    from skipsr_cli.farm import ray as on_ray
 
-    def started(address):
+    def started(*args, **kwargs):
         raise AssertionError("Ray started before the weights were checked")
 
-    monkeypatch.setattr(on_ray, "_start", started)
+    monkeypatch.setattr(ray, "init", started)
     src = tmp_path / "in"
     src.mkdir()
     make_clip(src / "a.mp4", frames=3, audio=False)

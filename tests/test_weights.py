@@ -180,6 +180,13 @@ def test_denoise_is_refused_where_it_means_nothing(load, tmp_path):
         load(weights=pa, denoise=0.5, denoise_weights=other)
     with pytest.raises(ModelError, match="weights not found"):
         load(weights=pa, denoise=0.5, denoise_weights=tmp_path / "none.safetensors")
+    state = {k: v.contiguous() for k, v in a.state_dict().items()}
+    dropped = next(iter(state))
+    state.pop(dropped)
+    short = tmp_path / "short.safetensors"  # the same network, a tensor short
+    save_file(state, str(short), metadata={CONFIG_KEY: a.args.to_json(), FORMAT_KEY: FORMAT})
+    with pytest.raises(ModelError, match=f"short.safetensors does not match.*{dropped}"):
+        load(weights=pa, denoise=0.5, denoise_weights=short)
 
 
 @LOADERS

@@ -135,8 +135,15 @@ def claim_path(out_dir: Path, output: Path) -> Path:
 def claim_record(input: Path, options: dict, weights_id: str, held: list[list]) -> dict:
     """The claim of a file's outputs about to be written: what will make them, and the outputs
     an earlier claim put in place that are still there (`held`), which stay the batch's own
-    until the new ones take their place."""
-    return {**make_record(input, [], options, weights_id), "placed": held}
+    until the new ones take their place. The input is named, not fingerprinted: only `placed`
+    is ever read back."""
+    return {
+        "format": FORMAT,
+        "input": str(input),
+        "options": options,
+        "weights": weights_id,
+        "placed": held,
+    }
 
 
 def place_claim(claim: Path, placed: tuple[tuple[str, int, int, int], ...]) -> None:

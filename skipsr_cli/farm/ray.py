@@ -6,9 +6,8 @@ this machine. One actor per GPU (one in all without GPUs, or `--workers N`, seve
 where N exceeds them) loads the model once and renders part after part, or file after file, from a
 shared queue; an actor that dies is restarted (twice at most) and its task retried there. Every
 node must see the input and the output's folder at the same paths (shared storage), as a farm's
-nodes do. Parts are the same files `--segment I/N` writes, so a
-run that stopped is resumed by the next: finished parts whose manifests match are kept, and the
-parts are stitched. A batch's files are run as the local workers run them (batch/workers.py):
+nodes do. Parts are the same files `--segment I/N` writes, so a run that stopped is resumed by the
+next: finished parts whose manifests match are kept, and the parts are stitched. A batch's files are run as the local workers run them (batch/workers.py):
 each writes its done-record, so a rerun skips it, and one bad file fails alone.
 """
 
@@ -134,8 +133,11 @@ def _reason(error: BaseException) -> str:
     return text if len(text) <= 400 else text[:397] + "..."
 
 
-def _start(address: str | None) -> tuple[ModuleType, int]:
-    """Ray, attached or started, and the GPUs of its cluster."""
+def _start(options: UpscaleOptions, address: str | None) -> tuple[UpscaleOptions, ModuleType, int]:
+    """The options for the actors (their weights checked here, before Ray starts, and named by
+    absolute paths), Ray attached or started, and the GPUs of its cluster."""
+    check_for(options)
+    options = _weights_whole(options)
     try:
         import ray
     except ImportError:
@@ -143,7 +145,7 @@ def _start(address: str | None) -> tuple[ModuleType, int]:
     ray.init(
         address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False
     )
-    return ray, int(ray.cluster_resources().get("GPU", 0))
+    return options, ray, int(ray.cluster_resources().get("GPU", 0))
 
 
 def _actors_per_node(ray: ModuleType, actors: int) -> int:
@@ -169,9 +171,7 @@ def upscale_on_ray(
     """Render the segments on Ray and stitch them into `output`; returns the frame count.
     `parts` defaults to a part per FRAMES_PER_PART frames, at least one per worker. Weights
     that cannot load are one error (exit 4) before Ray starts, not a failure of every actor."""
-    check_for(opts)
-    opts = _weights_whole(opts)
-    ray, gpus = _start(address)
+    opts, ray, gpus = _start(opts, address)
     from ray.util import ActorPool
 
     count = workers or gpus or 1
@@ -209,13 +209,11 @@ def files_on_ray(
     The weights are checked here first, from their files' headers (no network is loaded here),
     so that weights that cannot load are one error (exit 4), as with local workers, not a
     failure of every file. Paths go to the actors whole (a cluster's actors do not share this
-    working folder). A file whose actor died on every
-    retry fails alone; an actor that could not start gives its file back and takes no more. The
-    actors are killed before this returns or is stopped (Ctrl-C), so none writes into the output
-    folder after the batch has let go of its lock."""
-    check_for(options)
-    options = _weights_whole(options)
-    ray, gpus = _start(address)
+    working folder). A file whose actor died on every retry fails alone; an actor that could not
+    start gives its file back and takes no more. The actors are killed before this returns or is
+    stopped (Ctrl-C), so none writes into the output folder after the batch has let go of its
+    lock."""
+    options, ray, gpus = _start(options, address)
     count = min(workers or gpus or 1, len(todo))
     cpu_only = _actor_device(options) == "cpu"
     actor = ray.remote(

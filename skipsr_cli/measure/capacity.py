@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -110,21 +111,20 @@ def _copies_at_once(
             proc.join(timeout=30)
             if proc.is_alive():
                 proc.terminate()
-    frames = sum(copy[0] for copy in done)
+    frames = sum(copy.frames for copy in done)
     waits: dict[str, float] = {}
     for copy in done:
-        for name, seconds in copy[4].items():
+        for name, seconds in copy.waits.items():
             waits[name] = round(waits.get(name, 0.0) + seconds, 3)
+    per_frame = lambda seconds: round(1000 * seconds / max(frames, 1), 3)  # noqa: E731
     return CapacityRow(
         workers=k,
         frames=frames,
         wall_s=round(wall, 3),
         total_fps=round(frames / wall, 2),
-        slowest_fps=round(min(copy[0] / copy[1] for copy in done), 2),
-        cpu_ms_per_frame=round(1000 * sum(copy[2] for copy in done) / max(frames, 1), 3),
-        main_thread_cpu_ms_per_frame=round(
-            1000 * sum(copy[3] for copy in done) / max(frames, 1), 3
-        ),
+        slowest_fps=round(min(copy.frames / copy.seconds for copy in done), 2),
+        cpu_ms_per_frame=per_frame(sum(copy.cpu for copy in done)),
+        main_thread_cpu_ms_per_frame=per_frame(sum(copy.main_cpu for copy in done)),
         waits_s=waits,
     )
 
@@ -147,9 +147,18 @@ def _pass(ready) -> None:
         ready.wait()
 
 
-def _next_result(results, procs: list) -> tuple[int, float, float, float, dict[str, float]]:
-    """The next copy's (frames, seconds, CPU seconds of its process, of its calling thread,
-    its pipeline's waits); a copy's error, or its death, ends the measurement."""
+class CopyRun(NamedTuple):
+    """One copy's timed run."""
+
+    frames: int
+    seconds: float
+    cpu: float  # CPU seconds of its whole process
+    main_cpu: float  # of its calling thread
+    waits: dict[str, float]  # its pipeline's waits
+
+
+def _next_result(results, procs: list) -> CopyRun:
+    """The next copy's run; a copy's error, or its death, ends the measurement."""
     while True:
         try:
             result = results.get(timeout=0.5)
@@ -159,7 +168,7 @@ def _next_result(results, procs: list) -> tuple[int, float, float, float, dict[s
             continue
         if isinstance(result, str):
             raise ModelError(f"a copy failed: {result}")
-        return result
+        return CopyRun(*result)
 
 
 def _reason(results) -> str:
@@ -211,7 +220,7 @@ def _copy(
         return
     main = time.thread_time() - main0
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    results.put((run.frames, wall, cpu, main, dict(run.waits)))
+    results.put((run.frames, wall, cpu, main, dict(run.waits)))  # a CopyRun's fields
 
 
 def _network(
