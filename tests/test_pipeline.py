@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -169,6 +169,25 @@ def test_the_helpers_count_who_waited_for_whom():
         ready.put(1)
     assert ready.first_wait < 0.01 < ready.idle  # the second wait is not taken for the first
 
+    def slow_after(n: int) -> Callable[[int], None]:
+        return lambda item: time.sleep(0.03 if item >= n else 0)
+
+    # its start: three items come slowly and go straight through; then the writer falls behind,
+    # the queue fills, and a later wait (the producer late again) is not taken for the start
+    with BackgroundWriter(slow_after(3), depth=2) as starting:
+        for i in range(8):
+            time.sleep(0.03 if i < 3 else 0)
+            starting.put(i)
+        time.sleep(0.5)  # the queue drains: the writer waits for the last item
+        starting.put(8)
+    assert 0.07 < starting.fill_wait < 0.25 < starting.idle
+    assert starting.first_wait <= starting.fill_wait
+    with BackgroundWriter(lambda item: None, depth=4) as never_behind:
+        for i in range(3):
+            time.sleep(0.02)
+            never_behind.put(i)
+    assert never_behind.fill_wait == never_behind.idle > 0.04  # every wait was before a full queue
+
     def late() -> Iterator[int]:
         for i in range(4):
             time.sleep(0.02)
@@ -247,10 +266,15 @@ def test_progress_counts_every_frame_once(model: SkipSR, clip: Path, tmp_path: P
         "model_waited_for_encoder",
         "encoder_waited_for_model",
         "encoder_waited_for_first_frames",
+        "encoder_waited_until_its_queue_filled",
     }
     assert all(0 <= w <= summary.wall_seconds for w in waits.values())
     # at least while the first chunk ran, and that wait is part of all the encoder's waits
-    assert 0 < waits["encoder_waited_for_first_frames"] <= waits["encoder_waited_for_model"]
+    first, filled = (
+        waits["encoder_waited_for_first_frames"],
+        waits["encoder_waited_until_its_queue_filled"],
+    )
+    assert 0 < first <= filled <= waits["encoder_waited_for_model"]
     assert hash(summary) == hash(summary)  # a summary stays hashable
     counts = [e.frames for e in events if type(e).__name__ == "Advanced"]
     assert counts == sorted(counts) and counts[-1] == 13  # the final report follows the drain

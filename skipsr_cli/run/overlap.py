@@ -147,7 +147,10 @@ class BackgroundWriter(Generic[T]):
         self._error: BaseException | None = None
         self.idle = 0.0  # seconds the writer waited for an item: the producer was behind
         self.first_wait = 0.0  # of which, until the first item: the producer's start
-        self._got_one = False
+        # and until the queue was first full: the writer's start, while it takes in items faster
+        # than they come (x264 takes about 50 frames into its lookahead before it encodes one)
+        self.fill_wait = 0.0
+        self._got_one = self._filled = False
         self.blocked = 0.0  # seconds `put` waited for room: the writer was behind
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -160,6 +163,8 @@ class BackgroundWriter(Generic[T]):
             self.idle += time.perf_counter() - began
             if not self._got_one:
                 self.first_wait, self._got_one = self.idle, True
+            if not self._filled:
+                self.fill_wait = self.idle
             if item is _END or self._stop.is_set():
                 return
             try:
@@ -180,6 +185,7 @@ class BackgroundWriter(Generic[T]):
         self._raise_error()
         if self._stop.is_set():
             raise RuntimeError("put() after close()")
+        self._filled = self._filled or self._queue.full()
         began = time.perf_counter()
         _put(self._queue, item, self._gone)
         self.blocked += time.perf_counter() - began
@@ -215,7 +221,7 @@ class InlineWriter(Generic[T]):
 
     def __init__(self, write: Callable[[T], None]) -> None:
         self._write = write
-        self.idle = self.first_wait = self.blocked = 0.0
+        self.idle = self.first_wait = self.fill_wait = self.blocked = 0.0
 
     def put(self, item: T) -> None:
         self._write(item)

@@ -211,14 +211,15 @@ def upscale(
 
 
 def pipeline_waits(frames: object, sink: Sink) -> dict[str, float]:
-    """Seconds each side waited for another: the model for decoded frames, the model for room in
-    the encoder's queue (the encoder set the pace), the encoder for finished frames, and of that
-    the wait for the first ones (the start: first frames decoded, the first chunk's model)."""
+    """Seconds each side waited: the model for decoded frames, and for room in the encoder's queue
+    (the encoder set the pace); the encoder for the model, and of that for the first frames and
+    until its queue was first full (its start, while it fills its own buffers: not yet behind)."""
     return {
         "model_waited_for_decoder": getattr(frames, "waited", 0.0),
         "model_waited_for_encoder": sink.blocked,
         "encoder_waited_for_model": sink.idle,
         "encoder_waited_for_first_frames": sink.first_wait,
+        "encoder_waited_until_its_queue_filled": sink.fill_wait,
     }
 
 
