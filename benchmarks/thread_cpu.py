@@ -1,0 +1,111 @@
+"""CPU time a frame by thread, over the timed part of one `bench capacity` row, for issue 14.
+
+Runs COMMAND (a `skipsr bench capacity ... --json` with one count of copies), samples every
+thread of the copies it spawns (its multiprocessing children) from /proc every EVERY seconds while
+it runs, then reads its JSON row and sums each thread's CPU over the row's last `wall_s` seconds:
+the timed part, after the copies have loaded and warmed up (to within a sample's interval). Threads group by the names they carry (overlap.py names the
+pipeline's helper threads): `calling thread` is each copy's main thread (the model's or bicubic's
+launches and the frames' conversion), `skipsr-decode` and FFmpeg's `av:h264:df*` the decoder,
+`skipsr-encode` the thread that hands frames to the encoder, and `python` the rest of the threads
+that keep the process's name: x264's own threads and torch's pool. Linux only.
+
+Usage: python3 benchmarks/thread_cpu.py [--every 0.2] [--label TEXT] -- COMMAND...
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TICK = os.sysconf("SC_CLK_TCK")
+Series = dict[str, tuple[str, list[tuple[float, float]]]]  # "pid/tid": (group, [(t, cpu s)])
+
+
+def copies(root: int) -> list[int]:
+    """The live copies `root` started: its children that multiprocessing spawned, less its
+    resource tracker (which outlives the copies)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                command = (entry / "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == root and b"spawn_main" in command and b"resource_tracker" not in command:
+                found.append(int(entry.name))
+    return found
+
+
+def sample(series: Series, pids: list[int], now: float) -> None:
+    """Each thread's CPU seconds so far (user and system), and its group."""
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            base = f"/proc/{pid}/task/{tid}"
+            try:
+                name = Path(f"{base}/comm").read_text().strip()
+                fields = Path(f"{base}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            group = "calling thread" if tid == str(pid) else name.rstrip("0123456789")
+            cpu = (int(fields[11]) + int(fields[12])) / TICK
+            series.setdefault(f"{pid}/{tid}", (group, []))[1].append((now, cpu))
+
+
+def by_group(series: Series, start: float) -> tuple[dict[str, float], dict[str, int]]:
+    """CPU seconds each group spent from `start` to each thread's last sample, and its threads."""
+    seconds: dict[str, float] = collections.Counter()
+    threads: dict[str, int] = collections.Counter()
+    for group, samples in series.values():
+        inside = [cpu for t, cpu in samples if t >= start]
+        before = [cpu for t, cpu in samples if t < start]
+        if inside:
+            seconds[group] += inside[-1] - (before[-1] if before else inside[0])
+            threads[group] += 1
+    return seconds, threads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--every", type=float, default=0.2, help="seconds between samples")
+    parser.add_argument("--label", default="", help="a name for the table")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the bench command")
+    args = parser.parse_args()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give the command after --")
+    series: Series = {}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    while proc.poll() is None:
+        sample(series, copies(proc.pid), time.monotonic())
+        time.sleep(args.every)
+    out = proc.stdout.read() if proc.stdout else ""
+    if proc.returncode != 0:
+        sys.exit(f"the command failed with exit code {proc.returncode}")
+    row = json.loads(out)["rows"][0]
+    if not series:
+        sys.exit("no copies were sampled: is the command a `bench capacity` run?")
+    end = max(t for _, samples in series.values() for t, _ in samples)
+    seconds, threads = by_group(series, end - row["wall_s"])
+    frames, total = row["frames"], sum(seconds.values())
+    print(
+        f"{args.label or ' '.join(command)}: {row['workers']} copies, {row['total_fps']} fps, "
+        f"{1000 * total / frames:.1f} CPU ms a frame over the timed {row['wall_s']} s"
+    )
+    print("| thread group | CPU ms a frame | threads |\n|---|---|---|")
+    for group, spent in sorted(seconds.items(), key=lambda item: -item[1]):
+        print(f"| {group} | {1000 * spent / frames:.1f} | {threads[group]} |")
+
+
+if __name__ == "__main__":
+    main()
