@@ -11,10 +11,11 @@
 #   the upscale copies once for each plan in each round (frames per chunk / overlap),
 #   upscale_SIZE_N-K_rR.json each (the floor keeps the default plan, 16/0: its bicubic costs next
 #   to nothing, so its chunks do not move the capacity).
-#   ROUNDS=R repeats floor and upscales R times, alternating, and ends with each plan's median
-#   ratio over the rounds: each round's ratio compares runs made minutes apart, which matters on
-#   a host whose encoding speed swings between sessions and within one (BENCHMARKS.md). Give it
-#   an empty OUTDIR: the medians read every round's files there.
+#   ROUNDS=R repeats floor and upscales R times, alternating (the floor first in odd rounds, the
+#   upscales first in even ones), and ends with each plan's median ratio over the rounds: each
+#   round's ratio compares runs made minutes apart, which matters on a host whose encoding speed
+#   swings between sessions and within one (BENCHMARKS.md). Give it an empty OUTDIR: the medians
+#   read every round's files there.
 set -uo pipefail
 SRC=$1; OUT=$2; W=${3:-}
 S="python3 -m skipsr_cli.cli"
@@ -24,19 +25,28 @@ for chunks in ${CHUNKS:-16/0}; do
 done
 case ${ROUNDS:-1} in ''|*[!0-9]*|0) echo "ROUNDS is a whole number of at least 1, not ${ROUNDS}" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
+floors() {  # the floor copies into $1; a failed run leaves no file
+  $S bench capacity "$OUT/in.mp4" --scale 2 --workers "${FLOORS:-1,2,3,4}" --devices all --json > "$1" \
+    || { echo "the floor copies failed ($size, round $round)" >&2; rm -f "$1"; return 1; }
+}
 for size in ${SIZES:-1280x720 1920x1080}; do
   python3 benchmarks/resize_clip.py "$SRC" "$OUT/in.mp4" "${size%x*}" "${size#*x}" "${FRAMES:-600}"
   [ -n "${RUN:-}" ] && $S bench run "$OUT/in.mp4" --scale 2 --frames 64 --json "${MODEL[@]}" > "$OUT/run_$size.json"
   for round in $(seq "${ROUNDS:-1}"); do
     cap="$OUT/capacity_${size}_r$round.json"
-    $S bench capacity "$OUT/in.mp4" --scale 2 --workers "${FLOORS:-1,2,3,4}" --devices all --json > "$cap" \
-      || { echo "the floor copies failed ($size, round $round)" >&2; rm -f "$cap"; continue; }
+    # odd rounds run the floor first, even rounds last: a run made second in a pair may be
+    # slower for that alone (BENCHMARKS.md, seventh session), and the order then cancels out
+    [ $((round % 2)) = 1 ] && { floors "$cap" || continue; }
     for chunks in ${CHUNKS:-16/0}; do
       up="$OUT/upscale_${size}_${chunks/\//-}_r$round.json"
       $S bench capacity "$OUT/in.mp4" --scale 2 --workers "${UPSCALES:-1,2,3,4}" --devices all --upscale --json \
         --chunk-frames "${chunks%/*}" --overlap "${chunks#*/}" "${MODEL[@]}" > "$up" \
-        || { echo "the upscale copies failed ($size, chunks $chunks, round $round)" >&2; rm -f "$up"; continue; }
-      python3 benchmarks/capacity_table.py "$cap" "$up"
+        || { echo "the upscale copies failed ($size, chunks $chunks, round $round)" >&2; rm -f "$up"; }
+    done
+    [ $((round % 2)) = 0 ] && { floors "$cap" || continue; }
+    for chunks in ${CHUNKS:-16/0}; do
+      up="$OUT/upscale_${size}_${chunks/\//-}_r$round.json"
+      [ -f "$up" ] && python3 benchmarks/capacity_table.py "$cap" "$up"
     done
   done
   python3 benchmarks/capacity_table.py --median "$OUT"/capacity_"${size}"_r*.json
