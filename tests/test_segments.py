@@ -91,6 +91,29 @@ def test_x264_parts_join_with_the_timing_and_audio_of_a_whole_run(clip, debug, t
         assert f.streams.audio[0].duration == g.streams.audio[0].duration
 
 
+def codec_of(path: Path) -> str:
+    with av.open(str(path)) as f:
+        return f.streams.video[0].codec_context.name
+
+
+# parts are Matroska files, but encoded as the output's container wants: webm takes VP9 (never
+# x264, which it cannot hold), and a lossless mp4 x264 at qp 0 (not Matroska's FFV1)
+@pytest.mark.parametrize(("name", "options", "codec"), [
+    ("out.webm", {}, "vp9"), ("out.mp4", {"lossless": True}, "h264"),
+])  # fmt: skip
+def test_parts_take_the_encoder_of_the_output_container(
+    clip, debug, tmp_path, name, options, codec
+):
+    api.upscale(clip, tmp_path / f"whole{Path(name).suffix}", model=debug, **RUN, **options)
+    render_parts(clip, tmp_path / name, debug, 2, **options)
+    assert api.stitch(tmp_path / name) == 23
+    assert codec_of(tmp_path / name) == codec_of(tmp_path / f"whole{Path(name).suffix}") == codec
+    whole, stitched = decoded(tmp_path / f"whole{Path(name).suffix}"), decoded(tmp_path / name)
+    assert len(stitched[0]) == 23 and stitched[2] == 1
+    if options.get("lossless"):
+        assert all(np.array_equal(a, b) for a, b in zip(whole[0], stitched[0], strict=True))
+
+
 def test_stitch_refuses_a_missing_or_foreign_part(clip, debug, tmp_path):
     out = tmp_path / "out.mkv"
     api.upscale(clip, out, model=debug, segment="1/2", **RUN)

@@ -27,7 +27,7 @@ from skipsr_cli.farm.segments import (
 )
 from skipsr_cli.media.joiner import join_videos, source_timestamps
 from skipsr_cli.run import pipeline
-from skipsr_cli.run.options import UpscaleOptions, job_of
+from skipsr_cli.run.options import UpscaleOptions, encode_options_of, job_of
 from skipsr_cli.run.progress import Event, Summary
 
 # What shapes a part's frames and its encoding: parts that differ in any of these cannot join.
@@ -61,8 +61,10 @@ def render_segment(
     manifest = folder / (segment.name + MANIFEST_SUFFIX)
     manifest.unlink(missing_ok=True)  # until the new part is complete, this part is not done
     part_opts = replace(opts, frames=(start, stop), overwrite=True, mask_out=None)
-    job = job_of(input, part, part_opts)
-    job = replace(job, encode=replace(job.encode, stitchable=True))
+    # the encoder OUTPUT's container takes (VP9 for webm, x264 4:4:4 for a lossless mp4), not the
+    # Matroska part's own default: the stitch copies the parts' video into OUTPUT as it is
+    encode = encode_options_of(part_opts, output)
+    job = replace(job_of(input, part, part_opts), encode=replace(encode, stitchable=True))
     plan = pipeline.prepare(job)
     net = load()
     summary = pipeline.upscale(net, plan, device, dtype, progress)
