@@ -125,6 +125,49 @@ def test_stitch_refuses_a_missing_or_foreign_part(clip, debug, tmp_path):
     assert not out.exists()
 
 
+def test_stitch_takes_the_input_by_its_content_not_its_path(clip, debug, tmp_path):
+    """Nodes that mount the storage at other paths make parts of the same file."""
+    elsewhere = tmp_path / "mnt2" / "in.mp4"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(clip.read_bytes())
+    out = tmp_path / "out.mkv"
+    api.upscale(clip, out, model=debug, segment="1/2", **RUN)
+    api.upscale(elsewhere, out, model=debug, segment="2/2", **RUN)
+    assert api.stitch(out) == 23
+
+
+def test_stitch_refuses_a_part_cut_short_or_replaced_naming_it(clip, debug, tmp_path):
+    out = tmp_path / "out.mkv"
+    render_parts(clip, out, debug, 2)
+    folder = tmp_path / "out.mkv.parts"
+    first, second = folder / "part-00001-of-00002.mkv", folder / "part-00002-of-00002.mkv"
+    kept = second.read_bytes()
+    second.write_bytes(kept[: len(kept) // 2])
+    with pytest.raises(InputError, match=r"part 2 \(part-00002-of-00002.mkv\) is \d+ bytes"):
+        api.stitch(out)
+    second.write_bytes(first.read_bytes())  # the first part's file copied over the second's
+    with pytest.raises(InputError, match="part 2 .*cut short or replaced"):
+        api.stitch(out)
+    assert not out.exists()
+    second.write_bytes(kept)
+    assert api.stitch(out) == 23
+
+
+def test_stitch_passes_over_the_parts_of_another_split(clip, debug, tmp_path):
+    """A folder that also holds an earlier split's parts: the only complete set is stitched;
+    with two complete sets the stitch cannot choose, and says what to remove."""
+    out = tmp_path / "out.mkv"
+    render_parts(clip, out, debug, 2)
+    api.upscale(clip, out, model=debug, segment="1/3", **RUN)  # an unfinished split into 3
+    assert api.stitch(out) == 23
+    out.unlink()
+    for i in (2, 3):
+        api.upscale(clip, out, model=debug, segment=f"{i}/3", **RUN)
+    with pytest.raises(InputError, match="splits into 2 and 3 parts, more than one of them"):
+        api.stitch(out)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("workers", [dict(devices="cpu,cpu"), dict(devices="cpu", workers=2)])
 def test_two_workers_render_one_video_as_one_device_does(
     clip, debug, tmp_path, monkeypatch, workers

@@ -74,6 +74,7 @@ def render_segment(
         "part": part.name,
         "frames": [start, stop],
         "frames_written": summary.frames,
+        "bytes": part.stat().st_size,  # the stitch refuses a part cut short or replaced since
         "total_frames": total,
         "input": str(input.resolve()),
         "fingerprint": fingerprint(input),
@@ -99,9 +100,17 @@ def finished_part(input: Path, output: Path, opts: UpscaleOptions, weights: str)
         and record.get("settings") == {k: _plain(getattr(opts, k)) for k in SHAPING}
         and record.get("weights") == weights
         and record.get("count") == segment.count
-        and (folder / record.get("part", "")).is_file()
+        and _intact(folder / record.get("part", ""), record.get("bytes"))
     )
     return record.get("frames_written") if same else None
+
+
+def _intact(part: Path, size: int | None) -> bool:
+    """The part's file is there, at the size it was written with (where the manifest says it)."""
+    try:
+        return part.is_file() and (size is None or part.stat().st_size == size)
+    except OSError:
+        return False
 
 
 def parts_left(

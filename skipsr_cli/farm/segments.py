@@ -154,7 +154,9 @@ def _difference(key: str, theirs: object, ours: object) -> str:
 
 def read_manifests(folder: Path, output: Path) -> list[dict]:
     """Every part's manifest, checked: one count, one input, one set of options and weights, all
-    parts present, each with the frames its range holds. Errors name the part."""
+    parts present, each file the size it was written with, each with the frames its range holds.
+    Errors name the part. Parts of another split (another N) left in the folder are passed over
+    when this one's set is the only complete one."""
     if not folder.is_dir():
         raise InputError(f"no parts to stitch for {output}: {folder} does not exist")
     manifests = []
@@ -165,9 +167,11 @@ def read_manifests(folder: Path, output: Path) -> list[dict]:
             raise InputError(f"cannot read the manifest {path}: {e}") from e
     if not manifests:
         raise InputError(f"no finished parts in {folder}")
+    manifests = _one_split(folder, manifests)
     first = manifests[0]
     for m in manifests[1:]:
-        for key in ("count", "input", "fingerprint", "settings", "weights", "total_frames"):
+        # the input by its fingerprint, not its path: nodes may mount the storage apart
+        for key in ("count", "fingerprint", "settings", "weights", "total_frames"):
             if m.get(key) != first.get(key):
                 raise InputError(
                     f"part {m['index']} of {folder} differs from part {first['index']} in "
@@ -183,6 +187,12 @@ def read_manifests(folder: Path, output: Path) -> list[dict]:
         part = folder / m["part"]
         if not part.is_file():
             raise InputError(f"part {m['index']} is listed but its file {part} is missing")
+        size = part.stat().st_size
+        if m.get("bytes") is not None and size != m["bytes"]:
+            raise InputError(
+                f"part {m['index']} ({part.name}) is {size} bytes, not the {m['bytes']} it was "
+                "written with: cut short or replaced; render it again"
+            )
         start, stop = m["frames"]
         if m["frames_written"] != stop - start:
             raise InputError(
@@ -190,6 +200,28 @@ def read_manifests(folder: Path, output: Path) -> list[dict]:
                 f"its range {start}:{stop} has {stop - start}"
             )
     return [have[i] for i in range(1, first["count"] + 1)]
+
+
+def _one_split(folder: Path, manifests: list[dict]) -> list[dict]:
+    """The manifests of the one split (N) the folder holds, or of the only complete one."""
+    splits: dict[object, list[dict]] = {}
+    for m in manifests:
+        splits.setdefault(m.get("count"), []).append(m)
+    if len(splits) == 1:
+        return manifests
+    complete = [
+        n
+        for n, ms in splits.items()
+        if isinstance(n, int) and {m.get("index") for m in ms} >= set(range(1, n + 1))
+    ]
+    if len(complete) == 1:
+        return splits[complete[0]]
+    counts = " and ".join(str(n) for n in sorted(splits, key=str))
+    raise InputError(
+        f"{folder} holds parts of splits into {counts} parts, "
+        f"{'none' if not complete else 'more than one'} of them complete: keep the files of one "
+        "(part-*-of-NNNNN.*) and remove the others"
+    )
 
 
 def model_hash(state: Mapping[str, object]) -> str:
