@@ -46,8 +46,34 @@ def test_parse_segment_from_text_and_from_farms():
     slurm = {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "5", "SLURM_ARRAY_TASK_MAX": "8"}
     assert parse_segment("auto", env=slurm) == Segment(3, 4)
     assert parse_segment(
-        "auto", env={"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "2"}
+        "auto",
+        env={
+            "SLURM_ARRAY_TASK_ID": "0",
+            "SLURM_ARRAY_TASK_MIN": "0",
+            "SLURM_ARRAY_TASK_COUNT": "2",
+        },
     ) == Segment(1, 2)
+    # --array=0-30:2 (16 tasks): task 2 is the second part, whatever --segments adds
+    stepped = {
+        "SLURM_ARRAY_TASK_MIN": "0",
+        "SLURM_ARRAY_TASK_MAX": "30",
+        "SLURM_ARRAY_TASK_STEP": "2",
+    }
+    stepped["SLURM_ARRAY_TASK_COUNT"] = "16"
+    for task, part in (("0", 1), ("2", 2), ("30", 16)):
+        env = {**stepped, "SLURM_ARRAY_TASK_ID": task}
+        assert parse_segment("auto", env=env) == parse_segment("auto", 16, env) == Segment(part, 16)
+    # what does not say which part a task is, refused rather than guessed: a part sent again as
+    # an array of its own (--array=7), a list (--array=1,5,9), a task off the array's step
+    alone = {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "7", "SLURM_ARRAY_TASK_MAX": "7"}
+    listed = {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "9"}
+    listed["SLURM_ARRAY_TASK_COUNT"] = "3"
+    for env, why in ((alone, "holds one task"), (listed, "not on a SLURM array range"), (
+        {**stepped, "SLURM_ARRAY_TASK_ID": "3"}, "not on a SLURM array range"
+    ), ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MAX": "9"}, "without SLURM_ARRAY_TASK_MIN")):  # fmt: skip
+        with pytest.raises(UsageError, match=why):
+            parse_segment("auto", 16, env)
+    assert parse_segment("auto", env={**alone, "SLURM_ARRAY_TASK_COUNT": "1"}) == Segment(1, 1)
     assert parse_segment("auto", 3, env={"JOB_COMPLETION_INDEX": "0"}) == Segment(1, 3)
     assert parse_segment("auto", 5, env={"AWS_BATCH_JOB_ARRAY_INDEX": "4"}) == Segment(5, 5)
     with pytest.raises(UsageError, match="--segments N"):

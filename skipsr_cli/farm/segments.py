@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,10 +76,7 @@ def _from_environment(count: int | None, env: Mapping[str, str]) -> Segment:
 
     slurm = number("SLURM_ARRAY_TASK_ID")
     if slurm is not None:
-        low = number("SLURM_ARRAY_TASK_MIN") or 0
-        high, total = number("SLURM_ARRAY_TASK_MAX"), number("SLURM_ARRAY_TASK_COUNT")
-        total = count or total or (None if high is None else high - low + 1)
-        return _indexed(slurm - low, total, "SLURM_ARRAY_TASK_ID")
+        return _from_slurm(slurm, count, number)
     for name in ("JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX"):
         index = number(name)
         if index is not None:
@@ -88,6 +85,32 @@ def _from_environment(count: int | None, env: Mapping[str, str]) -> Segment:
         "--segment auto: no array index in the environment (SLURM_ARRAY_TASK_ID, "
         "JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX); give --segment I/N"
     )
+
+
+def _from_slurm(task: int, count: int | None, number: Callable[[str], int | None]) -> Segment:
+    """Part I of N from a SLURM array `--array=A-B[:S]`: the task's place in the array. An array
+    that is a list (1,5,9) or a single task (a part sent again as --array=7) does not say which
+    part a task is, and is refused rather than guessed."""
+    low, high = number("SLURM_ARRAY_TASK_MIN"), number("SLURM_ARRAY_TASK_MAX")
+    step, tasks = number("SLURM_ARRAY_TASK_STEP") or 1, number("SLURM_ARRAY_TASK_COUNT")
+    if low is None or (high is None and tasks is None):
+        raise UsageError(
+            "--segment auto: SLURM_ARRAY_TASK_ID without SLURM_ARRAY_TASK_MIN and _MAX or _COUNT; "
+            "give --segment I/N"
+        )
+    span = (high - low) // step + 1 if high is not None else tasks
+    ask = "give the part as --segment I/N, or requeue the task in its array (scontrol requeue)"
+    if (task - low) % step or (tasks is not None and tasks != span):
+        raise UsageError(
+            f"--segment auto: task {task} is not on a SLURM array range A-B[:S] "
+            f"(min {low}, max {high}, step {step}, {tasks} tasks); {ask}"
+        )
+    if span == 1 and (count or 1) > 1:
+        raise UsageError(
+            f"--segment auto: SLURM's array holds one task ({task}), so which of the {count} "
+            f"parts it renders is not known; {ask}"
+        )
+    return _indexed((task - low) // step, count or span, "SLURM_ARRAY_TASK_ID")
 
 
 def _indexed(zero_based: int, count: int | None, name: str) -> Segment:
