@@ -151,6 +151,24 @@ def test_stitch_refuses_a_missing_or_foreign_part(clip, debug, tmp_path):
     assert not out.exists()
 
 
+def test_a_part_run_again_is_kept_when_done_and_rendered_again_when_not(clip, debug, tmp_path):
+    """A farm task sent again (a requeued array) keeps its finished part; other options, a part
+    cut short, or --overwrite render it again."""
+    out = tmp_path / "out.mkv"
+    part = tmp_path / "out.mkv.parts" / "part-00001-of-00002.mkv"
+    first = api.upscale(clip, out, model=debug, segment="1/2", **RUN)
+    written = part.stat().st_mtime_ns
+    again = api.upscale(clip, out, model=debug, segment="1/2", **RUN)
+    assert again.status == "kept" and again.frames == first.frames == 11
+    assert part.stat().st_mtime_ns == written
+    forced = api.upscale(clip, out, model=debug, segment="1/2", overwrite=True, **RUN)
+    assert forced.status == "ok" and part.stat().st_mtime_ns != written
+    part.write_bytes(part.read_bytes()[:-100])  # cut short since: rendered again
+    assert api.upscale(clip, out, model=debug, segment="1/2", **RUN).status == "ok"
+    other = api.upscale(clip, out, model=debug, segment="1/2", crf=30, **RUN)
+    assert other.status == "ok"
+
+
 def test_stitch_takes_the_input_by_its_content_not_its_path(clip, debug, tmp_path):
     """Nodes that mount the storage at other paths make parts of the same file."""
     elsewhere = tmp_path / "mnt2" / "in.mp4"

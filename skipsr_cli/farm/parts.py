@@ -59,7 +59,6 @@ def render_segment(
     folder.mkdir(parents=True, exist_ok=True)
     part = folder / (segment.name + PART_SUFFIX)
     manifest = folder / (segment.name + MANIFEST_SUFFIX)
-    manifest.unlink(missing_ok=True)  # until the new part is complete, this part is not done
     part_opts = replace(opts, frames=(start, stop), overwrite=True, mask_out=None)
     # the encoder OUTPUT's container takes (VP9 for webm, x264 4:4:4 for a lossless mp4), not the
     # Matroska part's own default: the stitch copies the parts' video into OUTPUT as it is
@@ -67,6 +66,15 @@ def render_segment(
     job = replace(job_of(input, part, part_opts), encode=replace(encode, stitchable=True))
     plan = pipeline.prepare(job)
     net = load()
+    weights = model_hash(net.state_dict())
+    # a task run again (a requeued array) keeps its part when it is done with the same input,
+    # options and weights; --overwrite renders it again
+    done = None if opts.overwrite else finished_part(input, output, opts, weights)
+    if done is not None:
+        summary = _kept(input, part, done, plan.out_size, device)
+        progress(summary)
+        return summary
+    manifest.unlink(missing_ok=True)  # until the new part is complete, this part is not done
     summary = pipeline.upscale(net, plan, device, dtype, progress)
     record = {
         "index": segment.index,
@@ -79,10 +87,17 @@ def render_segment(
         "input": str(input.resolve()),
         "fingerprint": fingerprint(input),
         "settings": {k: _plain(getattr(opts, k)) for k in SHAPING},
-        "weights": model_hash(net.state_dict()),
+        "weights": weights,
     }
     write_json_atomically(manifest, record)
     return summary
+
+
+def _kept(input: Path, part: Path, frames: int, size: tuple[int, int], device) -> Summary:
+    """The summary of a part that an earlier run finished: kept, not rendered again."""
+    return Summary(
+        str(input), str(part), frames, 0.0, 0.0, 0.0, None, 0, str(device), *size, status="kept"
+    )
 
 
 def finished_part(input: Path, output: Path, opts: UpscaleOptions, weights: str) -> int | None:

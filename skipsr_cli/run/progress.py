@@ -59,7 +59,7 @@ class Summary:
     device: str
     out_width: int
     out_height: int
-    status: str = "ok"
+    status: str = "ok"  # "kept": a farm part an earlier run finished, not rendered again
     warnings: tuple[str, ...] = ()  # e.g. streams the output container cannot hold, left out
     frames_lost: int = 0  # frames of a damaged input that were lost or could not be decoded
     denoise: float | None = None  # the --denoise blend the network ran with (None: not known)
@@ -228,6 +228,8 @@ def summary_text(s: Summary) -> str:
     lost = f", {s.frames_lost} input frame(s) lost" if s.frames_lost else ""
     denoise = f", denoise {s.denoise:.2f}" if s.denoise else ""
     gpu = f", peak GPU {s.peak_gpu_bytes / 2**30:.2f} GiB" if s.peak_gpu_bytes is not None else ""
+    if s.status == "kept":  # a part an earlier run finished
+        return f"kept: {s.frames} frames rendered before with these options -> {s.output}"
     return (
         f"done: {s.frames} frames in {s.wall_seconds:.1f}s ({s.fps:.2f} fps), skipped {s.skip_ratio:.1%} "
         f"of tokens{denoise}, peak host {s.peak_host_bytes / 2**30:.2f} GiB{gpu}{lost} -> {s.output}"
