@@ -169,6 +169,21 @@ def test_a_part_run_again_is_kept_when_done_and_rendered_again_when_not(clip, de
     assert other.status == "ok"
 
 
+def test_a_part_refuses_what_it_cannot_carry_and_does_not_warn_of_its_audio(clip, debug, tmp_path):
+    out = tmp_path / "out.mkv"
+    for extra in (dict(frames="0:10"), dict(mask_out=tmp_path / "mask.mkv")):
+        with pytest.raises(UsageError, match="not with --frames or --mask-out"):
+            api.upscale(clip, out, model=debug, segment="1/2", **extra, **RUN)
+    # more parts than frames: refused in every task, also in those that would have frames
+    with pytest.raises(UsageError, match="23 frames, fewer than 24 parts"):
+        api.upscale(clip, out, model=debug, segment="1/24", **RUN)
+    assert not (tmp_path / "out.mkv.parts").exists()
+    # the stitch adds the source's audio: a part says nothing of leaving it out
+    assert api.upscale(clip, out, model=debug, segment="1/2", **RUN).warnings == ()
+    whole_range = api.upscale(clip, tmp_path / "range.mkv", model=debug, frames="0:5", **RUN)
+    assert any("video only" in w for w in whole_range.warnings)  # a plain range still says so
+
+
 def test_stitch_takes_the_input_by_its_content_not_its_path(clip, debug, tmp_path):
     """Nodes that mount the storage at other paths make parts of the same file."""
     elsewhere = tmp_path / "mnt2" / "in.mp4"

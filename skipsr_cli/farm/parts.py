@@ -29,6 +29,7 @@ from skipsr_cli.media.joiner import join_videos, source_timestamps
 from skipsr_cli.run import pipeline
 from skipsr_cli.run.options import UpscaleOptions, encode_options_of, job_of
 from skipsr_cli.run.progress import Event, Summary
+from skipsr_cli.run.ranges import VIDEO_ONLY
 
 # What shapes a part's frames and its encoding: parts that differ in any of these cannot join.
 SHAPING = (
@@ -51,10 +52,17 @@ def render_segment(
     `total` is the input's frame count where the caller counted it already (one pass over the file
     for every part of a run, not one per part)."""
     segment = parse_segment(opts.segment, opts.segments)
+    if opts.frames is not None or opts.mask_out is not None:
+        raise UsageError(
+            "--segment renders its own range into a part: not with --frames or --mask-out"
+        )
     total = len(source_timestamps(input)[0]) if total is None else total
     start, stop = segment.frames(total)
-    if start == stop:
-        raise UsageError(f"--segment {segment.index}/{segment.count}: the input has {total} frames")
+    if segment.count > total:  # refused in every task, not only in those left with no frames
+        raise UsageError(
+            f"--segment {segment.index}/{segment.count}: the input has {total} frames, fewer "
+            f"than {segment.count} parts; split it into at most {total}"
+        )
     folder = parts_folder(output, opts.parts)
     folder.mkdir(parents=True, exist_ok=True)
     part = folder / (segment.name + PART_SUFFIX)
@@ -65,6 +73,8 @@ def render_segment(
     encode = encode_options_of(part_opts, output)
     job = replace(job_of(input, part, part_opts), encode=replace(encode, stitchable=True))
     plan = pipeline.prepare(job)
+    # the stitch copies the source's audio and subtitles into OUTPUT: no note that a part lacks them
+    plan = replace(plan, notes=tuple(n for n in plan.notes if n != VIDEO_ONLY))
     net = load()
     weights = model_hash(net.state_dict())
     # a task run again (a requeued array) keeps its part when it is done with the same input,

@@ -35,6 +35,12 @@ def parse_frames(value: str | tuple[int, int | None] | None) -> tuple[int, int |
     return start, stop
 
 
+VIDEO_ONLY = (
+    "a frame range holds video only: audio and subtitles are left out of it "
+    "(they belong to the file its pieces are joined into)"
+)
+
+
 def range_view(info: VideoInfo, frames: tuple[int, int | None]) -> tuple[VideoInfo, list[str]]:
     """What the run sees of the input inside the range: its length and frame numbers (a range past
     the end stops at the end, as farms' last chunks overshoot), and the notes for the summary."""
@@ -49,11 +55,6 @@ def range_view(info: VideoInfo, frames: tuple[int, int | None]) -> tuple[VideoIn
         numbers = tuple(
             info.frame_numbers[start:stop] if info.frame_numbers else range(start, stop)
         )
-    notes = []
-    if info.audio_streams and not info.sequence:
-        notes.append(
-            "a frame range holds video only: audio and subtitles are left out of it "
-            "(they belong to the file its pieces are joined into)"
-        )
+    notes = [VIDEO_ONLY] if info.audio_streams and not info.sequence else []
     length = None if stop is None else stop - start
     return replace(info, frame_count=length, frame_numbers=numbers), notes
