@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import random
 import signal
 import subprocess
@@ -15,7 +16,9 @@ import pytest
 from media import make_clip
 
 from skipsr_cli import api
+from skipsr_cli.errors import OutputError
 from skipsr_cli.farm import resume
+from skipsr_cli.farm.parts import LOCK_NAME
 from skipsr_cli.farm.segments import work_folder
 
 SMALL = "import skipsr_cli.farm.resume as r; r.RESUME_FRAMES = 10; r.FRAMES_PER_PART = 6; "
@@ -74,6 +77,24 @@ def test_a_named_parts_folder_is_kept_and_never_swept(tmp_path, small_segments):
     assert foreign.exists() and len(list((tmp_path / "farm").glob("part-*-of-00004.mkv"))) == 4
     a, b = frames(tmp_path / "a.mkv"), frames(tmp_path / "b.mkv")
     assert all(np.array_equal(x, y) for x, y in zip(a[0], b[0], strict=True))
+
+
+def test_a_second_run_of_the_same_output_is_refused_while_the_first_holds_it(
+    tmp_path, small_segments
+):
+    """Two long runs of one output would take and sweep each other's parts: the second is
+    refused at once, and runs once the first has let go (also when it died: the hold goes with
+    its process)."""
+    clip = make_clip(tmp_path / "in.mp4", frames=23, audio=False)
+    run = dict(model="debug", random_weights=True, device="cpu", chunk_frames=8, overlap=2)
+    out = tmp_path / "out.mkv"
+    work_folder(out).mkdir()
+    with open(work_folder(out) / LOCK_NAME, "a+") as first:
+        fcntl.flock(first, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the first run holds it
+        with pytest.raises(OutputError, match="another skipsr run is writing .*out.mkv"):
+            api.upscale(clip, out, **run)
+        assert not out.exists()
+    assert api.upscale(clip, out, **run).frames == 23 and not work_folder(out).exists()
 
 
 def test_sigkill_at_five_random_points_then_rerun_gives_the_whole_run(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 
 from models import SkipSR
-from skipsr_cli.errors import InputError, UsageError
+from skipsr_cli.errors import InputError, OutputError, UsageError
 from skipsr_cli.farm.segments import (
     MANIFEST_SUFFIX,
     PART_SUFFIX,
@@ -30,6 +31,8 @@ from skipsr_cli.run import pipeline
 from skipsr_cli.run.options import UpscaleOptions, encode_options_of, job_of
 from skipsr_cli.run.progress import Event, Summary
 from skipsr_cli.run.ranges import VIDEO_ONLY
+
+LOCK_NAME = ".skipsr-lock"  # in a parts folder: held by the one run that renders all its parts
 
 # What shapes a part's frames and its encoding: parts that differ in any of these cannot join.
 SHAPING = (
@@ -212,9 +215,31 @@ def parts_of_run(output: Path, opts: UpscaleOptions, count: int) -> Iterator[Ups
     farm's parts); else the hidden work folder beside the output, swept of the parts of another
     split first and removed once the block ends without an error."""
     if opts.parts is not None:
-        yield opts
+        with _held(opts.parts, output):
+            yield opts
         return
     folder = work_folder(output)
-    drop_other_splits(folder, count)
-    yield replace(opts, parts=folder)
-    shutil.rmtree(folder, ignore_errors=True)
+    with _held(folder, output):
+        drop_other_splits(folder, count)
+        yield replace(opts, parts=folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _held(folder: Path, output: Path) -> Iterator[None]:
+    """This run's hold on its parts folder, let go when it ends or dies: a second run of the same
+    output (or into the same --parts folder) is refused at once, rather than the two taking and
+    sweeping each other's parts. A farm's --segment tasks share a folder and take no hold."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / LOCK_NAME, "a+")  # noqa: SIM115 (held for the whole run)
+    except OSError as e:
+        raise OutputError(f"cannot write {folder}: {e.strerror or e}") from e
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(
+                f"another skipsr run is writing {output}: its parts folder {folder} is in use"
+            ) from None
+        yield
