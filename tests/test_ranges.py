@@ -92,8 +92,10 @@ def test_a_range_is_a_video_of_its_own(debug, clip, tmp_path):
 
 
 def test_a_range_past_the_end_is_refused_before_any_work(clip, tmp_path):
-    with pytest.raises(UsageError, match="has 23 frames"):
+    with pytest.raises(UsageError, match=r"^--frames 23:30 starts past the input's 23 frames$"):
         prepare(UpscaleJob(clip, tmp_path / "x.mkv", frames=(23, 30)))
+    with pytest.raises(UsageError, match=r"^--frames 40: starts past the input's 23 frames$"):
+        prepare(UpscaleJob(clip, tmp_path / "x.mkv", frames=(40, None)))
 
 
 def test_the_command_line_takes_a_range(clip, tmp_path):

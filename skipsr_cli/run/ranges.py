@@ -48,7 +48,8 @@ def range_view(info: VideoInfo, frames: tuple[int, int | None]) -> tuple[VideoIn
     count = info.frame_count
     if count is not None:
         if start >= count:
-            raise UsageError(f"--frames {start}:{stop or ''}: the input has {count} frames")
+            end = "" if stop is None else stop
+            raise UsageError(f"--frames {start}:{end} starts past the input's {count} frames")
         stop = count if stop is None else min(stop, count)
     numbers = None
     if stop is not None:
