@@ -239,7 +239,7 @@ def _one_split(folder: Path, manifests: list[dict]) -> list[dict]:
     ]
     if len(complete) == 1:
         return splits[complete[0]]
-    counts = " and ".join(str(n) for n in sorted(splits, key=str))
+    counts = " and ".join(str(n) for n in sorted(splits, key=lambda n: (str(type(n)), n)))
     raise InputError(
         f"{folder} holds parts of splits into {counts} parts, "
         f"{'none' if not complete else 'more than one'} of them complete: keep the files of one "
