@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 from models import SkipSR
-from skipsr_cli import __version__
 from skipsr_cli.errors import InputError, OutputError, UsageError
 from skipsr_cli.farm.segments import (
     MANIFEST_SUFFIX,
@@ -102,7 +101,6 @@ def render_segment(
         "fingerprint": fingerprint(input),
         "settings": {k: _plain(getattr(opts, k)) for k in SHAPING},
         "weights": weights,
-        "skipsr": __version__,  # for the reader of a refusal; parts are matched by the above
     }
     write_json_atomically(manifest, record)
     return summary
