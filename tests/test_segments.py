@@ -74,6 +74,14 @@ def test_parse_segment_from_text_and_from_farms():
         with pytest.raises(UsageError, match=why):
             parse_segment("auto", 16, env)
     assert parse_segment("auto", env={**alone, "SLURM_ARRAY_TASK_COUNT": "1"}) == Segment(1, 1)
+    # --segments that disagrees with the array: its tasks past N would fail, the stitch never run
+    sixteen = {
+        "SLURM_ARRAY_TASK_ID": "3",
+        "SLURM_ARRAY_TASK_MIN": "1",
+        "SLURM_ARRAY_TASK_MAX": "16",
+    }
+    with pytest.raises(UsageError, match="--segments 8 disagrees with SLURM's array of 16 tasks"):
+        parse_segment("auto", 8, sixteen)
     assert parse_segment("auto", 3, env={"JOB_COMPLETION_INDEX": "0"}) == Segment(1, 3)
     assert parse_segment("auto", 5, env={"AWS_BATCH_JOB_ARRAY_INDEX": "4"}) == Segment(5, 5)
     with pytest.raises(UsageError, match="--segments N"):
@@ -182,6 +190,15 @@ def test_a_part_refuses_what_it_cannot_carry_and_does_not_warn_of_its_audio(clip
     assert api.upscale(clip, out, model=debug, segment="1/2", **RUN).warnings == ()
     whole_range = api.upscale(clip, tmp_path / "range.mkv", model=debug, frames="0:5", **RUN)
     assert any("video only" in w for w in whole_range.warnings)  # a plain range still says so
+
+
+def test_the_stitch_names_the_odd_part_not_the_first(clip, debug, tmp_path):
+    out = tmp_path / "out.mkv"
+    api.upscale(clip, out, model=debug, segment="1/3", crf=30, **RUN)
+    for i in (2, 3):
+        api.upscale(clip, out, model=debug, segment=f"{i}/3", **RUN)
+    with pytest.raises(InputError, match=r"^part 1 .* differs from part 2 in settings \(crf 30"):
+        api.stitch(out)
 
 
 def test_stitch_takes_the_input_by_its_content_not_its_path(clip, debug, tmp_path):

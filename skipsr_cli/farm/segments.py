@@ -110,7 +110,9 @@ def _from_slurm(task: int, count: int | None, number: Callable[[str], int | None
             f"--segment auto: SLURM's array holds one task ({task}), so which of the {count} "
             f"parts it renders is not known; {ask}"
         )
-    return _indexed((task - low) // step, count or span, "SLURM_ARRAY_TASK_ID")
+    if count is not None and count != span:  # tasks past N would fail, and the stitch never run
+        raise UsageError(f"--segments {count} disagrees with SLURM's array of {span} tasks")
+    return _indexed((task - low) // step, span, "SLURM_ARRAY_TASK_ID")
 
 
 def _indexed(zero_based: int, count: int | None, name: str) -> Segment:
@@ -192,15 +194,18 @@ def read_manifests(folder: Path, output: Path) -> list[dict]:
         raise InputError(f"no finished parts in {folder}")
     manifests = _one_split(folder, manifests)
     first = manifests[0]
-    for m in manifests[1:]:
-        # the input by its fingerprint, not its path: nodes may mount the storage apart
-        for key in ("count", "fingerprint", "settings", "weights", "total_frames"):
-            if m.get(key) != first.get(key):
-                raise InputError(
-                    f"part {m['index']} of {folder} differs from part {first['index']} in "
-                    f"{_difference(key, m.get(key), first.get(key))}: it was made from another "
-                    "input, with other options, or by another version of skipsr"
-                )
+    # the input by its fingerprint, not its path: nodes may mount the storage apart
+    for key in ("count", "fingerprint", "settings", "weights", "total_frames"):
+        values = [json.dumps(m.get(key), sort_keys=True) for m in manifests]
+        usual = max(values, key=values.count)  # the odd part is named, not the first
+        if values.count(usual) < len(values):
+            odd = manifests[next(i for i, v in enumerate(values) if v != usual)]
+            like = manifests[values.index(usual)]
+            raise InputError(
+                f"part {odd['index']} of {folder} differs from part {like['index']} in "
+                f"{_difference(key, odd.get(key), like.get(key))}: it was made from another "
+                "input, with other options, or by another version of skipsr"
+            )
     have = {m["index"]: m for m in manifests}
     missing = [i for i in range(1, first["count"] + 1) if i not in have]
     if missing:
