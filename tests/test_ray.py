@@ -132,3 +132,34 @@ def test_actors_get_the_weights_files_as_absolute_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     whole = _weights_whole(UpscaleOptions(weights=Path("w.safetensors")))
     assert whole.weights == tmp_path / "w.safetensors" and whole.denoise_weights is None
+
+
+def test_a_cluster_that_cannot_be_reached_is_one_usage_error(tmp_path, monkeypatch):
+    """An address where nothing listens is said at once (not a wait without end); a refused
+    connection (Ray's token authentication, say) in one line, not as an internal error."""
+    import socket
+
+    from skipsr_cli.errors import UsageError
+
+    clip = make_clip(tmp_path / "in.mp4", frames=3, audio=False)
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = dict(model="debug", random_weights=True, device="cpu")
+    with pytest.raises(UsageError, match=f"cannot reach Ray at 127.0.0.1:{port}"):
+        api.upscale(clip, tmp_path / "a.mkv", ray=f"127.0.0.1:{port}", **run)
+    monkeypatch.setenv("RAY_ADDRESS", f"ray://127.0.0.1:{port}")
+    with pytest.raises(UsageError, match="cannot reach Ray at ray://"):
+        api.upscale(clip, tmp_path / "a.mkv", ray="auto", **run)
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("authentication failed: no token\nmore detail")
+
+    monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.setattr(ray, "init", refused)
+    with pytest.raises(
+        UsageError,
+        match=r"^--ray: cannot connect to Ray at this machine: authentication failed: no token$",
+    ):
+        api.upscale(clip, tmp_path / "a.mkv", ray="local", **run)
+    assert not (tmp_path / "a.mkv").exists()

@@ -13,6 +13,8 @@ each writes its done-record, so a rerun skips it, and one bad file fails alone.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +34,7 @@ from skipsr_cli.run.options import UpscaleOptions, load_network, resolve_dtype
 from skipsr_cli.run.progress import Event, Summary
 
 RETRIES = 2
+CONNECT_S = 10  # to reach a named cluster's head before Ray is asked to attach
 FRAMES_PER_PART = 1200  # a part a GPU renders in well under a minute at 720p
 _NO_ACTOR = "no Ray actor was left to run it"
 
@@ -142,10 +145,37 @@ def _start(options: UpscaleOptions, address: str | None) -> tuple[UpscaleOptions
         import ray
     except ImportError:
         raise UsageError("--ray needs Ray: pip install 'skipsr[ray]'") from None
-    ray.init(
-        address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False
-    )
+    _attach(ray, address)
     return options, ray, int(ray.cluster_resources().get("GPU", 0))
+
+
+def _attach(ray: ModuleType, address: str | None) -> None:
+    """`ray.init`, with a cluster that cannot be reached said in one line (exit 2), not as a wait
+    without end (an address where nothing listens) or a traceback (a refused connection)."""
+    target = address if address not in (None, "auto") else os.environ.get("RAY_ADDRESS")
+    endpoint = _host_port(target)
+    if endpoint is not None:
+        try:
+            socket.create_connection(endpoint, timeout=CONNECT_S).close()
+        except OSError as e:
+            raise UsageError(f"--ray: cannot reach Ray at {target}: {e.strerror or e}") from None
+    try:
+        ray.init(
+            address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False
+        )
+    except ConnectionError as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UsageError(
+            f"--ray: cannot connect to Ray at {target or 'this machine'}: {reason}"
+        ) from None
+
+
+def _host_port(address: str | None) -> tuple[str, int] | None:
+    """(host, port) of an address such as 10.0.0.5:6379 or ray://head:10001; None for others."""
+    if not address:
+        return None
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else None
 
 
 def _actors_per_node(ray: ModuleType, actors: int) -> int:
