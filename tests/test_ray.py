@@ -163,3 +163,12 @@ def test_a_cluster_that_cannot_be_reached_is_one_usage_error(tmp_path, monkeypat
     ):
         api.upscale(clip, tmp_path / "a.mkv", ray="local", **run)
     assert not (tmp_path / "a.mkv").exists()
+
+
+def test_addresses_to_reach_before_ray_attaches():
+    from skipsr_cli.farm.ray import _host_port
+
+    assert _host_port("10.0.0.5:6379") == ("10.0.0.5", 6379)
+    assert _host_port("ray://head:10001") == ("head", 10001)
+    assert _host_port("[fd00::5]:6379") == ("fd00::5", 6379)
+    assert _host_port("auto") is None and _host_port(None) is None

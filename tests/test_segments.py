@@ -73,7 +73,10 @@ def test_parse_segment_from_text_and_from_farms():
     ), ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MAX": "9"}, "without SLURM_ARRAY_TASK_MIN")):  # fmt: skip
         with pytest.raises(UsageError, match=why):
             parse_segment("auto", 16, env)
-    assert parse_segment("auto", env={**alone, "SLURM_ARRAY_TASK_COUNT": "1"}) == Segment(1, 1)
+    # N = 1 (the whole video on the one task) only when --segments 1 says so
+    assert parse_segment("auto", 1, {**alone, "SLURM_ARRAY_TASK_COUNT": "1"}) == Segment(1, 1)
+    with pytest.raises(UsageError, match="holds one task"):
+        parse_segment("auto", env={**alone, "SLURM_ARRAY_TASK_COUNT": "1"})
     # --segments that disagrees with the array: its tasks past N would fail, the stitch never run
     sixteen = {
         "SLURM_ARRAY_TASK_ID": "3",
@@ -175,6 +178,13 @@ def test_a_part_run_again_is_kept_when_done_and_rendered_again_when_not(clip, de
     assert api.upscale(clip, out, model=debug, segment="1/2", **RUN).status == "ok"
     other = api.upscale(clip, out, model=debug, segment="1/2", crf=30, **RUN)
     assert other.status == "ok"
+    # a manifest without the encoder (an older version's parts, which took Matroska's) is redone
+    manifest = part.with_suffix(".json")
+    record = json.loads(manifest.read_text())
+    assert api.upscale(clip, out, model=debug, segment="1/2", crf=30, **RUN).status == "kept"
+    del record["encoder"]
+    manifest.write_text(json.dumps(record))
+    assert api.upscale(clip, out, model=debug, segment="1/2", crf=30, **RUN).status == "ok"
 
 
 def test_a_part_refuses_what_it_cannot_carry_and_does_not_warn_of_its_audio(clip, debug, tmp_path):
@@ -229,17 +239,13 @@ def test_stitch_refuses_a_part_cut_short_or_replaced_naming_it(clip, debug, tmp_
     assert api.stitch(out) == 23
 
 
-def test_stitch_passes_over_the_parts_of_another_split(clip, debug, tmp_path):
-    """A folder that also holds an earlier split's parts: the only complete set is stitched;
-    with two complete sets the stitch cannot choose, and says what to remove."""
+def test_the_stitch_refuses_a_folder_of_two_splits_naming_them(clip, debug, tmp_path):
+    """A complete older split beside an unfinished newer one: which the user means is not known,
+    so the stitch does not pick the complete one (a run's own stitch knows its split)."""
     out = tmp_path / "out.mkv"
     render_parts(clip, out, debug, 2)
-    api.upscale(clip, out, model=debug, segment="1/3", **RUN)  # an unfinished split into 3
-    assert api.stitch(out) == 23
-    out.unlink()
-    for i in (2, 3):
-        api.upscale(clip, out, model=debug, segment=f"{i}/3", **RUN)
-    with pytest.raises(InputError, match="splits into 2 and 3 parts, more than one of them"):
+    api.upscale(clip, out, model=debug, segment="1/3", **RUN)  # a newer split, unfinished
+    with pytest.raises(InputError, match="holds parts of splits into 2 and 3 parts: keep"):
         api.stitch(out)
     assert not out.exists()
 

@@ -127,7 +127,7 @@ def upscale_on_devices(
     run = WholeRun(progress or _ignore, input, output, total, device_text(devices), began)
     with farm.parts_of_run(output, opts, parts) as opts:
         _render(input, output, opts, devices, parts, total, run)
-        frames, warnings = farm.stitch_run(output, input, opts)
+        frames, warnings = farm.stitch_run(output, input, opts, parts)
     return run.finish(frames, warnings)
 
 

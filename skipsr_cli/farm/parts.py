@@ -100,6 +100,7 @@ def render_segment(
         "input": str(input.resolve()),
         "fingerprint": fingerprint(input),
         "settings": {k: _plain(getattr(opts, k)) for k in SHAPING},
+        "encoder": encoder_of(opts, output),
         "weights": weights,
     }
     write_json_atomically(manifest, record)
@@ -126,11 +127,19 @@ def finished_part(input: Path, output: Path, opts: UpscaleOptions, weights: str)
     same = (
         record.get("fingerprint") == fingerprint(input)
         and record.get("settings") == {k: _plain(getattr(opts, k)) for k in SHAPING}
+        and record.get("encoder") == encoder_of(opts, output)  # parts made before it was recorded
         and record.get("weights") == weights
         and record.get("count") == segment.count
         and _intact(folder / record.get("part", ""), record.get("bytes"))
     )
     return record.get("frames_written") if same else None
+
+
+def encoder_of(opts: UpscaleOptions, output: Path) -> dict[str, object]:
+    """The encoder a part of OUTPUT is made with (its container's): parts of an mp4 and of a webm
+    run with the same options differ in it."""
+    encode = encode_options_of(replace(opts, frames=None, mask_out=None), output)
+    return {"codec": encode.codec, "pix_fmt": encode.pix_fmt, "lossless": encode.lossless}
 
 
 def _intact(part: Path, size: int | None) -> bool:
@@ -170,11 +179,13 @@ def stitch(
     copy_audio: bool = True,
     copy_subtitles: bool = True,
     audio_kbps: int | None = None,
+    count: int | None = None,
 ) -> tuple[int, list[str]]:
     """Join every part of OUTPUT into it; returns (frames, warnings). Refuses a missing part, a
-    part of another input or other options, or one whose frame count is off, naming it."""
+    part of another input or other options, or one whose frame count is off, naming it. `count`:
+    the split (N) to join where the folder may hold another's parts (a run's own split)."""
     folder = parts_folder(output, parts)
-    manifests = read_manifests(folder, output)
+    manifests = read_manifests(folder, output, count)
     first = manifests[0]
     source = Path(first["input"]) if source is None else source
     if not source.is_file():
@@ -195,8 +206,10 @@ def stitch(
     return frames, warnings
 
 
-def stitch_run(output: Path, input: Path, opts: UpscaleOptions) -> tuple[int, list[str]]:
-    """`stitch` with a run's own options: its parts folder, overwrite and streams."""
+def stitch_run(
+    output: Path, input: Path, opts: UpscaleOptions, count: int
+) -> tuple[int, list[str]]:
+    """`stitch` with a run's own options and split: its parts folder, overwrite and streams."""
     return stitch(
         output,
         opts.parts,
@@ -205,6 +218,7 @@ def stitch_run(output: Path, input: Path, opts: UpscaleOptions) -> tuple[int, li
         copy_audio=opts.copy_audio,
         copy_subtitles=opts.copy_subtitles,
         audio_kbps=opts.audio_bitrate,
+        count=count,
     )
 
 
@@ -222,7 +236,7 @@ def parts_of_run(output: Path, opts: UpscaleOptions, count: int) -> Iterator[Ups
     with _held(folder, output):
         drop_other_splits(folder, count)
         yield replace(opts, parts=folder)
-        shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)  # let go first: NFS keeps a file that is open
 
 
 @contextlib.contextmanager
@@ -242,4 +256,6 @@ def _held(folder: Path, output: Path) -> Iterator[None]:
             raise OutputError(
                 f"another skipsr run is writing {output}: its parts folder {folder} is in use"
             ) from None
+        except OSError:  # a file system without locks (Lustre's noflock, NFS without lockd)
+            pass  # runs as before there was a hold, rather than not at all
         yield

@@ -152,7 +152,9 @@ def _start(options: UpscaleOptions, address: str | None) -> tuple[UpscaleOptions
 def _attach(ray: ModuleType, address: str | None) -> None:
     """`ray.init`, with a cluster that cannot be reached said in one line (exit 2), not as a wait
     without end (an address where nothing listens) or a traceback (a refused connection)."""
-    target = address if address not in (None, "auto") else os.environ.get("RAY_ADDRESS")
+    # "local" starts a Ray of its own; none, or "auto", may take RAY_ADDRESS's
+    target = None if address == "local" else address
+    target = os.environ.get("RAY_ADDRESS") if target in (None, "auto") else target
     endpoint = _host_port(target)
     if endpoint is not None:
         try:
@@ -175,6 +177,7 @@ def _host_port(address: str | None) -> tuple[str, int] | None:
     if not address:
         return None
     host, _, port = address.removeprefix("ray://").rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")  # [fd00::5]:6379
     return (host, int(port)) if host and port.isdigit() else None
 
 
@@ -186,8 +189,9 @@ def _actors_per_node(ray: ModuleType, actors: int) -> int:
 
 
 def ray_address(text: str) -> str | None:
-    """The address for ray.init: none (a local Ray) for "local" or ""."""
-    return None if text in ("", "local") else text
+    """The address for ray.init: "local" starts a Ray of its own on this machine, also where
+    one runs already; "" is none (RAY_ADDRESS's cluster, else a local Ray)."""
+    return None if text == "" else text
 
 
 def upscale_on_ray(
@@ -222,7 +226,7 @@ def upscale_on_ray(
         jobs = [(str(input), str(output), i, parts, total) for i in range(1, parts + 1)]
         for _ in pool.map_unordered(lambda a, job: a.render.remote(*job), jobs):
             pass
-        frames, _ = farm.stitch_run(output, input, opts)
+        frames, _ = farm.stitch_run(output, input, opts, parts)
     return frames
 
 

@@ -90,5 +90,5 @@ def upscale_resumably(
             farm.render_segment(
                 input, output, part, lambda: model, device, dtype, run.part(index), total
             )
-        frames, warnings = farm.stitch_run(output, input, opts)
+        frames, warnings = farm.stitch_run(output, input, opts, count)
     return run.finish(frames, warnings)

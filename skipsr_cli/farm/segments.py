@@ -105,10 +105,10 @@ def _from_slurm(task: int, count: int | None, number: Callable[[str], int | None
             f"--segment auto: task {task} is not on a SLURM array range A-B[:S] "
             f"(min {low}, max {high}, step {step}, {tasks} tasks); {ask}"
         )
-    if span == 1 and (count or 1) > 1:
+    if span == 1 and count != 1:  # N = 1 only when --segments 1 says so
         raise UsageError(
-            f"--segment auto: SLURM's array holds one task ({task}), so which of the {count} "
-            f"parts it renders is not known; {ask}"
+            f"--segment auto: SLURM's array holds one task ({task}), so which part it renders "
+            f"is not known; {ask}"
         )
     if count is not None and count != span:  # tasks past N would fail, and the stitch never run
         raise UsageError(f"--segments {count} disagrees with SLURM's array of {span} tasks")
@@ -177,11 +177,11 @@ def _difference(key: str, theirs: object, ours: object) -> str:
     return f"{key} ({'; '.join(f'{k} {theirs.get(k)}, not {ours.get(k)}' for k in names)})"
 
 
-def read_manifests(folder: Path, output: Path) -> list[dict]:
+def read_manifests(folder: Path, output: Path, count: int | None = None) -> list[dict]:
     """Every part's manifest, checked: one count, one input, one set of options and weights, all
     parts present, each file the size it was written with, each with the frames its range holds.
-    Errors name the part. Parts of another split (another N) left in the folder are passed over
-    when this one's set is the only complete one."""
+    Errors name the part. With `count` (a run's own split) parts of another split (another N)
+    are passed over; without it, a folder that holds several splits is refused, naming them."""
     if not folder.is_dir():
         raise InputError(f"no parts to stitch for {output}: {folder} does not exist")
     manifests = []
@@ -192,7 +192,7 @@ def read_manifests(folder: Path, output: Path) -> list[dict]:
             raise InputError(f"cannot read the manifest {path}: {e}") from e
     if not manifests:
         raise InputError(f"no finished parts in {folder}")
-    manifests = _one_split(folder, manifests)
+    manifests = _one_split(folder, manifests, count)
     first = manifests[0]
     # the input by its fingerprint, not its path: nodes may mount the storage apart
     for key in ("count", "fingerprint", "settings", "weights", "total_frames"):
@@ -230,26 +230,20 @@ def read_manifests(folder: Path, output: Path) -> list[dict]:
     return [have[i] for i in range(1, first["count"] + 1)]
 
 
-def _one_split(folder: Path, manifests: list[dict]) -> list[dict]:
-    """The manifests of the one split (N) the folder holds, or of the only complete one."""
-    splits: dict[object, list[dict]] = {}
-    for m in manifests:
-        splits.setdefault(m.get("count"), []).append(m)
-    if len(splits) == 1:
-        return manifests
-    complete = [
-        n
-        for n, ms in splits.items()
-        if isinstance(n, int) and {m.get("index") for m in ms} >= set(range(1, n + 1))
-    ]
-    if len(complete) == 1:
-        return splits[complete[0]]
-    counts = " and ".join(str(n) for n in sorted(splits, key=lambda n: (str(type(n)), n)))
-    raise InputError(
-        f"{folder} holds parts of splits into {counts} parts, "
-        f"{'none' if not complete else 'more than one'} of them complete: keep the files of one "
-        "(part-*-of-NNNNN.*) and remove the others"
-    )
+def _one_split(folder: Path, manifests: list[dict], count: int | None) -> list[dict]:
+    """The manifests of split `count`, or of the one split the folder holds."""
+    if count is not None:
+        mine = [m for m in manifests if m.get("count") == count]
+        if not mine:
+            raise InputError(f"no finished parts of a split into {count} in {folder}")
+        return mine
+    counts = sorted({m.get("count") for m in manifests}, key=lambda n: (str(type(n)), n))
+    if len(counts) > 1:  # which one the user means is not known: an older split may be complete
+        raise InputError(
+            f"{folder} holds parts of splits into {' and '.join(map(str, counts))} parts: keep "
+            "the files of one (part-*-of-NNNNN.*) and remove the others"
+        )
+    return manifests
 
 
 def model_hash(state: Mapping[str, object]) -> str:
