@@ -470,3 +470,36 @@ def test_a_folder_batch_refuses_segments(tmp_path):
         assert result.exit_code == 2, result.output
         assert "--devices or --ray" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_one_batch_at_a_time_and_none_without_file_locks(tmp_path, monkeypatch):
+    """A second batch into the same folder is refused while the first holds it; on a file system
+    without locks a batch is refused too (clearing partials would not be safe), as one error."""
+    import errno
+    import fcntl
+
+    from skipsr_cli.batch import records
+    from skipsr_cli.errors import OutputError
+
+    out = tmp_path / "out"
+    (out / records.STATE_DIR).mkdir(parents=True)
+    partial = out / ".a.1234.skipsr-partial.mp4"
+    partial.write_bytes(b"a killed run's")
+    with open(out / records.STATE_DIR / "lock", "a+") as first:
+        fcntl.flock(first, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a live batch holds it
+        busy = pytest.raises(OutputError, match=f"another skipsr batch is writing into {out}")
+        with busy, records.batch_lock(out):
+            pass
+    assert partial.exists()  # a live batch's partial file is never swept
+
+    def no_locks(*args):  # Lustre mounted noflock, NFS without lockd
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    no_hold = pytest.raises(OutputError, match="its file system has no file locks")
+    with no_hold, records.batch_lock(out):
+        pass
+    assert partial.exists()
+    monkeypatch.undo()
+    with records.batch_lock(out):
+        assert not partial.exists()

@@ -224,21 +224,10 @@ def is_done(path: Path, input: Path, outputs: list[Path], options: dict, weights
 def batch_lock(out_dir: Path, *others: Path) -> Iterator[None]:
     """Hold OUT_DIR's lock for the batch, then clear the partial files of killed runs there (and
     in `others`, e.g. the folder of mask videos)."""
-    state = out_dir / STATE_DIR
-    try:
-        state.mkdir(parents=True, exist_ok=True)
-        handle = open(state / "lock", "a+")  # noqa: SIM115 (held for the whole batch)
-    except OSError as e:
-        raise OutputError(f"cannot write {out_dir}: {e.strerror or e}") from e
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputError(f"another skipsr batch is writing into {out_dir}") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+    busy = f"another skipsr batch is writing into {out_dir}"
+    with exclusive_hold(out_dir / STATE_DIR / "lock", busy) as held:
+        if not held:  # clearing partials is safe only where no other batch can be writing
+            raise OutputError(f"cannot lock {out_dir}: its file system has no file locks")
         for folder in (out_dir, *others):
             remove_partials(folder)
         remove_stale_claims(out_dir)
@@ -246,6 +235,33 @@ def batch_lock(out_dir: Path, *others: Path) -> Iterator[None]:
             yield
         finally:  # claims of files that failed, were stopped, or whose worker died mid-file
             remove_stale_claims(out_dir)
+
+
+@contextlib.contextmanager
+def exclusive_hold(lock: Path, busy: str) -> Iterator[bool]:
+    """One process's hold on the file `lock` (fcntl), let go when the block ends or the process
+    dies; another holder is refused with `busy` (an OutputError). Yields False, not holding it,
+    where the file system has no locks (Lustre mounted noflock, NFS without lockd): the caller
+    says whether it may go on without."""
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a+")  # noqa: SIM115 (held for the whole block)
+    except OSError as e:
+        raise OutputError(f"cannot write {lock.parent}: {e.strerror or e}") from e
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
+        except BlockingIOError:
+            raise OutputError(busy) from None
+        except OSError:
+            held = False
+        if held:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+        yield held
 
 
 def remove_partials(out_dir: Path) -> list[Path]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -13,7 +12,8 @@ from pathlib import Path
 import torch
 
 from models import SkipSR
-from skipsr_cli.errors import InputError, OutputError, UsageError
+from skipsr_cli.batch.records import exclusive_hold
+from skipsr_cli.errors import InputError, UsageError
 from skipsr_cli.farm.segments import (
     MANIFEST_SUFFIX,
     PART_SUFFIX,
@@ -26,6 +26,7 @@ from skipsr_cli.farm.segments import (
     work_folder,
     write_json_atomically,
 )
+from skipsr_cli.media.encoding import EncodeOptions
 from skipsr_cli.media.joiner import join_videos, source_timestamps
 from skipsr_cli.run import pipeline
 from skipsr_cli.run.options import UpscaleOptions, encode_options_of, job_of
@@ -100,7 +101,7 @@ def render_segment(
         "input": str(input.resolve()),
         "fingerprint": fingerprint(input),
         "settings": {k: _plain(getattr(opts, k)) for k in SHAPING},
-        "encoder": encoder_of(opts, output),
+        "encoder": encoder_of(encode),
         "weights": weights,
     }
     write_json_atomically(manifest, record)
@@ -110,7 +111,18 @@ def render_segment(
 def _kept(input: Path, part: Path, frames: int, size: tuple[int, int], device) -> Summary:
     """The summary of a part that an earlier run finished: kept, not rendered again."""
     return Summary(
-        str(input), str(part), frames, 0.0, 0.0, 0.0, None, 0, str(device), *size, status="kept"
+        input=str(input),
+        output=str(part),
+        frames=frames,
+        wall_seconds=0.0,
+        fps=0.0,
+        skip_ratio=0.0,
+        peak_gpu_bytes=None,
+        peak_host_bytes=0,
+        device=str(device),
+        out_width=size[0],
+        out_height=size[1],
+        status="kept",
     )
 
 
@@ -127,7 +139,7 @@ def finished_part(input: Path, output: Path, opts: UpscaleOptions, weights: str)
     same = (
         record.get("fingerprint") == fingerprint(input)
         and record.get("settings") == {k: _plain(getattr(opts, k)) for k in SHAPING}
-        and record.get("encoder") == encoder_of(opts, output)  # parts made before it was recorded
+        and record.get("encoder") == encoder_of(encode_options_of(opts, output))
         and record.get("weights") == weights
         and record.get("count") == segment.count
         and _intact(folder / record.get("part", ""), record.get("bytes"))
@@ -135,10 +147,10 @@ def finished_part(input: Path, output: Path, opts: UpscaleOptions, weights: str)
     return record.get("frames_written") if same else None
 
 
-def encoder_of(opts: UpscaleOptions, output: Path) -> dict[str, object]:
-    """The encoder a part of OUTPUT is made with (its container's): parts of an mp4 and of a webm
-    run with the same options differ in it."""
-    encode = encode_options_of(replace(opts, frames=None, mask_out=None), output)
+def encoder_of(encode: EncodeOptions) -> dict[str, object]:
+    """What a manifest records of a part's encoder (its output container's): parts of an mp4 and
+    of a webm made with the same options differ in it, and parts made before it was recorded
+    match no run."""
     return {"codec": encode.codec, "pix_fmt": encode.pix_fmt, "lossless": encode.lossless}
 
 
@@ -241,21 +253,10 @@ def parts_of_run(output: Path, opts: UpscaleOptions, count: int) -> Iterator[Ups
 
 @contextlib.contextmanager
 def _held(folder: Path, output: Path) -> Iterator[None]:
-    """This run's hold on its parts folder, let go when it ends or dies: a second run of the same
-    output (or into the same --parts folder) is refused at once, rather than the two taking and
-    sweeping each other's parts. A farm's --segment tasks share a folder and take no hold."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / LOCK_NAME, "a+")  # noqa: SIM115 (held for the whole run)
-    except OSError as e:
-        raise OutputError(f"cannot write {folder}: {e.strerror or e}") from e
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputError(
-                f"another skipsr run is writing {output}: its parts folder {folder} is in use"
-            ) from None
-        except OSError:  # a file system without locks (Lustre's noflock, NFS without lockd)
-            pass  # runs as before there was a hold, rather than not at all
+    """This run's hold on its parts folder: a second run of the same output (or into the same
+    --parts folder) is refused at once, rather than the two taking and sweeping each other's
+    parts. Where the file system has no locks the run goes on without the hold, as before there
+    was one. A farm's --segment tasks share a folder and take no hold."""
+    busy = f"another skipsr run is writing {output}: its parts folder {folder} is in use"
+    with exclusive_hold(folder / LOCK_NAME, busy):
         yield

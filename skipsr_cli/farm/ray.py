@@ -7,8 +7,9 @@ where N exceeds them) loads the model once and renders part after part, or file 
 shared queue; an actor that dies is restarted (twice at most) and its task retried there. Every
 node must see the input and the output's folder at the same paths (shared storage), as a farm's
 nodes do. Parts are the same files `--segment I/N` writes, so a run that stopped is resumed by the
-next: finished parts whose manifests match are kept, and the parts are stitched. A batch's files are run as the local workers run them (batch/workers.py):
-each writes its done-record, so a rerun skips it, and one bad file fails alone.
+next: finished parts whose manifests match are kept, and the parts are stitched. A batch's files
+are run as the local workers run them (batch/workers.py): each writes its done-record, so a rerun
+skips it, and one bad file fails alone.
 """
 
 from __future__ import annotations
