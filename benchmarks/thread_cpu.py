@@ -7,7 +7,8 @@ the timed part, after the copies have loaded and warmed up (to within a sample's
 pipeline's helper threads): `calling thread` is each copy's main thread (the model's or bicubic's
 launches and the frames' conversion), `skipsr-decode` and FFmpeg's `av:h264:df*` the decoder,
 `skipsr-encode` the thread that hands frames to the encoder, and `python` the rest of the threads
-that keep the process's name: x264's own threads and torch's pool. Linux only.
+that keep the process's name: x264's own threads and torch's pool, listed apart by how busy each
+is. Linux only.
 
 Usage: python3 benchmarks/thread_cpu.py [--every 0.2] [--label TEXT] -- COMMAND...
 """
@@ -105,6 +106,30 @@ def main() -> None:
     print("| thread group | CPU ms a frame | threads |\n|---|---|---|")
     for group, spent in sorted(seconds.items(), key=lambda item: -item[1]):
         print(f"| {group} | {1000 * spent / frames:.1f} | {threads[group]} |")
+    ranks = python_by_rank(series, end - row["wall_s"])
+    print(
+        "`python` threads of a copy, busiest first, CPU ms a frame (mean over copies): "
+        + ", ".join(
+            f"{1000 * spent / frames:.1f}" for spent in ranks if 1000 * spent / frames >= 0.1
+        )
+    )
+
+
+def python_by_rank(series: Series, start: float) -> list[float]:
+    """The `python` group's threads in each copy sorted busiest first, each rank's CPU seconds
+    averaged over the copies: x264's frame threads and lookahead, torch's pool and the rest, which
+    carry one name, come apart by how busy each is."""
+    per_copy: dict[str, list[float]] = collections.defaultdict(list)
+    for key, (group, samples) in series.items():
+        inside = [cpu for t, cpu in samples if t >= start]
+        before = [cpu for t, cpu in samples if t < start]
+        if group == "python" and inside:
+            per_copy[key.split("/")[0]].append(inside[-1] - (before[-1] if before else inside[0]))
+    if not per_copy:
+        return []
+    ranked = [sorted(spent, reverse=True) for spent in per_copy.values()]
+    width = max(len(spent) for spent in ranked)
+    return [sum(s[i] for s in ranked if i < len(s)) / len(ranked) for i in range(width)]
 
 
 if __name__ == "__main__":
