@@ -148,7 +148,15 @@ def upscale(
         plan = pipeline.prepare(job_of(input, output, opts))  # refuses what it can before loading
         frames = plan.info.frame_count or 0
         long = resume.resumable(input, output, opts, frames)
-        splits = long or (several and frames > 1 and resume.splittable(input, output, opts))
+        asked = opts.segments is not None  # N parts, whatever the length or the workers
+        if asked and not resume.splittable(input, output, opts):
+            raise UsageError(
+                "--segments renders a whole video file into mp4, mkv, mov or webm in parts: "
+                "not with --frames, --mask-out, or images in or out"
+            )
+        splits = (
+            long or asked or (several and frames > 1 and resume.splittable(input, output, opts))
+        )
         if splits:
             total = resume.split_frames(input, plan.info)  # None: cut short, run in one piece
         parts = opts.segments
@@ -174,7 +182,7 @@ def upscale(
         return farm.render_segment(input, output, opts, load, device, dtype, progress or _ignore)
     if total is not None:  # a long video on one device
         return resume.upscale_resumably(
-            input, output, opts, load, device, dtype, progress or _ignore, total
+            input, output, opts, load, device, dtype, progress or _ignore, total, opts.segments
         )
     return pipeline.upscale(load(), plan, device, dtype, progress or _ignore)
 

@@ -17,7 +17,7 @@ import pytest
 from media import make_clip
 
 from skipsr_cli import api
-from skipsr_cli.errors import OutputError
+from skipsr_cli.errors import OutputError, UsageError
 from skipsr_cli.farm import resume
 from skipsr_cli.farm.parts import LOCK_NAME
 from skipsr_cli.farm.segments import work_folder
@@ -78,6 +78,35 @@ def test_a_named_parts_folder_is_kept_and_never_swept(tmp_path, small_segments):
     assert foreign.exists() and len(list((tmp_path / "farm").glob("part-*-of-00004.mkv"))) == 4
     a, b = frames(tmp_path / "a.mkv"), frames(tmp_path / "b.mkv")
     assert all(np.array_equal(x, y) for x, y in zip(a[0], b[0], strict=True))
+
+
+def test_segments_n_splits_a_short_video_too_and_refuses_what_cannot_split(tmp_path):
+    """--segments N without --segment: the video runs in N parts on this machine whatever its
+    length (at most one a frame), as a long one does; a frame range, a mask video or an image
+    output cannot be split, and are refused before anything is written."""
+    clip = make_clip(tmp_path / "in.mp4", frames=23, audio=True)
+    run = dict(model="debug", random_weights=True, device="cpu", lossless=True)
+    parts = tmp_path / "parts"
+    assert api.upscale(clip, tmp_path / "a.mkv", segments=3, parts=parts, **run).frames == 23
+    assert len(list(parts.glob("part-*-of-00003.mkv"))) == 3
+    api.upscale(clip, tmp_path / "b.mkv", segments=40, parts=tmp_path / "p40", **run)
+    assert len(list((tmp_path / "p40").glob("part-*-of-00023.mkv"))) == 23
+    api.upscale(clip, tmp_path / "one.mkv", **run)
+    one = frames(tmp_path / "one.mkv")
+    for name in ("a.mkv", "b.mkv"):
+        got = frames(tmp_path / name)
+        assert all(np.array_equal(x, y) for x, y in zip(got[0], one[0], strict=True))
+        assert got[1] == pytest.approx(one[1]) and got[2] == one[2] == 1
+    refused = (
+        dict(frames="0:10"),
+        dict(mask_out=tmp_path / "mask.mkv"),
+        dict(output=tmp_path / "frame_%04d.png"),
+    )
+    for extra in refused:
+        out = extra.pop("output", tmp_path / "c.mkv")
+        with pytest.raises(UsageError, match="--segments renders a whole video file"):
+            api.upscale(clip, out, segments=3, **extra, **run)
+    assert not (tmp_path / "c.mkv").exists() and not list(tmp_path.glob("frame_*"))
 
 
 def test_a_second_run_of_the_same_output_is_refused_while_the_first_holds_it(

@@ -164,7 +164,7 @@ def test_stitch_refuses_a_missing_or_foreign_part(clip, debug, tmp_path):
 
 def test_a_part_run_again_is_kept_when_done_and_rendered_again_when_not(clip, debug, tmp_path):
     """A farm task sent again (a requeued array) keeps its finished part; other options, a part
-    cut short, or --overwrite render it again."""
+    cut short or changed, or --overwrite render it again."""
     out = tmp_path / "out.mkv"
     part = tmp_path / "out.mkv.parts" / "part-00001-of-00002.mkv"
     first = api.upscale(clip, out, model=debug, segment="1/2", **RUN)
@@ -175,6 +175,10 @@ def test_a_part_run_again_is_kept_when_done_and_rendered_again_when_not(clip, de
     forced = api.upscale(clip, out, model=debug, segment="1/2", overwrite=True, **RUN)
     assert forced.status == "ok" and part.stat().st_mtime_ns != written
     part.write_bytes(part.read_bytes()[:-100])  # cut short since: rendered again
+    assert api.upscale(clip, out, model=debug, segment="1/2", **RUN).status == "ok"
+    damaged = bytearray(part.read_bytes())  # the same size, one byte changed: rendered again
+    damaged[len(damaged) // 2] ^= 0xFF
+    part.write_bytes(bytes(damaged))
     assert api.upscale(clip, out, model=debug, segment="1/2", **RUN).status == "ok"
     other = api.upscale(clip, out, model=debug, segment="1/2", crf=30, **RUN)
     assert other.status == "ok"
@@ -233,6 +237,11 @@ def test_stitch_refuses_a_part_cut_short_or_replaced_naming_it(clip, debug, tmp_
         api.stitch(out)
     second.write_bytes(first.read_bytes())  # the first part's file copied over the second's
     with pytest.raises(InputError, match="part 2 .*cut short or replaced"):
+        api.stitch(out)
+    damaged = bytearray(kept)  # the same size, one byte flipped in its middle
+    damaged[len(kept) // 2] ^= 0xFF
+    second.write_bytes(bytes(damaged))
+    with pytest.raises(InputError, match=r"part 2 \(part-00002-of-00002.mkv\) is not the file"):
         api.stitch(out)
     assert not out.exists()
     second.write_bytes(kept)

@@ -94,7 +94,12 @@ SegmentOpt = Annotated[
 ]
 SegmentsOpt = Annotated[
     int | None,
-    typer.Option("--segments", min=1, help="N for --segment auto.", rich_help_panel=IO),
+    typer.Option(
+        "--segments",
+        min=1,
+        help="Parts to split the video into: N for --segment auto where the scheduler does not say it; else the video is rendered in N parts (by this machine's workers, or Ray's) and stitched, and a rerun resumes from the finished ones.",
+        rich_help_panel=IO,
+    ),
 ]
 RayOpt = Annotated[
     str | None,

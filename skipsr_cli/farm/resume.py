@@ -74,12 +74,14 @@ def upscale_resumably(
     dtype: torch.dtype,
     progress: Callable[[Event], None],
     total: int | None = None,
+    parts: int | None = None,
 ) -> Summary:
     """The segments not yet done, then the stitch, then the work folder removed. `total` is the
-    input's frame count where the caller counted it already."""
+    input's frame count where the caller counted it already; `parts` the number of segments
+    (--segments; at most one a frame), else a part per FRAMES_PER_PART frames."""
     began = time.perf_counter()
     total = len(source_timestamps(input)[0]) if total is None else total
-    count = part_count(total)
+    count = min(total, parts) if parts else part_count(total)
     model = load()
     weights = model_hash(model.state_dict())
     with farm.parts_of_run(output, opts, count) as opts:

@@ -152,6 +152,7 @@ def fingerprint(path: Path) -> dict[str, object]:
 
 
 def file_hash(path: Path) -> str:
+    """SHA-256 of the whole file: a part's manifest records it, and the stitch checks it."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -179,7 +180,7 @@ def _difference(key: str, theirs: object, ours: object) -> str:
 
 def read_manifests(folder: Path, output: Path, count: int | None = None) -> list[dict]:
     """Every part's manifest, checked: one count, one input, one set of options and weights, all
-    parts present, each file the size it was written with, each with the frames its range holds.
+    parts present, each file the size and content it was written with, each with the frames its range holds.
     Errors name the part. With `count` (a run's own split) parts of another split (another N)
     are passed over; without it, a folder that holds several splits is refused, naming them."""
     if not folder.is_dir():
@@ -220,6 +221,11 @@ def read_manifests(folder: Path, output: Path, count: int | None = None) -> list
             raise InputError(
                 f"part {m['index']} ({part.name}) is {size} bytes, not the {m['bytes']} it was "
                 "written with: cut short or replaced; render it again"
+            )
+        if m.get("sha256") is not None and file_hash(part) != m["sha256"]:
+            raise InputError(
+                f"part {m['index']} ({part.name}) is not the file it was written as (its "
+                "SHA-256 differs): replaced or damaged since; render it again"
             )
         start, stop = m["frames"]
         if m["frames_written"] != stop - start:
