@@ -36,6 +36,24 @@ def ratio(floor: dict, upscale: dict) -> tuple[float, dict]:
     return best["total_fps"] / floor["capacity_fps"], best
 
 
+def best_steady(report: dict) -> float | None:
+    """The best steady total of a report's rows (the runs' middles, past every copy's start);
+    None in older reports and for copies too short for one."""
+    return max((row["steady_fps"] for row in report["rows"] if row.get("steady_fps")), default=None)
+
+
+def steady_ratio(floor: dict, upscale: dict) -> float | None:
+    f, u = best_steady(floor), best_steady(upscale)
+    return None if f is None or u is None else u / f
+
+
+def steady(floor: dict, upscale: dict) -> str:
+    r = steady_ratio(floor, upscale)
+    return (
+        "-" if r is None else f"{r:.3f} ({best_steady(upscale):.1f} / {best_steady(floor):.1f} fps)"
+    )
+
+
 def row(floor: dict, upscale: dict) -> str:
     r, best = ratio(floor, upscale)
     workers = lambda report: ",".join(str(x["workers"]) for x in report["rows"])  # noqa: E731
@@ -43,8 +61,8 @@ def row(floor: dict, upscale: dict) -> str:
         f"| {floor['input']} -> {floor['output']} | floors {workers(floor)} at once: "
         f"{totals(floor)} fps | capacity {floor['capacity_fps']:.1f} | upscales "
         f"{workers(upscale)} at once: {totals(upscale)} fps | best {best['total_fps']:.1f} "
-        f"({best['workers']}) | ratio {r:.3f} | chunks {upscale['chunks']} | CPU ms/frame "
-        f"floor {cpu(floor)}, upscale {cpu(upscale)} |"
+        f"({best['workers']}) | ratio {r:.3f} | steady ratio {steady(floor, upscale)} | chunks "
+        f"{upscale['chunks']} | CPU ms/frame floor {cpu(floor)}, upscale {cpu(upscale)} |"
     )
 
 
@@ -60,6 +78,7 @@ def medians(floors: list[Path]) -> list[str]:
     """One line per chunk plan: its ratio in each round that has both files, and their median.
     A round cut short (a call's time limit) leaves an empty file; it is left out."""
     by_plan: dict[str, list[float]] = {}
+    steady_by_plan: dict[str, list[float]] = {}
     for path in sorted(floors):
         stem = path.stem  # capacity_SIZE_rR
         size, round_ = stem.split("_")[1], stem.rsplit("_", 1)[1]
@@ -68,11 +87,18 @@ def medians(floors: list[Path]) -> list[str]:
         for up in sorted(path.parent.glob(f"upscale_{size}_*_{round_}.json")):
             if (report := finished(up)) is not None:
                 by_plan.setdefault(report["chunks"], []).append(ratio(floor, report)[0])
+                if (value := steady_ratio(floor, report)) is not None:
+                    steady_by_plan.setdefault(report["chunks"], []).append(value)
     return [
-        f"{plan}: ratio {statistics.median(values):.3f} median of {len(values)} round(s) "
-        f"({', '.join(f'{v:.3f}' for v in values)})"
+        f"{plan}: ratio {_median(values)}"
+        + (f"; steady ratio {_median(steady_by_plan[plan])}" if plan in steady_by_plan else "")
         for plan, values in by_plan.items()
     ]
+
+
+def _median(values: list[float]) -> str:
+    listed = ", ".join(f"{v:.3f}" for v in values)
+    return f"{statistics.median(values):.3f} median of {len(values)} round(s) ({listed})"
 
 
 def main(argv: list[str]) -> None:

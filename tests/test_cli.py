@@ -314,11 +314,30 @@ def test_bench_capacity_runs_copies_of_the_floor_at_once(clip):
         assert 0 < row["main_thread_cpu_ms_per_frame"] < row["cpu_ms_per_frame"]
         # each copy's encoder waited for its first frames at least
         assert row["waits_s"]["encoder_waited_for_model"] > 0
+        assert row["steady_fps"] is None  # 23 frames a copy: all start, no steady middle
     assert result["capacity_fps"] == max(row["total_fps"] for row in rows)
     bad = run("bench", "capacity", clip, "--workers", "0")
     assert bad.returncode == ExitCode.USAGE and "--workers 0" in bad.stderr
     bad = run("bench", "capacity", clip, "--preset", "fastest")
     assert bad.returncode == ExitCode.USAGE and "fastest" in bad.stderr
+
+
+def test_the_steady_rate_counts_every_copy_over_the_runs_common_middle():
+    """From when the last copy is past its start until the first copy is done, each copy's count
+    taken linearly between its reports."""
+    from skipsr_cli.measure.capacity import steady_rate
+
+    # two copies of 200 frames reported every 16 frames: one at 10 fps from t = 0, one at
+    # 8 fps from t = 1, whose 64th frame comes at t = 9 and its last at t = 26
+    fast = [(n / 10, n) for n in range(16, 201, 16)] + [(20.0, 200)]
+    slow = [(1 + n / 8, n) for n in range(16, 201, 16)] + [(26.0, 200)]
+    # window 9 to 20: the fast copy hands 200 - 90 = 110 frames, the slow one 8 * 11 = 88
+    assert steady_rate([fast, slow], after=64) == pytest.approx((110 + 88) / 11, abs=0.01)
+    assert steady_rate([fast], after=64) == pytest.approx(10.0)
+    assert steady_rate([fast, [(1.0, 16), (2.0, 50)]], after=64) is None  # one never got past 64
+    late = [(n / 2, n) for n in range(16, 201, 16)]  # past 64 only at t = 32, after fast is done
+    assert steady_rate([fast, late], after=64) is None
+    assert steady_rate([], after=64) is None
 
 
 def test_bench_capacity_upscale_runs_copies_of_the_model(clip, tmp_path):

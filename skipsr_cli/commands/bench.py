@@ -314,12 +314,13 @@ def bench_capacity_command(
         return
     print(", ".join(f"{k} {v}" for k, v in head.items()))
     print(
-        f"{'copies':>6} {'frames':>7} {'wall s':>8} {'total fps':>10} {'slowest copy fps':>17} "
-        f"{'CPU ms/frame':>13} {'calling thread':>15}"
+        f"{'copies':>6} {'frames':>7} {'wall s':>8} {'total fps':>10} {'steady fps':>11} "
+        f"{'slowest copy fps':>17} {'CPU ms/frame':>13} {'calling thread':>15}"
     )
     for r in rows:
+        steady = "-" if r.steady_fps is None else f"{r.steady_fps:.2f}"
         print(
-            f"{r.workers:>6} {r.frames:>7} {r.wall_s:>8.2f} {r.total_fps:>10.2f} "
+            f"{r.workers:>6} {r.frames:>7} {r.wall_s:>8.2f} {r.total_fps:>10.2f} {steady:>11} "
             f"{r.slowest_fps:>17.2f} {r.cpu_ms_per_frame:>13.2f} "
             f"{r.main_thread_cpu_ms_per_frame:>15.2f}"
         )

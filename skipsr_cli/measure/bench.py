@@ -27,7 +27,7 @@ from skipsr_cli.media.encoding import EncodeOptions
 from skipsr_cli.run.chunking import CHUNK_FRAMES, OVERLAP
 
 if TYPE_CHECKING:
-    from skipsr_cli.run.progress import Summary
+    from skipsr_cli.run.progress import Event, Summary
 
 
 @dataclass(frozen=True)
@@ -388,9 +388,10 @@ def timed_run(
     dev: torch.device,
     dt: torch.dtype,
     chunks: tuple[int, int] = (CHUNK_FRAMES, OVERLAP),
+    emit: Callable[[Event], None] | None = None,
 ) -> Summary:
     """One whole upscale through the real pipeline, into a file thrown away; `chunks` is its
-    (frames per chunk, overlap)."""
+    (frames per chunk, overlap), `emit` sees its progress."""
     import tempfile
 
     from skipsr_cli.run.pipeline import UpscaleJob, prepare, upscale
@@ -406,4 +407,4 @@ def timed_run(
             encode=options,
             overwrite=True,
         )
-        return upscale(network, prepare(job), dev, dt, emit=lambda e: None)
+        return upscale(network, prepare(job), dev, dt, emit=emit or (lambda e: None))

@@ -11,6 +11,9 @@ last copy is done.
 The same measurement with the model in place of bicubic (`Upscaler`) is what `--workers K` of one
 long video does once its workers are up: K segments upscaled at once, each worker with its share of
 the cores. Its best total against the capacity says how close a whole upscale comes to the host.
+Each row also has the steady total: the rate over the copies' common middle, past every copy's
+start and before the first is done, where a short copy's start (its encoder filling up while the
+copies share the GPU) weighs nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from models.skipsr import Settings
 from skipsr_cli.errors import ModelError
 from skipsr_cli.media.encoding import EncodeOptions
 from skipsr_cli.run.chunking import CHUNK_FRAMES, OVERLAP
+from skipsr_cli.run.progress import Advanced, Event
+
+STEADY_AFTER = 64  # frames a copy hands its encoder before its rate counts as steady
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,9 @@ class CapacityRow:
     # seconds every copy together waited, by pipeline_waits' names: above all the encoder for
     # the model, time the encoder's cores could not work on this copy's frames
     waits_s: dict[str, float] = field(default_factory=dict)
+    # the total rate over the run's middle, where every copy's encoder is past its start and none
+    # has handed over its last frame (`steady_rate`); None where the copies are too short for one
+    steady_fps: float | None = None
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -126,7 +135,37 @@ def _copies_at_once(
         cpu_ms_per_frame=per_frame(sum(copy.cpu for copy in done)),
         main_thread_cpu_ms_per_frame=per_frame(sum(copy.main_cpu for copy in done)),
         waits_s=waits,
+        steady_fps=steady_rate([copy.handed for copy in done]),
     )
+
+
+def steady_rate(handed: list[list[tuple[float, int]]], after: int = STEADY_AFTER) -> float | None:
+    """Frames a second, every copy together, from the moment the last copy had handed its encoder
+    `after` frames (x264 medium takes in about 48 before it holds one back, so until then it waits
+    on the model or the floor more than it encodes) until the first copy handed over its last
+    frame; None where that window is empty. `handed` holds each copy's (time, frames handed so
+    far) as its progress reported them, a chunk apart; each copy's count is taken linearly between
+    two reports."""
+    if not handed or any(not samples or samples[-1][1] <= after for samples in handed):
+        return None
+    begin = max(next(t for t, n in samples if n >= after) for samples in handed)
+    end = min(samples[-1][0] for samples in handed)
+    if end <= begin:
+        return None
+    frames = sum(_count_at(samples, end) - _count_at(samples, begin) for samples in handed)
+    return round(frames / (end - begin), 2)
+
+
+def _count_at(samples: list[tuple[float, int]], t: float) -> float:
+    """A copy's frames handed by time `t`, linear between the reports either side of it."""
+    before = [(ts, n) for ts, n in samples if ts <= t]
+    after = [(ts, n) for ts, n in samples if ts > t]
+    if not before:
+        return 0.0
+    if not after:
+        return float(before[-1][1])
+    (t0, n0), (t1, n1) = before[-1], after[0]
+    return n0 + (n1 - n0) * (t - t0) / (t1 - t0)
 
 
 def _wait_ready(ready, results, procs: list) -> None:
@@ -155,6 +194,7 @@ class CopyRun(NamedTuple):
     cpu: float  # CPU seconds of its whole process
     main_cpu: float  # of its calling thread
     waits: dict[str, float]  # its pipeline's waits
+    handed: list[tuple[float, int]]  # (monotonic time, frames handed to its encoder), as reported
 
 
 def _next_result(results, procs: list) -> CopyRun:
@@ -212,15 +252,21 @@ def _copy(
         ready.wait()
     except threading.BrokenBarrierError:  # another copy failed, or the run was stopped
         return
+    handed: list[tuple[float, int]] = []  # on CLOCK_MONOTONIC, which every process shares
+
+    def note(event: Event) -> None:
+        if isinstance(event, Advanced):
+            handed.append((time.monotonic(), event.frames))
+
     t0, cpu0, main0 = time.perf_counter(), time.process_time(), time.thread_time()
     try:
-        run = timed_run(network, Path(source), scale, settings, options, dev, dt, chunks)
+        run = timed_run(network, Path(source), scale, settings, options, dev, dt, chunks, note)
     except Exception as e:
         results.put(f"{type(e).__name__}: {e}")
         return
     main = time.thread_time() - main0
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    results.put((run.frames, wall, cpu, main, dict(run.waits)))  # a CopyRun's fields
+    results.put((run.frames, wall, cpu, main, dict(run.waits), handed))  # a CopyRun's fields
 
 
 def _network(
