@@ -108,7 +108,8 @@ def main() -> None:
         print(f"| {group} | {1000 * spent / frames:.1f} | {threads[group]} |")
     ranks = python_by_rank(series, end - row["wall_s"])
     print(
-        "`python` threads of a copy, busiest first, CPU ms a frame (mean over copies): "
+        "`python` threads of a copy, busiest first, CPU ms a frame of all copies (mean over "
+        "copies): "
         + ", ".join(
             f"{1000 * spent / frames:.1f}" for spent in ranks if 1000 * spent / frames >= 0.1
         )

@@ -120,7 +120,8 @@ def upscale(
     anyway) gets several workers on each GPU where the host's cores and memory hold them
     (farm/devices.py), else one per device. With `ray` (an address, "auto", or "local") it is
     rendered in segments on Ray actors (`workers` of them) and stitched, and the frame count is
-    returned instead of a summary.
+    returned instead of a summary. `segments` (N) renders a whole video in N parts (at most one a
+    frame) and stitches them, on whatever workers run it; a rerun with the same N resumes.
     Warnings (streams the output container cannot hold) are in `summary.warnings`.
     """
     opts = _options(options, model, option_fields)
@@ -159,15 +160,18 @@ def upscale(
         )
         if splits:
             total = resume.split_frames(input, plan.info)  # None: cut short, run in one piece
+            if total == 0:
+                total = None  # nothing to split: the run in one piece says there are no frames
+            elif total is None and (opts.ray is not None or asked):
+                named = "--ray" if opts.ray is not None else "--segments"
+                raise InputError(
+                    f"{input} holds fewer frames than it announces (cut short or damaged), so it "
+                    f"cannot be split into parts: upscale it without {named}"
+                )
         parts = opts.segments
         if total is not None and long and _default_workers(opts, model, found):
             found = found * workers_per_gpu(found, plan.out_size, model_bytes(opts))
             several, parts = len(found) > 1, parts or resume.part_count(total)
-        if splits and total is None and opts.ray is not None:
-            raise InputError(
-                f"{input} holds fewer frames than it announces (cut short or damaged), so it "
-                "cannot be split into parts for Ray: upscale it without --ray"
-            )
         if total is not None and several:
             if opts.ray is not None:  # there `workers` counts Ray actors
                 address = ray_address(opts.ray)

@@ -322,6 +322,16 @@ def test_bench_capacity_runs_copies_of_the_floor_at_once(clip):
     assert bad.returncode == ExitCode.USAGE and "fastest" in bad.stderr
 
 
+def test_bench_capacity_gives_a_steady_total_for_copies_past_their_start(tmp_path):
+    """Copies longer than their start (64 frames handed to the encoder) report the rate over
+    their common middle: the wiring from each copy's progress to its row."""
+    src = make_clip(tmp_path / "in.mp4", width=64, height=48, frames=120)
+    r = run("bench", "capacity", src, "--workers", "2", "--preset", "ultrafast", "--json")
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)["rows"]
+    assert row["frames"] == 240 and row["steady_fps"] > 0
+
+
 def test_the_steady_rate_counts_every_copy_over_the_runs_common_middle():
     """From when the last copy is past its start until the first copy is done, each copy's count
     taken linearly between its reports."""

@@ -189,6 +189,11 @@ def test_a_part_run_again_is_kept_when_done_and_rendered_again_when_not(clip, de
     del record["encoder"]
     manifest.write_text(json.dumps(record))
     assert api.upscale(clip, out, model=debug, segment="1/2", crf=30, **RUN).status == "ok"
+    # one without the part's size and hash (made before they were recorded) is kept
+    record = json.loads(manifest.read_text())
+    del record["bytes"], record["sha256"]
+    manifest.write_text(json.dumps(record))
+    assert api.upscale(clip, out, model=debug, segment="1/2", crf=30, **RUN).status == "kept"
 
 
 def test_a_part_refuses_what_it_cannot_carry_and_does_not_warn_of_its_audio(clip, debug, tmp_path):
@@ -246,6 +251,12 @@ def test_stitch_refuses_a_part_cut_short_or_replaced_naming_it(clip, debug, tmp_
     assert not out.exists()
     second.write_bytes(kept)
     assert api.stitch(out) == 23
+    # manifests made before the size and hash were recorded still stitch
+    for manifest in folder.glob("part-*.json"):
+        record = json.loads(manifest.read_text())
+        del record["bytes"], record["sha256"]
+        manifest.write_text(json.dumps(record))
+    assert api.stitch(out, overwrite=True) == 23
 
 
 def test_the_stitch_refuses_a_folder_of_two_splits_naming_them(clip, debug, tmp_path):
@@ -390,8 +401,11 @@ def test_a_file_cut_short_runs_in_one_piece_and_says_what_it_lost(tmp_path, ext)
     assert summary.warnings[0].startswith("damaged input:") and summary.device == "cpu"
     with pytest.raises(InputError, match="damaged input"):
         api.upscale(cut, tmp_path / "strict.mkv", strict=True, **two)
-    with pytest.raises(InputError, match="cannot be split into parts for Ray"):
+    with pytest.raises(InputError, match="cannot be split into parts: upscale it without --ray"):
         api.upscale(cut, tmp_path / "ray.mkv", model="debug", random_weights=True, ray="local")
+    # the parts asked for are not silently dropped for one piece either
+    with pytest.raises(InputError, match="cannot be split into parts: upscale it without --segm"):
+        api.upscale(cut, tmp_path / "n.mkv", model="debug", random_weights=True, segments=3, **RUN)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f"cut.{ext}", "out.mkv", f"src.{ext}"]
     )

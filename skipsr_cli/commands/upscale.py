@@ -97,7 +97,7 @@ SegmentsOpt = Annotated[
     typer.Option(
         "--segments",
         min=1,
-        help="Parts to split the video into: N for --segment auto where the scheduler does not say it; else the video is rendered in N parts (by this machine's workers, or Ray's) and stitched, and a rerun resumes from the finished ones.",
+        help="Parts to split the video into: N for --segment auto where the scheduler does not say it; else the video is rendered in N parts (by this machine's workers, or Ray's) and stitched, and a rerun with the same N resumes from the finished ones.",
         rich_help_panel=IO,
     ),
 ]

@@ -160,8 +160,7 @@ def encoder_of(encode: EncodeOptions) -> dict[str, object]:
 def _intact(part: Path, size: int | None, sha256: str | None) -> bool:
     """The part's file is there, the size and content it was written with (each where the
     manifest records it: an older version's manifest may not). Its size first, which costs
-    nothing; the hash reads the part once (0.85 s a gigabyte from memory on
-    2 cores: BENCHMARKS.md)."""
+    nothing; the hash reads the part once (0.85 s a GiB from memory on 2 cores: BENCHMARKS.md)."""
     try:
         return (
             part.is_file()
@@ -202,12 +201,14 @@ def stitch(
     copy_subtitles: bool = True,
     audio_kbps: int | None = None,
     count: int | None = None,
+    hashes: bool = True,
 ) -> tuple[int, list[str]]:
     """Join every part of OUTPUT into it; returns (frames, warnings). Refuses a missing part, a
-    part of another input or other options, or one whose frame count is off, naming it. `count`:
-    the split (N) to join where the folder may hold another's parts (a run's own split)."""
+    part of another input or other options, or one whose frame count or content is off, naming
+    it. `count`: the split (N) to join where the folder may hold another's parts (a run's own
+    split); `hashes=False` leaves out the parts' hashes (a run that has just checked them)."""
     folder = parts_folder(output, parts)
-    manifests = read_manifests(folder, output, count)
+    manifests = read_manifests(folder, output, count, hashes)
     first = manifests[0]
     source = Path(first["input"]) if source is None else source
     if not source.is_file():
@@ -231,7 +232,9 @@ def stitch(
 def stitch_run(
     output: Path, input: Path, opts: UpscaleOptions, count: int
 ) -> tuple[int, list[str]]:
-    """`stitch` with a run's own options and split: its parts folder, overwrite and streams."""
+    """`stitch` with a run's own options and split: its parts folder, overwrite and streams. The
+    run has hashed every part already, the ones it kept when it found them and the ones it
+    rendered when it wrote them, so the stitch checks their sizes but reads them only to join."""
     return stitch(
         output,
         opts.parts,
@@ -241,6 +244,7 @@ def stitch_run(
         copy_subtitles=opts.copy_subtitles,
         audio_kbps=opts.audio_bitrate,
         count=count,
+        hashes=False,
     )
 
 

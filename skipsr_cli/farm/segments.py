@@ -178,11 +178,14 @@ def _difference(key: str, theirs: object, ours: object) -> str:
     return f"{key} ({'; '.join(f'{k} {theirs.get(k)}, not {ours.get(k)}' for k in names)})"
 
 
-def read_manifests(folder: Path, output: Path, count: int | None = None) -> list[dict]:
+def read_manifests(
+    folder: Path, output: Path, count: int | None = None, hashes: bool = True
+) -> list[dict]:
     """Every part's manifest, checked: one count, one input, one set of options and weights, all
-    parts present, each file the size and content it was written with, each with the frames its range holds.
-    Errors name the part. With `count` (a run's own split) parts of another split (another N)
-    are passed over; without it, a folder that holds several splits is refused, naming them."""
+    parts present, each file the size and (with `hashes`) the content it was written with, each
+    with the frames its range holds. Errors name the part. With `count` (a run's own split) parts
+    of another split (another N) are passed over; without it, a folder that holds several splits
+    is refused, naming them."""
     if not folder.is_dir():
         raise InputError(f"no parts to stitch for {output}: {folder} does not exist")
     manifests = []
@@ -222,7 +225,7 @@ def read_manifests(folder: Path, output: Path, count: int | None = None) -> list
                 f"part {m['index']} ({part.name}) is {size} bytes, not the {m['bytes']} it was "
                 "written with: cut short or replaced; render it again"
             )
-        if m.get("sha256") is not None and file_hash(part) != m["sha256"]:
+        if hashes and m.get("sha256") is not None and file_hash(part) != m["sha256"]:
             raise InputError(
                 f"part {m['index']} ({part.name}) is not the file it was written as (its "
                 "SHA-256 differs): replaced or damaged since; render it again"

@@ -35,7 +35,9 @@ from skipsr_cli.media.encoding import EncodeOptions
 from skipsr_cli.run.chunking import CHUNK_FRAMES, OVERLAP
 from skipsr_cli.run.progress import Advanced, Event
 
-STEADY_AFTER = 64  # frames a copy hands its encoder before its rate counts as steady
+# frames a copy hands its encoder before its rate counts as steady: past x264 medium's lookahead
+# and frame threads (about 48 frames); a slower preset's longer lookahead may need more
+STEADY_AFTER = 64
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,8 @@ class UpscaleOptions:
     frames: str | tuple[int, int | None] | None = None  # "START:END" or (start, end): a range
     # Farms: part I of N ("I/N" or "auto") into the parts folder (OUTPUT.parts unless `parts`)
     segment: str | None = None
-    segments: int | None = None  # N for --segment auto where the scheduler does not give it
+    # N parts: for --segment auto where the scheduler does not say it; else the run's own split
+    segments: int | None = None
     parts: Path | None = None
     # Ray: segments as tasks on a cluster (an address, "auto", or "" for a local Ray), then stitched
     ray: str | None = None
@@ -133,6 +134,8 @@ def check_options(input: Path, options: UpscaleOptions) -> None:
         )
     if not 0 <= options.seed <= SEED_MAX:
         raise UsageError(f"--seed must be between 0 and {SEED_MAX} (2**63-1), not {options.seed}")
+    if options.segments is not None and options.segments < 1:
+        raise UsageError(f"--segments must be 1 or more, not {options.segments}")
     if options.weights is not None and options.random_weights:
         raise UsageError("--weights and --random-weights exclude each other")
     if effective_denoise(options) not in (0, AUTO):
