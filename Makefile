@@ -25,7 +25,11 @@ demo: $(STAMP)
 	@echo "wrote out/demo_x2.mp4 and out/demo_mask.mp4"
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
+
+# The benchmark tools' own tests (`bench capacity`, `bench run`): about a minute and a half more.
+test-slow: $(STAMP)
+	$(BIN)/pytest -q -m slow
 
 # On a machine with CUDA: the GPU module alone (skipped elsewhere).
 test-gpu: $(STAMP)

@@ -188,6 +188,8 @@ def upscale(
         return resume.upscale_resumably(
             input, output, opts, load, device, dtype, progress or _ignore, total, opts.segments
         )
+    if (note := resume.unused_parts(output)) is not None:
+        plan = replace(plan, notes=(*plan.notes, note))
     return pipeline.upscale(load(), plan, device, dtype, progress or _ignore)
 
 

@@ -97,6 +97,15 @@ def test_segments_n_splits_a_short_video_too_and_refuses_what_cannot_split(tmp_p
         got = frames(tmp_path / name)
         assert all(np.array_equal(x, y) for x, y in zip(got[0], one[0], strict=True))
         assert got[1] == pytest.approx(one[1]) and got[2] == one[2] == 1
+    # parts an earlier run in parts left (stopped before its stitch) are kept when the video is
+    # then run in one piece, and said
+    out = tmp_path / "d.mkv"
+    api.upscale(clip, out, segment="1/3", parts=work_folder(out), **run)
+    summary = api.upscale(clip, out, **run)
+    assert any("1 finished part(s) of an earlier run of d.mkv" in w for w in summary.warnings)
+    assert len(list(work_folder(out).glob("part-00001-of-00003.*"))) == 2  # the part, its manifest
+    assert api.upscale(clip, out, segments=3, overwrite=True, **run).frames == 23
+    assert not work_folder(out).exists()
     refused = (
         dict(frames="0:10"),
         dict(mask_out=tmp_path / "mask.mkv"),

@@ -21,7 +21,7 @@ from models import SkipSR
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.progress import WholeRun
 from skipsr_cli.farm.ray import FRAMES_PER_PART
-from skipsr_cli.farm.segments import model_hash
+from skipsr_cli.farm.segments import MANIFEST_SUFFIX, model_hash, work_folder
 from skipsr_cli.media.image_io import is_image_output
 from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.media.video_io import DecodeDamage, VideoInfo
@@ -94,3 +94,18 @@ def upscale_resumably(
             )
         frames, warnings = farm.stitch_run(output, input, opts, count)
     return run.finish(frames, warnings)
+
+
+def unused_parts(output: Path) -> str | None:
+    """What a run of OUTPUT in one piece says of the finished parts that an earlier run of it in
+    parts left, stopped before its stitch: they are kept, never swept, as a rerun like the earlier
+    one resumes from them."""
+    folder = work_folder(output)
+    done = list(folder.glob(f"part-*{MANIFEST_SUFFIX}")) if folder.is_dir() else []
+    if not done:
+        return None
+    return (
+        f"{folder} holds {len(done)} finished part(s) of an earlier run of {output.name} in "
+        "parts, which this run did not use: run that command again to resume from them, or "
+        "remove the folder"
+    )
