@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-gpu lint format bench clean
+.PHONY: install demo test test-slow test-gpu lint format bench clean
 
 install: $(STAMP)
 

@@ -104,6 +104,11 @@ def test_segments_n_splits_a_short_video_too_and_refuses_what_cannot_split(tmp_p
     summary = api.upscale(clip, out, **run)
     assert any("1 finished part(s) of an earlier run of d.mkv" in w for w in summary.warnings)
     assert len(list(work_folder(out).glob("part-00001-of-00003.*"))) == 2  # the part, its manifest
+    # while a run in parts holds the folder, a run in one piece of the same output is refused
+    with open(work_folder(out) / LOCK_NAME, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(OutputError, match="another skipsr run is writing .*d.mkv"):
+            api.upscale(clip, out, overwrite=True, **run)
     assert api.upscale(clip, out, segments=3, overwrite=True, **run).frames == 23
     assert not work_folder(out).exists()
     refused = (

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from models import SkipSR
+from skipsr_cli.batch.records import exclusive_hold
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.progress import WholeRun
 from skipsr_cli.farm.ray import FRAMES_PER_PART
@@ -97,15 +98,21 @@ def upscale_resumably(
 
 
 def unused_parts(output: Path) -> str | None:
-    """What a run of OUTPUT in one piece says of the finished parts that an earlier run of it in
-    parts left, stopped before its stitch: they are kept, never swept, as a rerun like the earlier
-    one resumes from them."""
+    """Before a run of OUTPUT in one piece: refused (OutputError) while a run in parts of OUTPUT
+    holds its work folder, as a second run in parts is; else what to say of the finished parts an
+    earlier run in parts left there, stopped before its stitch. They are kept, never swept: the
+    earlier command, run again, resumes from them."""
     folder = work_folder(output)
-    done = list(folder.glob(f"part-*{MANIFEST_SUFFIX}")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return None
+    busy = f"another skipsr run is writing {output}: its work folder {folder} is in use"
+    with exclusive_hold(folder / farm.LOCK_NAME, busy):
+        pass  # only asked: a run that holds it refuses this one
+    done = list(folder.glob(f"part-*{MANIFEST_SUFFIX}"))
     if not done:
         return None
     return (
         f"{folder} holds {len(done)} finished part(s) of an earlier run of {output.name} in "
-        "parts, which this run did not use: run that command again to resume from them, or "
-        "remove the folder"
+        "parts, which this run did not use: that command run again (with -y, as the output now "
+        "exists) resumes from them; or remove the folder"
     )
