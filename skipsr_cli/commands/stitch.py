@@ -35,9 +35,9 @@ def stitch_command(
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Check every part (present, complete, unchanged since it was written, same input, options
-    and weights, frame count), then join them without re-encoding and copy the source's audio,
-    subtitles and chapters once."""
+    """Check every part (present, complete, unchanged since it was written where its manifest
+    records its size and hash, same input, options and weights, frame count), then join them
+    without re-encoding and copy the source's audio, subtitles and chapters once."""
     from skipsr_cli import api
 
     run_state["debug"] = debug
