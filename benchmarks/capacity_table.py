@@ -48,10 +48,8 @@ def steady_ratio(floor: dict, upscale: dict) -> float | None:
 
 
 def steady(floor: dict, upscale: dict) -> str:
-    r = steady_ratio(floor, upscale)
-    return (
-        "-" if r is None else f"{r:.3f} ({best_steady(upscale):.1f} / {best_steady(floor):.1f} fps)"
-    )
+    f, u = best_steady(floor), best_steady(upscale)
+    return "-" if f is None or u is None else f"{u / f:.3f} ({u:.1f} / {f:.1f} fps)"
 
 
 def row(floor: dict, upscale: dict) -> str:

@@ -150,14 +150,13 @@ def upscale(
         frames = plan.info.frame_count or 0
         long = resume.resumable(input, output, opts, frames)
         asked = opts.segments is not None  # N parts, whatever the length or the workers
-        if asked and not resume.splittable(input, output, opts):
+        can_split = resume.splittable(input, output, opts)
+        if asked and not can_split:
             raise UsageError(
                 "--segments renders a whole video file into mp4, mkv, mov or webm in parts: "
                 "not with --frames, --mask-out, or images in or out"
             )
-        splits = (
-            long or asked or (several and frames > 1 and resume.splittable(input, output, opts))
-        )
+        splits = long or asked or (several and frames > 1 and can_split)
         if splits:
             total = resume.split_frames(input, plan.info)  # None: cut short, run in one piece
             if total == 0:
