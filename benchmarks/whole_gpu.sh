@@ -14,8 +14,14 @@ MODEL=(); [ -n "$W" ] && MODEL=(--weights "$W")
 mkdir -p "$OUT"
 # a work folder an earlier, stopped invocation left would make the timed run a resume
 rm -rf "$OUT/.out.mp4.skipsr-work" "$OUT/out.mp4" "$OUT"/floor_*.json "$OUT/whole.json"
-python3 benchmarks/resize_clip.py "$SRC" "$OUT/long.mp4" "${SIZE%x*}" "${SIZE#*x}" "$FRAMES" || exit 1
-python3 benchmarks/resize_clip.py "$SRC" "$OUT/part.mp4" "${SIZE%x*}" "${SIZE#*x}" $((FRAMES / 4)) || exit 1
+# the source resized once, then played again and again by stream copy (seconds, where encoding
+# FRAMES frames took minutes of the device's time): FRAMES rounds to whole plays of the source
+python3 benchmarks/resize_clip.py "$SRC" "$OUT/one.mp4" "${SIZE%x*}" "${SIZE#*x}" || exit 1
+seconds() {
+  python3 -c "import av, sys; s = av.open(sys.argv[1]).streams.video[0]; print($1 / float(s.average_rate))" "$OUT/one.mp4"
+}
+python3 benchmarks/loop_clip.py "$OUT/one.mp4" "$OUT/long.mp4" "$(seconds "$FRAMES")" || exit 1
+python3 benchmarks/loop_clip.py "$OUT/one.mp4" "$OUT/part.mp4" "$(seconds $((FRAMES / 4)))" || exit 1
 floor() {
   $S bench capacity "$OUT/part.mp4" --scale 2 --workers "${FLOORS:-4}" --devices all --json > "$OUT/$1.json" \
     || { echo "the floor copies ($1) failed" >&2; rm -f "$OUT/$1.json"; }
@@ -44,5 +50,5 @@ print(f"| {size} x2, {frames} frames | whole upscale {whole['wall_s']:.1f} s, {f
       f"{text(floors[1])} fps | ratio to each {ratios} |")
 PY
 status=$?
-rm -rf "$OUT/.out.mp4.skipsr-work" "$OUT/out.mp4" "$OUT/long.mp4" "$OUT/part.mp4"
+rm -rf "$OUT/.out.mp4.skipsr-work" "$OUT/out.mp4" "$OUT/one.mp4" "$OUT/long.mp4" "$OUT/part.mp4"
 exit $status

@@ -170,7 +170,7 @@ def upscale(
         parts = opts.segments
         if total is not None and long and _default_workers(opts, model, found):
             found = found * workers_per_gpu(found, plan.out_size, model_bytes(opts))
-            several, parts = len(found) > 1, parts or resume.part_count(total)
+            several = len(found) > 1
         if total is not None and several:
             if opts.ray is not None:  # there `workers` counts Ray actors
                 address = ray_address(opts.ray)

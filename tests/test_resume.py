@@ -18,6 +18,7 @@ from media import make_clip
 
 from skipsr_cli import api
 from skipsr_cli.errors import OutputError, UsageError
+from skipsr_cli.farm import parts as farm_parts
 from skipsr_cli.farm import resume
 from skipsr_cli.farm.parts import LOCK_NAME
 from skipsr_cli.farm.segments import work_folder
@@ -182,3 +183,36 @@ def test_sigkill_at_five_random_points_then_rerun_gives_the_whole_run(tmp_path):
     a, b = frames(out), frames(tmp_path / "whole.mkv")
     assert len(a[0]) == 41 and all(np.array_equal(x, y) for x, y in zip(a[0], b[0], strict=True))
     assert a[1] == pytest.approx(b[1]) and a[2] == 1
+
+
+def test_parts_come_in_a_multiple_of_the_workers_and_a_rerun_keeps_the_split(
+    tmp_path, small_segments, monkeypatch
+):
+    """A long run's parts: a part per FRAMES_PER_PART frames, rounded up to a multiple of the
+    workers, so that none renders a last part alone; but where a stopped run left finished parts,
+    their split, so a rerun with other workers resumes from them rather than sweeping them."""
+    assert [resume.part_count(23, w) for w in (1, 2, 3, 4, 5)] == [4, 4, 6, 4, 5]
+    assert resume.part_count(5, 8) == 5 and resume.part_count(0, 3) == 1  # none empty
+    clip = make_clip(tmp_path / "in.mp4", frames=23, audio=True)
+    run = dict(model="debug", random_weights=True, device="cpu", lossless=True)
+    out = tmp_path / "out.mkv"
+    api.upscale(clip, out, segment="1/5", parts=work_folder(out), **run)  # a stopped run's part
+    (work_folder(out) / "part-00001-of-00040.json").write_text("{}")  # a split 23 cannot fill
+    assert resume.part_count(23, 3, out) == 5 and resume.part_count(23, 1, out) == 5
+    api.upscale(clip, out, segment="1/3", parts=work_folder(out), **run)
+    api.upscale(clip, out, segment="2/3", parts=work_folder(out), **run)
+    assert resume.part_count(23, 1, out) == 3  # the split with the most finished parts
+    for stale in work_folder(out).glob("part-*-of-0000[34]*"):
+        stale.unlink()
+    rendered = []
+    render = farm_parts.render_segment
+    monkeypatch.setattr(
+        farm_parts,
+        "render_segment",
+        lambda i, o, opts, *a: rendered.append(opts.segment) or render(i, o, opts, *a),
+    )
+    assert api.upscale(clip, out, **run).frames == 23 and not work_folder(out).exists()
+    assert rendered == ["2/5", "3/5", "4/5", "5/5"]
+    api.upscale(clip, tmp_path / "one.mkv", segments=1, **run)
+    a, b = frames(out), frames(tmp_path / "one.mkv")
+    assert all(np.array_equal(x, y) for x, y in zip(a[0], b[0], strict=True))

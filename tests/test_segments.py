@@ -347,11 +347,8 @@ def test_a_long_video_on_a_gpu_host_takes_its_workers_by_itself(clip, tmp_path, 
     api.upscale(clip, tmp_path / "short.mkv", **run)  # shorter than RESUME_FRAMES
     assert spread == []
     monkeypatch.setattr(resume, "RESUME_FRAMES", 10)
-    monkeypatch.setattr(resume, "FRAMES_PER_PART", 6)
     api.upscale(clip, tmp_path / "long.mkv", **run)
-    # the parts of one worker's run (23 frames, 6 a part), whatever the count of workers: a
-    # rerun that gets fewer workers finds the parts of the run before
-    assert spread == [([torch.device("cpu")] * 3, 4)]
+    assert spread == [([torch.device("cpu")] * 3, None)]  # the parts: resume.part_count's
     monkeypatch.setenv("SKIPSR_WORKER_THREADS", "4")  # a task sharing its node: one worker
     api.upscale(clip, tmp_path / "shared.mkv", **run)
     monkeypatch.delenv("SKIPSR_WORKER_THREADS")
@@ -364,7 +361,7 @@ def test_a_long_video_on_a_gpu_host_takes_its_workers_by_itself(clip, tmp_path, 
 
 
 def test_workers_per_gpu_follows_cores_and_memory():
-    """A worker per 5 cores, at most 3 a GPU, as far as the GPU's memory and host memory hold
+    """A worker per 4 cores, at most 4 a GPU, as far as the GPU's memory and host memory hold
     them; never fewer than one; one on the CPU."""
     from skipsr_cli.farm.devices import gpu_bytes_per_worker, workers_per_gpu
 
@@ -372,11 +369,11 @@ def test_workers_per_gpu_follows_cores_and_memory():
     one, two = [torch.device("cuda:0")], [torch.device("cuda:0"), torch.device("cuda:1")]
     size = (2560, 1440)
     plenty = dict(gpu=100 * gib, host=100 * gib)
-    assert workers_per_gpu(one, size, cores=16, **plenty) == 3
-    assert workers_per_gpu(one, size, cores=64, **plenty) == 3
+    assert workers_per_gpu(one, size, cores=16, **plenty) == 4
+    assert workers_per_gpu(one, size, cores=64, **plenty) == 4
     assert workers_per_gpu(one, size, cores=10, **plenty) == 2
-    assert workers_per_gpu(one, size, cores=4, **plenty) == 1
-    assert workers_per_gpu(two, size, cores=32, **plenty) == 3
+    assert workers_per_gpu(one, size, cores=7, **plenty) == 1
+    assert workers_per_gpu(two, size, cores=32, **plenty) == 4
     assert workers_per_gpu(two, size, cores=20, **plenty) == 2
     need = gpu_bytes_per_worker(size)
     assert 5 * gib < need < 7 * gib  # 4.9 GiB measured a worker at 2560x1440, with a margin

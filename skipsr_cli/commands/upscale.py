@@ -114,7 +114,7 @@ WorkersOpt = Annotated[
     int | None,
     typer.Option(
         min=1,
-        help="Worker processes on this machine, spread round-robin over --devices (2 on one GPU run two encoders at once) \\[default: one per device; for one long video (3,600 frames or more) on GPUs, a worker per 5 cores, at most 3 a GPU, as the GPUs' and host's memory allow: see the README].\n\nWith --ray: Ray actors \\[default: one per GPU of the cluster].",
+        help="Worker processes on this machine, spread round-robin over --devices (2 on one GPU run two encoders at once) \\[default: one per device; for one long video (3,600 frames or more) on GPUs, a worker per 4 cores, at most 4 a GPU, as the GPUs' and host's memory allow: see the README].\n\nWith --ray: Ray actors \\[default: one per GPU of the cluster].",
         rich_help_panel=BATCH,
     ),
 ]

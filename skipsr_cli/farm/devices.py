@@ -27,20 +27,21 @@ from skipsr_cli.batch.workers import _die_with_parent, _stop
 from skipsr_cli.errors import OutputError, SkipSRError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.progress import WholeRun
-from skipsr_cli.farm.ray import FRAMES_PER_PART, SegmentWorker
+from skipsr_cli.farm.ray import SegmentWorker
+from skipsr_cli.farm.resume import part_count
 from skipsr_cli.media.cpu_share import host_cores
 from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.run.options import UpscaleOptions
 from skipsr_cli.run.progress import Event, Summary
 
 # Workers per GPU for one long video when --workers is not given. At 1440p and 4K the CPU's
-# encoders, not the GPU, set the pace: on one H200 with 16 cores, K copies of the whole upscale at
-# 720p -> 1440p (x264 medium) made 50.0 / 55.6 / 63.1 / 62.7 fps for K = 1-4 (BENCHMARKS.md,
-# 2026-12-01), as three encoders use the cores one leaves idle. So a worker per 5 cores, at most
-# 3 a GPU, as far as the GPU's memory and the host's available memory hold them: a worker
-# took 4.9 GiB of GPU memory and about 2.5 GiB of host memory at 2560x1440.
-CORES_PER_WORKER = 5
-MOST_PER_GPU = 3
+# encoders, not the GPU, set the pace, and more of them at once use cores one leaves idle. On one
+# H200 with 16 cores, a whole upscale of 4,800 frames at 720p -> 1440p (x264 medium) made
+# 55.4 fps with 4 workers against 44.3 with 3 and 45.1 with 5 (BENCHMARKS.md, 2026-12-02). So a
+# worker per 4 cores, at most 4 a GPU, as far as the GPU's memory and the host's available memory
+# hold them: a worker took 4.9 GiB of GPU memory and about 2.5 GiB of host memory at 2560x1440.
+CORES_PER_WORKER = 4
+MOST_PER_GPU = 4
 GIB = 2**30
 
 
@@ -118,11 +119,11 @@ def upscale_on_devices(
 ) -> Summary:
     """Render the segments on `devices`, a worker per entry (a device may repeat), and stitch them
     into `output`; `progress` sees it as one run (farm/progress.py). Returns its summary. `parts`
-    defaults to a part per FRAMES_PER_PART frames, and at least one per worker; `total` is the
+    defaults to `resume.part_count`'s for these workers; `total` is the
     input's frame count where the caller counted it already."""
     began = time.perf_counter()
     total = len(source_timestamps(input)[0]) if total is None else total
-    parts = min(total, parts or max(len(devices), -(-total // FRAMES_PER_PART)))  # none empty
+    parts = min(total, parts or part_count(total, len(devices), output))  # none empty
     devices = devices[:parts]
     run = WholeRun(progress or _ignore, input, output, total, device_text(devices), began)
     with farm.parts_of_run(output, opts, parts) as opts:

@@ -28,6 +28,7 @@ from skipsr_cli.batch.progress import FAILED, FileResult
 from skipsr_cli.batch.workers import BatchKey, check_for, load_for, parse_devices, run_item
 from skipsr_cli.errors import UsageError
 from skipsr_cli.farm import parts as farm
+from skipsr_cli.farm.resume import part_count
 from skipsr_cli.farm.segments import model_hash
 from skipsr_cli.media.cpu_share import apply_cpu_share, host_cores
 from skipsr_cli.media.joiner import source_timestamps
@@ -36,7 +37,6 @@ from skipsr_cli.run.progress import Event, Summary
 
 RETRIES = 2
 CONNECT_S = 10  # to reach a named cluster's head before Ray is asked to attach
-FRAMES_PER_PART = 1200  # a part a GPU renders in well under a minute at 720p
 _NO_ACTOR = "no Ray actor was left to run it"
 
 
@@ -204,7 +204,7 @@ def upscale_on_ray(
     workers: int | None = None,
 ) -> int:
     """Render the segments on Ray and stitch them into `output`; returns the frame count.
-    `parts` defaults to a part per FRAMES_PER_PART frames, at least one per worker. Weights
+    `parts` defaults to `resume.part_count`'s for its actors. Weights
     that cannot load are one error (exit 4) before Ray starts, not a failure of every actor."""
     opts, ray, gpus = _start(opts, address)
     from ray.util import ActorPool
@@ -212,7 +212,7 @@ def upscale_on_ray(
     count = workers or gpus or 1
     total = len(source_timestamps(input)[0])
     if parts is None:
-        parts = max(count, -(-total // FRAMES_PER_PART))
+        parts = part_count(total, count, output)
     parts = min(parts, total)  # no empty part
     actors = min(count, parts)
     actor = ray.remote(
