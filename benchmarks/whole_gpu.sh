@@ -2,10 +2,11 @@
 # Issue 14's acceptance as a user meets it: one whole `skipsr upscale` of a long video (default
 # workers, resumable parts, stitch and all, timed from the command's start to its end) against the
 # host's encoding capacity, measured just before and just after it (FLOORS copies of the encode
-# floor at once on a quarter-length clip of the same footage: a rate, so its length need not
-# match; FLOORS=1,2,3,4 takes the best of 1-4 as the issue defines the capacity, 4 alone is quicker).
-# Usage: benchmarks/whole_gpu.sh SOURCE_CLIP OUTDIR WIDTHxHEIGHT FRAMES [WEIGHTS]
-#   e.g. 1280x720 4800 (about 6 min on one H200 with FLOORS=4), 1920x1080 2400 (about 7 min).
+# floor at once on a shorter clip of the same footage: a rate, so its length need not match;
+# FLOOR_FRAMES frames a copy, a quarter of FRAMES unless given; FLOORS=1,2,3,4 takes the best of
+# 1-4 as the issue defines the capacity, 4 alone is quicker).
+# Usage: [FLOORS=4] [FLOOR_FRAMES=N] benchmarks/whole_gpu.sh SOURCE_CLIP OUTDIR WIDTHxHEIGHT FRAMES [WEIGHTS]
+#   e.g. 1280x720 4800, or 1920x1080 4800 with FLOOR_FRAMES=600.
 set -uo pipefail
 [ $# -ge 4 ] || { echo "usage: $0 SOURCE_CLIP OUTDIR WIDTHxHEIGHT FRAMES [WEIGHTS]" >&2; exit 2; }
 SRC=$1; OUT=$2; SIZE=$3; FRAMES=$4; W=${5:-}
@@ -21,7 +22,7 @@ seconds() {
   python3 -c "import av, sys; s = av.open(sys.argv[1]).streams.video[0]; print($1 / float(s.average_rate))" "$OUT/one.mp4"
 }
 python3 benchmarks/loop_clip.py "$OUT/one.mp4" "$OUT/long.mp4" "$(seconds "$FRAMES")" || exit 1
-python3 benchmarks/loop_clip.py "$OUT/one.mp4" "$OUT/part.mp4" "$(seconds $((FRAMES / 4)))" || exit 1
+python3 benchmarks/loop_clip.py "$OUT/one.mp4" "$OUT/part.mp4" "$(seconds "${FLOOR_FRAMES:-$((FRAMES / 4))}")" || exit 1
 floor() {
   $S bench capacity "$OUT/part.mp4" --scale 2 --workers "${FLOORS:-4}" --devices all --json > "$OUT/$1.json" \
     || { echo "the floor copies ($1) failed" >&2; rm -f "$OUT/$1.json"; }
