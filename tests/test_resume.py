@@ -198,10 +198,13 @@ def test_parts_come_in_a_multiple_of_the_workers_and_a_rerun_keeps_the_split(
     out = tmp_path / "out.mkv"
     api.upscale(clip, out, segment="1/5", parts=work_folder(out), **run)  # a stopped run's part
     (work_folder(out) / "part-00001-of-00040.json").write_text("{}")  # a split 23 cannot fill
-    assert resume.part_count(23, 3, out) == 5 and resume.part_count(23, 1, out) == 5
+    assert (
+        resume.part_count(23, 3, work_folder(out)) == 5
+        and resume.part_count(23, 1, work_folder(out)) == 5
+    )
     api.upscale(clip, out, segment="1/3", parts=work_folder(out), **run)
     api.upscale(clip, out, segment="2/3", parts=work_folder(out), **run)
-    assert resume.part_count(23, 1, out) == 3  # the split with the most finished parts
+    assert resume.part_count(23, 1, work_folder(out)) == 3  # the split with the most finished parts
     for stale in work_folder(out).glob("part-*-of-0000[34]*"):
         stale.unlink()
     rendered = []
@@ -216,3 +219,9 @@ def test_parts_come_in_a_multiple_of_the_workers_and_a_rerun_keeps_the_split(
     api.upscale(clip, tmp_path / "one.mkv", segments=1, **run)
     a, b = frames(out), frames(tmp_path / "one.mkv")
     assert all(np.array_equal(x, y) for x, y in zip(a[0], b[0], strict=True))
+    # a folder named by --parts may hold a farm's parts of another split: the run keeps to its own
+    named = tmp_path / "named"
+    api.upscale(clip, tmp_path / "n.mkv", segment="1/5", parts=named, **run)
+    rendered.clear()
+    assert api.upscale(clip, tmp_path / "n.mkv", parts=named, **run).frames == 23
+    assert rendered == ["1/4", "2/4", "3/4", "4/4"] and len(list(named.glob("*-of-00005.*"))) == 2
