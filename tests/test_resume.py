@@ -196,7 +196,7 @@ def test_parts_come_in_a_multiple_of_the_workers_and_a_rerun_keeps_the_split(
     clip = make_clip(tmp_path / "in.mp4", frames=23, audio=True)
     run = dict(model="debug", random_weights=True, device="cpu", lossless=True)
     out = tmp_path / "out.mkv"
-    api.upscale(clip, out, segment="1/5", parts=work_folder(out), **run)  # a stopped run's part
+    kept = api.upscale(clip, out, segment="1/5", parts=work_folder(out), **run)  # a stopped run
     (work_folder(out) / "part-00001-of-00040.json").write_text("{}")  # a split 23 cannot fill
     assert (
         resume.part_count(23, 3, work_folder(out)) == 5
@@ -214,8 +214,16 @@ def test_parts_come_in_a_multiple_of_the_workers_and_a_rerun_keeps_the_split(
         "render_segment",
         lambda i, o, opts, *a: rendered.append(opts.segment) or render(i, o, opts, *a),
     )
-    assert api.upscale(clip, out, **run).frames == 23 and not work_folder(out).exists()
+    summary = api.upscale(clip, out, **run)
+    assert summary.frames == 23 and not work_folder(out).exists()
     assert rendered == ["2/5", "3/5", "4/5", "5/5"]
+    # the summary's timeline of the parts rendered now: one worker, so one after another
+    timeline = summary.as_dict()["parts"]
+    assert [t["part"] for t in timeline] == [2, 3, 4, 5]
+    assert sum(t["frames"] for t in timeline) == 23 - kept.frames > 0
+    times = [(t["started_s"], t["first_frames_s"], t["finished_s"]) for t in timeline]
+    assert all(0 <= a <= b <= c <= summary.wall_seconds for a, b, c in times)
+    assert all(times[k][0] >= times[k - 1][2] for k in range(1, 4))
     api.upscale(clip, tmp_path / "one.mkv", segments=1, **run)
     a, b = frames(out), frames(tmp_path / "one.mkv")
     assert all(np.array_equal(x, y) for x, y in zip(a[0], b[0], strict=True))

@@ -38,13 +38,18 @@ class WholeRun:
         self.started = False
         self.frames: dict[int, tuple[int, float]] = {}  # part -> (frames written, skip ratio)
         self.summaries: dict[int, Summary] = {}
+        # part -> seconds into the run when it started, wrote its first frames, and finished
+        self.times: dict[int, list[float | None]] = {}
 
     def part(self, index: int) -> Callable[[Event], None]:
         """The callback of part `index`'s own run."""
         return lambda event: self.event(index, event)
 
     def event(self, index: int, event: Event) -> None:
+        now = round(time.perf_counter() - self.began, 3)
+        times = self.times.setdefault(index, [None, None, None])
         if isinstance(event, Started):
+            times[0] = now
             if not self.started:
                 self.started = True
                 device = self.device or event.device
@@ -59,9 +64,12 @@ class WholeRun:
                     )  # fmt: skip
                 )
         elif isinstance(event, Advanced):
+            if times[1] is None and event.frames > 0:
+                times[1] = now
             self.frames[index] = (event.frames, event.skip_ratio)
             self.progress(self.advanced())
         elif isinstance(event, Summary):
+            times[2] = now
             self.summaries[index] = event
             self.frames[index] = (event.frames, event.skip_ratio)
 
@@ -88,10 +96,27 @@ class WholeRun:
         """The whole run's summary (`frames` stitched), shown and returned."""
         wall = time.perf_counter() - self.began
         summary = whole_summary(self.input, self.output, frames, wall, self.parts, warnings)
+        summary = replace(summary, parts=self.timeline())
         if self.device is not None:
             summary = replace(summary, device=self.device)
         self.progress(summary)
         return summary
+
+    def timeline(self) -> tuple[dict, ...]:
+        """Each part rendered in this run, in part order: its frames and rate, and the seconds
+        into the run when it started, wrote its first frames and finished, which show a worker's
+        start-up and the parts that ran alone at the end."""
+        return tuple(
+            {
+                "part": i,
+                "frames": self.summaries[i].frames,
+                "fps": self.summaries[i].fps,
+                "started_s": self.times[i][0],
+                "first_frames_s": self.times[i][1],
+                "finished_s": self.times[i][2],
+            }
+            for i in sorted(self.summaries)
+        )
 
 
 def whole_summary(

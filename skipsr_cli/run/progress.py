@@ -65,6 +65,8 @@ class Summary:
     denoise: float | None = None  # the --denoise blend the network ran with (None: not known)
     # seconds each side of the pipeline waited for another (overlapped runs): which one set the pace
     waits: dict[str, float] = field(default_factory=dict, compare=False)  # Summary stays hashable
+    # a run in parts: each part rendered now (farm/progress.py WholeRun.timeline)
+    parts: tuple[dict, ...] = field(default=(), compare=False)
 
     def as_dict(self) -> dict:
         return asdict(self)
