@@ -1,8 +1,9 @@
 """Write a long input for soak runs in seconds, not hours: the video stream of a short clip played
 again and again by stream copy (its packets with shifted timestamps, no re-encoding), plus an AAC
 tone of the same length, so the output's audio length can be checked too.
-Usage: python3 benchmarks/loop_clip.py IN OUT SECONDS"""
+Usage: python3 benchmarks/loop_clip.py IN OUT SECONDS (whole plays of IN, at least SECONDS)"""
 
+import math
 import sys
 from fractions import Fraction
 
@@ -17,7 +18,7 @@ with av.open(src) as inp:
     tb = stream.time_base
     span = max(p.pts + (p.duration or 0) for p in packets) - min(p.pts for p in packets)
     start = min(p.pts for p in packets)
-    loops = max(1, round(seconds / float(span * tb)))
+    loops = max(1, math.ceil(seconds / float(span * tb) - 1e-9))  # at least SECONDS
     with av.open(dst, "w") as out:
         video = out.add_stream_from_template(stream)
         audio = out.add_stream("aac", rate=48000, layout="stereo")

@@ -15,14 +15,16 @@ MODEL=(); [ -n "$W" ] && MODEL=(--weights "$W")
 mkdir -p "$OUT"
 # a work folder an earlier, stopped invocation left would make the timed run a resume
 rm -rf "$OUT/.out.mp4.skipsr-work" "$OUT/out.mp4" "$OUT"/floor_*.json "$OUT/whole.json"
-# the source resized once, then played again and again by stream copy (seconds, where encoding
-# FRAMES frames took minutes of the device's time): FRAMES rounds to whole plays of the source
-python3 benchmarks/resize_clip.py "$SRC" "$OUT/one.mp4" "${SIZE%x*}" "${SIZE#*x}" || exit 1
+# the source resized once (at most the floor's length), then played again and again by stream
+# copy (seconds, where encoding FRAMES frames took minutes of the device's time): FRAMES rounds up
+# to whole plays, and the copies carry loop_clip's AAC tone, which the stitch copies in
+FLOOR_FRAMES=${FLOOR_FRAMES:-$((FRAMES / 4))}
+python3 benchmarks/resize_clip.py "$SRC" "$OUT/one.mp4" "${SIZE%x*}" "${SIZE#*x}" "$FLOOR_FRAMES" || exit 1
 seconds() {
   python3 -c "import av, sys; s = av.open(sys.argv[1]).streams.video[0]; print($1 / float(s.average_rate))" "$OUT/one.mp4"
 }
 python3 benchmarks/loop_clip.py "$OUT/one.mp4" "$OUT/long.mp4" "$(seconds "$FRAMES")" || exit 1
-python3 benchmarks/loop_clip.py "$OUT/one.mp4" "$OUT/part.mp4" "$(seconds "${FLOOR_FRAMES:-$((FRAMES / 4))}")" || exit 1
+python3 benchmarks/loop_clip.py "$OUT/one.mp4" "$OUT/part.mp4" "$(seconds "$FLOOR_FRAMES")" || exit 1
 floor() {
   $S bench capacity "$OUT/part.mp4" --scale 2 --workers "${FLOORS:-4}" --devices all --json > "$OUT/$1.json" \
     || { echo "the floor copies ($1) failed" >&2; rm -f "$OUT/$1.json"; }
@@ -39,6 +41,8 @@ whole = json.loads((out / "whole.json").read_text())
 if whole["rc"] != 0:
     sys.exit(f"the upscale failed (exit {whole['rc']}): see {out / 'whole.log'}")
 frames = json.loads((out / "summary.json").read_text())["frames"]
+if frames < 3600:  # resume.RESUME_FRAMES
+    print(f"note: {frames} frames ran in one piece, without parts or workers", file=sys.stderr)
 fps = frames / whole["wall_s"]
 floors = []
 for name in ("floor_before", "floor_after"):

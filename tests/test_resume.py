@@ -188,25 +188,22 @@ def test_sigkill_at_five_random_points_then_rerun_gives_the_whole_run(tmp_path):
 def test_parts_come_in_a_multiple_of_the_workers_and_a_rerun_keeps_the_split(
     tmp_path, small_segments, monkeypatch
 ):
-    """A long run's parts: a part per FRAMES_PER_PART frames, rounded up to a multiple of the
-    workers, so that none renders a last part alone; but where a stopped run left finished parts,
-    their split, so a rerun with other workers resumes from them rather than sweeping them."""
-    assert [resume.part_count(23, w) for w in (1, 2, 3, 4, 5)] == [4, 4, 6, 4, 5]
+    """A long run's parts: a part per FRAMES_PER_PART frames, rounded to the nearest multiple of
+    the workers (at least one each), so that none renders a last part alone; but where a stopped
+    run left finished parts of this input and these options, their split (the one with the most
+    frames done), so a rerun with other workers resumes from them rather than sweeping them."""
+    assert [resume.part_count(23, w) for w in (1, 2, 3, 4, 5)] == [4, 4, 3, 4, 5]
     assert resume.part_count(5, 8) == 5 and resume.part_count(0, 3) == 1  # none empty
+    assert resume.part_count(23, 0) == 4 and resume.part_count(23, 9, finished=7) == 7
     clip = make_clip(tmp_path / "in.mp4", frames=23, audio=True)
     run = dict(model="debug", random_weights=True, device="cpu", lossless=True)
     out = tmp_path / "out.mkv"
-    kept = api.upscale(clip, out, segment="1/5", parts=work_folder(out), **run)  # a stopped run
-    (work_folder(out) / "part-00001-of-00040.json").write_text("{}")  # a split 23 cannot fill
-    assert (
-        resume.part_count(23, 3, work_folder(out)) == 5
-        and resume.part_count(23, 1, work_folder(out)) == 5
-    )
-    api.upscale(clip, out, segment="1/3", parts=work_folder(out), **run)
-    api.upscale(clip, out, segment="2/3", parts=work_folder(out), **run)
-    assert resume.part_count(23, 1, work_folder(out)) == 3  # the split with the most finished parts
-    for stale in work_folder(out).glob("part-*-of-0000[34]*"):
-        stale.unlink()
+    work = work_folder(out)
+    kept = api.upscale(clip, out, segment="1/5", parts=work, **run)  # a stopped run's part
+    (work / "part-00001-of-00040.json").write_text("{}")  # no manifest
+    # two parts of a split with more frames done, but made with another --crf: not this run's
+    api.upscale(clip, out, segment="1/3", parts=work, crf=30, **run)
+    api.upscale(clip, out, segment="2/3", parts=work, crf=30, **run)
     rendered = []
     render = farm_parts.render_segment
     monkeypatch.setattr(
@@ -227,6 +224,12 @@ def test_parts_come_in_a_multiple_of_the_workers_and_a_rerun_keeps_the_split(
     api.upscale(clip, tmp_path / "one.mkv", segments=1, **run)
     a, b = frames(out), frames(tmp_path / "one.mkv")
     assert all(np.array_equal(x, y) for x, y in zip(a[0], b[0], strict=True))
+    # of two splits of this run, the one with the most frames done
+    other = tmp_path / "other.mkv"
+    for segment in ("1/5", "1/3", "2/3"):
+        api.upscale(clip, other, segment=segment, parts=work_folder(other), **run)
+    rendered.clear()
+    assert api.upscale(clip, other, **run).frames == 23 and rendered == ["3/3"]
     # a folder named by --parts may hold a farm's parts of another split: the run keeps to its own
     named = tmp_path / "named"
     api.upscale(clip, tmp_path / "n.mkv", segment="1/5", parts=named, **run)

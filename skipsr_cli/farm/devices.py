@@ -29,7 +29,6 @@ from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.progress import WholeRun
 from skipsr_cli.farm.ray import SegmentWorker
 from skipsr_cli.farm.resume import part_count
-from skipsr_cli.farm.segments import own_work_folder
 from skipsr_cli.media.cpu_share import host_cores
 from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.run.options import UpscaleOptions
@@ -124,8 +123,8 @@ def upscale_on_devices(
     input's frame count where the caller counted it already."""
     began = time.perf_counter()
     total = len(source_timestamps(input)[0]) if total is None else total
-    folder = own_work_folder(output, opts.parts)
-    parts = min(total, parts or part_count(total, len(devices), folder))  # none empty
+    finished = None if parts else farm.finished_split(input, output, opts, total)
+    parts = min(total, parts or part_count(total, len(devices), finished))  # none empty
     devices = devices[:parts]
     run = WholeRun(progress or _ignore, input, output, total, device_text(devices), began)
     with farm.parts_of_run(output, opts, parts) as opts:

@@ -21,6 +21,7 @@ from skipsr_cli.farm.segments import (
     file_hash,
     fingerprint,
     model_hash,
+    own_work_folder,
     parse_segment,
     parts_folder,
     read_manifests,
@@ -140,14 +141,48 @@ def finished_part(input: Path, output: Path, opts: UpscaleOptions, weights: str)
     except (OSError, ValueError):
         return None
     same = (
-        record.get("fingerprint") == fingerprint(input)
-        and record.get("settings") == {k: _plain(getattr(opts, k)) for k in SHAPING}
-        and record.get("encoder") == encoder_of(encode_options_of(opts, output))
+        _same_run(record, input, output, opts)
         and record.get("weights") == weights
         and record.get("count") == segment.count
         and _intact(folder / record.get("part", ""), record.get("bytes"), record.get("sha256"))
     )
     return record.get("frames_written") if same else None
+
+
+def _same_run(record: dict, input: Path, output: Path, opts: UpscaleOptions) -> bool:
+    """A part's manifest is of this input, made with these options and OUTPUT's encoder."""
+    return (
+        record.get("fingerprint") == fingerprint(input)
+        and record.get("settings") == {k: _plain(getattr(opts, k)) for k in SHAPING}
+        and record.get("encoder") == encoder_of(encode_options_of(opts, output))
+    )
+
+
+def finished_split(input: Path, output: Path, opts: UpscaleOptions, total: int) -> int | None:
+    """The number of parts of the split whose finished parts a stopped run of OUTPUT left in its
+    own work folder, of this input with these options (the weights are checked later, once a
+    model is loaded): the split with the most frames finished where there are several; None where
+    there are none. A folder named by --parts is not looked in: it may hold a farm's parts of
+    another split, which a run there passes over."""
+    folder = own_work_folder(output, opts.parts)
+    if folder is None:
+        return None
+    frames: dict[int, int] = {}
+    for manifest in folder.glob(f"part-*{MANIFEST_SUFFIX}"):
+        try:
+            record = json.loads(manifest.read_text())
+            count, written = int(record["count"]), int(record["frames_written"])
+            part = folder / str(record["part"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if (
+            0 < count <= total
+            and record.get("total_frames") == total
+            and _same_run(record, input, output, opts)
+            and _intact(part, record.get("bytes"), None)  # its size: the hash is checked later
+        ):
+            frames[count] = frames.get(count, 0) + written
+    return max(frames, key=lambda c: (frames[c], c)) if frames else None
 
 
 def encoder_of(encode: EncodeOptions) -> dict[str, object]:

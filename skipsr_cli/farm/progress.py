@@ -104,8 +104,9 @@ class WholeRun:
 
     def timeline(self) -> tuple[dict, ...]:
         """Each part rendered in this run, in part order: its frames and rate, and the seconds
-        into the run when it started, wrote its first frames and finished, which show a worker's
-        start-up and the parts that ran alone at the end."""
+        into the run when its start, its first frames passed to the encoder and its end (before
+        its manifest is written) reached this process; they show a worker's start-up and the
+        parts that ran alone at the end."""
         return tuple(
             {
                 "part": i,

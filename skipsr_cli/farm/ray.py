@@ -29,7 +29,7 @@ from skipsr_cli.batch.workers import BatchKey, check_for, load_for, parse_device
 from skipsr_cli.errors import UsageError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.resume import part_count
-from skipsr_cli.farm.segments import model_hash, own_work_folder
+from skipsr_cli.farm.segments import model_hash
 from skipsr_cli.media.cpu_share import apply_cpu_share, host_cores
 from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.run.options import UpscaleOptions, load_network, resolve_dtype
@@ -212,7 +212,7 @@ def upscale_on_ray(
     count = workers or gpus or 1
     total = len(source_timestamps(input)[0])
     if parts is None:
-        parts = part_count(total, count, own_work_folder(output, opts.parts))
+        parts = part_count(total, count, farm.finished_split(input, output, opts, total))
     parts = min(parts, total)  # no empty part
     actors = min(count, parts)
     actor = ray.remote(

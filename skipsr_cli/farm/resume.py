@@ -10,7 +10,6 @@ RESUME_FRAMES run in one piece: they lose little to a crash and need not pay for
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,7 +21,7 @@ from models import SkipSR
 from skipsr_cli.batch.records import exclusive_hold
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.progress import WholeRun
-from skipsr_cli.farm.segments import MANIFEST_SUFFIX, model_hash, own_work_folder, work_folder
+from skipsr_cli.farm.segments import MANIFEST_SUFFIX, model_hash, work_folder
 from skipsr_cli.media.image_io import is_image_output
 from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.media.video_io import DecodeDamage, VideoInfo
@@ -61,28 +60,18 @@ def split_frames(input: Path, info: VideoInfo) -> int | None:
     return packets if frames_lost(info, packets, DecodeDamage()) == 0 else None
 
 
-def part_count(total: int, workers: int = 1, folder: Path | None = None) -> int:
-    """The parts of a long run of `total` frames by `workers` at once. Where a stopped run left
-    finished parts in its work `folder` (`own_work_folder`), their split, so a rerun resumes from
-    them whatever now renders it; else a part per FRAMES_PER_PART frames, rounded up to a multiple of the workers, so that
-    no worker renders a last part alone while the others idle (at 720p on one H200, 4,800 frames
-    as 4 parts by 3 workers made 35.3 fps, as 6 parts 44.3 fps: BENCHMARKS.md, 2026-12-02)."""
-    if folder is not None and (found := finished_split(folder, total)) is not None:
-        return found
-    each = -(-total // FRAMES_PER_PART)
-    return max(1, min(total, workers * -(-each // workers)))
-
-
-def finished_split(folder: Path, total: int) -> int | None:
-    """The number of parts of the split whose finished parts (those with a manifest) a stopped
-    run left in `folder`, the one with the most where there are several; None where there are
-    none, or none that `total` frames can fill."""
-    counts: dict[int, int] = {}
-    for manifest in folder.glob(f"part-*-of-*{MANIFEST_SUFFIX}"):
-        found = re.fullmatch(rf"part-\d+-of-(\d+){re.escape(MANIFEST_SUFFIX)}", manifest.name)
-        if found and 0 < (count := int(found[1])) <= total:
-            counts[count] = counts.get(count, 0) + 1
-    return max(counts, key=lambda c: (counts[c], c)) if counts else None
+def part_count(total: int, workers: int = 1, finished: int | None = None) -> int:
+    """The parts of a long run of `total` frames by `workers` at once: `finished`, the split of
+    the finished parts a stopped run left (`parts.finished_split`), so that a rerun resumes from
+    them whatever now renders it; else a part per FRAMES_PER_PART frames, rounded to the nearest
+    multiple of the workers and at least one each, so that no worker renders a last part alone
+    while the others idle (at 720p on one H200, in two calls: 4,800 frames as 4 parts by 3
+    workers made 35.3 fps, as 6 parts 44.3 fps; BENCHMARKS.md, 2026-12-02)."""
+    if finished is not None:
+        return finished
+    workers = max(1, workers)
+    rounds = max(1, (2 * -(-total // FRAMES_PER_PART) + workers) // (2 * workers))
+    return max(1, min(total, workers * rounds))
 
 
 def upscale_resumably(
@@ -101,9 +90,8 @@ def upscale_resumably(
     (--segments; at most one a frame), else `part_count`'s for one worker."""
     began = time.perf_counter()
     total = len(source_timestamps(input)[0]) if total is None else total
-    count = (
-        min(total, parts) if parts else part_count(total, 1, own_work_folder(output, opts.parts))
-    )
+    finished = None if parts else farm.finished_split(input, output, opts, total)
+    count = min(total, parts or part_count(total, 1, finished))
     model = load()
     weights = model_hash(model.state_dict())
     with farm.parts_of_run(output, opts, count) as opts:

@@ -69,7 +69,11 @@ class Summary:
     parts: tuple[dict, ...] = field(default=(), compare=False)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """Its fields as JSON takes them; `parts` only where the run was in parts."""
+        fields = asdict(self)
+        if not self.parts:
+            del fields["parts"]
+        return fields
 
 
 @dataclass(frozen=True)
