@@ -38,7 +38,7 @@ class WholeRun:
         self.started = False
         self.frames: dict[int, tuple[int, float]] = {}  # part -> (frames written, skip ratio)
         self.summaries: dict[int, Summary] = {}
-        # part -> seconds into the run when it started, wrote its first frames, and finished
+        # part -> seconds into the run when it started, passed its first frames on, and ended
         self.times: dict[int, list[float | None]] = {}
 
     def part(self, index: int) -> Callable[[Event], None]:
