@@ -55,5 +55,6 @@ print(f"| {size} x2, {frames} frames | whole upscale {whole['wall_s']:.1f} s, {f
       f"{text(floors[1])} fps | ratio to each {ratios} |")
 PY
 status=$?
+[ $status = 0 ] && python3 benchmarks/part_timeline.py "$OUT/summary.json"
 rm -rf "$OUT/.out.mp4.skipsr-work" "$OUT/out.mp4" "$OUT/one.mp4" "$OUT/long.mp4" "$OUT/part.mp4"
 exit $status
