@@ -332,6 +332,9 @@ def test_several_workers_report_one_run_and_count_only_what_is_left(clip, tmp_pa
     assert advanced[-1].frames == left and {e.total_frames for e in advanced} == {left}
     assert events[-1] is summary and isinstance(summary, Summary)
     assert summary.frames == 23 and summary.device == "cpu x2"
+    timeline = summary.parts  # parts 2 and 3, one a worker
+    assert [t["part"] for t in timeline] == [2, 3] and sum(t["frames"] for t in timeline) == left
+    assert all(0 <= t["started_s"] <= t["first_frames_s"] <= t["finished_s"] for t in timeline)
     assert summary.output == str(tmp_path / "out.mkv") and summary.fps > 0
 
 
@@ -358,6 +361,28 @@ def test_a_long_video_on_a_gpu_host_takes_its_workers_by_itself(clip, tmp_path, 
     debug = api.load_model("debug", random_weights=True, device="cpu")
     api.upscale(clip, tmp_path / "loaded.mkv", model=debug, **RUN)
     assert len(spread) == 1
+
+
+def test_the_workers_get_their_parts_in_a_multiple_of_their_number(clip, tmp_path, monkeypatch):
+    """Without --segments, the workers' run takes resume.part_count's parts for its number of
+    workers (23 frames, 6 a part: 4 parts for 2 or 4 workers, 3 for 3)."""
+    from skipsr_cli.farm import devices, resume
+    from skipsr_cli.run.options import UpscaleOptions
+
+    monkeypatch.setattr(resume, "FRAMES_PER_PART", 6)
+    counts = []
+
+    def render(input, output, opts, found, parts, total, run):
+        counts.append((len(found), parts))
+        raise KeyboardInterrupt  # stop before any work: only the split is asked
+
+    monkeypatch.setattr(devices, "_render", render)
+    for n in (2, 3, 4):
+        with pytest.raises(KeyboardInterrupt):
+            devices.upscale_on_devices(
+                clip, tmp_path / "out.mkv", UpscaleOptions(), [torch.device("cpu")] * n, total=23
+            )
+    assert counts == [(2, 4), (3, 3), (4, 4)]
 
 
 def test_workers_per_gpu_follows_cores_and_memory():
