@@ -388,7 +388,7 @@ def test_the_workers_get_their_parts_in_a_multiple_of_their_number(clip, tmp_pat
 def test_workers_per_gpu_follows_cores_and_memory():
     """A worker per 4 cores, at most 4 a GPU, as far as the GPU's memory and host memory hold
     them; never fewer than one; one on the CPU."""
-    from skipsr_cli.farm.devices import gpu_bytes_per_worker, workers_per_gpu
+    from skipsr_cli.farm.devices import gpu_bytes_per_worker, host_bytes_per_worker, workers_per_gpu
 
     gib = 2**30
     one, two = [torch.device("cuda:0")], [torch.device("cuda:0"), torch.device("cuda:1")]
@@ -406,6 +406,10 @@ def test_workers_per_gpu_follows_cores_and_memory():
     assert workers_per_gpu(one, size, cores=16, gpu=2 * need, host=100 * gib) == 2
     assert workers_per_gpu(one, (3840, 2160), cores=16, gpu=20 * gib, host=100 * gib) == 1
     assert workers_per_gpu(one, size, cores=16, gpu=100 * gib, host=7 * gib) == 2
+    # host memory grows with the output's pixels: 16 GiB hold 4 workers at 1440p, 2 at 2160p
+    assert 3 * gib < host_bytes_per_worker(size) < 4 * gib < host_bytes_per_worker((3840, 2160))
+    assert workers_per_gpu(one, size, cores=16, gpu=100 * gib, host=16 * gib) == 4
+    assert workers_per_gpu(one, (3840, 2160), cores=16, gpu=100 * gib, host=16 * gib) == 2
     assert workers_per_gpu(one, size, cores=16, gpu=gib, host=gib) == 1
     assert workers_per_gpu([torch.device("cpu")], size, cores=64, **plenty) == 1
 

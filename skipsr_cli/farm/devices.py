@@ -39,7 +39,7 @@ from skipsr_cli.run.progress import Event, Summary
 # H200 with 16 cores, a whole upscale of 4,800 frames at 720p -> 1440p (x264 medium) made
 # 55.4 fps with 4 workers against 44.3 with 3 and 45.1 with 5 (BENCHMARKS.md, 2026-12-02). So a
 # worker per 4 cores, at most 4 a GPU, as far as the GPU's memory and the host's available memory
-# hold them: a worker took 4.9 GiB of GPU memory and about 2.5 GiB of host memory at 2560x1440.
+# hold them (gpu_bytes_per_worker, host_bytes_per_worker).
 CORES_PER_WORKER = 4
 MOST_PER_GPU = 4
 GIB = 2**30
@@ -51,6 +51,15 @@ def gpu_bytes_per_worker(out_size: tuple[int, int], model: int = 0) -> int:
     holds two sets while it makes the third), then its buffers, which grow with the pixels."""
     megapixels = out_size[0] * out_size[1] / 1e6
     return int(1.25 * ((1.0 + 1.1 * megapixels) * GIB + 3 * model))
+
+
+def host_bytes_per_worker(out_size: tuple[int, int]) -> int:
+    """Host memory one worker may take at this output size (width, height): its libraries and
+    network, then its frames in flight, which grow with the pixels. Fitted to one process's peaks
+    on one H200 host: 3.42 GiB at 2560x1440 and 5.74 GiB at 3840x2160 (BENCHMARKS.md,
+    2026-11-30), above the 2.68 GiB a worker of a whole run took at 2560x1440 (2026-12-02)."""
+    megapixels = out_size[0] * out_size[1] / 1e6
+    return int((1.5 + 0.5 * megapixels) * GIB)
 
 
 def model_bytes(opts: UpscaleOptions) -> int:
@@ -93,8 +102,8 @@ def workers_per_gpu(
     host: int | None = None,
 ) -> int:
     """How many workers each of `gpus` takes by default (1 where any device is not CUDA) for a
-    network of `model` bytes. The host's cores, the smallest GPU's memory and the host's available memory are read unless
-    given."""
+    network of `model` bytes at this output size. The host's cores, the smallest GPU's memory and
+    the host's available memory are read unless given."""
     if not gpus or any(d.type != "cuda" for d in gpus):
         return 1
     cores = host_cores() if cores is None else cores
@@ -104,7 +113,7 @@ def workers_per_gpu(
     most = min(MOST_PER_GPU, cores // (CORES_PER_WORKER * len(gpus)))
     most = min(most, gpu // gpu_bytes_per_worker(out_size, model))
     if host is not None:
-        most = min(most, host // (3 * GIB * len(gpus)))
+        most = min(most, host // (host_bytes_per_worker(out_size) * len(gpus)))
     return max(1, most)
 
 
