@@ -12,16 +12,23 @@ out. Tests hold the packed path against it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-try:  # PyTorch >= 2.10: flash-attention varlen kernels on CUDA
-    from torch.nn.attention.varlen import varlen_attn as _varlen_attn
-except ImportError:  # pragma: no cover - older PyTorch
-    _varlen_attn = None
+
+@cache
+def _flash_varlen():
+    """PyTorch's flash-attention varlen kernel on CUDA (PyTorch >= 2.10), or None. Imported on
+    first use: its module pulls in TorchDynamo, which took 2.1 of the 5.9 s of `skipsr --help` with
+    PyTorch 2.13 on 2 cores, and which a process that runs no model on a GPU never needs."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:  # pragma: no cover - older PyTorch
+        return None
+    return varlen_attn
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,7 @@ def _length_groups(cu: Tensor) -> tuple[tuple[int, Tensor], ...]:
 def varlen_attention(q: Tensor, k: Tensor, v: Tensor, layout: WindowLayout) -> Tensor:
     """Attention within each window of the packed sequence. q, k, v: (N, heads, head_dim), packed."""
     if _use_flash(q):
-        return _varlen_attn(
+        return _flash_varlen()(
             q, k, v, layout.cu_seqlens, layout.cu_seqlens, layout.max_len, layout.max_len
         )
     return exact_varlen_attention(q, k, v, layout)
@@ -115,10 +122,10 @@ def varlen_attention(q: Tensor, k: Tensor, v: Tensor, layout: WindowLayout) -> T
 
 def _use_flash(q: Tensor) -> bool:
     return (
-        _varlen_attn is not None
-        and q.is_cuda
+        q.is_cuda
         and q.dtype in (torch.float16, torch.bfloat16)
         and q.shape[-1] <= 256
+        and _flash_varlen() is not None
     )
 
 
