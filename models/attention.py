@@ -22,8 +22,8 @@ from torch import Tensor
 @cache
 def _flash_varlen():
     """PyTorch's flash-attention varlen kernel on CUDA (PyTorch >= 2.10), or None. Imported on
-    first use: its module pulls in TorchDynamo, which took 2.1 of the 5.9 s of `skipsr --help` with
-    PyTorch 2.13 on 2 cores, and which a process that runs no model on a GPU never needs."""
+    first use: its module pulls in TorchDynamo, about 2.5 s of the 6.4 s `skipsr --help` took with
+    PyTorch 2.13 on 2 cores, which a process that runs no model on a GPU never needs."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:  # pragma: no cover - older PyTorch
