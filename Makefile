@@ -27,7 +27,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"
 
-# The benchmark tools' own tests (`bench capacity`, `bench run`): 78-81 s more in CI on 2 cores.
+# The benchmark tools' own tests (`bench capacity`, `bench run`): 44-81 s more in CI on 2 cores.
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
 
