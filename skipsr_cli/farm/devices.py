@@ -128,12 +128,15 @@ def upscale_on_devices(
 ) -> Summary:
     """Render the segments on `devices`, a worker per entry (a device may repeat), and stitch them
     into `output`; `progress` sees it as one run (farm/progress.py). Returns its summary. `parts`
-    defaults to `resume.part_count`'s for these workers; `total` is the
+    defaults to the split of the parts a stopped run finished, else `resume.part_count`'s for
+    these workers; `total` is the
     input's frame count where the caller counted it already."""
     began = time.perf_counter()
     total = len(source_timestamps(input)[0]) if total is None else total
-    finished = None if parts else farm.finished_split(input, output, opts, total)
-    parts = min(total, parts or part_count(total, len(devices), finished))  # none empty
+    parts = (
+        parts or farm.finished_split(input, output, opts, total) or part_count(total, len(devices))
+    )
+    parts = min(total, parts)  # none empty
     devices = devices[:parts]
     run = WholeRun(progress or _ignore, input, output, total, device_text(devices), began)
     with farm.parts_of_run(output, opts, parts) as opts:

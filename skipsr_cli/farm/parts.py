@@ -21,7 +21,6 @@ from skipsr_cli.farm.segments import (
     file_hash,
     fingerprint,
     model_hash,
-    own_work_folder,
     parse_segment,
     parts_folder,
     read_manifests,
@@ -141,7 +140,7 @@ def finished_part(input: Path, output: Path, opts: UpscaleOptions, weights: str)
     except (OSError, ValueError):
         return None
     same = (
-        _same_run(record, input, output, opts)
+        _matches(record, _made_as(input, output, opts))
         and record.get("weights") == weights
         and record.get("count") == segment.count
         and _intact(folder / record.get("part", ""), record.get("bytes"), record.get("sha256"))
@@ -149,13 +148,18 @@ def finished_part(input: Path, output: Path, opts: UpscaleOptions, weights: str)
     return record.get("frames_written") if same else None
 
 
-def _same_run(record: dict, input: Path, output: Path, opts: UpscaleOptions) -> bool:
-    """A part's manifest is of this input, made with these options and OUTPUT's encoder."""
-    return (
-        record.get("fingerprint") == fingerprint(input)
-        and record.get("settings") == {k: _plain(getattr(opts, k)) for k in SHAPING}
-        and record.get("encoder") == encoder_of(encode_options_of(opts, output))
-    )
+def _made_as(input: Path, output: Path, opts: UpscaleOptions) -> dict[str, object]:
+    """What a part's manifest records of how it was made: the input's fingerprint, the options
+    that shape the frames, and OUTPUT's encoder."""
+    return {
+        "fingerprint": fingerprint(input),
+        "settings": {k: _plain(getattr(opts, k)) for k in SHAPING},
+        "encoder": encoder_of(encode_options_of(opts, output)),
+    }
+
+
+def _matches(record: dict, made_as: dict[str, object]) -> bool:
+    return all(record.get(k) == v for k, v in made_as.items())
 
 
 def finished_split(input: Path, output: Path, opts: UpscaleOptions, total: int) -> int | None:
@@ -164,9 +168,9 @@ def finished_split(input: Path, output: Path, opts: UpscaleOptions, total: int) 
     model is loaded): the split with the most frames finished where there are several; None where
     there are none. A folder named by --parts is not looked in: it may hold a farm's parts of
     another split, which a run there passes over."""
-    folder = own_work_folder(output, opts.parts)
-    if folder is None:
+    if opts.parts is not None:
         return None
+    folder, made_as = work_folder(output), _made_as(input, output, opts)
     frames: dict[int, int] = {}
     for manifest in folder.glob(f"part-*{MANIFEST_SUFFIX}"):
         try:
@@ -178,7 +182,7 @@ def finished_split(input: Path, output: Path, opts: UpscaleOptions, total: int) 
         if (
             0 < count <= total
             and record.get("total_frames") == total
-            and _same_run(record, input, output, opts)
+            and _matches(record, made_as)
             and _intact(part, record.get("bytes"), None)  # its size: the hash is checked later
         ):
             frames[count] = frames.get(count, 0) + written

@@ -204,7 +204,8 @@ def upscale_on_ray(
     workers: int | None = None,
 ) -> int:
     """Render the segments on Ray and stitch them into `output`; returns the frame count.
-    `parts` defaults to `resume.part_count`'s for its actors. Weights
+    `parts` defaults to the split of the parts a stopped run finished, else `resume.part_count`'s
+    for its actors. Weights
     that cannot load are one error (exit 4) before Ray starts, not a failure of every actor."""
     opts, ray, gpus = _start(opts, address)
     from ray.util import ActorPool
@@ -212,7 +213,7 @@ def upscale_on_ray(
     count = workers or gpus or 1
     total = len(source_timestamps(input)[0])
     if parts is None:
-        parts = part_count(total, count, farm.finished_split(input, output, opts, total))
+        parts = farm.finished_split(input, output, opts, total) or part_count(total, count)
     parts = min(parts, total)  # no empty part
     actors = min(count, parts)
     actor = ray.remote(

@@ -60,15 +60,12 @@ def split_frames(input: Path, info: VideoInfo) -> int | None:
     return packets if frames_lost(info, packets, DecodeDamage()) == 0 else None
 
 
-def part_count(total: int, workers: int = 1, finished: int | None = None) -> int:
-    """The parts of a long run of `total` frames by `workers` at once: `finished`, the split of
-    the finished parts a stopped run left (`parts.finished_split`), so that a rerun resumes from
-    them whatever now renders it; else a part per FRAMES_PER_PART frames, rounded to the nearest
-    multiple of the workers and at least one each, so that no worker renders a last part alone
-    while the others idle (at 720p on one H200, in two calls: 4,800 frames as 4 parts by 3
-    workers made 35.3 fps, as 6 parts 44.3 fps; BENCHMARKS.md, 2026-12-02)."""
-    if finished is not None:
-        return finished
+def part_count(total: int, workers: int = 1) -> int:
+    """The parts of a long run of `total` frames by `workers` at once, where a stopped run left
+    none to resume from (`parts.finished_split`): a part per FRAMES_PER_PART frames, rounded to
+    the nearest multiple of the workers and at least one each, so that no worker renders a last
+    part alone while the others idle (at 720p on one H200, in two calls: 4,800 frames as 4 parts
+    by 3 workers made 35.3 fps, as 6 parts 44.3 fps; BENCHMARKS.md, 2026-12-02)."""
     workers = max(1, workers)
     rounds = max(1, (2 * -(-total // FRAMES_PER_PART) + workers) // (2 * workers))
     return max(1, min(total, workers * rounds))
@@ -87,11 +84,13 @@ def upscale_resumably(
 ) -> Summary:
     """The segments not yet done, then the stitch, then the work folder removed. `total` is the
     input's frame count where the caller counted it already; `parts` the number of segments
-    (--segments; at most one a frame), else `part_count`'s for one worker."""
+    (--segments; at most one a frame), else the split of the parts a stopped run finished, or
+    `part_count`'s for one worker."""
     began = time.perf_counter()
     total = len(source_timestamps(input)[0]) if total is None else total
-    finished = None if parts else farm.finished_split(input, output, opts, total)
-    count = min(total, parts or part_count(total, 1, finished))
+    count = min(
+        total, parts or farm.finished_split(input, output, opts, total) or part_count(total)
+    )
     model = load()
     weights = model_hash(model.state_dict())
     with farm.parts_of_run(output, opts, count) as opts:

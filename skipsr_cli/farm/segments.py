@@ -127,13 +127,6 @@ def work_folder(output: Path) -> Path:
     return output.with_name(f".{output.name}.skipsr-work")
 
 
-def own_work_folder(output: Path, parts: Path | None = None) -> Path | None:
-    """The work folder of a run that renders its own parts (a long input, local workers, Ray),
-    which holds nothing but the parts of runs of `output`; None where `--parts DIR` names a folder
-    instead, which may hold a farm's parts of another split."""
-    return work_folder(output) if parts is None else None
-
-
 def drop_other_splits(folder: Path, count: int) -> None:
     """Remove the parts of a run split into another number of parts (another length, or another
     number of workers): they cannot join this run's and would stop its stitch."""
