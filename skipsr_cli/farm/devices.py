@@ -37,9 +37,11 @@ from skipsr_cli.run.progress import Event, Summary
 # Workers per GPU for one long video when --workers is not given. At 1440p and 4K the CPU's
 # encoders, not the GPU, set the pace, and more of them at once use cores one leaves idle. On one
 # H200 with 16 cores, a whole upscale of 4,800 frames at 720p -> 1440p (x264 medium) made
-# 55.4 fps with 4 workers against 44.3 with 3 and 45.1 with 5 (BENCHMARKS.md, 2026-12-02). So a
-# worker per 4 cores, at most 4 a GPU, as far as the GPU's memory and the host's available memory
-# hold them (gpu_bytes_per_worker, host_bytes_per_worker).
+# 55.4 fps with 4 workers against 44.3 with 3 and 45.1 with 5, run in that order; run 3 then 4,
+# 5,000 frames made 38.7 and 38.3 fps (BENCHMARKS.md, 2026-12-02): 3 and 4 are about equal once
+# the parts are a multiple of the workers. So a worker per 4 cores, at most 4 a GPU, as far as the
+# GPU's memory and the host's available memory hold them (gpu_bytes_per_worker,
+# host_bytes_per_worker).
 CORES_PER_WORKER = 4
 MOST_PER_GPU = 4
 GIB = 2**30
