@@ -40,7 +40,8 @@ out, size = Path(sys.argv[1]), sys.argv[2]
 whole = json.loads((out / "whole.json").read_text())
 if whole["rc"] != 0:
     sys.exit(f"the upscale failed (exit {whole['rc']}): see {out / 'whole.log'}")
-frames = json.loads((out / "summary.json").read_text())["frames"]
+summary = json.loads((out / "summary.json").read_text())
+frames = summary["frames"]
 if frames < 3600:  # resume.RESUME_FRAMES
     print(f"note: {frames} frames ran in one piece, without parts or workers", file=sys.stderr)
 fps = frames / whole["wall_s"]
@@ -53,6 +54,11 @@ ratios = ", ".join("n/a" if f is None else f"{fps / f:.3f}" for f in floors)
 print(f"| {size} x2, {frames} frames | whole upscale {whole['wall_s']:.1f} s, {fps:.2f} fps "
       f"(host peak {whole['host_peak_mib']:.0f} MiB) | floor before / after {text(floors[0])} / "
       f"{text(floors[1])} fps | ratio to each {ratios} |")
+# the command's seconds outside its run (imports and what comes before the run's clock starts,
+# the exit after it), and the first frames an encoder got, in seconds of the run
+first = min((p["first_frames_s"] for p in summary.get("parts") or []), default=None)
+print(f"outside the run {whole['wall_s'] - summary['wall_seconds']:.1f} s; in-run "
+      f"{summary['fps']:.2f} fps; first frames at {text(first)} s of the run")
 PY
 status=$?
 [ $status = 0 ] && python3 benchmarks/part_timeline.py "$OUT/summary.json"
