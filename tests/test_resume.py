@@ -236,3 +236,50 @@ def test_parts_come_in_a_multiple_of_the_workers_and_a_rerun_keeps_the_split(
     rendered.clear()
     assert api.upscale(clip, tmp_path / "n.mkv", parts=named, **run).frames == 23
     assert rendered == ["1/4", "2/4", "3/4", "4/4"] and len(list(named.glob("*-of-00005.*"))) == 2
+
+
+def test_a_run_stopped_before_its_stitch_says_what_it_kept(tmp_path):
+    """An error, Ctrl-C or SIGTERM inside a run in parts: its exception notes the parts of this
+    split finished so far and where they are kept (the one-line error carries it); with none
+    finished there is nothing to say."""
+    from skipsr_cli.run.options import UpscaleOptions
+
+    out = tmp_path / "out.mkv"
+    with (
+        pytest.raises(OutputError) as stopped,
+        farm_parts.parts_of_run(out, UpscaleOptions(), 4) as opts,
+    ):
+        (opts.parts / "part-00002-of-00004.json").write_text("{}")
+        (opts.parts / "part-00001-of-00003.json").write_text("{}")  # another split's
+        raise OutputError("no space left on the device")
+    kept = f"1 of 4 parts done, kept in {work_folder(out)}: the same command resumes"
+    assert stopped.value.__notes__ == [kept]
+    assert (work_folder(out) / "part-00002-of-00004.json").exists()  # kept for the rerun
+    with (
+        pytest.raises(KeyboardInterrupt) as early,
+        farm_parts.parts_of_run(tmp_path / "other.mkv", UpscaleOptions(), 4),
+    ):
+        raise KeyboardInterrupt
+    assert not hasattr(early.value, "__notes__")
+
+
+def test_the_kept_parts_are_said_on_the_error_line(capsys):
+    import typer
+
+    from skipsr_cli.commands.common import exit_codes
+    from skipsr_cli.errors import ExitCode
+
+    def command() -> None:
+        error = OutputError("no space left on the device")
+        error.__notes__ = [
+            "3 of 8 parts done, kept in .out.mkv.skipsr-work: the same command resumes"
+        ]
+        raise error
+
+    with pytest.raises(typer.Exit) as ended:
+        exit_codes(command)()
+    assert ended.value.exit_code == ExitCode.OUTPUT
+    assert capsys.readouterr().err == (
+        "skipsr: error: no space left on the device; 3 of 8 parts done, kept in "
+        ".out.mkv.skipsr-work: the same command resumes\n"
+    )

@@ -438,8 +438,9 @@ def test_a_file_cut_short_runs_in_one_piece_and_says_what_it_lost(tmp_path, ext)
 
 
 def test_ctrl_c_stops_the_workers_and_leaves_no_partial_part(tmp_path):
-    """Ctrl-C with several workers: exit 130, no output, the parts finished so far kept for the
-    rerun, and no worker's half-written part left beside them (the workers unwind on SIGTERM)."""
+    """Ctrl-C with several workers once a part is done: exit 130, no output, the parts finished
+    so far kept for the rerun and said in the one line, and no worker's half-written part left
+    beside them (the workers unwind on SIGTERM)."""
     import signal
     import subprocess
     import sys
@@ -458,14 +459,23 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_partial_part(tmp_path):
     )
     folder = work_folder(out)
     deadline = time.monotonic() + 120
-    while not any("partial" in p.name for p in folder.glob("*")) and run.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    names = set()
+    while not (
+        any("partial" in n for n in names) and any(n.endswith(".json") for n in names)
+    ):  # a part done, another being written
+        assert time.monotonic() < deadline and run.poll() is None
+        time.sleep(0.02)
+        names = {p.name for p in folder.glob("*")}
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=120)
     assert run.returncode == 130, err
     assert not out.exists()
     assert not [p.name for p in folder.glob("*") if "partial" in p.name]
+    done = len(list(folder.glob("part-*.json")))
+    assert err.strip().splitlines()[-1] == (
+        "skipsr: interrupted; no output was left behind; "
+        f"{done} of 6 parts done, kept in {folder}: the same command resumes"
+    )
 
 
 def test_parts_made_with_other_options_are_refused_naming_the_option(tmp_path):

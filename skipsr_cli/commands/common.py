@@ -31,23 +31,29 @@ def exit_codes(command: Callable) -> Callable:
         try:
             with _terminate_like_interrupt():
                 return command(*args, **kwargs)
-        except KeyboardInterrupt:
-            print("skipsr: interrupted; no output was left behind", file=sys.stderr)
+        except KeyboardInterrupt as e:
+            print(_noted(e, "skipsr: interrupted; no output was left behind"), file=sys.stderr)
             run_state["reported"] = True
             raise typer.Exit(ExitCode.INTERRUPTED) from None
-        except Terminated:
-            print("skipsr: terminated (SIGTERM); no output was left behind", file=sys.stderr)
+        except Terminated as e:
+            stopped = "skipsr: terminated (SIGTERM); no output was left behind"
+            print(_noted(e, stopped), file=sys.stderr)
             raise typer.Exit(ExitCode.TERMINATED) from None
         except SkipSRError as e:
-            _report(e, str(e))
+            _report(e, _noted(e, str(e)))
             raise typer.Exit(e.exit_code) from None
         except Exception as e:  # a bug: say so plainly
-            _report(
-                e, f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)"
-            )
+            name = f"{type(e).__name__}: {e}"
+            _report(e, _noted(e, f"internal error: {name} (rerun with --debug for the traceback)"))
             raise typer.Exit(ExitCode.INTERNAL) from None
 
     return wrapper
+
+
+def _noted(error: BaseException, message: str) -> str:
+    """The message with the exception's notes (what a stopped run kept: farm/parts.py) after it,
+    on the same line."""
+    return "; ".join([message, *getattr(error, "__notes__", [])])
 
 
 class Terminated(BaseException):

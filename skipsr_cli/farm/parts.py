@@ -292,16 +292,33 @@ def parts_of_run(output: Path, opts: UpscaleOptions, count: int) -> Iterator[Ups
     """`opts` with the parts folder of a run that renders its own `count` parts and stitches them
     (a long input, local workers, Ray): `--parts DIR` as named, kept and never swept (it may hold a
     farm's parts); else the hidden work folder beside the output, swept of the parts of another
-    split first and removed once the block ends without an error."""
+    split first and removed once the block ends without an error. A run that stops before its
+    stitch says what it kept (`_said_kept`)."""
     if opts.parts is not None:
-        with _held(opts.parts, output):
+        with _held(opts.parts, output), _said_kept(opts.parts, count):
             yield opts
         return
     folder = work_folder(output)
     with _held(folder, output):
         drop_other_splits(folder, count)
-        yield replace(opts, parts=folder)
+        with _said_kept(folder, count):
+            yield replace(opts, parts=folder)
     shutil.rmtree(folder, ignore_errors=True)  # let go first: NFS keeps a file that is open
+
+
+@contextlib.contextmanager
+def _said_kept(folder: Path, count: int) -> Iterator[None]:
+    """A run in parts that stops before its stitch (an error, Ctrl-C, SIGTERM) keeps the parts
+    it finished; its exception gets a note that says how many and where, for the command's
+    one-line error: the same command resumes from them, or the folder can be removed."""
+    try:
+        yield
+    except BaseException as e:
+        done = len(list(folder.glob(f"part-*-of-{count:05d}{MANIFEST_SUFFIX}")))
+        if done:
+            note = f"{done} of {count} parts done, kept in {folder}: the same command resumes"
+            e.__notes__ = [*getattr(e, "__notes__", []), note]  # add_note, before Python 3.11
+        raise
 
 
 @contextlib.contextmanager
