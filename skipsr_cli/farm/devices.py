@@ -131,8 +131,7 @@ def upscale_on_devices(
     """Render the segments on `devices`, a worker per entry (a device may repeat), and stitch them
     into `output`; `progress` sees it as one run (farm/progress.py). Returns its summary. `parts`
     defaults to the split of the parts a stopped run finished, else `resume.part_count`'s for
-    these workers; `total` is the
-    input's frame count where the caller counted it already."""
+    these workers; `total` is the input's frame count where the caller counted it already."""
     began = time.perf_counter()
     total = len(source_timestamps(input)[0]) if total is None else total
     parts = (

@@ -205,8 +205,8 @@ def upscale_on_ray(
 ) -> int:
     """Render the segments on Ray and stitch them into `output`; returns the frame count.
     `parts` defaults to the split of the parts a stopped run finished, else `resume.part_count`'s
-    for its actors. Weights
-    that cannot load are one error (exit 4) before Ray starts, not a failure of every actor."""
+    for its actors. Weights that cannot load are one error (exit 4) before Ray starts, not a
+    failure of every actor."""
     opts, ray, gpus = _start(opts, address)
     from ray.util import ActorPool
 
