@@ -19,18 +19,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-@cache
-def _flash_varlen():
-    """PyTorch's flash-attention varlen kernel on CUDA (PyTorch >= 2.10), or None. Imported on
-    first use: its module pulls in TorchDynamo, about 2.5 s of the 6.4 s `skipsr --help` took with
-    PyTorch 2.13 on 2 cores, which a process that runs no model on a GPU never needs."""
-    try:
-        from torch.nn.attention.varlen import varlen_attn
-    except ImportError:  # pragma: no cover - older PyTorch
-        return None
-    return varlen_attn
-
-
 @dataclass(frozen=True)
 class WindowLayout:
     """How the kept tokens group into windows for one window geometry."""
@@ -114,9 +102,7 @@ def _length_groups(cu: Tensor) -> tuple[tuple[int, Tensor], ...]:
 def varlen_attention(q: Tensor, k: Tensor, v: Tensor, layout: WindowLayout) -> Tensor:
     """Attention within each window of the packed sequence. q, k, v: (N, heads, head_dim), packed."""
     if _use_flash(q):
-        return _flash_varlen()(
-            q, k, v, layout.cu_seqlens, layout.cu_seqlens, layout.max_len, layout.max_len
-        )
+        return _flash_forward(q, k, v, layout)
     return exact_varlen_attention(q, k, v, layout)
 
 
@@ -125,8 +111,33 @@ def _use_flash(q: Tensor) -> bool:
         q.is_cuda
         and q.dtype in (torch.float16, torch.bfloat16)
         and q.shape[-1] <= 256
-        and _flash_varlen() is not None
+        and _flash_available()
     )
+
+
+@cache
+def _flash_available() -> bool:
+    """Whether this PyTorch build has the flash kernels (a CUDA build for a GPU they support)."""
+    return torch.backends.cuda.is_flash_attention_available()
+
+
+def _flash_forward(q: Tensor, k: Tensor, v: Tensor, layout: WindowLayout) -> Tensor:
+    """The flash-attention kernel that `torch.nn.attention.varlen.varlen_attn` wraps, called as
+    ATen's own operator (it has its backward registered). The wrapper's module imports
+    TorchDynamo, which nothing here needs: that import made a worker's first call on an H200
+    4.42 s, against 0.76 s without it (BENCHMARKS.md)."""
+    return torch.ops.aten._flash_attention_forward(
+        q,
+        k,
+        v,
+        layout.cu_seqlens,
+        layout.cu_seqlens,
+        layout.max_len,
+        layout.max_len,
+        0.0,
+        False,
+        False,
+    )[0]
 
 
 def exact_varlen_attention(q: Tensor, k: Tensor, v: Tensor, layout: WindowLayout) -> Tensor:

@@ -4,16 +4,19 @@ file runs (alone, in a batch, in an evaluation)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
 import pytest
 import torch
+from av.sidedata.sidedata import Type as SideDataType
 from media import make_clip
 
 import skipsr_cli
 from skipsr_cli.errors import UsageError
 from skipsr_cli.measure.evaluate import evaluate_clip
+from skipsr_cli.media import quantiser
 from skipsr_cli.media.quantiser import mean_qp
 from skipsr_cli.run.options import (
     AUTO,
@@ -62,6 +65,30 @@ def test_other_codecs_images_and_junk_give_no_estimate(tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\0not a video" * 100)
     assert mean_qp(junk) is None
+
+
+def test_the_quantiser_is_looked_up_by_type_as_pyav_19_lays_side_data_out():
+    """PyAV 19's side data is a mapping whose iteration yields the types, not the data."""
+
+    class Params:
+        def qp_map(self) -> np.ndarray:
+            return np.array([[20, 22], [24, 26]], dtype=np.int32)
+
+    frame = SimpleNamespace(side_data={SideDataType.VIDEO_ENC_PARAMS: Params()})
+    assert quantiser._frame_qp(frame) == 23.0
+    assert quantiser._frame_qp(SimpleNamespace(side_data={})) is None
+
+
+def test_a_stream_that_reports_no_quantiser_is_read_no_further_than_its_first_frames(
+    tmp_path, monkeypatch
+):
+    """Where no frame reports a quantiser the estimate gives up after FRAMES, not at the end of
+    what may be a film (it read all 5,000 frames of a clip on the GPU host, 4.3 s)."""
+    clip = make_clip(tmp_path / "long.mp4", frames=5 * quantiser.FRAMES, audio=False)
+    seen = []
+    monkeypatch.setattr(quantiser, "_frame_qp", lambda frame: seen.append(frame.pts))
+    assert mean_qp(clip) is None
+    assert len(seen) == quantiser.FRAMES
 
 
 def test_auto_denoise_is_linear_between_the_clean_and_the_web_quantiser():

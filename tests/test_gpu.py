@@ -19,6 +19,8 @@ from models.attention import _use_flash, exact_varlen_attention, pack_windows, v
 from models.skipsr import Settings
 from skipsr_cli.media.video_io import probe
 
+ROOT = Path(__file__).resolve().parents[1]
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
@@ -92,6 +94,52 @@ def test_flash_varlen_matches_exact_attention(shifted):
     assert err < 2e-2
 
 
+def test_flash_varlen_gradients_match_exact_attention():
+    """Training runs the same kernel backwards: ATen's flash operator with its own backward."""
+    gen = torch.Generator().manual_seed(1)
+    grid = (4, 30, 54)
+    coords = (torch.rand(1, *grid, generator=gen) < 0.5).nonzero().cuda()
+    layout = pack_windows(coords, grid, (4, 15, 27), True)
+    n, heads, dim = len(layout.perm), 4, 64
+    q, k, v = (torch.randn(n, heads, dim, generator=gen).cuda() for _ in range(3))
+    up = torch.randn(n, heads, dim, generator=gen).cuda()
+    qb, kb, vb = (t.bfloat16().requires_grad_() for t in (q, k, v))
+    assert _use_flash(qb)
+    (varlen_attention(qb, kb, vb, layout).float() * up).sum().backward()
+    qf, kf, vf = (t.clone().requires_grad_() for t in (q, k, v))
+    (exact_varlen_attention(qf, kf, vf, layout) * up).sum().backward()
+    for name, got, ref in zip("qkv", (qb, kb, vb), (qf, kf, vf), strict=True):
+        err = rel_err(got.grad, ref.grad)
+        print(f"flash varlen bf16 vs exact fp32, gradient of {name}: relative error {err:.2e}")
+        assert err < 3e-2
+
+
+# A model's whole call on the GPU in a fresh process, then which modules it imported.
+FIRST_CALL = """
+import sys, torch
+from models import PRESETS, SkipSR
+from models.skipsr import Settings
+model = SkipSR(PRESETS["debug"]).eval().to("cuda", torch.bfloat16)
+with torch.inference_mode():
+    model(torch.rand(1, 3, 4, 64, 96, device="cuda"), (128, 192), Settings(skip=False))
+torch.cuda.synchronize()
+print("torch._dynamo" in sys.modules)
+"""
+
+
+def test_a_model_call_on_the_gpu_does_not_import_torchdynamo():
+    """TorchDynamo's import is seconds of every worker's first call; nothing here needs it."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_CALL], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
 # One CLI run in its own process, its GPU memory capped at a fraction of the card (0: no cap).
 CAPPED = """
 import sys, torch
@@ -100,7 +148,6 @@ if float(sys.argv[1]):
 from skipsr_cli.cli import main
 main(sys.argv[2:])
 """
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def capped_upscale(fraction: float, *args: str | Path) -> subprocess.CompletedProcess:

@@ -25,7 +25,7 @@ FRAMES = 24  # about a second: enough to cover an I frame and the P and B frames
 
 def mean_qp(source: str | Path | BinaryIO, frames: int = FRAMES) -> float | None:
     """The mean H.264 QP (8-bit scale) over the macroblocks of the first `frames` frames of the
-    video, or None where there is none to read (another codec, an image, a damaged file)."""
+    video, or None where they report none (another codec, an image, a damaged file)."""
     name = str(source) if isinstance(source, Path) else source
     try:
         with av.open(name) as container:
@@ -34,11 +34,11 @@ def mean_qp(source: str | Path | BinaryIO, frames: int = FRAMES) -> float | None
                 return None
             stream.codec_context.options = {"export_side_data": "venc_params"}
             means = []
-            for frame in container.decode(stream):
+            for decoded, frame in enumerate(container.decode(stream), 1):
                 qp = _frame_qp(frame)
                 if qp is not None:
                     means.append(qp - 6 * (frame.format.components[0].bits - 8))
-                if len(means) >= frames:
+                if decoded >= frames:  # a stream that reports no quantiser is not read to its end
                     break
     except (av.FFmpegError, InputError, OSError, RuntimeError, ValueError, AttributeError):
         return None
@@ -46,8 +46,9 @@ def mean_qp(source: str | Path | BinaryIO, frames: int = FRAMES) -> float | None
 
 
 def _frame_qp(frame: av.VideoFrame) -> float | None:
-    for data in frame.side_data:
-        if getattr(data, "type", None) == SideDataType.VIDEO_ENC_PARAMS:
-            blocks = data.qp_map()
-            return float(np.mean(blocks)) if blocks is not None and blocks.size else None
-    return None
+    # A lookup by type: iterating the container yields the side data in PyAV 18 but its types in 19
+    data = frame.side_data.get(SideDataType.VIDEO_ENC_PARAMS)
+    if data is None:
+        return None
+    blocks = data.qp_map()
+    return float(np.mean(blocks)) if blocks is not None and blocks.size else None
