@@ -111,14 +111,18 @@ def _use_flash(q: Tensor) -> bool:
         q.is_cuda
         and q.dtype in (torch.float16, torch.bfloat16)
         and q.shape[-1] <= 256
-        and _flash_available()
+        and _flash_available(q.get_device())
     )
 
 
 @cache
-def _flash_available() -> bool:
-    """Whether this PyTorch build has the flash kernels (a CUDA build for a GPU they support)."""
-    return torch.backends.cuda.is_flash_attention_available()
+def _flash_available(device: int) -> bool:
+    """Whether the flash kernels run on CUDA device `device`: a PyTorch build with them, and a GPU
+    of compute capability 8.0 or newer (Ampere on), the oldest they support; older ones take the
+    exact path."""
+    if not torch.backends.cuda.is_flash_attention_available():
+        return False
+    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def _flash_forward(q: Tensor, k: Tensor, v: Tensor, layout: WindowLayout) -> Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import randomize
 
-from models import PRESETS
+from models import PRESETS, attention
 from models.attention import exact_varlen_attention, pack_windows, window_index
 from models.dit import DiT, TokenSet, patchify, unpatchify
 from models.skipsr import Settings, compose
@@ -115,6 +115,14 @@ def test_varlen_attention_equals_dense_attention_under_window_block_mask(shifted
     lengths = (layout.cu_seqlens[1:] - layout.cu_seqlens[:-1]).tolist()
     assert len(set(lengths)) > 1  # windows really have different lengths: nothing was padded
     assert sum(lengths) == n
+
+
+@pytest.mark.parametrize(("capability", "flash"), [((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_gpus_older_than_ampere_take_the_exact_path(monkeypatch, capability, flash):
+    """The flash kernels need compute capability 8.0 or newer: a T4 or V100 attends exactly."""
+    monkeypatch.setattr(torch.backends.cuda, "is_flash_attention_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: capability)
+    assert attention._flash_available.__wrapped__(0) is flash
 
 
 def test_shifted_windows_differ_from_regular():
