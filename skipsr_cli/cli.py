@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> None:
         code = INTERRUPTED
     finally:
         if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+            # the console script exits now, and its exit runs library clean-ups (torch's atexit):
+            # a Ctrl-C there (a second press, or one as the run ends) is only noted, not a
+            # traceback. Called from Python, the caller's handler comes back.
+            signal.signal(signal.SIGINT, _defer_interrupt if argv is None else previous)
     sys.exit(code)
 
 

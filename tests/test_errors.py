@@ -127,3 +127,21 @@ def test_ctrl_c_while_starting_up_is_exit_130_and_one_line(tmp_path, after) -> N
     assert "Traceback" not in err
     assert err == "skipsr: interrupted; no output was left behind\n"
     assert [p.name for p in tmp_path.iterdir()] == ["long.mp4"]
+
+
+def test_ctrl_c_during_the_exit_is_no_traceback(tmp_path: Path) -> None:
+    """A Ctrl-C as the command exits (a second press, or one just as the run ends) arrives while
+    the interpreter runs its exit handlers (torch registers some): it is ignored, not printed as
+    a traceback. An exit handler registered before the command runs last, so it sends it then."""
+    src = make_clip(tmp_path / "in.mp4", frames=2, audio=False)
+    out = tmp_path / "out.mp4"
+    script = (
+        "import atexit, os, signal, sys, time\n"
+        "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.2)))\n"
+        "from skipsr_cli.cli import main\n"
+        f"sys.argv = ['skipsr', 'upscale', {str(src)!r}, {str(out)!r}, '-q', *{DEBUG!r}]\n"
+        "main()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "" and out.exists()
