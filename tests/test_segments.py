@@ -486,3 +486,19 @@ def test_parts_made_with_other_options_are_refused_naming_the_option(tmp_path):
         (tmp_path / f"part-{index:05d}-of-00002.json").write_text(json.dumps(manifest))
     with pytest.raises(InputError, match=r"in settings \(overlap 0, not 4\): .*another version"):
         read_manifests(tmp_path, tmp_path / "out.mkv")
+
+
+def test_the_stitch_never_writes_over_what_it_joins(clip, debug, tmp_path):
+    """An output named as one of the parts, its manifest or the source is refused (exit 2) even
+    with overwrite, and every one of them is left as it was."""
+    out = tmp_path / "out.mkv"
+    render_parts(clip, out, debug, 2)
+    folder = tmp_path / "out.mkv.parts"
+    kept = {p: p.read_bytes() for p in [clip, *folder.iterdir()]}
+    for target in (folder / "part-00001-of-00002.mkv", folder / "part-00002-of-00002.json"):
+        with pytest.raises(UsageError, match=f"is {target.name} of the parts"):
+            api.stitch(target, folder, overwrite=True)
+    with pytest.raises(UsageError, match="is the input"):
+        api.stitch(clip, folder, overwrite=True)
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert api.stitch(out) == 23

@@ -29,6 +29,7 @@ from skipsr_cli.farm.segments import (
 )
 from skipsr_cli.media.encoding import EncodeOptions
 from skipsr_cli.media.joiner import join_videos, source_timestamps
+from skipsr_cli.media.video_writer import same_file
 from skipsr_cli.run import pipeline
 from skipsr_cli.run.options import UpscaleOptions, encode_options_of, job_of
 from skipsr_cli.run.progress import Event, Summary
@@ -255,6 +256,12 @@ def stitch(
     if fingerprint(source) != first["fingerprint"]:
         raise InputError(f"{source} is not the file the parts were made from")
     pieces = [(folder / m["part"], m["frames"][0]) for m in manifests]
+    for m in manifests:  # -y over a part would destroy what the join reads
+        for own in (folder / m["part"], (folder / m["part"]).with_suffix(MANIFEST_SUFFIX)):
+            if same_file(output, own):
+                raise UsageError(
+                    f"the output {output} is {own.name} of the parts it joins: choose another path"
+                )
     frames, warnings = join_videos(
         pieces,
         output,

@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from skipsr_cli.errors import OutputError
+from skipsr_cli.errors import OutputError, UsageError
 from skipsr_cli.media.av_errors import AV_ERRORS
 from skipsr_cli.media.colour import (
     ACCURATE,
@@ -82,7 +82,7 @@ def check_target(path: Path, copy_audio_from: Path | None, overwrite: bool) -> N
     if not path.suffix:
         raise OutputError(f"cannot write {path}: add an extension (.mp4, .mkv, .mov, .webm)")
     if copy_audio_from is not None and same_file(path, Path(copy_audio_from)):
-        raise OutputError(f"cannot write {path}: it is the input file")
+        raise UsageError(f"the output {path} is the input {copy_audio_from}: choose another path")
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a directory")
     if path.exists() and not overwrite:
