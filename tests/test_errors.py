@@ -145,3 +145,14 @@ def test_ctrl_c_during_the_exit_is_no_traceback(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stderr == "" and out.exists()
+
+
+def test_a_name_too_long_for_the_file_system_is_a_usage_error(capsys, clip, tmp_path) -> None:
+    """No file system holds a name of 300 bytes: given as the output or the input, one line
+    naming it and exit 2, not an internal error."""
+    long = tmp_path / ("c" * 296 + ".mp4")
+    for args in ([clip, long], [long, tmp_path / "out.mp4"]):
+        code, err, _ = call(capsys, "upscale", *args, *DEBUG)
+        assert code == ExitCode.USAGE, err
+        assert err == f"skipsr: error: a file name is too long for the file system: {long}\n"
+    assert list(tmp_path.iterdir()) == []

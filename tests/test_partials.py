@@ -12,7 +12,7 @@ from pathlib import Path
 from media import make_clip
 
 import skipsr_cli
-from skipsr_cli.media.partials import partial_name, remove_stale
+from skipsr_cli.media.partials import NAME_MAX, partial_name, remove_stale
 
 DEBUG = ["--model", "debug", "--random-weights"]
 
@@ -188,3 +188,39 @@ def test_png_frames_that_fail_to_move_halfway_are_taken_back(tmp_path: Path, mon
     with pytest.raises(OutputError, match="No space left"):
         writer.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_name_of_any_legal_length_gets_a_partial_a_file_system_holds(
+    tmp_path: Path,
+) -> None:
+    """A partial adds about 70 bytes to its output's name: one of 240 bytes (legal) gets a name
+    cut to fit, the same each time, so a killed run's partial is still found and removed."""
+    stem = "b" * 236  # "b...b.mp4": 240 bytes
+    name = partial_name(stem, ".mp4")
+    assert len(name.encode()) <= NAME_MAX and name != partial_name(stem, ".mp4")
+    mine, _, rest = name.partition(f"-{os.getpid()}@")
+    dead = tmp_path / f"{mine}-{dead_pid()}@{rest}"
+    dead.write_bytes(b"")  # the file system takes the name
+    other = partial_name("b" * 235 + "c", ".mp4").partition(f"-{os.getpid()}@")[0]
+    assert other != mine  # another long name of the same start is another output
+    assert remove_stale(tmp_path, stem, ".mp4") == [dead]
+    short = partial_name("out", ".mp4")
+    assert short.startswith(".out.") and short.endswith(".skipsr-partial.mp4")
+
+
+def test_upscale_to_a_long_name_or_a_folder_given_as_dot(debug_model, tmp_path: Path) -> None:
+    """An output name of 244 bytes is legal: the run writes it (its partial and work folder
+    names are cut to fit). `.` is an existing folder, so PNG frames go there."""
+    src = make_clip(tmp_path / "in.mp4", width=32, height=24, frames=3, audio=False)
+    out = tmp_path / ("b" * 240 + ".mp4")
+    skipsr_cli.upscale(src, out, model=debug_model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in.mp4", out.name])
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cwd = os.getcwd()
+    try:
+        os.chdir(frames)
+        skipsr_cli.upscale(src, Path("."), model=debug_model)
+    finally:
+        os.chdir(cwd)
+    assert len(list(frames.glob("*.png"))) == 3

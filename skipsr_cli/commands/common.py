@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import functools
 import signal
 import sys
@@ -42,12 +43,23 @@ def exit_codes(command: Callable) -> Callable:
         except SkipSRError as e:
             _report(e, _noted(e, str(e)))
             raise typer.Exit(e.exit_code) from None
+        except OSError as e:
+            if e.errno != errno.ENAMETOOLONG:
+                _report(e, _noted(e, _internal(e)))
+                raise typer.Exit(ExitCode.INTERNAL) from None
+            # a path given that no file system can hold: a bad argument, whichever it was
+            _report(e, _noted(e, f"a file name is too long for the file system: {e.filename}"))
+            raise typer.Exit(ExitCode.USAGE) from None
         except Exception as e:  # a bug: say so plainly
-            name = f"{type(e).__name__}: {e}"
-            _report(e, _noted(e, f"internal error: {name} (rerun with --debug for the traceback)"))
+            _report(e, _noted(e, _internal(e)))
             raise typer.Exit(ExitCode.INTERNAL) from None
 
     return wrapper
+
+
+def _internal(error: Exception) -> str:
+    name = f"{type(error).__name__}: {error}"
+    return f"internal error: {name} (rerun with --debug for the traceback)"
 
 
 def _noted(error: BaseException, message: str) -> str:

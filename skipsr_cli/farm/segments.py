@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from skipsr_cli.errors import InputError, UsageError
+from skipsr_cli.media.partials import fitted
 
 PART_SUFFIX = ".mkv"  # Matroska holds every codec a part may be encoded with
 MANIFEST_SUFFIX = ".json"
@@ -124,7 +125,8 @@ def _indexed(zero_based: int, count: int | None, name: str) -> Segment:
 def work_folder(output: Path) -> Path:
     """The hidden folder of a run's own parts beside its output (resume, local workers, Ray),
     removed once the stitched output is in place; `--parts DIR` names a folder that is kept."""
-    return output.with_name(f".{output.name}.skipsr-work")
+    output = Path(os.path.abspath(output))  # `.` or `dir/..` (PNG frames into a folder) named
+    return output.parent / f".{fitted(output.name or 'root', len('..skipsr-work'))}.skipsr-work"
 
 
 def drop_other_splits(folder: Path, count: int) -> None:

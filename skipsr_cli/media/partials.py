@@ -10,6 +10,7 @@ The outputs of one run (a video and its mask video) are put in place together (`
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
@@ -22,6 +23,7 @@ from typing import Protocol
 from skipsr_cli.errors import OutputError
 
 SUFFIX = ".skipsr-partial"
+NAME_MAX = 255  # bytes in one file name, on Linux's and macOS's file systems alike
 Identity = tuple[str, int, int, int]  # a file in place: path, st_ino, size, mtime_ns
 
 
@@ -99,8 +101,25 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32]
 
 
+def fitted(stem: str, reserve: int) -> str:
+    """`stem` as a hidden name that adds `reserve` bytes to it can hold it: itself where the whole
+    fits in NAME_MAX, else its start and a hash of all of it (the same for the same stem, so a
+    later run finds what an earlier one left). An output's own name may use all 255 bytes."""
+    raw = stem.encode()
+    if len(raw) + reserve <= NAME_MAX:
+        return stem
+    digest = hashlib.blake2s(raw, digest_size=6).hexdigest()
+    return f"{raw[: max(0, NAME_MAX - reserve - 13)].decode(errors='ignore')}~{digest}"
+
+
+def _stem_room(ext: str) -> int:
+    """The bytes a partial's name adds to its output's stem, at the longest (a 10-digit pid)."""
+    return len(f"..{'0' * 8}-{'0' * 10}@{_host()}{SUFFIX}{ext}".encode())
+
+
 def partial_name(stem: str, ext: str = "") -> str:
     """A fresh name for the partial of output `stem` + `ext`, naming this process."""
+    stem = fitted(stem, _stem_room(ext))
     return f".{stem}.{secrets.token_hex(4)}-{os.getpid()}@{_host()}{SUFFIX}{ext}"
 
 
@@ -121,7 +140,7 @@ def remove_stale(folder: Path, stem: str, ext: str = "") -> list[Path]:
         entries = list(os.scandir(folder))
     except OSError:
         return []
-    removed, host = [], _host()
+    removed, host, stem = [], _host(), fitted(stem, _stem_room(ext))
     for entry in entries:
         match = _NAME.fullmatch(entry.name)
         if match is None or (match["stem"], match["ext"], match["host"]) != (stem, ext, host):
