@@ -117,14 +117,27 @@ def test_lossless_parts_stitch_into_the_whole_run_bit_for_bit(clip, debug, tmp_p
     assert stitched[1] == pytest.approx(whole[1]) and stitched[2] == whole[2] == 1
 
 
-def test_x264_parts_join_with_the_timing_and_audio_of_a_whole_run(clip, debug, tmp_path):
-    api.upscale(clip, tmp_path / "whole.mp4", model=debug, **RUN)
-    render_parts(clip, tmp_path / "out.mp4", debug, 3)
-    api.stitch(tmp_path / "out.mp4")
-    whole, stitched = decoded(tmp_path / "whole.mp4"), decoded(tmp_path / "out.mp4")
+def video_timing(path: Path) -> tuple[object, float]:
+    """The video stream's frame rate as written, and when its last frame ends, in seconds."""
+    with av.open(str(path)) as f:
+        stream = f.streams.video[0]
+        ends = [(p.pts + p.duration) * p.time_base for p in f.demux(stream) if p.size]
+        return stream.average_rate, float(max(ends))
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_x264_parts_join_with_the_timing_and_audio_of_a_whole_run(clip, debug, tmp_path, ext):
+    whole_path, out = tmp_path / f"whole{ext}", tmp_path / f"out{ext}"
+    api.upscale(clip, whole_path, model=debug, **RUN)
+    render_parts(clip, out, debug, 3)
+    api.stitch(out)
+    whole, stitched = decoded(whole_path), decoded(out)
     assert len(stitched[0]) == len(whole[0]) == 23  # every frame decodes, none lost at a join
     assert stitched[1] == pytest.approx(whole[1]) and stitched[2] == 1
-    with av.open(str(tmp_path / "out.mp4")) as f, av.open(str(tmp_path / "whole.mp4")) as g:
+    # the last frame lasts as long (an mp4 keeps its duration as given) and the rate is the
+    # same (Matroska writes its default duration from it)
+    assert video_timing(out) == video_timing(whole_path)
+    with av.open(str(out)) as f, av.open(str(whole_path)) as g:
         assert f.streams.audio[0].duration == g.streams.audio[0].duration
 
 

@@ -59,6 +59,9 @@ def join_videos(
             first = stack.enter_context(open_input(pieces[0][0]))
             video = out.add_stream_from_template(first.streams.video[0])
             video.time_base = time_base  # the source's clock, where the container allows it
+            rate = first.streams.video[0].average_rate  # the rate the pieces were encoded at
+            if rate:  # Matroska's default duration comes from it: unset, an mkv read 12,800 fps
+                video.codec_context.framerate = rate
             copier = StreamCopier(
                 open_input(source),
                 out,
@@ -70,7 +73,7 @@ def join_videos(
             stack.callback(copier.close)
             ranks = [_ranks(path) for path, _ in pieces]
             depth = max(reorder_depth(r) for r in ranks)
-            muxer = _PieceMuxer(stamps, time_base, video, out, copier, depth)
+            muxer = _PieceMuxer(stamps, time_base, video, out, copier, depth, rate)
             frames = sum(
                 muxer.copy(p, start, r) for (p, start), r in zip(pieces, ranks, strict=True)
             )
@@ -121,8 +124,10 @@ class _PieceMuxer:
         out: av.container.OutputContainer,
         copier: StreamCopier,
         depth: int,
+        rate: Fraction | None,
     ) -> None:
         self.stamps, self.time_base = stamps, time_base  # the source's frame times
+        self.rate = Fraction(rate) if rate else None  # the pieces' frame rate
         self.video, self.out, self.copier, self.depth = video, out, copier, depth
 
     def decode_time(self, index: int) -> int:
@@ -133,6 +138,20 @@ class _PieceMuxer:
         step = self.stamps[1] - self.stamps[0] if len(self.stamps) > 1 else 1
         return self.stamps[0] + back * step
 
+    def duration(self, frame: int, packet: av.Packet) -> int:
+        """How long the frame shows, on the source's clock: up to the source's next frame, and
+        for the last, one frame at the pieces' rate, as the encoder of a whole run has it (the
+        piece's own duration is on its container's clock, Matroska's milliseconds, so rounded).
+        An mp4 or mov keeps the last frame's duration as given: a wrong one shortens the video
+        and skews the frame rate read from it."""
+        if frame + 1 < len(self.stamps):
+            return self.stamps[frame + 1] - self.stamps[frame]
+        if self.rate:
+            return max(1, round(1 / (self.rate * self.time_base)))
+        if not packet.duration or packet.time_base is None:
+            return 0  # unknown: the muxer's own guess
+        return max(1, round(packet.duration * Fraction(packet.time_base) / self.time_base))
+
     def copy(self, path: Path, start: int, ranks: list[int]) -> int:
         """One piece, whose frames are the source's frames start, start + 1, ..."""
         if start + len(ranks) > len(self.stamps):
@@ -140,10 +159,12 @@ class _PieceMuxer:
         with open_input(path) as container:
             packets = (p for p in container.demux(container.streams.video[0]) if p.size)
             for i, (packet, rank) in enumerate(zip(packets, ranks, strict=True)):
+                duration = self.duration(start + rank, packet)
                 packet.stream = self.video
                 packet.time_base = self.time_base  # mux() rescales to the stream's own
                 packet.pts = self.stamps[start + rank]
                 packet.dts = self.decode_time(start + i)
+                packet.duration = duration
                 self.copier.mux_until(packet_seconds(packet))
                 self.out.mux(packet)
         return len(ranks)
