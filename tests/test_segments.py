@@ -445,6 +445,9 @@ def test_a_file_cut_short_runs_in_one_piece_and_says_what_it_lost(tmp_path, ext)
     # the parts asked for are not silently dropped for one piece either
     with pytest.raises(InputError, match="cannot be split into parts: upscale it without --segm"):
         api.upscale(cut, tmp_path / "n.mkv", model="debug", random_weights=True, segments=3, **RUN)
+    # nor is a farm's task of it: each is refused, before it makes its parts folder
+    with pytest.raises(InputError, match=r"\d+ frames, fewer than the 20 it announces"):
+        api.upscale(cut, tmp_path / "t.mkv", model="debug", random_weights=True, segment="1/2")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f"cut.{ext}", "out.mkv", f"src.{ext}"]
     )

@@ -29,6 +29,7 @@ from skipsr_cli.farm.segments import (
 )
 from skipsr_cli.media.encoding import EncodeOptions
 from skipsr_cli.media.joiner import join_videos, source_timestamps
+from skipsr_cli.media.video_io import DecodeDamage, probe
 from skipsr_cli.media.video_writer import same_file
 from skipsr_cli.run import pipeline
 from skipsr_cli.run.options import UpscaleOptions, encode_options_of, job_of
@@ -62,7 +63,15 @@ def render_segment(
         raise UsageError(
             "--segment renders its own range into a part: not with --frames or --mask-out"
         )
-    total = len(source_timestamps(input)[0]) if total is None else total
+    if total is None:  # a farm's task: it counts, and refuses what --segments refuses
+        total = len(source_timestamps(input)[0])
+        info = probe(input)
+        if pipeline.frames_lost(info, total, DecodeDamage()):
+            raise InputError(
+                f"{input} holds {total} frames, fewer than the {info.frame_count} it announces "
+                "(cut short or damaged), so it cannot be split into parts: upscale it without "
+                "--segment"
+            )
     start, stop = segment.frames(total)
     if segment.count > total:  # refused in every task, not only in those left with no frames
         raise UsageError(
