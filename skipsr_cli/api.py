@@ -201,12 +201,15 @@ def stitch(
     copy_audio: bool = True,
     copy_subtitles: bool = True,
     audio_bitrate: int | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> int:
     """Join the parts that `upscale(..., segment="I/N")` rendered into `output` (without
     re-encoding the video; the source's audio, subtitles, chapters and tags copied once); returns
-    the frame count. `parts` is the parts folder (OUTPUT.parts, where `segment` puts them, unless named), `input` the source
-    where it is not at the path the parts recorded."""
-    frames, _ = farm.stitch(
+    the frame count. `parts` is the parts folder (OUTPUT.parts, where `segment` puts them, unless
+    named), `input` the source where it is not at the path the parts recorded. `warn` hears what
+    the output could not take as it was (a stream its container cannot hold, left out; audio
+    re-encoded, at `audio_bitrate` kb/s where given), one line each."""
+    frames, warnings = farm.stitch(
         Path(output),
         None if parts is None else Path(parts),
         None if input is None else Path(input),
@@ -215,6 +218,8 @@ def stitch(
         copy_subtitles=copy_subtitles,
         audio_kbps=audio_bitrate,
     )
+    for warning in warnings:
+        (warn or _ignore)(warning)
     return frames
 
 
@@ -328,5 +333,5 @@ def _is_path(name_or_path: str | Path) -> bool:
     )
 
 
-def _ignore(event: Event | BatchEvent) -> None:
+def _ignore(event: Event | BatchEvent | str) -> None:
     pass

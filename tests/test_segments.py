@@ -518,3 +518,29 @@ def test_the_stitch_never_writes_over_what_it_joins(clip, debug, tmp_path):
         api.stitch(clip, folder, overwrite=True)
     assert {p: p.read_bytes() for p in kept} == kept
     assert api.stitch(out) == 23
+
+
+def test_the_stitch_says_what_the_output_could_not_take(tmp_path, capsys):
+    """A subtitle an mp4 cannot hold is left out, and audio that webm cannot hold re-encoded (at
+    --audio-bitrate): the stitch says each, as upscale does, and lists them in --json."""
+    from media import make_rich_mkv
+
+    from skipsr_cli.cli import main
+
+    rich = make_rich_mkv(tmp_path / "in.mkv", frames=6)  # a subrip subtitle, Opus audio
+    aac = make_clip(tmp_path / "in.mp4", frames=6, audio=True)
+    for ext, src in (("mp4", rich), ("webm", aac)):
+        out = tmp_path / f"out.{ext}"
+        for i in (1, 2):
+            api.upscale(src, out, model="debug", random_weights=True, segment=f"{i}/2", **RUN)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as done:
+            main(["stitch", str(out), "--json", "--audio-bitrate", "48"])
+        stdout, stderr = capsys.readouterr()
+        assert done.value.code == 0, stderr
+        said = json.loads(stdout)["warnings"]
+        assert said and stderr == "".join(f"skipsr: warning: {w}\n" for w in said)
+        if ext == "mp4":
+            assert any("subtitle" in w and "left out" in w for w in said)
+        else:
+            assert any("re-encoded to Opus at 48 kb/s" in w for w in said)

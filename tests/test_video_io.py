@@ -252,7 +252,7 @@ def test_bad_targets_are_refused_before_writing(tmp_path: Path) -> None:
     src = make_clip(tmp_path / "in.mp4", frames=2)
     with pytest.raises(OutputError, match="does not exist"):
         copy_through(src, tmp_path / "missing" / "out.mp4")
-    with pytest.raises(OutputError, match="input file"):
+    with pytest.raises(UsageError, match="is the input"):  # exit 2, as the README says
         copy_through(src, src, overwrite=True)
     assert probe(src).frame_count == 2
 
@@ -636,3 +636,12 @@ def test_audio_bitrate_sets_the_reencoded_audios_rate(tmp_path: Path) -> None:
     copy_through(src, default, options=EncodeOptions(codec="libvpx-vp9"))
     # a tone at 24 kb/s takes fewer bytes than at the default 64
     assert 0 < sum(map(len, audio_packets(out))) < sum(map(len, audio_packets(default)))
+
+
+def test_an_mkv_whose_audio_outlasts_its_video_announces_its_own_frames(tmp_path: Path) -> None:
+    """FFmpeg gives each Matroska stream the whole file's duration (0.35 s here, the audio's);
+    the video's own is its DURATION tag (0.249 s). Read from the file's, 6 frames announced 8,
+    and a healthy file was called damaged (refused with --strict or split into parts)."""
+    src = make_rich_mkv(tmp_path / "in.mkv", frames=6)
+    info = probe(src)
+    assert info.frame_count == 6 and not info.frames_exact

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +18,8 @@ def stitch_command(
         Path, typer.Argument(metavar="OUTPUT", help="The file the parts were rendered for.")
     ],
     parts: Annotated[
-        Path | None, typer.Option(help="The parts folder [default: OUTPUT.parts beside OUTPUT].")
+        Path | None,
+        typer.Option(help="The parts folder \\[default: OUTPUT.parts beside OUTPUT]."),
     ] = None,
     input: Annotated[
         Path | None,
@@ -32,6 +34,15 @@ def stitch_command(
     no_subtitles: Annotated[
         bool, typer.Option("--no-subtitles", help="Leave the subtitles out.")
     ] = False,
+    audio_bitrate: Annotated[
+        int | None,
+        typer.Option(
+            "--audio-bitrate",
+            min=8,
+            help="kb/s for audio OUTPUT's container cannot hold as it is, which is re-encoded "
+            "\\[default: 64 a channel for Opus, 96 for AAC]. Audio that fits is copied untouched.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -41,6 +52,7 @@ def stitch_command(
     from skipsr_cli import api
 
     run_state["debug"] = debug
+    warnings: list[str] = []
     frames = api.stitch(
         output,
         parts,
@@ -48,6 +60,12 @@ def stitch_command(
         overwrite=overwrite,
         copy_audio=not no_audio,
         copy_subtitles=not no_subtitles,
+        audio_bitrate=audio_bitrate,
+        warn=warnings.append,
     )
+    for warning in warnings:  # as upscale says them: something was left out or re-encoded
+        print(f"skipsr: warning: {warning}", file=sys.stderr, flush=True)
     if json_out:
-        print(json.dumps({"output": str(output), "frames": frames}), flush=True)
+        print(
+            json.dumps({"output": str(output), "frames": frames, "warnings": warnings}), flush=True
+        )

@@ -132,13 +132,15 @@ def _tag_seconds(tag: str | None) -> float | None:
 def _stream_duration(
     container: av.container.InputContainer, stream: av.VideoStream
 ) -> float | None:
-    """Seconds: the video stream's own duration where the container stores one (mp4 header, mkv
-    tag), else the whole file's, which may include a longer audio track."""
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
+    """Seconds: the video stream's own duration where the container stores one (mkv tag, mp4
+    header), else the whole file's, which may include a longer audio track. The tag comes first:
+    for Matroska, FFmpeg gives every stream the whole file's duration, so an mkv whose audio
+    outlasts its video announced frames it never had, and read as damaged."""
     tagged = _tag_seconds(stream.metadata.get("DURATION"))
     if tagged:
         return tagged
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
     if container.duration:
         return container.duration / av.time_base
     return None
