@@ -156,3 +156,25 @@ def test_a_name_too_long_for_the_file_system_is_a_usage_error(capsys, clip, tmp_
         assert code == ExitCode.USAGE, err
         assert err == f"skipsr: error: a file name is too long for the file system: {long}\n"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("codec", ["libx264", "libx265"])
+def test_an_unknown_preset_is_one_line_naming_the_presets(clip, tmp_path, codec) -> None:
+    """Refused before the encoder opens: opened, x264 prints its own complaint on stderr (from C,
+    past Python's streams, so a subprocess shows it)."""
+    cmd = [sys.executable, "-m", "skipsr_cli.cli", "upscale", str(clip), str(tmp_path / "o.mkv")]
+    cmd += [*DEBUG, "--codec", codec, "--preset", "foo"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == ExitCode.USAGE
+    assert r.stderr == (
+        f"skipsr: error: invalid --preset 'foo': {codec} takes placebo, veryslow, slower, slow, "
+        "medium, fast, faster, veryfast, superfast, ultrafast\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["model", "run", "capacity"])
+def test_bench_refuses_a_threshold_that_is_no_number_of_db(capsys, clip, command) -> None:
+    code, err, _ = call(capsys, "bench", command, clip, "--threshold", "nan", *DEBUG)
+    assert code == ExitCode.USAGE, err
+    assert err == "skipsr: error: --threshold must be a finite number of dB, not nan\n"

@@ -26,7 +26,7 @@ from skipsr_cli.commands.common import (
 )
 from skipsr_cli.errors import InputError, UsageError
 from skipsr_cli.run.chunking import CHUNK_FRAMES, OVERLAP
-from skipsr_cli.run.options import FRAME_SLICE, parse_size
+from skipsr_cli.run.options import FRAME_SLICE, check_threshold, parse_size
 from skipsr_cli.run.pipeline import frames_to_device
 from skipsr_cli.weights import load_model
 
@@ -125,6 +125,7 @@ def bench_model_command(
     from skipsr_cli.measure.bench import MODEL_STAGES, bench_model, device_name
     from skipsr_cli.media.video_io import probe, read_frames
 
+    check_threshold(threshold)  # nan or inf: exit 2, as upscale says it
     if not source.is_file():
         raise InputError(f"input not found: {source}")
     probe(source)  # a clear error for a non-video
@@ -193,6 +194,7 @@ def bench_run_command(
     from skipsr_cli.media.encoding import EncodeOptions
     from skipsr_cli.media.video_io import probe
 
+    check_threshold(threshold)  # nan or inf: exit 2, as upscale says it
     if not source.is_file():
         raise InputError(f"input not found: {source}")
     probe(source)  # a clear error for a non-video, before the model loads
@@ -273,6 +275,7 @@ def bench_capacity_command(
     from skipsr_cli.media.video_io import probe
     from skipsr_cli.run.pipeline import check_chunk_options
 
+    check_threshold(threshold)  # nan or inf: exit 2, as upscale says it
     if not source.is_file():
         raise InputError(f"input not found: {source}")
     info = probe(source)

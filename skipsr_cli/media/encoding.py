@@ -145,6 +145,10 @@ def validate_encode_options(options: EncodeOptions, width: int, height: int) -> 
             f"output size {width}x{height} is odd but pixel format {pix_fmt} needs even sizes; "
             "choose e.g. --pix-fmt yuv444p or an even --size"
         )
+    if options.codec in _PRESET_ENCODERS and options.preset not in (None, *_VPX_CPU_USED):
+        # before the trial open, whose encoder would print its own complaint on stderr too
+        names = ", ".join(_VPX_CPU_USED)
+        raise UsageError(f"invalid --preset {options.preset!r}: {options.codec} takes {names}")
     top = CRF_MAX.get(options.codec)
     if options.crf is not None and (options.crf < 0 or (top is not None and options.crf > top)):
         span = f"{options.codec} takes 0 to {top}" if top is not None else "it must be 0 or more"
