@@ -43,23 +43,16 @@ def exit_codes(command: Callable) -> Callable:
         except SkipSRError as e:
             _report(e, _noted(e, str(e)))
             raise typer.Exit(e.exit_code) from None
-        except OSError as e:
-            if e.errno != errno.ENAMETOOLONG:
-                _report(e, _noted(e, _internal(e)))
-                raise typer.Exit(ExitCode.INTERNAL) from None
-            # a path given that no file system can hold: a bad argument, whichever it was
-            _report(e, _noted(e, f"a file name is too long for the file system: {e.filename}"))
-            raise typer.Exit(ExitCode.USAGE) from None
-        except Exception as e:  # a bug: say so plainly
-            _report(e, _noted(e, _internal(e)))
+        except Exception as e:
+            if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:
+                # a path given that no file system can hold: a bad argument, whichever it was
+                _report(e, _noted(e, f"a file name is too long for the file system: {e.filename}"))
+                raise typer.Exit(ExitCode.USAGE) from None
+            name = f"{type(e).__name__}: {e}"  # a bug: say so plainly
+            _report(e, _noted(e, f"internal error: {name} (rerun with --debug for the traceback)"))
             raise typer.Exit(ExitCode.INTERNAL) from None
 
     return wrapper
-
-
-def _internal(error: Exception) -> str:
-    name = f"{type(error).__name__}: {error}"
-    return f"internal error: {name} (rerun with --debug for the traceback)"
 
 
 def _noted(error: BaseException, message: str) -> str:
