@@ -5,7 +5,8 @@
 # floor at once on a shorter clip of the same footage: a rate, so its length need not match;
 # FLOOR_FRAMES frames a copy, a quarter of FRAMES unless given; FLOORS=1,2,3,4 takes the best of
 # 1-4 as the issue defines the capacity, 4 alone is quicker). WORKERS="4 6" runs one whole upscale
-# for each entry between the same two floors, with `--workers N` (`default`: none given).
+# for each entry between the same two floors, with `--workers N` (`default`: none given; `spawn`:
+# none given, the workers spawned fresh as before the fork server, benchmarks/spawned_workers.py).
 # Usage: [FLOORS=4] [FLOOR_FRAMES=N] [WORKERS="default 6"] benchmarks/whole_gpu.sh SOURCE_CLIP OUTDIR WIDTHxHEIGHT FRAMES [WEIGHTS]
 #   e.g. 1280x720 4800, or 1920x1080 4800 with FLOOR_FRAMES=600.
 set -uo pipefail
@@ -32,16 +33,17 @@ floor() {
 }
 WORKERS=${WORKERS:-default}
 for n in $WORKERS; do
-  case $n in default|[1-9]|[1-9][0-9]) ;; *) echo "WORKERS entries are counts or default, not $n" >&2; exit 2 ;; esac
+  case $n in default|spawn|[1-9]|[1-9][0-9]) ;; *) echo "WORKERS entries are counts or default, not $n" >&2; exit 2 ;; esac
 done
 floor floor_before
 i=0
 for n in $WORKERS; do
   i=$((i + 1))  # runs are numbered, so that an entry given twice keeps both runs' files
   rm -rf "$OUT/.out.mp4.skipsr-work" "$OUT/out.mp4"
-  ARGS=(); [ "$n" != default ] && ARGS=(--workers "$n")
+  ARGS=(); case $n in default|spawn) ;; *) ARGS=(--workers "$n") ;; esac
+  RUN=$S; [ "$n" = spawn ] && RUN="python3 benchmarks/spawned_workers.py"
   python3 benchmarks/memwatch.py --every 2 --json "$OUT/whole_${i}_$n.json" -- \
-    $S upscale "$OUT/long.mp4" "$OUT/out.mp4" -q -y --json "${MODEL[@]}" "${ARGS[@]}" \
+    $RUN upscale "$OUT/long.mp4" "$OUT/out.mp4" -q -y --json "${MODEL[@]}" "${ARGS[@]}" \
     > "$OUT/summary_${i}_$n.json" 2> "$OUT/whole_${i}_$n.log"
 done
 floor floor_after

@@ -16,6 +16,8 @@ import signal
 import sys
 import threading
 
+from skipsr_cli import processes
+
 __all__ = ["main"]  # and `app`, the Typer application, imported on first use
 
 INTERRUPTED = 130
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         # first: before torch and the commands load
         previous = signal.signal(signal.SIGINT, _defer_interrupt)
     try:
+        # a long video's workers: their fork server imports torch beside this process's import
+        processes.start_early(sys.argv[1:] if argv is None else argv)
         code = _run(argv)
     except KeyboardInterrupt:  # Ctrl-C before a command took over (imports, parsing)
         print("skipsr: interrupted; no output was left behind", file=sys.stderr, flush=True)

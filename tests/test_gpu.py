@@ -257,3 +257,29 @@ def test_the_host_sleeps_while_it_waits_for_the_gpu():
     torch.cuda.synchronize()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     assert wall > 0.3 and cpu < 0.3 * wall, (cpu, wall)
+
+
+def test_two_workers_forked_from_the_preloaded_server_render_the_whole_run(tmp_path):
+    """`--workers 2` on one GPU: the workers fork from the fork server, which imported torch and
+    the model code but never touched CUDA, so each starts CUDA afresh; their stitched parts decode
+    to a one-process whole run's frames, bit for bit (base, bf16, lossless)."""
+    import av
+    import numpy as np
+
+    from skipsr_cli import api
+
+    src = make_clip(tmp_path / "in.mp4", width=320, height=180, frames=41, audio=False)
+    api.upscale(src, tmp_path / "whole.mkv", model="base", lossless=True)
+    cmd = [sys.executable, "-m", "skipsr_cli.cli", "upscale", str(src), str(tmp_path / "out.mkv")]
+    cmd += ["--model", "base", "--lossless", "--workers", "2", "--segments", "3", "-q", "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1])["frames"] == 41
+
+    def decoded(path: Path) -> list[np.ndarray]:
+        with av.open(str(path)) as f:
+            return [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
+
+    whole, split = decoded(tmp_path / "whole.mkv"), decoded(tmp_path / "out.mkv")
+    assert len(whole) == len(split) == 41
+    assert all(np.array_equal(a, b) for a, b in zip(whole, split, strict=True))

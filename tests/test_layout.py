@@ -24,8 +24,8 @@ ALLOWED = {
     "run": {"errors", "weights", "media"},
     "train": {"errors", "weights", "media"},
     "measure": {"errors", "weights", "media", "run", "train"},
-    "batch": {"errors", "weights", "media", "run"},
-    "farm": {"errors", "weights", "media", "run", "batch"},
+    "batch": {"errors", "weights", "media", "run", "processes"},
+    "farm": {"errors", "weights", "media", "run", "batch", "processes"},
 }
 
 

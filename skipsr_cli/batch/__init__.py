@@ -6,5 +6,6 @@ worker per device (`workers`), one batch end to end (`run`), and a batch's event
 table (`progress`).
 
 May import: `models`, `skipsr_cli.errors`, `skipsr_cli.weights`, `skipsr_cli.media`, `skipsr_cli.run`
-(each file is one streaming upscale). Never `commands/`.
+(each file is one streaming upscale), `skipsr_cli.processes` (how its workers start). Never
+`commands/`.
 """

@@ -2,8 +2,8 @@
 
 One worker: the files run one after another in this process, on one model. Several workers
 (`--devices 0,1`, `all`, `cpu,cpu`, or `--workers N` spread over the devices, two on one GPU
-included): each worker process (multiprocessing "spawn", so no CUDA state is forked) loads the
-model once and pulls the next file from a shared queue, so a fast device simply takes more files,
+included): each worker process (started by skipsr_cli/processes.py, so no CUDA state is forked)
+loads the model once and pulls the next file from a shared queue, so a fast device simply takes more files,
 with its share of the host's cores (media/cpu_share.py). Every file runs in its own try/except:
 one bad file never stops the batch. A worker that dies (killed, out of host memory) fails only
 the file it held.
@@ -11,7 +11,6 @@ the file it held.
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing as mp
 import os
 import queue
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 from models import SkipSR
-from skipsr_cli import weights
+from skipsr_cli import processes, weights
 from skipsr_cli.batch import records
 from skipsr_cli.batch.plan import BatchItem
 from skipsr_cli.batch.progress import FAILED, FileProgress, FileResult
@@ -46,7 +45,6 @@ from skipsr_cli.run.options import (
 from skipsr_cli.run.progress import Placing, Summary
 
 Emit = Callable[[FileProgress], None]
-PR_SET_PDEATHSIG = 1  # Linux prctl: a signal for this process when its parent dies
 
 
 @dataclass(frozen=True)
@@ -223,16 +221,17 @@ def run_pool(
 ) -> Iterator[tuple[int, FileResult]]:
     """One spawned worker per entry of `devices` (a device may repeat) pulls the next file;
     results come back as they finish."""
-    ctx = mp.get_context("spawn")
+    ctx = processes.context()
     tasks, results = ctx.Queue(), ctx.Queue()
     for task in items:
         tasks.put(task)
     for _ in devices:
         tasks.put(None)  # one stop sign per worker
+    tie = (os.getpid(), dict(os.environ))
     workers = [
         ctx.Process(
             target=_worker,
-            args=(str(device), options, key, tasks, results, os.getpid(), len(devices)),
+            args=(str(device), options, key, tasks, results, *tie, len(devices)),
             name=f"skipsr-worker-{i}",
             daemon=True,
         )
@@ -298,11 +297,12 @@ def _worker(
     tasks: mp.Queue,
     results: mp.Queue,
     parent: int,
+    environ: dict[str, str],
     sharing: int,
 ) -> None:
     """A worker process, one of `sharing` on this host: take its share of the host's cores, load
     the model once, then upscale files until the stop sign."""
-    _die_with_parent(parent)
+    processes.begin_worker(parent, environ)
     signal.signal(signal.SIGTERM, lambda *_: _stop(results))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the batch, which stops us
     name = mp.current_process().name
@@ -313,7 +313,7 @@ def _worker(
         results.put((name, "fatal", f"{device}: {e}"))
     else:
         for index, item in iter(tasks.get, None):
-            if os.getppid() != parent:
+            if not processes.parent_alive(parent):
                 break  # the batch is gone: nobody would read the result
             results.put((name, "start", index))
             forward = _forwarder(lambda e: results.put((name, "event", e)), index, item.name)
@@ -326,15 +326,3 @@ def _stop(results: mp.Queue) -> None:
     waiting to flush messages the batch no longer reads."""
     results.cancel_join_thread()
     sys.exit(143)
-
-
-def _die_with_parent(parent: int) -> None:
-    """On Linux, the kernel kills this worker when the batch process dies (even by SIGKILL), so no
-    orphan keeps writing into OUT_DIR; elsewhere, a worker notices between files."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)

@@ -7,5 +7,5 @@ this machine (`devices`), segments as Ray tasks (`ray`), and the resumable run o
 exactly the frames of a whole run.
 
 May import: `models`, `skipsr_cli.errors`, `skipsr_cli.weights`, `skipsr_cli.media`, `skipsr_cli.run`,
-`skipsr_cli.batch` (its device workers' parent-death guard). Never `commands/`.
+`skipsr_cli.batch` (its workers' stop on SIGTERM), `skipsr_cli.processes`. Never `commands/`.
 """

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from skipsr_cli.batch.workers import _die_with_parent, _stop
+from skipsr_cli import processes
+from skipsr_cli.batch.workers import _stop
 from skipsr_cli.errors import OutputError, SkipSRError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.progress import WholeRun
@@ -164,12 +165,13 @@ def _render(
     """The parts not yet done, a worker process per entry of `devices` pulling the next. The
     parts are handed out once the first worker has loaded its weights: those an earlier run
     finished with the same weights are left out, so the run's total is the frames left."""
-    ctx = mp.get_context("spawn")
+    ctx = processes.context()
     tasks, results = ctx.Queue(), ctx.Queue()
     each = replace(opts, segment=None, devices=None, workers=None)
     args = (each, str(input), str(output), parts, total, len(devices))
+    tie = (os.getpid(), dict(os.environ))
     workers = [
-        ctx.Process(target=_worker, args=(str(d), *args, tasks, results, os.getpid()), daemon=True)
+        ctx.Process(target=_worker, args=(str(d), *args, tasks, results, *tie), daemon=True)
         for d in devices
     ]
     for worker in workers:
@@ -233,11 +235,12 @@ def _worker(
     tasks: mp.Queue,
     results: mp.Queue,
     parent: int,
+    environ: dict[str, str],
 ) -> None:
     """Load the model once on `device`, with this worker's share of the host's cores among
     `sharing` workers, say so with its weights' hash, then render parts until the stop sign,
     their events sent to the parent."""
-    _die_with_parent(parent)
+    processes.begin_worker(parent, environ)
     signal.signal(signal.SIGTERM, lambda *_: _stop(results))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     if torch.device(device).type == "cuda":
