@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import os
 import random
 import signal
 import subprocess
@@ -283,3 +284,136 @@ def test_the_kept_parts_are_said_on_the_error_line(capsys):
         "skipsr: error: no space left on the device; 3 of 8 parts done, kept in "
         ".out.mkv.skipsr-work: the same command resumes\n"
     )
+
+
+def stop_at(when=lambda: True):
+    """A progress callback that stops the run (Ctrl-C) at its first frames written once `when()`."""
+    from skipsr_cli.run.progress import Advanced
+
+    def progress(event: object) -> None:
+        if isinstance(event, Advanced) and when():
+            raise KeyboardInterrupt
+
+    return progress
+
+
+def test_a_run_in_parts_stopped_before_a_part_is_done_leaves_nothing_behind(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM, which unwinds the same way) in a run in parts: before any part is
+    finished there is nothing to resume, so neither the work folder nor its lock file is left;
+    once a part is finished the folder keeps it (and only it: no lock file) and the rerun resumes
+    from it. A --parts DIR this run made goes too where it holds no part; one that was there stays."""
+    clip = make_clip(tmp_path / "in.mp4", frames=12, audio=False)
+    run = dict(model="debug", random_weights=True, device="cpu", chunk_frames=4, overlap=0)
+    out = tmp_path / "out.mkv"
+    work = work_folder(out)
+    with pytest.raises(KeyboardInterrupt):
+        api.upscale(clip, out, segments=4, progress=stop_at(), **run)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+    done = lambda: bool(list(work.glob("part-*.json")))  # noqa: E731
+    with pytest.raises(KeyboardInterrupt):
+        api.upscale(clip, out, segments=4, progress=stop_at(done), **run)
+    assert sorted(p.name for p in work.iterdir()) == [
+        "part-00001-of-00004.json",
+        "part-00001-of-00004.mkv",
+    ]
+    rendered = []
+    render = farm_parts.render_segment
+    monkeypatch.setattr(
+        farm_parts,
+        "render_segment",
+        lambda i, o, opts, *a: rendered.append(opts.segment) or render(i, o, opts, *a),
+    )
+    assert api.upscale(clip, out, segments=4, **run).frames == 12
+    assert rendered == ["2/4", "3/4", "4/4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mkv"]
+    # --parts DIR: made by the run (with its parent) and left empty, taken back; there before, kept
+    named = tmp_path / "new" / "parts"
+    with pytest.raises(KeyboardInterrupt):
+        api.upscale(clip, tmp_path / "n.mkv", segments=4, parts=named, progress=stop_at(), **run)
+    assert not (tmp_path / "new").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        api.upscale(clip, tmp_path / "n.mkv", segments=4, parts=mine, progress=stop_at(), **run)
+    assert mine.is_dir() and not list(mine.iterdir())
+    assert api.upscale(clip, tmp_path / "n.mkv", segments=4, parts=mine, **run).frames == 12
+    assert len(list(mine.iterdir())) == 8  # the parts and their manifests, no lock file
+
+
+def test_the_lock_file_is_there_only_while_a_run_holds_it(tmp_path, monkeypatch):
+    """The hold's file goes as the hold ends, also on an error; a second run is refused while the
+    first holds it. One that opened the file just before its holder let go and removed it, then
+    locks that removed file, finds the path names another file (a third run's, held) and is
+    refused, never holding a lock of its own beside the third's."""
+    from skipsr_cli.batch import records
+
+    lock = tmp_path / "state" / "lock"
+    with records.exclusive_hold(lock, "busy") as held:
+        assert held and lock.read_text() == f"{os.getpid()}\n"
+        with pytest.raises(OutputError, match="busy"), records.exclusive_hold(lock, "busy"):
+            pass
+    assert not lock.exists() and lock.parent.is_dir()
+    with pytest.raises(ValueError), records.exclusive_hold(lock, "busy"):
+        raise ValueError
+    assert not lock.exists()
+    # a file left by a run killed outright holds nothing: taken, then removed
+    lock.write_text("12345\n")
+    with records.exclusive_hold(lock, "busy") as held:
+        assert held
+    assert not lock.exists()
+    # the race: a stale handle on a removed lock file, and a third run holding the new one
+    lock.write_text("")
+    stale = open(lock, "r+")  # noqa: SIM115
+    lock.unlink()
+    with open(lock, "a+") as third:
+        fcntl.flock(third, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        opened = records._open_lock
+        handles = iter([(stale, False)])
+        monkeypatch.setattr(records, "_open_lock", lambda p: next(handles, None) or opened(p))
+        with pytest.raises(OutputError, match="busy"), records.exclusive_hold(lock, "busy"):
+            pass
+        assert stale.closed and lock.exists()  # the third run's file is left alone
+
+
+SLOW = (  # every part's first frames wait a minute: a run stopped then has finished nothing
+    "import time, skipsr_cli.run.pipeline as p; from skipsr_cli.run.progress import Advanced; "
+    "up = p.upscale; p.upscale = lambda n, plan, d, t, emit, *a: up(n, plan, d, t, "
+    "lambda e: emit(e) or (isinstance(e, Advanced) and time.sleep(60)), *a); "
+)
+
+
+@pytest.mark.parametrize("mode", ["segments", "segment", "batch"])
+def test_sigterm_before_anything_is_done_leaves_nothing_behind(tmp_path, mode):
+    """SIGTERM (a scheduler, `timeout`) while the first part or file is being written: exit 143,
+    and nothing the run made is left: no work folder or lock file (`--segments 4`), no empty
+    OUT.parts/ (a farm's `--segment 1/2`), no OUT_DIR/.skipsr-batch/ nor OUT_DIR (a batch)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    clip = make_clip(src / "in.mp4", frames=12, audio=False)
+    out = tmp_path / "out.mkv"
+    target, extra = {
+        "segments": (out, ["--segments", "4"]),
+        "segment": (out, ["--segment", "1/2"]),
+        "batch": (tmp_path / "out", []),
+    }[mode]
+    source = src if mode == "batch" else clip
+    code = SLOW + "from skipsr_cli.cli import main; main()"
+    run = subprocess.Popen(
+        [sys.executable, "-c", code, "upscale", str(source), str(target), *ARGS, *extra],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not [p for p in tmp_path.rglob("*") if "skipsr-partial" in p.name]:
+        assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 143, err
+    assert err.strip().splitlines()[-1] == (
+        "skipsr: terminated (SIGTERM); no output was left behind"
+    )
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "src",
+        "src/in.mp4",
+    ]

@@ -22,6 +22,9 @@ and when it lets go of it.
 The lock (fcntl, on `.skipsr-batch/lock`) is held for the whole batch. Whoever takes it knows no
 live batch writes into OUT_DIR, so every partial file there (`.NAME.RANDOM.skipsr-partial.EXT`, or
 a `.NAME.RANDOM.skipsr-partial` folder of PNG frames) is left over from a killed run: removed.
+The lock file is there only while a batch holds it (`exclusive_hold`), and a batch stopped before
+it finished any file leaves no `.skipsr-batch/` behind (nor the folders it made for outputs it
+never wrote: batch/run.py); the done-records of the files it finished stay, for the rerun.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, fields, replace
 from pathlib import Path
+from typing import IO
 
 from skipsr_cli import weights
 from skipsr_cli.errors import ModelError, OutputError
@@ -221,20 +226,31 @@ def is_done(path: Path, input: Path, outputs: list[Path], options: dict, weights
 
 
 @contextlib.contextmanager
-def batch_lock(out_dir: Path, *others: Path) -> Iterator[None]:
+def batch_lock(out_dir: Path, *others: Path, made: Iterable[Path] = ()) -> Iterator[None]:
     """Hold OUT_DIR's lock for the batch, then clear the partial files of killed runs there (and
-    in `others`, e.g. the folder of mask videos)."""
+    in `others`, e.g. the folder of mask videos). As it lets go, the batch's state folder keeps
+    only what a rerun needs: the done-records, and the claims that hold an output in place; the
+    lock file goes with the hold, and `.skipsr-batch/` too where nothing is left in it. `made`:
+    the folders the batch made (`missing_folders`, asked before): those it leaves empty go,
+    OUT_DIR and the folders above it once the lock is let go of."""
     busy = f"another skipsr batch is writing into {out_dir}"
-    with exclusive_hold(out_dir / STATE_DIR / "lock", busy) as held:
-        if not held:  # clearing partials is safe only where no other batch can be writing
-            raise OutputError(f"cannot lock {out_dir}: its file system has no file locks")
-        for folder in (out_dir, *others):
-            remove_partials(folder)
-        remove_stale_claims(out_dir)
-        try:
-            yield
-        finally:  # claims of files that failed, were stopped, or whose worker died mid-file
+    state, made = out_dir / STATE_DIR, list(made)
+    above = {out_dir, *out_dir.parents}
+    try:
+        with exclusive_hold(state / "lock", busy) as held:
+            if not held:  # clearing partials is safe only where no other batch can be writing
+                raise OutputError(f"cannot lock {out_dir}: its file system has no file locks")
+            for folder in (out_dir, *others):
+                remove_partials(folder)
             remove_stale_claims(out_dir)
+            try:
+                yield
+            finally:  # claims of files that failed, were stopped, or whose worker died mid-file
+                remove_stale_claims(out_dir)
+                claims = [p for p in state.rglob("*") if p.is_dir()]  # their subfolders
+                remove_empty([*claims, *(f for f in made if f not in above)])
+    finally:  # once let go of: the lock file is gone, so the state folder is empty or it is kept
+        remove_empty([state, *made])
 
 
 @contextlib.contextmanager
@@ -242,26 +258,119 @@ def exclusive_hold(lock: Path, busy: str) -> Iterator[bool]:
     """One process's hold on the file `lock` (fcntl), let go when the block ends or the process
     dies; another holder is refused with `busy` (an OutputError). Yields False, not holding it,
     where the file system has no locks (Lustre mounted noflock, NFS without lockd): the caller
-    says whether it may go on without."""
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock, "a+")  # noqa: SIM115 (held for the whole block)
-    except OSError as e:
-        raise OutputError(f"cannot write {lock.parent}: {e.strerror or e}") from e
-    with handle:
+    says whether it may go on without.
+
+    The file is there only while a run holds it: the holder removes it as the block ends (also
+    on an error, Ctrl-C or SIGTERM), before letting go, and one that finds, once it holds a
+    file, that the path names another file now (its holder removed it meanwhile) takes that one
+    instead; so two runs never hold two files of one path. A holder killed outright (SIGKILL, a
+    power cut) leaves the file but not its hold, which ends with the process: the next run
+    takes it and removes it. Without locks, the file goes when the run that made it ends."""
+    for _ in range(100):
+        handle, made = _open_lock(lock)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             held = True
         except BlockingIOError:
+            handle.close()
             raise OutputError(busy) from None
         except OSError:
             held = False
-        if held:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
-        yield held
+        if not held or _is_at(handle, lock):
+            break
+        handle.close()  # its holder let go and removed it meanwhile: take the file there now
+    else:
+        raise OutputError(busy)
+    with handle:
+        try:
+            if held:
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"{os.getpid()}\n")
+                handle.flush()
+            yield held
+        finally:
+            if _is_at(handle, lock) and (held or made):  # held: nobody else can hold it now
+                lock.unlink(missing_ok=True)
+
+
+def _open_lock(lock: Path) -> tuple[IO[str], bool]:
+    """The file `lock`, open to read and write, and whether this call made it; its folder and
+    itself are made where missing, also where a holder letting go removed them meanwhile."""
+    for _ in range(100):
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                return open(lock, "x+"), True  # noqa: SIM115 (held for the whole block)
+            except FileExistsError:
+                return open(lock, "r+"), False  # noqa: SIM115
+        except FileNotFoundError:
+            continue  # removed between the two steps: make them again
+        except OSError as e:
+            raise OutputError(f"cannot write {lock.parent}: {e.strerror or e}") from e
+    raise OutputError(f"cannot write {lock}: it is removed as soon as it is made")
+
+
+def _is_at(handle: IO[str], path: Path) -> bool:
+    """Whether the open file `handle` is the file at `path` now."""
+    try:
+        there = os.stat(path)
+    except OSError:
+        return False
+    own = os.fstat(handle.fileno())
+    return (there.st_dev, there.st_ino) == (own.st_dev, own.st_ino)
+
+
+def make_folders(folder: Path) -> list[Path]:
+    """Make `folder` and those of its parents that are missing; returns the ones this call made
+    (not another process at the same moment), for `remove_empty` to take back if nothing is put
+    in them."""
+    made: list[Path] = []
+    try:
+        for path in (*reversed(folder.parents), folder):
+            if path.is_dir():
+                continue
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue  # made meanwhile by another process (or a file: said below)
+            made.append(path)
+        folder.mkdir(parents=True, exist_ok=True)  # raises as ever where it cannot be made
+    except OSError:
+        remove_empty(made)
+        raise
+    return made
+
+
+def missing_folders(folders: Iterable[Path]) -> list[Path]:
+    """Those of `folders` and of their parents that are not there now: what a run that makes
+    them may take back (`remove_empty`)."""
+    missing: set[Path] = set()
+    for folder in folders:
+        for path in (folder, *folder.parents):
+            if path in missing or path.is_dir():
+                break
+            missing.add(path)
+    return sorted(missing)
+
+
+def remove_empty(folders: Iterable[Path]) -> None:
+    """Remove those of `folders` that are empty, the deepest first (so that one emptied of its
+    subfolders goes too); one that holds anything stays. An NFS client's `.nfs*` file (an open
+    file removed, such as a lock file let go of just now) vanishes in a moment: waited for."""
+    for folder in sorted(set(folders), key=lambda p: len(p.parts), reverse=True):
+        for _ in range(20):
+            try:
+                folder.rmdir()
+            except FileNotFoundError:
+                break
+            except OSError:
+                with contextlib.suppress(OSError):
+                    left = [p.name for p in folder.iterdir()]
+                    if left and all(name.startswith(".nfs") for name in left):
+                        time.sleep(0.05)
+                        continue
+            break
 
 
 def remove_partials(out_dir: Path) -> list[Path]:

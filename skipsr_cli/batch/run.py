@@ -27,7 +27,7 @@ from skipsr_cli.batch.progress import (
     FileResult,
 )
 from skipsr_cli.batch.workers import BatchKey, load_for, run_inline, run_pool
-from skipsr_cli.errors import SkipSRError, UsageError
+from skipsr_cli.errors import OutputError, SkipSRError, UsageError
 from skipsr_cli.media.cpu_share import apply_cpu_share
 from skipsr_cli.media.video_io import probe
 from skipsr_cli.run.options import UpscaleOptions, for_loaded_model
@@ -57,14 +57,18 @@ def run_batch(
         )
     if model is not None:
         options = for_loaded_model(options)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot make the output folder {out_dir}: {e.strerror or e}") from e
+    masks = [options.mask_out] if options.mask_out is not None else []
+    # the folders this batch makes: those it leaves empty (stopped before their files) go again
+    outputs = (p for item in items for p in (item.output, item.mask_out) if p is not None)
+    made = records.missing_folders([out_dir, *masks, *(p.parent for p in outputs)])
+    for folder, what in ((out_dir, "output"), *((m, "mask") for m in masks)):
+        try:  # an output that cannot be written (README, "Exit codes": 5)
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot make the {what} folder {folder}: {e.strerror or e}") from e
     key = BatchKey(out_dir, records.options_key(options), weights_identity(options, model))
     results: dict[int, FileResult] = {}
-    masks = [options.mask_out] if options.mask_out is not None else []
-    with records.batch_lock(out_dir, *masks):
+    with records.batch_lock(out_dir, *masks, made=made):
         todo: Indexed = []
         for index, item in enumerate(items):
             if not options.overwrite and is_done(item, key):

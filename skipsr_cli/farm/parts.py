@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from models import SkipSR
-from skipsr_cli.batch.records import exclusive_hold
+from skipsr_cli.batch.records import exclusive_hold, make_folders, remove_empty
 from skipsr_cli.errors import InputError, UsageError
 from skipsr_cli.farm.segments import (
     MANIFEST_SUFFIX,
@@ -36,7 +36,8 @@ from skipsr_cli.run.options import UpscaleOptions, encode_options_of, job_of
 from skipsr_cli.run.progress import Event, Summary
 from skipsr_cli.run.ranges import VIDEO_ONLY
 
-LOCK_NAME = ".skipsr-lock"  # in a parts folder: held by the one run that renders all its parts
+# in a parts folder while the one run that renders all its parts holds it, and only then
+LOCK_NAME = ".skipsr-lock"
 
 # What shapes a part's frames and its encoding: parts that differ in any of these cannot join.
 SHAPING = (
@@ -79,46 +80,64 @@ def render_segment(
             f"than {segment.count} parts; split it into at most {total}"
         )
     folder = parts_folder(output, opts.parts)
-    folder.mkdir(parents=True, exist_ok=True)
-    part = folder / (segment.name + PART_SUFFIX)
-    manifest = folder / (segment.name + MANIFEST_SUFFIX)
-    part_opts = replace(opts, frames=(start, stop), overwrite=True, mask_out=None)
-    # the encoder OUTPUT's container takes (VP9 for webm, x264 4:4:4 for a lossless mp4), not the
-    # Matroska part's own default: the stitch copies the parts' video into OUTPUT as it is
-    encode = encode_options_of(part_opts, output)
-    job = replace(job_of(input, part, part_opts), encode=replace(encode, stitchable=True))
-    plan = pipeline.prepare(job)
-    # the stitch copies the source's audio and subtitles into OUTPUT: no note that a part lacks them
-    plan = replace(plan, notes=tuple(n for n in plan.notes if n != VIDEO_ONLY))
-    net = load()
-    weights = model_hash(net.state_dict())
-    # a task run again (a requeued array) keeps its part when it is done with the same input,
-    # options and weights; --overwrite renders it again
-    done = None if opts.overwrite else finished_part(input, output, opts, weights)
-    if done is not None:
-        summary = _kept(input, part, done, plan.out_size, device)
-        progress(summary)
+    with _made(folder) as made:  # taken back where this task puts nothing in it
+        part = folder / (segment.name + PART_SUFFIX)
+        manifest = folder / (segment.name + MANIFEST_SUFFIX)
+        part_opts = replace(opts, frames=(start, stop), overwrite=True, mask_out=None)
+        # the encoder OUTPUT's container takes (VP9 for webm, x264 4:4:4 for a lossless mp4), not
+        # the Matroska part's own default: the stitch copies the parts' video into OUTPUT as it is
+        encode = encode_options_of(part_opts, output)
+        job = replace(job_of(input, part, part_opts), encode=replace(encode, stitchable=True))
+        plan = pipeline.prepare(job)
+        # the stitch copies the source's audio and subtitles into OUTPUT: no note that a part
+        # lacks them
+        plan = replace(plan, notes=tuple(n for n in plan.notes if n != VIDEO_ONLY))
+        net = load()
+        weights = model_hash(net.state_dict())
+        # a task run again (a requeued array) keeps its part when it is done with the same input,
+        # options and weights; --overwrite renders it again
+        done = None if opts.overwrite else finished_part(input, output, opts, weights)
+        if done is not None:
+            summary = _kept(input, part, done, plan.out_size, device)
+            progress(summary)
+            return summary
+        manifest.unlink(missing_ok=True)  # until the new part is complete, this part is not done
+        # made again where another task took it back meanwhile, stopped before its own part
+        made += make_folders(folder)
+        summary = pipeline.upscale(net, plan, device, dtype, progress)
+        record = {
+            "index": segment.index,
+            "count": segment.count,
+            "part": part.name,
+            "frames": [start, stop],
+            "frames_written": summary.frames,
+            # the stitch refuses a part cut short or replaced since, also by one of the same size
+            "bytes": part.stat().st_size,
+            "sha256": file_hash(part),
+            "total_frames": total,
+            "input": str(input.resolve()),
+            "fingerprint": fingerprint(input),
+            "settings": {k: _plain(getattr(opts, k)) for k in SHAPING},
+            "encoder": encoder_of(encode),
+            "weights": weights,
+        }
+        write_json_atomically(manifest, record)
         return summary
-    manifest.unlink(missing_ok=True)  # until the new part is complete, this part is not done
-    summary = pipeline.upscale(net, plan, device, dtype, progress)
-    record = {
-        "index": segment.index,
-        "count": segment.count,
-        "part": part.name,
-        "frames": [start, stop],
-        "frames_written": summary.frames,
-        # the stitch refuses a part cut short or replaced since, also by one of the same size
-        "bytes": part.stat().st_size,
-        "sha256": file_hash(part),
-        "total_frames": total,
-        "input": str(input.resolve()),
-        "fingerprint": fingerprint(input),
-        "settings": {k: _plain(getattr(opts, k)) for k in SHAPING},
-        "encoder": encoder_of(encode),
-        "weights": weights,
-    }
-    write_json_atomically(manifest, record)
-    return summary
+
+
+@contextlib.contextmanager
+def _made(folder: Path) -> Iterator[list[Path]]:
+    """A task's parts folder, made where missing; the folders it made (the list grows where the
+    task makes them again) are removed where it stops before putting anything in them: a folder
+    that held nothing before and holds nothing now. One that holds another task's part (or the
+    partial file it is writing) stays, as does one that was there before the task, named by
+    --parts or not."""
+    made = make_folders(folder)
+    try:
+        yield made
+    except BaseException:
+        remove_empty(made)
+        raise
 
 
 def _kept(input: Path, part: Path, frames: int, size: tuple[int, int], device) -> Summary:
@@ -307,19 +326,60 @@ def stitch_run(
 def parts_of_run(output: Path, opts: UpscaleOptions, count: int) -> Iterator[UpscaleOptions]:
     """`opts` with the parts folder of a run that renders its own `count` parts and stitches them
     (a long input, local workers, Ray): `--parts DIR` as named, kept and never swept (it may hold a
-    farm's parts); else the hidden work folder beside the output, swept of the parts of another
-    split first and removed once the block ends without an error. A run that stops before its
-    stitch says what it kept (`_said_kept`)."""
+    farm's parts), but removed where this run made it and stops before putting a part in it; else
+    the hidden work folder beside the output, swept of the parts of another split first, and
+    removed once the block ends without an error, or with one before any part of this split was
+    finished (`_swept`). A run that stops before its stitch says what it kept (`_said_kept`).
+    The hold on the folder, and its lock file, go with the block (`_held`)."""
     if opts.parts is not None:
-        with _held(opts.parts, output), _said_kept(opts.parts, count):
-            yield opts
+        made = make_folders(opts.parts)
+        try:
+            with _held(opts.parts, output), _said_kept(opts.parts, count):
+                yield opts
+        finally:
+            remove_empty(made)
         return
     folder = work_folder(output)
-    with _held(folder, output):
-        drop_other_splits(folder, count)
-        with _said_kept(folder, count):
-            yield replace(opts, parts=folder)
-    shutil.rmtree(folder, ignore_errors=True)  # let go first: NFS keeps a file that is open
+    try:
+        with _held(folder, output):
+            drop_other_splits(folder, count)
+            with _said_kept(folder, count), _swept(folder, count):
+                yield replace(opts, parts=folder)
+    finally:  # let go first: the lock file is gone with the hold (and NFS keeps a file open)
+        remove_empty([folder])  # one that holds another run's lock, or parts to resume, stays
+
+
+def _done(folder: Path, count: int) -> int:
+    """How many parts of a split of `count` parts are finished in `folder` (their manifests)."""
+    return len(list(folder.glob(f"part-*-of-{count:05d}{MANIFEST_SUFFIX}")))
+
+
+@contextlib.contextmanager
+def _swept(folder: Path, count: int) -> Iterator[None]:
+    """The work folder emptied, but for the lock still held, as the run ends: after its stitch,
+    and when it stops before any part of its split was finished, as there is then nothing to
+    resume (a part without its manifest is not finished, nor a partial file); a run that stops
+    with finished parts keeps the folder as it is, for the rerun."""
+    try:
+        yield
+    except BaseException:
+        if not _done(folder, count):
+            _empty(folder)
+        raise
+    _empty(folder)
+
+
+def _empty(folder: Path) -> None:
+    """Remove what `folder` holds but its lock file (held: removed as the hold ends)."""
+    with contextlib.suppress(OSError):
+        for entry in list(folder.iterdir()):
+            if entry.name == LOCK_NAME:
+                continue
+            if entry.is_dir() and not entry.is_symlink():  # a partial folder of PNG frames
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
 
 
 @contextlib.contextmanager
@@ -330,7 +390,7 @@ def _said_kept(folder: Path, count: int) -> Iterator[None]:
     try:
         yield
     except BaseException as e:
-        done = len(list(folder.glob(f"part-*-of-{count:05d}{MANIFEST_SUFFIX}")))
+        done = _done(folder, count)
         if done:
             note = f"{done} of {count} parts done, kept in {folder}: the same command resumes"
             e.__notes__ = [*getattr(e, "__notes__", []), note]  # add_note, before Python 3.11
@@ -342,7 +402,9 @@ def _held(folder: Path, output: Path) -> Iterator[None]:
     """This run's hold on its parts folder: a second run of the same output (or into the same
     --parts folder) is refused at once, rather than the two taking and sweeping each other's
     parts. Where the file system has no locks the run goes on without the hold, as before there
-    was one. A farm's --segment tasks share a folder and take no hold."""
+    was one. A farm's --segment tasks share a folder and take no hold. The lock file is there only
+    while the hold is (records.exclusive_hold): however the run ends, it goes; a run killed
+    outright leaves it, holding nothing, and the next run takes it and removes it."""
     busy = f"another skipsr run is writing {output}: its parts folder {folder} is in use"
     with exclusive_hold(folder / LOCK_NAME, busy):
         yield

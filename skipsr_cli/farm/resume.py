@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from models import SkipSR
-from skipsr_cli.batch.records import exclusive_hold
+from skipsr_cli.batch.records import exclusive_hold, remove_empty
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.progress import WholeRun
 from skipsr_cli.farm.segments import MANIFEST_SUFFIX, model_hash, work_folder
@@ -118,6 +118,7 @@ def unused_parts(output: Path) -> str | None:
         pass  # only asked: a run that holds it refuses this one
     done = list(folder.glob(f"part-*{MANIFEST_SUFFIX}"))
     if not done:
+        remove_empty([folder])  # nothing to resume in it (an older version's, left empty)
         return None
     return (
         f"{folder} holds {len(done)} finished part(s) of an earlier run of {output.name} in "
