@@ -36,12 +36,14 @@ from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm import resume
 from skipsr_cli.farm.devices import model_bytes, upscale_on_devices, workers_per_gpu
 from skipsr_cli.farm.ray import files_on_ray, ray_address, upscale_on_ray
+from skipsr_cli.farm.segments import check_stitchable
 from skipsr_cli.media.cpu_share import ENV as WORKER_THREADS_ENV
 from skipsr_cli.media.cpu_share import apply_cpu_share
 from skipsr_cli.run import pipeline
 from skipsr_cli.run.options import (
     AUTO,
     UpscaleOptions,
+    check_lossless,
     check_options,
     for_loaded_model,
     job_of,
@@ -52,6 +54,7 @@ from skipsr_cli.run.options import (
     with_denoise_for,
 )
 from skipsr_cli.run.progress import Event, Summary
+from skipsr_cli.run.targets import check_folder_output, check_mask_name
 
 OPTION_NAMES = frozenset(f.name for f in fields(UpscaleOptions))
 
@@ -105,7 +108,7 @@ def upscale(
     model: SkipSR | str | Path | None = None,
     progress: Callable[[Event], None] | None = None,
     **option_fields: object,
-) -> Summary | int:
+) -> Summary:
     """Upscale one video (or image, or image sequence) into `output`; returns the run's summary.
 
     Options are the fields of `UpscaleOptions` (the command line's options): pass an
@@ -119,16 +122,20 @@ def upscale(
     process each, and stitched. Without `workers`, a long video (one that runs in segments
     anyway) gets several workers on each GPU where the host's cores and memory hold them
     (farm/devices.py), else one per device. With `ray` (an address, "auto", or "local") it is
-    rendered in segments on Ray actors (`workers` of them) and stitched, and the frame count is
-    returned instead of a summary. `segments` (N) renders a whole video in N parts (at most one a
+    rendered in segments on Ray actors (`workers` of them) and stitched; its summary holds the
+    parts' figures, but `progress` sees only each part's end there. `segments` (N) renders a whole video in N parts (at most one a
     frame) and stitches them, on whatever workers run it; a rerun with the same N resumes.
     Warnings (streams the output container cannot hold) are in `summary.warnings`.
     """
     opts = _options(options, model, option_fields)
-    input, output = Path(input), Path(output)
+    spelt, input, output = output, Path(input), Path(output)
     if input.is_dir() and folder_kind(input) is FolderKind.BATCH:
         raise UsageError(f"{input} is a folder of files to upscale one by one: use upscale_batch")
     check_options(input, opts)
+    check_folder_output(spelt)  # "frames/": a folder, not a file without an extension
+    check_mask_name(opts.mask_out, output)
+    if opts.segment is not None:
+        check_stitchable(output, f"--segment renders a part of {output} for skipsr stitch")
     if isinstance(model, SkipSR):
         opts = for_loaded_model(opts)
     opts = with_denoise_for(opts, input)  # auto: one amount for every worker and segment
@@ -174,7 +181,9 @@ def upscale(
         if total is not None and several:
             if opts.ray is not None:  # there `workers` counts Ray actors
                 address = ray_address(opts.ray)
-                return upscale_on_ray(input, output, opts, opts.segments, address, opts.workers)
+                return upscale_on_ray(
+                    input, output, opts, opts.segments, address, opts.workers, progress
+                )
             done = progress or _ignore
             return upscale_on_devices(input, output, opts, found[:total], parts, done, total)
     if opts.devices is not None:  # one device named, or nothing to split among several
@@ -209,6 +218,7 @@ def stitch(
     named), `input` the source where it is not at the path the parts recorded. `warn` hears what
     the output could not take as it was (a stream its container cannot hold, left out; audio
     re-encoded, at `audio_bitrate` kb/s where given), one line each."""
+    check_stitchable(Path(output), f"cannot stitch into {output}")
     frames, warnings = farm.stitch(
         Path(output),
         None if parts is None else Path(parts),
@@ -257,6 +267,9 @@ def upscale_batch(
     items = plan_batch(
         in_dir, out_dir, recursive=recursive, glob=glob, ext=ext, mask_dir=opts.mask_out
     )
+    if opts.lossless:  # refused once, not file by file
+        for path in {item.output.suffix.lower(): item.output for item in items}.values():
+            check_lossless(path)
     net = model if isinstance(model, SkipSR) else None
     emit = progress or _ignore
     if opts.ray is not None:  # Ray's actors pick their devices; `workers` counts them

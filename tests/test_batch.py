@@ -419,6 +419,8 @@ def test_a_claim_holds_the_files_it_put_in_place_and_no_other(tmp_path: Path):
         assert not claim.exists()
         records.write_record(claim, keep)
     assert not claim.exists()  # letting go of it: a worker that died mid-file left this one
+    assert not (out / records.STATE_DIR).exists()  # nor its folders, nor the lock: nothing done
+    claim.parent.mkdir(parents=True)
     claim.write_text("not json")
     assert records.remove_stale_claims(out) == [claim] and not claim.exists()
 
@@ -503,3 +505,92 @@ def test_one_batch_at_a_time_and_none_without_file_locks(tmp_path, monkeypatch):
     monkeypatch.undo()
     with records.batch_lock(out):
         assert not partial.exists()
+
+
+def test_an_output_folder_that_cannot_be_made_is_an_output_error(tmp_path):
+    """OUT_DIR (or the folder of --mask-out) that cannot be made is an output that cannot be
+    written: exit 5 (README, "Exit codes"), one line, before any file is tried."""
+    clip(tmp_path / "in" / "a.mp4")
+    (tmp_path / "plain").write_bytes(b"a file, not a folder")
+    for extra in ([], ["--mask-out", tmp_path / "masks"]):
+        r = invoke(tmp_path / "in", tmp_path / "plain" / "out", "-q", *extra)
+        assert r.exit_code == ExitCode.OUTPUT, r.output
+        assert (
+            r.stderr
+            == f"skipsr: error: cannot make the output folder {tmp_path}/plain/out: Not a directory\n"
+        )
+    r = invoke(tmp_path / "in", tmp_path / "out", "-q", "--mask-out", tmp_path / "plain" / "m")
+    assert r.exit_code == ExitCode.OUTPUT, r.output
+    assert (
+        r.stderr
+        == f"skipsr: error: cannot make the mask folder {tmp_path}/plain/m: Not a directory\n"
+    )
+    assert not (tmp_path / "out" / "a.mp4").exists()
+
+
+def test_a_mask_folder_that_is_the_output_or_input_folder_is_a_usage_error(tmp_path):
+    """The masks take the outputs' names: into OUT_DIR they would replace the outputs, and in
+    IN_DIR they would be read as inputs. Either is one usage error (exit 2) naming the clash,
+    not a batch whose every file fails (exit 6) or finds nothing to upscale (exit 3)."""
+    src = tmp_path / "in"
+    clip(src / "a.mp4")
+    out = tmp_path / "out"
+    for mask, what in ((out, "output"), (src, "input")):
+        r = invoke(src, out, "-q", "--mask-out", mask)
+        assert r.exit_code == ExitCode.USAGE, r.output
+        assert r.stderr.startswith(f"skipsr: error: --mask-out {mask} is the {what} folder")
+        assert r.stderr.count("\n") == 1, r.stderr
+    (tmp_path / "m.mp4").write_bytes(b"a file")  # a batch's masks go into a folder
+    r = invoke(src, out, "-q", "--mask-out", tmp_path / "m.mp4")
+    assert r.exit_code == ExitCode.USAGE and "writes its masks into a folder" in r.stderr
+    assert not out.exists() and sorted(p.name for p in src.iterdir()) == ["a.mp4"]
+
+
+def test_a_batch_stopped_before_a_file_is_done_leaves_nothing_behind(tmp_path: Path):
+    """Ctrl-C (or SIGTERM) before any file is done: no lock file, no .skipsr-batch/, and none of
+    the folders the batch made (OUT_DIR, the subfolders it mirrors, the mask folder) where they
+    hold nothing; OUT_DIR that was there before stays. Stopped once a file is done: its
+    done-record stays (and no lock file), and the rerun skips that file."""
+    from skipsr_cli import api
+    from skipsr_cli.batch import records
+    from skipsr_cli.batch.progress import FileProgress
+    from skipsr_cli.run.progress import Advanced
+
+    src = tmp_path / "in"
+    clip(src / "a.mp4", frames=2)
+    clip(src / "sub" / "b.mp4", frames=2, seed=1)
+    run = dict(model="debug", random_weights=True, device="cpu", chunk_frames=4, overlap=1)
+
+    def stop(name: str):
+        def progress(event: object) -> None:
+            advanced = isinstance(event, FileProgress) and isinstance(event.event, Advanced)
+            if advanced and event.name == name:
+                raise KeyboardInterrupt
+
+        return progress
+
+    out, masks = tmp_path / "new" / "out", tmp_path / "masks"
+    batch = dict(recursive=True, mask_out=masks, **run)
+    with pytest.raises(KeyboardInterrupt):
+        api.upscale_batch(src, out, progress=stop("a.mp4"), **batch)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+    out.mkdir(parents=True)
+    with pytest.raises(KeyboardInterrupt):
+        api.upscale_batch(src, out, progress=stop("a.mp4"), **batch)
+    assert out.is_dir() and not list(out.iterdir()) and not masks.exists()
+    # a.mp4 done, then stopped in sub/b.mp4: a.mp4, its mask and record stay, nothing else
+    with pytest.raises(KeyboardInterrupt):
+        api.upscale_batch(src, out, progress=stop("sub/b.mp4"), **batch)
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert [p for p in left if not p.startswith("in")] == [
+        "masks",
+        "masks/a.mp4",
+        "new",
+        "new/out",
+        "new/out/.skipsr-batch",
+        "new/out/.skipsr-batch/a.mp4.json",
+        "new/out/a.mp4",
+    ]
+    again = api.upscale_batch(src, out, **batch)
+    assert [f.status for f in again.files] == ["skipped", "done"]
+    assert not (out / records.STATE_DIR / "lock").exists()

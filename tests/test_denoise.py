@@ -102,8 +102,11 @@ def test_parse_denoise():
     assert parse_denoise("auto") == AUTO and parse_denoise(" AUTO ") == AUTO
     assert parse_denoise("0.25") == 0.25 and parse_denoise(1) == 1.0
     for bad in ("1.5", "-0.1", "nan", "lots", float("inf")):
-        with pytest.raises(UsageError, match="--denoise must be auto or an amount"):
+        with pytest.raises(UsageError, match="--denoise must be auto or a number from 0 to 1"):
             parse_denoise(bad)
+    with pytest.raises(UsageError) as said:  # what was given, not the NaN it was read as
+        parse_denoise("abc")
+    assert str(said.value) == "--denoise must be auto or a number from 0 to 1, not 'abc'"
 
 
 def test_an_input_gets_the_amount_of_its_own_quantiser(tmp_path):

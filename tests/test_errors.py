@@ -44,7 +44,8 @@ def call(capsys, *args: str | Path) -> tuple[int, str, str]:
         (["--seed", "-1"], "--seed"),
         (["--crf", "99"], "CRF 99"),
         (["--codec", "libvpx-vp9", "--crf", "64"], "CRF 64"),
-        (["--denoise", "1.5"], "--denoise must be auto or an amount"),
+        (["--denoise", "1.5"], "--denoise must be auto or a number from 0 to 1, not '1.5'"),
+        (["--denoise", "abc"], "--denoise must be auto or a number from 0 to 1, not 'abc'"),
         (["--denoise", "0.5"], "not with --random-weights"),
     ],
 )
@@ -53,6 +54,31 @@ def test_usage_errors_are_one_line_and_exit_2(capsys, clip, tmp_path, extra, say
     assert code == ExitCode.USAGE, err
     assert err.startswith("skipsr: error:") and err.count("\n") == 1, err
     assert says in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("output", "extra", "code", "says"),
+    [
+        # a GIF has no lossless mode: said as such, not as x264's failure to fit in a GIF
+        ("out.gif", ["--lossless"], ExitCode.USAGE, "out.gif is a GIF, which cannot be lossless"),
+        # --mask-out for one input names a video file: the name needs its container's extension
+        ("out.mp4", ["--mask-out", "{tmp}/bi"], ExitCode.USAGE, "--mask-out {tmp}/bi has no"),
+        # a trailing slash names a folder of PNG frames, which must exist (README: an output)
+        ("nodir/", [], ExitCode.OUTPUT, "{tmp}/nodir/: folder {tmp}/nodir does not exist"),
+    ],
+)
+def test_an_output_the_options_cannot_give_says_why(
+    capsys, clip, tmp_path, output, extra, code, says
+):
+    target = f"{tmp_path}/{output}"  # as typed: Path() would drop the trailing slash
+    extra = [a.format(tmp=tmp_path) for a in extra]
+    got, err, _ = call(capsys, "upscale", clip, target, *DEBUG, "-q", *extra)
+    assert got == code, err
+    assert err.startswith("skipsr: error:") and err.count("\n") == 1, err
+    assert (
+        says.format(tmp=tmp_path) in err and "libx264" not in err and "add an extension" not in err
+    ), err
     assert list(tmp_path.iterdir()) == []
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import av
 import numpy as np
 import pytest
@@ -31,19 +33,45 @@ def test_ray_renders_the_whole_run_and_resumes(local_ray, tmp_path):
     run = dict(model="debug", random_weights=True, chunk_frames=8, overlap=2, lossless=True)
     api.upscale(clip, tmp_path / "whole.mkv", device="cpu", **run)
     out = tmp_path / "out.mkv"
-    assert api.upscale(clip, out, ray="local", segments=3, workers=2, **run) == 17
+    assert api.upscale(clip, out, ray="local", segments=3, workers=2, **run).frames == 17
     assert all(
         np.array_equal(a, b)
         for a, b in zip(frames(out), frames(tmp_path / "whole.mkv"), strict=True)
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mkv", "whole.mkv"]
     kept = dict(ray="local", segments=3, workers=2, overwrite=True, parts=tmp_path / "parts")
-    assert api.upscale(clip, out, **kept, **run) == 17  # a named parts folder stays
+    assert api.upscale(clip, out, **kept, **run).frames == 17  # a named parts folder stays
     parts = sorted((tmp_path / "parts").glob("part-*.mkv"))
     stamps = [p.stat().st_mtime_ns for p in parts]
     assert len(parts) == 3
-    assert api.upscale(clip, out, **kept, **run) == 17
+    again = api.upscale(clip, out, **kept, **run)
+    assert again.frames == 17 and again.parts == ()  # nothing rendered: all three were done
     assert [p.stat().st_mtime_ns for p in parts] == stamps  # finished parts were kept
+
+
+def test_a_run_on_ray_says_what_the_output_could_not_take(local_ray, tmp_path, capsys):
+    """The stitch's warnings (a subtitle an mp4 cannot hold, left out) reach the summary and the
+    command line's stderr and --json, as in a run on this machine: they were dropped on Ray."""
+    from media import make_rich_mkv
+
+    from skipsr_cli.cli import main
+
+    rich = make_rich_mkv(tmp_path / "in.mkv", frames=6)
+    run = dict(model="debug", random_weights=True, chunk_frames=4, overlap=1)
+    here = api.upscale(rich, tmp_path / "here.mp4", segments=2, device="cpu", **run)
+    summary = api.upscale(rich, tmp_path / "ray.mp4", ray="local", segments=2, **run)
+    assert summary.frames == 6 and len(summary.parts) == 2
+    left_out = [w for w in summary.warnings if "subtitle" in w and "left out" in w]
+    assert left_out and left_out == [w for w in here.warnings if "subtitle" in w]
+    capsys.readouterr()
+    cmd = ["upscale", str(rich), str(tmp_path / "cli.mp4"), "--ray", "local", "--segments", "2"]
+    with pytest.raises(SystemExit) as done:
+        main([*cmd, "--model", "debug", "--random-weights", "-q", "--json"])
+    stdout, stderr = capsys.readouterr()
+    assert done.value.code == 0, stderr
+    said = json.loads(stdout.splitlines()[-1])
+    assert said["frames"] == 6 and left_out[0] in said["warnings"]
+    assert f"skipsr: warning: {left_out[0]}\n" in stderr
 
 
 def test_a_folder_batch_on_ray_actors(local_ray, tmp_path, monkeypatch):

@@ -544,3 +544,59 @@ def test_the_stitch_says_what_the_output_could_not_take(tmp_path, capsys):
             assert any("subtitle" in w and "left out" in w for w in said)
         else:
             assert any("re-encoded to Opus at 48 kb/s" in w for w in said)
+
+
+def test_stitch_and_segment_refuse_an_output_no_video_container_is(clip, debug, tmp_path, capsys):
+    """The parts join into a video container: a stitch into PNG frames, a GIF or a name without
+    an extension is a usage error (exit 2) that names the containers, not an encoder's complaint
+    after the parts were read; a part rendered for such an output is refused the same way."""
+    from skipsr_cli.cli import main
+
+    render_parts(clip, tmp_path / "out.mp4", debug, 1)
+    parts = tmp_path / "out.mp4.parts"
+    for name, what in (("o.png", "PNG frames"), ("o.gif", "a GIF"), ("o", "without an extension")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as done:
+            main(["stitch", str(tmp_path / name), "--parts", str(parts)])
+        err = capsys.readouterr().err
+        assert done.value.code == 2, err
+        assert err.startswith("skipsr: error: cannot stitch into") and err.count("\n") == 1, err
+        assert ".mp4, .mkv, .mov or .webm" in err and what in err, err
+        assert "libx264" not in err and "image2" not in err, err
+        with pytest.raises(UsageError, match=f"--segment renders a part .* {what}"):
+            api.upscale(clip, tmp_path / name, model=debug, segment="1/2", **RUN)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4.parts"]
+
+
+def test_a_farm_task_stopped_before_its_part_takes_back_the_folder_it_made(clip, debug, tmp_path):
+    """`--segment I/N` stopped (Ctrl-C, SIGTERM, an error) before its part is done: the parts
+    folder it made, and left empty, goes (with the folders it made above it); a folder that was
+    there before (OUT.parts/ or a --parts DIR), or that holds another task's part, stays."""
+
+    def stop(event: object) -> None:
+        if isinstance(event, Advanced):
+            raise KeyboardInterrupt
+
+    out = tmp_path / "out.mkv"
+    folder = tmp_path / "out.mkv.parts"
+    with pytest.raises(KeyboardInterrupt):
+        api.upscale(clip, out, model=debug, segment="1/2", progress=stop, **RUN)
+    assert not folder.exists()
+    named = tmp_path / "farm" / "parts"
+    with pytest.raises(KeyboardInterrupt):
+        api.upscale(clip, out, model=debug, segment="1/2", parts=named, progress=stop, **RUN)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    for there in (folder, named):  # made before the task: kept, empty
+        there.mkdir(parents=True, exist_ok=True)
+        with pytest.raises(KeyboardInterrupt):
+            opts = dict(parts=there) if there == named else {}
+            api.upscale(clip, out, model=debug, segment="1/2", progress=stop, **opts, **RUN)
+        assert there.is_dir() and not list(there.iterdir())
+    folder.rmdir()
+    api.upscale(clip, out, model=debug, segment="2/2", **RUN)  # another task's part
+    with pytest.raises(KeyboardInterrupt):
+        api.upscale(clip, out, model=debug, segment="1/2", progress=stop, **RUN)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "part-00002-of-00002.json",
+        "part-00002-of-00002.mkv",
+    ]

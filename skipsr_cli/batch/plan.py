@@ -99,6 +99,8 @@ def plan_batch(
     input's extension (stills: .png) unless `ext` names another container."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     check_out_dir(in_dir, out_dir)
+    if mask_dir is not None:
+        check_mask_dir(in_dir, out_dir, Path(mask_dir))
     suffix = None if ext is None else "." + ext.lstrip(".").lower()
     if suffix is not None and suffix not in VIDEO_SUFFIXES | {STILL_SUFFIX}:
         raise UsageError(f"--ext {ext}: not a container skipsr writes")
@@ -128,6 +130,22 @@ def check_out_dir(in_dir: Path, out_dir: Path) -> None:
         )
     if out_dir.exists() and out_dir.resolve() == in_dir.resolve():
         raise UsageError(f"the output folder {out_dir} is the input folder: choose another")
+
+
+def check_mask_dir(in_dir: Path, out_dir: Path, mask_dir: Path) -> None:
+    """A batch's --mask-out is a folder of its own: the masks take the outputs' names, so in
+    OUT_DIR they would replace the outputs (and in IN_DIR they would be inputs)."""
+    if mask_dir.exists() and not mask_dir.is_dir():
+        raise UsageError(
+            f"--mask-out {mask_dir}: a batch writes its masks into a folder, not a file"
+        )
+    if mask_dir.resolve() == out_dir.resolve():
+        raise UsageError(
+            f"--mask-out {mask_dir} is the output folder: the masks would take the outputs' "
+            "names; choose another folder"
+        )
+    if mask_dir.resolve() == in_dir.resolve():
+        raise UsageError(f"--mask-out {mask_dir} is the input folder: choose another folder")
 
 
 def _output_suffix(path: Path, ext: str | None) -> str:

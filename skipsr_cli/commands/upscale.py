@@ -63,7 +63,7 @@ InputArg = Annotated[
     ),
 ]
 OutputArg = Annotated[
-    Path,
+    str,  # as spelt: a trailing slash says a folder (Path would drop it)
     typer.Argument(
         metavar="OUTPUT",
         help="Where to write the result; the container follows the extension. For a batch, a "
@@ -394,7 +394,7 @@ def upscale_command(
             raise UsageError(
                 "--segment and --segments split one video; a folder batch takes --devices or --ray"
             )
-        report_batch(run_folder(input, output, options, batch, quiet, json_out), quiet)
+        report_batch(run_folder(input, Path(output), options, batch, quiet, json_out), quiet)
         return
     options = replace(options, devices=devices)  # one video on several devices: in segments
     given = [f"--{name}" for name, value in batch.items() if value and name != "devices"]
@@ -403,7 +403,7 @@ def upscale_command(
     report(run(input, output, options, quiet), json_out)
 
 
-def run(input: Path, output: Path, options: UpscaleOptions, quiet: bool) -> Summary:
+def run(input: Path, output: str, options: UpscaleOptions, quiet: bool) -> Summary:
     """The library call, drawn on the terminal (a bar, plain lines, or nothing with --quiet)."""
     renderer = make_renderer(quiet)
     try:
@@ -412,11 +412,7 @@ def run(input: Path, output: Path, options: UpscaleOptions, quiet: bool) -> Summ
         renderer.close()
 
 
-def report(summary: Summary | int, json_out: bool) -> None:
-    if isinstance(summary, int):  # a Ray run reports the frames it stitched
-        if json_out:
-            print(json.dumps({"frames": summary}), flush=True)
-        return
+def report(summary: Summary, json_out: bool) -> None:
     for warning in summary.warnings:  # shown even with --quiet: something was left out
         print(f"skipsr: warning: {warning}", file=sys.stderr, flush=True)
     if json_out:

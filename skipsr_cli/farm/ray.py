@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from skipsr_cli.batch.progress import FAILED, FileResult
 from skipsr_cli.batch.workers import BatchKey, check_for, load_for, parse_devices, run_item
 from skipsr_cli.errors import UsageError
 from skipsr_cli.farm import parts as farm
+from skipsr_cli.farm.progress import WholeRun
 from skipsr_cli.farm.resume import part_count
 from skipsr_cli.farm.segments import model_hash
 from skipsr_cli.media.cpu_share import apply_cpu_share, host_cores
@@ -54,10 +56,12 @@ class SegmentWorker:
         self.model = load_network(opts, self.device, self.dtype)
         self.weights = model_hash(self.model.state_dict())
 
-    def render(self, input: str, output: str, index: int, count: int, total: int) -> int:
-        """Part `index` of `count` of a video of `total` frames, unless it is done already."""
-        summary = self.render_part(input, output, index, count, total)
-        return summary if isinstance(summary, int) else summary.frames
+    def render(
+        self, input: str, output: str, index: int, count: int, total: int
+    ) -> tuple[int, Summary | int]:
+        """Part `index` of `count` of a video of `total` frames, unless it is done already:
+        `index` and the part's summary, or its frames where an earlier run finished it."""
+        return index, self.render_part(input, output, index, count, total)
 
     def render_part(
         self,
@@ -202,11 +206,14 @@ def upscale_on_ray(
     parts: int | None = None,
     address: str | None = None,
     workers: int | None = None,
-) -> int:
-    """Render the segments on Ray and stitch them into `output`; returns the frame count.
+    progress: Callable[[Event], None] | None = None,
+) -> Summary:
+    """Render the segments on Ray and stitch them into `output`; returns the whole run's summary
+    (its parts' and the stitch's warnings included), which `progress` also sees as the parts end.
     `parts` defaults to the split of the parts a stopped run finished, else `resume.part_count`'s
     for its actors. Weights that cannot load are one error (exit 4) before Ray starts, not a
     failure of every actor."""
+    began = time.perf_counter()
     opts, ray, gpus = _start(opts, address)
     from ray.util import ActorPool
 
@@ -222,14 +229,18 @@ def upscale_on_ray(
         **_actor_resources(ray, gpus, actors, cpu_only=_actor_device(opts) == "cpu"),
     )(SegmentWorker)
     sharing = _actors_per_node(ray, actors)
+    run = WholeRun(progress or _quiet, input, output, total, f"Ray, {actors} actor(s)", began)
     with farm.parts_of_run(output, opts, parts) as opts:
         each = replace(opts, segment=None)
         pool = ActorPool([actor.remote(each, None, sharing) for _ in range(actors)])
         jobs = [(str(input), str(output), i, parts, total) for i in range(1, parts + 1)]
-        for _ in pool.map_unordered(lambda a, job: a.render.remote(*job), jobs):
-            pass
-        frames, _ = farm.stitch_run(output, input, opts, parts)
-    return frames
+        for index, part in pool.map_unordered(lambda a, job: a.render.remote(*job), jobs):
+            if isinstance(part, Summary):
+                run.event(index, part)
+            else:  # finished by an earlier run
+                run.skip(part)
+        frames, warnings = farm.stitch_run(output, input, opts, parts)
+    return run.finish(frames, warnings)
 
 
 def files_on_ray(

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from skipsr_cli.errors import InputError, UsageError
+from skipsr_cli.media.image_io import is_image_output
 from skipsr_cli.media.partials import fitted
 
 PART_SUFFIX = ".mkv"  # Matroska holds every codec a part may be encoded with
@@ -120,6 +121,27 @@ def _indexed(zero_based: int, count: int | None, name: str) -> Segment:
     if count is None:
         raise UsageError(f"--segment auto: {name} gives the part, --segments N must give N")
     return Segment(zero_based + 1, count)
+
+
+# what README and the error name; other containers of H.264 or VP9 (.m4v, .ts) join too
+STITCH_CONTAINERS = ".mp4, .mkv, .mov or .webm"
+
+
+def check_stitchable(output: Path, doing: str) -> None:
+    """Refuse, as `doing` (what the command was asked to do), an OUTPUT that parts cannot join
+    into: the parts are video streams joined without re-encoding, so OUTPUT is a video container,
+    not PNG frames, a GIF (its own encoder) or a name without an extension."""
+    if is_image_output(output):
+        what = "PNG frames"
+    elif output.suffix.lower() == ".gif":
+        what = "a GIF"
+    elif not output.suffix:
+        what = "a name without an extension"
+    else:
+        return
+    raise UsageError(
+        f"{doing}: the parts join into a video container such as {STITCH_CONTAINERS}, not {what}"
+    )
 
 
 def work_folder(output: Path) -> Path:

@@ -160,6 +160,7 @@ def _check_denoise(options: UpscaleOptions) -> None:
 
 def parse_denoise(value: float | str) -> float | str:
     """AUTO, or an amount from 0 to 1 (a number, or a number's text)."""
+    given = value  # the message names what was given, not what it was read as
     if isinstance(value, str):
         if value.strip().lower() == AUTO:
             return AUTO
@@ -168,7 +169,7 @@ def parse_denoise(value: float | str) -> float | str:
         except ValueError:
             value = math.nan
     if not 0.0 <= value <= 1.0:  # also refuses NaN
-        raise UsageError(f"--denoise must be auto or an amount from 0 to 1, not {value!r}")
+        raise UsageError(f"--denoise must be auto or a number from 0 to 1, not {given!r}")
     return float(value)
 
 
@@ -247,6 +248,7 @@ def encode_options_of(options: UpscaleOptions, output: Path) -> EncodeOptions:
             raise UsageError(f"PNG frames are written with the png encoder, not {options.codec}")
         return EncodeOptions(codec="png", crf=None, preset=None, pix_fmt=options.pix_fmt)
     if options.lossless:
+        check_lossless(output)
         return lossless_options(output.suffix, options.codec, options.pix_fmt, options.preset)
     return EncodeOptions(
         codec=options.codec or default_codec(output.suffix),
@@ -254,6 +256,15 @@ def encode_options_of(options: UpscaleOptions, output: Path) -> EncodeOptions:
         preset=options.preset,
         pix_fmt=options.pix_fmt,
     )
+
+
+def check_lossless(output: Path) -> None:
+    """--lossless into a container that can hold a lossless encoding (a GIF cannot: 256 colours)."""
+    if output.suffix.lower() == ".gif":
+        raise UsageError(
+            f"--lossless: {output} is a GIF, which cannot be lossless (256 colours a frame); "
+            "write .mkv, .mp4, .mov or .webm, or leave out --lossless"
+        )
 
 
 def job_of(input: Path, output: Path, options: UpscaleOptions) -> UpscaleJob:

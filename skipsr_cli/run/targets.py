@@ -86,6 +86,33 @@ def _frame_files(folder: Path, name: str, pattern: str | None) -> Iterator[tuple
             yield Path(entry.path), number
 
 
+def check_folder_output(output: str | os.PathLike) -> None:
+    """An output spelt as a folder (ending in a slash) means PNG frames into that folder, which
+    must exist (README: "PNG frames into an existing folder"); Path() drops the slash, after
+    which the name would be taken for a video file without an extension."""
+    text = os.fspath(output)
+    if not text.endswith(("/", os.sep)) or Path(text).is_dir():
+        return
+    if Path(text).exists():
+        raise OutputError(f"cannot write {text}: {Path(text)} is a file, not a folder")
+    raise OutputError(
+        f"cannot write {text}: folder {Path(text)} does not exist (PNG frames go into an "
+        "existing folder: make it first)"
+    )
+
+
+def check_mask_name(mask: Path | None, output: Path) -> None:
+    """--mask-out for one input names a video file: without an extension there is no container
+    to write it in."""
+    if mask is None or mask.suffix or is_image_output(mask):
+        return
+    suffix = output.suffix if output.suffix and not is_image_output(output) else ".mp4"
+    raise UsageError(
+        f"--mask-out {mask} has no extension: for one input it names a video file, e.g. "
+        f"{mask.with_name(mask.name + suffix)}"
+    )
+
+
 def check_writable(path: Path, folder: Path) -> None:
     """Refuse an output whose folder we may not create files in (read-only mount, permissions)."""
     if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
