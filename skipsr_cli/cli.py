@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> None:
             # a Ctrl-C there (a second press, or one as the run ends) is only noted, not a
             # traceback. Called from Python, the caller's handler comes back.
             signal.signal(signal.SIGINT, _defer_interrupt if argv is None else previous)
+    # Under `python -m`, CPython ends the process by SIGINT (not our exit code) once any string
+    # `exec` (dataclasses and namedtuples build their methods so, as modules import) ended in a
+    # KeyboardInterrupt, even one caught since; each string eval clears that note first.
+    exec("")
     sys.exit(code)
 
 

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import av
 import pytest
 from media import make_clip
 
@@ -16,6 +17,7 @@ from skipsr_cli.cli import main
 from skipsr_cli.errors import ExitCode
 
 DEBUG = ["--model", "debug", "--random-weights"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +157,24 @@ def test_ctrl_c_while_starting_up_is_exit_130_and_one_line(tmp_path, after) -> N
     assert [p.name for p in tmp_path.iterdir()] == ["long.mp4"]
 
 
+def test_an_interrupt_inside_a_string_exec_keeps_the_exit_code(clip, tmp_path: Path) -> None:
+    """Under `python -m`, CPython ended the process by SIGINT (-2), not with exit 130, when the
+    last string `exec` or `eval` before the exit had ended in a KeyboardInterrupt, even one
+    caught since: a Ctrl-C that landed while a dataclass was being built, or while Typer read
+    the annotations (about 1 run in 10 of the start-up test above). Here the run itself is the
+    string exec that Ctrl-C stops."""
+    (tmp_path / "runner.py").write_text(
+        "import sys\n"
+        "from skipsr_cli import api, cli\n"
+        "api.upscale = lambda *a, **k: exec('raise KeyboardInterrupt')\n"
+        "cli.main(sys.argv[1:])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    cmd = [sys.executable, "-m", "runner", "upscale", str(clip), str(tmp_path / "o.mp4"), *DEBUG]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert (r.returncode, r.stderr) == (130, "skipsr: interrupted; no output was left behind\n")
+
+
 def test_ctrl_c_during_the_exit_is_no_traceback(tmp_path: Path) -> None:
     """A Ctrl-C as the command exits (a second press, or one just as the run ends) arrives while
     the interpreter runs its exit handlers (torch registers some): it is ignored, not printed as
@@ -204,3 +224,16 @@ def test_bench_refuses_a_threshold_that_is_no_number_of_db(capsys, clip, command
     code, err, _ = call(capsys, "bench", command, clip, "--threshold", "nan", *DEBUG)
     assert code == ExitCode.USAGE, err
     assert err == "skipsr: error: --threshold must be a finite number of dB, not nan\n"
+
+
+def test_an_x265_run_with_quiet_prints_nothing(clip, tmp_path) -> None:
+    """x265 writes its own info lines (its version, the level, the settings) from C, past FFmpeg's
+    log level: a `-q` run printed a dozen of them on stderr, at the trial open and the real one."""
+    out = tmp_path / "o.mkv"
+    cmd = [sys.executable, "-m", "skipsr_cli.cli", "upscale", str(clip), str(out), *DEBUG]
+    r = subprocess.run(
+        [*cmd, "--codec", "libx265", "-q"], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0 and r.stderr == ""
+    with av.open(str(out)) as f:
+        assert f.streams.video[0].codec_context.name == "hevc"
