@@ -594,3 +594,30 @@ def test_a_batch_stopped_before_a_file_is_done_leaves_nothing_behind(tmp_path: P
     again = api.upscale_batch(src, out, **batch)
     assert [f.status for f in again.files] == ["skipped", "done"]
     assert not (out / records.STATE_DIR / "lock").exists()
+
+
+def test_a_batch_refused_or_failing_early_takes_back_only_folders_it_made(tmp_path: Path):
+    """Weights that cannot load (exit 4) leave no output folder behind: they are checked before
+    any folder is made. A batch refused because another holds OUT_DIR takes nothing back: a
+    folder that was missing when it planned may be one the running batch just made for its
+    next file."""
+    from skipsr_cli import api
+    from skipsr_cli.batch import records
+    from skipsr_cli.errors import ModelError, OutputError
+
+    src = tmp_path / "in"
+    clip(src / "a.mp4", frames=2)
+    bad = tmp_path / "missing.safetensors"
+    with pytest.raises(ModelError):
+        api.upscale_batch(src, tmp_path / "new" / "out", model="debug", weights=bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with records.batch_lock(out):  # the running batch
+        made = records.missing_folders([out / "sub"])
+        (out / "sub").mkdir()  # it makes the folder of its next file
+        busy = pytest.raises(OutputError, match="another skipsr batch")
+        with busy, records.batch_lock(out, made=made):
+            pass
+        assert (out / "sub").is_dir()

@@ -417,3 +417,89 @@ def test_sigterm_before_anything_is_done_leaves_nothing_behind(tmp_path, mode):
         "src",
         "src/in.mp4",
     ]
+
+
+def _hold_and_release(lock: str, seconds: float, errors, overlaps) -> None:
+    """One of several processes: take the hold again and again, then take its folder back, as
+    runs that start and end at once do; a mark made with O_EXCL while holding shows a second
+    holder."""
+    from skipsr_cli.batch import records
+
+    lock, mark = Path(lock), Path(lock).parent.parent / "holder"
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            with records.exclusive_hold(lock, "busy"):
+                try:
+                    fd = os.open(mark, os.O_CREAT | os.O_EXCL)
+                except FileExistsError:
+                    overlaps.put(1)
+                else:
+                    os.close(fd)
+                    os.unlink(mark)
+        except OutputError as e:
+            if str(e) != "busy":
+                errors.put(str(e))
+        records.remove_empty([lock.parent])
+
+
+def test_runs_that_start_as_others_end_never_hold_at_once_nor_fail_on_the_folder(tmp_path):
+    """Four processes take and let go of one hold for two seconds, each removing the lock's
+    folder once it is empty, as runs in parts do. None holds it beside another, and none fails
+    other than as refused: a folder removed between mkdir's 'exists' and its check was 'cannot
+    write ...: File exists' (exit 5) though nobody held the lock."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    errors, overlaps = ctx.Queue(), ctx.Queue()
+    lock = str(tmp_path / "work" / "lock")
+    procs = [
+        ctx.Process(target=_hold_and_release, args=(lock, 2.0, errors, overlaps)) for _ in range(4)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    said = [errors.get() for _ in range(errors.qsize())] if not errors.empty() else []
+    assert said == [] and overlaps.empty()
+
+
+def test_a_lock_on_a_file_removed_meanwhile_is_taken_again_not_taken_for_no_locks(
+    tmp_path, monkeypatch
+):
+    """NFS: a lock asked on the handle of a file its holder removed just then fails with ESTALE.
+    That is not a file system without locks (on which a run would go on without a hold): the
+    path is opened again and locked."""
+    from skipsr_cli.batch import records
+
+    real, calls = fcntl.flock, []
+
+    def stale_once(handle, how):
+        calls.append(how)
+        if len(calls) == 1:
+            raise OSError(errno.ESTALE, "Stale file handle")
+        return real(handle, how)
+
+    monkeypatch.setattr(fcntl, "flock", stale_once)
+    with records.exclusive_hold(tmp_path / "lock", "busy") as held:
+        assert held
+    assert len(calls) >= 2 and not (tmp_path / "lock").exists()
+
+
+def test_a_parts_folder_that_cannot_be_made_is_an_output_error(tmp_path, capsys, monkeypatch):
+    """`--parts DIR` under a file: exit 5 and one line (an internal error, exit 1, since the
+    folder was made outside the hold), for a run in parts and for one farm task alike."""
+    from skipsr_cli.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    clip = make_clip(tmp_path / "in.mp4", frames=8, audio=False)
+    (tmp_path / "plain").write_text("")
+    for split in (["--segments", "2"], ["--segment", "1/2"]):
+        out = tmp_path / "out.mkv"
+        with pytest.raises(SystemExit) as done:
+            main(["upscale", str(clip), str(out), *ARGS, *split, "--parts", "plain/parts"])
+        err = capsys.readouterr().err
+        assert done.value.code == 5, err
+        assert err.startswith("skipsr: error: cannot write plain/parts") and err.count("\n") == 1
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "plain"]

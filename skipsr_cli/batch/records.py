@@ -30,6 +30,7 @@ never wrote: batch/run.py); the done-records of the files it finished stay, for 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -236,10 +237,12 @@ def batch_lock(out_dir: Path, *others: Path, made: Iterable[Path] = ()) -> Itera
     busy = f"another skipsr batch is writing into {out_dir}"
     state, made = out_dir / STATE_DIR, list(made)
     above = {out_dir, *out_dir.parents}
+    ours = False  # a batch refused takes nothing back: the batch that holds it may write there
     try:
         with exclusive_hold(state / "lock", busy) as held:
             if not held:  # clearing partials is safe only where no other batch can be writing
                 raise OutputError(f"cannot lock {out_dir}: its file system has no file locks")
+            ours = True
             for folder in (out_dir, *others):
                 remove_partials(folder)
             remove_stale_claims(out_dir)
@@ -250,7 +253,10 @@ def batch_lock(out_dir: Path, *others: Path, made: Iterable[Path] = ()) -> Itera
                 claims = [p for p in state.rglob("*") if p.is_dir()]  # their subfolders
                 remove_empty([*claims, *(f for f in made if f not in above)])
     finally:  # once let go of: the lock file is gone, so the state folder is empty or it is kept
-        remove_empty([state, *made])
+        remove_empty([state, *made] if ours else [state])
+
+
+_GONE = {errno.ESTALE, errno.ENOENT}  # a lock on a removed file's handle; other errors: no locks
 
 
 @contextlib.contextmanager
@@ -274,7 +280,10 @@ def exclusive_hold(lock: Path, busy: str) -> Iterator[bool]:
         except BlockingIOError:
             handle.close()
             raise OutputError(busy) from None
-        except OSError:
+        except OSError as e:
+            if e.errno in _GONE:  # a file its holder removed as we opened it (NFS): the path again
+                handle.close()
+                continue
             held = False
         if not held or _is_at(handle, lock):
             break
@@ -306,17 +315,27 @@ def _open_lock(lock: Path) -> tuple[IO[str], bool]:
                 return open(lock, "r+"), False  # noqa: SIM115
         except FileNotFoundError:
             continue  # removed between the two steps: make them again
+        except FileExistsError as e:  # mkdir: a file in the way, or the folder removed meanwhile
+            if lock.parent.exists() and not lock.parent.is_dir():
+                raise OutputError(f"cannot write {lock.parent}: not a folder") from e
+            continue
         except OSError as e:
             raise OutputError(f"cannot write {lock.parent}: {e.strerror or e}") from e
     raise OutputError(f"cannot write {lock}: it is removed as soon as it is made")
 
 
 def _is_at(handle: IO[str], path: Path) -> bool:
-    """Whether the open file `handle` is the file at `path` now."""
+    """Whether the open file `handle` is the file at `path` now. The path is opened, not only
+    looked up: on NFS an open asks the server, where a lookup may answer from the client's
+    cache."""
     try:
-        there = os.stat(path)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return False
+    try:
+        there = os.fstat(fd)
+    finally:
+        os.close(fd)
     own = os.fstat(handle.fileno())
     return (there.st_dev, there.st_ino) == (own.st_dev, own.st_ino)
 
@@ -324,22 +343,29 @@ def _is_at(handle: IO[str], path: Path) -> bool:
 def make_folders(folder: Path) -> list[Path]:
     """Make `folder` and those of its parents that are missing; returns the ones this call made
     (not another process at the same moment), for `remove_empty` to take back if nothing is put
-    in them."""
+    in them. One that another run removes meanwhile (taking back its own) is made again. An
+    OutputError where it cannot be made (a file in the way, no permission)."""
     made: list[Path] = []
     try:
-        for path in (*reversed(folder.parents), folder):
-            if path.is_dir():
-                continue
-            try:
-                path.mkdir()
-            except FileExistsError:
-                continue  # made meanwhile by another process (or a file: said below)
-            made.append(path)
-        folder.mkdir(parents=True, exist_ok=True)  # raises as ever where it cannot be made
-    except OSError:
+        for _ in range(100):
+            for path in (*reversed(folder.parents), folder):
+                if path.is_dir():
+                    continue
+                try:
+                    path.mkdir()
+                    made.append(path)
+                except FileExistsError:
+                    if path.exists() and not path.is_dir():
+                        raise NotADirectoryError(errno.ENOTDIR, "Not a directory") from None
+                except FileNotFoundError:
+                    break  # a folder above was removed meanwhile: from the top again
+            if folder.is_dir():
+                return made
+    except OSError as e:
         remove_empty(made)
-        raise
-    return made
+        raise OutputError(f"cannot write {folder}: {e.strerror or e}") from e
+    remove_empty(made)
+    raise OutputError(f"cannot write {folder}: it is removed as soon as it is made")
 
 
 def missing_folders(folders: Iterable[Path]) -> list[Path]:

@@ -61,12 +61,13 @@ def run_batch(
     # the folders this batch makes: those it leaves empty (stopped before their files) go again
     outputs = (p for item in items for p in (item.output, item.mask_out) if p is not None)
     made = records.missing_folders([out_dir, *masks, *(p.parent for p in outputs)])
+    key = BatchKey(out_dir, records.options_key(options), weights_identity(options, model))
     for folder, what in ((out_dir, "output"), *((m, "mask") for m in masks)):
         try:  # an output that cannot be written (README, "Exit codes": 5)
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
+            records.remove_empty(made)  # the output folder, made before a mask folder failed
             raise OutputError(f"cannot make the {what} folder {folder}: {e.strerror or e}") from e
-    key = BatchKey(out_dir, records.options_key(options), weights_identity(options, model))
     results: dict[int, FileResult] = {}
     with records.batch_lock(out_dir, *masks, made=made):
         todo: Indexed = []

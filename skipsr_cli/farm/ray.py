@@ -209,7 +209,8 @@ def upscale_on_ray(
     progress: Callable[[Event], None] | None = None,
 ) -> Summary:
     """Render the segments on Ray and stitch them into `output`; returns the whole run's summary
-    (its parts' and the stitch's warnings included), which `progress` also sees as the parts end.
+    (its parts' and the stitch's warnings included), which `progress` sees at the end: the actors
+    send no events while they render, so a part's start and first frames are not known here.
     `parts` defaults to the split of the parts a stopped run finished, else `resume.part_count`'s
     for its actors. Weights that cannot load are one error (exit 4) before Ray starts, not a
     failure of every actor."""
