@@ -1,15 +1,13 @@
 """Worker processes on this host: how they start, and their tie to the process that started them.
 
-A worker (one of a long video's segment workers, or a batch's) starts from a fork server that has
-already imported torch, the models and the run: each worker forks from it in milliseconds instead
-of importing torch again in a fresh interpreter (3-5 s, four copies at once). The server itself is
-a fresh interpreter that never touches CUDA, so no CUDA state is forked. Where there is no fork
-server (not Linux), workers are spawned as before.
-
-`start_early` starts that server at the very beginning of a command line that will need it, so its
-imports run beside the main process's own instead of after them. It guesses from the arguments
-alone (an `upscale` of a long video file on a host with an NVIDIA GPU, or with `--workers` or
-`--devices`); a wrong guess costs one idle import on a spare core. This module imports no torch.
+The `skipsr` command line, when it will start workers for one long video (its segment workers,
+farm/devices.py), first starts a fork server (`start_early`), before its own imports, so that the
+server's import of torch, the models and the run goes on beside the main process's own. Each
+worker then forks from it in milliseconds instead of importing torch again in a fresh interpreter
+(3-5 s, four copies at once). The server is a fresh interpreter that never touches CUDA, so no
+CUDA state is forked. It guesses from the arguments alone; a wrong guess costs one idle import on
+a spare core. Elsewhere (the Python API in a caller's program, whose own fork server is left
+alone; Python 3.10; not Linux) workers are spawned. This module imports no torch.
 
 A worker dies with its parent, even when that is killed by SIGKILL, so no orphan keeps writing: a
 spawned worker by the kernel's parent-death signal, a fork server's worker (the server's child) by
@@ -33,48 +31,123 @@ from multiprocessing.context import BaseContext
 PRELOAD = ["skipsr_cli.farm.devices", "skipsr_cli.batch.workers"]
 PR_SET_PDEATHSIG = 1  # Linux prctl: a signal for this process when its parent dies
 # An input at least this long runs in segments, on several workers where the host has a GPU
-# (farm/resume.py's RESUME_FRAMES, which checks that the two agree)
+# and CORES_PER_WORKER cores for each (farm/resume.py's RESUME_FRAMES and RESUMABLE, and
+# farm/devices.py's CORES_PER_WORKER: tests/test_processes.py keeps them equal)
 LONG_FRAMES = 3600
 SPLIT_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".webm"})
+CORES_PER_WORKER = 4
+
+
+_armed = False  # the fork server was started here, for this process's workers (`start_early`)
 
 
 def context() -> BaseContext:
-    """The start method for workers: the preloaded fork server where there is one, else spawn."""
-    if sys.platform != "linux" or "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)  # no effect once the server runs: it has them already
-    return ctx
+    """The start method for workers: the preloaded fork server where `start_early` started it,
+    else spawn (the Python API in a caller's program: its own fork server is left alone)."""
+    return mp.get_context("forkserver" if _armed else "spawn")
 
 
 def start_early(argv: list[str]) -> bool:
-    """Start the fork server now if `argv` (the command line after `skipsr`) will want workers.
-    True when it was started (or already ran). Never raises: the guess only saves time."""
+    """Start the fork server now if `argv` (the command line after `skipsr`) will want workers;
+    call it first thing, before any other process or thread starts. True when it was started.
+    Never raises: the guess only saves time."""
+    global _armed
     try:
-        if not _wants_workers(argv):
-            return False
-        ctx = context()
-        if ctx.get_start_method() != "forkserver":
-            return False
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
-        return True
-    except Exception:  # noqa: BLE001 - a hint: the workers start later all the same
+        if _armed or not _can_serve() or not _wants_workers(argv):
+            return _armed
+        _start_server()
+        _armed = True
+    except Exception:  # noqa: BLE001 - a hint: the workers are spawned all the same
         return False
+    return True
+
+
+def _can_serve() -> bool:
+    """Linux with a fork server not yet started, and Python 3.11 or later (PYTHONSAFEPATH)."""
+    if sys.platform != "linux" or sys.version_info < (3, 11):
+        return False
+    if "forkserver" not in mp.get_all_start_methods():
+        return False
+    from multiprocessing import forkserver
+
+    return getattr(forkserver._forkserver, "_forkserver_pid", None) is None
+
+
+def _start_server() -> None:
+    """The server imports PRELOAD without the current folder on its path (PYTHONSAFEPATH: a
+    `models/` or `torch.py` where the command runs must not stand in for ours), and ignores
+    Ctrl-C and SIGTERM (a terminal's or a scheduler's, sent to the whole group): its workers
+    unwind on their own signals, and it ends when this process does."""
+    from multiprocessing import forkserver
+
+    mp.set_forkserver_preload(PRELOAD)
+    saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    safe = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        forkserver.ensure_running()
+    finally:
+        if safe is None:
+            del os.environ["PYTHONSAFEPATH"]
+        else:
+            os.environ["PYTHONSAFEPATH"] = safe
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _wants_workers(argv: list[str]) -> bool:
-    if not argv or argv[0] != "upscale" or {"--help", "--ray"} & set(argv):
+    """Whether the command line will start workers for one long video: an `upscale` of a video
+    file of LONG_FRAMES or more into a video, in segments on several workers (`--workers N`,
+    several `--devices`, or the default on a host with an NVIDIA GPU and cores for two)."""
+    if (
+        not argv
+        or argv[0] != "upscale"
+        or {"--help", "--ray", "--mask-out", "--frames"} & set(argv)
+    ):
         return False
-    if any(a == "--segment" or a.startswith("--segment=") for a in argv):
-        return False  # one farm task: one process
-    if "--device" in argv and argv[argv.index("--device") + 1 :][:1] == ["cpu"]:
+    if any(a.split("=")[0] in ("--segment", "--mask-out", "--frames", "--ray") for a in argv):
+        return False  # one farm task, or a run in one process
+    workers, devices, device = (
+        _value(argv, name) for name in ("--workers", "--devices", "--device")
+    )
+    if workers is not None:
+        if not workers.isdigit() or int(workers) < 2:
+            return False
+    elif devices is not None:
+        if devices != "all" and len(devices.split(",")) < 2:
+            return False
+    elif (device or "").startswith("cpu") or not _has_gpu():
         return False
-    named = "--workers" in argv or "--devices" in argv
-    if not named and not _has_gpu():
-        return False
-    return any(_long_video(a) for a in argv[1:] if not a.startswith("-"))
+    elif os.environ.get("SKIPSR_WORKER_THREADS", "").strip() or _cores() < 2 * CORES_PER_WORKER:
+        return False  # one worker by default
+    words = [a for a in argv[1:] if not a.startswith("-")]  # INPUT, OUTPUT and options' values
+    for i, word in enumerate(words[:-1]):
+        if _long_video(word):
+            return _video_name(words[i + 1])
+    return False
+
+
+def _value(argv: list[str], name: str) -> str | None:
+    """The value of option `name` in `argv` (`--name V` or `--name=V`), the last one given."""
+    found = None
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            found = argv[i + 1]
+        elif arg.startswith(name + "="):
+            found = arg.split("=", 1)[1]
+    return found
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _video_name(output: str) -> bool:
+    """An output a run in segments can write: a video file (not PNG frames, nor a folder)."""
+    return os.path.splitext(output)[1].lower() in SPLIT_SUFFIXES and not os.path.isdir(output)
 
 
 def _has_gpu() -> bool:
@@ -104,7 +177,9 @@ def _long_video(arg: str) -> bool:
 
 def begin_worker(parent: int, environ: Mapping[str, str]) -> None:
     """First thing in a worker: die with the parent, and take the environment the parent had when
-    it started this worker (a fork server's children inherit the server's, from its own start)."""
+    it started this worker (a fork server's children inherit the server's, from its own start).
+    SIGTERM ends it again (the server ignores it); the caller sets its own handler next."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # a spawned worker: the kernel's guard
@@ -157,4 +232,4 @@ def _server_of(parent: int) -> bool:
             fields = f.read().rsplit(b")", 1)[1].split()
         return int(fields[1]) == parent
     except (OSError, IndexError, ValueError):
-        return True  # no /proc: the kernel's signal is the guard
+        return False  # no /proc (not Linux): no fork server, and a spawned worker's parent is gone

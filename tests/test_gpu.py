@@ -270,11 +270,19 @@ def test_two_workers_forked_from_the_preloaded_server_render_the_whole_run(tmp_p
 
     src = make_clip(tmp_path / "in.mp4", width=320, height=180, frames=41, audio=False)
     api.upscale(src, tmp_path / "whole.mkv", model="base", lossless=True)
-    cmd = [sys.executable, "-m", "skipsr_cli.cli", "upscale", str(src), str(tmp_path / "out.mkv")]
+    # the command line, with the early start taken for a long video's (this clip is short)
+    code = (
+        "import atexit, sys\nfrom skipsr_cli import cli, processes\n"
+        "processes._wants_workers = lambda argv: True\n"
+        "atexit.register(lambda: print('started', processes.context().get_start_method()))\n"
+        "cli.main()\n"
+    )
+    cmd = [sys.executable, "-c", code, "upscale", str(src), str(tmp_path / "out.mkv")]
     cmd += ["--model", "base", "--lossless", "--workers", "2", "--segments", "3", "-q", "--json"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.splitlines()[-1])["frames"] == 41
+    assert r.stdout.splitlines()[-1] == "started forkserver"
+    assert json.loads(r.stdout.splitlines()[-2])["frames"] == 41
 
     def decoded(path: Path) -> list[np.ndarray]:
         with av.open(str(path)) as f:

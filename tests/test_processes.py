@@ -1,9 +1,11 @@
-"""How worker processes start (skipsr_cli/processes.py): from a fork server that has the model code
-imported already, with the environment of the moment they are asked for, dying with their parent;
-and the early start of that server for a long video."""
+"""How worker processes start (skipsr_cli/processes.py): for a long video on the command line, from
+a fork server started first thing, which has the model code imported already, never the current
+folder's, and ignores the group's signals; with the environment of the moment they are asked for;
+dying with their parent. Elsewhere they are spawned."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,9 +18,12 @@ import imageio_ffmpeg
 import pytest
 
 from skipsr_cli import processes
-from skipsr_cli.farm import resume
+from skipsr_cli.farm import devices, resume
 
-linux = pytest.mark.skipif(sys.platform != "linux", reason="the fork server is Linux's here")
+ROOT = Path(__file__).resolve().parents[1]
+served = pytest.mark.skipif(
+    sys.platform != "linux" or sys.version_info < (3, 11), reason="the fork server: Linux, 3.11+"
+)
 
 
 def _clip(path: Path, frames: int) -> Path:
@@ -29,59 +34,114 @@ def _clip(path: Path, frames: int) -> Path:
     return path
 
 
-def _report(parent: int, environ: dict[str, str], answers) -> None:
-    processes.begin_worker(parent, environ)
-    answers.put(
-        (
-            os.environ.get("SKIPSR_TEST_MARK"),
-            processes.parent_alive(parent),
-            processes.parent_alive(parent + 10**7),  # beyond any pid: no such process
-            "skipsr_cli.farm.devices" in sys.modules,  # imported before the fork
-        )
+@pytest.fixture(scope="module")
+def long(tmp_path_factory) -> Path:
+    return _clip(tmp_path_factory.mktemp("long") / "long.mp4", processes.LONG_FRAMES)
+
+
+def _script(tmp_path: Path, body: str) -> Path:
+    """A program that arms the fork server as the command line would for `--workers 2` on the
+    long clip (its first argument), then runs `body`."""
+    path = tmp_path / "bin" / "program.py"
+    path.parent.mkdir(exist_ok=True)
+    head = (
+        "import json, os, signal, sys, time\n"
+        "from skipsr_cli import processes\n"
+        "armed = processes.start_early(['upscale', sys.argv[1], 'out.mp4', '--workers', '2'])\n"
+    )
+    path.write_text(head + textwrap.dedent(body))
+    return path
+
+
+def _run(program: Path, long: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(program), str(long)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
 
 def test_the_long_video_rule_is_the_resume_rule():
     assert processes.LONG_FRAMES == resume.RESUME_FRAMES
     assert processes.SPLIT_SUFFIXES == resume.RESUMABLE
+    assert processes.CORES_PER_WORKER == devices.CORES_PER_WORKER
 
 
-@linux
-def test_a_worker_forks_from_the_preloaded_server_with_the_environment_of_its_start(monkeypatch):
-    ctx = processes.context()
-    assert ctx.get_start_method() == "forkserver"
-    answers = ctx.Queue()
-    for mark in ("one", "two"):  # the server started with the first; the second changed since
-        monkeypatch.setenv("SKIPSR_TEST_MARK", mark)
-        worker = ctx.Process(target=_report, args=(os.getpid(), dict(os.environ), answers))
-        worker.start()
-        assert answers.get(timeout=120) == (mark, True, False, True)
-        worker.join(timeout=30)
-        assert worker.exitcode == 0
+def test_without_the_command_lines_early_start_workers_are_spawned():
+    """The Python API in a caller's program: its own fork server (and preload) is left alone."""
+    assert processes.context().get_start_method() == "spawn"
 
 
-@linux
-def test_a_worker_dies_with_its_parent_even_by_sigkill(tmp_path):
-    # the parent starts a worker that would sleep for a minute, says the worker's pid, and waits
-    script = textwrap.dedent(
-        """
-        import os, sys, time
-        from skipsr_cli import processes
-
-        def sleeper(parent, environ):
-            processes.begin_worker(parent, environ)
-            time.sleep(60)
-
-        if __name__ == "__main__":
-            worker = processes.context().Process(target=sleeper, args=(os.getpid(), dict(os.environ)))
-            worker.start()
-            print(worker.pid, flush=True)
-            time.sleep(60)
-        """
+@served
+def test_a_worker_forks_from_the_server_with_its_imports_and_the_callers_environment(
+    tmp_path, long
+):
+    """The worker has the model code imported before the fork, the environment of the moment it
+    was asked for (changed since the server started), SIGTERM back to its default (the server
+    ignores it and Ctrl-C, as a scheduler's or a terminal's reaches the whole group); and a
+    `models/` in the folder the command runs in is not imported in place of ours."""
+    shadow = tmp_path / "work"
+    (shadow / "models").mkdir(parents=True)
+    (shadow / "models" / "__init__.py").write_text(
+        "open('imported-the-wrong-models', 'w').close()\n"
     )
-    (tmp_path / "parent.py").write_text(script)
+    body = """
+    def report(parent, environ, answers):
+        processes.begin_worker(parent, environ)
+        import models
+        with open(f"/proc/{os.getppid()}/status") as f:
+            ignored = int(next(l for l in f if l.startswith("SigIgn:")).split()[1], 16)
+        answers.put({
+            "mark": os.environ.get("SKIPSR_TEST_MARK"),
+            "preloaded": "skipsr_cli.farm.devices" in sys.modules,
+            "models": models.__file__,
+            "sigterm_default": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+            "server_ignores": [bool(ignored >> (s - 1) & 1) for s in (signal.SIGINT, signal.SIGTERM)],
+            "parent_alive": processes.parent_alive(parent),
+            "stranger_alive": processes.parent_alive(parent + 10**7),
+        })
+
+    if __name__ == "__main__":
+        os.environ["SKIPSR_TEST_MARK"] = "set after the server started"
+        ctx = processes.context()
+        answers = ctx.Queue()
+        worker = ctx.Process(target=report, args=(os.getpid(), dict(os.environ), answers))
+        worker.start()
+        print(json.dumps({"armed": armed, "method": ctx.get_start_method(), **answers.get(timeout=120)}))
+        worker.join(timeout=60)
+    """
+    done = _run(_script(tmp_path, body), long, shadow)
+    assert done.returncode == 0, done.stderr
+    said = json.loads(done.stdout)
+    assert said["armed"] and said["method"] == "forkserver"
+    assert said["mark"] == "set after the server started" and said["preloaded"]
+    assert said["models"] == str(ROOT / "models" / "__init__.py")
+    assert not (shadow / "imported-the-wrong-models").exists()
+    assert said["sigterm_default"] and said["server_ignores"] == [True, True]
+    assert said["parent_alive"] and not said["stranger_alive"]
+
+
+@served
+def test_a_worker_dies_with_its_parent_even_by_sigkill(tmp_path, long):
+    body = """
+    def sleeper(parent, environ):
+        processes.begin_worker(parent, environ)
+        time.sleep(60)
+
+    if __name__ == "__main__":
+        worker = processes.context().Process(target=sleeper, args=(os.getpid(), dict(os.environ)))
+        worker.start()
+        print(worker.pid, flush=True)
+        time.sleep(60)
+    """
+    program = _script(tmp_path, body)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     parent = subprocess.Popen(
-        [sys.executable, "parent.py"], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+        [sys.executable, str(program), str(long)], stdout=subprocess.PIPE, text=True, env=env
     )
     try:
         worker = int(parent.stdout.readline())
@@ -105,35 +165,47 @@ def _running(pid: int) -> bool:
     return state != "Z"  # a zombie has ended
 
 
-@linux
-def test_the_server_starts_early_for_a_long_video_only(tmp_path, monkeypatch):
-    long, short = _clip(tmp_path / "long.mp4", 3600), _clip(tmp_path / "short.mkv", 3599)
+def test_the_server_starts_early_for_a_long_video_on_several_workers_only(
+    tmp_path, long, monkeypatch
+):
+    short = _clip(tmp_path / "short.mkv", processes.LONG_FRAMES - 1)
     monkeypatch.setattr(processes, "_has_gpu", lambda: True)
+    monkeypatch.setattr(processes, "_cores", lambda: 16)
+    monkeypatch.delenv("SKIPSR_WORKER_THREADS", raising=False)
     wants = processes._wants_workers
     assert wants(["upscale", str(long), "out.mp4"])
     assert wants(["upscale", "--model", "base", str(long), str(tmp_path / "o.mkv")])
     assert not wants(["upscale", str(short), "out.mkv"])  # one piece: one process
     assert not wants(["stitch", str(long)])
-    for extra in (["--segment", "1/4"], ["--segment=auto"], ["--ray"], ["--help"]):
+    for extra in (
+        ["--segment", "1/4"],
+        ["--segment=auto"],
+        ["--ray"],
+        ["--help"],
+        ["--mask-out", "m.mp4"],
+        ["--frames=0:100"],
+        ["--device", "cpu"],
+        ["--device=cpu"],
+        ["--workers", "1"],
+        ["--devices", "0"],
+    ):
         assert not wants(["upscale", str(long), "out.mp4", *extra]), extra
-    assert not wants(["upscale", str(long), "out.mp4", "--device", "cpu"])
+    assert not wants(["upscale", str(long), "frames_%04d.png"])  # PNG frames: one process
+    assert not wants(["upscale", str(long), str(tmp_path)])  # into a folder: PNG frames
+    monkeypatch.setenv("SKIPSR_WORKER_THREADS", "4")
+    assert not wants(["upscale", str(long), "out.mp4"])  # a farm node's share: one worker
+    monkeypatch.delenv("SKIPSR_WORKER_THREADS")
+    monkeypatch.setattr(processes, "_cores", lambda: 4)
+    assert not wants(["upscale", str(long), "out.mp4"])  # cores for one worker only
     monkeypatch.setattr(processes, "_has_gpu", lambda: False)
     assert not wants(["upscale", str(long), "out.mp4"])  # no GPU: one process on the CPU
     assert wants(["upscale", str(long), "out.mp4", "--workers", "2"])
+    assert wants(["upscale", str(long), "out.mp4", "--devices", "cpu,cpu"])
     assert not wants(["upscale", str(tmp_path / "none.mp4"), "out.mp4", "--workers", "2"])
 
 
-@linux
-def test_the_early_start_imports_no_torch_in_the_main_process(tmp_path):
-    long = _clip(tmp_path / "long.mp4", 3600)
-    code = (
-        "import sys\n"
-        "from skipsr_cli import processes\n"
-        "started = processes.start_early(sys.argv[1:])\n"
-        "print(started, 'torch' in sys.modules)\n"
-    )
-    args = ["upscale", str(long), "out.mp4", "--workers", "2"]
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
-    )
+@served
+def test_the_early_start_imports_no_torch_in_the_main_process(tmp_path, long):
+    body = "print(armed, 'torch' in sys.modules)\n"
+    done = _run(_script(tmp_path, body), long, tmp_path)
     assert done.stdout.split() == ["True", "False"], done.stderr

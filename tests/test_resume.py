@@ -419,30 +419,6 @@ def test_sigterm_before_anything_is_done_leaves_nothing_behind(tmp_path, mode):
     ]
 
 
-def _hold_and_release(lock: str, seconds: float, errors, overlaps) -> None:
-    """One of several processes: take the hold again and again, then take its folder back, as
-    runs that start and end at once do; a mark made with O_EXCL while holding shows a second
-    holder."""
-    from skipsr_cli.batch import records
-
-    lock, mark = Path(lock), Path(lock).parent.parent / "holder"
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        try:
-            with records.exclusive_hold(lock, "busy"):
-                try:
-                    fd = os.open(mark, os.O_CREAT | os.O_EXCL)
-                except FileExistsError:
-                    overlaps.put(1)
-                else:
-                    os.close(fd)
-                    os.unlink(mark)
-        except OutputError as e:
-            if str(e) != "busy":
-                errors.put(str(e))
-        records.remove_empty([lock.parent])
-
-
 def test_runs_that_start_as_others_end_never_hold_at_once_nor_fail_on_the_folder(tmp_path):
     """Four processes take and let go of one hold for two seconds, each removing the lock's
     folder once it is empty, as runs in parts do. None holds it beside another, and none fails
@@ -450,19 +426,21 @@ def test_runs_that_start_as_others_end_never_hold_at_once_nor_fail_on_the_folder
     write ...: File exists' (exit 5) though nobody held the lock."""
     import multiprocessing as mp
 
-    ctx = mp.get_context("fork")
-    errors, overlaps = ctx.Queue(), ctx.Queue()
-    lock = str(tmp_path / "work" / "lock")
-    procs = [
-        ctx.Process(target=_hold_and_release, args=(lock, 2.0, errors, overlaps)) for _ in range(4)
-    ]
+    from lockstress import hold_and_release
+
+    ctx = mp.get_context("spawn")  # not forked from this process's threads
+    start, errors, overlaps = ctx.Event(), ctx.Queue(), ctx.Queue()
+    args = (str(tmp_path / "work" / "lock"), 2.0, start, errors, overlaps)
+    procs = [ctx.Process(target=hold_and_release, args=args) for _ in range(4)]
     for p in procs:
         p.start()
+    start.set()
     for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
-    said = [errors.get() for _ in range(errors.qsize())] if not errors.empty() else []
-    assert said == [] and overlaps.empty()
+        p.join(timeout=120)
+    said = []
+    while not errors.empty():
+        said.append(errors.get())
+    assert [p.exitcode for p in procs] == [0] * 4 and said == [] and overlaps.empty()
 
 
 def test_a_lock_on_a_file_removed_meanwhile_is_taken_again_not_taken_for_no_locks(

@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -60,16 +61,16 @@ ADDED_SINCE = {"denoise": (0.0,)}
 
 def fingerprint(path: Path) -> dict:
     """Size, mtime_ns and a SHA-256 of the first and last MiB (all of it when it is <= 2 MiB)."""
-    stat = path.stat()
+    st = path.stat()
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        if stat.st_size <= 2 * MIB:
+        if st.st_size <= 2 * MIB:
             digest.update(f.read())
         else:
             digest.update(f.read(MIB))
             f.seek(-MIB, os.SEEK_END)
             digest.update(f.read(MIB))
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest()}
 
 
 def weights_identity(options: UpscaleOptions) -> str:
@@ -316,12 +317,21 @@ def _open_lock(lock: Path) -> tuple[IO[str], bool]:
         except FileNotFoundError:
             continue  # removed between the two steps: make them again
         except FileExistsError as e:  # mkdir: a file in the way, or the folder removed meanwhile
-            if lock.parent.exists() and not lock.parent.is_dir():
+            if _in_the_way(lock.parent):
                 raise OutputError(f"cannot write {lock.parent}: not a folder") from e
             continue
         except OSError as e:
             raise OutputError(f"cannot write {lock.parent}: {e.strerror or e}") from e
     raise OutputError(f"cannot write {lock}: it is removed as soon as it is made")
+
+
+def _in_the_way(path: Path) -> bool:
+    """Whether something other than a folder is at `path` (one look: a folder that another run
+    removes meanwhile is not in the way, where `exists()` then `is_dir()` would say so)."""
+    try:
+        return not stat.S_ISDIR(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _is_at(handle: IO[str], path: Path) -> bool:
@@ -355,7 +365,7 @@ def make_folders(folder: Path) -> list[Path]:
                     path.mkdir()
                     made.append(path)
                 except FileExistsError:
-                    if path.exists() and not path.is_dir():
+                    if _in_the_way(path):
                         raise NotADirectoryError(errno.ENOTDIR, "Not a directory") from None
                 except FileNotFoundError:
                     break  # a folder above was removed meanwhile: from the top again

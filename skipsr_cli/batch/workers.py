@@ -323,6 +323,8 @@ def _worker(
 
 def _stop(results: mp.Queue) -> None:
     """SIGTERM from the batch: unwind (the writers remove their partial files) and exit, without
-    waiting to flush messages the batch no longer reads."""
+    waiting to flush messages the batch no longer reads. A second SIGTERM (the group's, then the
+    batch's own) is ignored while it unwinds."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     results.cancel_join_thread()
     sys.exit(143)
