@@ -547,14 +547,16 @@ def test_the_stitch_says_what_the_output_could_not_take(tmp_path, capsys):
 
 
 def test_stitch_and_segment_refuse_an_output_no_video_container_is(clip, debug, tmp_path, capsys):
-    """The parts join into a video container: a stitch into PNG frames, a GIF or a name without
-    an extension is a usage error (exit 2) that names the containers, not an encoder's complaint
+    """The parts join into a video container: a stitch into PNG frames, a GIF, AVI (whose muxer
+    refused the joined parts: exit 5 after reading them) or a name without an extension is a
+    usage error (exit 2) that names the containers, not an encoder's complaint
     after the parts were read; a part rendered for such an output is refused the same way."""
     from skipsr_cli.cli import main
 
     render_parts(clip, tmp_path / "out.mp4", debug, 1)
     parts = tmp_path / "out.mp4.parts"
-    for name, what in (("o.png", "PNG frames"), ("o.gif", "a GIF"), ("o", "without an extension")):
+    refused = (("o.png", "PNG frames"), ("o.gif", "a GIF"), ("o", "without an extension"))
+    for name, what in (*refused, ("o.avi", "AVI")):
         capsys.readouterr()
         with pytest.raises(SystemExit) as done:
             main(["stitch", str(tmp_path / name), "--parts", str(parts)])

@@ -130,11 +130,14 @@ STITCH_CONTAINERS = ".mp4, .mkv, .mov or .webm"
 def check_stitchable(output: Path, doing: str) -> None:
     """Refuse, as `doing` (what the command was asked to do), an OUTPUT that parts cannot join
     into: the parts are video streams joined without re-encoding, so OUTPUT is a video container,
-    not PNG frames, a GIF (its own encoder) or a name without an extension."""
+    not PNG frames, a GIF (its own encoder), AVI (its muxer refuses the joined parts' timestamps;
+    a whole run writes it) or a name without an extension."""
     if is_image_output(output):
         what = "PNG frames"
     elif output.suffix.lower() == ".gif":
         what = "a GIF"
+    elif output.suffix.lower() == ".avi":  # its muxer refuses the joined parts' timestamps
+        what = "AVI (a whole run writes it)"
     elif not output.suffix:
         what = "a name without an extension"
     else:
