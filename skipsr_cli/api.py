@@ -40,6 +40,7 @@ from skipsr_cli.farm.segments import check_stitchable
 from skipsr_cli.media.cpu_share import ENV as WORKER_THREADS_ENV
 from skipsr_cli.media.cpu_share import apply_cpu_share
 from skipsr_cli.run import pipeline
+from skipsr_cli.run.host_memory import check_host_memory
 from skipsr_cli.run.options import (
     AUTO,
     UpscaleOptions,
@@ -154,6 +155,8 @@ def upscale(
     plan, total = None, None
     if opts.segment is None:
         plan = pipeline.prepare(job_of(input, output, opts))  # refuses what it can before loading
+        if opts.ray is None:  # Ray's nodes are not this host
+            check_host_memory(plan.out_size, device.type == "cpu", opts.chunk_frames)
         frames = plan.info.frame_count or 0
         long = resume.resumable(input, output, opts, frames)
         asked = opts.segments is not None  # N parts, whatever the length or the workers

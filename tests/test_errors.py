@@ -14,7 +14,7 @@ import pytest
 from media import make_clip
 
 from skipsr_cli.cli import main
-from skipsr_cli.errors import ExitCode
+from skipsr_cli.errors import ExitCode, UsageError
 
 DEBUG = ["--model", "debug", "--random-weights"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,3 +237,24 @@ def test_an_x265_run_with_quiet_prints_nothing(clip, tmp_path) -> None:
     assert r.returncode == 0 and r.stderr == ""
     with av.open(str(out)) as f:
         assert f.streams.video[0].codec_context.name == "hevc"
+
+
+def test_an_output_too_large_for_the_hosts_memory_is_refused_before_any_work(clip, tmp_path):
+    """`--size 12000x12000` on a small input ran until the kernel killed it (exit 137): now one
+    line, exit 2, naming what it needs and what the host has, with nothing written."""
+    from skipsr_cli.run.host_memory import GIB, check_host_memory, host_bytes_needed
+
+    out = tmp_path / "o.mp4"
+    cmd = [sys.executable, "-m", "skipsr_cli.cli", "upscale", str(clip), str(out), *DEBUG]
+    r = subprocess.run([*cmd, "--size", "12000x12000"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == ExitCode.USAGE
+    assert r.stderr.startswith("skipsr: error: an output of 12000x12000 needs at least ")
+    assert "choose a smaller --size or --scale" in r.stderr and r.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+    # the measured slopes: the CPU's model takes about twice the GPU's host memory a pixel
+    assert host_bytes_needed((2048, 2048), True, 16) > 4 * GIB  # 5.1 GB measured, 0.6 of it fixed
+    assert host_bytes_needed((2048, 2048), False, 16) < 2.5 * GIB
+    assert host_bytes_needed((2048, 2048), True, 8) * 2 == host_bytes_needed((2048, 2048), True, 16)
+    check_host_memory((3840, 2160), False, 16, available=8 * GIB)  # 4K on a GPU fits in 8 GiB
+    with pytest.raises(UsageError, match="3840x2160 needs at least 8.4 GiB"):
+        check_host_memory((3840, 2160), True, 16, available=8 * GIB)

@@ -31,6 +31,7 @@ from skipsr_cli.batch.progress import FAILED, FileProgress, FileResult
 from skipsr_cli.errors import ModelError, SkipSRError, UsageError
 from skipsr_cli.media.cpu_share import apply_cpu_share
 from skipsr_cli.run import pipeline
+from skipsr_cli.run.host_memory import check_host_memory
 from skipsr_cli.run.options import (
     AUTO,
     UpscaleOptions,
@@ -158,6 +159,7 @@ def run_item(
         plan = pipeline.prepare(job_of(item.input, item.output, opts))
         net = model.at(opts.denoise) if isinstance(model, weights.Blends) else model
         param = next(net.parameters())
+        check_host_memory(plan.out_size, param.device.type == "cpu", opts.chunk_frames)
         outputs = [p for p in (item.output, item.mask_out) if p is not None]
         run = lambda events: pipeline.upscale(net, plan, param.device, param.dtype, events)  # noqa: E731
         summary = _claimed(claim, item, key, run, emit)

@@ -32,6 +32,7 @@ from skipsr_cli.farm.ray import SegmentWorker
 from skipsr_cli.farm.resume import part_count
 from skipsr_cli.media.cpu_share import host_cores
 from skipsr_cli.media.joiner import source_timestamps
+from skipsr_cli.run.host_memory import host_bytes_available
 from skipsr_cli.run.options import UpscaleOptions
 from skipsr_cli.run.progress import Event, Summary
 
@@ -81,18 +82,6 @@ def model_bytes(opts: UpscaleOptions) -> int:
     with torch.device("meta"):
         network = SkipSR(PRESETS[opts.model])
     return 2 * sum(p.numel() for p in network.parameters())
-
-
-def host_bytes_available() -> int | None:
-    """MemAvailable of /proc/meminfo; None where there is none (not Linux)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def workers_per_gpu(

@@ -32,6 +32,7 @@ from skipsr_cli.media.joiner import join_videos, source_timestamps
 from skipsr_cli.media.video_io import DecodeDamage, probe
 from skipsr_cli.media.video_writer import same_file
 from skipsr_cli.run import pipeline
+from skipsr_cli.run.host_memory import check_host_memory
 from skipsr_cli.run.options import UpscaleOptions, encode_options_of, job_of
 from skipsr_cli.run.progress import Event, Summary
 from skipsr_cli.run.ranges import VIDEO_ONLY
@@ -89,6 +90,7 @@ def render_segment(
         encode = encode_options_of(part_opts, output)
         job = replace(job_of(input, part, part_opts), encode=replace(encode, stitchable=True))
         plan = pipeline.prepare(job)
+        check_host_memory(plan.out_size, device.type == "cpu", opts.chunk_frames)
         # the stitch copies the source's audio and subtitles into OUTPUT: no note that a part
         # lacks them
         plan = replace(plan, notes=tuple(n for n in plan.notes if n != VIDEO_ONLY))
