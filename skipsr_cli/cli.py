@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> None:
         # first: before torch and the commands load
         previous = signal.signal(signal.SIGINT, _defer_interrupt)
     try:
-        # a long video's workers: their fork server imports torch beside this process's import
-        processes.start_early(sys.argv[1:] if argv is None else argv)
+        if argv is None:  # the command itself, not a call from a program with its own processes
+            # a long video's workers: their fork server imports torch beside this process's
+            processes.start_early(sys.argv[1:])
         code = _run(argv)
     except KeyboardInterrupt:  # Ctrl-C before a command took over (imports, parsing)
         print("skipsr: interrupted; no output was left behind", file=sys.stderr, flush=True)

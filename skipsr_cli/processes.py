@@ -27,8 +27,11 @@ import time
 from collections.abc import Mapping
 from multiprocessing.context import BaseContext
 
-# What a worker needs: both workers' modules, which import torch, the models and the run
-PRELOAD = ["skipsr_cli.farm.devices", "skipsr_cli.batch.workers"]
+# What a worker needs: this module first (it sets the server up: `_in_server`), then both
+# workers' modules, which import torch, the models and the run
+PRELOAD = ["skipsr_cli.processes", "skipsr_cli.farm.devices", "skipsr_cli.batch.workers"]
+SERVER_ENV = "SKIPSR_FORK_SERVER"  # set in the fork server's environment alone
+STOPS = {signal.SIGINT, signal.SIGTERM}
 PR_SET_PDEATHSIG = 1  # Linux prctl: a signal for this process when its parent dies
 # An input at least this long runs in segments, on several workers where the host has a GPU
 # and CORES_PER_WORKER cores for each (farm/resume.py's RESUME_FRAMES and RESUMABLE, and
@@ -63,8 +66,9 @@ def start_early(argv: list[str]) -> bool:
 
 
 def _can_serve() -> bool:
-    """Linux with a fork server not yet started, and Python 3.11 or later (PYTHONSAFEPATH)."""
-    if sys.platform != "linux" or sys.version_info < (3, 11):
+    """Linux with a fork server not yet started, and Python 3.11 or later reading the
+    environment (PYTHONSAFEPATH, PYTHONPATH: not under -E or -I)."""
+    if sys.platform != "linux" or sys.version_info < (3, 11) or sys.flags.ignore_environment:
         return False
     if "forkserver" not in mp.get_all_start_methods():
         return False
@@ -74,25 +78,56 @@ def _can_serve() -> bool:
 
 
 def _start_server() -> None:
-    """The server imports PRELOAD without the current folder on its path (PYTHONSAFEPATH: a
-    `models/` or `torch.py` where the command runs must not stand in for ours), and ignores
-    Ctrl-C and SIGTERM (a terminal's or a scheduler's, sent to the whole group): its workers
-    unwind on their own signals, and it ends when this process does."""
-    from multiprocessing import forkserver
+    """The server imports PRELOAD with this process's own `sys.path` and never the current
+    folder (PYTHONSAFEPATH: a `models/` or `torch.py` where the command runs must not stand in
+    for ours, nor an installed copy for the one this process runs). The server ignores Ctrl-C
+    and SIGTERM (a terminal's or a scheduler's reaches the whole group): its workers unwind on
+    their own signals (`_in_server`), and it ends when this process does. One that comes while
+    it starts waits for this process instead of being lost."""
+    from multiprocessing import forkserver, resource_tracker
 
     mp.set_forkserver_preload(PRELOAD)
-    saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    safe = os.environ.get("PYTHONSAFEPATH")
-    os.environ["PYTHONSAFEPATH"] = "1"
+    resource_tracker.ensure_running()  # first: its own start unblocks SIGINT and SIGTERM
+    given = {k: os.environ.get(k) for k in (SERVER_ENV, "PYTHONSAFEPATH", "PYTHONPATH")}
+    os.environ.update(
+        {
+            SERVER_ENV: "1",
+            "PYTHONSAFEPATH": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, sys.path)),
+        }
+    )
+    # blocked here, one that comes meanwhile waits (Linux keeps a blocked signal pending even
+    # while it is ignored); ignored, the server inherits that through its exec
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    handlers = {s: signal.signal(s, signal.SIG_IGN) for s in STOPS}
     try:
         forkserver.ensure_running()
     finally:
-        if safe is None:
-            del os.environ["PYTHONSAFEPATH"]
-        else:
-            os.environ["PYTHONSAFEPATH"] = safe
-        for sig, handler in saved.items():
+        for key, value in given.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for sig, handler in handlers.items():
             signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
+
+
+def _in_server() -> None:
+    """In the fork server, as it imports this module first: it dies with the process that
+    started it (not lingering through its imports after a SIGKILL), and each worker it forks
+    takes SIGTERM back at once, before it unpickles its task, so that `terminate()` stops it
+    even then; Ctrl-C stays ignored, as `begin_worker` keeps it."""
+    _set_death_signal()
+    # blocked too, a SIGTERM sent to a worker between its fork and its hook below is kept, not
+    # dropped as ignored (a blocked signal stays pending on Linux; the mask is forked)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def child() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+    os.register_at_fork(after_in_child=child)
 
 
 def _wants_workers(argv: list[str]) -> bool:
@@ -178,13 +213,10 @@ def _long_video(arg: str) -> bool:
 def begin_worker(parent: int, environ: Mapping[str, str]) -> None:
     """First thing in a worker: die with the parent, and take the environment the parent had when
     it started this worker (a fork server's children inherit the server's, from its own start).
-    SIGTERM ends it again (the server ignores it); the caller sets its own handler next."""
+    SIGTERM ends it (the caller sets its own handler next), and Ctrl-C is ignored."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # a spawned worker: the kernel's guard
-    except (OSError, AttributeError):
-        pass
+    _set_death_signal()  # a spawned worker: the kernel's guard
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     if not parent_alive(parent):  # it died before the request took effect
         os._exit(1)
     if os.getppid() != parent:  # a fork server's: the server outlives `parent` while we run
@@ -194,6 +226,15 @@ def begin_worker(parent: int, environ: Mapping[str, str]) -> None:
     if os.environ != environ:
         os.environ.clear()
         os.environ.update(environ)
+
+
+def _set_death_signal() -> None:
+    """SIGKILL this process when its parent ends (Linux; elsewhere nothing)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 def _die_with(parent: int) -> None:
@@ -233,3 +274,7 @@ def _server_of(parent: int) -> bool:
         return int(fields[1]) == parent
     except (OSError, IndexError, ValueError):
         return False  # no /proc (not Linux): no fork server, and a spawned worker's parent is gone
+
+
+if os.environ.get(SERVER_ENV) == "1" and mp.parent_process() is None:
+    _in_server()

@@ -81,8 +81,8 @@ def test_a_worker_forks_from_the_server_with_its_imports_and_the_callers_environ
     tmp_path, long
 ):
     """The worker has the model code imported before the fork, the environment of the moment it
-    was asked for (changed since the server started), SIGTERM back to its default (the server
-    ignores it and Ctrl-C, as a scheduler's or a terminal's reaches the whole group); and a
+    was asked for (changed since the server started), SIGTERM back to its default and Ctrl-C
+    ignored (the server ignores both: a scheduler's or a terminal's reaches the whole group); and a
     `models/` in the folder the command runs in is not imported in place of ours."""
     shadow = tmp_path / "work"
     (shadow / "models").mkdir(parents=True)
@@ -95,12 +95,16 @@ def test_a_worker_forks_from_the_server_with_its_imports_and_the_callers_environ
         import models
         with open(f"/proc/{os.getppid()}/status") as f:
             ignored = int(next(l for l in f if l.startswith("SigIgn:")).split()[1], 16)
+        with open(f"/proc/self/status") as f:
+            mine = int(next(l for l in f if l.startswith("SigBlk:")).split()[1], 16)
         answers.put({
             "mark": os.environ.get("SKIPSR_TEST_MARK"),
             "preloaded": "skipsr_cli.farm.devices" in sys.modules,
             "models": models.__file__,
             "sigterm_default": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
             "server_ignores": [bool(ignored >> (s - 1) & 1) for s in (signal.SIGINT, signal.SIGTERM)],
+            "worker_blocks": [bool(mine >> (s - 1) & 1) for s in (signal.SIGINT, signal.SIGTERM)],
+            "sigint_ignored": signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
             "parent_alive": processes.parent_alive(parent),
             "stranger_alive": processes.parent_alive(parent + 10**7),
         })
@@ -121,7 +125,8 @@ def test_a_worker_forks_from_the_server_with_its_imports_and_the_callers_environ
     assert said["mark"] == "set after the server started" and said["preloaded"]
     assert said["models"] == str(ROOT / "models" / "__init__.py")
     assert not (shadow / "imported-the-wrong-models").exists()
-    assert said["sigterm_default"] and said["server_ignores"] == [True, True]
+    assert said["sigterm_default"] and said["sigint_ignored"]
+    assert said["server_ignores"] == [True, True] and said["worker_blocks"] == [False, False]
     assert said["parent_alive"] and not said["stranger_alive"]
 
 
@@ -209,3 +214,48 @@ def test_the_early_start_imports_no_torch_in_the_main_process(tmp_path, long):
     body = "print(armed, 'torch' in sys.modules)\n"
     done = _run(_script(tmp_path, body), long, tmp_path)
     assert done.stdout.split() == ["True", "False"], done.stderr
+
+
+@served
+def test_a_worker_stops_on_sigterm_at_once_and_a_signal_while_the_server_starts_is_kept(
+    tmp_path, long
+):
+    """The server ignores SIGTERM, and a worker forked from it took that over until its own
+    handler was set: `terminate()` just after `start()` was lost and the stop waited 30 s. A
+    SIGTERM to the main process while it starts the server (when both ignore it) waits for the
+    main process's handler instead of being lost."""
+    body = """
+    if __name__ == "__main__":
+        print(json.dumps({"armed": armed}), flush=True)
+        worker = processes.context().Process(target=time.sleep, args=(60,))
+        worker.start()
+        worker.terminate()
+        worker.join(timeout=10)
+        print(json.dumps({"exitcode": worker.exitcode}), flush=True)
+    """
+    done = _run(_script(tmp_path, body), long, tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert lines == [{"armed": True}, {"exitcode": -signal.SIGTERM}]
+
+    late = tmp_path / "late.py"
+    late.write_text(
+        textwrap.dedent(
+            f"""
+            import os, signal, sys
+            from multiprocessing import forkserver
+            from skipsr_cli import processes
+            seen = []
+            signal.signal(signal.SIGTERM, lambda *_: seen.append("TERM"))
+            start = forkserver.ensure_running
+            forkserver.ensure_running = lambda: (start(), os.kill(os.getpid(), signal.SIGTERM))
+            armed = processes.start_early(["upscale", {str(long)!r}, "o.mp4", "--workers", "2"])
+            print(armed, seen, signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN)
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(late)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.stdout.split() == ["True", "['TERM']", "True"], done.stderr

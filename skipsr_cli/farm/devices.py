@@ -163,8 +163,6 @@ def _render(
         ctx.Process(target=_worker, args=(str(d), *args, tasks, results, *tie), daemon=True)
         for d in devices
     ]
-    for worker in workers:
-        worker.start()
 
     def hand_out(weights: str) -> int:
         todo, done = farm.parts_left(input, output, opts, parts, weights)
@@ -176,12 +174,28 @@ def _render(
         return len(todo)
 
     try:
+        for worker in workers:  # inside: a stop while they start stops those started
+            worker.start()
         _collect(workers, results, hand_out, run)
     finally:
+        _stop_workers([w for w in workers if w.pid is not None])
+
+
+def _stop_workers(workers: list, seconds: float = 30.0) -> None:
+    """SIGTERM each worker still running, again until it ends (one that had not yet set its
+    handler may have missed the first), then SIGKILL those left after `seconds`. Each unwinds
+    on SIGTERM: its writer removes its partial file."""
+    deadline = time.monotonic() + seconds
+    while any(w.is_alive() for w in workers) and time.monotonic() < deadline:
         for worker in workers:
             if worker.is_alive():
-                worker.terminate()  # it unwinds: its writer removes its partial file
-            worker.join(timeout=30)
+                worker.terminate()
+        for worker in workers:
+            worker.join(timeout=0.2)
+    for worker in workers:
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
 
 
 def _collect(
