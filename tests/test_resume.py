@@ -44,6 +44,18 @@ def cli(clip: Path, out: Path) -> subprocess.Popen:
     )
 
 
+def _parts_rendered(monkeypatch) -> list[str]:
+    """The segments rendered from here on, in order ("I/N"), as the run renders them."""
+    rendered: list[str] = []
+    render = farm_parts.render_segment
+    monkeypatch.setattr(
+        farm_parts,
+        "render_segment",
+        lambda i, o, opts, *a: rendered.append(opts.segment) or render(i, o, opts, *a),
+    )
+    return rendered
+
+
 @pytest.fixture
 def small_segments(monkeypatch):
     monkeypatch.setattr(resume, "RESUME_FRAMES", 10)
@@ -205,13 +217,7 @@ def test_parts_come_in_a_multiple_of_the_workers_and_a_rerun_keeps_the_split(
     # two parts of a split with more frames done, but made with another --crf: not this run's
     api.upscale(clip, out, segment="1/3", parts=work, crf=30, **run)
     api.upscale(clip, out, segment="2/3", parts=work, crf=30, **run)
-    rendered = []
-    render = farm_parts.render_segment
-    monkeypatch.setattr(
-        farm_parts,
-        "render_segment",
-        lambda i, o, opts, *a: rendered.append(opts.segment) or render(i, o, opts, *a),
-    )
+    rendered = _parts_rendered(monkeypatch)
     summary = api.upscale(clip, out, **run)
     assert summary.frames == 23 and not work_folder(out).exists()
     assert rendered == ["2/5", "3/5", "4/5", "5/5"]
@@ -316,13 +322,7 @@ def test_a_run_in_parts_stopped_before_a_part_is_done_leaves_nothing_behind(tmp_
         "part-00001-of-00004.json",
         "part-00001-of-00004.mkv",
     ]
-    rendered = []
-    render = farm_parts.render_segment
-    monkeypatch.setattr(
-        farm_parts,
-        "render_segment",
-        lambda i, o, opts, *a: rendered.append(opts.segment) or render(i, o, opts, *a),
-    )
+    rendered = _parts_rendered(monkeypatch)
     assert api.upscale(clip, out, segments=4, **run).frames == 12
     assert rendered == ["2/4", "3/4", "4/4"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mkv"]
