@@ -161,9 +161,11 @@ class BackgroundWriter(Generic[T]):
             began = time.perf_counter()
             item = self._queue.get()
             self.idle += time.perf_counter() - began
-            if not self._got_one:
-                self.first_wait, self._got_one = self.idle, True
-            if not self._filled:
+            if not self._got_one:  # the start's waits hold this one even where the producer
+                # filled the queue before this thread took its first item
+                self.first_wait = self.fill_wait = self.idle
+                self._got_one = True
+            elif not self._filled:
                 self.fill_wait = self.idle
             if item is _END or self._stop.is_set():
                 return
