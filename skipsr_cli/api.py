@@ -124,8 +124,9 @@ def upscale(
     anyway) gets several workers on each GPU where the host's cores and memory hold them
     (farm/devices.py), else one per device. With `ray` (an address, "auto", or "local") it is
     rendered in segments on Ray actors (`workers` of them) and stitched; its summary holds the
-    parts' figures, but `progress` sees only that summary, at the end. `segments` (N) renders a whole video in N parts (at most one a
-    frame) and stitches them, on whatever workers run it; a rerun with the same N resumes.
+    parts' figures, but `progress` sees only that summary, at the end. `segments` (N) renders a
+    whole video in N parts (at most one a frame) and stitches them, on whatever workers run it;
+    a rerun with the same N resumes.
     Warnings (streams the output container cannot hold) are in `summary.warnings`.
     """
     opts = _options(options, model, option_fields)

@@ -9,9 +9,9 @@ CUDA state is forked. It guesses from the arguments alone; a wrong guess costs o
 a spare core. Elsewhere (the Python API in a caller's program, whose own fork server is left
 alone; Python 3.10; not Linux) workers are spawned. This module imports no torch.
 
-A worker dies with its parent, even when that is killed by SIGKILL, so no orphan keeps writing: a
-spawned worker by the kernel's parent-death signal, a fork server's worker (the server's child) by
-a thread that waits for the main process to end.
+A worker dies with its parent, even when that is killed by SIGKILL, so no orphan keeps writing:
+by the kernel's parent-death signal, for a fork server's worker through the server, which has
+the same tie to the main process.
 """
 
 from __future__ import annotations
@@ -19,18 +19,17 @@ from __future__ import annotations
 import ctypes
 import multiprocessing as mp
 import os
-import select
 import signal
 import sys
-import threading
-import time
 from collections.abc import Mapping
 from multiprocessing.context import BaseContext
 
 # What a worker needs: this module first (it sets the server up: `_in_server`), then both
 # workers' modules, which import torch, the models and the run
 PRELOAD = ["skipsr_cli.processes", "skipsr_cli.farm.devices", "skipsr_cli.batch.workers"]
-SERVER_ENV = "SKIPSR_FORK_SERVER"  # set in the fork server's environment alone
+SERVER_ENV = (
+    "SKIPSR_FORK_SERVER"  # the starting process's pid, in the fork server's environment alone
+)
 STOPS = {signal.SIGINT, signal.SIGTERM}
 PR_SET_PDEATHSIG = 1  # Linux prctl: a signal for this process when its parent dies
 # An input at least this long runs in segments, on several workers where the host has a GPU
@@ -91,7 +90,7 @@ def _start_server() -> None:
     given = {k: os.environ.get(k) for k in (SERVER_ENV, "PYTHONSAFEPATH", "PYTHONPATH")}
     os.environ.update(
         {
-            SERVER_ENV: "1",
+            SERVER_ENV: str(os.getpid()),
             "PYTHONSAFEPATH": "1",
             "PYTHONPATH": os.pathsep.join(filter(None, sys.path)),
         }
@@ -113,12 +112,15 @@ def _start_server() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
 
 
-def _in_server() -> None:
-    """In the fork server, as it imports this module first: it dies with the process that
-    started it (not lingering through its imports after a SIGKILL), and each worker it forks
+def _in_server(parent: int) -> None:
+    """In the fork server, as it imports this module first: it dies with `parent`, the process
+    that started it (even by SIGKILL, and not lingering through its imports), and its workers
+    with it (their own parent-death signal, `begin_worker`); and each worker it forks
     takes SIGTERM back at once, before it unpickles its task, so that `terminate()` stops it
     even then; Ctrl-C stays ignored, as `begin_worker` keeps it."""
     _set_death_signal()
+    if os.getppid() != parent:  # it ended before the request took effect
+        os._exit(1)
     # blocked too, a SIGTERM sent to a worker between its fork and its hook below is kept, not
     # dropped as ignored (a blocked signal stays pending on Linux; the mask is forked)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
@@ -134,11 +136,7 @@ def _wants_workers(argv: list[str]) -> bool:
     """Whether the command line will start workers for one long video: an `upscale` of a video
     file of LONG_FRAMES or more into a video, in segments on several workers (`--workers N`,
     several `--devices`, or the default on a host with an NVIDIA GPU and cores for two)."""
-    if (
-        not argv
-        or argv[0] != "upscale"
-        or {"--help", "--ray", "--mask-out", "--frames"} & set(argv)
-    ):
+    if not argv or argv[0] != "upscale" or "--help" in argv:
         return False
     if any(a.split("=")[0] in ("--segment", "--mask-out", "--frames", "--ray") for a in argv):
         return False  # one farm task, or a run in one process
@@ -174,6 +172,7 @@ def _value(argv: list[str], name: str) -> str | None:
 
 
 def _cores() -> int:
+    """media/cpu_share.host_cores, which this module cannot import (it imports torch)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
@@ -215,14 +214,10 @@ def begin_worker(parent: int, environ: Mapping[str, str]) -> None:
     it started this worker (a fork server's children inherit the server's, from its own start).
     SIGTERM ends it (the caller sets its own handler next), and Ctrl-C is ignored."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _set_death_signal()  # a spawned worker: the kernel's guard
+    _set_death_signal()  # a fork server's worker ends as the server does, which ends with parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     if not parent_alive(parent):  # it died before the request took effect
         os._exit(1)
-    if os.getppid() != parent:  # a fork server's: the server outlives `parent` while we run
-        threading.Thread(
-            target=_die_with, args=(parent,), name="skipsr-parent", daemon=True
-        ).start()
     if os.environ != environ:
         os.environ.clear()
         os.environ.update(environ)
@@ -235,21 +230,6 @@ def _set_death_signal() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
-
-
-def _die_with(parent: int) -> None:
-    """Wait for `parent` to end, then end this process at once, as the kernel's signal would. A
-    fork server stays up while any of its children may still ask it for processes, so its death
-    cannot be the signal."""
-    try:
-        handle = os.pidfd_open(parent)
-    except (AttributeError, OSError):  # no pidfd (Linux before 5.3): look four times a second
-        while parent_alive(parent):
-            time.sleep(0.25)
-    else:
-        if parent_alive(parent):  # `parent` may have ended just before the handle was made
-            select.select([handle], [], [])  # readable once it has ended
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def parent_alive(parent: int) -> bool:
@@ -276,5 +256,5 @@ def _server_of(parent: int) -> bool:
         return False  # no /proc (not Linux): no fork server, and a spawned worker's parent is gone
 
 
-if os.environ.get(SERVER_ENV) == "1" and mp.parent_process() is None:
-    _in_server()
+if os.environ.get(SERVER_ENV, "").isdigit() and mp.parent_process() is None:
+    _in_server(int(os.environ[SERVER_ENV]))

@@ -308,20 +308,16 @@ def _open_lock(lock: Path) -> tuple[IO[str], bool]:
     """The file `lock`, open to read and write, and whether this call made it; its folder and
     itself are made where missing, also where a holder letting go removed them meanwhile."""
     for _ in range(100):
+        make_folders(lock.parent)
         try:
-            lock.parent.mkdir(parents=True, exist_ok=True)
             try:
                 return open(lock, "x+"), True  # noqa: SIM115 (held for the whole block)
             except FileExistsError:
                 return open(lock, "r+"), False  # noqa: SIM115
         except FileNotFoundError:
-            continue  # removed between the two steps: make them again
-        except FileExistsError as e:  # mkdir: a file in the way, or the folder removed meanwhile
-            if _in_the_way(lock.parent):
-                raise OutputError(f"cannot write {lock.parent}: not a folder") from e
-            continue
+            continue  # its folder removed between the two steps: make it again
         except OSError as e:
-            raise OutputError(f"cannot write {lock.parent}: {e.strerror or e}") from e
+            raise OutputError(f"cannot write {lock}: {e.strerror or e}") from e
     raise OutputError(f"cannot write {lock}: it is removed as soon as it is made")
 
 

@@ -3,10 +3,10 @@
 One worker: the files run one after another in this process, on one model. Several workers
 (`--devices 0,1`, `all`, `cpu,cpu`, or `--workers N` spread over the devices, two on one GPU
 included): each worker process (started by skipsr_cli/processes.py, so no CUDA state is forked)
-loads the model once and pulls the next file from a shared queue, so a fast device simply takes more files,
-with its share of the host's cores (media/cpu_share.py). Every file runs in its own try/except:
-one bad file never stops the batch. A worker that dies (killed, out of host memory) fails only
-the file it held.
+loads the model once and pulls the next file from a shared queue, so a fast device simply takes
+more files, with its share of the host's cores (media/cpu_share.py). Every file runs in its own
+try/except: one bad file never stops the batch. A worker that dies (killed, out of host memory)
+fails only the file it held.
 """
 
 from __future__ import annotations

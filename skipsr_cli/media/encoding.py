@@ -188,9 +188,8 @@ def codec_options(options: EncodeOptions) -> dict[str, str]:
     if options.stitchable and options.codec in _STITCHABLE:
         key, value = _STITCHABLE[options.codec]
         opts[key] = ":".join(p for p in (opts.get(key), value) if p)
-    if (
-        options.codec == "libx265"
-    ):  # x265 prints its own info and notes (a dozen an open) past FFmpeg's
+    if options.codec == "libx265":
+        # x265 prints its own info and notes (a dozen lines an open), past FFmpeg's log level
         opts["x265-params"] = ":".join(p for p in (opts.get("x265-params"), "log-level=error") if p)
     return opts
 
