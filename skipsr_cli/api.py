@@ -35,7 +35,7 @@ from skipsr_cli.errors import InputError, ModelError, UsageError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm import resume
 from skipsr_cli.farm.devices import model_bytes, upscale_on_devices, workers_per_gpu
-from skipsr_cli.farm.ray import files_on_ray, ray_address, upscale_on_ray
+from skipsr_cli.farm.ray import files_on_ray, ray_address, runs_here, upscale_on_ray
 from skipsr_cli.farm.segments import check_stitchable
 from skipsr_cli.media.cpu_share import ENV as WORKER_THREADS_ENV
 from skipsr_cli.media.cpu_share import apply_cpu_share
@@ -55,7 +55,7 @@ from skipsr_cli.run.options import (
     with_denoise_for,
 )
 from skipsr_cli.run.progress import Event, Summary
-from skipsr_cli.run.targets import check_folder_output, check_mask_name
+from skipsr_cli.run.targets import check_folder_output, check_mask_name, check_output_name
 
 OPTION_NAMES = frozenset(f.name for f in fields(UpscaleOptions))
 
@@ -135,9 +135,10 @@ def upscale(
         raise UsageError(f"{input} is a folder of files to upscale one by one: use upscale_batch")
     check_options(input, opts)
     check_folder_output(spelt)  # "frames/": a folder, not a file without an extension
-    check_mask_name(opts.mask_out, output)
     if opts.segment is not None:
         check_stitchable(output, f"--segment renders a part of {output} for skipsr stitch")
+    check_output_name(output)
+    check_mask_name(opts.mask_out, output)
     if isinstance(model, SkipSR):
         opts = for_loaded_model(opts)
     opts = with_denoise_for(opts, input)  # auto: one amount for every worker and segment
@@ -156,8 +157,10 @@ def upscale(
     plan, total = None, None
     if opts.segment is None:
         plan = pipeline.prepare(job_of(input, output, opts))  # refuses what it can before loading
-        if opts.ray is None:  # Ray's nodes are not this host
-            check_host_memory(plan.out_size, device.type == "cpu", opts.chunk_frames)
+        fits = partial(check_host_memory, plan.out_size, device.type == "cpu", opts.chunk_frames)
+        cluster = opts.ray is not None and not runs_here(opts.ray)  # nodes that are not this host
+        if not cluster:  # here, or on a Ray of its own here: before Ray is even started
+            fits()
         frames = plan.info.frame_count or 0
         long = resume.resumable(input, output, opts, frames)
         asked = opts.segments is not None  # N parts, whatever the length or the workers
@@ -190,6 +193,8 @@ def upscale(
                 )
             done = progress or _ignore
             return upscale_on_devices(input, output, opts, found[:total], parts, done, total)
+        if cluster:  # not in parts on the cluster after all: in one piece, here
+            fits()
     if opts.devices is not None:  # one device named, or nothing to split among several
         device, dtype = found[0], resolve_dtype(opts.dtype, found[0])
     load = (lambda: model) if isinstance(model, SkipSR) else (lambda: _load(opts, device, dtype))

@@ -233,12 +233,12 @@ def test_fewer_workers_than_devices_is_a_usage_error(monkeypatch, tmp_path: Path
     with pytest.raises(UsageError, match="--workers must be at least 1, not 0"):
         local_workers("cpu", 0)
     one = clip(tmp_path / "in" / "a.mp4")
-    for source in (one, one.parent):  # one video, and a batch
-        r = invoke(source, tmp_path / "out", "--devices", "cpu,cpu", "--workers", "1")
+    for source, out in ((one, "out.mp4"), (one.parent, "out")):  # one video, and a batch
+        r = invoke(source, tmp_path / out, "--devices", "cpu,cpu", "--workers", "1")
         assert r.exit_code == ExitCode.USAGE, r.output
         assert r.stderr.count("\n") == 1 and r.stderr.startswith("skipsr: error: --workers 1 ")
         assert "--devices cpu,cpu" in r.stderr
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.mp4").exists()
 
 
 def test_a_killed_batch_resumes_with_only_what_was_missing(tmp_path: Path):

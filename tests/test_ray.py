@@ -200,3 +200,18 @@ def test_addresses_to_reach_before_ray_attaches():
     assert _host_port("ray://head:10001") == ("head", 10001)
     assert _host_port("[fd00::5]:6379") == ("fd00::5", 6379)
     assert _host_port("auto") is None and _host_port(None) is None
+
+
+def test_a_size_an_actor_cannot_hold_is_its_own_one_line(local_ray, tmp_path, monkeypatch):
+    """On a cluster (nodes that may be other hosts) each actor checks its own node's memory: its
+    refusal is the usage error as a run here says it, not Ray's wrapping with the traceback."""
+    from skipsr_cli.errors import UsageError
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # auto: the Ray started for these tests
+    clip = make_clip(tmp_path / "in.mp4", frames=3, audio=False)
+    run = dict(model="debug", random_weights=True, device="cpu", chunk_frames=64)
+    with pytest.raises(UsageError) as refused:  # 580 GiB at a time: no test host has it
+        api.upscale(clip, tmp_path / "o.mp4", ray="auto", size="12000x12000", **run)
+    said = str(refused.value)
+    assert said.startswith("an output of 12000x12000 needs at least ") and "\n" not in said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]

@@ -9,7 +9,9 @@ The rule that tells a batch from an image sequence (README, "Folders"; `skipsr u
 - images that are not all numbered (a folder of photos) are a batch of stills, one image out each;
 - `--glob` or `--recursive` always asks for a batch.
 
-Hidden files (a name starting with a dot, such as a killed run's partial files) are never inputs.
+Hidden files (a name starting with a dot, such as a killed run's partial files) are never inputs,
+nor are the files of an output folder inside IN_DIR (earlier outputs). An output folder may also
+hold IN_DIR (IN_DIR videos/raw, OUT_DIR videos): the outputs land beside it.
 """
 
 from __future__ import annotations
@@ -104,10 +106,14 @@ def plan_batch(
     suffix = None if ext is None else "." + ext.lstrip(".").lower()
     if suffix is not None and suffix not in VIDEO_SUFFIXES | {STILL_SUFFIX}:
         raise UsageError(f"--ext {ext}: not a container skipsr writes")
+    # the files of a folder the batch writes into (OUT_DIR, a mask folder) are earlier outputs,
+    # never read back, where it lies inside IN_DIR (or is reached through a link); one that holds
+    # IN_DIR holds every input, so there it says nothing: the outputs land beside IN_DIR
+    written = [f for f in (out_dir, mask_dir) if f is not None and not _inside(in_dir, f)]
     items, seen = [], {}
     for path in media_files(in_dir, recursive, glob):
-        if _inside(path, out_dir) or (mask_dir is not None and _inside(path, mask_dir)):
-            continue  # an output folder inside the input folder is never read back
+        if any(_inside(path, folder) for folder in written):
+            continue
         rel = path.relative_to(in_dir)
         out_rel = rel.with_suffix(_output_suffix(path, suffix))
         if out_rel in seen:
@@ -117,6 +123,7 @@ def plan_batch(
         items.append(BatchItem(path, out_dir / out_rel, rel.as_posix(), mask))
     if not items:
         raise InputError(f"no videos or images to upscale in folder {in_dir}")
+    check_no_input_written(items)
     return items
 
 
@@ -146,6 +153,21 @@ def check_mask_dir(in_dir: Path, out_dir: Path, mask_dir: Path) -> None:
         )
     if mask_dir.resolve() == in_dir.resolve():
         raise UsageError(f"--mask-out {mask_dir} is the input folder: choose another folder")
+
+
+def check_no_input_written(items: list[BatchItem]) -> None:
+    """Refuse a batch that would write over one of its own inputs: where OUT_DIR holds IN_DIR
+    (IN_DIR videos/raw, OUT_DIR videos) with --recursive, raw/raw/a.mp4 is written to
+    videos/raw/a.mp4, the input raw/a.mp4; or an input that is a link to where an output goes."""
+    inputs = {item.input.resolve(): item.name for item in items}
+    for item in items:
+        for output in (item.output, item.mask_out):
+            clash = None if output is None else inputs.get(output.resolve())
+            if clash is not None:
+                raise UsageError(
+                    f"{item.name} would be written to {output}, which is the input {clash}: "
+                    "choose another output folder"
+                )
 
 
 def _output_suffix(path: Path, ext: str | None) -> str:

@@ -27,7 +27,7 @@ import torch
 from skipsr_cli.batch.plan import BatchItem
 from skipsr_cli.batch.progress import FAILED, FileResult
 from skipsr_cli.batch.workers import BatchKey, check_for, load_for, parse_devices, run_item
-from skipsr_cli.errors import UsageError
+from skipsr_cli.errors import SkipSRError, UsageError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.progress import WholeRun
 from skipsr_cli.farm.resume import part_count
@@ -177,6 +177,13 @@ def _attach(ray: ModuleType, address: str | None) -> None:
         ) from None
 
 
+def runs_here(address: str | None) -> bool:
+    """Whether Ray's actors surely run on this machine, so that this host's limits are theirs:
+    `--ray local`, a Ray of its own here (an address or RAY_ADDRESS names a cluster, whose nodes
+    may be others; none, or auto, may attach to a cluster started here with other nodes)."""
+    return address == "local"
+
+
 def _host_port(address: str | None) -> tuple[str, int] | None:
     """(host, port) of an address such as 10.0.0.5:6379 or ray://head:10001; None for others."""
     if not address:
@@ -235,11 +242,18 @@ def upscale_on_ray(
         each = replace(opts, segment=None)
         pool = ActorPool([actor.remote(each, None, sharing) for _ in range(actors)])
         jobs = [(str(input), str(output), i, parts, total) for i in range(1, parts + 1)]
-        for index, part in pool.map_unordered(lambda a, job: a.render.remote(*job), jobs):
-            if isinstance(part, Summary):
-                run.event(index, part)
-            else:  # finished by an earlier run
-                run.skip(part)
+        try:
+            for index, part in pool.map_unordered(lambda a, job: a.render.remote(*job), jobs):
+                if isinstance(part, Summary):
+                    run.event(index, part)
+                else:  # finished by an earlier run
+                    run.skip(part)
+        except ray.exceptions.RayTaskError as e:
+            # a part's own error (a size its node cannot hold, an output it cannot write): its
+            # one line and exit code, not Ray's wrapping of it with the remote traceback
+            if not isinstance(getattr(e, "cause", None), SkipSRError):
+                raise
+            raise e.cause from e
         frames, warnings = farm.stitch_run(output, input, opts, parts)
     return run.finish(frames, warnings)
 
