@@ -37,6 +37,42 @@ PR_SET_PDEATHSIG = 1  # Linux prctl: a signal for this process when its parent d
 # farm/devices.py's CORES_PER_WORKER: tests/test_processes.py keeps them equal)
 LONG_FRAMES = 3600
 SPLIT_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".webm"})
+# `upscale`'s options that take a value, where the command line's own parser is not yet imported
+# (tests/test_processes.py keeps them the command's): what follows one is not INPUT or OUTPUT
+VALUED = frozenset(
+    [
+        "--audio-bitrate",
+        "--chunk-frames",
+        "--codec",
+        "--crf",
+        "--denoise",
+        "--denoise-weights",
+        "--device",
+        "--devices",
+        "--dtype",
+        "--ext",
+        "--frames",
+        "--glob",
+        "--mask-out",
+        "--model",
+        "--overlap",
+        "--parts",
+        "--pix-fmt",
+        "--preset",
+        "--ray",
+        "--scale",
+        "--seed",
+        "--segment",
+        "--segments",
+        "--size",
+        "--steps",
+        "--threshold",
+        "--tile",
+        "--weights",
+        "--workers",
+        "-s",
+    ]
+)
 CORES_PER_WORKER = 4
 
 
@@ -44,9 +80,29 @@ _armed = False  # the fork server was started here, for this process's workers (
 
 
 def context() -> BaseContext:
-    """The start method for workers: the preloaded fork server where `start_early` started it,
-    else spawn (the Python API in a caller's program: its own fork server is left alone)."""
+    """The start method for workers: the preloaded fork server where `start_early` started it and
+    it still runs, else spawn (the Python API in a caller's program: its own fork server is left
+    alone). One that died (killed, out of memory) is not started again by multiprocessing, which
+    would start it without the settings `_start_server` gives it."""
+    global _armed
+    if _armed and not _server_runs():
+        _armed = False
     return mp.get_context("forkserver" if _armed else "spawn")
+
+
+def _server_runs() -> bool:
+    """Whether the fork server `start_early` started has not ended (its exit left for
+    multiprocessing to collect)."""
+    from multiprocessing import forkserver
+
+    pid = forkserver._forkserver._forkserver_pid
+    try:
+        return (
+            pid is not None
+            and os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        )
+    except ChildProcessError:
+        return False
 
 
 def start_early(argv: list[str]) -> bool:
@@ -153,11 +209,21 @@ def _wants_workers(argv: list[str]) -> bool:
         return False
     elif os.environ.get("SKIPSR_WORKER_THREADS", "").strip() or _cores() < 2 * CORES_PER_WORKER:
         return False  # one worker by default
-    words = [a for a in argv[1:] if not a.startswith("-")]  # INPUT, OUTPUT and options' values
-    for i, word in enumerate(words[:-1]):
-        if _long_video(word):
-            return _video_name(words[i + 1])
-    return False
+    words = _arguments(argv[1:])
+    return len(words) == 2 and _long_video(words[0]) and _video_name(words[1])
+
+
+def _arguments(argv: list[str]) -> list[str]:
+    """The command's arguments (INPUT and OUTPUT) among its options and their values."""
+    words: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":  # all that follows is arguments
+            return words + argv[i + 1 :]
+        if i > 0 and argv[i - 1] in VALUED:
+            continue  # that option's value
+        if arg == "-" or not arg.startswith("-"):
+            words.append(arg)
+    return words
 
 
 def _value(argv: list[str], name: str) -> str | None:

@@ -66,8 +66,14 @@ def test_usage_errors_are_one_line_and_exit_2(capsys, clip, tmp_path, extra, say
         ("out.gif", ["--lossless"], ExitCode.USAGE, "out.gif is a GIF, which cannot be lossless"),
         # --mask-out for one input names a video file: the name needs its container's extension
         ("out.mp4", ["--mask-out", "{tmp}/bi"], ExitCode.USAGE, "--mask-out {tmp}/bi has no"),
+        # ... that FFmpeg can write: refused before the model, not as a failed write after it
+        ("out.mp4", ["--mask-out", "{tmp}/m.xyz"], ExitCode.USAGE, "{tmp}/m.xyz: FFmpeg writes no"),
         # a trailing slash names a folder of PNG frames, which must exist (README: an output)
         ("nodir/", [], ExitCode.OUTPUT, "{tmp}/nodir/: folder {tmp}/nodir does not exist"),
+        # OUTPUT names a video file: without an extension, no container (was exit 5, after work)
+        ("out", [], ExitCode.USAGE, "the output {tmp}/out has no extension: for one input it"),
+        # ... nor one FFmpeg knows no container by (was exit 5, from the muxer after the model)
+        ("out.xyz", [], ExitCode.USAGE, "output {tmp}/out.xyz: FFmpeg writes no video container"),
     ],
 )
 def test_an_output_the_options_cannot_give_says_why(
@@ -258,3 +264,56 @@ def test_an_output_too_large_for_the_hosts_memory_is_refused_before_any_work(cli
     check_host_memory((3840, 2160), False, 16, available=8 * GIB)  # 4K on a GPU fits in 8 GiB
     with pytest.raises(UsageError, match="3840x2160 needs at least 8.4 GiB"):
         check_host_memory((3840, 2160), True, 16, available=8 * GIB)
+
+
+def test_ray_refuses_an_output_size_this_host_cannot_hold_as_a_run_here_does(
+    capsys, clip, tmp_path, monkeypatch
+):
+    """`--ray local` runs its actors on this host: a size its memory cannot hold is the same one
+    line and exit 2 as without --ray, before Ray is started (it was an actor's traceback); so is
+    a run that --ray leaves in one piece here (PNG frames are not split into parts)."""
+    from skipsr_cli.farm import ray
+    from skipsr_cli.run import host_memory
+
+    def started(*args, **kwargs):
+        raise AssertionError("Ray started before the output's size was checked")
+
+    monkeypatch.setattr(ray, "_start", started)
+    monkeypatch.setattr(host_memory, "host_bytes_available", lambda: host_memory.GIB // 4)
+    run = [*DEBUG, "--device", "cpu", "--size", "1024x1024"]
+    code, here, _ = call(capsys, "upscale", clip, tmp_path / "o.mp4", *run)
+    assert code == ExitCode.USAGE, here
+    assert here.startswith("skipsr: error: an output of 1024x1024 needs at least ")
+    assert here.count("\n") == 1
+    on_ray = (
+        (tmp_path / "o.mp4", "local"),
+        (tmp_path / "f_%04d.png", "ray://127.0.0.1:9"),  # a cluster, but the run is here
+    )
+    for output, address in on_ray:
+        assert call(capsys, "upscale", clip, output, *run, "--ray", address)[:2] == (code, here)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_without_an_extension_is_refused_before_the_model_loads(
+    clip, tmp_path, monkeypatch
+):
+    """OUTPUT without an extension names no container: a usage error suggesting a name, from the
+    API as from the command line, before any model work; a %d pattern is PNG frames, and an
+    existing folder without an extension still takes PNG frames."""
+    from skipsr_cli import api
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the model was loaded for an output that cannot be written")
+
+    monkeypatch.setattr(api, "_load", loaded)
+    run = dict(model="debug", random_weights=True, device="cpu")
+    for name, example in (("out", "out.mp4"), ("f_%04d", "f_%04d.png"), ("out.", "out.mp4")):
+        with pytest.raises(UsageError, match=f"e.g. {tmp_path / example} "):
+            api.upscale(clip, tmp_path / name, **run)
+    with pytest.raises(UsageError, match="--segment renders a part of .* without an extension"):
+        api.upscale(clip, tmp_path / "out", segment="1/2", **run)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    (tmp_path / "frames").mkdir()
+    assert api.upscale(clip, tmp_path / "frames", **run).frames == 3
+    assert len(list((tmp_path / "frames").glob("frame_*.png"))) == 3

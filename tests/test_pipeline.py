@@ -9,17 +9,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
 from media import make_clip, make_corrupt_clip
 
 from models import SkipSR
-from skipsr_cli.errors import InputError, OutputError
+from skipsr_cli.errors import InputError, OutputError, UsageError
 from skipsr_cli.media.encoding import EncodeOptions
 from skipsr_cli.media.video_io import read_frames
 from skipsr_cli.media.video_writer import VideoWriter
 from skipsr_cli.run import pipeline
+from skipsr_cli.run.options import UpscaleOptions, job_of, mask_encode_options
 from skipsr_cli.run.overlap import BackgroundWriter, Prefetcher
 from skipsr_cli.run.pipeline import UpscaleJob, prepare, upscale
 from skipsr_cli.weights import load_model
@@ -70,6 +72,58 @@ def test_overlap_output_is_bit_identical_to_serial(model: SkipSR, clip: Path, tm
     assert len(serial) == len(threaded) == 13
     for a, b in zip(serial + serial_mask, threaded + threaded_mask, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def codec_and_frames(path: Path) -> tuple[str, int]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return stream.codec_context.name, sum(1 for _ in container.decode(stream))
+
+
+@pytest.mark.parametrize(
+    ("output", "mask", "codecs"),
+    [
+        ("out.mp4", "mask.gif", ("h264", "gif")),  # a GIF cannot hold the output's x264
+        ("out.gif", "mask.mp4", ("gif", "h264")),  # nor an MP4 the output's GIF
+        ("out.mkv", "mask.webm", ("h264", "vp9")),
+    ],
+)
+def test_the_mask_video_is_encoded_as_its_own_container_wants(
+    model: SkipSR, clip: Path, tmp_path: Path, output: str, mask: str, codecs: tuple[str, str]
+):
+    options = UpscaleOptions(
+        model="debug", random_weights=True, chunk_frames=4, crf=30, mask_out=tmp_path / mask
+    )
+    run(model, job_of(clip, tmp_path / output, options))
+    assert (codec_and_frames(tmp_path / output), codec_and_frames(tmp_path / mask)) == (
+        (codecs[0], 13),
+        (codecs[1], 13),
+    )
+
+
+def test_the_outputs_encoder_choices_follow_the_mask_where_they_mean_the_same():
+    """On the output's own encoder the mask takes its settings; on another, that encoder's
+    defaults (a CRF is the output encoder's scale: 60 is no x264 CRF), but the preset's speed."""
+    same = UpscaleOptions(codec="libx265", crf=30, pix_fmt="yuv444p")
+    main = job_of(Path("in.mp4"), Path("out.mkv"), same).encode
+    assert mask_encode_options(same, Path("mask.mp4"), main) == main
+    vp9 = mask_encode_options(same, Path("mask.webm"), main)
+    assert (vp9.codec, vp9.crf, vp9.pix_fmt) == ("libvpx-vp9", 18, None)
+    other = UpscaleOptions(crf=60, preset="fast")
+    main = job_of(Path("in.mp4"), Path("out.webm"), other).encode
+    x264 = mask_encode_options(other, Path("mask.mp4"), main)
+    assert (main.crf, x264.codec, x264.crf, x264.preset) == (60, "libx264", 18, "fast")
+
+
+def test_a_mask_container_that_cannot_hold_the_encoder_is_refused_before_the_model(
+    clip: Path, tmp_path: Path
+):
+    """A job built by hand says its mask's encoder (None: the output's); what the mask's container
+    cannot hold is a usage error from `prepare`, not a failed write after the model's work."""
+    job = UpscaleJob(clip, tmp_path / "out.mp4", mask_out=tmp_path / "mask.gif")
+    with pytest.raises(UsageError, match="--mask-out .*mask.gif: a gif file cannot hold libx264"):
+        prepare(job)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_prefetcher_reraises_the_producer_error_and_stops():

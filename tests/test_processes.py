@@ -180,6 +180,11 @@ def test_the_server_starts_early_for_a_long_video_on_several_workers_only(
     wants = processes._wants_workers
     assert wants(["upscale", str(long), "out.mp4"])
     assert wants(["upscale", "--model", "base", str(long), str(tmp_path / "o.mkv")])
+    # options and their values anywhere, flags (also grouped) among the arguments
+    assert wants(["upscale", str(long), "--scale", "2", "-qy", "--crf=20", "out.mp4", "--json"])
+    assert wants(["upscale", "-s", "4", str(long), "--no-skip", "out.mp4"])
+    assert wants(["upscale", "--preset", "slow", "--", str(long), "out.mp4"])
+    assert not wants(["upscale", str(long), "out.mp4", "extra.mp4"])  # not a command that runs
     assert not wants(["upscale", str(short), "out.mkv"])  # one piece: one process
     assert not wants(["stitch", str(long)])
     for extra in (
@@ -207,6 +212,60 @@ def test_the_server_starts_early_for_a_long_video_on_several_workers_only(
     assert wants(["upscale", str(long), "out.mp4", "--workers", "2"])
     assert wants(["upscale", str(long), "out.mp4", "--devices", "cpu,cpu"])
     assert not wants(["upscale", str(tmp_path / "none.mp4"), "out.mp4", "--workers", "2"])
+
+
+def test_the_options_that_take_a_value_are_the_commands():
+    """The early start tells INPUT and OUTPUT from options' values without the command's parser."""
+    import typer.main
+
+    from skipsr_cli.commands.app import app
+
+    upscale = typer.main.get_command(app).commands["upscale"]
+    valued = {
+        name
+        for param in upscale.params
+        if param.param_type_name == "option" and not param.is_flag
+        for name in param.opts + param.secondary_opts
+    }
+    assert valued == processes.VALUED
+
+
+@served
+def test_a_server_that_died_is_not_started_again_without_its_settings(tmp_path, long):
+    """multiprocessing would start a fork server again at the next worker, but with neither the
+    safe path nor the tie to the main process; the workers are spawned instead."""
+    body = """
+    from multiprocessing import forkserver
+
+    if __name__ == "__main__":
+        server = forkserver._forkserver._forkserver_pid
+        before = processes.context().get_start_method()
+        os.kill(server, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while processes._server_runs() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ctx = processes.context()
+        worker = ctx.Process(target=time.sleep, args=(0,))
+        worker.start()
+        worker.join(timeout=60)
+        print(json.dumps({
+            "armed": armed,
+            "before": before,
+            "after": ctx.get_start_method(),
+            "exitcode": worker.exitcode,
+            "server": forkserver._forkserver._forkserver_pid == server,
+        }))
+    """
+    done = _run(_script(tmp_path, body), long, tmp_path)
+    assert done.returncode == 0, done.stderr
+    said = json.loads(done.stdout)
+    assert said == {
+        "armed": True,
+        "before": "forkserver",
+        "after": "spawn",
+        "exitcode": 0,
+        "server": True,
+    }
 
 
 @served

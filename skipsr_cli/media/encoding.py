@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
+from pathlib import Path
 
 import av
 
@@ -51,6 +52,8 @@ _VPX_CPU_USED = {
     "superfast": 7,
     "ultrafast": 8,
 }
+# x264's preset names, which x265 takes as they are and VP9 as cpu-used: a speed on any of them.
+X264_PRESETS = frozenset(_VPX_CPU_USED)
 
 
 # The top of each encoder's CRF scale (0 is best); FFmpeg would clamp or refuse a value beyond it.
@@ -90,6 +93,35 @@ def lossless_options(
     return EncodeOptions(codec, crf=None, preset=preset, pix_fmt=pix_fmt, lossless=True)
 
 
+def check_container(path: Path, codec: str, name: str = "output") -> None:
+    """Refuse a file name FFmpeg knows no container for, or whose container cannot hold `codec`
+    (x264 in a GIF): a usage error now, not a failed write after the model's work. `name` (e.g.
+    "--mask-out") says which output the message is about."""
+    try:
+        muxer = av.open(str(path), "w")  # the format guessed from the name; no file is opened
+    except AV_ERRORS as e:
+        named = f"the extension {path.suffix}" if path.suffix else "a name without an extension"
+        raise UsageError(
+            f"{name} {path}: FFmpeg writes no video container by {named}; "
+            "name it e.g. .mp4, .mkv, .webm or .gif"
+        ) from e
+    try:
+        muxer.add_stream(codec)
+    except AV_ERRORS as e:
+        raise UsageError(f"{name} {path}: a {muxer.format.name} file cannot hold {codec}") from e
+    finally:
+        muxer.close()
+
+
+def container_holds(path: Path, codec: str) -> bool:
+    """Whether FFmpeg writes a container by this file name, and it can hold `codec`."""
+    try:
+        check_container(path, codec)
+    except UsageError:
+        return False
+    return True
+
+
 def _encoder(name: str) -> av.Codec:
     try:
         codec = av.Codec(name, "w")
@@ -110,6 +142,14 @@ def default_pix_fmt(codec: str, bit_depth: int) -> str | None:
     if bit_depth <= 8:
         return "yuv420p"
     return "yuv420p12le" if codec == "libx265" and bit_depth >= 12 else "yuv420p10le"
+
+
+def at_depth(options: EncodeOptions, bit_depth: int) -> EncodeOptions:
+    """The options with the input's depth kept where no --pix-fmt is given (default_pix_fmt)."""
+    deep = default_pix_fmt(options.codec, bit_depth)
+    if options.pix_fmt is not None or deep is None:
+        return options
+    return replace(options, pix_fmt=deep)
 
 
 def resolve_pix_fmt(options: EncodeOptions) -> str:

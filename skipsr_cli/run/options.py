@@ -16,7 +16,13 @@ from models import PRESETS
 from models.skipsr import Settings, SkipSR
 from skipsr_cli import weights
 from skipsr_cli.errors import InputError, ModelError, UsageError
-from skipsr_cli.media.encoding import EncodeOptions, default_codec, lossless_options
+from skipsr_cli.media.encoding import (
+    X264_PRESETS,
+    EncodeOptions,
+    container_holds,
+    default_codec,
+    lossless_options,
+)
 from skipsr_cli.media.image_io import is_image_output
 from skipsr_cli.media.quantiser import mean_qp
 from skipsr_cli.run.chunking import CHUNK_FRAMES, OVERLAP
@@ -258,9 +264,37 @@ def encode_options_of(options: UpscaleOptions, output: Path) -> EncodeOptions:
     )
 
 
+def mask_encode_options(options: UpscaleOptions, mask: Path, main: EncodeOptions) -> EncodeOptions:
+    """The mask video's encoder: what an output at the mask's own path would get from the same
+    options (mask.gif beside out.mp4: GIF, which cannot hold the output's x264), less what cannot
+    apply there: a --codec its container cannot hold, --lossless into a GIF. On the output's own
+    encoder (`main`) it takes the output's settings; on another, --crf and --pix-fmt stay at their
+    defaults (they are scales of the output's encoder), and --preset, a speed, carries over."""
+    video = not is_image_output(mask)
+    held = video and options.codec is not None and container_holds(mask, options.codec)
+    defaults = UpscaleOptions()
+    own = encode_options_of(
+        replace(
+            options,
+            codec=options.codec if held else None,
+            lossless=options.lossless and video and can_be_lossless(mask),
+            crf=defaults.crf,
+            pix_fmt=None,
+            preset=options.preset if options.preset in (None, *X264_PRESETS) else defaults.preset,
+        ),
+        mask,
+    )
+    return main if own.codec == main.codec else own
+
+
+def can_be_lossless(output: Path) -> bool:
+    """A GIF cannot: 256 colours a frame."""
+    return output.suffix.lower() != ".gif"
+
+
 def check_lossless(output: Path) -> None:
     """--lossless into a container that can hold a lossless encoding (a GIF cannot: 256 colours)."""
-    if output.suffix.lower() == ".gif":
+    if not can_be_lossless(output):
         raise UsageError(
             f"--lossless: {output} is a GIF, which cannot be lossless (256 colours a frame); "
             "write .mkv, .mp4, .mov or .webm, or leave out --lossless"
@@ -271,6 +305,7 @@ def job_of(input: Path, output: Path, options: UpscaleOptions) -> UpscaleJob:
     """The job the pipeline runs: options checked and turned into config objects."""
     settings = settings_of(options)
     encode = encode_options_of(options, output)
+    mask = options.mask_out
     size = parse_size(options.size) if isinstance(options.size, str) else options.size
     return UpscaleJob(
         input,
@@ -289,6 +324,7 @@ def job_of(input: Path, output: Path, options: UpscaleOptions) -> UpscaleJob:
         frames=parse_frames(options.frames),
         strict=options.strict,
         denoise=_known(effective_denoise(options)),
+        mask_encode=None if mask is None else mask_encode_options(options, mask, encode),
     )
 
 

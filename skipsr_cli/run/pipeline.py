@@ -20,15 +20,10 @@ from torch import Tensor
 
 from models import SkipSR
 from models.skipsr import Result, Settings
-from skipsr_cli.errors import InputError, ModelError, OutputError, UsageError
+from skipsr_cli.errors import InputError, ModelError, UsageError
 from skipsr_cli.media.colour import ColourInfo, rgb_to_planes, ycbcr_to_rgb_tensor
-from skipsr_cli.media.encoding import EncodeOptions, default_pix_fmt, validate_encode_options
-from skipsr_cli.media.image_io import (
-    PNG_FORMATS,
-    ImageWriter,
-    frame_paths,
-    is_image_output,
-)
+from skipsr_cli.media.encoding import EncodeOptions, at_depth, check_container
+from skipsr_cli.media.image_io import ImageWriter, is_image_output
 from skipsr_cli.media.partials import publish_together
 from skipsr_cli.media.video_io import DecodeDamage, DecodedFrame, VideoInfo, probe, read_frames
 from skipsr_cli.media.video_writer import VideoWriter
@@ -46,7 +41,7 @@ from skipsr_cli.run.memory import MemoryLadder
 from skipsr_cli.run.overlap import BackgroundWriter, InlineWriter, Prefetcher
 from skipsr_cli.run.progress import Event, Placing, RunStats, Started, Summary
 from skipsr_cli.run.ranges import range_view
-from skipsr_cli.run.targets import check_frames_target, check_not_input, check_writable
+from skipsr_cli.run.targets import check_output
 
 Writer = VideoWriter | ImageWriter
 # Per writer: its colour, the planar pix_fmt it takes from the device (None: RGB frames), and
@@ -90,6 +85,12 @@ class UpscaleJob:
 
     strict: bool = False  # damaged input (frames lost or unreadable) fails instead of a warning
     denoise: float | None = None  # the blend the network was loaded with, for the summary
+    # the mask video's encoder, for its own container (options.mask_encode_options); None: `encode`
+    mask_encode: EncodeOptions | None = None
+
+    @property
+    def mask_options(self) -> EncodeOptions:
+        return self.encode if self.mask_encode is None else self.mask_encode
 
 
 def check_chunk_options(chunk_frames: int, overlap: int) -> None:
@@ -124,31 +125,25 @@ def prepare(job: UpscaleJob) -> Plan:
         info, notes = range_view(info, job.frames)
         job = replace(job, copy_audio=False, copy_subtitles=False)
     out_w, out_h = output_size(info, job.scale, job.size)
-    if job.encode.pix_fmt is None and not is_image_output(job.output):
-        # deeper inputs are written at their depth by default
-        deep = default_pix_fmt(job.encode.codec, info.bit_depth)
-        if deep is not None:
-            job = replace(job, encode=replace(job.encode, pix_fmt=deep))
+    job = replace(job, encode=at_input_depth(job.output, job.encode, info))
     check_chunk_options(job.chunk_frames, job.overlap)
-    if not is_image_output(job.output):
-        validate_encode_options(job.encode, out_w, out_h)
-    outputs = [p for p in (job.output, job.mask_out) if p is not None]
-    for path in outputs:
-        check_not_input(path, job.input, info.frame_count)
-        if is_image_output(path):
-            if job.encode.pix_fmt not in (None, *PNG_FORMATS):
-                raise UsageError(f"PNG frames are rgb24 or rgb48be, not {job.encode.pix_fmt}")
-            check_frames_target(path, info.frame_count, job.overwrite, info.frame_numbers)
-            check_writable(path, frame_paths(path, info.frame_count)[0])
-            continue
-        if path.exists() and not job.overwrite:
-            raise OutputError(f"output exists: {path} (pass --overwrite to replace it)")
-        if not path.parent.exists():
-            raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
-        check_writable(path, path.parent)
-    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
-        raise UsageError("--mask-out must differ from the output path")
+    if not is_image_output(job.output):  # out.xyz: refused now, not by the muxer after the model
+        check_container(job.output, job.encode.codec)
+    check_output(job.output, job.encode, job.input, info, job.overwrite, (out_w, out_h))
+    if job.mask_out is not None:
+        if job.mask_out.resolve() == job.output.resolve():
+            raise UsageError("--mask-out must differ from the output path")
+        job = replace(job, mask_encode=at_input_depth(job.mask_out, job.mask_options, info))
+        if not is_image_output(job.mask_out):  # a name of the user's: its container may be any
+            check_container(job.mask_out, job.mask_options.codec, "--mask-out")
+        check_output(job.mask_out, job.mask_options, job.input, info, job.overwrite, (out_w, out_h))
     return Plan(job, info, (out_w, out_h), tuple(notes))
+
+
+def at_input_depth(path: Path, options: EncodeOptions, info: VideoInfo) -> EncodeOptions:
+    """A video's encoder options with a deeper input's depth kept where no pix_fmt is chosen (PNG
+    frames pick theirs as they are written)."""
+    return options if is_image_output(path) else at_depth(options, info.bit_depth)
 
 
 def upscale(
@@ -268,7 +263,6 @@ def open_writers(
         height=h,
         rate=info.rate,
         time_base=info.time_base,
-        options=job.encode,
         overwrite=job.overwrite,
         colour=info.colour,  # the input's primaries, transfer, matrix and range, and its conversion
         sar=output_sar(info, w, h),  # the pixel shape that keeps the input's display aspect
@@ -281,10 +275,10 @@ def open_writers(
         audio_kbps=job.audio_kbps,
     )
 
-    def writer(path: Path, copy: bool) -> Writer:
+    def writer(path: Path, options: EncodeOptions, copy: bool) -> Writer:
         if not is_image_output(path):
-            return VideoWriter(path, **(streams if copy else {}), **common)
-        pix_fmt = job.encode.pix_fmt or ("rgb48be" if info.bit_depth > 8 else "rgb24")
+            return VideoWriter(path, options=options, **(streams if copy else {}), **common)
+        pix_fmt = options.pix_fmt or ("rgb48be" if info.bit_depth > 8 else "rgb24")
         audio = [f"audio stream {i + 1}" for i in range(info.audio_streams)] if copy else []
         return ImageWriter(
             path,
@@ -297,9 +291,9 @@ def open_writers(
             numbers=info.frame_numbers,
         )
 
-    writers = [stack.enter_context(writer(job.output, copy=True))]
-    if job.mask_out is not None:
-        writers.append(stack.enter_context(writer(job.mask_out, copy=False)))
+    writers = [stack.enter_context(writer(job.output, job.encode, copy=True))]
+    if job.mask_out is not None:  # in its own container's encoder (mask.gif beside out.mp4: GIF)
+        writers.append(stack.enter_context(writer(job.mask_out, job.mask_options, copy=False)))
     return writers
 
 

@@ -14,8 +14,43 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from skipsr_cli.errors import OutputError, UsageError
-from skipsr_cli.media.image_io import FOLDER_PATTERN, frame_paths, is_image_output, sequence_files
+from skipsr_cli.media.encoding import EncodeOptions, validate_encode_options
+from skipsr_cli.media.image_io import (
+    FOLDER_PATTERN,
+    PNG_FORMATS,
+    frame_paths,
+    is_image_output,
+    sequence_files,
+)
+from skipsr_cli.media.video_io import VideoInfo
 from skipsr_cli.media.video_writer import same_file
+
+
+def check_output(
+    path: Path,
+    options: EncodeOptions,
+    input: Path,
+    info: VideoInfo,
+    overwrite: bool,
+    size: tuple[int, int],
+) -> None:
+    """One output of a run (the video or PNG frames, or the mask's), before any model work: its
+    encoder settings at `size` (width, height), and a target that is not the input and that may
+    be written."""
+    if not is_image_output(path):
+        validate_encode_options(options, *size)
+    check_not_input(path, input, info.frame_count)
+    if is_image_output(path):
+        if options.pix_fmt not in (None, *PNG_FORMATS):
+            raise UsageError(f"PNG frames are rgb24 or rgb48be, not {options.pix_fmt}")
+        check_frames_target(path, info.frame_count, overwrite, info.frame_numbers)
+        check_writable(path, frame_paths(path, info.frame_count)[0])
+        return
+    if path.exists() and not overwrite:
+        raise OutputError(f"output exists: {path} (pass --overwrite to replace it)")
+    if not path.parent.exists():
+        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
+    check_writable(path, path.parent)
 
 
 def check_not_input(output: Path, input: Path, frames: int | None) -> None:
@@ -98,6 +133,20 @@ def check_folder_output(output: str | os.PathLike) -> None:
     raise OutputError(
         f"cannot write {text}: folder {Path(text)} does not exist (PNG frames go into an "
         "existing folder: make it first)"
+    )
+
+
+def check_output_name(output: Path) -> None:
+    """OUTPUT for one input names a video file (its extension picks the container), PNG frames
+    (a .png name or pattern) or an existing folder of PNG frames: a name without an extension is
+    none of these, a usage error before any work (the muxer refused it after the model's)."""
+    if output.suffix or is_image_output(output):
+        return
+    suffix = ".png" if "%" in output.name else ".mp4"  # a frame-number pattern names PNG frames
+    raise UsageError(
+        f"the output {output} has no extension: for one input it names a video file or PNG "
+        f"frames, e.g. {output.with_name(output.name.rstrip('.') + suffix)} (PNG frames also go "
+        "into a folder that exists)"
     )
 
 
