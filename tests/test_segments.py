@@ -15,6 +15,7 @@ from media import make_clip
 from skipsr_cli import api
 from skipsr_cli.errors import InputError, OutputError, UsageError
 from skipsr_cli.farm.segments import Segment, parse_segment, read_manifests
+from skipsr_cli.run import pipeline
 from skipsr_cli.run.progress import Advanced, Started, Summary
 
 RUN = dict(chunk_frames=8, overlap=2)
@@ -453,10 +454,23 @@ def test_a_file_cut_short_runs_in_one_piece_and_says_what_it_lost(tmp_path, ext)
     )
 
 
+def _group_stopped(group: int) -> bool:
+    """Whether every process of process group `group` is stopped (or gone), by /proc."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # state, ppid, pgrp, ...
+        except OSError:  # it ended meanwhile
+            continue
+        if int(fields[2]) == group and fields[0] not in "TtZX":
+            return False
+    return True
+
+
 def test_ctrl_c_stops_the_workers_and_leaves_no_partial_part(tmp_path):
     """Ctrl-C with several workers once a part is done: exit 130, no output, the parts finished
     so far kept for the rerun and said in the one line, and no worker's half-written part left
     beside them (the workers unwind on SIGTERM)."""
+    import os
     import signal
     import subprocess
     import sys
@@ -472,18 +486,38 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_partial_part(tmp_path):
         [sys.executable, "-c", code, *map(str, args), "--segments", "6", "-q"],
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # a process group of its own: the run and its workers, no more
     )
     folder = work_folder(out)
-    deadline = time.monotonic() + 120
-    names = set()
-    while not (
-        any("partial" in n for n in names) and any(n.endswith(".json") for n in names)
-    ):  # a part done, another being written
-        assert time.monotonic() < deadline and run.poll() is None
-        time.sleep(0.02)
+
+    def midway() -> bool:  # a part done, another being written
         names = {p.name for p in folder.glob("*")}
-    run.send_signal(signal.SIGINT)
-    _, err = run.communicate(timeout=120)
+        return any("partial" in n for n in names) and any(n.endswith(".json") for n in names)
+
+    # The run is frozen (SIGSTOP to its group) while it is looked at and Ctrl-C'd: the signal
+    # lands while that part is still being written, however long this process is held up between
+    # the look and the signal (on a loaded host the run could otherwise finish meanwhile).
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            assert time.monotonic() < deadline and run.poll() is None
+            time.sleep(0.02)
+            if not midway():
+                continue
+            os.killpg(run.pid, signal.SIGSTOP)
+            while not _group_stopped(run.pid):
+                assert time.monotonic() < deadline
+                time.sleep(0.001)
+            if midway():
+                break
+            os.killpg(run.pid, signal.SIGCONT)
+        run.send_signal(signal.SIGINT)  # pending until the run goes on
+        os.killpg(run.pid, signal.SIGCONT)
+        _, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:  # the test failed: leave no run behind, stopped or not
+            os.killpg(run.pid, signal.SIGKILL)
+            run.communicate()
     assert run.returncode == 130, err
     assert not out.exists()
     assert not [p.name for p in folder.glob("*") if "partial" in p.name]
@@ -601,4 +635,28 @@ def test_a_farm_task_stopped_before_its_part_takes_back_the_folder_it_made(clip,
     assert sorted(p.name for p in folder.iterdir()) == [
         "part-00002-of-00002.json",
         "part-00002-of-00002.mkv",
+    ]
+
+
+def test_a_task_writes_its_part_where_another_took_the_folder_back_as_it_began(
+    clip, debug, tmp_path, monkeypatch
+):
+    """Task B found OUT.parts/ that task A made; A, stopped before its own part, took it back
+    (empty) in the moment before B's writer put its partial file in it: B makes it again and
+    renders its part (its writer found no folder: exit 5)."""
+    folder = tmp_path / "out.mkv.parts"
+    render, taken = pipeline.upscale, []
+
+    def racing(*args, **kwargs):
+        if not taken:
+            taken.append(folder)
+            folder.rmdir()  # task A's remove_empty
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "upscale", racing)
+    api.upscale(clip, tmp_path / "out.mkv", model=debug, segment="1/2", **RUN)
+    assert taken == [folder]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "part-00001-of-00002.json",
+        "part-00001-of-00002.mkv",
     ]

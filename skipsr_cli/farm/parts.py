@@ -13,7 +13,7 @@ import torch
 
 from models import SkipSR
 from skipsr_cli.batch.records import exclusive_hold, make_folders, remove_empty
-from skipsr_cli.errors import InputError, UsageError
+from skipsr_cli.errors import InputError, OutputError, UsageError
 from skipsr_cli.farm.segments import (
     MANIFEST_SUFFIX,
     PART_SUFFIX,
@@ -104,9 +104,9 @@ def render_segment(
             progress(summary)
             return summary
         manifest.unlink(missing_ok=True)  # until the new part is complete, this part is not done
-        # made again where another task took it back meanwhile, stopped before its own part
-        made += make_folders(folder)
-        summary = pipeline.upscale(net, plan, device, dtype, progress)
+        summary = _rendered(
+            folder, made, lambda: pipeline.upscale(net, plan, device, dtype, progress)
+        )
         record = {
             "index": segment.index,
             "count": segment.count,
@@ -125,6 +125,21 @@ def render_segment(
         }
         write_json_atomically(manifest, record)
         return summary
+
+
+def _rendered(folder: Path, made: list[Path], render: Callable[[], Summary]) -> Summary:
+    """`render()` into `folder`, made again where another task took it back meanwhile, stopped
+    before its own part (`_made`): also in the moment before this one's partial file is in it,
+    when its writer finds no folder (nothing is written yet then: it starts again)."""
+    attempts = 0
+    while True:
+        made += make_folders(folder)
+        try:
+            return render()
+        except OutputError:
+            attempts += 1
+            if folder.is_dir() or attempts == 3:
+                raise
 
 
 @contextlib.contextmanager
