@@ -481,3 +481,43 @@ def test_a_parts_folder_that_cannot_be_made_is_an_output_error(tmp_path, capsys,
         assert done.value.code == 5, err
         assert err.startswith("skipsr: error: cannot write plain/parts") and err.count("\n") == 1
         assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "plain"]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_once_the_output_is_in_place_waits_for_the_tidying_and_ends_nothing(
+    tmp_path, small_segments, monkeypatch, stop
+):
+    """Ctrl-C or SIGTERM as the run empties its work folder after the stitch put OUTPUT in place:
+    it cut the emptying off halfway and the command said that no output was left behind. Now the
+    folder is emptied and removed and the run ends done; a stop before the output is in place
+    still stops it."""
+    clip = make_clip(tmp_path / "in.mp4", frames=23, audio=False)
+    run = dict(model="debug", random_weights=True, device="cpu", chunk_frames=8, overlap=2)
+    out = tmp_path / "out.mkv"
+    empty = farm_parts._empty
+
+    def stopped_while_emptying(folder: Path) -> None:
+        os.kill(os.getpid(), stop)
+        time.sleep(0.05)  # the handler has run by now
+        empty(folder)
+
+    def terminated(*_) -> None:  # as the command line's handler turns SIGTERM into an exception
+        raise SystemExit(143)
+
+    monkeypatch.setattr(farm_parts, "_empty", stopped_while_emptying)
+    terminate = signal.signal(signal.SIGTERM, terminated)
+    try:
+        assert api.upscale(clip, out, **run).frames == 23
+        assert out.is_file() and not work_folder(out).exists()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handed back
+
+        def stopped_while_joining(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+
+        monkeypatch.setattr(farm_parts, "join_videos", stopped_while_joining)
+        with pytest.raises(KeyboardInterrupt):
+            api.upscale(clip, tmp_path / "late.mkv", **run)
+        assert not (tmp_path / "late.mkv").exists()
+    finally:
+        signal.signal(signal.SIGTERM, terminate)

@@ -6,6 +6,7 @@ import contextlib
 import json
 import shutil
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from skipsr_cli.farm.segments import (
 )
 from skipsr_cli.media.encoding import EncodeOptions
 from skipsr_cli.media.joiner import join_videos, source_timestamps
+from skipsr_cli.media.partials import stops_held
 from skipsr_cli.media.video_io import DecodeDamage, probe
 from skipsr_cli.media.video_writer import same_file
 from skipsr_cli.run import pipeline
@@ -39,6 +41,8 @@ from skipsr_cli.run.ranges import VIDEO_ONLY
 
 # in a parts folder while the one run that renders all its parts holds it, and only then
 LOCK_NAME = ".skipsr-lock"
+# the run in parts (`parts_of_run`) whose tidying a stop waits for once its output is in place
+_FINISHING: ContextVar[contextlib.ExitStack | None] = ContextVar("finishing", default=None)
 
 # What shapes a part's frames and its encoding: parts that differ in any of these cannot join.
 SHAPING = (
@@ -287,11 +291,13 @@ def stitch(
     audio_kbps: int | None = None,
     count: int | None = None,
     hashes: bool = True,
+    placing: Callable[[], object] | None = None,
 ) -> tuple[int, list[str]]:
     """Join every part of OUTPUT into it; returns (frames, warnings). Refuses a missing part, a
     part of another input or other options, or one whose frame count or content is off, naming
     it. `count`: the split (N) to join where the folder may hold another's parts (a run's own
-    split); `hashes=False` leaves out the parts' hashes (a run that has just checked them)."""
+    split); `hashes=False` leaves out the parts' hashes (a run that has just checked them);
+    `placing` is called just before OUTPUT goes into place."""
     folder = parts_folder(output, parts)
     manifests = read_manifests(folder, output, count, hashes)
     first = manifests[0]
@@ -316,6 +322,7 @@ def stitch(
         copy_subtitles=copy_subtitles,
         audio_kbps=audio_kbps,
         expected=first["total_frames"],
+        placing=placing,
     )
     return frames, warnings
 
@@ -325,7 +332,9 @@ def stitch_run(
 ) -> tuple[int, list[str]]:
     """`stitch` with a run's own options and split: its parts folder, overwrite and streams. The
     run has hashed every part already, the ones it kept when it found them and the ones it
-    rendered when it wrote them, so the stitch checks their sizes but reads them only to join."""
+    rendered when it wrote them, so the stitch checks their sizes but reads them only to join.
+    Within `parts_of_run`, stops are held from the moment OUTPUT goes into place."""
+    finishing = _FINISHING.get()
     return stitch(
         output,
         opts.parts,
@@ -336,17 +345,32 @@ def stitch_run(
         audio_kbps=opts.audio_bitrate,
         count=count,
         hashes=False,
+        placing=None if finishing is None else lambda: finishing.enter_context(stops_held()),
     )
 
 
 @contextlib.contextmanager
 def parts_of_run(output: Path, opts: UpscaleOptions, count: int) -> Iterator[UpscaleOptions]:
     """`opts` with the parts folder of a run that renders its own `count` parts and stitches them
-    (a long input, local workers, Ray): `--parts DIR` as named, kept and never swept (it may hold a
-    farm's parts), but removed where this run made it and stops before putting a part in it; else
-    the hidden work folder beside the output, swept of the parts of another split first, and
-    removed once the block ends without an error, or with one before any part of this split was
-    finished (`_swept`). A run that stops before its stitch says what it kept (`_said_kept`).
+    (`stitch_run`), the folder as `_folder_of_run` keeps it. A Ctrl-C or SIGTERM that comes once
+    the stitch puts OUTPUT in place waits until the folder is tidied, and then ends nothing: the
+    run is done (cut off halfway, it left parts and said that no output was left behind)."""
+    with contextlib.ExitStack() as finishing:  # left last, after the folder's tidying
+        token = _FINISHING.set(finishing)
+        try:
+            with _folder_of_run(output, opts, count) as opts:
+                yield opts
+        finally:
+            _FINISHING.reset(token)
+
+
+@contextlib.contextmanager
+def _folder_of_run(output: Path, opts: UpscaleOptions, count: int) -> Iterator[UpscaleOptions]:
+    """The parts folder of a run in parts (a long input, local workers, Ray): `--parts DIR` as
+    named, kept and never swept (it may hold a farm's parts), but removed where this run made it
+    and stops before putting a part in it; else the hidden work folder beside the output, swept
+    of the parts of another split first, and removed once the block ends without an error, or
+    with one before any part of this split was finished (`_swept`). A run that stops before its stitch says what it kept (`_said_kept`).
     The hold on the folder, and its lock file, go with the block (`_held`)."""
     if opts.parts is not None:
         made = make_folders(opts.parts)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -47,13 +47,16 @@ def join_videos(
     copy_subtitles: bool = True,
     audio_kbps: int | None = None,
     expected: int | None = None,
+    placing: Callable[[], object] | None = None,
 ) -> tuple[int, list[str]]:
     """Join (piece, first frame) pairs in order into `output`; returns (frames, warnings).
-    With `expected`, a join of another frame count is refused and nothing is published."""
+    With `expected`, a join of another frame count is refused and nothing is published.
+    `placing` is called just before the joined file is renamed into place."""
     check_target(output, source, overwrite)
     stamps, time_base = source_timestamps(source)
-    temp = partial_path(output)
-    try:
+    temp: Path | None = None
+    try:  # the partial file made inside: a stop right after it is made still removes it
+        temp = partial_path(output)
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(av.open(str(temp), "w"))
             first = stack.enter_context(open_input(pieces[0][0]))
@@ -83,14 +86,21 @@ def join_videos(
             raise OutputError(f"the pieces hold {frames} frames, the source {expected}")
         if output.exists() and not overwrite:
             raise OutputError(f"output exists: {output} (pass --overwrite to replace it)")
+        if placing is not None:
+            placing()
         os.replace(temp, output)
     except AV_ERRORS as e:
-        temp.unlink(missing_ok=True)
+        _remove(temp)
         raise OutputError(f"cannot write {output}: {e}") from e
     except BaseException:
-        temp.unlink(missing_ok=True)
+        _remove(temp)
         raise
     return frames, warnings
+
+
+def _remove(temp: Path | None) -> None:
+    if temp is not None:
+        temp.unlink(missing_ok=True)
 
 
 def _ranks(path: Path) -> list[int]:

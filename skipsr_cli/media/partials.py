@@ -5,6 +5,7 @@ later run to the same output can tell what a dead run left (after SIGKILL or a p
 clean-up could run) from what a live run is still writing, and remove only the former. A partial
 of another host (a shared disk), of a process that is alive, or of unknown origin is left alone.
 The outputs of one run (a video and its mask video) are put in place together (`publish_together`).
+A stop that comes once an output is in place, while its run tidies up, waits (`stops_held`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -36,6 +39,26 @@ class Publishable(Protocol):
     def unpublish(self) -> None: ...
     def commit(self) -> None: ...
     def identity(self) -> Identity: ...
+
+
+@contextlib.contextmanager
+def stops_held() -> Iterator[list[int]]:
+    """Ctrl-C and SIGTERM recorded, not raised, while the block runs: entered as a finished output
+    goes into place, so that the run's tidying after it (its work folder emptied, its lock let go)
+    is not cut off halfway, which would leave files and say that no output was left behind. The
+    signals that came are listed; the caller decides (a run whose output is in place is done). In
+    the main thread only, where Python runs signal handlers; elsewhere none is raised anyway."""
+    came: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield came
+        return
+    stops = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.signal(sig, lambda number, _: came.append(number)) for sig in stops}
+    try:
+        yield came
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def publish_together(
