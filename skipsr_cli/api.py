@@ -58,6 +58,8 @@ from skipsr_cli.run.progress import Event, Summary
 from skipsr_cli.run.targets import check_folder_output, check_mask_name, check_output_name
 
 OPTION_NAMES = frozenset(f.name for f in fields(UpscaleOptions))
+# the options that name files or folders (mask_out, weights, denoise_weights, parts): Path | None
+PATH_OPTIONS = frozenset(f.name for f in fields(UpscaleOptions) if "Path" in str(f.type))
 
 
 def load_model(
@@ -137,7 +139,7 @@ def upscale(
     check_folder_output(spelt)  # "frames/": a folder, not a file without an extension
     if opts.segment is not None:
         check_stitchable(output, f"--segment renders a part of {output} for skipsr stitch")
-    check_output_name(output)
+    check_output_name(output, input)
     check_mask_name(opts.mask_out, output)
     if isinstance(model, SkipSR):
         opts = for_loaded_model(opts)
@@ -335,7 +337,11 @@ def _options(
         raise TypeError(f"upscale() got unknown option(s): {', '.join(unknown)}")
     if isinstance(model, str | Path):
         option_fields = {**option_fields, **_model_fields(model)}
-    return replace(options or UpscaleOptions(), **option_fields)
+    opts = replace(options or UpscaleOptions(), **option_fields)
+    paths = {
+        name: Path(value) for name in PATH_OPTIONS if (value := getattr(opts, name)) is not None
+    }
+    return replace(opts, **paths)  # a str given for a path ("m.gif") works as the command's does
 
 
 def _model_fields(model: str | Path) -> dict[str, object]:

@@ -117,3 +117,30 @@ def test_importing_the_package_is_cheap():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "upscale" in done.stdout and "load_model" in done.stdout
+
+
+def test_paths_given_as_text_work_as_paths(model: SkipSR, clip: Path, tmp_path: Path):
+    """Options naming files or folders (mask_out, weights, denoise_weights, parts) may be given
+    as text, as the command's are: mask_out="m.gif" crashed ('str' has no attribute 'suffix')."""
+    from skipsr_cli.api import PATH_OPTIONS, _options
+
+    out, mask = tmp_path / "out.mp4", tmp_path / "m.gif"
+    skipsr_cli.upscale(clip, out, model=model, mask_out=str(mask), chunk_frames=4, overlap=1)
+    assert len(frames_of(out)) == len(frames_of(mask)) == FRAMES
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_clip(folder / "a.mp4", width=32, height=24, frames=2, audio=False)
+    masks = tmp_path / "masks"
+    done = skipsr_cli.upscale_batch(folder, tmp_path / "up", model=model, mask_out=str(masks))
+    assert [f.status for f in done.files] == ["done"], done.files
+    assert (masks / "a.mp4").is_file() and (tmp_path / "up" / "a.mp4").is_file()
+    assert {"mask_out", "weights", "denoise_weights", "parts"} == PATH_OPTIONS
+    given = skipsr_cli.UpscaleOptions(parts="parts", mask_out="m.mp4")  # type: ignore[arg-type]
+    opts = _options(given, "w.safetensors", {"denoise_weights": "d.safetensors"})
+    assert {name: getattr(opts, name) for name in PATH_OPTIONS} == {
+        "mask_out": Path("m.mp4"),
+        "weights": Path("w.safetensors"),
+        "denoise_weights": Path("d.safetensors"),
+        "parts": Path("parts"),
+    }
+    assert all(type(getattr(opts, name)) is not str for name in PATH_OPTIONS)

@@ -103,12 +103,13 @@ def test_the_mask_video_is_encoded_as_its_own_container_wants(
 
 def test_the_outputs_encoder_choices_follow_the_mask_where_they_mean_the_same():
     """On the output's own encoder the mask takes its settings; on another, that encoder's
-    defaults (a CRF is the output encoder's scale: 60 is no x264 CRF), but the preset's speed."""
+    default CRF (a CRF is the output encoder's scale: 60 is no x264 CRF), but the preset's speed
+    and the --pix-fmt that encoder takes."""
     same = UpscaleOptions(codec="libx265", crf=30, pix_fmt="yuv444p")
     main = job_of(Path("in.mp4"), Path("out.mkv"), same).encode
     assert mask_encode_options(same, Path("mask.mp4"), main) == main
     vp9 = mask_encode_options(same, Path("mask.webm"), main)
-    assert (vp9.codec, vp9.crf, vp9.pix_fmt) == ("libvpx-vp9", 18, None)
+    assert (vp9.codec, vp9.crf, vp9.pix_fmt) == ("libvpx-vp9", 18, "yuv444p")
     other = UpscaleOptions(crf=60, preset="fast")
     main = job_of(Path("in.mp4"), Path("out.webm"), other).encode
     x264 = mask_encode_options(other, Path("mask.mp4"), main)
@@ -121,7 +122,9 @@ def test_a_mask_container_that_cannot_hold_the_encoder_is_refused_before_the_mod
     """A job built by hand says its mask's encoder (None: the output's); what the mask's container
     cannot hold is a usage error from `prepare`, not a failed write after the model's work."""
     job = UpscaleJob(clip, tmp_path / "out.mp4", mask_out=tmp_path / "mask.gif")
-    with pytest.raises(UsageError, match="--mask-out .*mask.gif: a gif file cannot hold libx264"):
+    with pytest.raises(
+        UsageError, match="--mask-out .*mask.gif: the gif container cannot hold libx264"
+    ):
         prepare(job)
     assert list(tmp_path.iterdir()) == []
 

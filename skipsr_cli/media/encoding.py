@@ -93,10 +93,18 @@ def lossless_options(
     return EncodeOptions(codec, crf=None, preset=preset, pix_fmt=pix_fmt, lossless=True)
 
 
+# Muxers of uncompressed frames only (.y4m: yuv4mpegpipe, .yuv: rawvideo), by the video codec
+# they default to: they let an encoded stream be added, then refuse it when the header is written
+# (or write its bytes under a name that says raw frames), after the model's work.
+_RAW_ONLY = frozenset({"rawvideo", "wrapped_avframe"})
+# Muxers of still images (image2 for .jpg, .bmp, .tif; webp; avif): skipsr writes its images as PNG.
+_IMAGE_MUXERS = frozenset({"image2", "image2pipe", "webp", "apng", "avif"})
+
+
 def check_container(path: Path, codec: str, name: str = "output") -> None:
     """Refuse a file name FFmpeg knows no container for, or whose container cannot hold `codec`
-    (x264 in a GIF): a usage error now, not a failed write after the model's work. `name` (e.g.
-    "--mask-out") says which output the message is about."""
+    (x264 in a GIF, anything encoded in a .y4m): a usage error now, not a failed write after the
+    model's work. `name` (e.g. "--mask-out") says which output the message is about."""
     try:
         muxer = av.open(str(path), "w")  # the format guessed from the name; no file is opened
     except AV_ERRORS as e:
@@ -106,11 +114,30 @@ def check_container(path: Path, codec: str, name: str = "output") -> None:
             "name it e.g. .mp4, .mkv, .webm or .gif"
         ) from e
     try:
-        muxer.add_stream(codec)
-    except AV_ERRORS as e:
-        raise UsageError(f"{name} {path}: a {muxer.format.name} file cannot hold {codec}") from e
+        _check_muxer(muxer, path, codec, name)
     finally:
         muxer.close()
+
+
+def _check_muxer(muxer: av.container.OutputContainer, path: Path, codec: str, name: str) -> None:
+    kind = muxer.format.name
+    if muxer.default_video_codec in _RAW_ONLY and codec not in _RAW_ONLY:
+        raise UsageError(
+            f"{name} {path}: {path.suffix} ({kind}) holds uncompressed video only, which skipsr "
+            "does not write; name it e.g. .mkv (with --lossless, every value is kept)"
+        )
+    try:
+        muxer.add_stream(codec)
+    except AV_ERRORS as e:
+        if kind in _IMAGE_MUXERS:
+            raise UsageError(
+                f"{name} {path}: skipsr writes images as PNG, not {path.suffix}; "
+                f"name it e.g. {path.with_suffix('.png')}"
+            ) from e
+        raise UsageError(
+            f"{name} {path}: the {kind} container cannot hold {codec}; choose another "
+            "extension (.mp4, .mkv, .webm, .gif) or --codec"
+        ) from e
 
 
 def container_holds(path: Path, codec: str) -> bool:
@@ -150,6 +177,38 @@ def at_depth(options: EncodeOptions, bit_depth: int) -> EncodeOptions:
     if options.pix_fmt is not None or deep is None:
         return options
     return replace(options, pix_fmt=deep)
+
+
+def takes_pix_fmt(codec: str, pix_fmt: str) -> bool:
+    """Whether the encoder `codec` takes frames in `pix_fmt` (one that lists none takes any)."""
+    formats = _encoder(codec).video_formats
+    return not formats or pix_fmt in {f.name for f in formats}
+
+
+def full_chroma_at(options: EncodeOptions, width: int, height: int) -> EncodeOptions:
+    """At an odd width or height, the encoder's 4:4:4 format of the same depth in place of one
+    that halves the chroma (yuv420p: yuv444p, yuv420p10le: yuv444p10le), which cannot hold the
+    odd row or column; the options as they are where there is no such need or no such format."""
+    pix_fmt = resolve_pix_fmt(options)
+    try:
+        fmt = av.VideoFormat(pix_fmt)
+    except AV_ERRORS:
+        return options  # validate_encode_options names it
+    if not (width % 2 and fmt.chroma_width(2) < 2 or height % 2 and fmt.chroma_height(2) < 2):
+        return options
+    bits = fmt.components[0].bits
+    for full in _encoder(options.codec).video_formats or []:
+        parts = full.components
+        if (
+            len(parts) == 3  # Y, Cb, Cr: no alpha, not grey, no palette
+            and not full.is_rgb
+            and not full.has_palette
+            and parts[0].bits == bits
+            and full.chroma_width(2) == 2
+            and full.chroma_height(2) == 2
+        ):
+            return replace(options, pix_fmt=full.name)
+    return options
 
 
 def resolve_pix_fmt(options: EncodeOptions) -> str:

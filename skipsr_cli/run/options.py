@@ -22,8 +22,9 @@ from skipsr_cli.media.encoding import (
     container_holds,
     default_codec,
     lossless_options,
+    takes_pix_fmt,
 )
-from skipsr_cli.media.image_io import is_image_output
+from skipsr_cli.media.image_io import PNG_FORMATS, is_image_output
 from skipsr_cli.media.quantiser import mean_qp
 from skipsr_cli.run.chunking import CHUNK_FRAMES, OVERLAP
 from skipsr_cli.run.pipeline import UpscaleJob
@@ -267,24 +268,32 @@ def encode_options_of(options: UpscaleOptions, output: Path) -> EncodeOptions:
 def mask_encode_options(options: UpscaleOptions, mask: Path, main: EncodeOptions) -> EncodeOptions:
     """The mask video's encoder: what an output at the mask's own path would get from the same
     options (mask.gif beside out.mp4: GIF, which cannot hold the output's x264), less what cannot
-    apply there: a --codec its container cannot hold, --lossless into a GIF. On the output's own
-    encoder (`main`) it takes the output's settings; on another, --crf and --pix-fmt stay at their
-    defaults (they are scales of the output's encoder), and --preset, a speed, carries over."""
+    apply there: a --codec its container cannot hold, --lossless into a GIF, a --pix-fmt its
+    encoder does not take. On the output's own encoder (`main`) it takes the output's settings;
+    on another, --crf stays at its default (a CRF is a scale of the output's encoder), and
+    --preset, a speed, carries over. (An odd size's 4:4:4 is chosen in `prepare`, which knows it.)"""
     video = not is_image_output(mask)
     held = video and options.codec is not None and container_holds(mask, options.codec)
     defaults = UpscaleOptions()
-    own = encode_options_of(
-        replace(
-            options,
-            codec=options.codec if held else None,
-            lossless=options.lossless and video and can_be_lossless(mask),
-            crf=defaults.crf,
-            pix_fmt=None,
-            preset=options.preset if options.preset in (None, *X264_PRESETS) else defaults.preset,
-        ),
-        mask,
+    mine = replace(
+        options,
+        codec=options.codec if held else None,
+        lossless=options.lossless and video and can_be_lossless(mask),
+        crf=defaults.crf,
+        pix_fmt=None,
+        preset=options.preset if options.preset in (None, *X264_PRESETS) else defaults.preset,
     )
-    return main if own.codec == main.codec else own
+    own = encode_options_of(mine, mask)
+    if own.codec == main.codec:
+        return main
+    if options.pix_fmt is not None and _takes(own.codec, options.pix_fmt, video):
+        own = encode_options_of(replace(mine, pix_fmt=options.pix_fmt), mask)
+    return own
+
+
+def _takes(codec: str, pix_fmt: str, video: bool) -> bool:
+    """Whether the mask's encoder takes the --pix-fmt given (PNG frames: only the PNG formats)."""
+    return takes_pix_fmt(codec, pix_fmt) if video else pix_fmt in PNG_FORMATS
 
 
 def can_be_lossless(output: Path) -> bool:

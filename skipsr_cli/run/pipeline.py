@@ -22,7 +22,7 @@ from models import SkipSR
 from models.skipsr import Result, Settings
 from skipsr_cli.errors import InputError, ModelError, UsageError
 from skipsr_cli.media.colour import ColourInfo, rgb_to_planes, ycbcr_to_rgb_tensor
-from skipsr_cli.media.encoding import EncodeOptions, at_depth, check_container
+from skipsr_cli.media.encoding import EncodeOptions, check_container
 from skipsr_cli.media.image_io import ImageWriter, is_image_output
 from skipsr_cli.media.partials import publish_together
 from skipsr_cli.media.video_io import DecodeDamage, DecodedFrame, VideoInfo, probe, read_frames
@@ -41,7 +41,7 @@ from skipsr_cli.run.memory import MemoryLadder
 from skipsr_cli.run.overlap import BackgroundWriter, InlineWriter, Prefetcher
 from skipsr_cli.run.progress import Event, Placing, RunStats, Started, Summary
 from skipsr_cli.run.ranges import range_view
-from skipsr_cli.run.targets import check_output
+from skipsr_cli.run.targets import at_input_depth, check_mask, check_output
 
 Writer = VideoWriter | ImageWriter
 # Per writer: its colour, the planar pix_fmt it takes from the device (None: RGB frames), and
@@ -124,26 +124,18 @@ def prepare(job: UpscaleJob) -> Plan:
     if job.frames is not None:
         info, notes = range_view(info, job.frames)
         job = replace(job, copy_audio=False, copy_subtitles=False)
-    out_w, out_h = output_size(info, job.scale, job.size)
+    size = output_size(info, job.scale, job.size)  # (width, height)
     job = replace(job, encode=at_input_depth(job.output, job.encode, info))
     check_chunk_options(job.chunk_frames, job.overlap)
     if not is_image_output(job.output):  # out.xyz: refused now, not by the muxer after the model
         check_container(job.output, job.encode.codec)
-    check_output(job.output, job.encode, job.input, info, job.overwrite, (out_w, out_h))
+    check_output(job.output, job.encode, job.input, info, job.overwrite, size)
     if job.mask_out is not None:
         if job.mask_out.resolve() == job.output.resolve():
             raise UsageError("--mask-out must differ from the output path")
-        job = replace(job, mask_encode=at_input_depth(job.mask_out, job.mask_options, info))
-        if not is_image_output(job.mask_out):  # a name of the user's: its container may be any
-            check_container(job.mask_out, job.mask_options.codec, "--mask-out")
-        check_output(job.mask_out, job.mask_options, job.input, info, job.overwrite, (out_w, out_h))
-    return Plan(job, info, (out_w, out_h), tuple(notes))
-
-
-def at_input_depth(path: Path, options: EncodeOptions, info: VideoInfo) -> EncodeOptions:
-    """A video's encoder options with a deeper input's depth kept where no pix_fmt is chosen (PNG
-    frames pick theirs as they are written)."""
-    return options if is_image_output(path) else at_depth(options, info.bit_depth)
+        mask = check_mask(job.mask_out, job.mask_options, job.input, info, job.overwrite, size)
+        job = replace(job, mask_encode=mask)
+    return Plan(job, info, size, tuple(notes))
 
 
 def upscale(

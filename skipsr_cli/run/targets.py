@@ -14,9 +14,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from skipsr_cli.errors import OutputError, UsageError
-from skipsr_cli.media.encoding import EncodeOptions, validate_encode_options
+from skipsr_cli.media.encoding import (
+    EncodeOptions,
+    at_depth,
+    check_container,
+    full_chroma_at,
+    validate_encode_options,
+)
 from skipsr_cli.media.image_io import (
     FOLDER_PATTERN,
+    IMAGE_SUFFIXES,
     PNG_FORMATS,
     frame_paths,
     is_image_output,
@@ -33,16 +40,18 @@ def check_output(
     info: VideoInfo,
     overwrite: bool,
     size: tuple[int, int],
+    name: str | None = None,
 ) -> None:
     """One output of a run (the video or PNG frames, or the mask's), before any model work: its
     encoder settings at `size` (width, height), and a target that is not the input and that may
-    be written."""
-    if not is_image_output(path):
-        validate_encode_options(options, *size)
+    be written. `name` ("--mask-out") begins what is said of the settings, where the output meant
+    is not OUTPUT."""
+    try:
+        check_settings(path, options, size)
+    except UsageError as e:
+        raise UsageError(str(e) if name is None else f"{name} {path}: {e}") from e
     check_not_input(path, input, info.frame_count)
     if is_image_output(path):
-        if options.pix_fmt not in (None, *PNG_FORMATS):
-            raise UsageError(f"PNG frames are rgb24 or rgb48be, not {options.pix_fmt}")
         check_frames_target(path, info.frame_count, overwrite, info.frame_numbers)
         check_writable(path, frame_paths(path, info.frame_count)[0])
         return
@@ -51,6 +60,39 @@ def check_output(
     if not path.parent.exists():
         raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
     check_writable(path, path.parent)
+
+
+def check_settings(path: Path, options: EncodeOptions, size: tuple[int, int]) -> None:
+    """The encoder settings of an output at `size`: a video's, or PNG frames' format."""
+    if not is_image_output(path):
+        validate_encode_options(options, *size)
+    elif options.pix_fmt not in (None, *PNG_FORMATS):
+        raise UsageError(f"PNG frames are rgb24 or rgb48be, not {options.pix_fmt}")
+
+
+def check_mask(
+    mask: Path,
+    options: EncodeOptions,
+    input: Path,
+    info: VideoInfo,
+    overwrite: bool,
+    size: tuple[int, int],
+) -> EncodeOptions:
+    """The mask's encoder options for this run, checked as an output's are: at the input's depth,
+    and at an odd size in 4:4:4 where its encoder's format would halve the chroma (its format is
+    the user's only where the output, of the same size, takes it too)."""
+    options = at_input_depth(mask, options, info)
+    if not is_image_output(mask):  # a name of the user's: its container may be any
+        options = full_chroma_at(options, *size)
+        check_container(mask, options.codec, "--mask-out")
+    check_output(mask, options, input, info, overwrite, size, "--mask-out")
+    return options
+
+
+def at_input_depth(path: Path, options: EncodeOptions, info: VideoInfo) -> EncodeOptions:
+    """A video's encoder options with a deeper input's depth kept where no pix_fmt is chosen (PNG
+    frames pick theirs as they are written)."""
+    return options if is_image_output(path) else at_depth(options, info.bit_depth)
 
 
 def check_not_input(output: Path, input: Path, frames: int | None) -> None:
@@ -136,13 +178,15 @@ def check_folder_output(output: str | os.PathLike) -> None:
     )
 
 
-def check_output_name(output: Path) -> None:
+def check_output_name(output: Path, input: Path | None = None) -> None:
     """OUTPUT for one input names a video file (its extension picks the container), PNG frames
     (a .png name or pattern) or an existing folder of PNG frames: a name without an extension is
-    none of these, a usage error before any work (the muxer refused it after the model's)."""
+    none of these, a usage error before any work (the muxer refused it after the model's). The
+    name suggested is a PNG's for a pattern or an image `input` (photo.jpg), else a video's."""
     if output.suffix or is_image_output(output):
         return
-    suffix = ".png" if "%" in output.name else ".mp4"  # a frame-number pattern names PNG frames
+    image = input is not None and input.suffix.lower() in IMAGE_SUFFIXES and input.is_file()
+    suffix = ".png" if "%" in output.name or image else ".mp4"
     raise UsageError(
         f"the output {output} has no extension: for one input it names a video file or PNG "
         f"frames, e.g. {output.with_name(output.name.rstrip('.') + suffix)} (PNG frames also go "
