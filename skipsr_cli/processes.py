@@ -219,11 +219,24 @@ def _arguments(argv: list[str]) -> list[str]:
     for i, arg in enumerate(argv):
         if arg == "--":  # all that follows is arguments
             return words + argv[i + 1 :]
-        if i > 0 and argv[i - 1] in VALUED:
+        if i > 0 and _takes_next(argv[i - 1]):
             continue  # that option's value
         if arg == "-" or not arg.startswith("-"):
             words.append(arg)
     return words
+
+
+def _takes_next(arg: str) -> bool:
+    """Whether the word after `arg` is its value: an option that takes one (`--scale`, `-s`), or
+    short flags grouped with one last (`-qs`; in `-qs4` the value is inside)."""
+    if arg in VALUED:
+        return True
+    if arg.startswith("--") or not arg.startswith("-"):
+        return False
+    for place, letter in enumerate(arg[1:], 1):
+        if f"-{letter}" in VALUED:
+            return place == len(arg) - 1
+    return False
 
 
 def _value(argv: list[str], name: str) -> str | None:

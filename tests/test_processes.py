@@ -183,6 +183,8 @@ def test_the_server_starts_early_for_a_long_video_on_several_workers_only(
     # options and their values anywhere, flags (also grouped) among the arguments
     assert wants(["upscale", str(long), "--scale", "2", "-qy", "--crf=20", "out.mp4", "--json"])
     assert wants(["upscale", "-s", "4", str(long), "--no-skip", "out.mp4"])
+    assert wants(["upscale", "-qs", "4", str(long), "out.mp4"])  # grouped, the valued one last
+    assert wants(["upscale", "-qs4", str(long), "-yq", "out.mp4"])  # the value inside
     assert wants(["upscale", "--preset", "slow", "--", str(long), "out.mp4"])
     assert not wants(["upscale", str(long), "out.mp4", "extra.mp4"])  # not a command that runs
     assert not wants(["upscale", str(short), "out.mkv"])  # one piece: one process
