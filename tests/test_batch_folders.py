@@ -106,3 +106,27 @@ def test_an_output_that_would_land_on_an_input_is_one_usage_error(tmp_path: Path
     (raw / "b.mp4").symlink_to(clip(videos / "b.mp4"))
     with pytest.raises(UsageError, match="b.mp4 would be written to .* which is the input b.mp4"):
         plan_batch(raw, videos)
+
+
+def test_an_output_that_would_land_inside_the_input_folder_is_one_usage_error(tmp_path: Path):
+    """OUT_DIR (or the mask folder) holding IN_DIR with --recursive: raw/raw/y.mp4 goes to
+    videos/raw/y.mp4, inside IN_DIR, where a rerun would read it as an input (and refuse the
+    batch that wrote it); refused before any work, though no input is there yet."""
+    videos = tmp_path / "videos"
+    raw = videos / "raw"
+    clip(raw / "a.mp4")
+    clip(raw / "raw" / "y.mp4")
+    r = invoke(raw, videos, "--recursive")
+    assert r.exit_code == ExitCode.USAGE, r.output
+    assert r.stderr == (
+        f"skipsr: error: raw/y.mp4 would be written to {raw / 'y.mp4'}, inside the input folder "
+        f"{raw}, where it would be read as an input: choose another output folder\n"
+    )
+    assert sorted(p.name for p in videos.iterdir()) == ["raw"]  # nothing written
+    assert sorted(p.name for p in raw.iterdir()) == ["a.mp4", "raw"]
+    with pytest.raises(UsageError, match=r"^raw/y.mp4 would be written to .*raw/y.mkv, inside"):
+        plan_batch(raw, videos, recursive=True, ext="mkv")
+    with pytest.raises(UsageError, match=r"^raw/y.mp4 would be written to .*, inside the input"):
+        plan_batch(raw, tmp_path / "out", recursive=True, mask_dir=videos)
+    # an output folder inside IN_DIR still takes the outputs there
+    assert inputs(plan_batch(raw, raw / "x2", recursive=True)) == ["a.mp4", "raw/y.mp4"]

@@ -156,3 +156,25 @@ def test_an_image_named_other_than_png_is_pointed_to_png(
     if not extra:
         assert f"e.g. {png}" in r.stderr, r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_batch_writes_y4m_inputs_as_matroska_and_refuses_ext_y4m(clip: Path, tmp_path: Path):
+    """A folder of .y4m videos (raw video) upscales into .mkv, as stills go to PNG: each file
+    was refused in turn (exit 6); `--ext y4m` is refused once, before any work (exit 2)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(clip)]
+    subprocess.run([*cmd, "-pix_fmt", "yuv420p", str(folder / "a.y4m")], check=True)
+    r = invoke(folder, tmp_path / "out")
+    assert r.exit_code == 0, r.output
+    written = [p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
+    assert written == ["a.mkv"]  # beside the batch's hidden records
+    with av.open(str(tmp_path / "out" / "a.mkv")) as f:
+        assert f.streams.video[0].codec_context.name == "h264"
+    r = invoke(folder, tmp_path / "out2", "--ext", "y4m")
+    assert r.exit_code == ExitCode.USAGE and "--ext y4m: not a container skipsr writes" in r.output
+    assert not (tmp_path / "out2").exists()

@@ -11,7 +11,8 @@ The rule that tells a batch from an image sequence (README, "Folders"; `skipsr u
 
 Hidden files (a name starting with a dot, such as a killed run's partial files) are never inputs,
 nor are the files of an output folder inside IN_DIR (earlier outputs). An output folder may also
-hold IN_DIR (IN_DIR videos/raw, OUT_DIR videos): the outputs land beside it.
+hold IN_DIR (IN_DIR videos/raw, OUT_DIR videos): the outputs land beside it, never inside it (an
+output there would be an input of the next run).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ VIDEO_SUFFIXES = frozenset(
     | {".flv", ".wmv", ".ogv", ".3gp", ".gif", ".mxf", ".y4m"}
 )
 STILL_SUFFIX = ".png"  # stills are written as PNG, the one image format the writer makes
+# inputs whose container holds raw video only, which the encoders do not write: outputs in Matroska
+RAW_SUFFIXES = {".y4m": ".mkv"}
 
 
 class FolderKind(str, Enum):
@@ -104,7 +107,7 @@ def plan_batch(
     if mask_dir is not None:
         check_mask_dir(in_dir, out_dir, Path(mask_dir))
     suffix = None if ext is None else "." + ext.lstrip(".").lower()
-    if suffix is not None and suffix not in VIDEO_SUFFIXES | {STILL_SUFFIX}:
+    if suffix is not None and suffix not in (VIDEO_SUFFIXES - RAW_SUFFIXES.keys()) | {STILL_SUFFIX}:
         raise UsageError(f"--ext {ext}: not a container skipsr writes")
     # the files of a folder the batch writes into (OUT_DIR, a mask folder) are earlier outputs,
     # never read back, where it lies inside IN_DIR (or is reached through a link); one that holds
@@ -123,7 +126,7 @@ def plan_batch(
         items.append(BatchItem(path, out_dir / out_rel, rel.as_posix(), mask))
     if not items:
         raise InputError(f"no videos or images to upscale in folder {in_dir}")
-    check_no_input_written(items)
+    check_no_input_written(items, in_dir, written)
     return items
 
 
@@ -155,25 +158,34 @@ def check_mask_dir(in_dir: Path, out_dir: Path, mask_dir: Path) -> None:
         raise UsageError(f"--mask-out {mask_dir} is the input folder: choose another folder")
 
 
-def check_no_input_written(items: list[BatchItem]) -> None:
-    """Refuse a batch that would write over one of its own inputs: where OUT_DIR holds IN_DIR
-    (IN_DIR videos/raw, OUT_DIR videos) with --recursive, raw/raw/a.mp4 is written to
-    videos/raw/a.mp4, the input raw/a.mp4; or an input that is a link to where an output goes."""
+def check_no_input_written(items: list[BatchItem], in_dir: Path, written: list[Path]) -> None:
+    """Refuse a batch that would write into its own inputs: where OUT_DIR holds IN_DIR (IN_DIR
+    videos/raw, OUT_DIR videos) with --recursive, raw/raw/a.mp4 is written to videos/raw/a.mp4,
+    the input raw/a.mp4; or an input that is a link to where an output goes. Any output (or mask)
+    landing inside IN_DIR, outside the `written` folders whose files are never read, is refused
+    too: a rerun would read it as an input, or refuse the batch that wrote it."""
     inputs = {item.input.resolve(): item.name for item in items}
     for item in items:
         for output in (item.output, item.mask_out):
-            clash = None if output is None else inputs.get(output.resolve())
+            if output is None:
+                continue
+            clash = inputs.get(output.resolve())
             if clash is not None:
                 raise UsageError(
                     f"{item.name} would be written to {output}, which is the input {clash}: "
                     "choose another output folder"
+                )
+            if _inside(output, in_dir) and not any(_inside(output, f) for f in written):
+                raise UsageError(
+                    f"{item.name} would be written to {output}, inside the input folder "
+                    f"{in_dir}, where it would be read as an input: choose another output folder"
                 )
 
 
 def _output_suffix(path: Path, ext: str | None) -> str:
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return STILL_SUFFIX
-    return ext or path.suffix
+    return ext or RAW_SUFFIXES.get(path.suffix.lower(), path.suffix)
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -196,18 +196,23 @@ def remove_stale_claims(out_dir: Path) -> list[Path]:
 
 
 def write_record(path: Path, record: dict) -> None:
-    """Atomically: a temp file beside it, then os.replace."""
+    """Atomically: a temp file beside it, then os.replace. An error or a stop (Ctrl-C, SIGTERM)
+    before the rename removes the temp file (a kill leaves it to `remove_partials`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
+    temp: str | None = None
+    renamed = False
+    try:  # the temp file made inside: a stop right after it is made still removes it
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w") as f:
             json.dump(record, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        renamed = True
+    finally:
+        if temp is not None and not renamed:
+            with contextlib.suppress(OSError):
+                Path(temp).unlink(missing_ok=True)
 
 
 def is_done(path: Path, input: Path, outputs: list[Path], options: dict, weights_id: str) -> bool:

@@ -10,6 +10,7 @@ them without re-encoding and copies the source's other streams once (media/joine
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -188,13 +189,21 @@ def file_hash(path: Path) -> str:
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
-    """Temp file, flush to disk, rename: a crash leaves the old file or the new, never half."""
+    """Temp file, flush to disk, rename: a crash leaves the old file or the new, never half, and
+    an error or a stop (Ctrl-C, SIGTERM) before the rename leaves no temp file either."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temp, path)
+    renamed = False
+    try:
+        with open(temp, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+        renamed = True
+    finally:
+        if not renamed:
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
 
 
 def _difference(key: str, theirs: object, ours: object) -> str:

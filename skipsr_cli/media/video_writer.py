@@ -61,9 +61,15 @@ def partial_path(path: Path) -> Path:
         try:  # mode 0o666 less the umask, as any new file (mkstemp would make it 0o600)
             os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
-            continue
-        except OSError as e:
-            raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+            continue  # another file's name: left alone
+        except BaseException as e:
+            # a failure, or a stop (Ctrl-C, SIGTERM) that may come once the file is made: a file
+            # at this fresh name is ours (one that was there is FileExistsError), so it goes
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+            raise
         return temp
     raise OutputError(f"cannot write {path}: no free temporary name beside it")
 
@@ -147,8 +153,8 @@ class VideoWriter:
         # An RGB output format (libx264rgb, ffv1 bgr0) has no matrix: only primaries/transfer apply.
         self._yuv_colour = self.colour is not None and not av.VideoFormat(self._pix_fmt).is_rgb
         check_target(self.path, copy_audio_from, overwrite)
-        self._temp = partial_path(self.path)
-        try:
+        try:  # the partial file made inside: a stop right after it is made still removes it
+            self._temp = partial_path(self.path)
             self._output = av.open(str(self._temp), "w")
             self._video = self._add_video_stream(options)
             if copy_audio_from is not None:
