@@ -12,7 +12,6 @@ import pytest
 from media import make_clip, writer_like
 
 from skipsr_cli.batch.records import write_record
-from skipsr_cli.farm.segments import write_json_atomically
 from skipsr_cli.media.joiner import join_videos
 
 
@@ -51,12 +50,12 @@ def raising(error: BaseException):
     return fail
 
 
-@pytest.mark.parametrize("write", [write_json_atomically, write_record])
 @pytest.mark.parametrize("where", ["os.replace", "json.dump"])
 @pytest.mark.parametrize("error", [KeyboardInterrupt(), OSError(28, "No space left on device")])
 def test_a_json_write_stopped_before_its_rename_leaves_the_old_file_only(
-    tmp_path: Path, monkeypatch, write, where: str, error: BaseException
+    tmp_path: Path, monkeypatch, where: str, error: BaseException
 ):
+    write = write_record  # a farm's manifests and a batch's records alike
     path = tmp_path / "part.json"
     write(path, {"old": True})
     module, name = where.split(".")

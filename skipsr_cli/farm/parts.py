@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from models import SkipSR
-from skipsr_cli.batch.records import exclusive_hold, make_folders, remove_empty
+from skipsr_cli.batch.records import exclusive_hold, make_folders, remove_empty, write_record
 from skipsr_cli.errors import InputError, OutputError, UsageError
 from skipsr_cli.farm.segments import (
     MANIFEST_SUFFIX,
@@ -26,7 +26,6 @@ from skipsr_cli.farm.segments import (
     parts_folder,
     read_manifests,
     work_folder,
-    write_json_atomically,
 )
 from skipsr_cli.media.encoding import EncodeOptions
 from skipsr_cli.media.joiner import join_videos, source_timestamps
@@ -127,7 +126,7 @@ def render_segment(
             "encoder": encoder_of(encode),
             "weights": weights,
         }
-        write_json_atomically(manifest, record)
+        write_record(manifest, record)
         return summary
 
 

@@ -10,7 +10,6 @@ them without re-encoding and copies the source's other streams once (media/joine
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -186,24 +185,6 @@ def file_hash(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_json_atomically(path: Path, data: dict) -> None:
-    """Temp file, flush to disk, rename: a crash leaves the old file or the new, never half, and
-    an error or a stop (Ctrl-C, SIGTERM) before the rename leaves no temp file either."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    renamed = False
-    try:
-        with open(temp, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-        renamed = True
-    finally:
-        if not renamed:
-            with contextlib.suppress(OSError):
-                temp.unlink(missing_ok=True)
 
 
 def _difference(key: str, theirs: object, ours: object) -> str:

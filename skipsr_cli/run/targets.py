@@ -79,8 +79,8 @@ def check_mask(
     size: tuple[int, int],
 ) -> EncodeOptions:
     """The mask's encoder options for this run, checked as an output's are: at the input's depth,
-    and at an odd size in 4:4:4 where its encoder's format would halve the chroma (its format is
-    the user's only where the output, of the same size, takes it too)."""
+    and at an odd size in 4:4:4 where its encoder's format would halve the chroma (a --pix-fmt the
+    mask's encoder takes is kept: options.mask_encode_options)."""
     options = at_input_depth(mask, options, info)
     if not is_image_output(mask):  # a name of the user's: its container may be any
         options = full_chroma_at(options, *size)
