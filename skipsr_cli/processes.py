@@ -39,40 +39,12 @@ LONG_FRAMES = 3600
 SPLIT_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".webm"})
 # `upscale`'s options that take a value, where the command line's own parser is not yet imported
 # (tests/test_processes.py keeps them the command's): what follows one is not INPUT or OUTPUT
-VALUED = frozenset(
-    [
-        "--audio-bitrate",
-        "--chunk-frames",
-        "--codec",
-        "--crf",
-        "--denoise",
-        "--denoise-weights",
-        "--device",
-        "--devices",
-        "--dtype",
-        "--ext",
-        "--frames",
-        "--glob",
-        "--mask-out",
-        "--model",
-        "--overlap",
-        "--parts",
-        "--pix-fmt",
-        "--preset",
-        "--ray",
-        "--scale",
-        "--seed",
-        "--segment",
-        "--segments",
-        "--size",
-        "--steps",
-        "--threshold",
-        "--tile",
-        "--weights",
-        "--workers",
-        "-s",
-    ]
-)
+VALUED = frozenset({
+    "--audio-bitrate", "--chunk-frames", "--codec", "--crf", "--denoise", "--denoise-weights",
+    "--device", "--devices", "--dtype", "--ext", "--frames", "--glob", "--mask-out", "--model",
+    "--overlap", "--parts", "--pix-fmt", "--preset", "--ray", "--scale", "--seed", "--segment",
+    "--segments", "--size", "--steps", "--threshold", "--tile", "--weights", "--workers", "-s",
+})  # fmt: skip
 CORES_PER_WORKER = 4
 
 
