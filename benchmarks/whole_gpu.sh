@@ -36,7 +36,7 @@ for n in $WORKERS; do
   case $n in default|spawn|[1-9]|[1-9][0-9]) ;; *) echo "WORKERS entries are counts or default, not $n" >&2; exit 2 ;; esac
 done
 # every Python module compiled once before the clock (a run's first import of a module with no
-# bytecode beside it compiles it: 841 of them, 2.6 s a process, on a host whose torch ships none
+# bytecode beside it compiles it: 841 of them, 1.8-2.6 s a process, on a host whose torch ships none
 # and whose site-packages is read-only; there give PYTHONPYCACHEPREFIX a writable folder)
 $S --help > /dev/null
 floor floor_before
