@@ -36,8 +36,8 @@ for n in $WORKERS; do
   case $n in default|spawn|[1-9]|[1-9][0-9]) ;; *) echo "WORKERS entries are counts or default, not $n" >&2; exit 2 ;; esac
 done
 # every Python module compiled once before the clock (a run's first import of a module with no
-# bytecode beside it compiles it: 841 of them, 1.8-2.6 s a process, on a host whose torch ships none
-# and whose site-packages is read-only; there give PYTHONPYCACHEPREFIX a writable folder)
+# bytecode compiles it: 841 of them, 1.8-2.6 s a process, where torch ships none; this writes it,
+# unless PYTHONDONTWRITEBYTECODE is set, as on the device's image: unset it there)
 $S --help > /dev/null
 floor floor_before
 i=0

@@ -55,13 +55,12 @@ def raising(error: BaseException):
 def test_a_json_write_stopped_before_its_rename_leaves_the_old_file_only(
     tmp_path: Path, monkeypatch, where: str, error: BaseException
 ):
-    write = write_record  # a farm's manifests and a batch's records alike
-    path = tmp_path / "part.json"
-    write(path, {"old": True})
+    path = tmp_path / "part.json"  # a farm's manifests and a batch's records alike
+    write_record(path, {"old": True})
     module, name = where.split(".")
     monkeypatch.setattr({"os": os, "json": json}[module], name, raising(error))
     with pytest.raises(type(error)):
-        write(path, {"new": True})
+        write_record(path, {"new": True})
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["part.json"]
     assert json.loads(path.read_text()) == {"old": True}
