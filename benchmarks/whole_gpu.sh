@@ -7,7 +7,9 @@
 # 1-4 as the issue defines the capacity, 4 alone is quicker). WORKERS="4 6" runs one whole upscale
 # for each entry between the same two floors, with `--workers N` (`default`: none given; `spawn`:
 # none given, the workers spawned fresh as before the fork server, benchmarks/spawned_workers.py).
-# Usage: [FLOORS=4] [FLOOR_FRAMES=N] [WORKERS="default 6"] benchmarks/whole_gpu.sh SOURCE_CLIP OUTDIR WIDTHxHEIGHT FRAMES [WEIGHTS]
+# ROUNDS=R repeats the runs R times, a floor between rounds (each run has its own floors before and
+# after; benchmarks/whole_table.py gives each entry's median over the rounds, as the floors swing).
+# Usage: [ROUNDS=R] [FLOORS=4] [FLOOR_FRAMES=N] [WORKERS="default 6"] benchmarks/whole_gpu.sh SOURCE_CLIP OUTDIR WIDTHxHEIGHT FRAMES [WEIGHTS]
 #   e.g. 1280x720 4800, or 1920x1080 4800 with FLOOR_FRAMES=600.
 set -uo pipefail
 [ $# -ge 4 ] || { echo "usage: $0 SOURCE_CLIP OUTDIR WIDTHxHEIGHT FRAMES [WEIGHTS]" >&2; exit 2; }
@@ -16,7 +18,7 @@ S="python3 -m skipsr_cli.cli"
 MODEL=(); [ -n "$W" ] && MODEL=(--weights "$W")
 mkdir -p "$OUT"
 # a work folder an earlier, stopped invocation left would make the timed run a resume
-rm -rf "$OUT/.out.mp4.skipsr-work" "$OUT/out.mp4" "$OUT"/floor_*.json "$OUT"/whole_*.json "$OUT"/summary_*.json
+rm -rf "$OUT/.out.mp4.skipsr-work" "$OUT/out.mp4" "$OUT"/floor_*.json "$OUT"/whole_*.json "$OUT"/summary_*.json "$OUT"/whole_*.log
 # the source resized once (at most the floor's length), then played again and again by stream
 # copy (seconds, where encoding FRAMES frames took minutes of the device's time): FRAMES rounds up
 # to whole plays, and the copies carry loop_clip's AAC tone, which the stitch copies in
@@ -39,53 +41,26 @@ done
 # bytecode compiles it: 841 of them, 1.8-2.6 s a process, where torch ships none; this writes it,
 # unless PYTHONDONTWRITEBYTECODE is set, as on the device's image: unset it there)
 $S --help > /dev/null
-floor floor_before
-i=0
-for n in $WORKERS; do
-  i=$((i + 1))  # runs are numbered, so that an entry given twice keeps both runs' files
-  rm -rf "$OUT/.out.mp4.skipsr-work" "$OUT/out.mp4"
-  ARGS=(); case $n in default|spawn) ;; *) ARGS=(--workers "$n") ;; esac
-  RUN=$S; [ "$n" = spawn ] && RUN="python3 benchmarks/spawned_workers.py"
-  python3 benchmarks/memwatch.py --every 2 --json "$OUT/whole_${i}_$n.json" -- \
-    $RUN upscale "$OUT/long.mp4" "$OUT/out.mp4" -q -y --json "${MODEL[@]}" "${ARGS[@]}" \
-    > "$OUT/summary_${i}_$n.json" 2> "$OUT/whole_${i}_$n.log"
+ROUNDS=${ROUNDS:-1}
+floor floor_0
+for r in $(seq 1 "$ROUNDS"); do
+  i=0
+  for n in $WORKERS; do
+    i=$((i + 1))  # runs are numbered, so that an entry given twice keeps both runs' files
+    rm -rf "$OUT/.out.mp4.skipsr-work" "$OUT/out.mp4"
+    ARGS=(); case $n in default|spawn) ;; *) ARGS=(--workers "$n") ;; esac
+    RUN=$S; [ "$n" = spawn ] && RUN="python3 benchmarks/spawned_workers.py"
+    python3 benchmarks/memwatch.py --every 2 --json "$OUT/whole_${r}_${i}_$n.json" -- \
+      $RUN upscale "$OUT/long.mp4" "$OUT/out.mp4" -q -y --json "${MODEL[@]}" "${ARGS[@]}" \
+      > "$OUT/summary_${r}_${i}_$n.json" 2> "$OUT/whole_${r}_${i}_$n.log"
+  done
+  floor "floor_$r"
 done
-floor floor_after
-status=0
-i=0
-for n in $WORKERS; do
-  i=$((i + 1))
-python3 - "$OUT" "$SIZE" "${i}_$n" <<'PY'
-import json, sys
-from pathlib import Path
-out, size, run = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-n = run.split("_", 1)[1]
-whole = json.loads((out / f"whole_{run}.json").read_text())
-if whole["rc"] != 0:
-    sys.exit(f"the upscale failed (exit {whole['rc']}): see {out / f'whole_{run}.log'}")
-summary = json.loads((out / f"summary_{run}.json").read_text())
-frames = summary["frames"]
-if frames < 3600:  # resume.RESUME_FRAMES
-    print(f"note: {frames} frames ran in one piece, without parts or workers", file=sys.stderr)
-fps = frames / whole["wall_s"]
-floors = []
-for name in ("floor_before", "floor_after"):
-    path = out / f"{name}.json"
-    floors.append(json.loads(path.read_text())["capacity_fps"] if path.exists() else None)
-text = lambda f: "n/a" if f is None else f"{f:.2f}"  # noqa: E731
-ratios = ", ".join("n/a" if f is None else f"{fps / f:.3f}" for f in floors)
-parts = len(summary.get("parts") or [])
-print(f"| run {run.split('_')[0]}: {size} x2, {frames} frames, workers {n} ({parts} parts) | whole upscale "
-      f"{whole['wall_s']:.1f} s, {fps:.2f} fps (host peak {whole['host_peak_mib']:.0f} MiB) | floor before / after {text(floors[0])} / "
-      f"{text(floors[1])} fps | ratio to each {ratios} |")
-# the command's seconds outside its run (imports and what comes before the run's clock starts,
-# the exit after it), and the first frames an encoder got, in seconds of the run
-first = min((p["first_frames_s"] for p in summary.get("parts") or []), default=None)
-print(f"outside the run {whole['wall_s'] - summary['wall_seconds']:.1f} s; in-run "
-      f"{summary['fps']:.2f} fps; first frames at {text(first)} s of the run")
-PY
-  rc=$?
-  if [ $rc = 0 ]; then python3 benchmarks/part_timeline.py "$OUT/summary_${i}_$n.json"; else status=$rc; fi
+python3 benchmarks/whole_table.py "$OUT" "$SIZE"
+status=$?
+for f in "$OUT"/summary_*.json; do
+  echo; echo "${f##*/}:"
+  python3 benchmarks/part_timeline.py "$f"
 done
 rm -rf "$OUT/.out.mp4.skipsr-work" "$OUT/out.mp4" "$OUT/one.mp4" "$OUT/long.mp4" "$OUT/part.mp4"
 exit $status

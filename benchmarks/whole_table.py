@@ -1,0 +1,89 @@
+"""The table of benchmarks/whole_gpu.sh: every whole upscale against the encode floors measured
+just before and just after it, then, over the rounds, each WORKERS entry's median ratio.
+Usage: python3 benchmarks/whole_table.py OUTDIR WIDTHxHEIGHT
+Reads OUTDIR/whole_{round}_{i}_{entry}.json (memwatch: wall seconds, host peak, exit code),
+summary_{round}_{i}_{entry}.json (the upscale's --json) and floor_{k}.json (bench capacity --json),
+where floor k comes before round k + 1 and after round k."""
+
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+RESUME_FRAMES = 3600  # farm.resume: shorter inputs run in one piece
+
+
+def floor(out: Path, k: int) -> float | None:
+    path = out / f"floor_{k}.json"
+    return json.loads(path.read_text())["capacity_fps"] if path.exists() else None
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def main(out: Path, size: str) -> int:
+    runs = []
+    for path in out.glob("whole_*.json"):
+        match = re.fullmatch(r"whole_(\d+)_(\d+)_(\w+)\.json", path.name)
+        if match:
+            runs.append((int(match[1]), int(match[2]), match[3]))
+    if not runs:
+        sys.exit(f"{out}: no whole_ROUND_I_ENTRY.json files")
+    status = 0
+    ratios: dict[tuple[int, str], list[tuple[float, float | None, float | None]]] = {}
+    print(
+        "| round | run | frames (parts) | whole upscale | outside the run | first frames | "
+        "floor before / after | ratio to before / after / mean | host peak |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r, i, entry in sorted(runs):
+        name = f"{r}_{i}_{entry}"
+        whole = json.loads((out / f"whole_{name}.json").read_text())
+        if whole["rc"] != 0:
+            print(
+                f"round {r} run {i} failed (exit {whole['rc']}): see whole_{name}.log",
+                file=sys.stderr,
+            )
+            status = 1
+            continue
+        summary = json.loads((out / f"summary_{name}.json").read_text())
+        frames, parts = summary["frames"], summary.get("parts") or []
+        fps = frames / whole["wall_s"]
+        before, after = floor(out, r - 1), floor(out, r)
+        known = [f for f in (before, after) if f is not None]
+        mean = statistics.fmean(known) if known else None
+        ratio = [None if f is None else fps / f for f in (before, after, mean)]
+        ratios.setdefault((i, entry), []).append((ratio[2], ratio[0], ratio[1]))
+        first = min((p["first_frames_s"] for p in parts), default=None)
+        pieces = f"{len(parts)} parts" if parts else "ran in one piece"
+        print(
+            f"| {r} | {i}: workers {entry} | {frames} ({pieces}) | {whole['wall_s']:.1f} s, {fps:.2f} fps | "
+            f"{whole['wall_s'] - summary['wall_seconds']:.1f} s | {fmt(first)}{'' if first is None else ' s'} | "
+            f"{fmt(before)} / {fmt(after)} fps | {' / '.join(fmt(x, 3) for x in ratio)} | "
+            f"{whole['host_peak_mib']:.0f} MiB |"
+        )
+        if frames < RESUME_FRAMES:
+            print(
+                f"note: {frames} frames ran in one piece, without parts or workers", file=sys.stderr
+            )
+    print(f"\n{size} x2, over {max(r for r, _, _ in runs)} round(s):")
+    for (i, entry), rows in sorted(ratios.items()):
+        means = [m for m, _, _ in rows if m is not None]
+        each = [x for _, b, a in rows for x in (b, a) if x is not None]
+        if not means:
+            print(f"- run {i} (workers {entry}): no floor measured")
+            continue
+        print(
+            f"- run {i} (workers {entry}): median ratio to the mean floor {statistics.median(means):.3f} "
+            f"(range {min(means):.3f}-{max(means):.3f}, {len(means)} rounds); median ratio to each "
+            f"floor {statistics.median(each):.3f} (range {min(each):.3f}-{max(each):.3f})"
+        )
+    return status
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    sys.exit(main(Path(sys.argv[1]), sys.argv[2]))
