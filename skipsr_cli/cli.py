@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     previous = None
     _interrupted.clear()
+    placed = sys.modules.get("skipsr_cli.media.partials")  # loaded by an earlier call's command
+    if placed is not None:
+        placed.forget_placements()  # its outputs are not this call's to name
     if threading.current_thread() is threading.main_thread():
         # first: before torch and the commands load
         previous = signal.signal(signal.SIGINT, _defer_interrupt)
@@ -49,8 +52,11 @@ def main(argv: list[str] | None = None) -> None:
             # a long video's workers: their fork server imports torch beside this process's
             processes.start_early(sys.argv[1:])
         code = _run(argv)
-    except KeyboardInterrupt:  # Ctrl-C before a command took over (imports, parsing)
-        print("skipsr: interrupted; no output was left behind", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:  # Ctrl-C before a command took over (imports, parsing) or after it
+        from skipsr_cli.media.partials import left_behind_words
+
+        left = left_behind_words()  # ended: what it put in place, if anything
+        print(f"skipsr: interrupted; {left}", file=sys.stderr, flush=True)
         code = INTERRUPTED
     finally:
         if previous is not None:

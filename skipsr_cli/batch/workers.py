@@ -30,6 +30,7 @@ from skipsr_cli.batch.plan import BatchItem
 from skipsr_cli.batch.progress import FAILED, FileProgress, FileResult
 from skipsr_cli.errors import ModelError, SkipSRError, UsageError
 from skipsr_cli.media.cpu_share import apply_cpu_share
+from skipsr_cli.media.partials import note_placing
 from skipsr_cli.run import pipeline
 from skipsr_cli.run.host_memory import check_host_memory
 from skipsr_cli.run.options import (
@@ -252,6 +253,30 @@ def run_pool(
             if worker.is_alive():
                 worker.kill()  # stuck: the next batch clears what it left
                 worker.join()
+        _drain(results, dict(items))
+
+
+def _note_placing(payload: object, items: dict[int, BatchItem]) -> None:
+    """A worker's outputs about to go into place, kept in this process's `partials.placements`
+    too: a batch stopped afterwards names the files its workers wrote, not only its own."""
+    if not isinstance(payload, FileProgress) or not isinstance(payload.event, Placing):
+        return
+    ids = payload.event.outputs
+    item = items.get(payload.index)
+    shown = [] if item is None else [p for p in (item.output, item.mask_out) if p is not None]
+    note_placing(ids, shown if len(shown) == len(ids) else None)
+
+
+def _drain(results: mp.Queue, items: dict[int, BatchItem]) -> None:
+    """The workers' last messages, read once they are gone, for the outputs a stopped worker put
+    in place after the batch stopped reading (its stop waits until they are all in place)."""
+    while True:
+        try:
+            _, kind, payload = results.get_nowait()
+        except (queue.Empty, OSError, EOFError, ValueError):
+            return
+        if kind == "event":
+            _note_placing(payload, items)
 
 
 def _collect(
@@ -280,6 +305,7 @@ def _collect(
         if kind == "start":
             holding[name] = payload
         elif kind == "event":
+            _note_placing(payload, items)
             emit(payload)
         elif kind == "result":
             index, result = payload

@@ -13,12 +13,13 @@ import traceback
 from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated, NoReturn, get_args
 
 import torch
 import typer
 
 from skipsr_cli.errors import ExitCode, SkipSRError
+from skipsr_cli.media.partials import forget_placements, held_stops, left_behind_words
 from skipsr_cli.run.options import resolve_device, resolve_dtype
 
 run_state = {"debug": False}
@@ -29,17 +30,14 @@ def exit_codes(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        forget_placements()  # what this command puts in place, named if it is stopped
         try:
             with _terminate_like_interrupt():
-                return command(*args, **kwargs)
+                result = command(*args, **kwargs)
         except KeyboardInterrupt as e:
-            print(_noted(e, "skipsr: interrupted; no output was left behind"), file=sys.stderr)
-            run_state["reported"] = True
-            raise typer.Exit(ExitCode.INTERRUPTED) from None
+            _stopped(e, signal.SIGINT)
         except Terminated as e:
-            stopped = "skipsr: terminated (SIGTERM); no output was left behind"
-            print(_noted(e, stopped), file=sys.stderr)
-            raise typer.Exit(ExitCode.TERMINATED) from None
+            _stopped(e, signal.SIGTERM)
         except SkipSRError as e:
             _report(e, _noted(e, str(e)))
             raise typer.Exit(e.exit_code) from None
@@ -51,8 +49,26 @@ def exit_codes(command: Callable) -> Callable:
             name = f"{type(e).__name__}: {e}"  # a bug: say so plainly
             _report(e, _noted(e, f"internal error: {name} (rerun with --debug for the traceback)"))
             raise typer.Exit(ExitCode.INTERNAL) from None
+        if held_stops:  # a stop held while the output went into place (a stitch): ended as one
+            _stopped(None, held_stops[0])
+        return result
 
     return wrapper
+
+
+def _stopped(error: BaseException | None, stop: int) -> NoReturn:
+    """Ctrl-C (130) or SIGTERM (143): one line that names what the command wrote, if anything
+    (`partials.left_behind`), whenever the stop came, and what a run in parts kept (its notes)."""
+    left = left_behind_words()
+    if stop == signal.SIGTERM:
+        line = f"skipsr: terminated (SIGTERM); {left}"
+        code = ExitCode.TERMINATED
+    else:
+        line = f"skipsr: interrupted; {left}"
+        code = ExitCode.INTERRUPTED
+        run_state["reported"] = True
+    print(line if error is None else _noted(error, line), file=sys.stderr, flush=True)
+    raise typer.Exit(code) from None
 
 
 def _noted(error: BaseException, message: str) -> str:

@@ -19,6 +19,7 @@ import av
 
 from skipsr_cli.errors import OutputError
 from skipsr_cli.media.av_errors import AV_ERRORS
+from skipsr_cli.media.partials import identity, note_placing, stops_deferred
 from skipsr_cli.media.stream_copy import StreamCopier, packet_seconds
 from skipsr_cli.media.video_io import open_input
 from skipsr_cli.media.video_writer import check_target, partial_path
@@ -51,7 +52,8 @@ def join_videos(
 ) -> tuple[int, list[str]]:
     """Join (piece, first frame) pairs in order into `output`; returns (frames, warnings).
     With `expected`, a join of another frame count is refused and nothing is published.
-    `placing` is called just before the joined file is renamed into place."""
+    `placing` is called just before the joined file is renamed into place, which a stop waits
+    for; the file goes into `partials.placements`, so a stop after it says it was written."""
     check_target(output, source, overwrite)
     stamps, time_base = source_timestamps(source)
     temp: Path | None = None
@@ -88,7 +90,9 @@ def join_videos(
             raise OutputError(f"output exists: {output} (pass --overwrite to replace it)")
         if placing is not None:
             placing()
-        os.replace(temp, output)
+        with stops_deferred():  # placed and noted, or neither
+            note_placing([identity(output, temp)], [output])
+            os.replace(temp, output)
     except AV_ERRORS as e:
         _remove(temp)
         raise OutputError(f"cannot write {output}: {e}") from e

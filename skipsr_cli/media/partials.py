@@ -4,8 +4,10 @@ Each is named after the process that writes it, `.NAME.RANDOM-PID@HOST.skipsr-pa
 later run to the same output can tell what a dead run left (after SIGKILL or a power cut, when no
 clean-up could run) from what a live run is still writing, and remove only the former. A partial
 of another host (a shared disk), of a process that is alive, or of unknown origin is left alone.
-The outputs of one run (a video and its mask video) are put in place together (`publish_together`).
-A stop that comes once an output is in place, while its run tidies up, waits (`stops_held`).
+The outputs of one run (a video and its mask video) are put in place together (`publish_together`),
+a Ctrl-C or SIGTERM waiting until every rename is done (`stops_deferred`). A stop that comes once
+an output is in place, while its run tidies up, waits (`stops_held`). What this process put in
+place is kept (`placements`), so that a stopped command names what it wrote (`left_behind`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ from skipsr_cli.errors import OutputError
 SUFFIX = ".skipsr-partial"
 NAME_MAX = 255  # bytes in one file name, on Linux's and macOS's file systems alike
 Identity = tuple[str, int, int, int]  # a file in place: path, st_ino, size, mtime_ns
+# The outputs this process put in place, or was about to, each as its user named it and its
+# identity there: `left_behind` tells which are there now. Cleared as a command starts.
+placements: list[tuple[str, Identity]] = []
+# The stops a `stops_held` block took in, for its command to report once it is done.
+held_stops: list[int] = []
 
 
 class Publishable(Protocol):
@@ -46,8 +53,36 @@ def stops_held() -> Iterator[list[int]]:
     """Ctrl-C and SIGTERM recorded, not raised, while the block runs: entered as a finished output
     goes into place, so that the run's tidying after it (its work folder emptied, its lock let go)
     is not cut off halfway, which would leave files and say that no output was left behind. The
-    signals that came are listed; the caller decides (a run whose output is in place is done). In
-    the main thread only, where Python runs signal handlers; elsewhere none is raised anyway."""
+    signals that came are listed; the caller decides (a run whose output is in place is done),
+    and they are kept in `held_stops`, for the command line to end as stopped once the command
+    is done (130 or 143, naming what was written). In the main thread only, where Python runs
+    signal handlers; elsewhere none is raised anyway."""
+    came: list[int] = []
+    try:
+        with _recording() as came:
+            yield came
+    finally:
+        held_stops.extend(came)
+
+
+@contextlib.contextmanager
+def stops_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done, then act as they would have (the handler
+    from before the block runs: KeyboardInterrupt, the command line's SIGTERM, or a hold's
+    record): an output set is put in place whole or not at all, never cut off halfway."""
+    came: list[int] = []
+    try:
+        with _recording() as came:
+            yield
+    finally:
+        if came:  # also after an error in the block: the stop is what the user asked for
+            signal.raise_signal(came[0])  # the handler runs here, in this thread
+
+
+@contextlib.contextmanager
+def _recording() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM listed, not acted on, while the block runs; the handlers from before
+    it come back after it. In the main thread only, where Python runs signal handlers."""
     came: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield came
@@ -61,35 +96,85 @@ def stops_held() -> Iterator[list[int]]:
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
+def note_placing(ids: Sequence[Identity], shown: Sequence[object] | None = None) -> None:
+    """Keep the outputs about to go into place (`placements`): `shown` names them as the user
+    did (default: their identities' paths). Kept before the renames, so a stop at any point
+    finds each one that made it; `left_behind` checks that it did."""
+    names = shown if shown is not None else [None] * len(ids)
+    for name, ident in zip(names, ids, strict=True):
+        placements.append((str(ident[0] if name is None else name), ident))
+
+
+def forget_placements() -> None:
+    """A fresh start for a command: nothing placed, no stop held."""
+    placements.clear()
+    held_stops.clear()
+
+
+def left_behind() -> list[str]:
+    """The outputs of `placements` that are in place now, each named once, in order: a file at
+    the identity's path with its inode, size and mtime (not one put back by a rollback)."""
+    found: list[str] = []
+    for name, (path, ino, size, mtime) in placements:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if (st.st_ino, st.st_size, st.st_mtime_ns) == (ino, size, mtime) and name not in found:
+            found.append(name)
+    return found
+
+
+def left_behind_words(most: int = 3) -> str:
+    """What a stopped command left, in words: "no output was left behind", "out.mp4 was
+    written", "out.mp4 and mask.mp4 were written", or the first `most` and how many more."""
+    names = left_behind()
+    if not names:
+        return "no output was left behind"
+    if len(names) == 1:
+        return f"{names[0]} was written"
+    if len(names) <= most:
+        return f"{', '.join(names[:-1])} and {names[-1]} were written"
+    return f"{', '.join(names[:most])} and {len(names) - most} more were written"
+
+
 def publish_together(
     outputs: Sequence[Publishable],
     placing: Callable[[tuple[Identity, ...]], None] | None = None,
+    *,
+    listed: bool = True,
 ) -> None:
     """Finish every output, then put them all in place: an output that cannot be finished, or
     whose path was taken during the run, leaves none in place (never a mask video without its
     video), and one that fails to move takes back those moved before it, putting back what they
     replaced (--overwrite). Only then are the replaced files let go. `placing` hears each
-    output's identity once there (`identity`) before the first one moves."""
+    output's identity once there (`identity`) before the first one moves. A stop waits until
+    every output is in place and its replaced file let go (`stops_deferred`); with `listed`
+    (a run's own outputs, not the parts it joins later) they go into `placements`."""
     for output in outputs:
         output.finish()
     for output in outputs:
         clash = output.clash()
         if clash is not None:
             raise OutputError(f"output exists: {clash} (pass --overwrite to replace it)")
+    ids = tuple(output.identity() for output in outputs)
     if placing is not None:
-        placing(tuple(output.identity() for output in outputs))
-    placed: list[Publishable] = []
-    try:
+        placing(ids)
+    with stops_deferred():
+        if listed:
+            note_placing(ids, [getattr(output, "path", None) for output in outputs])
+        placed: list[Publishable] = []
+        try:
+            for output in outputs:
+                placed.append(output)  # before: one stopped halfway is taken back too
+                output.publish()
+        except BaseException:
+            for output in placed:
+                with contextlib.suppress(OSError):  # one that cannot be taken back stops no other
+                    output.unpublish()
+            raise
         for output in outputs:
-            placed.append(output)  # before: one stopped halfway is taken back too
-            output.publish()
-    except BaseException:
-        for output in placed:
-            with contextlib.suppress(OSError):  # one that cannot be taken back stops no other
-                output.unpublish()
-        raise
-    for output in outputs:
-        output.commit()
+            output.commit()
 
 
 def identity(final: Path, partial: Path) -> Identity:

@@ -189,7 +189,8 @@ def upscale(
             raise AssertionError(f"decoded {decoded} frames but wrote {stats.frames}")
         # inside the writers' block: with --strict, they delete their partials
         lost, damaged = check_damage(job, info, decoded, damage)
-        publish_together(writers, lambda ids: emit(Placing(ids)))  # all in place, or none
+        # all in place, or none; a part of a run in parts is not the run's output (yet)
+        publish_together(writers, lambda ids: emit(Placing(ids)), listed=not job.encode.stitchable)
     # read once the writers are closed: re-encoded audio can add a warning while it is finished
     notes = (*plan.notes, *damaged, *memory.warnings, *writers[0].warnings)
     summary = stats.summary(started, notes, frames_lost=lost, denoise=job.denoise)
