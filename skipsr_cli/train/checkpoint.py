@@ -3,11 +3,16 @@
 Shards stay under 15 MiB so each file can travel back from a GPU machine on its own. Nothing is
 pickled: tensors go to safetensors, everything else (step, Python RNG state, optimizer hyper-
 parameters) to `state.json`. Writing goes to a temporary folder renamed into place, so a run killed
-mid-save leaves the previous checkpoint intact.
+mid-save leaves the previous checkpoint intact. Temporaries are named after the process that writes
+them (media/partials.py), so that `recover`, before a run reads its checkpoint or fills its cache,
+removes what a killed run of this host left, and never what a live one (here, or on another host
+sharing the folder) is still writing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import random
@@ -17,7 +22,33 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from skipsr_cli.media.partials import SUFFIX, partial_name, remove_stale
+
 SHARD_BYTES = 15 * 2**20
+OLD = "-old"  # the role of a temporary that holds the checkpoint being replaced
+
+
+def temporary(target: Path, role: str = "") -> Path:
+    """A fresh hidden name beside `target` (a checkpoint folder, or a file such as a cached video)
+    for a temporary of it that names this process and host: `.STEM.RANDOM-PID@HOST.skipsr-partial`,
+    then `role` and target's suffix, so that a file keeps its extension."""
+    return target.with_name(partial_name(target.stem, role + target.suffix))
+
+
+def recover(target: Path) -> list[Path]:
+    """Clear what dead processes of this host left beside `target` (its `temporary` names); returns
+    what was removed. A checkpoint folder that a save killed between its two renames left missing
+    is first put back from the previous checkpoint that the save had moved aside (one run saves a
+    checkpoint at a time). Temporaries of live processes and of other hosts are kept."""
+    stem, ext = target.stem, target.suffix
+    if not target.exists():
+        moved = f".{glob.escape(stem)}.*{SUFFIX}{OLD}{glob.escape(ext)}"
+        for old in sorted(target.parent.glob(moved)):
+            if (old / "state.json").is_file():
+                with contextlib.suppress(OSError):  # another process put it back first
+                    os.replace(old, target)
+                    break
+    return remove_stale(target.parent, stem, ext) + remove_stale(target.parent, stem, OLD + ext)
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], folder: Path, prefix: str) -> list[str]:
@@ -64,9 +95,26 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 def save_checkpoint(
     folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, extra: dict
 ) -> None:
-    tmp = folder.with_name(folder.name + ".saving")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    """Write a checkpoint beside `folder`, then rename it into place: `folder` always holds a whole
+    checkpoint, the previous one or this one (see `recover` for a save killed between renames)."""
+    tmp, old = temporary(folder), temporary(folder, OLD)
+    try:
+        tmp.mkdir(parents=True)
+        _write(tmp, model, optimizer, step, extra)
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not folder.exists():
+            os.replace(old, folder)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write(
+    tmp: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, extra: dict
+) -> None:
     opt_tensors, opt_meta = _optimizer_tensors(optimizer)
     rng = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -80,12 +128,7 @@ def save_checkpoint(
         "python_random": _encode_random(random.getstate()),
         **extra,
     }
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    (tmp / "state.json").write_text(json.dumps(state, indent=1))  # last: the temporary is whole
 
 
 def load_checkpoint(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from skipsr_cli.errors import InputError
 from skipsr_cli.media.video_io import rgb8
+from skipsr_cli.train.checkpoint import recover, temporary
 from skipsr_cli.train.degrade import from_uint8, random_degrade, resize
 
 # Held out: never trained on, used for every validation figure.
@@ -227,9 +227,10 @@ def cache_videos(
         record.write_text(json.dumps(made_of))
     for i, path in enumerate(paths):
         target = cache / f"video_{i}.npy"
+        recover(target)  # what a killed run left half written
         if not target.exists():
-            # whole files only, and two runs sharing a pack never write into the same file
-            partial = cache / f"partial_{os.getpid()}_{i}.npy"
+            # whole files only, and two runs sharing a pack (on any host) never write into one file
+            partial = temporary(target)
             np.save(partial, decode_video(path, scale))
             partial.replace(target)
             if log is not None:

@@ -26,7 +26,7 @@ from models import ModelArgs, SkipSR
 from models.dit import TokenSet, patchify
 from models.skipsr import compose, token_noise
 from skipsr_cli.errors import UsageError
-from skipsr_cli.train.checkpoint import load_checkpoint, save_checkpoint
+from skipsr_cli.train.checkpoint import load_checkpoint, recover, save_checkpoint
 from skipsr_cli.train.data import ClipPairs, cache_videos, check_pack
 from skipsr_cli.train.warm_start import (
     fitting_tensors,
@@ -238,6 +238,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None]) -> int:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     step = 0
+    if rank == 0:
+        recover(cfg.out)  # what a killed run left: a half-written save, a save cut between renames
+    if world > 1:
+        dist.barrier()  # every process reads the checkpoint rank 0 has put back
     if (cfg.out / "state.json").exists():
         state = load_checkpoint(cfg.out, model, opt)
         step = state["step"]
