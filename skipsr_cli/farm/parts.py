@@ -27,7 +27,8 @@ from skipsr_cli.farm.segments import (
     read_manifests,
     work_folder,
 )
-from skipsr_cli.media.encoding import EncodeOptions
+from skipsr_cli.media.encoding import EncodeOptions, check_container
+from skipsr_cli.media.image_io import is_image_output
 from skipsr_cli.media.joiner import join_videos, source_timestamps
 from skipsr_cli.media.partials import stops_held
 from skipsr_cli.media.video_io import DecodeDamage, probe
@@ -68,9 +69,14 @@ def render_segment(
         raise UsageError(
             "--segment renders its own range into a part: not with --frames or --mask-out"
         )
+    info = probe(input)
+    if not is_image_output(output):
+        # the stitch copies the parts' video into OUTPUT as it is: a container that cannot hold
+        # their encoder is refused by every task now, not by the stitch after all of them
+        codec = encode_options_of(opts, output).codec
+        check_container(output, codec, "output", info.time_base, info.rate)
     if total is None:  # a farm's task: it counts, and refuses what --segments refuses
         total = len(source_timestamps(input)[0])
-        info = probe(input)
         if pipeline.frames_lost(info, total, DecodeDamage()):
             raise InputError(
                 f"{input} holds {total} frames, fewer than the {info.frame_count} it announces "

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.logging
 
 from skipsr_cli.errors import UsageError
 from skipsr_cli.media.av_errors import AV_ERRORS
@@ -62,8 +67,53 @@ CRF_MAX |= {"libaom-av1": 63, "libsvtav1": 63}
 
 
 def default_codec(suffix: str) -> str:
-    """The encoder for an output extension when none is chosen: VP9 for webm, GIF for gif, x264."""
-    return _DEFAULT_BY_SUFFIX.get(suffix.lower(), "libx264")
+    """The encoder for an output extension when none is chosen: VP9 for webm, GIF for gif; else
+    x264 where its container holds it, else the first that it holds (probed: muxer_refuses) of
+    its own default encoder and _CANDIDATES (VP8 for .ogv). x264 where none is held, or FFmpeg
+    writes no container by that extension: check_container then says why."""
+    if suffix.lower() in _DEFAULT_BY_SUFFIX:
+        return _DEFAULT_BY_SUFFIX[suffix.lower()]
+    muxer = _muxer_of(suffix)
+    if muxer is None or muxer[0] in _IMAGE_MUXERS:
+        return "libx264"
+    kind, own = muxer
+    for codec in ("libx264", own, *_CANDIDATES):
+        name = _encoder_name(codec)
+        if name is not None and name not in _RAW_ONLY and muxer_refuses(kind, name) is None:
+            return name
+    return "libx264"
+
+
+@functools.cache
+def _muxer_of(suffix: str) -> tuple[str, str] | None:
+    """(format, default video codec) of the muxer FFmpeg picks for a file name ending in
+    `suffix`, or None where it picks none."""
+    try:
+        muxer = av.open(f"probe{suffix}", "w")  # the format guessed from the name; no file is made
+    except AV_ERRORS:
+        return None
+    try:
+        return muxer.format.name, muxer.default_video_codec
+    finally:
+        muxer.close()
+
+
+def _not_an_encoder(codec: str) -> str:
+    """What `codec` is, where it names no video encoder of this FFmpeg."""
+    try:
+        kind = av.Codec(codec, "w").type
+    except AV_ERRORS:
+        return f"unknown encoder {codec!r}: this FFmpeg has no encoder by that name"
+    return f"{codec!r} is an {kind} encoder, not a video encoder"
+
+
+def _encoder_name(codec: str) -> str | None:
+    """The name of the video encoder `codec` names (vp8: libvpx), or None where this build has none."""
+    try:
+        found = av.Codec(codec, "w")
+    except AV_ERRORS:
+        return None
+    return found.name if found.type == "video" else None
 
 
 # Encoders with a lossless mode, and the private options that select it.
@@ -101,43 +151,139 @@ _RAW_ONLY = frozenset({"rawvideo", "wrapped_avframe"})
 _IMAGE_MUXERS = frozenset({"image2", "image2pipe", "webp", "apng", "avif"})
 
 
-def check_container(path: Path, codec: str, name: str = "output") -> None:
+# Encoders offered in place of one a container refuses, in this order; each is probed against the
+# container (and the input's time base) before it is named. The AV1 encoders print their own
+# banners when opened, so they are left out of the probing.
+_CANDIDATES = ("libx264", "libx265", "libvpx-vp9", "libvpx", "ffv1", "mpeg4", "prores_ks", "gif")
+_PROBE_SIZE = 64  # the probe stream's width and height: even, and small enough to open at once
+_ANY_RATE = Fraction(25)  # where the input's rate is not known: one every encoder takes
+
+
+def check_container(
+    path: Path,
+    codec: str,
+    name: str = "output",
+    time_base: Fraction | None = None,
+    rate: Fraction | None = None,
+) -> None:
     """Refuse a file name FFmpeg knows no container for, or whose container cannot hold `codec`
-    (x264 in a GIF, anything encoded in a .y4m): a usage error now, not a failed write after the
-    model's work. `name` (e.g. "--mask-out") says which output the message is about."""
-    try:
-        muxer = av.open(str(path), "w")  # the format guessed from the name; no file is opened
-    except AV_ERRORS as e:
+    at the input's `time_base` and `rate` (x264 in a GIF or an .ogv, anything encoded in a .y4m,
+    mpeg4 at 1/90000): a usage error now, not a failed write after the model's work. Without a
+    time base, only what is refused at every one (at 1/25). `name` (e.g. "--mask-out") says which
+    output the message is about."""
+    muxer = _muxer_of(path.suffix) if path.suffix else None
+    if muxer is None:
         named = f"the extension {path.suffix}" if path.suffix else "a name without an extension"
         raise UsageError(
             f"{name} {path}: FFmpeg writes no video container by {named}; "
             "name it e.g. .mp4, .mkv, .webm or .gif"
-        ) from e
-    try:
-        _check_muxer(muxer, path, codec, name)
-    finally:
-        muxer.close()
-
-
-def _check_muxer(muxer: av.container.OutputContainer, path: Path, codec: str, name: str) -> None:
-    kind = muxer.format.name
-    if muxer.default_video_codec in _RAW_ONLY and codec not in _RAW_ONLY:
+        )
+    kind, own = muxer
+    where = f"{name} {path}:"
+    if own in _RAW_ONLY and codec not in _RAW_ONLY:
         raise UsageError(
-            f"{name} {path}: {path.suffix} ({kind}) holds uncompressed video only, which skipsr "
+            f"{where} {path.suffix} ({kind}) holds uncompressed video only, which skipsr "
             "does not write; name it e.g. .mkv (with --lossless, every value is kept)"
         )
-    try:
-        muxer.add_stream(codec)
-    except AV_ERRORS as e:
-        if kind in _IMAGE_MUXERS:
-            raise UsageError(
-                f"{name} {path}: skipsr writes images as PNG, not {path.suffix}; "
-                f"name it e.g. {path.with_suffix('.png')}"
-            ) from e
+    if _encoder_name(codec) is None:
         raise UsageError(
-            f"{name} {path}: the {kind} container cannot hold {codec}; choose another "
-            "extension (.mp4, .mkv, .webm, .gif) or --codec"
-        ) from e
+            f"{where} {_not_an_encoder(codec)}; {_offer(kind, codec, time_base, rate)}"
+        )
+    refused = _probe(kind, codec, time_base, rate)
+    if refused is None:
+        return
+    if kind in _IMAGE_MUXERS:
+        raise UsageError(
+            f"{where} skipsr writes images as PNG, not {path.suffix}; "
+            f"name it e.g. {path.with_suffix('.png')}"
+        )
+    stage, why = refused
+    # the time base is named where it is the cause: one frame's (1/rate) would do
+    timed = time_base is not None and _probe(kind, codec, None, rate) is None
+    at = f" at the input's time base {time_base}" if timed else ""
+    offer = _offer(kind, codec, time_base, rate)
+    if stage == "encoder":  # mpeg2video at 1/12800: its encoder, not the container, refuses
+        raise UsageError(f"{where} encoder {codec} cannot write{at} ({why}); {offer}")
+    raise UsageError(f"{where} the {kind} container cannot hold {codec}{at}; {offer} ({why})")
+
+
+def _offer(kind: str, codec: str, time_base: Fraction | None, rate: Fraction | None) -> str:
+    """What to choose instead of `codec`: the encoders `kind` holds (at this time base), probed."""
+    held = [
+        c
+        for c in _CANDIDATES
+        if c != codec and _encoder_name(c) == c and _probe(kind, c, time_base, rate) is None
+    ]
+    if not held:
+        return f"it holds none of {', '.join(_CANDIDATES)}: choose another extension (.mp4, .mkv)"
+    *most, last = held[:4]
+    some = f"{', '.join(most)} or {last}" if most else last
+    return f"choose --codec {some} (which {kind} holds), or another extension (.mp4, .mkv, .webm)"
+
+
+def muxer_refuses(
+    format: str, codec: str, time_base: Fraction | None = None, rate: Fraction | None = None
+) -> str | None:
+    """Why the `format` muxer cannot hold a stream that encoder `codec` writes at `time_base` and
+    `rate` (FFmpeg's own words), or None where it can. Found by trying, in memory: the stream is
+    added, its encoder opened and the header written (cached per format, codec, time base and
+    rate). Without a rate, 25 fps; without a time base, one frame's."""
+    refused = _probe(format, codec, time_base, rate)
+    return None if refused is None else refused[1]
+
+
+@functools.cache
+def _probe(
+    format: str, codec: str, time_base: Fraction | None, rate: Fraction | None
+) -> tuple[str, str] | None:
+    """("encoder" or "muxer", why) where writing the header of a `format` file holding a `codec`
+    stream fails; None where it is written. The stream is as video_writer adds it: the input's
+    time base and rate, the encoder's own format, our options (x265's quiet log level)."""
+    if _encoder_name(codec) is None:
+        return "encoder", _not_an_encoder(codec)
+    rate = Fraction(rate) if rate else _ANY_RATE
+    options = EncodeOptions(codec=codec)
+    with _ffmpeg_errors_kept():
+        muxer = av.open(io.BytesIO(), "w", format=format)
+        try:
+            stream = muxer.add_stream(
+                codec,
+                rate=rate,
+                options=codec_options(options),
+                width=_PROBE_SIZE,
+                height=_PROBE_SIZE,
+                time_base=Fraction(time_base) if time_base else 1 / rate,
+            )
+            stream.pix_fmt = resolve_pix_fmt(options)
+            muxer.start_encoding()
+        except AV_ERRORS as e:
+            opened = not isinstance(e, av.FFmpegError) or "avcodec_open2" not in str(e)
+            return ("muxer" if opened else "encoder"), _ffmpeg_says(e)
+        finally:
+            with contextlib.suppress(*AV_ERRORS):
+                muxer.close()
+    return None
+
+
+@contextlib.contextmanager
+def _ffmpeg_errors_kept() -> Iterator[None]:
+    """FFmpeg's error lines kept, not printed, while a probe or trial runs: PyAV gives the last one
+    to the exception it raises, whose cause it names (its code alone says "Invalid argument")."""
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture():
+            yield
+    finally:
+        av.logging.set_level(level)
+
+
+def _ffmpeg_says(error: Exception) -> str:
+    """FFmpeg's last error line where PyAV kept one ("vp9 only supported in MP4."), else its text."""
+    log = getattr(error, "log", None)
+    if log and len(log) == 3 and log[2]:
+        return str(log[2]).strip().rstrip(".")
+    return str(error)
 
 
 def container_holds(path: Path, codec: str) -> bool:
@@ -221,8 +367,16 @@ def resolve_pix_fmt(options: EncodeOptions) -> str:
     return formats[0].name if formats else "yuv420p"
 
 
-def validate_encode_options(options: EncodeOptions, width: int, height: int) -> None:
-    """Reject encoder settings that cannot work, before any (slow) model work starts."""
+def validate_encode_options(
+    options: EncodeOptions,
+    width: int,
+    height: int,
+    time_base: Fraction | None = None,
+    rate: Fraction | None = None,
+) -> None:
+    """Reject encoder settings that cannot work, before any (slow) model work starts: at the
+    input's `time_base` and `rate` where they are given (mpeg4 refuses 1/90000, MPEG-1/2 any
+    time base that is not one frame's at a standard rate), else at 1/25."""
     codec = _encoder(options.codec)
     pix_fmt = resolve_pix_fmt(options)
     try:
@@ -254,21 +408,35 @@ def validate_encode_options(options: EncodeOptions, width: int, height: int) -> 
         raise UsageError(f"invalid CRF {options.crf}: {span}")
     if options.bitrate is not None and options.bitrate <= 0:
         raise UsageError(f"invalid bitrate {options.bitrate}: it must be positive")
-    _trial_open(options, width, height, pix_fmt)
+    _trial_open(options, (width, height), pix_fmt, time_base, rate)
 
 
-def _trial_open(options: EncodeOptions, width: int, height: int, pix_fmt: str) -> None:
-    """Open the encoder once with these settings (milliseconds): what it refuses (an unknown
-    preset, say) is a usage error now, not a failed write after the model's work."""
+def _trial_open(
+    options: EncodeOptions,
+    size: tuple[int, int],
+    pix_fmt: str,
+    time_base: Fraction | None,
+    rate: Fraction | None,
+) -> None:
+    """Open the encoder once with these settings, as video_writer will (milliseconds): what it
+    refuses (an unknown preset, a time base) is a usage error now, not a failed write after the
+    model's work."""
     trial = av.CodecContext.create(options.codec, "w")
-    trial.width, trial.height, trial.pix_fmt = width, height, pix_fmt
-    trial.time_base = Fraction(1, 25)
+    trial.width, trial.height = size
+    trial.pix_fmt = pix_fmt
+    trial.time_base = Fraction(time_base) if time_base else 1 / Fraction(rate or _ANY_RATE)
+    if rate:
+        trial.framerate = Fraction(rate)
     trial.options = codec_options(options)
     try:
-        trial.open()
+        with _ffmpeg_errors_kept():
+            trial.open()
     except AV_ERRORS as e:
         settings = ", ".join(f"{k} {v}" for k, v in trial.options.items()) or "its defaults"
-        raise UsageError(f"encoder {options.codec} refuses {settings} at {pix_fmt}: {e}") from e
+        at = f"{pix_fmt}, time base {trial.time_base}" if time_base else pix_fmt
+        raise UsageError(
+            f"encoder {options.codec} refuses {settings} at {at}: {_ffmpeg_says(e)}"
+        ) from e
 
 
 def codec_options(options: EncodeOptions) -> dict[str, str]:

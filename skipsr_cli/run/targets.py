@@ -42,12 +42,14 @@ def check_output(
     size: tuple[int, int],
     name: str | None = None,
 ) -> None:
-    """One output of a run (the video or PNG frames, or the mask's), before any model work: its
-    encoder settings at `size` (width, height), and a target that is not the input and that may
-    be written. `name` ("--mask-out") begins what is said of the settings, where the output meant
+    """One output of a run (the video or PNG frames, or the mask's), before any model work: a
+    video's container and encoder at the input's time base and rate, its encoder settings at
+    `size` (width, height), and a target that is not the input and that may be written. `name` ("--mask-out") begins what is said of the settings, where the output meant
     is not OUTPUT."""
+    if not is_image_output(path):  # at the input's time base: mpeg4 at 1/90000, MPEG-2 at 1/12800
+        check_container(path, options.codec, name or "output", info.time_base, info.rate)
     try:
-        check_settings(path, options, size)
+        check_settings(path, options, size, info)
     except UsageError as e:
         raise UsageError(str(e) if name is None else f"{name} {path}: {e}") from e
     check_not_input(path, input, info.frame_count)
@@ -62,10 +64,14 @@ def check_output(
     check_writable(path, path.parent)
 
 
-def check_settings(path: Path, options: EncodeOptions, size: tuple[int, int]) -> None:
-    """The encoder settings of an output at `size`: a video's, or PNG frames' format."""
+def check_settings(
+    path: Path, options: EncodeOptions, size: tuple[int, int], info: VideoInfo | None = None
+) -> None:
+    """The encoder settings of an output at `size`: a video's (at the time base and rate of the
+    input `info`, which it is written with), or PNG frames' format."""
     if not is_image_output(path):
-        validate_encode_options(options, *size)
+        timing = (info.time_base, info.rate) if info is not None else (None, None)
+        validate_encode_options(options, *size, *timing)
     elif options.pix_fmt not in (None, *PNG_FORMATS):
         raise UsageError(f"PNG frames are rgb24 or rgb48be, not {options.pix_fmt}")
 
@@ -84,7 +90,7 @@ def check_mask(
     options = at_input_depth(mask, options, info)
     if not is_image_output(mask):  # a name of the user's: its container may be any
         options = full_chroma_at(options, *size)
-        check_container(mask, options.codec, "--mask-out")
+        check_container(mask, options.codec, "--mask-out", info.time_base, info.rate)
     check_output(mask, options, input, info, overwrite, size, "--mask-out")
     return options
 

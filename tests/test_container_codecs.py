@@ -1,0 +1,161 @@
+"""Container and encoder pairs the muxer cannot hold are refused before any work (exit 2, one line
+naming both and the encoders the container does hold, each probed); the encoder a container gets
+by default is one it holds (.ogv: VP8, not x264); refusals that depend on the input's time base
+(mpeg4 at 1/90000, MPEG-1/2 at any but one frame's) are judged at the real one; a farm's task
+refuses an OUTPUT its parts cannot be joined into."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import pytest
+from media import make_clip
+from typer.testing import CliRunner
+
+from skipsr_cli.cli import app
+from skipsr_cli.errors import ExitCode
+from skipsr_cli.media.encoding import default_codec, muxer_refuses
+
+DEBUG = ["--model", "debug", "--random-weights", "--device", "cpu", "-q"]
+
+
+def clip_in(folder: Path, name: str) -> Path:
+    return make_clip(folder / name, width=32, height=24, frames=2, audio=False)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Inputs by their stream's time base: mp4 (1/12288), MPEG-TS (1/90000), AVI (1/24)."""
+    folder = tmp_path_factory.mktemp("in")
+    made = {name: clip_in(folder, f"in.{name}") for name in ("mp4", "ts", "avi")}
+    assert time_base(made["ts"]) == Fraction(1, 90000)
+    assert time_base(made["avi"]) == Fraction(1, 24)
+    assert time_base(made["mp4"]).denominator not in (24, 90000)
+    return made
+
+
+def time_base(path: Path) -> Fraction:
+    with av.open(str(path)) as container:
+        return container.streams.video[0].time_base
+
+
+def invoke(*args: object):
+    return CliRunner().invoke(app, ["upscale", *map(str, args), *DEBUG])
+
+
+def written(path: Path) -> tuple[str, int]:
+    """(codec, frames decoded) of a video's first stream."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return stream.codec_context.name, sum(1 for _ in container.decode(stream))
+
+
+def refused(result, tmp_path: Path, says: str) -> str:
+    """The one line of a usage error that holds `says`; nothing was left in `tmp_path`."""
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert result.stderr.count("\n") == 1 and says in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []
+    return result.stderr
+
+
+def offered(line: str) -> list[str]:
+    """The encoders a refusal offers: `choose --codec a, b or c (which ...`."""
+    match = re.search(r"choose --codec (.+?) \(which", line)
+    assert match, line
+    return re.split(r", | or ", match.group(1))
+
+
+def test_an_ogv_gets_an_encoder_ogg_holds(clips: dict[str, Path], tmp_path: Path):
+    """It was x264, which the ogg muxer refuses writing its header: exit 5 after the model."""
+    out = tmp_path / "o.ogv"
+    r = invoke(clips["mp4"], out)
+    assert r.exit_code == 0, r.output
+    assert written(out) == ("vp8", 2)
+    assert default_codec(".ogv") == "libvpx" and muxer_refuses("ogv", "libx264") is not None
+    assert [p.name for p in tmp_path.iterdir()] == ["o.ogv"]  # no partial left beside it
+
+
+@pytest.mark.parametrize(
+    ("output", "codec", "says"),
+    [
+        ("o.ogv", "libx264", "output {tmp}/o.ogv: the ogv container cannot hold libx264; choose"),
+        ("o.ogg", "libx264", "output {tmp}/o.ogg: the ogg container cannot hold libx264; choose"),
+        ("o.mov", "libvpx-vp9", "o.mov: the mov container cannot hold libvpx-vp9; choose --codec"),
+        ("o.mp4", "nosuch", "output {tmp}/o.mp4: unknown encoder 'nosuch': this FFmpeg has no"),
+        ("o.mp4", "aac", "output {tmp}/o.mp4: 'aac' is an audio encoder, not a video encoder"),
+    ],
+)
+def test_a_pair_the_muxer_refuses_is_one_usage_line_offering_what_it_holds(
+    clips: dict[str, Path], tmp_path: Path, output: str, codec: str, says: str
+):
+    """The ogg and mov pairs were exit 5 after the model's work; the unknown encoder was said to
+    be one the container cannot hold."""
+    line = refused(
+        invoke(clips["mp4"], tmp_path / output, "--codec", codec),
+        tmp_path,
+        says.format(tmp=tmp_path),
+    )
+    kind = av.open(str(tmp_path / output), "w").format.name  # the name only: no file is made
+    offer = offered(line)
+    assert offer and codec not in offer
+    for other in offer:
+        assert muxer_refuses(kind, other, time_base(clips["mp4"]), Fraction(24)) is None, other
+
+
+@pytest.mark.parametrize(
+    ("input", "codec", "output", "says"),
+    [
+        # mpeg4's time base denominator is at most 65535
+        ("ts", "mpeg4", "o.mp4", "encoder mpeg4 cannot write at the input's time base 1/90000"),
+        # MPEG-1/2 take only one frame's time base, at a standard rate
+        ("mp4", "mpeg2video", "o.mp4", "encoder mpeg2video cannot write at the input's time base"),
+        ("mp4", "mpeg1video", "o.mpg", "encoder mpeg1video cannot write at the input's time base"),
+    ],
+)
+def test_a_codec_refused_at_the_inputs_time_base_is_refused_before_the_work(
+    clips: dict[str, Path], tmp_path: Path, input: str, codec: str, output: str, says: str
+):
+    """Each was exit 5 once the model had run: the trial open was at 1/25."""
+    line = refused(invoke(clips[input], tmp_path / output, "--codec", codec), tmp_path, says)
+    assert "MPEG" in line  # FFmpeg's own reason, not "Invalid argument"
+    assert muxer_refuses("mp4", codec, time_base(clips[input]), Fraction(24)) is not None
+
+
+@pytest.mark.parametrize(
+    ("input", "codec", "decoded"),
+    [("mp4", "mpeg4", "mpeg4"), ("avi", "mpeg2video", "mpeg2video")],
+)
+def test_the_same_codec_at_a_time_base_it_takes_is_written(
+    clips: dict[str, Path], tmp_path: Path, input: str, codec: str, decoded: str
+):
+    out = tmp_path / "o.mp4"
+    r = invoke(clips[input], out, "--codec", codec)
+    assert r.exit_code == 0, r.output
+    assert written(out) == (decoded, 2)
+
+
+def test_a_mask_is_checked_at_the_inputs_time_base(clips: dict[str, Path], tmp_path: Path):
+    """A .m1v mask gets MPEG-1 (its container's own encoder), which cannot take the mp4's time
+    base: refused before the work, naming --mask-out (it was exit 5 after it)."""
+    r = invoke(clips["mp4"], tmp_path / "o.mp4", "--mask-out", tmp_path / "m.m1v")
+    refused(r, tmp_path, f"--mask-out {tmp_path}/m.m1v: encoder mpeg1video cannot write at")
+
+
+def test_a_farm_task_refuses_an_output_its_parts_cannot_join_into(
+    clips: dict[str, Path], tmp_path: Path
+):
+    """Each task rendered its part into a Matroska file and only the stitch found that a .mov
+    cannot hold VP9: now every task says so at once, leaving no parts folder."""
+    r = invoke(clips["mp4"], tmp_path / "o.mov", "--codec", "libvpx-vp9", "--segment", "1/2")
+    refused(r, tmp_path, f"output {tmp_path}/o.mov: the mov container cannot hold libvpx-vp9")
+
+
+def test_muxer_refuses_says_why_at_the_time_base_given():
+    assert muxer_refuses("ogg", "libvpx") is None
+    assert "Unsupported codec" in (muxer_refuses("ogg", "libx264") or "")
+    assert "65535" in (muxer_refuses("mp4", "mpeg4", Fraction(1, 90000)) or "")
+    assert muxer_refuses("mp4", "mpeg4", Fraction(1, 12800)) is None
+    assert muxer_refuses("mp4", "mpeg2video", Fraction(1, 25), Fraction(25)) is None
