@@ -5,7 +5,8 @@ Summary at the end with every part's warnings.
 Each part's pipeline emits its own Started, Advanced and Summary; `WholeRun.part(index)` is the
 callback a part reports to, and the caller's progress sees only the whole run. Parts finished by
 an earlier run are not rendered again, so the total is the frames left to render: the rate and
-the time left are those of this run.
+the time left are those of this run. A part rendered again (on Ray, after its actor died) says so
+in a warning of the summary and in its `attempts` in the timeline.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class WholeRun:
         self.summaries: dict[int, Summary] = {}
         # part -> seconds into the run when it started, passed its first frames on, and ended
         self.times: dict[int, list[float | None]] = {}
+        self.attempts: dict[int, int] = {}  # part -> its attempts, where it took more than one
+        self.retries: list[str] = []  # a warning for each part sent again
 
     def part(self, index: int) -> Callable[[Event], None]:
         """The callback of part `index`'s own run."""
@@ -73,6 +76,12 @@ class WholeRun:
             self.summaries[index] = event
             self.frames[index] = (event.frames, event.skip_ratio)
 
+    def retried(self, index: int, attempt: int, warning: str) -> None:
+        """Part `index` is sent again, as its attempt `attempt`; `warning` says why, among the
+        summary's warnings."""
+        self.attempts[index] = attempt
+        self.retries.append(warning)
+
     def skip(self, frames: int) -> None:
         """A part an earlier run finished: its frames are not to render."""
         self.to_render -= frames
@@ -95,6 +104,7 @@ class WholeRun:
     def finish(self, frames: int, warnings: list[str]) -> Summary:
         """The whole run's summary (`frames` stitched), shown and returned."""
         wall = time.perf_counter() - self.began
+        warnings = [*self.retries, *warnings]
         summary = whole_summary(self.input, self.output, frames, wall, self.parts, warnings)
         summary = replace(summary, parts=self.timeline())
         if self.device is not None:
@@ -106,7 +116,7 @@ class WholeRun:
         """Each part rendered in this run, in part order: its frames and rate, and the seconds
         into the run when its start, its first frames passed to the encoder and its end (before
         its manifest is written) reached this process; they show a worker's start-up and the
-        parts that ran alone at the end."""
+        parts that ran alone at the end. `attempts` is 1 but for a part sent again (Ray)."""
         return tuple(
             {
                 "part": i,
@@ -115,6 +125,7 @@ class WholeRun:
                 "started_s": self.times[i][0],
                 "first_frames_s": self.times[i][1],
                 "finished_s": self.times[i][2],
+                "attempts": self.attempts.get(i, 1),
             }
             for i in sorted(self.summaries)
         )

@@ -4,7 +4,9 @@
 `ray.init` attaches to the cluster that `address` (or RAY_ADDRESS) names, or starts a local Ray on
 this machine. One actor per GPU (one in all without GPUs, or `--workers N`, several sharing a GPU
 where N exceeds them) loads the model once and renders part after part, or file after file, from a
-shared queue; an actor that dies is restarted (twice at most) and its task retried there. Every
+shared queue. Ray restarts no actor and retries no task: the driver does (`_schedule`), so that
+each retry is said (a warning, and a part's `attempts` in the timeline) and bounded: a part or file
+whose actor died, or whose task failed, goes to a fresh actor, ATTEMPTS times at most. Every
 node must see the input and the output's folder at the same paths (shared storage), as a farm's
 nodes do. Parts are the same files `--segment I/N` writes, so a run that stopped is resumed by the
 next: finished parts whose manifests match are kept, and the parts are stitched. A batch's files
@@ -14,20 +16,23 @@ skips it, and one bad file fails alone.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
 
 from skipsr_cli.batch.plan import BatchItem
 from skipsr_cli.batch.progress import FAILED, FileResult
 from skipsr_cli.batch.workers import BatchKey, check_for, load_for, parse_devices, run_item
-from skipsr_cli.errors import SkipSRError, UsageError
+from skipsr_cli.errors import ModelError, OutputError, SkipSRError, UsageError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.progress import WholeRun
 from skipsr_cli.farm.resume import part_count
@@ -37,9 +42,8 @@ from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.run.options import UpscaleOptions, load_network, resolve_dtype
 from skipsr_cli.run.progress import Event, Summary
 
-RETRIES = 2
+ATTEMPTS = 3  # a part or file is sent to a fresh actor at most this many times in all
 CONNECT_S = 10  # to reach a named cluster's head before Ray is asked to attach
-_NO_ACTOR = "no Ray actor was left to run it"
 
 
 class SegmentWorker:
@@ -55,6 +59,10 @@ class SegmentWorker:
         self.dtype = resolve_dtype(opts.dtype, self.device)
         self.model = load_network(opts, self.device, self.dtype)
         self.weights = model_hash(self.model.state_dict())
+
+    def ready(self) -> bool:
+        """Answers once the model is loaded: the driver waits for it before sending a part."""
+        return True
 
     def render(
         self, input: str, output: str, index: int, count: int, total: int
@@ -98,6 +106,10 @@ class FileWorker:
         self.options, self.key = options, key
         self.model = load_for(options, _take_device(options, sharing))
 
+    def ready(self) -> bool:
+        """Answers once the network is loaded: the driver waits for it before sending a file."""
+        return True
+
     def run(self, index: int, item: BatchItem) -> tuple[int, FileResult]:
         return index, run_item(self.model, item, self.options, self.key, _quiet)
 
@@ -135,10 +147,112 @@ def _actor_resources(ray: ModuleType, gpus: int, count: int, cpu_only: bool) -> 
     return {"num_gpus": 0, "num_cpus": min(1.0, cpus / count)}
 
 
-def _reason(error: BaseException) -> str:
-    """A Ray error on one line: its text without the traceback's line breaks, not too long."""
-    text = " ".join(str(error).split())
-    return text if len(text) <= 400 else text[:397] + "..."
+def _reason(text: str) -> str:
+    """`text` on one line, without its line breaks, not too long."""
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _why(ray: ModuleType, error: BaseException) -> str:
+    """What became of a task, from Ray's error, in a few words: the task's own exception, or
+    why its actor died (Ray's first line and its worker's exit detail, not its advice)."""
+    cause = getattr(error, "cause", None)
+    if isinstance(error, ray.exceptions.RayTaskError) and isinstance(cause, BaseException):
+        return f"its Ray task failed ({_reason(f'{type(cause).__name__}: {cause}')})"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [repr(error)]
+    if not isinstance(error, ray.exceptions.RayActorError):
+        return f"its Ray task failed ({_reason(lines[0])})"
+    if getattr(error, "actor_init_failed", False):
+        return f"its Ray actor could not start ({_reason(lines[-1])})"  # the raised exception
+    detail = re.search(r"Worker exit detail: (.+?\.)(\s|$)", str(error))
+    said = lines[0].rstrip(".") + (f": {detail[1]}" if detail else "")
+    return f"its Ray actor died ({_reason(said)})"
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A task that ended without a result: by our own error (`own`: not retried, it would fail
+    the same way), or by Ray's (an actor that died, a task that failed) on its last attempt."""
+
+    why: str
+    own: SkipSRError | None = None
+
+
+class _Crew:
+    """The actors of one run. Ray restarts none of them and retries none of their tasks
+    (max_restarts=0, max_task_retries=0): the driver starts each one, waits until it has loaded
+    its model, and replaces one whose task failed, so that every retry is seen here."""
+
+    def __init__(self, ray: ModuleType, actor: Any, args: tuple) -> None:
+        self.ray, self.actor, self.args = ray, actor, args
+        self.started: list = []
+
+    def start(self, count: int) -> list:
+        """`count` fresh actors, each ready: one that cannot load the model is that error here
+        (our own, such as weights its node cannot read, else a model error: exit 4), before any
+        work is sent to it, not a task that fails on every retry."""
+        actors = [self.actor.remote(*self.args) for _ in range(count)]
+        self.started += actors
+        try:
+            self.ray.get([a.ready.remote() for a in actors])
+        except self.ray.exceptions.RayError as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, SkipSRError):
+                raise cause from e
+            raise ModelError(f"a Ray actor could not load the model: {_why(self.ray, e)}") from e
+        return actors
+
+    def drop(self, actor: Any) -> None:
+        with contextlib.suppress(Exception):  # dead already
+            self.ray.kill(actor, no_restart=True)
+
+    def stop(self) -> None:
+        """Kill every actor started, so that none writes after the run has ended or failed."""
+        for actor in self.started:
+            self.drop(actor)
+
+
+def _schedule(
+    crew: _Crew,
+    count: int,
+    jobs: list,
+    call: Callable[[Any, Any], Any],
+    retried: Callable[[Any, int, str], None],
+) -> Iterator[tuple[Any, int, Any]]:
+    """Each of `jobs` sent to one of `count` actors (`call(actor, job)`: its object ref), and
+    (job, attempts, result) as each ends. A job whose actor died, or whose task failed other than
+    by our own error, is sent again (`retried(job, attempt, why)` hears it first), ATTEMPTS times
+    at most in all, to an actor left idle or else to a fresh one in place of the one dropped;
+    after its last attempt, or on our own error, its result is _Failed."""
+    ray = crew.ray
+    free = crew.start(count)
+    waiting = [(job, 1) for job in jobs]
+    running: dict = {}
+    while waiting or running:
+        while waiting and (free or len(running) < count):
+            job, attempt = waiting.pop(0)
+            actor = free.pop() if free else crew.start(1)[0]  # one in place of an actor dropped
+            running[call(actor, job)] = (actor, job, attempt)
+        (done,), _ = ray.wait(list(running), num_returns=1)
+        actor, job, attempt = running.pop(done)
+        try:
+            result = ray.get(done)
+        except ray.exceptions.RayError as e:
+            own = getattr(e, "cause", None)
+            if isinstance(e, ray.exceptions.RayTaskError) and isinstance(own, SkipSRError):
+                free.append(actor)  # the actor is well: the part or file could not be done
+                yield job, attempt, _Failed(str(own), own)
+                continue
+            crew.drop(actor)  # dead, or in a state not to trust with more work
+            why = _why(ray, e)
+            if attempt >= ATTEMPTS:
+                yield job, attempt, _Failed(why)
+                continue
+            retried(job, attempt + 1, why)
+            waiting.insert(0, (job, attempt + 1))
+            continue
+        free.append(actor)
+        yield job, attempt, result
 
 
 def _start(options: UpscaleOptions, address: str | None) -> tuple[UpscaleOptions, ModuleType, int]:
@@ -223,39 +337,49 @@ def upscale_on_ray(
     failure of every actor."""
     began = time.perf_counter()
     opts, ray, gpus = _start(opts, address)
-    from ray.util import ActorPool
-
     count = workers or gpus or 1
     total = len(source_timestamps(input)[0])
     if parts is None:
         parts = farm.finished_split(input, output, opts, total) or part_count(total, count)
     parts = min(parts, total)  # no empty part
     actors = min(count, parts)
-    actor = ray.remote(
-        max_restarts=RETRIES,
-        max_task_retries=RETRIES,
-        **_actor_resources(ray, gpus, actors, cpu_only=_actor_device(opts) == "cpu"),
-    )(SegmentWorker)
-    sharing = _actors_per_node(ray, actors)
+    cpu_only = _actor_device(opts) == "cpu"
+    actor = _actor_class(ray, SegmentWorker, gpus, actors, cpu_only)
     run = WholeRun(progress or _quiet, input, output, total, f"Ray, {actors} actor(s)", began)
     with farm.parts_of_run(output, opts, parts) as opts:
-        each = replace(opts, segment=None)
-        pool = ActorPool([actor.remote(each, None, sharing) for _ in range(actors)])
+        crew = _Crew(ray, actor, (replace(opts, segment=None), None, _actors_per_node(ray, actors)))
         jobs = [(str(input), str(output), i, parts, total) for i in range(1, parts + 1)]
+
+        def retried(job: tuple, attempt: int, why: str) -> None:
+            said = f"part {job[2]} of {parts}: {why}; rendering it again (attempt {attempt})"
+            run.retried(job[2], attempt, said)
+
         try:
-            for index, part in pool.map_unordered(lambda a, job: a.render.remote(*job), jobs):
-                if isinstance(part, Summary):
-                    run.event(index, part)
-                else:  # finished by an earlier run
-                    run.skip(part)
-        except ray.exceptions.RayTaskError as e:
-            # a part's own error (a size its node cannot hold, an output it cannot write): its
-            # one line and exit code, not Ray's wrapping of it with the remote traceback
-            if not isinstance(getattr(e, "cause", None), SkipSRError):
-                raise
-            raise e.cause from e
+            for job, attempts, part in _schedule(
+                crew, actors, jobs, lambda a, job: a.render.remote(*job), retried
+            ):
+                _part_ended(run, job[2], parts, attempts, part)
+        finally:
+            crew.stop()
         frames, warnings = farm.stitch_run(output, input, opts, parts)
     return run.finish(frames, warnings)
+
+
+def _part_ended(run: WholeRun, index: int, parts: int, attempts: int, part: Any) -> None:
+    """A part's end, from its actor: its summary, or its frames where an earlier run finished
+    it, or its failure: our own error as it is (a size its node cannot hold, an output it cannot
+    write: its one line and exit code, not Ray's wrapping of it), Ray's after the last attempt
+    as an output error naming the part (exit 5)."""
+    if isinstance(part, _Failed):
+        if part.own is not None:
+            raise part.own
+        tried = f"each of its {attempts} attempts" if attempts > 1 else "its one attempt"
+        raise OutputError(f"part {index} of {parts} failed on {tried}: {part.why}")
+    _, result = part
+    if isinstance(result, Summary):
+        run.event(index, result)
+    else:  # finished by an earlier run
+        run.skip(result)
 
 
 def files_on_ray(
@@ -270,55 +394,41 @@ def files_on_ray(
 
     The weights are checked here first, from their files' headers (no network is loaded here),
     so that weights that cannot load are one error (exit 4), as with local workers, not a
-    failure of every file. Paths go to the actors whole (a cluster's actors do not share this
-    working folder). A file whose actor died on every retry fails alone; an actor that could not
-    start gives its file back and takes no more. The actors are killed before this returns or is
-    stopped (Ctrl-C), so none writes into the output folder after the batch has let go of its
-    lock."""
+    failure of every file; an actor that cannot load the network is that error too. Paths go to
+    the actors whole (a cluster's actors do not share this working folder). A file whose actor
+    died is upscaled again by a fresh actor (a warning of the file's says so), and fails alone
+    after ATTEMPTS. The actors are killed before this returns or is stopped (Ctrl-C), so none
+    writes into the output folder after the batch has let go of its lock."""
     options, ray, gpus = _start(options, address)
     count = min(workers or gpus or 1, len(todo))
-    cpu_only = _actor_device(options) == "cpu"
-    actor = ray.remote(
-        max_restarts=RETRIES,
-        max_task_retries=RETRIES,
-        **_actor_resources(ray, gpus, count, cpu_only),
-    )(FileWorker)
-    sharing = _actors_per_node(ray, count)
+    actor = _actor_class(ray, FileWorker, gpus, count, _actor_device(options) == "cpu")
     key = replace(key, out_dir=key.out_dir.resolve())
-    actors = [actor.remote(options, key, sharing) for _ in range(count)]
-    free, waiting, running = list(actors), [_whole(i) for i in todo], {}
-    unavailable = getattr(ray.exceptions, "ActorUnavailableError", ())
+    crew = _Crew(ray, actor, (options, key, _actors_per_node(ray, count)))
+    said: dict[int, list[str]] = {}  # file index -> the warnings of its retries
+
+    def retried(job: tuple[int, BatchItem], attempt: int, why: str) -> None:
+        said.setdefault(job[0], []).append(f"{why}; upscaling it again (attempt {attempt})")
+
     try:
-        while waiting or running:
-            while waiting and free:
-                index, item = waiting.pop(0)
-                worker = free.pop()
-                running[worker.run.remote(index, item)] = (worker, index, item)
-            if not running:  # every actor is gone
-                for index, item in waiting:
-                    yield index, FileResult(item.name, str(item.output), FAILED, error=_NO_ACTOR)
-                return
-            (done,), _ = ray.wait(list(running), num_returns=1)
-            worker, index, item = running.pop(done)
-            try:
-                result = ray.get(done)
-            except ray.exceptions.RayError as e:
-                gone = isinstance(e, ray.exceptions.RayActorError) and not isinstance(
-                    e, unavailable
-                )
-                if gone and getattr(e, "actor_init_failed", False):
-                    waiting.insert(0, (index, item))  # never run: another actor takes it
-                    continue
-                error = f"its Ray task failed: {_reason(e)}"
-                result = index, FileResult(item.name, str(item.output), FAILED, error=error)
-                if gone:
-                    worker = None
-            if worker is not None:
-                free.append(worker)
-            yield result
+        jobs = [_whole(task) for task in todo]
+        for (index, item), tries, ended in _schedule(
+            crew, count, jobs, lambda a, job: a.run.remote(*job), retried
+        ):
+            if isinstance(ended, _Failed):
+                error = ended.why if ended.own else f"{ended.why}, on each of its {tries} attempts"
+                result = FileResult(item.name, str(item.output), FAILED, error=error)
+            else:
+                result = ended[1]
+            notes = tuple(said.pop(index, ()))
+            yield index, replace(result, warnings=notes + result.warnings)
     finally:
-        for a in actors:
-            ray.kill(a)
+        crew.stop()
+
+
+def _actor_class(ray: ModuleType, worker: type, gpus: int, count: int, cpu_only: bool) -> Any:
+    """`worker` as a Ray actor class that Ray never restarts nor retries (see _Crew)."""
+    resources = _actor_resources(ray, gpus, count, cpu_only)
+    return ray.remote(max_restarts=0, max_task_retries=0, **resources)(worker)
 
 
 def _weights_whole(options: UpscaleOptions) -> UpscaleOptions:

@@ -1,0 +1,178 @@
+"""Ray: a part or file whose actor died is sent again by the driver, said and bounded.
+
+The actors here are test subclasses of the real workers, made inside functions so that Ray ships
+them by value: one kills its own process (os._exit, as the OOM killer or a segfault would) in the
+middle of a part, once or every time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from media import make_clip
+
+from skipsr_cli import api
+from skipsr_cli.errors import ExitCode, ModelError, OutputError
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+RUN = dict(model="debug", random_weights=True, chunk_frames=8, overlap=2, lossless=True)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def frames(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as f:
+        return [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
+
+
+def dying_segments(marker: Path, part: int, always: bool) -> type:
+    """A SegmentWorker whose process exits once it has passed the first frames of part `part`
+    on: the first time only (`marker` is made then), or every time."""
+    from skipsr_cli.farm.ray import SegmentWorker
+    from skipsr_cli.run.progress import Advanced
+
+    class Dying(SegmentWorker):
+        def render(self, input, output, index, count, total):
+            if index != part:
+                return super().render(input, output, index, count, total)
+            if not always:
+                try:
+                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+                except FileExistsError:  # died once already
+                    return super().render(input, output, index, count, total)
+
+            def die(event):
+                if isinstance(event, Advanced) and event.frames > 0:
+                    os._exit(3)
+
+            return index, self.render_part(input, output, index, count, total, die)
+
+    return Dying
+
+
+def all_actors_gone(timeout: float = 30.0) -> bool:
+    """Whether Ray has every CPU back: no actor of the run is left holding its share."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if ray.available_resources().get("CPU", 0) >= ray.cluster_resources()["CPU"]:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_part_whose_actor_died_is_rendered_again_and_said(
+    local_ray, tmp_path, monkeypatch, capsys
+):
+    from skipsr_cli.cli import main
+    from skipsr_cli.farm import ray as farm_ray
+
+    clip = make_clip(tmp_path / "in.mp4", frames=17, audio=True)
+    api.upscale(clip, tmp_path / "whole.mkv", device="cpu", **RUN)
+    dying = dying_segments(tmp_path / "died-once", part=2, always=False)
+    monkeypatch.setattr(farm_ray, "SegmentWorker", dying)
+    out = tmp_path / "out.mkv"
+    args = ["upscale", str(clip), str(out), "--ray", "local", "--segments", "3", "--workers", "2"]
+    args += ["--model", "debug", "--random-weights", "--chunk-frames", "8", "--overlap", "2"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--lossless", "-q", "--json"])
+    stdout, stderr = capsys.readouterr()
+    assert done.value.code == 0, stderr
+    assert (tmp_path / "died-once").exists()  # the actor did die
+    warned = re.findall(r"^skipsr: warning: (part .*)$", stderr, flags=re.M)
+    assert len(warned) == 1, stderr
+    assert re.fullmatch(
+        r"part 2 of 3: its Ray actor died \(.+\); rendering it again \(attempt 2\)", warned[0]
+    )
+    said = json.loads(stdout.splitlines()[-1])
+    assert said["frames"] == 17 and warned[0] in said["warnings"]
+    assert {p["part"]: p["attempts"] for p in said["parts"]} == {1: 1, 2: 2, 3: 1}
+    ours, theirs = frames(out), frames(tmp_path / "whole.mkv")
+    assert len(ours) == 17 and all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    # the dead attempt's half-written part went with the work folder; no actor is left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "died-once",
+        "in.mp4",
+        "out.mkv",
+        "whole.mkv",
+    ]
+    assert all_actors_gone()
+
+
+def test_a_part_whose_actor_dies_every_time_fails_after_the_last_attempt(
+    local_ray, tmp_path, monkeypatch
+):
+    from skipsr_cli.farm import ray as farm_ray
+
+    clip = make_clip(tmp_path / "in.mp4", frames=17, audio=False)
+    monkeypatch.setattr(farm_ray, "SegmentWorker", dying_segments(tmp_path, 2, always=True))
+    parts = tmp_path / "parts"
+    with pytest.raises(OutputError) as failed:
+        api.upscale(clip, tmp_path / "out.mkv", ray="local", segments=3, parts=parts, **RUN)
+    said = str(failed.value)
+    attempts = farm_ray.ATTEMPTS
+    assert said.startswith(f"part 2 of 3 failed on each of its {attempts} attempts: ")
+    assert "its Ray actor died (" in said and "\n" not in said
+    assert failed.value.exit_code == ExitCode.OUTPUT
+    assert not (tmp_path / "out.mkv").exists()
+    # one actor at a time: part 1 was done before part 2 started, and is kept for a rerun
+    assert sorted(p.name for p in parts.glob("part-*.mkv")) == ["part-00001-of-00003.mkv"]
+    assert all_actors_gone()
+
+
+def test_an_actor_that_cannot_load_the_model_is_a_model_error(local_ray, tmp_path, monkeypatch):
+    """Said once, as what it is, before any part is sent; not a part retried until it fails."""
+    from skipsr_cli.farm import ray as farm_ray
+
+    class Broken(farm_ray.SegmentWorker):
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("CUDA error: out of memory while loading")
+
+    monkeypatch.setattr(farm_ray, "SegmentWorker", Broken)
+    clip = make_clip(tmp_path / "in.mp4", frames=5, audio=False)
+    with pytest.raises(ModelError, match=r"^a Ray actor could not load the model: .*out of memory"):
+        api.upscale(clip, tmp_path / "out.mkv", ray="local", segments=2, **RUN)
+    assert not (tmp_path / "out.mkv").exists()
+    assert all_actors_gone()
+
+
+def test_a_batch_file_whose_actor_died_is_upscaled_again(local_ray, tmp_path, monkeypatch):
+    from skipsr_cli.farm import ray as farm_ray
+
+    marker = tmp_path / "died-once"
+
+    class Dying(farm_ray.FileWorker):
+        def run(self, index, item):
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                return super().run(index, item)
+            os._exit(3)
+
+    monkeypatch.setattr(farm_ray, "FileWorker", Dying)
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        make_clip(src / name, frames=5, audio=False)
+    run = dict(model="debug", random_weights=True, ext="mkv", lossless=True, device="cpu")
+    summary = api.upscale_batch(src, tmp_path / "out", ray="local", workers=2, **run)
+    assert marker.exists()
+    assert [f.status for f in summary.files] == ["done", "done"]
+    retried = [w for f in summary.files for w in f.warnings if "Ray actor" in w]
+    assert len(retried) == 1
+    assert re.fullmatch(r"its Ray actor died \(.+\); upscaling it again \(attempt 2\)", retried[0])
+    assert all_actors_gone()
