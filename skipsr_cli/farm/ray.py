@@ -6,7 +6,7 @@ this machine. One actor per GPU (one in all without GPUs, or `--workers N`, seve
 where N exceeds them) loads the model once and renders part after part, or file after file, from a
 shared queue. Ray restarts no actor and retries no task: the driver does (`_schedule`), so that
 each retry is said (a warning, and a part's `attempts` in the timeline) and bounded: a part or file
-whose actor died, or whose task failed, goes to a fresh actor, ATTEMPTS times at most. Every
+whose actor died, or whose task failed, goes to another actor, ATTEMPTS times at most. Every
 node must see the input and the output's folder at the same paths (shared storage), as a farm's
 nodes do. Parts are the same files `--segment I/N` writes, so a run that stopped is resumed by the
 next: finished parts whose manifests match are kept, and the parts are stitched. A batch's files
