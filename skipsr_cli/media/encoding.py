@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -257,25 +258,29 @@ def _probe(
             stream.pix_fmt = resolve_pix_fmt(options)
             muxer.start_encoding()
         except AV_ERRORS as e:
-            opened = not isinstance(e, av.FFmpegError) or "avcodec_open2" not in str(e)
-            return ("muxer" if opened else "encoder"), _ffmpeg_says(e)
+            unopened = isinstance(e, av.FFmpegError) and "avcodec_open2" in str(e)
+            return ("encoder" if unopened else "muxer"), _ffmpeg_says(e)
         finally:
             with contextlib.suppress(*AV_ERRORS):
                 muxer.close()
     return None
 
 
+_LOG_LEVEL = threading.Lock()
+
+
 @contextlib.contextmanager
 def _ffmpeg_errors_kept() -> Iterator[None]:
     """FFmpeg's error lines kept, not printed, while a probe or trial runs: PyAV gives the last one
     to the exception it raises, whose cause it names (its code alone says "Invalid argument")."""
-    level = av.logging.get_level()
-    av.logging.set_level(av.logging.ERROR)
-    try:
-        with av.logging.Capture():
-            yield
-    finally:
-        av.logging.set_level(level)
+    with _LOG_LEVEL:  # FFmpeg's level is one for the process: set and put back by one at a time
+        level = av.logging.get_level()
+        av.logging.set_level(av.logging.ERROR)
+        try:
+            with av.logging.Capture():
+                yield
+        finally:
+            av.logging.set_level(level)
 
 
 def _ffmpeg_says(error: Exception) -> str:
