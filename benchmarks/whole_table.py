@@ -16,7 +16,10 @@ RESUME_FRAMES = 3600  # farm.resume: shorter inputs run in one piece
 
 def floor(out: Path, k: int) -> float | None:
     path = out / f"floor_{k}.json"
-    return json.loads(path.read_text())["capacity_fps"] if path.exists() else None
+    try:  # a floor the time limit stopped left no file or a cut one
+        return json.loads(path.read_text())["capacity_fps"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
