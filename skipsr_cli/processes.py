@@ -120,7 +120,7 @@ def _start_server() -> None:
         {
             SERVER_ENV: str(os.getpid()),
             "PYTHONSAFEPATH": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, sys.path)),
+            "PYTHONPATH": server_path(),
         }
     )
     # blocked here, one that comes meanwhile waits (Linux keeps a blocked signal pending even
@@ -138,6 +138,14 @@ def _start_server() -> None:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
+
+
+def server_path() -> str:
+    """This process's `sys.path` for the server's PYTHONPATH, with the current folder that
+    `python -c` or a bare `python` puts first as "" named by its path: under PYTHONSAFEPATH the
+    server adds no current folder of its own, so the "" alone would lose the code that this
+    process imported from where it runs (an uninstalled checkout), and every worker with it."""
+    return os.pathsep.join(os.getcwd() if entry == "" else entry for entry in sys.path)
 
 
 def _in_server(parent: int) -> None:

@@ -34,6 +34,15 @@ def _clip(path: Path, frames: int) -> Path:
     return path
 
 
+def test_the_server_path_names_the_current_folder_that_python_c_put_first(tmp_path, monkeypatch):
+    """`python -c` in an uninstalled checkout imports our code through "" (the current folder);
+    the server, under PYTHONSAFEPATH, gets that folder by its path (dropping "" cost every worker
+    its imports: exit code 1 with parts left), and every other entry as it was."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", ["", "/opt/site", str(ROOT)])
+    assert processes.server_path().split(os.pathsep) == [str(tmp_path), "/opt/site", str(ROOT)]
+
+
 @pytest.fixture(scope="module")
 def long(tmp_path_factory) -> Path:
     return _clip(tmp_path_factory.mktemp("long") / "long.mp4", processes.LONG_FRAMES)
