@@ -14,12 +14,25 @@ from pathlib import Path
 RESUME_FRAMES = 3600  # farm.resume: shorter inputs run in one piece
 
 
-def floor(out: Path, k: int) -> float | None:
+def floor(out: Path, k: int) -> dict | None:
+    """Floor k's best row (the capacity): its total rate over the copies' whole wall time, its
+    steady rate over their common middle, and frames a copy."""
     path = out / f"floor_{k}.json"
     try:  # a floor the time limit stopped left no file or a cut one
-        return json.loads(path.read_text())["capacity_fps"]
-    except (OSError, ValueError, KeyError):
+        report = json.loads(path.read_text())
+        row = next(r for r in report["rows"] if r["total_fps"] == report["capacity_fps"])
+    except (OSError, ValueError, KeyError, StopIteration):
         return None
+    return {
+        "fps": row["total_fps"],
+        "steady": row.get("steady_fps"),
+        "per_copy": row["frames"] / row["workers"],
+    }
+
+
+def mean_of(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.fmean(known) if known else None
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -38,9 +51,11 @@ def main(out: Path, size: str) -> int:
     ratios: dict[tuple[int, str], list[tuple[float, float | None, float | None]]] = {}
     print(
         "| round | run | frames (parts) | whole upscale | outside the run | first frames | "
-        "floor before / after | ratio to before / after / mean | host peak |"
+        "floor before / after | ratio to before / after / mean | "
+        "floors' steady rate before / after | ratio to its mean | host peak |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    short = []
     for r, i, entry in sorted(runs):
         name = f"{r}_{i}_{entry}"
         whole = json.loads((out / f"whole_{name}.json").read_text())
@@ -54,10 +69,14 @@ def main(out: Path, size: str) -> int:
         summary = json.loads((out / f"summary_{name}.json").read_text())
         frames, parts = summary["frames"], summary.get("parts") or []
         fps = frames / whole["wall_s"]
-        before, after = floor(out, r - 1), floor(out, r)
-        known = [f for f in (before, after) if f is not None]
-        mean = statistics.fmean(known) if known else None
+        floors = [floor(out, r - 1), floor(out, r)]
+        before, after = (None if f is None else f["fps"] for f in floors)
+        mean = mean_of([before, after])
         ratio = [None if f is None else fps / f for f in (before, after, mean)]
+        steady = [None if f is None else f["steady"] for f in floors]
+        steady_mean = mean_of(steady)
+        per_part = frames / max(len(parts), 1)
+        short += [f["per_copy"] / per_part for f in floors if f and f["per_copy"] < per_part]
         ratios.setdefault((i, entry), []).append((ratio[2], ratio[0], ratio[1]))
         first = min((p["first_frames_s"] for p in parts), default=None)
         pieces = f"{len(parts)} parts" if parts else "ran in one piece"
@@ -65,12 +84,21 @@ def main(out: Path, size: str) -> int:
             f"| {r} | {i}: workers {entry} | {frames} ({pieces}) | {whole['wall_s']:.1f} s, {fps:.2f} fps | "
             f"{whole['wall_s'] - summary['wall_seconds']:.1f} s | {fmt(first)}{'' if first is None else ' s'} | "
             f"{fmt(before)} / {fmt(after)} fps | {' / '.join(fmt(x, 3) for x in ratio)} | "
+            f"{fmt(steady[0])} / {fmt(steady[1])} fps | "
+            f"{fmt(None if steady_mean is None else fps / steady_mean, 3)} | "
             f"{whole['host_peak_mib']:.0f} MiB |"
         )
         if frames < RESUME_FRAMES:
             print(
                 f"note: {frames} frames ran in one piece, without parts or workers", file=sys.stderr
             )
+    if short:
+        print(
+            f"\nnote: the floors' copies were {min(short):.2f}-{max(short):.2f} of a part's length: "
+            "their own start and end weigh more in their total rate than the run's do in its, "
+            "which favours the ratio (FLOOR_FRAMES below FRAMES / 4); the steady rate leaves "
+            "both out of the floor, which disfavours it"
+        )
     print(f"\n{size} x2, over {max(r for r, _, _ in runs)} round(s):")
     for (i, entry), rows in sorted(ratios.items()):
         means = [m for m, _, _ in rows if m is not None]
