@@ -10,7 +10,8 @@
 # ROUNDS=R repeats the runs R times, a floor between rounds (each run has its own floors before and
 # after; benchmarks/whole_table.py gives each entry's median over the rounds, as the floors swing).
 # Usage: [ROUNDS=R] [FLOORS=4] [FLOOR_FRAMES=N] [WORKERS="default 6"] benchmarks/whole_gpu.sh SOURCE_CLIP OUTDIR WIDTHxHEIGHT FRAMES [WEIGHTS]
-#   e.g. 1280x720 4800, or 1920x1080 4800 with FLOOR_FRAMES=600.
+#   e.g. 1280x720 4800, or 1920x1080 3600. A FLOOR_FRAMES below FRAMES / 4 saves device time but
+#   favours the ratio: a short floor copy's start and end weigh more in its rate than a part's do.
 set -uo pipefail
 [ $# -ge 4 ] || { echo "usage: $0 SOURCE_CLIP OUTDIR WIDTHxHEIGHT FRAMES [WEIGHTS]" >&2; exit 2; }
 SRC=$1; OUT=$2; SIZE=$3; FRAMES=$4; W=${5:-}
