@@ -90,6 +90,25 @@ def test_the_input_folder_as_the_output_folder_is_one_usage_error(tmp_path: Path
     assert sorted(p.name for p in videos.iterdir()) == ["a.mp4"]
 
 
+@pytest.mark.parametrize(
+    ("size", "why"),
+    [
+        ("40000x40000", "width and height must be between 1 and 16384"),
+        ("1x", "expected WIDTHxHEIGHT"),
+    ],
+)
+def test_a_bad_size_for_a_whole_batch_is_one_usage_error_before_any_file(tmp_path, size, why):
+    """A --size no file can take is said once, before the batch starts: not a failure a file."""
+    videos, out = tmp_path / "videos", tmp_path / "out"
+    clip(videos / "a.mp4"), clip(videos / "b.mp4")
+    r = invoke(videos, out, "--size", size)
+    assert r.exit_code == ExitCode.USAGE, r.output
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(
+        f"skipsr: error: --size {size!r}: {why}"
+    )
+    assert not out.exists()
+
+
 def test_an_output_that_would_land_on_an_input_is_one_usage_error(tmp_path: Path):
     """OUT_DIR holding IN_DIR with --recursive: raw/raw/a.mp4 goes to videos/raw/a.mp4, which is
     the input a.mp4; an input that is a link to where its output goes is refused the same way."""

@@ -135,6 +135,8 @@ def resolve_dtype(choice: str | torch.dtype, device: torch.device) -> torch.dtyp
 def check_options(input: Path, options: UpscaleOptions) -> None:
     """Refuse what is wrong in the options themselves, before the input is even probed."""
     check_threshold(options.threshold)
+    if isinstance(options.size, str):  # a batch's one size: refused once, not file by file
+        parse_size(options.size)
     if options.scale not in (2, 4) and options.size is None:
         raise UsageError(
             f"--scale must be 2 or 4, not {options.scale} (or give --size WIDTHxHEIGHT)"
