@@ -546,6 +546,25 @@ def test_a_mask_folder_that_is_the_output_or_input_folder_is_a_usage_error(tmp_p
     assert not out.exists() and sorted(p.name for p in src.iterdir()) == ["a.mp4"]
 
 
+def test_a_mask_that_would_land_on_another_files_output_is_a_usage_error(tmp_path):
+    """--mask-out out/sub with --recursive: the mask of a.mp4 would be out/sub/a.mp4, which is
+    the output of sub/a.mp4, and one would replace the other. One usage error naming both, before
+    any file; a mask folder inside OUT_DIR whose names clash with none still runs."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    clip(src / "a.mp4"), clip(src / "sub" / "a.mp4")
+    r = invoke(src, out, "-q", "--recursive", "--mask-out", out / "sub")
+    assert r.exit_code == ExitCode.USAGE, r.output
+    assert r.stderr == (
+        f"skipsr: error: the mask of a.mp4 and the output of sub/a.mp4 would both be written to "
+        f"{out / 'sub' / 'a.mp4'}: choose a --mask-out folder outside the output folder\n"
+    )
+    assert not out.exists()
+    r = invoke(src, out, "-q", "--recursive", "--mask-out", out / "masks")
+    assert r.exit_code == 0, r.output
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.mp4"))
+    assert written == ["a.mp4", "masks/a.mp4", "masks/sub/a.mp4", "sub/a.mp4"]
+
+
 def test_a_batch_stopped_before_a_file_is_done_leaves_nothing_behind(tmp_path: Path):
     """Ctrl-C (or SIGTERM) before any file is done: no lock file, no .skipsr-batch/, and none of
     the folders the batch made (OUT_DIR, the subfolders it mirrors, the mask folder) where they

@@ -127,6 +127,7 @@ def plan_batch(
     if not items:
         raise InputError(f"no videos or images to upscale in folder {in_dir}")
     check_no_input_written(items, in_dir, written)
+    check_no_output_shared(items)
     return items
 
 
@@ -179,6 +180,24 @@ def check_no_input_written(items: list[BatchItem], in_dir: Path, written: list[P
                 raise UsageError(
                     f"{item.name} would be written to {output}, inside the input folder "
                     f"{in_dir}, where it would be read as an input: choose another output folder"
+                )
+
+
+def check_no_output_shared(items: list[BatchItem]) -> None:
+    """Every output and mask its own file: a mask folder inside OUT_DIR can put a mask where a
+    --recursive batch writes an output (--mask-out out/sub: the mask of a.mp4 is out/sub/a.mp4,
+    the output of sub/a.mp4), and the second file written would replace the first."""
+    taken: dict[Path, str] = {}
+    for item in items:
+        for what, path in (("output", item.output), ("mask", item.mask_out)):
+            if path is None:
+                continue
+            here = f"the {what} of {item.name}"
+            first = taken.setdefault(path.resolve(), here)
+            if first != here:
+                raise UsageError(
+                    f"{first} and {here} would both be written to {path}: "
+                    "choose a --mask-out folder outside the output folder"
                 )
 
 
