@@ -159,3 +159,23 @@ def test_muxer_refuses_says_why_at_the_time_base_given():
     assert "65535" in (muxer_refuses("mp4", "mpeg4", Fraction(1, 90000)) or "")
     assert muxer_refuses("mp4", "mpeg4", Fraction(1, 12800)) is None
     assert muxer_refuses("mp4", "mpeg2video", Fraction(1, 25), Fraction(25)) is None
+
+
+@pytest.mark.parametrize(("ext", "kind"), [(".mpd", "dash"), (".m3u8", "hls")])
+def test_a_muxer_that_writes_files_of_its_own_is_refused_without_writing_one(
+    clips, tmp_path, monkeypatch, ext, kind
+):
+    """DASH and HLS write a manifest and segments by names of their own: their header, written in
+    a probe, dropped segment files where the command ran (DASH's crashed it: SIGFPE). They are
+    refused for the output and the mask, and nothing lands in the current folder."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert muxer_refuses(kind, "libx264") == f"the {kind} muxer writes files of its own"
+    assert default_codec(ext) == "libx264"
+    out = tmp_path / "out"
+    out.mkdir()
+    says = f"({kind}) is written as many files (a playlist or manifest and its segments)"
+    refused(invoke(clips["mp4"], out / f"o{ext}"), out, says)
+    refused(invoke(clips["mp4"], out / "o.mp4", "--mask-out", out / f"m{ext}"), out, says)
+    assert list(here.iterdir()) == []

@@ -75,7 +75,7 @@ def default_codec(suffix: str) -> str:
     if suffix.lower() in _DEFAULT_BY_SUFFIX:
         return _DEFAULT_BY_SUFFIX[suffix.lower()]
     muxer = _muxer_of(suffix)
-    if muxer is None or muxer[0] in _IMAGE_MUXERS:
+    if muxer is None or muxer[0] in _IMAGE_MUXERS or _writes_own_files(muxer[0]):
         return "libx264"
     kind, own = muxer
     for codec in ("libx264", own, *_CANDIDATES):
@@ -181,6 +181,11 @@ def check_container(
         )
     kind, own = muxer
     where = f"{name} {path}:"
+    if _writes_own_files(kind):
+        raise UsageError(
+            f"{where} {path.suffix} ({kind}) is written as many files (a playlist or manifest "
+            "and its segments), which skipsr does not write; write .mp4 or .mkv, then package it"
+        )
     if own in _RAW_ONLY and codec not in _RAW_ONLY:
         raise UsageError(
             f"{where} {path.suffix} ({kind}) holds uncompressed video only, which skipsr "
@@ -242,6 +247,8 @@ def _probe(
     time base and rate, the encoder's own format, our options (x265's quiet log level)."""
     if _encoder_name(codec) is None:
         return "encoder", _not_an_encoder(codec)
+    if _writes_own_files(format):  # its header would open files by names of its own (or crash)
+        return "muxer", f"the {format} muxer writes files of its own"
     rate = Fraction(rate) if rate else _ANY_RATE
     options = EncodeOptions(codec=codec)
     with _ffmpeg_errors_kept():
@@ -264,6 +271,12 @@ def _probe(
             with contextlib.suppress(*AV_ERRORS):
                 muxer.close()
     return None
+
+
+def _writes_own_files(format: str) -> bool:
+    """A muxer that opens files of its own (HLS and DASH segments, tee's outputs), not the one
+    it is given; the image muxers, which write one file a frame, are told apart elsewhere."""
+    return format not in _IMAGE_MUXERS and av.format.ContainerFormat(format, "w").no_file
 
 
 _LOG_LEVEL = threading.Lock()
