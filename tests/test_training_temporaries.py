@@ -4,12 +4,14 @@ and what a live run or another host's run is writing is never touched."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import pytest
 import test_train
 import torch
 
-from skipsr_cli.train import checkpoint
+from skipsr_cli.train import checkpoint, data
 from skipsr_cli.train.checkpoint import load_checkpoint, recover, save_checkpoint, temporary
 from skipsr_cli.train.data import cache_videos
 
@@ -93,7 +95,7 @@ def test_a_save_that_fails_leaves_the_previous_checkpoint_and_nothing_else(tmp_p
 SAVE_AND_DIE = """
 import os, sys, torch
 from pathlib import Path
-from skipsr_cli.train import checkpoint
+from skipsr_cli.train import checkpoint, data
 torch.manual_seed(0)
 model = torch.nn.Linear(4, 3)
 opt = torch.optim.AdamW(model.parameters(), lr=0.1)
@@ -172,3 +174,84 @@ def test_the_video_cache_removes_what_a_killed_run_left(pack, tmp_path):
     cache_videos(pack, cache)
     assert not mine_then.exists()
     assert sorted(p.name for p in cache.iterdir()) == ["video_0.npy", "videos.json"]
+
+
+def fake_pack(root: Path, count: int) -> Path:
+    """A pack of `count` videos that the test's `decode_video` stands in for decoding."""
+    (root / "videos").mkdir(parents=True)
+    for i in range(count):
+        (root / "videos" / f"clip{i:03d}.mp4").write_bytes(b"x" * i)
+    return root
+
+
+@contextlib.contextmanager
+def listings_of(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Each listing of `folder` (os.scandir, os.listdir: what Path.iterdir, glob and
+    media.partials use) made while the block runs."""
+    seen: list[str] = []
+
+    def counted(real):
+        def listing(path=".", *args, **kwargs):
+            if isinstance(path, (str, os.PathLike)) and Path(path) == folder:
+                seen.append(real.__name__)
+            return real(path, *args, **kwargs)
+
+        return listing
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "scandir", counted(os.scandir))
+        patch.setattr(os, "listdir", counted(os.listdir))
+        yield seen
+
+
+def test_a_cached_pack_is_checked_with_as_many_listings_for_many_videos_as_few(
+    tmp_path, monkeypatch
+):
+    """A start with every video cached lists the cache folder a fixed number of times, not once
+    or more for each video (2,000 videos took seconds when each looked through all the rest)."""
+    monkeypatch.setattr(data, "decode_video", lambda path, scale: np.zeros((1, 2, 2, 3), np.uint8))
+    listings = {}
+    for count in (3, 60):
+        cache = tmp_path / f"cache{count}"
+        pack = fake_pack(tmp_path / f"pack{count}", count)
+        cache_videos(pack, cache)
+        with listings_of(cache, monkeypatch) as seen:
+            cache_videos(pack, cache)
+        listings[count] = len(seen)
+        assert len(list(cache.glob("video_*.npy"))) == count
+    assert 1 <= listings[3] == listings[60] <= 2, listings
+
+
+def test_one_sweep_removes_what_killed_runs_left_for_every_video(tmp_path, monkeypatch):
+    """The temporaries that dead processes of this host left for many videos all go in the one
+    sweep a start makes; a live process's and another host's stay, and only the videos missing
+    are decoded again."""
+    decoded: list[str] = []
+
+    def decode(path: Path, scale: float) -> np.ndarray:
+        decoded.append(path.name)
+        return np.zeros((1, 2, 2, 3), np.uint8)
+
+    monkeypatch.setattr(data, "decode_video", decode)
+    count, cache = 40, tmp_path / "cache"
+    pack = fake_pack(tmp_path / "pack", count)
+    cache_videos(pack, cache)
+    with listings_of(cache, monkeypatch) as clean:
+        cache_videos(pack, cache)
+    gone, dead = [], dead_pid()
+    for i in range(count):
+        gone.append(with_pid(temporary(cache / f"video_{i}.npy"), dead))
+        np.save(gone[-1], np.zeros(3))
+    (cache / "video_7.npy").unlink()  # a run killed before it put this one in place
+    live = temporary(cache / "video_3.npy")
+    elsewhere = with_pid(temporary(cache / "video_4.npy"), dead, host="another-host")
+    for path in (live, elsewhere):
+        np.save(path, np.zeros(3))
+    decoded.clear()
+    with listings_of(cache, monkeypatch) as seen:
+        cache_videos(pack, cache)
+    assert len(seen) == len(clean) <= 2, (seen, clean)
+    assert not [path for path in gone if path.exists()]
+    assert live.exists() and elsewhere.exists()
+    assert decoded == ["clip007.mp4"]
+    assert len(list(cache.glob("video_*.npy"))) == count

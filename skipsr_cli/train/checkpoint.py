@@ -4,25 +4,26 @@ Shards stay under 15 MiB so each file can travel back from a GPU machine on its 
 pickled: tensors go to safetensors, everything else (step, Python RNG state, optimizer hyper-
 parameters) to `state.json`. Writing goes to a temporary folder renamed into place, so a run killed
 mid-save leaves the previous checkpoint intact. Temporaries are named after the process that writes
-them (media/partials.py), so that `recover`, before a run reads its checkpoint or fills its cache,
-removes what a killed run of this host left, and never what a live one (here, or on another host
-sharing the folder) is still writing.
+them (media/partials.py), so that `recover` (before a run reads its checkpoint) and `sweep` (before
+it fills its cache) remove what a killed run of this host left, and never what a live one (here, or
+on another host sharing the folder) is still writing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import random
+import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from skipsr_cli.media.partials import SUFFIX, partial_name, remove_stale
+from skipsr_cli.media.partials import SUFFIX, partial_name
 
 SHARD_BYTES = 15 * 2**20
 OLD = "-old"  # the role of a temporary that holds the checkpoint being replaced
@@ -36,19 +37,102 @@ def temporary(target: Path, role: str = "") -> Path:
 
 
 def recover(target: Path) -> list[Path]:
-    """Clear what dead processes of this host left beside `target` (its `temporary` names); returns
-    what was removed. A checkpoint folder that a save killed between its two renames left missing
-    is first put back from the previous checkpoint that the save had moved aside (one run saves a
-    checkpoint at a time). Temporaries of live processes and of other hosts are kept."""
-    stem, ext = target.stem, target.suffix
-    if not target.exists():
-        moved = f".{glob.escape(stem)}.*{SUFFIX}{OLD}{glob.escape(ext)}"
-        for old in sorted(target.parent.glob(moved)):
-            if (old / "state.json").is_file():
-                with contextlib.suppress(OSError):  # another process put it back first
-                    os.replace(old, target)
-                    break
-    return remove_stale(target.parent, stem, ext) + remove_stale(target.parent, stem, OLD + ext)
+    """`sweep` for one target: a checkpoint folder, before a run reads it."""
+    return sweep(target.parent, [target])
+
+
+def sweep(folder: Path, targets: Iterable[Path]) -> list[Path]:
+    """Clear what dead processes of this host left in `folder` beside `targets` (their `temporary`
+    names), with one listing of the folder however many targets there are (a video cache holds
+    thousands); returns what was removed. A target that a save killed between its two renames
+    left missing is first put back: from the new checkpoint if it was whole (its state.json is
+    written last), else from the previous one the save had moved aside. What a live process or
+    another host is writing is never touched, nor counted as a checkpoint to put back."""
+    roles: dict[tuple[str, str], tuple[Path, str]] = {}
+    host = _parse(partial_name("x"))["host"]  # this host, as temporaries name it
+    for target in targets:
+        for role in ("", OLD):  # the names as `temporary` makes them (a long stem shortened)
+            made = _parse(temporary(target, role).name)
+            roles[made["stem"], made["ext"]] = (target, role)
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    left: dict[Path, list[tuple[str, Path]]] = {}
+    for entry in entries:
+        name = _parse(entry.name)
+        if name is None or name["host"] != host or (name["stem"], name["ext"]) not in roles:
+            continue
+        if _dead(int(name["pid"])):
+            target, role = roles[name["stem"], name["ext"]]
+            left.setdefault(target, []).append((role, Path(entry.path)))
+    removed = []
+    for target, found in left.items():
+        stale = [path for _, path in found] if target.exists() else _put_back(target, found)
+        for path in stale:
+            with contextlib.suppress(OSError):  # gone already: another run cleared it first
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed.append(path)
+    return removed
+
+
+# media.partials keeps its parser to itself: this reads the names that its `partial_name` makes
+_TEMPORARY = re.compile(
+    r"\.(?P<stem>.*)\.[0-9a-f]{8}-(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]*)"
+    + re.escape(SUFFIX)
+    + r"(?P<ext>.*)"
+)
+
+
+def _parse(name: str) -> re.Match[str] | None:
+    return _TEMPORARY.fullmatch(name)
+
+
+def _dead(pid: int) -> bool:
+    """Whether process `pid` of this host has ended (one of another user is alive: EPERM)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _put_back(target: Path, found: list[tuple[str, Path]]) -> list[Path]:
+    """Move the latest whole checkpoint among dead writers' temporaries `found` to the missing
+    `target` (a new one before one moved aside); returns the rest, now stale. Where the move
+    fails and `target` is still missing, nothing is stale: a later run tries again."""
+    whole = [
+        (role == OLD, step, path) for role, path in found if (step := _whole(path)) is not None
+    ]
+    paths = [path for _, path in found]
+    if not whole:
+        return paths
+    best = max(whole)[2]
+    try:
+        os.replace(best, target)
+    except OSError:
+        if not target.exists():
+            return []
+    return [path for path in paths if path != best]
+
+
+def _whole(folder: Path) -> int | None:
+    """The step of the checkpoint in `folder` if it is whole: state.json reads and every shard it
+    names is there; None otherwise (a save cut short, or a file such as a cached video)."""
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        names = [*state["model"], *state["optimizer"], *state["rng"]]
+        step = int(state["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return step if all((folder / name).is_file() for name in names) else None
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], folder: Path, prefix: str) -> list[str]:

@@ -26,7 +26,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from skipsr_cli.errors import InputError
 from skipsr_cli.media.video_io import rgb8
-from skipsr_cli.train.checkpoint import recover, temporary
+from skipsr_cli.train.checkpoint import sweep, temporary
 from skipsr_cli.train.degrade import from_uint8, random_degrade, resize
 
 # Held out: never trained on, used for every validation figure.
@@ -225,9 +225,9 @@ def cache_videos(
         for old in cache.glob("video_*.npy"):
             old.unlink()
         record.write_text(json.dumps(made_of))
-    for i, path in enumerate(paths):
-        target = cache / f"video_{i}.npy"
-        recover(target)  # what a killed run left half written
+    targets = [cache / f"video_{i}.npy" for i in range(len(paths))]
+    sweep(cache, targets)  # what killed runs left half written, in one listing of the cache
+    for i, (path, target) in enumerate(zip(paths, targets, strict=True)):
         if not target.exists():
             # whole files only, and two runs sharing a pack (on any host) never write into one file
             partial = temporary(target)
