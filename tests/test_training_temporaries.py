@@ -115,9 +115,11 @@ checkpoint.save_checkpoint(out, model, opt, 2, {})
 
 @pytest.mark.parametrize("when", ["writing", "between"])
 def test_a_run_killed_mid_save_is_recovered_by_the_next(tmp_path, when):
-    """A save killed while it writes leaves its temporary; one killed between its two renames
-    leaves no checkpoint folder at all, only the previous one moved aside. The next run on this
-    host puts the previous checkpoint back and removes the rest."""
+    """A save killed while it writes leaves its temporary, cut short: the next run on this host
+    removes it and keeps the previous checkpoint. One killed between its two renames leaves no
+    checkpoint folder at all, the previous one moved aside and the new one whole (its state.json
+    is written last): the next run puts the new one in place, losing no steps, and removes the
+    previous one."""
     out = tmp_path / "vae"
     killed = subprocess.run([sys.executable, "-c", SAVE_AND_DIE, str(out), when], check=False)
     assert killed.returncode == 9
@@ -128,7 +130,50 @@ def test_a_run_killed_mid_save_is_recovered_by_the_next(tmp_path, when):
     assert [p.name for p in tmp_path.iterdir()] == ["vae"]
     assert len(removed) == 1
     model, opt = small_model()
-    assert load_checkpoint(out, model, opt)["step"] == 1  # the previous checkpoint, whole
+    assert load_checkpoint(out, model, opt)["step"] == {"writing": 1, "between": 2}[when]
+
+
+def cut_between_renames(out: Path, pid: int, new_state: str | None = None) -> tuple[Path, Path]:
+    """What a save by process `pid` killed between its two renames leaves beside `out`: the
+    previous checkpoint (step 1) moved aside and the new one (step 2), whole unless `new_state`
+    replaces its state.json. Returns (previous, new)."""
+    model, opt = small_model()
+    previous, new = with_pid(temporary(out, checkpoint.OLD), pid), with_pid(temporary(out), pid)
+    save_checkpoint(out, model, opt, 1, {})
+    out.rename(previous)
+    save_checkpoint(out, model, opt, 2, {})
+    out.rename(new)
+    if new_state is not None:
+        (new / "state.json").write_text(new_state)
+    return previous, new
+
+
+def test_a_new_checkpoint_cut_short_gives_way_to_the_previous_one(tmp_path):
+    """A dead writer's new checkpoint whose state.json was cut off as it was written is not put
+    in place: the previous one is, and the new one goes."""
+    out = tmp_path / "vae"
+    _, new = cut_between_renames(out, dead_pid(), new_state='{"step": 2, "model": ["model-0')
+    assert recover(out) == [new]
+    assert [p.name for p in tmp_path.iterdir()] == ["vae"]
+    model, opt = small_model()
+    assert load_checkpoint(out, model, opt)["step"] == 1
+
+
+@pytest.mark.parametrize("writer", ["this process", "another process"])
+def test_a_live_writer_cut_between_renames_is_left_alone(tmp_path, writer):
+    """A save between its two renames right now looks like one killed there: while its writer
+    lives, neither its new checkpoint nor the previous one is moved or removed."""
+    out = tmp_path / "vae"
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        pid = os.getpid() if writer == "this process" else alive.pid
+        cut_between_renames(out, pid)
+        before = sorted(p.name for p in tmp_path.iterdir())
+        assert recover(out) == []
+        assert sorted(p.name for p in tmp_path.iterdir()) == before and not out.exists()
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 def train_to(pack: Path, out: Path, steps: int, stop_at: int | None = None) -> list[str]:

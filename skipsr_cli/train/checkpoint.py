@@ -108,9 +108,7 @@ def _put_back(target: Path, found: list[tuple[str, Path]]) -> list[Path]:
     """Move the latest whole checkpoint among dead writers' temporaries `found` to the missing
     `target` (a new one before one moved aside); returns the rest, now stale. Where the move
     fails and `target` is still missing, nothing is stale: a later run tries again."""
-    whole = [
-        (role == OLD, step, path) for role, path in found if (step := _whole(path)) is not None
-    ]
+    whole = [(role == "", step, path) for role, path in found if (step := _whole(path)) is not None]
     paths = [path for _, path in found]
     if not whole:
         return paths
