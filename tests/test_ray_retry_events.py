@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -117,6 +118,7 @@ def test_a_part_whose_actor_dies_every_time_fails_after_the_last_attempt(
     local_ray, tmp_path, monkeypatch
 ):
     from skipsr_cli.farm import ray as farm_ray
+    from skipsr_cli.farm import ray_crew
 
     clip = make_clip(tmp_path / "in.mp4", frames=17, audio=False)
     monkeypatch.setattr(farm_ray, "SegmentWorker", dying_segments(tmp_path, 2, always=True))
@@ -124,12 +126,97 @@ def test_a_part_whose_actor_dies_every_time_fails_after_the_last_attempt(
     with pytest.raises(OutputError) as failed:
         api.upscale(clip, tmp_path / "out.mkv", ray="local", segments=3, parts=parts, **RUN)
     said = str(failed.value)
-    attempts = farm_ray.ATTEMPTS
+    attempts = ray_crew.ATTEMPTS
     assert said.startswith(f"part 2 of 3 failed on each of its {attempts} attempts: ")
     assert "its Ray actor died (" in said and "\n" not in said
     assert failed.value.exit_code == ExitCode.OUTPUT
     assert not (tmp_path / "out.mkv").exists()
     # one actor at a time: part 1 was done before part 2 started, and is kept for a rerun
+    assert sorted(p.name for p in parts.glob("part-*.mkv")) == ["part-00001-of-00003.mkv"]
+    assert all_actors_gone()
+
+
+def no_room_after_start(monkeypatch, place_s: float) -> None:
+    """Every actor started after the run's first ones cannot be placed, as where a node was lost
+    and the run's other actors hold every GPU left: it asks for a resource no node has. A fresh
+    actor is given up on after `place_s` seconds."""
+    from skipsr_cli.farm import ray_crew
+
+    start = ray_crew.Crew.start
+
+    def first_ones_only(self, count):
+        actors = start(self, count)
+        self.actor = self.actor.options(resources={"nothere": 1})
+        return actors
+
+    monkeypatch.setattr(ray_crew.Crew, "start", first_ones_only)
+    monkeypatch.setattr(ray_crew, "PLACE_S", place_s)
+
+
+def in_time(call, seconds: float = 120.0):
+    """`call()`'s result, or its exception raised here; a failure if it has not returned within
+    `seconds` (a driver that waits for an actor that can never be placed)."""
+    ended: dict = {}
+
+    def run():
+        try:
+            ended["result"] = call()
+        except BaseException as e:
+            ended["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still waiting after {seconds} s: the driver hung"
+    if "error" in ended:
+        raise ended["error"]
+    return ended["result"]
+
+
+def test_a_fresh_actor_that_cannot_be_placed_leaves_the_work_to_the_one_left(
+    local_ray, tmp_path, monkeypatch
+):
+    """Part 2's actor dies, and no actor can take its place: the other actor renders the rest,
+    part 2 included, and the output is a whole run's."""
+    from skipsr_cli.farm import ray as farm_ray
+
+    clip = make_clip(tmp_path / "in.mp4", frames=17, audio=False)
+    api.upscale(clip, tmp_path / "whole.mkv", device="cpu", **RUN)
+    monkeypatch.setattr(farm_ray, "SegmentWorker", dying_segments(tmp_path / "died", 2, False))
+    no_room_after_start(monkeypatch, place_s=1.0)
+    out = tmp_path / "out.mkv"
+    summary = in_time(lambda: api.upscale(clip, out, ray="local", segments=3, workers=2, **RUN))
+    assert (tmp_path / "died").exists()
+    warned = [w for w in summary.warnings if w.startswith("part ")]
+    assert len(warned) == 1 and re.fullmatch(
+        r"part 2 of 3: its Ray actor died \(.+\); rendering it again \(attempt 2\)", warned[0]
+    )
+    ours, theirs = frames(out), frames(tmp_path / "whole.mkv")
+    assert len(ours) == 17 and all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    assert all_actors_gone()
+
+
+def test_no_actor_left_and_none_placed_fails_naming_the_parts_not_rendered(
+    local_ray, tmp_path, monkeypatch
+):
+    """One actor, which dies in part 2, and none can take its place: the run fails (exit 5)
+    within the placing time, naming parts 2 and 3 and why, and keeps part 1 for a rerun."""
+    from skipsr_cli.farm import ray as farm_ray
+
+    clip = make_clip(tmp_path / "in.mp4", frames=17, audio=False)
+    monkeypatch.setattr(farm_ray, "SegmentWorker", dying_segments(tmp_path, 2, always=True))
+    no_room_after_start(monkeypatch, place_s=1.0)
+    parts = tmp_path / "parts"
+    run = dict(ray="local", segments=3, workers=1, parts=parts, **RUN)
+    with pytest.raises(OutputError) as failed:
+        in_time(lambda: api.upscale(clip, tmp_path / "out.mkv", **run))
+    said = str(failed.value)
+    assert said.startswith(
+        "parts 2 and 3 of 3 were not rendered: no Ray actor was left to render them; a fresh Ray "
+        "actor in place of one that died was not placed within 1 s: "
+    ), said
+    assert failed.value.exit_code == ExitCode.OUTPUT
+    assert not (tmp_path / "out.mkv").exists()
     assert sorted(p.name for p in parts.glob("part-*.mkv")) == ["part-00001-of-00003.mkv"]
     assert all_actors_gone()
 

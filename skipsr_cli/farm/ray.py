@@ -4,9 +4,14 @@
 `ray.init` attaches to the cluster that `address` (or RAY_ADDRESS) names, or starts a local Ray on
 this machine. One actor per GPU (one in all without GPUs, or `--workers N`, several sharing a GPU
 where N exceeds them) loads the model once and renders part after part, or file after file, from a
-shared queue. Ray restarts no actor and retries no task: the driver does (`_schedule`), so that
-each retry is said (a warning, and a part's `attempts` in the timeline) and bounded: a part or file
-whose actor died, or whose task failed, goes to another actor, ATTEMPTS times at most. Every
+shared queue. Ray restarts no actor and retries no task: the driver does (farm/ray_crew.py), so
+that each retry is said (a warning, and a part's `attempts` in the timeline) and bounded: a part
+or file whose actor died, or whose task failed, goes to another actor, ATTEMPTS times at most.
+The actor that died is replaced without stopping the run: the actors left keep taking the queued
+work while the fresh one is placed, and one not ready within PLACE_S (120 s; its node lost, and
+every other GPU held by the run's live actors) is killed, the run going on with the actors it
+has. Only where no actor is left alive and none can be placed does the run fail, naming the parts
+not rendered (exit 5), or each file not upscaled failing alone, with why. Every
 node must see the input and the output's folder at the same paths (shared storage), as a farm's
 nodes do. Parts are the same files `--segment I/N` writes, so a run that stopped is resumed by the
 next: finished parts whose manifests match are kept, and the parts are stitched. A batch's files
@@ -16,13 +21,11 @@ skips it, and one bad file fails alone.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,9 +35,10 @@ import torch
 from skipsr_cli.batch.plan import BatchItem
 from skipsr_cli.batch.progress import FAILED, FileResult
 from skipsr_cli.batch.workers import BatchKey, check_for, load_for, parse_devices, run_item
-from skipsr_cli.errors import ModelError, OutputError, SkipSRError, UsageError
+from skipsr_cli.errors import OutputError, UsageError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.progress import WholeRun
+from skipsr_cli.farm.ray_crew import Crew, Failed, schedule
 from skipsr_cli.farm.resume import part_count
 from skipsr_cli.farm.segments import model_hash
 from skipsr_cli.media.cpu_share import apply_cpu_share, host_cores
@@ -42,7 +46,6 @@ from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.run.options import UpscaleOptions, load_network, resolve_dtype
 from skipsr_cli.run.progress import Event, Summary
 
-ATTEMPTS = 3  # a part or file is sent to a fresh actor at most this many times in all
 CONNECT_S = 10  # to reach a named cluster's head before Ray is asked to attach
 
 
@@ -147,114 +150,6 @@ def _actor_resources(ray: ModuleType, gpus: int, count: int, cpu_only: bool) -> 
     return {"num_gpus": 0, "num_cpus": min(1.0, cpus / count)}
 
 
-def _reason(text: str) -> str:
-    """`text` on one line, without its line breaks, not too long."""
-    text = " ".join(text.split())
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-def _why(ray: ModuleType, error: BaseException) -> str:
-    """What became of a task, from Ray's error, in a few words: the task's own exception, or
-    why its actor died (Ray's first line and its worker's exit detail, not its advice)."""
-    cause = getattr(error, "cause", None)
-    if isinstance(error, ray.exceptions.RayTaskError) and isinstance(cause, BaseException):
-        return f"its Ray task failed ({_reason(f'{type(cause).__name__}: {cause}')})"
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [repr(error)]
-    if not isinstance(error, ray.exceptions.RayActorError):
-        return f"its Ray task failed ({_reason(lines[0])})"
-    if getattr(error, "actor_init_failed", False):
-        return f"its Ray actor could not start ({_reason(lines[-1])})"  # the raised exception
-    detail = re.search(r"Worker exit detail: (.+?\.)(\s|$)", str(error))
-    said = lines[0].rstrip(".") + (f": {detail[1]}" if detail else "")
-    return f"its Ray actor died ({_reason(said)})"
-
-
-@dataclass(frozen=True)
-class _Failed:
-    """A task that ended without a result: by our own error (`own`: not retried, it would fail
-    the same way), or by Ray's (an actor that died, a task that failed) on its last attempt."""
-
-    why: str
-    own: SkipSRError | None = None
-
-
-class _Crew:
-    """The actors of one run. Ray restarts none of them and retries none of their tasks
-    (max_restarts=0, max_task_retries=0): the driver starts each one, waits until it has loaded
-    its model, and replaces one whose task failed, so that every retry is seen here."""
-
-    def __init__(self, ray: ModuleType, actor: Any, args: tuple) -> None:
-        self.ray, self.actor, self.args = ray, actor, args
-        self.started: list = []
-
-    def start(self, count: int) -> list:
-        """`count` fresh actors, each ready: one that cannot load the model is that error here
-        (our own, such as weights its node cannot read, else a model error: exit 4), before any
-        work is sent to it, not a task that fails on every retry."""
-        actors = [self.actor.remote(*self.args) for _ in range(count)]
-        self.started += actors
-        try:
-            self.ray.get([a.ready.remote() for a in actors])
-        except self.ray.exceptions.RayError as e:
-            cause = getattr(e, "cause", None)
-            if isinstance(cause, SkipSRError):
-                raise cause from e
-            raise ModelError(f"a Ray actor could not load the model: {_why(self.ray, e)}") from e
-        return actors
-
-    def drop(self, actor: Any) -> None:
-        with contextlib.suppress(Exception):  # dead already
-            self.ray.kill(actor, no_restart=True)
-
-    def stop(self) -> None:
-        """Kill every actor started, so that none writes after the run has ended or failed."""
-        for actor in self.started:
-            self.drop(actor)
-
-
-def _schedule(
-    crew: _Crew,
-    count: int,
-    jobs: list,
-    call: Callable[[Any, Any], Any],
-    retried: Callable[[Any, int, str], None],
-) -> Iterator[tuple[Any, int, Any]]:
-    """Each of `jobs` sent to one of `count` actors (`call(actor, job)`: its object ref), and
-    (job, attempts, result) as each ends. A job whose actor died, or whose task failed other than
-    by our own error, is sent again (`retried(job, attempt, why)` hears it first), ATTEMPTS times
-    at most in all, to an actor left idle or else to a fresh one in place of the one dropped;
-    after its last attempt, or on our own error, its result is _Failed."""
-    ray = crew.ray
-    free = crew.start(count)
-    waiting = [(job, 1) for job in jobs]
-    running: dict = {}
-    while waiting or running:
-        while waiting and (free or len(running) < count):
-            job, attempt = waiting.pop(0)
-            actor = free.pop() if free else crew.start(1)[0]  # one in place of an actor dropped
-            running[call(actor, job)] = (actor, job, attempt)
-        (done,), _ = ray.wait(list(running), num_returns=1)
-        actor, job, attempt = running.pop(done)
-        try:
-            result = ray.get(done)
-        except ray.exceptions.RayError as e:
-            own = getattr(e, "cause", None)
-            if isinstance(e, ray.exceptions.RayTaskError) and isinstance(own, SkipSRError):
-                free.append(actor)  # the actor is well: the part or file could not be done
-                yield job, attempt, _Failed(str(own), own)
-                continue
-            crew.drop(actor)  # dead, or in a state not to trust with more work
-            why = _why(ray, e)
-            if attempt >= ATTEMPTS:
-                yield job, attempt, _Failed(why)
-                continue
-            retried(job, attempt + 1, why)
-            waiting.insert(0, (job, attempt + 1))
-            continue
-        free.append(actor)
-        yield job, attempt, result
-
-
 def _start(options: UpscaleOptions, address: str | None) -> tuple[UpscaleOptions, ModuleType, int]:
     """The options for the actors (their weights checked here, before Ray starts, and named by
     absolute paths), Ray attached or started, and the GPUs of its cluster."""
@@ -347,20 +242,26 @@ def upscale_on_ray(
     actor = _actor_class(ray, SegmentWorker, gpus, actors, cpu_only)
     run = WholeRun(progress or _quiet, input, output, total, f"Ray, {actors} actor(s)", began)
     with farm.parts_of_run(output, opts, parts) as opts:
-        crew = _Crew(ray, actor, (replace(opts, segment=None), None, _actors_per_node(ray, actors)))
+        crew = Crew(ray, actor, (replace(opts, segment=None), None, _actors_per_node(ray, actors)))
         jobs = [(str(input), str(output), i, parts, total) for i in range(1, parts + 1)]
 
         def retried(job: tuple, attempt: int, why: str) -> None:
             said = f"part {job[2]} of {parts}: {why}; rendering it again (attempt {attempt})"
             run.retried(job[2], attempt, said)
 
+        stranded: list[int] = []  # parts left when no actor was
         try:
-            for job, attempts, part in _schedule(
+            for job, attempts, part in schedule(
                 crew, actors, jobs, lambda a, job: a.render.remote(*job), retried
             ):
+                if isinstance(part, Failed) and part.stranded:
+                    stranded.append(job[2])
+                    continue
                 _part_ended(run, job[2], parts, attempts, part)
         finally:
             crew.stop()
+        if stranded:
+            raise OutputError(_unrendered(stranded, parts, crew.lost))
         frames, warnings = farm.stitch_run(output, input, opts, parts)
     return run.finish(frames, warnings)
 
@@ -370,7 +271,7 @@ def _part_ended(run: WholeRun, index: int, parts: int, attempts: int, part: Any)
     it, or its failure: our own error as it is (a size its node cannot hold, an output it cannot
     write: its one line and exit code, not Ray's wrapping of it), Ray's after the last attempt
     as an output error naming the part (exit 5)."""
-    if isinstance(part, _Failed):
+    if isinstance(part, Failed):
         if part.own is not None:
             raise part.own
         tried = f"each of its {attempts} attempts" if attempts > 1 else "its one attempt"
@@ -380,6 +281,17 @@ def _part_ended(run: WholeRun, index: int, parts: int, attempts: int, part: Any)
         run.event(index, result)
     else:  # finished by an earlier run
         run.skip(result)
+
+
+def _unrendered(indices: list[int], parts: int, why: str) -> str:
+    """The parts that no actor was left to render, and why, in words."""
+    if len(indices) == 1:
+        said = f"part {indices[0]} of {parts} was"
+    else:
+        listed = ", ".join(str(i) for i in indices[:-1])
+        said = f"parts {listed} and {indices[-1]} of {parts} were"
+    it = "it" if len(indices) == 1 else "them"
+    return f"{said} not rendered: no Ray actor was left to render {it}; {why}"
 
 
 def files_on_ray(
@@ -396,14 +308,14 @@ def files_on_ray(
     so that weights that cannot load are one error (exit 4), as with local workers, not a
     failure of every file; an actor that cannot load the network is that error too. Paths go to
     the actors whole (a cluster's actors do not share this working folder). A file whose actor
-    died is upscaled again by a fresh actor (a warning of the file's says so), and fails alone
-    after ATTEMPTS. The actors are killed before this returns or is stopped (Ctrl-C), so none
+    died is upscaled again by another actor (a warning of the file's says so), and fails alone
+    after ATTEMPTS; one left when no actor is alive and none can be placed fails alone, saying so. The actors are killed before this returns or is stopped (Ctrl-C), so none
     writes into the output folder after the batch has let go of its lock."""
     options, ray, gpus = _start(options, address)
     count = min(workers or gpus or 1, len(todo))
     actor = _actor_class(ray, FileWorker, gpus, count, _actor_device(options) == "cpu")
     key = replace(key, out_dir=key.out_dir.resolve())
-    crew = _Crew(ray, actor, (options, key, _actors_per_node(ray, count)))
+    crew = Crew(ray, actor, (options, key, _actors_per_node(ray, count)))
     said: dict[int, list[str]] = {}  # file index -> the warnings of its retries
 
     def retried(job: tuple[int, BatchItem], attempt: int, why: str) -> None:
@@ -411,10 +323,13 @@ def files_on_ray(
 
     try:
         jobs = [_whole(task) for task in todo]
-        for (index, item), tries, ended in _schedule(
+        for (index, item), tries, ended in schedule(
             crew, count, jobs, lambda a, job: a.run.remote(*job), retried
         ):
-            if isinstance(ended, _Failed):
+            if isinstance(ended, Failed) and ended.stranded:
+                error = f"no Ray actor was left to upscale it; {ended.why}"
+                result = FileResult(item.name, str(item.output), FAILED, error=error)
+            elif isinstance(ended, Failed):
                 error = ended.why if ended.own else f"{ended.why}, on each of its {tries} attempts"
                 result = FileResult(item.name, str(item.output), FAILED, error=error)
             else:
@@ -426,7 +341,7 @@ def files_on_ray(
 
 
 def _actor_class(ray: ModuleType, worker: type, gpus: int, count: int, cpu_only: bool) -> Any:
-    """`worker` as a Ray actor class that Ray never restarts nor retries (see _Crew)."""
+    """`worker` as a Ray actor class that Ray never restarts nor retries (see farm/ray_crew.py)."""
     resources = _actor_resources(ray, gpus, count, cpu_only)
     return ray.remote(max_restarts=0, max_task_retries=0, **resources)(worker)
 
