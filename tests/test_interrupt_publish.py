@@ -193,3 +193,54 @@ def test_stops_deferred_acts_on_the_stop_after_the_block_and_a_hold_keeps_it():
     assert came == [signal.SIGINT] and partials.held_stops == [signal.SIGINT]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     partials.forget_placements()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(number: int, frame: object) -> None:
+    raise _Stop(number)
+
+
+@pytest.mark.parametrize("at", [1, 3], ids=["between the two swaps", "between the two put-backs"])
+def test_a_stop_while_the_handlers_are_swapped_leaves_both_acting_as_before(monkeypatch, at):
+    """A stop already due runs at Python's next check, which can fall between the two handlers'
+    swaps (it is recorded, or acts at once through its old handler) or between the two put-backs
+    (it acts as the handler put back says). Either way each signal afterwards reaches the handler
+    from before: no recorder is left in place to swallow every later Ctrl-C or SIGTERM."""
+    sig = signal.SIGTERM if at == 1 else signal.SIGINT
+    before = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    real, calls, ran = signal.signal, [], []
+
+    def swapping(number, handler):
+        previous = real(number, handler)
+        calls.append(number)
+        if len(calls) == at:
+            os.kill(os.getpid(), sig)  # due from here: Python runs it at a later call
+        return previous
+
+    monkeypatch.setattr(signal, "signal", swapping)
+    try:
+        try:
+            with stops_held():
+                ran.append("block")
+            ran.append("after")
+        except _Stop as stop:
+            ran.append(stop.args[0])
+        monkeypatch.undo()
+        if at == 1:  # recorded in the block, or acted on before it
+            assert ran in (["block", "after"], [sig]), ran
+            assert partials.held_stops == ([sig] if "block" in ran else [])
+        else:  # acted on once the handler was back: as the block ended
+            assert ran == ["block", sig], ran
+        for number in (signal.SIGINT, signal.SIGTERM):
+            with pytest.raises(_Stop) as stopped:
+                os.kill(os.getpid(), number)
+                time.sleep(0.5)  # the handler runs at the next check; a swallowed one never
+            assert stopped.value.args[0] == number
+    finally:
+        monkeypatch.undo()
+        for number, handler in before.items():
+            signal.signal(number, handler)
+        partials.held_stops.clear()

@@ -82,18 +82,37 @@ def stops_deferred() -> Iterator[None]:
 @contextlib.contextmanager
 def _recording() -> Iterator[list[int]]:
     """SIGINT and SIGTERM listed, not acted on, while the block runs; the handlers from before
-    it come back after it. In the main thread only, where Python runs signal handlers."""
+    it come back after it. In the main thread only, where Python runs signal handlers. A stop
+    already due can run at any call between two swaps: each recorder, once the block is over,
+    acts as the handler it replaced, so one that a stop kept from being put back swallows none."""
     came: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield came
         return
-    stops = (signal.SIGINT, signal.SIGTERM)
-    before = {sig: signal.signal(sig, lambda number, _: came.append(number)) for sig in stops}
+    active = [True]
+    before: dict[int, object] = {}
     try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            before[sig] = signal.getsignal(sig)
+            signal.signal(sig, _recorder(came, active, before[sig]))
         yield came
     finally:
+        active[0] = False
         for sig, handler in before.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+def _recorder(came: list[int], active: list[bool], previous: object) -> Callable:
+    def record(number: int, frame: object) -> None:
+        if active[0]:
+            came.append(number)
+        elif callable(previous):
+            previous(number, frame)
+        elif previous != signal.SIG_IGN:  # the default (or none set from Python): as the OS does
+            signal.signal(number, signal.SIG_DFL)
+            signal.raise_signal(number)
+
+    return record
 
 
 def note_placing(ids: Sequence[Identity], shown: Sequence[object] | None = None) -> None:
