@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -75,6 +76,26 @@ def test_a_checkpoint_save_leaves_no_temporaries_and_loads_back(tmp_path):
     again, opt_again = small_model()
     state = load_checkpoint(out, again, opt_again)
     assert state["step"] == 4 and state["note"] == "second"
+
+
+def test_a_saved_checkpoint_is_named_as_written_where_training_is_stopped(tmp_path):
+    """Ctrl-C in `skipsr train` says what is on disk: the checkpoint in place, not "no output was
+    left behind" (the command line's stopped line is built from `left_behind`)."""
+    from skipsr_cli.media import partials
+
+    model, opt = small_model()
+    out = tmp_path / "ckpt"
+    partials.forget_placements()
+    try:
+        assert partials.left_behind() == []
+        save_checkpoint(out, model, opt, 1, {})
+        save_checkpoint(out, model, opt, 2, {})
+        assert partials.left_behind() == [str(out)]
+        assert partials.left_behind_words() == f"{out} was written"
+        shutil.rmtree(out)
+        assert partials.left_behind() == []
+    finally:
+        partials.forget_placements()
 
 
 def test_a_save_that_fails_leaves_the_previous_checkpoint_and_nothing_else(tmp_path, monkeypatch):

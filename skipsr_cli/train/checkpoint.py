@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from skipsr_cli.media.partials import SUFFIX, partial_name
+from skipsr_cli.media.partials import SUFFIX, identity, note_placing, partial_name
 
 SHARD_BYTES = 15 * 2**20
 OLD = "-old"  # the role of a temporary that holds the checkpoint being replaced
@@ -185,6 +185,7 @@ def save_checkpoint(
         _write(tmp, model, optimizer, step, extra)
         if folder.exists():
             os.replace(folder, old)
+        note_placing([identity(folder, tmp)], [folder])  # a stop then names it as written
         os.replace(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
