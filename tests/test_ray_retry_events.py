@@ -263,3 +263,33 @@ def test_a_batch_file_whose_actor_died_is_upscaled_again(local_ray, tmp_path, mo
     assert len(retried) == 1
     assert re.fullmatch(r"its Ray actor died \(.+\); upscaling it again \(attempt 2\)", retried[0])
     assert all_actors_gone()
+
+
+def test_a_batch_on_ray_stopped_after_a_file_names_what_was_written(local_ray, tmp_path):
+    """Ctrl-C once the first file's result is in: what the batch says it left is exactly the
+    outputs on disk, the finished file's video and its mask, though an actor wrote them."""
+    from skipsr_cli.batch.progress import FileResult
+    from skipsr_cli.media import partials
+
+    src, out, masks = tmp_path / "in", tmp_path / "out", tmp_path / "masks"
+    src.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        make_clip(src / name, frames=5, audio=False)
+
+    def stop_after_a_file(event):
+        if isinstance(event, FileResult):
+            assert event.status == "done", event
+            raise KeyboardInterrupt
+
+    run = dict(model="debug", random_weights=True, ext="mkv", lossless=True, device="cpu")
+    partials.forget_placements()
+    with pytest.raises(KeyboardInterrupt):
+        api.upscale_batch(
+            src, out, ray="local", workers=1, mask_out=masks, progress=stop_after_a_file, **run
+        )
+    on_disk = [p for folder in (out, masks) for p in folder.iterdir() if p.is_file()]
+    assert sorted(p.name for p in on_disk) == ["a.mkv", "a.mkv"]
+    assert sorted(partials.left_behind()) == sorted(str(p) for p in on_disk)
+    said = partials.left_behind_words()
+    assert said == f"{out / 'a.mkv'} and {masks / 'a.mkv'} were written", said
+    assert all_actors_gone()

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from skipsr_cli.batch.plan import BatchItem
-from skipsr_cli.batch.progress import FAILED, FileResult
+from skipsr_cli.batch.progress import DONE, FAILED, FileResult
 from skipsr_cli.batch.workers import BatchKey, check_for, load_for, parse_devices, run_item
 from skipsr_cli.errors import OutputError, UsageError
 from skipsr_cli.farm import parts as farm
@@ -43,6 +43,7 @@ from skipsr_cli.farm.resume import part_count
 from skipsr_cli.farm.segments import model_hash
 from skipsr_cli.media.cpu_share import apply_cpu_share, host_cores
 from skipsr_cli.media.joiner import source_timestamps
+from skipsr_cli.media.partials import identity, note_placing
 from skipsr_cli.run.options import UpscaleOptions, load_network, resolve_dtype
 from skipsr_cli.run.progress import Event, Summary
 
@@ -309,7 +310,9 @@ def files_on_ray(
     failure of every file; an actor that cannot load the network is that error too. Paths go to
     the actors whole (a cluster's actors do not share this working folder). A file whose actor
     died is upscaled again by another actor (a warning of the file's says so), and fails alone
-    after ATTEMPTS; one left when no actor is alive and none can be placed fails alone, saying so. The actors are killed before this returns or is stopped (Ctrl-C), so none
+    after ATTEMPTS; one left when no actor is alive and none can be placed fails alone, saying so.
+    Each finished file's outputs are kept as placed here (`partials.placements`), so that a batch
+    stopped afterwards names them as written. The actors are killed before this returns or is stopped (Ctrl-C), so none
     writes into the output folder after the batch has let go of its lock."""
     options, ray, gpus = _start(options, address)
     count = min(workers or gpus or 1, len(todo))
@@ -323,6 +326,7 @@ def files_on_ray(
 
     try:
         jobs = [_whole(task) for task in todo]
+        given = dict(todo)  # each file's item as the batch named its outputs
         for (index, item), tries, ended in schedule(
             crew, count, jobs, lambda a, job: a.run.remote(*job), retried
         ):
@@ -334,10 +338,31 @@ def files_on_ray(
                 result = FileResult(item.name, str(item.output), FAILED, error=error)
             else:
                 result = ended[1]
+                _note_written(item, given[index], result)
             notes = tuple(said.pop(index, ()))
             yield index, replace(result, warnings=notes + result.warnings)
     finally:
         crew.stop()
+
+
+def _note_written(item: BatchItem, given: BatchItem, result: FileResult) -> None:
+    """A file an actor finished: its outputs (`item`'s, whole paths) as they are now, kept in
+    this process's `partials.placements` under the names the batch gave them (`given`), as
+    batch/workers.py keeps its workers': a batch stopped afterwards names them as written. The
+    actor's own record of them stays in its process; the storage is shared, so they are read
+    here."""
+    if result.status != DONE:
+        return
+    ids, shown = [], []
+    for path, name in ((item.output, given.output), (item.mask_out, given.mask_out)):
+        if path is None:
+            continue
+        try:
+            ids.append(identity(path, path))
+        except OSError:  # not there (a mask the run did not write): nothing to name
+            continue
+        shown.append(name)
+    note_placing(ids, shown)
 
 
 def _actor_class(ray: ModuleType, worker: type, gpus: int, count: int, cpu_only: bool) -> Any:
