@@ -39,6 +39,7 @@ from skipsr_cli.farm.ray import files_on_ray, ray_address, runs_here, upscale_on
 from skipsr_cli.farm.segments import check_stitchable
 from skipsr_cli.media.cpu_share import ENV as WORKER_THREADS_ENV
 from skipsr_cli.media.cpu_share import apply_cpu_share
+from skipsr_cli.media.partials import forget_placements
 from skipsr_cli.run import pipeline
 from skipsr_cli.run.host_memory import check_host_memory
 from skipsr_cli.run.options import (
@@ -132,6 +133,7 @@ def upscale(
     Warnings (streams the output container cannot hold) are in `summary.warnings`.
     """
     opts = _options(options, model, option_fields)
+    forget_placements()  # what a stop names is this call's: kept no longer than that
     spelt, input, output = output, Path(input), Path(output)
     if input.is_dir() and folder_kind(input) is FolderKind.BATCH:
         raise UsageError(f"{input} is a folder of files to upscale one by one: use upscale_batch")
@@ -271,6 +273,7 @@ def upscale_batch(
     file's status and error in the returned summary's `files`. `mask_out` names a folder.
     """
     opts = _options(options, model, option_fields)
+    forget_placements()
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if not in_dir.is_dir():
         raise UsageError(f"{in_dir} is not a folder: upscale_batch takes a folder of files")

@@ -244,3 +244,16 @@ def test_a_stop_while_the_handlers_are_swapped_leaves_both_acting_as_before(monk
         for number, handler in before.items():
             signal.signal(number, handler)
         partials.held_stops.clear()
+
+
+def test_the_api_keeps_what_a_stop_would_name_for_one_call_only(clip, tmp_path):
+    """Each `upscale` call starts the record afresh: a program that upscales file after file
+    through the API keeps one call's outputs in it, not every output it ever wrote."""
+    import skipsr_cli
+
+    net = skipsr_cli.load_model("debug", device="cpu", random_weights=True)
+    for name in ("a.mp4", "b.mp4"):
+        skipsr_cli.upscale(clip, tmp_path / name, model=net, copy_audio=False)
+    assert [Path(p).name for p in partials.left_behind()] == ["b.mp4"]
+    assert len(partials.placements) == 1
+    partials.forget_placements()
