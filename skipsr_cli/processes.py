@@ -16,13 +16,20 @@ the same tie to the main process.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import hashlib
 import multiprocessing as mp
 import os
+import re
+import shutil
 import signal
+import socket
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from multiprocessing.context import BaseContext
+from pathlib import Path
 
 # What a worker needs: this module first (it sets the server up: `_in_server`), then both
 # workers' modules, which import torch, the models and the run
@@ -46,6 +53,10 @@ VALUED = frozenset({
     "--segments", "--size", "--steps", "--threshold", "--tile", "--weights", "--workers", "-s",
 })  # fmt: skip
 CORES_PER_WORKER = 4
+# the folder, in the temporary folder, that holds the fork server's socket folder
+SOCKETS = "skipsr-server"
+SOCKET_PATH_MAX = 107  # bytes of a Unix socket's path (sun_path, less its NUL)
+SOCKET_TAIL = len("/pymp-12345678/listener-12345678")  # what multiprocessing adds to the folder
 
 
 _armed = False  # the fork server was started here, for this process's workers (`start_early`)
@@ -128,7 +139,8 @@ def _start_server() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
     handlers = {s: signal.signal(s, signal.SIG_IGN) for s in STOPS}
     try:
-        forkserver.ensure_running()
+        with _socket_folder():
+            forkserver.ensure_running()
     finally:
         for key, value in given.items():
             if value is None:
@@ -138,6 +150,61 @@ def _start_server() -> None:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
+
+
+@contextlib.contextmanager
+def _socket_folder() -> Iterator[None]:
+    """multiprocessing puts the server's socket in a pymp-* folder of the temporary folder, which
+    a SIGKILL leaves there for good: it is made inside a folder named for this process and host,
+    which goes at exit, after multiprocessing's own, or else at the next run on this host once
+    this process is gone. Not where the socket's path would grow past what a socket may have."""
+    from multiprocessing import util
+
+    base = Path(tempfile.gettempdir())
+    _remove_stale_sockets(base)
+    folder = base / f".{SOCKETS}-{os.getpid()}-{_host_tag()}"
+    try:
+        if len(os.fsencode(folder)) + SOCKET_TAIL > SOCKET_PATH_MAX:
+            raise OSError("too long a path for a socket")
+        folder.mkdir(mode=0o700)
+    except OSError:  # multiprocessing's own folder, as before
+        yield
+        return
+    # multiprocessing's own folder goes at priority -100 (util.get_temp_dir); this one after it
+    util.Finalize(None, shutil.rmtree, (folder,), {"ignore_errors": True}, exitpriority=-101)
+    given, tempfile.tempdir = tempfile.tempdir, str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = given
+
+
+def _remove_stale_sockets(base: Path) -> None:
+    """The socket folders of this host's processes that are gone (a SIGKILL's)."""
+    named = re.compile(rf"\.{SOCKETS}-(\d+)-{_host_tag()}")
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return
+    for entry in entries:
+        found = named.fullmatch(entry.name)
+        if found and int(found[1]) != os.getpid() and not _alive(int(found[1])):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _host_tag() -> str:
+    """This host, in six characters: a temporary folder on a shared disk has other hosts' pids."""
+    return hashlib.blake2s(socket.gethostname().encode(), digest_size=3).hexdigest()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's (EPERM): alive
+        return True
+    return True
 
 
 def server_path() -> str:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -169,6 +171,68 @@ def test_a_worker_dies_with_its_parent_even_by_sigkill(tmp_path, long):
         assert not _running(worker), "the worker outlived its parent"
     finally:
         parent.kill()
+
+
+def test_the_servers_socket_folder_goes_at_exit_or_with_the_next_run_after_a_sigkill(
+    tmp_path, long
+):
+    """multiprocessing's pymp-* folder for the server's socket stayed in the temporary folder after
+    every SIGKILL; it is now made inside a folder named for the process and host, which the next
+    run on this host removes once that process is gone, and which a run that ends removes."""
+    temp = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))  # short: a socket's path is 107 bytes
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(temp)}
+    program = _script(tmp_path, _LISTS_TEMP)
+    killed = subprocess.Popen(
+        [sys.executable, str(program), str(long), "wait"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert killed.stdout.readline().split(" ", 1)[0] == "True"  # the server started
+        left = [p.name for p in temp.iterdir()]
+        assert left == [f".{processes.SOCKETS}-{killed.pid}-{processes._host_tag()}"]
+        assert [p.name.startswith("pymp-") for p in (temp / left[0]).iterdir()] == [True]
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=30)
+        time.sleep(1)  # the server goes with it
+        assert [p.name for p in temp.iterdir()] == left  # what a SIGKILL leaves
+        again = subprocess.run(
+            [sys.executable, str(program), str(long)], capture_output=True, text=True, env=env
+        )
+        assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+        armed, listed = again.stdout.split(" ", 1)
+        assert armed == "True" and left[0] not in listed  # gone as the next server started
+        assert list(temp.iterdir()) == []  # and that run's own, at its exit
+    finally:
+        killed.kill()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_where_a_named_socket_folder_would_make_too_long_a_path_the_server_starts_as_before(
+    tmp_path, long
+):
+    """A temporary folder whose path leaves room for multiprocessing's socket, but not with the
+    named folder around it: the server starts in multiprocessing's own folder, as before."""
+    room = processes.SOCKET_PATH_MAX - processes.SOCKET_TAIL
+    temp = tmp_path / ("d" * max(1, room - len(os.fsencode(tmp_path)) - 5))
+    temp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(temp)}
+    done = subprocess.run(
+        [sys.executable, str(_script(tmp_path, _LISTS_TEMP)), str(long)],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    armed, listed = done.stdout.split(" ", 1)
+    assert armed == "True" and "pymp-" in listed and processes.SOCKETS not in listed
+
+
+_LISTS_TEMP = """
+import tempfile
+print(armed, sorted(os.listdir(tempfile.gettempdir())), flush=True)
+if sys.argv[2:] == ["wait"]:
+    time.sleep(60)
+"""
 
 
 def _running(pid: int) -> bool:
