@@ -181,6 +181,8 @@ def _socket_folder() -> Iterator[None]:
 
 def _remove_stale_sockets(base: Path) -> None:
     """The socket folders of this host's processes that are gone (a SIGKILL's)."""
+    from skipsr_cli.media.partials import gone
+
     named = re.compile(rf"\.{SOCKETS}-(\d+)-{_host_tag()}")
     try:
         entries = list(os.scandir(base))
@@ -188,23 +190,13 @@ def _remove_stale_sockets(base: Path) -> None:
         return
     for entry in entries:
         found = named.fullmatch(entry.name)
-        if found and int(found[1]) != os.getpid() and not _alive(int(found[1])):
+        if found and gone(int(found[1])):
             shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _host_tag() -> str:
     """This host, in six characters: a temporary folder on a shared disk has other hosts' pids."""
     return hashlib.blake2s(socket.gethostname().encode(), digest_size=3).hexdigest()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's (EPERM): alive
-        return True
-    return True
 
 
 def server_path() -> str:

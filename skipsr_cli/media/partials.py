@@ -250,14 +250,18 @@ def partial_name(stem: str, ext: str = "") -> str:
     return f".{stem}.{secrets.token_hex(4)}-{os.getpid()}@{_host()}{SUFFIX}{ext}"
 
 
-def _alive(pid: int) -> bool:
+def gone(pid: int) -> bool:
+    """Whether process `pid` of this host has ended: never this process, and another user's,
+    which may not be signalled (EPERM), is alive."""
+    if pid == os.getpid():
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
-    except OSError:  # another user's process (EPERM) is alive too
         return True
-    return True
+    except OSError:
+        return False
+    return False
 
 
 def remove_stale(folder: Path, stem: str, ext: str = "") -> list[Path]:
@@ -273,7 +277,7 @@ def remove_stale(folder: Path, stem: str, ext: str = "") -> list[Path]:
         if match is None or (match["stem"], match["ext"], match["host"]) != (stem, ext, host):
             continue
         pid = int(match["pid"])
-        if pid == os.getpid() or _alive(pid):
+        if not gone(pid):
             continue
         path = Path(entry.path)
         try:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from skipsr_cli.media.partials import SUFFIX, identity, note_placing, partial_name
+from skipsr_cli.media.partials import SUFFIX, gone, identity, note_placing, partial_name
 
 SHARD_BYTES = 15 * 2**20
 OLD = "-old"  # the role of a temporary that holds the checkpoint being replaced
@@ -63,7 +63,7 @@ def sweep(folder: Path, targets: Iterable[Path]) -> list[Path]:
         name = _parse(entry.name)
         if name is None or name["host"] != host or (name["stem"], name["ext"]) not in roles:
             continue
-        if _dead(int(name["pid"])):
+        if gone(int(name["pid"])):
             target, role = roles[name["stem"], name["ext"]]
             left.setdefault(target, []).append((role, Path(entry.path)))
     removed = []
@@ -89,19 +89,6 @@ _TEMPORARY = re.compile(
 
 def _parse(name: str) -> re.Match[str] | None:
     return _TEMPORARY.fullmatch(name)
-
-
-def _dead(pid: int) -> bool:
-    """Whether process `pid` of this host has ended (one of another user is alive: EPERM)."""
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
 
 
 def _put_back(target: Path, found: list[tuple[str, Path]]) -> list[Path]:
