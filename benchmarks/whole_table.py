@@ -35,6 +35,20 @@ def mean_of(values: list[float | None]) -> float | None:
     return statistics.fmean(known) if known else None
 
 
+def rendering_rate(parts: list[dict]) -> float | None:
+    """The parts' total rate while they rendered, start-up and stitch left out: frames over the
+    parts' own wall time, times as many as ran at once at the busiest."""
+    if not parts:
+        return None
+    events = sorted([(p["started_s"], 1) for p in parts] + [(p["finished_s"], -1) for p in parts])
+    running = busiest = 0
+    for _, step in events:
+        running += step
+        busiest = max(busiest, running)
+    frames = sum(p["frames"] for p in parts)
+    return busiest * frames / sum(p["frames"] / p["fps"] for p in parts)
+
+
 def fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -88,6 +102,18 @@ def main(out: Path, size: str) -> int:
             f"{fmt(None if steady_mean is None else fps / steady_mean, 3)} | "
             f"{whole['host_peak_mib']:.0f} MiB |"
         )
+        rendering = rendering_rate(parts)
+        if rendering is not None:
+            to_steady = (
+                ""
+                if steady_mean is None
+                else f", {rendering / steady_mean:.3f} of the floors' steady mean"
+            )
+            print(
+                f"round {r} run {i}: its parts rendered at {rendering:.2f} fps in all while they "
+                f"ran (their own rates, as many at once as ran at the busiest){to_steady}",
+                file=sys.stderr,
+            )
         if frames < RESUME_FRAMES:
             print(
                 f"note: {frames} frames ran in one piece, without parts or workers", file=sys.stderr
