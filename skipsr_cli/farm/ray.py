@@ -264,7 +264,8 @@ def upscale_on_ray(
         if stranded:
             raise OutputError(_unrendered(stranded, parts, crew.lost))
         frames, warnings = farm.stitch_run(output, input, opts, parts)
-    return run.finish(frames, warnings)
+    went_on = [f"{lost}; the run went on with the actors left" for lost in crew.given_up]
+    return run.finish(frames, [*went_on, *warnings])
 
 
 def _part_ended(run: WholeRun, index: int, parts: int, attempts: int, part: Any) -> None:
@@ -324,6 +325,7 @@ def files_on_ray(
     def retried(job: tuple[int, BatchItem], attempt: int, why: str) -> None:
         said.setdefault(job[0], []).append(f"{why}; upscaling it again (attempt {attempt})")
 
+    told = 0  # fresh actors given up on, and said so
     try:
         jobs = [_whole(task) for task in todo]
         given = dict(todo)  # each file's item as the batch named its outputs
@@ -340,6 +342,9 @@ def files_on_ray(
                 result = ended[1]
                 _note_written(item, given[index], result)
             notes = tuple(said.pop(index, ()))
+            went_on = crew.given_up[told:]  # said once, with the file that ended next
+            told = len(crew.given_up)
+            notes += tuple(f"{lost}; the batch went on with the actors left" for lost in went_on)
             yield index, replace(result, warnings=notes + result.warnings)
     finally:
         crew.stop()

@@ -71,6 +71,7 @@ class Crew:
         self.started: list = []
         self.coming: dict = {}  # a fresh actor's `ready` ref -> (the actor, when to give up)
         self.lost = "its Ray actors died"  # what became of the last fresh actor given up on
+        self.given_up: list[str] = []  # what became of each fresh actor given up on, in turn
 
     def start(self, count: int) -> list:
         """`count` fresh actors, each ready: one that cannot load the model is that error here
@@ -102,6 +103,7 @@ class Crew:
         except self.ray.exceptions.RayError as e:
             self.drop(actor)
             self.lost = f"a fresh Ray actor in place of one that died: {why(self.ray, e)}"
+            self.given_up.append(self.lost)
             return None
         return actor
 
@@ -116,6 +118,7 @@ class Crew:
                 f"a fresh Ray actor in place of one that died was not placed within "
                 f"{self.place_s:g} s: the cluster had no room for it (a node lost?)"
             )
+            self.given_up += [self.lost] * len(late)
         return len(late)
 
     def wait_s(self) -> float | None:
