@@ -179,6 +179,32 @@ def test_a_batch_keeps_what_its_workers_placed_even_after_it_stopped_reading(tmp
     assert partials.left_behind() == []
 
 
+def test_a_batch_names_what_its_workers_claims_put_in_place_where_no_message_came(tmp_path):
+    """A stopped worker can exit before its last message is sent; its claim, written before the
+    renames, still says what it put in place. Those written since the batch began are named; a
+    claim an earlier, killed batch left names files that are not this batch's."""
+    from skipsr_cli.batch import records
+
+    out_dir = tmp_path / "out"
+    (out_dir / records.STATE_DIR).mkdir(parents=True)
+    out, mask = out_dir / "a.mp4", tmp_path / "masks" / "a.mp4"
+    mask.parent.mkdir()
+    began = time.time_ns()
+    for path in (out, mask):
+        path.write_bytes(b"video")
+    item = BatchItem(name="a.mp4", input=tmp_path / "in.mp4", output=out, mask_out=mask)
+    key = workers.BatchKey(out_dir, {}, "weights")
+    claim = records.claim_path(out_dir, out)
+    records.write_record(claim, records.claim_record(item.input, {}, "weights", []))
+    records.place_claim(claim, tuple(partials.identity(p, p) for p in (out, mask)))
+    partials.forget_placements()
+    workers._note_claimed(key, {0: item}, began + 10**12)  # a batch that began after they were
+    assert partials.left_behind() == []
+    workers._note_claimed(key, {0: item}, began)
+    assert partials.left_behind() == [str(out), str(mask)]
+    partials.forget_placements()
+
+
 def test_stops_deferred_acts_on_the_stop_after_the_block_and_a_hold_keeps_it():
     went_on = []
     with pytest.raises(KeyboardInterrupt), stops_deferred():

@@ -225,6 +225,8 @@ def run_pool(
     """One spawned worker per entry of `devices` (a device may repeat) pulls the next file;
     results come back as they finish."""
     ctx = processes.context()
+    # an output in place written since is this batch's (2 s early: a file system's coarse clock)
+    began = time.time_ns() - 2_000_000_000
     tasks, results = ctx.Queue(), ctx.Queue()
     for task in items:
         tasks.put(task)
@@ -254,6 +256,7 @@ def run_pool(
                 worker.kill()  # stuck: the next batch clears what it left
                 worker.join()
         _drain(results, dict(items))
+        _note_claimed(key, dict(items), began)
 
 
 def _note_placing(payload: object, items: dict[int, BatchItem]) -> None:
@@ -277,6 +280,19 @@ def _drain(results: mp.Queue, items: dict[int, BatchItem]) -> None:
             return
         if kind == "event":
             _note_placing(payload, items)
+
+
+def _note_claimed(key: BatchKey, items: dict[int, BatchItem], since: int) -> None:
+    """The outputs in place that the workers' claims took down (`records.place_claim`, on disk
+    before the renames) and whose record never came: a message can be lost as a stopped worker
+    exits, a claim cannot. A claim goes once its file's record is written; one that an earlier,
+    killed batch left holds outputs written before `since` (ns), which are not this batch's."""
+    for item in items.values():
+        claim = records.claim_path(key.out_dir, item.output)
+        held = [h for h in records.held_outputs(claim) if h[3] >= since]
+        if held:
+            named = {str(p.parent.resolve() / p.name): p for p in (item.output, item.mask_out) if p}
+            note_placing([tuple(h) for h in held], [named.get(h[0], h[0]) for h in held])
 
 
 def _collect(
