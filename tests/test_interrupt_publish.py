@@ -198,9 +198,9 @@ def test_a_batch_names_what_its_workers_claims_put_in_place_where_no_message_cam
     records.write_record(claim, records.claim_record(item.input, {}, "weights", []))
     records.place_claim(claim, tuple(partials.identity(p, p) for p in (out, mask)))
     partials.forget_placements()
-    workers._note_claimed(key, {0: item}, began + 10**12)  # a batch that began after they were
+    workers.note_claimed(key, {0: item}, began + 10**12)  # a batch that began after they were
     assert partials.left_behind() == []
-    workers._note_claimed(key, {0: item}, began)
+    workers.note_claimed(key, {0: item}, began)
     assert partials.left_behind() == [str(out), str(mask)]
     partials.forget_placements()
 

@@ -256,7 +256,7 @@ def run_pool(
                 worker.kill()  # stuck: the next batch clears what it left
                 worker.join()
         _drain(results, dict(items))
-        _note_claimed(key, dict(items), began)
+        note_claimed(key, dict(items), began)
 
 
 def _note_placing(payload: object, items: dict[int, BatchItem]) -> None:
@@ -282,17 +282,25 @@ def _drain(results: mp.Queue, items: dict[int, BatchItem]) -> None:
             _note_placing(payload, items)
 
 
-def _note_claimed(key: BatchKey, items: dict[int, BatchItem], since: int) -> None:
+def note_claimed(
+    key: BatchKey,
+    items: dict[int, BatchItem],
+    since: int,
+    shown: dict[int, BatchItem] | None = None,
+) -> None:
     """The outputs in place that the workers' claims took down (`records.place_claim`, on disk
     before the renames) and whose record never came: a message can be lost as a stopped worker
     exits, a claim cannot. A claim goes once its file's record is written; one that an earlier,
-    killed batch left holds outputs written before `since` (ns), which are not this batch's."""
-    for item in items.values():
+    killed batch left holds outputs written before `since` (ns), which are not this batch's.
+    `shown` gives each file's outputs as the batch named them (default: `items`')."""
+    for index, item in items.items():
         claim = records.claim_path(key.out_dir, item.output)
         held = [h for h in records.held_outputs(claim) if h[3] >= since]
         if held:
-            named = {str(p.parent.resolve() / p.name): p for p in (item.output, item.mask_out) if p}
-            note_placing([tuple(h) for h in held], [named.get(h[0], h[0]) for h in held])
+            named = (shown or items)[index]
+            paths = zip((item.output, item.mask_out), (named.output, named.mask_out), strict=True)
+            names = {str(p.parent.resolve() / p.name): n for p, n in paths if p is not None}
+            note_placing([tuple(h) for h in held], [names.get(h[0], h[0]) for h in held])
 
 
 def _collect(

@@ -34,7 +34,14 @@ import torch
 
 from skipsr_cli.batch.plan import BatchItem
 from skipsr_cli.batch.progress import DONE, FAILED, FileResult
-from skipsr_cli.batch.workers import BatchKey, check_for, load_for, parse_devices, run_item
+from skipsr_cli.batch.workers import (
+    BatchKey,
+    check_for,
+    load_for,
+    note_claimed,
+    parse_devices,
+    run_item,
+)
 from skipsr_cli.errors import OutputError, UsageError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.progress import WholeRun
@@ -325,10 +332,11 @@ def files_on_ray(
     def retried(job: tuple[int, BatchItem], attempt: int, why: str) -> None:
         said.setdefault(job[0], []).append(f"{why}; upscaling it again (attempt {attempt})")
 
+    began = time.time_ns() - 2_000_000_000  # an output written since is this batch's
     told = 0  # fresh actors given up on, and said so
+    jobs = [_whole(task) for task in todo]
+    given = dict(todo)  # each file's item as the batch named its outputs
     try:
-        jobs = [_whole(task) for task in todo]
-        given = dict(todo)  # each file's item as the batch named its outputs
         for (index, item), tries, ended in schedule(
             crew, count, jobs, lambda a, job: a.run.remote(*job), retried
         ):
@@ -348,6 +356,8 @@ def files_on_ray(
             yield index, replace(result, warnings=notes + result.warnings)
     finally:
         crew.stop()
+        # what an actor put in place after the last result read here: its claim says
+        note_claimed(key, dict(jobs), began, given)
 
 
 def _note_written(item: BatchItem, given: BatchItem, result: FileResult) -> None:
