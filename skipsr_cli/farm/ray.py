@@ -320,8 +320,9 @@ def files_on_ray(
     died is upscaled again by another actor (a warning of the file's says so), and fails alone
     after ATTEMPTS; one left when no actor is alive and none can be placed fails alone, saying so.
     Each finished file's outputs are kept as placed here (`partials.placements`), so that a batch
-    stopped afterwards names them as written. The actors are killed before this returns or is stopped (Ctrl-C), so none
-    writes into the output folder after the batch has let go of its lock."""
+    stopped afterwards names them as written. The actors are killed before this returns or is
+    stopped (Ctrl-C), so none writes into the output folder after the batch has let go of its
+    lock."""
     options, ray, gpus = _start(options, address)
     count = min(workers or gpus or 1, len(todo))
     actor = _actor_class(ray, FileWorker, gpus, count, _actor_device(options) == "cpu")

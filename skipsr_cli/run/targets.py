@@ -44,8 +44,8 @@ def check_output(
 ) -> None:
     """One output of a run (the video or PNG frames, or the mask's), before any model work: a
     video's container and encoder at the input's time base and rate, its encoder settings at
-    `size` (width, height), and a target that is not the input and that may be written. `name` ("--mask-out") begins what is said of the settings, where the output meant
-    is not OUTPUT."""
+    `size` (width, height), and a target that is not the input and that may be written. `name`
+    ("--mask-out") begins what is said of the settings, where the output meant is not OUTPUT."""
     if not is_image_output(path):  # at the input's time base: mpeg4 at 1/90000, MPEG-2 at 1/12800
         check_container(path, options.codec, name or "output", info.time_base, info.rate)
     try:
