@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
 from dataclasses import fields, replace
 from functools import partial
@@ -39,7 +40,7 @@ from skipsr_cli.farm.ray import files_on_ray, ray_address, runs_here, upscale_on
 from skipsr_cli.farm.segments import check_stitchable
 from skipsr_cli.media.cpu_share import ENV as WORKER_THREADS_ENV
 from skipsr_cli.media.cpu_share import apply_cpu_share
-from skipsr_cli.media.partials import forget_placements
+from skipsr_cli.media.partials import forget_placements, held_stops
 from skipsr_cli.run import pipeline
 from skipsr_cli.run.host_memory import check_host_memory
 from skipsr_cli.run.options import (
@@ -192,11 +193,15 @@ def upscale(
         if total is not None and several:
             if opts.ray is not None:  # there `workers` counts Ray actors
                 address = ray_address(opts.ray)
-                return upscale_on_ray(
-                    input, output, opts, opts.segments, address, opts.workers, progress
+                return _held_stops_acted_on(
+                    upscale_on_ray(
+                        input, output, opts, opts.segments, address, opts.workers, progress
+                    )
                 )
             done = progress or _ignore
-            return upscale_on_devices(input, output, opts, found[:total], parts, done, total)
+            return _held_stops_acted_on(
+                upscale_on_devices(input, output, opts, found[:total], parts, done, total)
+            )
         if cluster:  # not in parts on the cluster after all: in one piece, here
             fits()
     if opts.devices is not None:  # one device named, or nothing to split among several
@@ -206,8 +211,10 @@ def upscale(
     if plan is None:
         return farm.render_segment(input, output, opts, load, device, dtype, progress or _ignore)
     if total is not None:  # a long video on one device
-        return resume.upscale_resumably(
-            input, output, opts, load, device, dtype, progress or _ignore, total, opts.segments
+        return _held_stops_acted_on(
+            resume.upscale_resumably(
+                input, output, opts, load, device, dtype, progress or _ignore, total, opts.segments
+            )
         )
     if (note := resume.unused_parts(output)) is not None:
         plan = replace(plan, notes=(*plan.notes, note))
@@ -244,6 +251,16 @@ def stitch(
     for warning in warnings:
         (warn or _ignore)(warning)
     return frames
+
+
+def _held_stops_acted_on(summary: Summary) -> Summary:
+    """A run in parts holds a Ctrl-C or SIGTERM that comes once its stitch put the output in
+    place, so that its tidying is whole (farm.parts_of_run); it acts now, as one after a run in
+    one piece placed its output does (KeyboardInterrupt for Ctrl-C), not lost to a program that
+    calls this. The command line names the output as written."""
+    if held_stops:
+        signal.raise_signal(held_stops[0])  # the handler in place says what it does
+    return summary
 
 
 def upscale_batch(

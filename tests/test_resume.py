@@ -484,13 +484,14 @@ def test_a_parts_folder_that_cannot_be_made_is_an_output_error(tmp_path, capsys,
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
-def test_a_stop_once_the_output_is_in_place_waits_for_the_tidying_and_ends_nothing(
+def test_a_stop_once_the_output_is_in_place_waits_for_the_tidying_then_acts(
     tmp_path, small_segments, monkeypatch, stop
 ):
     """Ctrl-C or SIGTERM as the run empties its work folder after the stitch put OUTPUT in place:
     it cut the emptying off halfway and the command said that no output was left behind. Now the
-    folder is emptied and removed and the run ends done; a stop before the output is in place
-    still stops it."""
+    folder is emptied and removed, OUTPUT is whole, and then the stop acts, as after a run in one
+    piece (a program calling the API does not lose it); a stop before the output is in place
+    still stops it, with no output."""
     clip = make_clip(tmp_path / "in.mp4", frames=23, audio=False)
     run = dict(model="debug", random_weights=True, device="cpu", chunk_frames=8, overlap=2)
     out = tmp_path / "out.mkv"
@@ -507,8 +508,10 @@ def test_a_stop_once_the_output_is_in_place_waits_for_the_tidying_and_ends_nothi
     monkeypatch.setattr(farm_parts, "_empty", stopped_while_emptying)
     terminate = signal.signal(signal.SIGTERM, terminated)
     try:
-        assert api.upscale(clip, out, **run).frames == 23
-        assert out.is_file() and not work_folder(out).exists()
+        acted = KeyboardInterrupt if stop == signal.SIGINT else SystemExit
+        with pytest.raises(acted):
+            api.upscale(clip, out, **run)
+        assert len(frames(out)[0]) == 23 and not work_folder(out).exists()
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handed back
 
         def stopped_while_joining(*args, **kwargs):

@@ -360,8 +360,8 @@ def parts_of_run(output: Path, opts: UpscaleOptions, count: int) -> Iterator[Ups
     (`stitch_run`), the folder as `_folder_of_run` keeps it. A Ctrl-C or SIGTERM that comes once
     the stitch puts OUTPUT in place waits until the folder is tidied (cut off halfway, it left parts
     and said that no output was left behind); it is kept in `held_stops`, and the command line
-    then ends as stopped (130 or 143), naming OUTPUT as written. The API returns the run's
-    result."""
+    then ends as stopped (130 or 143), naming OUTPUT as written; the API acts on it once the
+    run is done (`api._held_stops_acted_on`)."""
     with contextlib.ExitStack() as finishing:  # left last, after the folder's tidying
         token = _FINISHING.set(finishing)
         try:
