@@ -22,7 +22,7 @@ from models import SkipSR
 from models.skipsr import Result, Settings
 from skipsr_cli.errors import InputError, ModelError, UsageError
 from skipsr_cli.media.colour import ColourInfo, rgb_to_planes, ycbcr_to_rgb_tensor
-from skipsr_cli.media.encoding import EncodeOptions, check_container
+from skipsr_cli.media.encoding import EncodeOptions
 from skipsr_cli.media.image_io import ImageWriter, is_image_output
 from skipsr_cli.media.partials import publish_together
 from skipsr_cli.media.video_io import DecodeDamage, DecodedFrame, VideoInfo, probe, read_frames
@@ -127,8 +127,6 @@ def prepare(job: UpscaleJob) -> Plan:
     size = output_size(info, job.scale, job.size)  # (width, height)
     job = replace(job, encode=at_input_depth(job.output, job.encode, info))
     check_chunk_options(job.chunk_frames, job.overlap)
-    if not is_image_output(job.output):  # out.xyz: refused now, not by the muxer after the model
-        check_container(job.output, job.encode.codec)
     check_output(job.output, job.encode, job.input, info, job.overwrite, size)
     if job.mask_out is not None:
         if job.mask_out.resolve() == job.output.resolve():

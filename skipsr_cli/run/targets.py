@@ -90,7 +90,6 @@ def check_mask(
     options = at_input_depth(mask, options, info)
     if not is_image_output(mask):  # a name of the user's: its container may be any
         options = full_chroma_at(options, *size)
-        check_container(mask, options.codec, "--mask-out", info.time_base, info.rate)
     check_output(mask, options, input, info, overwrite, size, "--mask-out")
     return options
 
