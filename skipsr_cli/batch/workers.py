@@ -225,8 +225,7 @@ def run_pool(
     """One spawned worker per entry of `devices` (a device may repeat) pulls the next file;
     results come back as they finish."""
     ctx = processes.context()
-    # an output in place written since is this batch's (2 s early: a file system's coarse clock)
-    began = time.time_ns() - 2_000_000_000
+    began = time.time_ns()
     tasks, results = ctx.Queue(), ctx.Queue()
     for task in items:
         tasks.put(task)
@@ -244,8 +243,10 @@ def run_pool(
     ]
     for worker in workers:
         worker.start()
+    ended = False
     try:
         yield from _collect(workers, dict(items), results, emit)
+        ended = True
     finally:
         for worker in workers:
             if worker.is_alive():
@@ -256,7 +257,8 @@ def run_pool(
                 worker.kill()  # stuck: the next batch clears what it left
                 worker.join()
         _drain(results, dict(items))
-        note_claimed(key, dict(items), began)
+        if not ended:  # stopped: what a worker put in place after its last message
+            note_claimed(key, dict(items), began)
 
 
 def _note_placing(payload: object, items: dict[int, BatchItem]) -> None:
@@ -282,6 +284,9 @@ def _drain(results: mp.Queue, items: dict[int, BatchItem]) -> None:
             _note_placing(payload, items)
 
 
+CLOCK_SLACK_NS = 2_000_000_000  # a file system with a coarse clock stamps a file up to this early
+
+
 def note_claimed(
     key: BatchKey,
     items: dict[int, BatchItem],
@@ -291,8 +296,9 @@ def note_claimed(
     """The outputs in place that the workers' claims took down (`records.place_claim`, on disk
     before the renames) and whose record never came: a message can be lost as a stopped worker
     exits, a claim cannot. A claim goes once its file's record is written; one that an earlier,
-    killed batch left holds outputs written before `since` (ns), which are not this batch's.
-    `shown` gives each file's outputs as the batch named them (default: `items`')."""
+    killed batch left holds outputs written before `since` (the batch's start, ns), which are not
+    this batch's. `shown` gives each file's outputs as the batch named them (default: `items`')."""
+    since -= CLOCK_SLACK_NS
     for index, item in items.items():
         claim = records.claim_path(key.out_dir, item.output)
         held = [h for h in records.held_outputs(claim) if h[3] >= since]

@@ -333,10 +333,11 @@ def files_on_ray(
     def retried(job: tuple[int, BatchItem], attempt: int, why: str) -> None:
         said.setdefault(job[0], []).append(f"{why}; upscaling it again (attempt {attempt})")
 
-    began = time.time_ns() - 2_000_000_000  # an output written since is this batch's
+    began = time.time_ns()  # an output in place written since is this batch's
     told = 0  # fresh actors given up on, and said so
     jobs = [_whole(task) for task in todo]
     given = dict(todo)  # each file's item as the batch named its outputs
+    ended = False
     try:
         for (index, item), tries, ended in schedule(
             crew, count, jobs, lambda a, job: a.run.remote(*job), retried
@@ -355,10 +356,11 @@ def files_on_ray(
             told = len(crew.given_up)
             notes += tuple(f"{lost}; the batch went on with the actors left" for lost in went_on)
             yield index, replace(result, warnings=notes + result.warnings)
+        ended = True
     finally:
         crew.stop()
-        # what an actor put in place after the last result read here: its claim says
-        note_claimed(key, dict(jobs), began, given)
+        if not ended:  # stopped: what an actor put in place after the last result read here
+            note_claimed(key, dict(jobs), began, given)
 
 
 def _note_written(item: BatchItem, given: BatchItem, result: FileResult) -> None:
