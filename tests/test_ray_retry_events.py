@@ -65,6 +65,22 @@ def dying_segments(marker: Path, part: int, always: bool) -> type:
     return Dying
 
 
+def dying_once(marker: Path) -> type:
+    """A FileWorker whose process exits on the first file any of its kind is given (`marker` is
+    made then); the file goes to another actor."""
+    from skipsr_cli.farm.ray import FileWorker
+
+    class Dying(FileWorker):
+        def run(self, index, item):
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                return super().run(index, item)
+            os._exit(3)
+
+    return Dying
+
+
 def all_actors_gone(timeout: float = 30.0) -> bool:
     """Whether Ray has every CPU back: no actor of the run is left holding its share."""
     end = time.monotonic() + timeout
@@ -251,16 +267,7 @@ def test_a_batch_file_whose_actor_died_is_upscaled_again(local_ray, tmp_path, mo
     from skipsr_cli.farm import ray as farm_ray
 
     marker = tmp_path / "died-once"
-
-    class Dying(farm_ray.FileWorker):
-        def run(self, index, item):
-            try:
-                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
-            except FileExistsError:
-                return super().run(index, item)
-            os._exit(3)
-
-    monkeypatch.setattr(farm_ray, "FileWorker", Dying)
+    monkeypatch.setattr(farm_ray, "FileWorker", dying_once(marker))
     src = tmp_path / "in"
     src.mkdir()
     for name in ("a.mp4", "b.mp4"):
@@ -281,16 +288,7 @@ def test_a_batch_says_once_that_a_fresh_actor_was_given_up_on(local_ray, tmp_pat
     from skipsr_cli.farm import ray as farm_ray
 
     marker = tmp_path / "died-once"
-
-    class Dying(farm_ray.FileWorker):
-        def run(self, index, item):
-            try:
-                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
-            except FileExistsError:
-                return super().run(index, item)
-            os._exit(3)
-
-    monkeypatch.setattr(farm_ray, "FileWorker", Dying)
+    monkeypatch.setattr(farm_ray, "FileWorker", dying_once(marker))
     no_room_after_start(monkeypatch, place_s=0.05)
     src = tmp_path / "in"
     src.mkdir()
