@@ -27,6 +27,7 @@ def floor(out: Path, k: int) -> dict | None:
         "fps": row["total_fps"],
         "steady": row.get("steady_fps"),
         "per_copy": row["frames"] / row["workers"],
+        "cpu_ms": row.get("cpu_ms_per_frame"),
     }
 
 
@@ -112,6 +113,15 @@ def main(out: Path, size: str) -> int:
             print(
                 f"round {r} run {i}: its parts rendered at {rendering:.2f} fps in all while they "
                 f"ran (their own rates, as many at once as ran at the busiest){to_steady}",
+                file=sys.stderr,
+            )
+        cpu = [p.get("cpu_s") for p in parts]
+        if parts and None not in cpu:
+            floor_cpu = " / ".join(fmt(None if f is None else f["cpu_ms"], 1) for f in floors)
+            print(
+                f"round {r} run {i}: its parts' processes spent {1000 * sum(cpu) / frames:.1f} ms "
+                f"of CPU a frame (all threads, while rendering), the floors before / after "
+                f"{floor_cpu}",
                 file=sys.stderr,
             )
         if frames < RESUME_FRAMES:

@@ -228,6 +228,7 @@ def test_parts_come_in_a_multiple_of_the_workers_and_a_rerun_keeps_the_split(
     times = [(t["started_s"], t["first_frames_s"], t["finished_s"]) for t in timeline]
     assert all(0 <= a <= b <= c <= summary.wall_seconds for a, b, c in times)
     assert all(times[k][0] >= times[k - 1][2] for k in range(1, 4))
+    assert all(t["cpu_s"] > 0 for t in timeline) and summary.cpu_seconds > 0
     api.upscale(clip, tmp_path / "one.mkv", segments=1, **run)
     a, b = frames(out), frames(tmp_path / "one.mkv")
     assert all(np.array_equal(x, y) for x, y in zip(a[0], b[0], strict=True))

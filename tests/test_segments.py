@@ -350,6 +350,9 @@ def test_several_workers_report_one_run_and_count_only_what_is_left(clip, tmp_pa
     assert [t["part"] for t in timeline] == [2, 3] and sum(t["frames"] for t in timeline) == left
     assert all(0 <= t["started_s"] <= t["first_frames_s"] <= t["finished_s"] for t in timeline)
     assert summary.output == str(tmp_path / "out.mkv") and summary.fps > 0
+    # the CPU each part cost the process that rendered it, all its threads, and their sum
+    assert all(t["cpu_s"] > 0 for t in timeline)
+    assert summary.cpu_seconds == pytest.approx(sum(t["cpu_s"] for t in timeline), abs=1e-3)
 
 
 def test_a_long_video_on_a_gpu_host_takes_its_workers_by_itself(clip, tmp_path, monkeypatch):

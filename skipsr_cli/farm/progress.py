@@ -116,7 +116,8 @@ class WholeRun:
         """Each part rendered in this run, in part order: its frames and rate, and the seconds
         into the run when its start, its first frames passed to the encoder and its end (before
         its manifest is written) reached this process; they show a worker's start-up and the
-        parts that ran alone at the end. `attempts` is 1 but for a part sent again (Ray)."""
+        parts that ran alone at the end. `cpu_s` is the CPU its process spent on it, all threads
+        (None: not known). `attempts` is 1 but for a part sent again (Ray)."""
         return tuple(
             {
                 "part": i,
@@ -125,6 +126,7 @@ class WholeRun:
                 "started_s": self.times[i][0],
                 "first_frames_s": self.times[i][1],
                 "finished_s": self.times[i][2],
+                "cpu_s": self.summaries[i].cpu_seconds,
                 "attempts": self.attempts.get(i, 1),
             }
             for i in sorted(self.summaries)
@@ -157,7 +159,14 @@ def whole_summary(
         frames_lost=sum(p.frames_lost for p in parts),
         denoise=first.denoise if first else None,
         waits={k: round(sum(p.waits.get(k, 0.0) for p in parts), 3) for k in _wait_keys(parts)},
+        cpu_seconds=_total_cpu(parts),
     )
+
+
+def _total_cpu(parts: list[Summary]) -> float | None:
+    """The CPU the parts rendered now cost their processes; None where a part's is not known."""
+    cpu = [p.cpu_seconds for p in parts]
+    return round(sum(cpu), 3) if parts and None not in cpu else None
 
 
 def _wait_keys(parts: list[Summary]) -> list[str]:

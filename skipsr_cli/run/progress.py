@@ -67,6 +67,9 @@ class Summary:
     waits: dict[str, float] = field(default_factory=dict, compare=False)  # Summary stays hashable
     # a run in parts: each part rendered now (farm/progress.py WholeRun.timeline)
     parts: tuple[dict, ...] = field(default=(), compare=False)
+    # CPU seconds of every thread of the process(es) that rendered (decoder, network's launches,
+    # encoder): set beside the host's capacity, it says what the run cost the CPU; None: not known
+    cpu_seconds: float | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict:
         """Its fields as JSON takes them; `parts` only where the run was in parts."""
@@ -94,6 +97,7 @@ class RunStats:
 
     device: torch.device
     started: float = field(default_factory=time.perf_counter)
+    cpu_started: float = field(default_factory=time.process_time)  # all of this process's threads
     frames: int = 0
     tokens: int = 0
     kept: int = 0
@@ -139,6 +143,7 @@ class RunStats:
             frames_lost=frames_lost,
             denoise=denoise,
             waits={k: round(v, 3) for k, v in self.waits.items()},
+            cpu_seconds=round(time.process_time() - self.cpu_started, 3),
         )
 
 
