@@ -1,8 +1,9 @@
 """Container and encoder pairs the muxer cannot hold are refused before any work (exit 2, one line
 naming both and the encoders the container does hold, each probed); the encoder a container gets
 by default is one it holds (.ogv: VP8, not x264); refusals that depend on the input's time base
-(mpeg4 at 1/90000, MPEG-1/2 at any but one frame's) are judged at the real one; a farm's task
-refuses an OUTPUT its parts cannot be joined into."""
+or rate (mpeg4 at 1/90000, MPEG-1 at 12 fps) are judged at the real ones; MPEG-1/2, which take
+only one frame's time base, are written at it from any input at a rate of their standard; a
+farm's task refuses an OUTPUT its parts cannot be joined into."""
 
 from __future__ import annotations
 
@@ -28,9 +29,11 @@ def clip_in(folder: Path, name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Inputs by their stream's time base: mp4 (1/12288), MPEG-TS (1/90000), AVI (1/24)."""
+    """Inputs by their stream's time base: mp4 (1/12288), MPEG-TS (1/90000), AVI (1/24); and an
+    mp4 at 12 fps, a rate outside MPEG-1's standard."""
     folder = tmp_path_factory.mktemp("in")
     made = {name: clip_in(folder, f"in.{name}") for name in ("mp4", "ts", "avi")}
+    made["12fps"] = make_clip(folder / "12.mp4", width=32, height=24, frames=2, rate=Fraction(12))
     assert time_base(made["ts"]) == Fraction(1, 90000)
     assert time_base(made["avi"]) == Fraction(1, 24)
     assert time_base(made["mp4"]).denominator not in (24, 90000)
@@ -110,9 +113,8 @@ def test_a_pair_the_muxer_refuses_is_one_usage_line_offering_what_it_holds(
     [
         # mpeg4's time base denominator is at most 65535
         ("ts", "mpeg4", "o.mp4", "encoder mpeg4 cannot write at the input's time base 1/90000"),
-        # MPEG-1/2 take only one frame's time base, at a standard rate
-        ("mp4", "mpeg2video", "o.mp4", "encoder mpeg2video cannot write at the input's time base"),
-        ("mp4", "mpeg1video", "o.mpg", "encoder mpeg1video cannot write at the input's time base"),
+        # MPEG-1 takes only the rates of its standard (24, 25, 30000/1001, ...), not 12
+        ("12fps", "mpeg1video", "o.mpg", "encoder mpeg1video cannot write (MPEG-1/2 does not"),
     ],
 )
 def test_a_codec_refused_at_the_inputs_time_base_is_refused_before_the_work(
@@ -120,8 +122,30 @@ def test_a_codec_refused_at_the_inputs_time_base_is_refused_before_the_work(
 ):
     """Each was exit 5 once the model had run: the trial open was at 1/25."""
     line = refused(invoke(clips[input], tmp_path / output, "--codec", codec), tmp_path, says)
-    assert "MPEG" in line  # FFmpeg's own reason, not "Invalid argument"
-    assert muxer_refuses("mp4", codec, time_base(clips[input]), Fraction(24)) is not None
+    assert "MPEG" in line or "65535" in line  # FFmpeg's own reason, not "Invalid argument"
+    rate = Fraction(12 if input == "12fps" else 24)
+    assert muxer_refuses("mp4", codec, time_base(clips[input]), rate) is not None
+
+
+@pytest.mark.parametrize(
+    ("output", "codec", "decoded"),
+    [("o.m2v", None, "mpeg2video"), ("o.m1v", None, "mpeg1video"), ("o.mpg", "mpeg2video", None)],
+)
+def test_mpeg_1_and_2_are_written_at_one_frames_time_base_from_any_input(
+    clips: dict[str, Path], tmp_path: Path, output: str, codec: str | None, decoded: str | None
+):
+    """They were refused from an mp4's 1/12288 (the encoder was opened at the input's time base,
+    which MPEG-1/2 refuse); now they are opened at one frame's and each frame keeps its time."""
+    out = tmp_path / output
+    r = invoke(clips["mp4"], out, *(["--codec", codec] if codec else []))
+    assert r.exit_code == 0, r.output
+    with av.open(str(clips["mp4"])) as source, av.open(str(out)) as made:
+        times = [float(f.time) for f in source.decode(video=0)]
+        got = [float(f.time) for f in made.decode(video=0)]
+        name = made.streams.video[0].codec_context.name
+    assert name == (decoded or codec) and len(got) == len(times) == 2
+    if out.suffix == ".mpg":  # a raw .m1v/.m2v stores no times: its demuxer makes some up
+        assert got[1] - got[0] == pytest.approx(times[1] - times[0], abs=1e-3)  # a frame apart
 
 
 @pytest.mark.parametrize(
@@ -137,11 +161,16 @@ def test_the_same_codec_at_a_time_base_it_takes_is_written(
     assert written(out) == (decoded, 2)
 
 
-def test_a_mask_is_checked_at_the_inputs_time_base(clips: dict[str, Path], tmp_path: Path):
-    """A .m1v mask gets MPEG-1 (its container's own encoder), which cannot take the mp4's time
-    base: refused before the work, naming --mask-out (it was exit 5 after it)."""
+def test_a_mask_is_checked_at_the_inputs_rate(clips: dict[str, Path], tmp_path: Path):
+    """A .m1v mask gets MPEG-1 (its container's own encoder): written from a 24 fps input, and
+    refused before the work from a 12 fps one, naming --mask-out (it was exit 5 after it)."""
     r = invoke(clips["mp4"], tmp_path / "o.mp4", "--mask-out", tmp_path / "m.m1v")
-    refused(r, tmp_path, f"--mask-out {tmp_path}/m.m1v: encoder mpeg1video cannot write at")
+    assert r.exit_code == 0, r.output
+    assert written(tmp_path / "m.m1v") == ("mpeg1video", 2)
+    for made in ("o.mp4", "m.m1v"):
+        (tmp_path / made).unlink()
+    r = invoke(clips["12fps"], tmp_path / "o.mp4", "--mask-out", tmp_path / "m.m1v")
+    refused(r, tmp_path, f"--mask-out {tmp_path}/m.m1v: encoder mpeg1video cannot write")
 
 
 def test_a_farm_task_refuses_an_output_its_parts_cannot_join_into(

@@ -42,6 +42,20 @@ class EncodeOptions:
     stitchable: bool = False
 
 
+# Encoders that take only one frame's time base, at a rate of their standard (MPEG-1/2: 24000/1001,
+# 25, 30000/1001, 50, ...): opened at 1/rate, each frame's time rescaled to it (encoder_time_base).
+_FRAME_TIME_BASE = frozenset({"mpeg1video", "mpeg2video"})
+
+
+def encoder_time_base(codec: str, time_base: Fraction | None, rate: Fraction) -> Fraction:
+    """The time base an encoder of `codec` is opened at, for frames timed in `time_base` (None:
+    one frame's) at `rate`: their own, so every frame keeps its time, but one frame's for those
+    that take no other."""
+    if time_base is None or _encoder_name(codec) in _FRAME_TIME_BASE:
+        return 1 / Fraction(rate)
+    return Fraction(time_base)
+
+
 # The encoder a container gets when --codec is not given: what its format is made for.
 _DEFAULT_BY_SUFFIX = {".webm": "libvpx-vp9", ".gif": "gif"}
 # x264's preset names as libvpx's cpu-used (0 slowest and best, 8 fastest), so --preset means the
@@ -260,7 +274,7 @@ def _probe(
                 options=codec_options(options),
                 width=_PROBE_SIZE,
                 height=_PROBE_SIZE,
-                time_base=Fraction(time_base) if time_base else 1 / rate,
+                time_base=encoder_time_base(codec, time_base, rate),
             )
             stream.pix_fmt = resolve_pix_fmt(options)
             muxer.start_encoding()
@@ -393,8 +407,8 @@ def validate_encode_options(
     rate: Fraction | None = None,
 ) -> None:
     """Reject encoder settings that cannot work, before any (slow) model work starts: at the
-    input's `time_base` and `rate` where they are given (mpeg4 refuses 1/90000, MPEG-1/2 any
-    time base that is not one frame's at a standard rate), else at 1/25."""
+    input's `time_base` and `rate` where they are given (mpeg4 refuses 1/90000, MPEG-1/2 a rate
+    outside their standard), else at 1/25."""
     codec = _encoder(options.codec)
     pix_fmt = resolve_pix_fmt(options)
     try:
@@ -442,7 +456,7 @@ def _trial_open(
     trial = av.CodecContext.create(options.codec, "w")
     trial.width, trial.height = size
     trial.pix_fmt = pix_fmt
-    trial.time_base = Fraction(time_base) if time_base else 1 / Fraction(rate or _ANY_RATE)
+    trial.time_base = encoder_time_base(options.codec, time_base, Fraction(rate or _ANY_RATE))
     if rate:
         trial.framerate = Fraction(rate)
     trial.options = codec_options(options)

@@ -28,6 +28,7 @@ from skipsr_cli.media.cpu_share import encoder_threads
 from skipsr_cli.media.encoding import (
     EncodeOptions,
     codec_options,
+    encoder_time_base,
     resolve_pix_fmt,
     validate_encode_options,
 )
@@ -128,7 +129,9 @@ class VideoWriter:
         self.path = Path(path)
         self.width, self.height = width, height
         self.rate = Fraction(rate)
-        self.time_base = Fraction(time_base) if time_base else 1 / self.rate
+        # the frames' pts come in `time_base`; the encoder's own differs for MPEG-1/2 (1/rate)
+        self._pts_base = Fraction(time_base) if time_base else 1 / self.rate
+        self.time_base = encoder_time_base(options.codec, time_base, self.rate)
         self.frames_written = 0
         self._last_dts: int | None = None
         # a dts further behind its pts than this is garbage (see _check_dts)
@@ -220,7 +223,8 @@ class VideoWriter:
         return stream
 
     def write(self, rgb: np.ndarray, pts: int | None = None) -> None:
-        """Encode one (H, W, 3) uint8 RGB frame at `pts` (time_base units), or the next frame slot."""
+        """Encode one (H, W, 3) uint8 RGB frame at `pts` (in the time base the writer was given),
+        or the next frame slot."""
         if rgb.shape != (self.height, self.width, 3) or rgb.dtype not in (np.uint8, np.uint16):
             raise ValueError(
                 f"expected a ({self.height}, {self.width}, 3) uint8 or uint16 frame, "
@@ -261,6 +265,8 @@ class VideoWriter:
     def _encode(self, frame: av.VideoFrame, pts: int | None) -> None:
         if pts is None:
             pts = round(self.frames_written / self.rate / self.time_base)
+        elif self._pts_base != self.time_base:
+            pts = round(pts * self._pts_base / self.time_base)
         frame.pts = pts
         frame.time_base = self.time_base
         try:
