@@ -49,6 +49,37 @@ def test_ray_renders_the_whole_run_and_resumes(local_ray, tmp_path):
     assert [p.stat().st_mtime_ns for p in parts] == stamps  # finished parts were kept
 
 
+def test_a_run_on_ray_shows_its_parts_progress_as_they_render(local_ray, tmp_path, monkeypatch):
+    """The actors' tasks return only at a part's end: the run showed nothing until the summary
+    (not even its start). Now the actors send their events to the run's board, which the
+    driver reads while the parts render: one start, then frames, then the summary."""
+    from skipsr_cli.farm import ray_progress
+    from skipsr_cli.run.progress import Advanced, Started, Summary
+
+    monkeypatch.setattr(ray_progress, "SEND_S", 0.0)  # every event sent (the actors get it)
+    monkeypatch.setattr(ray_progress, "READ_S", 0.05)
+    clip = make_clip(tmp_path / "in.mp4", frames=48, audio=False)
+    run = dict(model="debug", random_weights=True, chunk_frames=8, overlap=2, lossless=True)
+    events = []
+    summary = api.upscale(
+        clip,
+        tmp_path / "out.mkv",
+        ray="local",
+        segments=2,
+        workers=2,
+        progress=events.append,
+        **run,
+    )
+    started = [i for i, e in enumerate(events) if isinstance(e, Started)]
+    advanced = [e for e in events if isinstance(e, Advanced)]
+    assert len(started) == 1 and events[started[0]].device == "Ray, 2 actor(s)"
+    assert events[started[0]].total_frames == 48 and events[started[0]].out_size == (128, 96)
+    assert all(isinstance(e, Started | Summary) for e in events[: started[0] + 1])
+    assert any(0 < e.frames < 48 for e in advanced)  # while the parts rendered
+    assert [e.frames for e in advanced] == sorted(e.frames for e in advanced)
+    assert events[-1] is summary and summary.frames == 48
+
+
 def test_a_run_on_ray_says_what_the_output_could_not_take(local_ray, tmp_path, capsys):
     """The stitch's warnings (a subtitle an mp4 cannot hold, left out) reach the summary and the
     command line's stderr and --json, as in a run on this machine: they were dropped on Ray."""

@@ -44,19 +44,23 @@ def dying_segments(marker: Path, part: int, always: bool) -> type:
     """A SegmentWorker whose process exits once it has passed the first frames of part `part`
     on: the first time only (`marker` is made then), or every time."""
     from skipsr_cli.farm.ray import SegmentWorker
+    from skipsr_cli.farm.ray_progress import reporting
     from skipsr_cli.run.progress import Advanced
 
     class Dying(SegmentWorker):
-        def render(self, input, output, index, count, total):
+        def render(self, input, output, index, count, total, sender=None):
             if index != part:
-                return super().render(input, output, index, count, total)
+                return super().render(input, output, index, count, total, sender)
             if not always:
                 try:
                     os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
                 except FileExistsError:  # died once already
-                    return super().render(input, output, index, count, total)
+                    return super().render(input, output, index, count, total, sender)
+            told = reporting(sender)
 
             def die(event):
+                if told is not None:
+                    told(event)
                 if isinstance(event, Advanced) and event.frames > 0:
                     os._exit(3)
 
@@ -92,7 +96,7 @@ def all_actors_gone(timeout: float = 30.0) -> bool:
 
 
 def test_a_part_whose_actor_died_is_rendered_again_and_said(
-    local_ray, tmp_path, monkeypatch, capsys
+    local_ray, tmp_path, monkeypatch, capfd
 ):
     from skipsr_cli.cli import main
     from skipsr_cli.farm import ray as farm_ray
@@ -104,12 +108,15 @@ def test_a_part_whose_actor_died_is_rendered_again_and_said(
     out = tmp_path / "out.mkv"
     args = ["upscale", str(clip), str(out), "--ray", "local", "--segments", "3", "--workers", "2"]
     args += ["--model", "debug", "--random-weights", "--chunk-frames", "8", "--overlap", "2"]
-    capsys.readouterr()
+    capfd.readouterr()
     with pytest.raises(SystemExit) as done:
-        main([*args, "--lossless", "-q", "--json"])
-    stdout, stderr = capsys.readouterr()
+        main([*args, "--lossless", "--json"])
+    stdout, stderr = capfd.readouterr()
     assert done.value.code == 0, stderr
     assert (tmp_path / "died-once").exists()  # the actor did die
+    # the progress (plain lines, to the process's stderr) names the run once, though part 2
+    # started twice
+    assert len(re.findall(r"^upscaling ", stderr, flags=re.M)) == 1, stderr
     warned = re.findall(r"^skipsr: warning: (part .*)$", stderr, flags=re.M)
     assert len(warned) == 1, stderr
     assert re.fullmatch(

@@ -156,8 +156,10 @@ class QuietBatchRenderer:
 class PlainBatchRenderer:
     """Lines for logs and farms: each file as it starts and ends, progress every `interval` s."""
 
-    def __init__(self, stream: TextIO = sys.stderr, interval: float = 2.0) -> None:
-        self.stream, self.interval, self._last = stream, interval, 0.0
+    def __init__(self, stream: TextIO | None = None, interval: float = 2.0) -> None:
+        # sys.stderr as it is now, not as it was on import (a test's capture, a redirect since)
+        self.stream = sys.stderr if stream is None else stream
+        self.interval, self._last = interval, 0.0
         self.counter = BatchCounter()
 
     def __call__(self, event: BatchEvent) -> None:

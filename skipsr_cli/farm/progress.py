@@ -78,9 +78,11 @@ class WholeRun:
 
     def retried(self, index: int, attempt: int, warning: str) -> None:
         """Part `index` is sent again, as its attempt `attempt`; `warning` says why, among the
-        summary's warnings."""
+        summary's warnings. The frames its last attempt had made are lost: they count no more."""
         self.attempts[index] = attempt
         self.retries.append(warning)
+        if self.frames.pop(index, None) is not None:
+            self.progress(self.advanced())
 
     def skip(self, frames: int) -> None:
         """A part an earlier run finished: its frames are not to render."""

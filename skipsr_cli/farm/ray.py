@@ -44,8 +44,10 @@ from skipsr_cli.batch.workers import (
 )
 from skipsr_cli.errors import OutputError, UsageError
 from skipsr_cli.farm import parts as farm
+from skipsr_cli.farm import ray_progress
 from skipsr_cli.farm.progress import WholeRun
 from skipsr_cli.farm.ray_crew import Crew, Failed, schedule
+from skipsr_cli.farm.ray_progress import Watch, reporting
 from skipsr_cli.farm.resume import part_count
 from skipsr_cli.farm.segments import model_hash
 from skipsr_cli.media.cpu_share import apply_cpu_share, host_cores
@@ -76,11 +78,18 @@ class SegmentWorker:
         return True
 
     def render(
-        self, input: str, output: str, index: int, count: int, total: int
+        self,
+        input: str,
+        output: str,
+        index: int,
+        count: int,
+        total: int,
+        sender: tuple[Any, int, int, float] | None = None,
     ) -> tuple[int, Summary | int]:
         """Part `index` of `count` of a video of `total` frames, unless it is done already:
-        `index` and the part's summary, or its frames where an earlier run finished it."""
-        return index, self.render_part(input, output, index, count, total)
+        `index` and the part's summary, or its frames where an earlier run finished it. Its
+        progress goes to the run's board where `sender` names it (farm/ray_progress.py)."""
+        return index, self.render_part(input, output, index, count, total, reporting(sender))
 
     def render_part(
         self,
@@ -233,8 +242,9 @@ def upscale_on_ray(
     progress: Callable[[Event], None] | None = None,
 ) -> Summary:
     """Render the segments on Ray and stitch them into `output`; returns the whole run's summary
-    (its parts' and the stitch's warnings included), which `progress` sees at the end: the actors
-    send no events while they render, so a part's start and first frames are not known here.
+    (its parts' and the stitch's warnings included). `progress` sees the run as one while its
+    parts render (their actors' events, read from the run's board every READ_S seconds:
+    farm/ray_progress.py), then the summary.
     `parts` defaults to the split of the parts a stopped run finished, else `resume.part_count`'s
     for its actors. Weights that cannot load are one error (exit 4) before Ray starts, not a
     failure of every actor."""
@@ -252,6 +262,10 @@ def upscale_on_ray(
     with farm.parts_of_run(output, opts, parts) as opts:
         crew = Crew(ray, actor, (replace(opts, segment=None), None, _actors_per_node(ray, actors)))
         jobs = [(str(input), str(output), i, parts, total) for i in range(1, parts + 1)]
+        watch = Watch(ray, run)
+
+        def send(actor: Any, job: tuple, attempt: int) -> Any:
+            return actor.render.remote(*job, watch.sender(job[2], attempt))
 
         def retried(job: tuple, attempt: int, why: str) -> None:
             said = f"part {job[2]} of {parts}: {why}; rendering it again (attempt {attempt})"
@@ -260,7 +274,7 @@ def upscale_on_ray(
         stranded: list[int] = []  # parts left when no actor was
         try:
             for job, attempts, part in schedule(
-                crew, actors, jobs, lambda a, job: a.render.remote(*job), retried
+                crew, actors, jobs, send, retried, (watch.read, ray_progress.READ_S)
             ):
                 if isinstance(part, Failed) and part.stranded:
                     stranded.append(job[2])
@@ -268,6 +282,7 @@ def upscale_on_ray(
                 _part_ended(run, job[2], parts, attempts, part)
         finally:
             crew.stop()
+            watch.stop()
         if stranded:
             raise OutputError(_unrendered(stranded, parts, crew.lost))
         frames, warnings = farm.stitch_run(output, input, opts, parts)
@@ -340,7 +355,7 @@ def files_on_ray(
     ended = False
     try:
         for (index, item), tries, ended in schedule(
-            crew, count, jobs, lambda a, job: a.run.remote(*job), retried
+            crew, count, jobs, lambda a, job, _: a.run.remote(*job), retried
         ):
             if isinstance(ended, Failed) and ended.stranded:
                 error = f"no Ray actor was left to upscale it; {ended.why}"

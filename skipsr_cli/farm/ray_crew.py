@@ -141,11 +141,13 @@ def schedule(
     crew: Crew,
     count: int,
     jobs: list,
-    call: Callable[[Any, Any], Any],
+    call: Callable[[Any, Any, int], Any],
     retried: Callable[[Any, int, str], None],
+    tick: tuple[Callable[[], None], float] | None = None,
 ) -> Iterator[tuple[Any, int, Any]]:
-    """Each of `jobs` sent to one of `count` actors (`call(actor, job)`: its object ref), and
-    (job, attempts, result) as each ends. A job whose actor died, or whose task failed other than
+    """Each of `jobs` sent to one of `count` actors (`call(actor, job, attempt)`: its object ref),
+    and (job, attempts, result) as each ends; with `tick` (a callback and its seconds), the
+    callback runs at least that often while tasks run (the parts' progress). A job whose actor died, or whose task failed other than
     by our own error, is sent again (`retried(job, attempt, why)` hears it first), ATTEMPTS times
     at most in all, to an actor left idle. The actor dropped is replaced by a fresh one (`Crew`),
     not waited for: the other actors keep taking the queued jobs meanwhile, and one not ready
@@ -162,16 +164,21 @@ def schedule(
         while waiting and free:
             job, attempt = waiting.pop(0)
             actor = free.pop()
-            running[call(actor, job)] = (actor, job, attempt)
+            running[call(actor, job, attempt)] = (actor, job, attempt)
         while len(crew.coming) < len(waiting) and len(running) + len(crew.coming) < room:
             crew.replace()  # free is empty here: waiting jobs and no actor for them
         if not running and not crew.coming:  # jobs left, and no actor alive nor coming
             for job, attempt in waiting:
                 yield job, attempt, Failed(crew.lost, stranded=True)
             return
-        done, _ = ray.wait([*running, *crew.coming], num_returns=1, timeout=crew.wait_s())
+        timeout = crew.wait_s()
+        if tick is not None:
+            timeout = tick[1] if timeout is None else min(timeout, tick[1])
+        done, _ = ray.wait([*running, *crew.coming], num_returns=1, timeout=timeout)
+        if tick is not None:
+            tick[0]()
         if not done:
-            continue  # a fresh actor is due: given up on above
+            continue  # a fresh actor is due (given up on above), or the tick's time
         if done[0] in crew.coming:
             fresh = crew.arrived(done[0])
             if fresh is None:

@@ -158,8 +158,10 @@ class QuietRenderer:
 class PlainRenderer:
     """One line per update at most every `interval` seconds, for logs and render farms."""
 
-    def __init__(self, stream: TextIO = sys.stderr, interval: float = 2.0) -> None:
-        self.stream, self.interval, self._last = stream, interval, 0.0
+    def __init__(self, stream: TextIO | None = None, interval: float = 2.0) -> None:
+        # sys.stderr as it is now, not as it was on import (a test's capture, a redirect since)
+        self.stream = sys.stderr if stream is None else stream
+        self.interval, self._last = interval, 0.0
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Started):
