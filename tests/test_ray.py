@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import av
 import numpy as np
@@ -53,9 +54,17 @@ def test_a_run_on_ray_shows_its_parts_progress_as_they_render(local_ray, tmp_pat
     """The actors' tasks return only at a part's end: the run showed nothing until the summary
     (not even its start). Now the actors send their events to the run's board, which the
     driver reads while the parts render: one start, then frames, then the summary."""
+    from skipsr_cli.farm import ray as farm_ray
     from skipsr_cli.farm import ray_progress
     from skipsr_cli.run.progress import Advanced, Started, Summary
 
+    class Lingering(farm_ray.SegmentWorker):  # a part's end comes after its last events are read
+        def render(self, *args):
+            ended = super().render(*args)
+            time.sleep(0.5)
+            return ended
+
+    monkeypatch.setattr(farm_ray, "SegmentWorker", Lingering)
     monkeypatch.setattr(ray_progress, "SEND_S", 0.0)  # every event sent (the actors get it)
     monkeypatch.setattr(ray_progress, "READ_S", 0.05)
     clip = make_clip(tmp_path / "in.mp4", frames=48, audio=False)
@@ -108,11 +117,25 @@ def test_a_run_on_ray_says_what_the_output_could_not_take(local_ray, tmp_path, c
 def test_a_folder_batch_on_ray_actors(local_ray, tmp_path, monkeypatch):
     """The files of a folder on three actors (never in this process): each output is the local
     run's, bit for bit; a file that is not a video fails alone, named; a rerun (locally) skips
-    what Ray finished."""
+    what Ray finished. Each file's start and frames reach the batch's progress while it renders
+    (they did not: the batch heard of a file only at its end)."""
     from media import make_non_video
 
     from skipsr_cli.batch import run as batch_run
+    from skipsr_cli.batch.progress import FileProgress, FileResult
+    from skipsr_cli.farm import ray as farm_ray
+    from skipsr_cli.farm import ray_progress
+    from skipsr_cli.run.progress import Advanced, Started
 
+    class Lingering(farm_ray.FileWorker):  # a file's end comes after its last events are read
+        def run(self, index, item, sender=None):
+            ended = super().run(index, item, sender)
+            time.sleep(0.5)
+            return ended
+
+    monkeypatch.setattr(farm_ray, "FileWorker", Lingering)
+    monkeypatch.setattr(ray_progress, "SEND_S", 0.0)  # every event sent (the actors get it)
+    monkeypatch.setattr(ray_progress, "READ_S", 0.05)
     src = tmp_path / "in"
     src.mkdir()
     for name, length in (("a.mp4", 9), ("b.mp4", 5), ("c.mp4", 12)):
@@ -123,9 +146,22 @@ def test_a_folder_batch_on_ray_actors(local_ray, tmp_path, monkeypatch):
     with monkeypatch.context() as here:
         here.setattr(batch_run, "run_files", lambda *a: pytest.fail("the files ran locally"))
         # three actors on a Ray of two CPUs: each asks for a share, so none waits forever
+        events = []
         summary = api.upscale_batch(
-            src, tmp_path / "out", ray="local", workers=3, device="cpu", **run
+            src,
+            tmp_path / "out",
+            ray="local",
+            workers=3,
+            device="cpu",
+            progress=events.append,
+            **run,
         )
+    for name, length in (("a.mp4", 9), ("b.mp4", 5), ("c.mp4", 12)):
+        seen = [e.event for e in events if isinstance(e, FileProgress) and e.name == name]
+        (end,) = [i for i, e in enumerate(events) if isinstance(e, FileResult) and e.file == name]
+        before = [e for e in events[:end] if isinstance(e, FileProgress) and e.name == name]
+        assert isinstance(seen[0], Started) and seen[0].total_frames == length
+        assert any(isinstance(e.event, Advanced) and e.event.frames > 0 for e in before)
     status = {f.file: f.status for f in summary.files}
     assert status == {"a.mp4": "done", "b.mp4": "done", "broken.mp4": "failed", "c.mp4": "done"}
     (broken,) = [f for f in summary.files if f.status == "failed"]

@@ -75,11 +75,11 @@ def dying_once(marker: Path) -> type:
     from skipsr_cli.farm.ray import FileWorker
 
     class Dying(FileWorker):
-        def run(self, index, item):
+        def run(self, index, item, sender=None):
             try:
                 os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
             except FileExistsError:
-                return super().run(index, item)
+                return super().run(index, item, sender)
             os._exit(3)
 
     return Dying

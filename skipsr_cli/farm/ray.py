@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from skipsr_cli.batch.plan import BatchItem
-from skipsr_cli.batch.progress import DONE, FAILED, FileResult
+from skipsr_cli.batch.progress import DONE, FAILED, FileProgress, FileResult
 from skipsr_cli.batch.workers import (
     BatchKey,
     check_for,
@@ -130,8 +130,13 @@ class FileWorker:
         """Answers once the network is loaded: the driver waits for it before sending a file."""
         return True
 
-    def run(self, index: int, item: BatchItem) -> tuple[int, FileResult]:
-        return index, run_item(self.model, item, self.options, self.key, _quiet)
+    def run(
+        self, index: int, item: BatchItem, sender: tuple[Any, int, int, float] | None = None
+    ) -> tuple[int, FileResult]:
+        """File `index` of the batch, its progress to the run's board where `sender` names it."""
+        return index, run_item(
+            self.model, item, self.options, self.key, reporting(sender) or _quiet
+        )
 
 
 def _quiet(event: object) -> None:
@@ -262,7 +267,7 @@ def upscale_on_ray(
     with farm.parts_of_run(output, opts, parts) as opts:
         crew = Crew(ray, actor, (replace(opts, segment=None), None, _actors_per_node(ray, actors)))
         jobs = [(str(input), str(output), i, parts, total) for i in range(1, parts + 1)]
-        watch = Watch(ray, run)
+        watch = Watch(ray, run.event, lambda index: index in run.summaries)
 
         def send(actor: Any, job: tuple, attempt: int) -> Any:
             return actor.render.remote(*job, watch.sender(job[2], attempt))
@@ -352,11 +357,20 @@ def files_on_ray(
     told = 0  # fresh actors given up on, and said so
     jobs = [_whole(task) for task in todo]
     given = dict(todo)  # each file's item as the batch named its outputs
+    finished: set[int] = set()
+    watch = Watch(
+        ray, lambda i, event: emit(FileProgress(i, given[i].name, event)), finished.__contains__
+    )
+
+    def send(actor: Any, job: tuple[int, BatchItem], attempt: int) -> Any:
+        return actor.run.remote(*job, watch.sender(job[0], attempt))
+
     ended = False
     try:
         for (index, item), tries, ended in schedule(
-            crew, count, jobs, lambda a, job, _: a.run.remote(*job), retried
+            crew, count, jobs, send, retried, (watch.read, ray_progress.READ_S)
         ):
+            finished.add(index)
             if isinstance(ended, Failed) and ended.stranded:
                 error = f"no Ray actor was left to upscale it; {ended.why}"
                 result = FileResult(item.name, str(item.output), FAILED, error=error)
@@ -374,6 +388,7 @@ def files_on_ray(
         ended = True
     finally:
         crew.stop()
+        watch.stop()
         if not ended:  # stopped: what an actor put in place after the last result read here
             note_claimed(key, dict(jobs), began, given)
 

@@ -1,11 +1,13 @@
-"""The progress of a video's parts on Ray, as the driver shows it while they render.
+"""The progress of the tasks of a run on Ray (a video's parts, a batch's files), as the driver
+shows it while they render.
 
-An actor's task returns only when its part is done, which on a long video is hours of silence. So
-each part's actor sends its events to a `Board` (a small Ray actor of the run, on no CPU) without
-waiting for an answer: its start, and its frames at most once every SEND_S seconds. The driver
-reads the board between the tasks' ends (`Watch`, every READ_S seconds) and passes the events to
-the run's WholeRun, which shows the video as one run. Each event carries its part's attempt, so
-that the events of an attempt whose actor died are not taken for those of the part's next.
+An actor's task returns only when its part or file is done, which on a long video is hours of
+silence. So each task sends its events to a `Board` (a small Ray actor of the run, on no CPU)
+without waiting for an answer: its start, and its frames at most once every SEND_S seconds. The
+driver reads the board between the tasks' ends (`Watch`, every READ_S seconds) and passes the
+events on: a video's to its WholeRun, which shows the parts as one run; a batch's to its progress,
+each as its file's. Each event carries its task's attempt, so that the events of an attempt whose
+actor died are not taken for those of the next.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from skipsr_cli.farm.progress import WholeRun
 from skipsr_cli.run.progress import Advanced, Event, Started
 
 SEND_S = 1.0  # an actor sends a part's frames at most this often
@@ -38,7 +39,7 @@ class Board:
 
 
 class Sender:
-    """A part's progress callback on its actor: its Started, and its Advanced at most once every
+    """A task's progress callback on its actor: its Started, and its Advanced at most once every
     `every` seconds, sent to the board without waiting (a board that is gone loses them)."""
 
     def __init__(self, board: Any, index: int, attempt: int, every: float = SEND_S) -> None:
@@ -52,23 +53,28 @@ class Sender:
                 return
             self.last = now
         elif not isinstance(event, Started):
-            return  # the summary comes back as the task's result
+            return  # the summary comes back as the task's result; Placing stays with the actor
         with contextlib.suppress(Exception):
             self.board.say.remote(self.index, self.attempt, event)
 
 
 class Watch:
-    """The driver's side: the run's board, read into `run` (the events of each part's current
-    attempt only, until its summary), and killed at the end."""
+    """The driver's side: the run's board, read into `deliver(index, event)` (the events of each
+    task's current attempt only, until `ended(index)`), and killed at the end."""
 
-    def __init__(self, ray: ModuleType, run: WholeRun) -> None:
-        self.ray, self.run = ray, run
+    def __init__(
+        self,
+        ray: ModuleType,
+        deliver: Callable[[int, Event], None],
+        ended: Callable[[int], bool],
+    ) -> None:
+        self.ray, self.deliver, self.ended = ray, deliver, ended
         self.board = ray.remote(num_cpus=0, max_restarts=0)(Board).remote()
-        self.attempts: dict[int, int] = {}  # part -> its attempt now rendering
+        self.attempts: dict[int, int] = {}  # task -> its attempt now rendering
         self.asked: Any = None  # the board's answer to come
 
     def sender(self, index: int, attempt: int) -> tuple[Any, int, int, float]:
-        """What a part's task is given to report with (Sender's arguments), sent to its actor."""
+        """What task `index` is given to report with (Sender's arguments), sent to its actor."""
         self.attempts[index] = attempt
         return self.board, index, attempt, SEND_S
 
@@ -87,9 +93,9 @@ class Watch:
             return
         finally:
             self.asked = self.board.take.remote()
-        for index, attempt, event in events:  # not a dead attempt's, nor after the part's end
-            if self.attempts.get(index) == attempt and index not in self.run.summaries:
-                self.run.event(index, event)
+        for index, attempt, event in events:  # not a dead attempt's, nor after the task's end
+            if self.attempts.get(index) == attempt and not self.ended(index):
+                self.deliver(index, event)
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -97,5 +103,5 @@ class Watch:
 
 
 def reporting(sender: tuple[Any, int, int, float] | None) -> Callable[[Event], None] | None:
-    """The progress callback of a part sent with `sender` (Watch.sender's), or None."""
+    """The progress callback of a task sent with `sender` (Watch.sender's), or None."""
     return None if sender is None else Sender(*sender)
