@@ -250,7 +250,8 @@ def test_the_helpers_count_who_waited_for_whom():
             starting.put(i)
         time.sleep(0.5)  # the queue drains: the writer waits for the last item
         starting.put(8)
-    assert 0.07 < starting.fill_wait < 0.25 < starting.idle
+    # (about 0.09 s; a writer thread that starts late on a busy host misses some of the first)
+    assert 0.03 < starting.fill_wait < 0.25 < starting.idle
     assert starting.first_wait <= starting.fill_wait
     with BackgroundWriter(lambda item: None, depth=4) as never_behind:
         for i in range(3):
