@@ -119,7 +119,8 @@ def main(out: Path, size: str) -> int:
         if parts and None not in cpu:
             floor_cpu = " / ".join(fmt(None if f is None else f["cpu_ms"], 1) for f in floors)
             print(
-                f"round {r} run {i}: its parts' processes spent {1000 * sum(cpu) / frames:.1f} ms "
+                f"round {r} run {i}: its parts' processes spent "
+                f"{1000 * sum(cpu) / sum(p['frames'] for p in parts):.1f} ms "
                 f"of CPU a frame (all threads, while rendering), the floors before / after "
                 f"{floor_cpu}",
                 file=sys.stderr,

@@ -12,6 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from media import make_clip
 from typer.testing import CliRunner
@@ -208,3 +209,32 @@ def test_a_muxer_that_writes_files_of_its_own_is_refused_without_writing_one(
     refused(invoke(clips["mp4"], out / f"o{ext}"), out, says)
     refused(invoke(clips["mp4"], out / "o.mp4", "--mask-out", out / f"m{ext}"), out, says)
     assert list(here.iterdir()) == []
+
+
+def test_mpeg_2_keeps_every_frame_of_a_variable_rate_input(tmp_path: Path):
+    """Frames of a variable-rate input closer than a frame apart rounded onto one slot of
+    MPEG-2's frame grid, which its encoder refused after the model had run (exit 5, also for a
+    .m2v mask beside an mp4 output). Each now takes the next free slot: every frame is kept."""
+    stamps = [0, 40, 80, 90, 160, 200, 240, 280, 320, 360]  # ms; 90 rounds onto 80's slot
+    src = tmp_path / "in" / "vfr.mp4"
+    src.parent.mkdir()
+    with av.open(str(src), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"bf": "0"})
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(stamps):
+            image = np.full((24, 32, 3), 20 * i, dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    r = invoke(src, tmp_path / "o.mpg", "--codec", "mpeg2video")
+    assert r.exit_code == 0, r.output
+    with av.open(str(tmp_path / "o.mpg")) as made:
+        times = [float(f.time) for f in made.decode(video=0)]
+    assert len(times) == len(stamps)
+    steps = [round(b - a, 3) for a, b in zip(times[:-1], times[1:], strict=True)]
+    assert steps == [0.04] * (len(stamps) - 1)  # 90 ms went to the next slot, 120 ms
+    r = invoke(src, tmp_path / "o.mp4", "--mask-out", tmp_path / "m.m2v")
+    assert r.exit_code == 0, r.output
+    assert written(tmp_path / "m.m2v") == ("mpeg2video", len(stamps))

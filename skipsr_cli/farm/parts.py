@@ -181,6 +181,7 @@ def _kept(input: Path, part: Path, frames: int, size: tuple[int, int], device) -
         out_width=size[0],
         out_height=size[1],
         status="kept",
+        cpu_seconds=0.0,  # nothing rendered now
     )
 
 

@@ -78,9 +78,11 @@ class WholeRun:
 
     def retried(self, index: int, attempt: int, warning: str) -> None:
         """Part `index` is sent again, as its attempt `attempt`; `warning` says why, among the
-        summary's warnings. The frames its last attempt had made are lost: they count no more."""
+        summary's warnings. The frames its last attempt had made are lost: they count no more,
+        and its times in the timeline are the next attempt's."""
         self.attempts[index] = attempt
         self.retries.append(warning)
+        self.times.pop(index, None)
         if self.frames.pop(index, None) is not None:
             self.progress(self.advanced())
 

@@ -54,7 +54,7 @@ from skipsr_cli.media.cpu_share import apply_cpu_share, host_cores
 from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.media.partials import identity, note_placing
 from skipsr_cli.run.options import UpscaleOptions, load_network, resolve_dtype
-from skipsr_cli.run.progress import Event, Summary
+from skipsr_cli.run.progress import Advanced, Event, Summary
 
 CONNECT_S = 10  # to reach a named cluster's head before Ray is asked to attach
 
@@ -274,6 +274,7 @@ def upscale_on_ray(
 
         def retried(job: tuple, attempt: int, why: str) -> None:
             said = f"part {job[2]} of {parts}: {why}; rendering it again (attempt {attempt})"
+            watch.retry(job[2], attempt)
             run.retried(job[2], attempt, said)
 
         stranded: list[int] = []  # parts left when no actor was
@@ -352,6 +353,8 @@ def files_on_ray(
 
     def retried(job: tuple[int, BatchItem], attempt: int, why: str) -> None:
         said.setdefault(job[0], []).append(f"{why}; upscaling it again (attempt {attempt})")
+        watch.retry(job[0], attempt)  # the frames its last attempt made are lost
+        emit(FileProgress(job[0], given[job[0]].name, Advanced(0, None, 0.0, 0.0)))
 
     began = time.time_ns()  # an output in place written since is this batch's
     told = 0  # fresh actors given up on, and said so

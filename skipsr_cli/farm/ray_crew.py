@@ -147,9 +147,9 @@ def schedule(
 ) -> Iterator[tuple[Any, int, Any]]:
     """Each of `jobs` sent to one of `count` actors (`call(actor, job, attempt)`: its object ref),
     and (job, attempts, result) as each ends; with `tick` (a callback and its seconds), the
-    callback runs at least that often while tasks run (the parts' progress). A job whose actor died, or whose task failed other than
-    by our own error, is sent again (`retried(job, attempt, why)` hears it first), ATTEMPTS times
-    at most in all, to an actor left idle. The actor dropped is replaced by a fresh one (`Crew`),
+    callback runs at least that often while tasks run (their progress). A job whose actor died,
+    or whose task failed other than by our own error, is sent again (`retried(job, attempt,
+    why)` hears it first), ATTEMPTS times at most in all, to an actor left idle. The actor dropped is replaced by a fresh one (`Crew`),
     not waited for: the other actors keep taking the queued jobs meanwhile, and one not ready
     within the crew's `place_s` is killed, the run going on with one actor fewer. After a job's
     last attempt, or on our own error, its result is Failed; where no actor is left alive and

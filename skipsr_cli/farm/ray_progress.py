@@ -75,8 +75,14 @@ class Watch:
 
     def sender(self, index: int, attempt: int) -> tuple[Any, int, int, float]:
         """What task `index` is given to report with (Sender's arguments), sent to its actor."""
-        self.attempts[index] = attempt
+        self.retry(index, attempt)
         return self.board, index, attempt, SEND_S
+
+    def retry(self, index: int, attempt: int) -> None:
+        """Task `index` goes on as `attempt`: from now on the events of its earlier attempts,
+        sent before their actor died and read later, are dropped (not only once it is sent
+        again, which waits for a free actor)."""
+        self.attempts[index] = max(attempt, self.attempts.get(index, 0))
 
     def read(self) -> None:
         """The events sent before the last read's question was answered, passed to the run; it

@@ -132,6 +132,7 @@ class VideoWriter:
         # the frames' pts come in `time_base`; the encoder's own differs for MPEG-1/2 (1/rate)
         self._pts_base = Fraction(time_base) if time_base else 1 / self.rate
         self.time_base = encoder_time_base(options.codec, time_base, self.rate)
+        self._last_slot: int | None = None  # the last frame's pts on that grid
         self.frames_written = 0
         self._last_dts: int | None = None
         # a dts further behind its pts than this is garbage (see _check_dts)
@@ -266,7 +267,12 @@ class VideoWriter:
         if pts is None:
             pts = round(self.frames_written / self.rate / self.time_base)
         elif self._pts_base != self.time_base:
+            # on one frame's grid (MPEG-1/2): the nearest slot, but after the last frame's, so
+            # that frames of a variable-rate input closer than a frame apart are all kept
             pts = round(pts * self._pts_base / self.time_base)
+            if self._last_slot is not None:
+                pts = max(pts, self._last_slot + 1)
+            self._last_slot = pts
         frame.pts = pts
         frame.time_base = self.time_base
         try:

@@ -68,7 +68,8 @@ class Summary:
     # a run in parts: each part rendered now (farm/progress.py WholeRun.timeline)
     parts: tuple[dict, ...] = field(default=(), compare=False)
     # CPU seconds of every thread of the process(es) that rendered (decoder, network's launches,
-    # encoder): set beside the host's capacity, it says what the run cost the CPU; None: not known
+    # encoder; a run in parts: its parts', less any attempt that died on Ray): set beside the
+    # host's capacity, it says what the run cost the CPU; None: not known
     cpu_seconds: float | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict:
