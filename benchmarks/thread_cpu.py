@@ -10,7 +10,14 @@ launches and the frames' conversion), `skipsr-decode` and FFmpeg's `av:h264:df*`
 that keep the process's name: x264's own threads and torch's pool, listed apart by how busy each
 is. Linux only.
 
-Usage: python3 benchmarks/thread_cpu.py [--every 0.2] [--label TEXT] -- COMMAND...
+With --whole, COMMAND is a whole `skipsr upscale ... --json` instead: every process of its tree
+is sampled (the command, its fork server and the workers forked from it), each thread's CPU is
+counted from its birth to its last sample, and the frames are the summary's. A long video's
+workers render in their main threads, so `calling thread` there is the model's launches and the
+frames' conversion, as in a copy (with the command's and the server's own main threads, which
+mostly wait).
+
+Usage: python3 benchmarks/thread_cpu.py [--every 0.2] [--label TEXT] [--whole] -- COMMAND...
 """
 
 from __future__ import annotations
@@ -44,6 +51,24 @@ def copies(root: int) -> list[int]:
     return found
 
 
+def tree(root: int) -> list[int]:
+    """`root` and every live process under it, at any depth."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children[ppid].append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
 def sample(series: Series, pids: list[int], now: float) -> None:
     """Each thread's CPU seconds so far (user and system), and its group."""
     for pid in pids:
@@ -71,7 +96,8 @@ def by_group(series: Series, start: float) -> tuple[dict[str, float], dict[str, 
         inside = [cpu for t, cpu in samples if t >= start]
         before = [cpu for t, cpu in samples if t < start]
         if inside:
-            seconds[group] += inside[-1] - (before[-1] if before else inside[0])
+            since = before[-1] if before else (0.0 if start == float("-inf") else inside[0])
+            seconds[group] += inside[-1] - since
             threads[group] += 1
     return seconds, threads
 
@@ -80,6 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--every", type=float, default=0.2, help="seconds between samples")
     parser.add_argument("--label", default="", help="a name for the table")
+    parser.add_argument("--whole", action="store_true", help="COMMAND is a whole upscale")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the bench command")
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -88,25 +115,35 @@ def main() -> None:
     series: Series = {}
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     while proc.poll() is None:
-        sample(series, copies(proc.pid), time.monotonic())
+        pids = tree(proc.pid) if args.whole else copies(proc.pid)
+        sample(series, pids, time.monotonic())
         time.sleep(args.every)
     out = proc.stdout.read() if proc.stdout else ""
     if proc.returncode != 0:
         sys.exit(f"the command failed with exit code {proc.returncode}")
-    row = json.loads(out)["rows"][0]
     if not series:
         sys.exit("no copies were sampled: is the command a `bench capacity` run?")
     end = max(t for _, samples in series.values() for t, _ in samples)
-    seconds, threads = by_group(series, end - row["wall_s"])
-    frames, total = row["frames"], sum(seconds.values())
-    print(
-        f"{args.label or ' '.join(command)}: {row['workers']} copies, {row['total_fps']} fps, "
-        f"{1000 * total / frames:.1f} CPU ms a frame over the timed {row['wall_s']} s"
-    )
+    if args.whole:
+        said = json.loads(out.strip().splitlines()[-1])
+        start = float("-inf")  # each thread from its birth: the whole run
+        frames, what = said["frames"], f"the whole run of {said['wall_seconds']} s"
+        print(f"{args.label or ' '.join(command)}: {said['fps']} fps", end=", ")
+    else:
+        row = json.loads(out)["rows"][0]
+        start, frames = end - row["wall_s"], row["frames"]
+        what = f"the timed {row['wall_s']} s"
+        print(
+            f"{args.label or ' '.join(command)}: {row['workers']} copies, {row['total_fps']} fps",
+            end=", ",
+        )
+    seconds, threads = by_group(series, start)
+    total = sum(seconds.values())
+    print(f"{1000 * total / frames:.1f} CPU ms a frame over {what}")
     print("| thread group | CPU ms a frame | threads |\n|---|---|---|")
     for group, spent in sorted(seconds.items(), key=lambda item: -item[1]):
         print(f"| {group} | {1000 * spent / frames:.1f} | {threads[group]} |")
-    ranks = python_by_rank(series, end - row["wall_s"])
+    ranks = python_by_rank(series, start)
     print(
         "`python` threads of a copy, busiest first, CPU ms a frame of all copies (mean over "
         "copies): "
@@ -125,7 +162,8 @@ def python_by_rank(series: Series, start: float) -> list[float]:
         inside = [cpu for t, cpu in samples if t >= start]
         before = [cpu for t, cpu in samples if t < start]
         if group == "python" and inside:
-            per_copy[key.split("/")[0]].append(inside[-1] - (before[-1] if before else inside[0]))
+            since = before[-1] if before else (0.0 if start == float("-inf") else inside[0])
+            per_copy[key.split("/")[0]].append(inside[-1] - since)
     if not per_copy:
         return []
     ranked = [sorted(spent, reverse=True) for spent in per_copy.values()]
