@@ -4,7 +4,7 @@
 # PYTHONDONTWRITEBYTECODE, which made every process compile torch again), tests/test_gpu.py first
 # where GPUTEST is set, the rounds under a time limit, then the table and a tarball of the results
 # (the looped videos left out) in $OUT.
-# Usage: [GPUTEST=1] [ROUNDS=2] [FLOOR_FRAMES=N] [WORKERS=default] [LIMIT=540] \
+# Usage: [GPUTEST=1] [ROUNDS=2] [THREADS=1] [FLOOR_FRAMES=N] [WORKERS=default] [LIMIT=540] \
 #   benchmarks/whole_device.sh SOURCE_CLIP WIDTHxHEIGHT FRAMES
 set -uo pipefail
 [ $# -eq 3 ] || { echo "usage: $0 SOURCE_CLIP WIDTHxHEIGHT FRAMES" >&2; exit 2; }
@@ -17,7 +17,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 nproc
 [ -n "${GPUTEST:-}" ] && python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -3
 D=/tmp/w_$SIZE
-export ROUNDS=${ROUNDS:-2} WORKERS=${WORKERS:-default}  # FLOOR_FRAMES, where given, goes along
+export ROUNDS=${ROUNDS:-2} WORKERS=${WORKERS:-default}  # FLOOR_FRAMES, THREADS go along
 timeout "${LIMIT:-540}" bash benchmarks/whole_gpu.sh "$SRC" "$D" "$SIZE" "$FRAMES"
 echo "whole_gpu.sh: exit $?"
 python3 benchmarks/whole_table.py "$D" "$SIZE"

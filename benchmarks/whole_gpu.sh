@@ -9,7 +9,8 @@
 # none given, the workers spawned fresh as before the fork server, benchmarks/spawned_workers.py).
 # ROUNDS=R repeats the runs R times, a floor between rounds (each run has its own floors before and
 # after; benchmarks/whole_table.py gives each entry's median over the rounds, as the floors swing).
-# Usage: [ROUNDS=R] [FLOORS=4] [FLOOR_FRAMES=N] [WORKERS="default 6"] benchmarks/whole_gpu.sh SOURCE_CLIP OUTDIR WIDTHxHEIGHT FRAMES [WEIGHTS]
+# THREADS=1 adds one whole upscale and one floor measured by thread (after the rounds).
+# Usage: [ROUNDS=R] [THREADS=1] [FLOORS=4] [FLOOR_FRAMES=N] [WORKERS="default 6"] benchmarks/whole_gpu.sh SOURCE_CLIP OUTDIR WIDTHxHEIGHT FRAMES [WEIGHTS]
 #   e.g. 1280x720 4800, or 1920x1080 3600. A FLOOR_FRAMES below FRAMES / 4 saves device time but
 #   favours the ratio: a short floor copy's start and end weigh more in its rate than a part's do.
 set -uo pipefail
@@ -57,6 +58,17 @@ for r in $(seq 1 "$ROUNDS"); do
   done
   floor "floor_$r"
 done
+# THREADS=1: one more whole upscale and one more floor, each with its CPU a frame by thread group
+# (benchmarks/thread_cpu.py): where the run's CPU beyond the floor's goes
+if [ -n "${THREADS:-}" ]; then
+  rm -rf "$OUT/.out.mp4.skipsr-work" "$OUT/out.mp4"
+  python3 benchmarks/thread_cpu.py --whole --label "whole upscale" -- \
+    $S upscale "$OUT/long.mp4" "$OUT/out.mp4" -q -y --json "${MODEL[@]}" > "$OUT/threads_whole.md"
+  python3 benchmarks/thread_cpu.py --label "floor, ${FLOORS:-4} copies" -- \
+    $S bench capacity "$OUT/part.mp4" --scale 2 --workers "${FLOORS:-4}" --devices all --json \
+    > "$OUT/threads_floor.md"
+  cat "$OUT/threads_whole.md" "$OUT/threads_floor.md"
+fi
 python3 benchmarks/whole_table.py "$OUT" "$SIZE"
 status=$?
 for f in "$OUT"/summary_*.json; do

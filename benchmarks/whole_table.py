@@ -91,7 +91,8 @@ def main(out: Path, size: str) -> int:
         steady = [None if f is None else f["steady"] for f in floors]
         steady_mean = mean_of(steady)
         per_part = frames / max(len(parts), 1)
-        short += [f["per_copy"] / per_part for f in floors if f and f["per_copy"] < per_part]
+        if parts:  # a run in one piece has no part to set a floor's copy beside
+            short += [f["per_copy"] / per_part for f in floors if f and f["per_copy"] < per_part]
         ratios.setdefault((i, entry), []).append((ratio[2], ratio[0], ratio[1]))
         first = min((p["first_frames_s"] for p in parts), default=None)
         pieces = f"{len(parts)} parts" if parts else "ran in one piece"
