@@ -24,6 +24,15 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.fixture
+def quick_board(monkeypatch):
+    """Every progress event sent (the actors are given the period), and the board read often."""
+    from skipsr_cli.farm import ray_progress
+
+    monkeypatch.setattr(ray_progress, "SEND_S", 0.0)
+    monkeypatch.setattr(ray_progress, "READ_S", 0.05)
+
+
 def frames(path) -> list[np.ndarray]:
     with av.open(str(path)) as f:
         return [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
@@ -50,12 +59,13 @@ def test_ray_renders_the_whole_run_and_resumes(local_ray, tmp_path):
     assert [p.stat().st_mtime_ns for p in parts] == stamps  # finished parts were kept
 
 
-def test_a_run_on_ray_shows_its_parts_progress_as_they_render(local_ray, tmp_path, monkeypatch):
+def test_a_run_on_ray_shows_its_parts_progress_as_they_render(
+    local_ray, quick_board, tmp_path, monkeypatch
+):
     """The actors' tasks return only at a part's end: the run showed nothing until the summary
     (not even its start). Now the actors send their events to the run's board, which the
     driver reads while the parts render: one start, then frames, then the summary."""
     from skipsr_cli.farm import ray as farm_ray
-    from skipsr_cli.farm import ray_progress
     from skipsr_cli.run.progress import Advanced, Started, Summary
 
     class Lingering(farm_ray.SegmentWorker):  # a part's end comes after its last events are read
@@ -65,8 +75,6 @@ def test_a_run_on_ray_shows_its_parts_progress_as_they_render(local_ray, tmp_pat
             return ended
 
     monkeypatch.setattr(farm_ray, "SegmentWorker", Lingering)
-    monkeypatch.setattr(ray_progress, "SEND_S", 0.0)  # every event sent (the actors get it)
-    monkeypatch.setattr(ray_progress, "READ_S", 0.05)
     clip = make_clip(tmp_path / "in.mp4", frames=48, audio=False)
     run = dict(model="debug", random_weights=True, chunk_frames=8, overlap=2, lossless=True)
     events = []
@@ -87,6 +95,37 @@ def test_a_run_on_ray_shows_its_parts_progress_as_they_render(local_ray, tmp_pat
     assert any(0 < e.frames < 48 for e in advanced)  # while the parts rendered
     assert [e.frames for e in advanced] == sorted(e.frames for e in advanced)
     assert events[-1] is summary and summary.frames == 48
+
+
+def test_a_resumed_run_on_ray_counts_only_the_frames_left(
+    local_ray, quick_board, tmp_path, monkeypatch
+):
+    """A part an earlier run finished is left out by the driver once the actors have loaded
+    their weights, before any part starts: the start says the frames left. It said them all
+    where a rendering part's start was read before the kept part's task had ended (here, an
+    actor slow to find part 2 finished, as on slow shared storage)."""
+    from skipsr_cli.farm import ray as farm_ray
+    from skipsr_cli.run.progress import Started
+
+    class SlowToFind(farm_ray.SegmentWorker):
+        def render(self, input, output, index, count, total, sender=None):
+            if index == 2:
+                time.sleep(1.0)
+            return super().render(input, output, index, count, total, sender)
+
+    monkeypatch.setattr(farm_ray, "SegmentWorker", SlowToFind)
+
+    clip = make_clip(tmp_path / "in.mp4", frames=17, audio=False)
+    run = dict(model="debug", random_weights=True, chunk_frames=8, overlap=2, lossless=True)
+    parts, out = tmp_path / "parts", tmp_path / "out.mkv"
+    kept = api.upscale(clip, out, segment="2/3", parts=parts, **run)  # an earlier run's
+    events = []
+    summary = api.upscale(
+        clip, out, ray="local", segments=3, workers=2, parts=parts, progress=events.append, **run
+    )
+    (started,) = [e for e in events if isinstance(e, Started)]
+    assert started.total_frames == 17 - kept.frames
+    assert summary.frames == 17 and [p["part"] for p in summary.parts] == [1, 3]
 
 
 def test_a_run_on_ray_says_what_the_output_could_not_take(local_ray, tmp_path, capsys):
@@ -114,7 +153,7 @@ def test_a_run_on_ray_says_what_the_output_could_not_take(local_ray, tmp_path, c
     assert f"skipsr: warning: {left_out[0]}\n" in stderr
 
 
-def test_a_folder_batch_on_ray_actors(local_ray, tmp_path, monkeypatch):
+def test_a_folder_batch_on_ray_actors(local_ray, quick_board, tmp_path, monkeypatch):
     """The files of a folder on three actors (never in this process): each output is the local
     run's, bit for bit; a file that is not a video fails alone, named; a rerun (locally) skips
     what Ray finished. Each file's start and frames reach the batch's progress while it renders
@@ -124,7 +163,6 @@ def test_a_folder_batch_on_ray_actors(local_ray, tmp_path, monkeypatch):
     from skipsr_cli.batch import run as batch_run
     from skipsr_cli.batch.progress import FileProgress, FileResult
     from skipsr_cli.farm import ray as farm_ray
-    from skipsr_cli.farm import ray_progress
     from skipsr_cli.run.progress import Advanced, Started
 
     class Lingering(farm_ray.FileWorker):  # a file's end comes after its last events are read
@@ -134,8 +172,6 @@ def test_a_folder_batch_on_ray_actors(local_ray, tmp_path, monkeypatch):
             return ended
 
     monkeypatch.setattr(farm_ray, "FileWorker", Lingering)
-    monkeypatch.setattr(ray_progress, "SEND_S", 0.0)  # every event sent (the actors get it)
-    monkeypatch.setattr(ray_progress, "READ_S", 0.05)
     src = tmp_path / "in"
     src.mkdir()
     for name, length in (("a.mp4", 9), ("b.mp4", 5), ("c.mp4", 12)):

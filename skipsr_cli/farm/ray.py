@@ -73,9 +73,10 @@ class SegmentWorker:
         self.model = load_network(opts, self.device, self.dtype)
         self.weights = model_hash(self.model.state_dict())
 
-    def ready(self) -> bool:
-        """Answers once the model is loaded: the driver waits for it before sending a part."""
-        return True
+    def ready(self) -> str:
+        """Answers once the model is loaded, with its weights' hash: the driver waits for it
+        before sending a part, and leaves out those an earlier run finished with them."""
+        return self.weights
 
     def render(
         self,
@@ -266,8 +267,14 @@ def upscale_on_ray(
     run = WholeRun(progress or _quiet, input, output, total, f"Ray, {actors} actor(s)", began)
     with farm.parts_of_run(output, opts, parts) as opts:
         crew = Crew(ray, actor, (replace(opts, segment=None), None, _actors_per_node(ray, actors)))
-        jobs = [(str(input), str(output), i, parts, total) for i in range(1, parts + 1)]
         watch = Watch(ray, run.event, lambda index: index in run.summaries)
+
+        def jobs(weights: list[str]) -> list[tuple]:
+            """The parts left, once the actors have loaded their weights: the frames of those
+            an earlier run finished are left out of the run's total before any part starts."""
+            todo, done = farm.parts_left(input, output, opts, parts, weights[0])
+            run.skip(done)
+            return [(str(input), str(output), i, parts, total) for i in todo]
 
         def send(actor: Any, job: tuple, attempt: int) -> Any:
             return actor.render.remote(*job, watch.sender(job[2], attempt))

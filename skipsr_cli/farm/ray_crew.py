@@ -72,6 +72,7 @@ class Crew:
         self.coming: dict = {}  # a fresh actor's `ready` ref -> (the actor, when to give up)
         self.lost = "its Ray actors died"  # what became of the last fresh actor given up on
         self.given_up: list[str] = []  # what became of each fresh actor given up on, in turn
+        self.answers: list = []  # what the first actors' `ready` answered, in order
 
     def start(self, count: int) -> list:
         """`count` fresh actors, each ready: one that cannot load the model is that error here
@@ -80,7 +81,7 @@ class Crew:
         actors = [self.actor.remote(*self.args) for _ in range(count)]
         self.started += actors
         try:
-            self.ray.get([a.ready.remote() for a in actors])
+            self.answers = self.ray.get([a.ready.remote() for a in actors])
         except self.ray.exceptions.RayError as e:
             cause = getattr(e, "cause", None)
             if isinstance(cause, SkipSRError):
@@ -140,14 +141,16 @@ class Crew:
 def schedule(
     crew: Crew,
     count: int,
-    jobs: list,
+    jobs: list | Callable[[list], list],
     call: Callable[[Any, Any, int], Any],
     retried: Callable[[Any, int, str], None],
     tick: tuple[Callable[[], None], float] | None = None,
 ) -> Iterator[tuple[Any, int, Any]]:
     """Each of `jobs` sent to one of `count` actors (`call(actor, job, attempt)`: its object ref),
     and (job, attempts, result) as each ends; with `tick` (a callback and its seconds), the
-    callback runs at least that often while tasks run (their progress). A job whose actor died,
+    callback runs at least that often while tasks run (their progress). `jobs` may be a function
+    of what the first actors' `ready` answered (a part is left out that an earlier run finished
+    with the weights they loaded), called once they are ready. A job whose actor died,
     or whose task failed other than by our own error, is sent again (`retried(job, attempt,
     why)` hears it first), ATTEMPTS times at most in all, to an actor left idle. The actor dropped is replaced by a fresh one (`Crew`),
     not waited for: the other actors keep taking the queued jobs meanwhile, and one not ready
@@ -156,6 +159,8 @@ def schedule(
     none could be placed, every job still queued ends as Failed too, `stranded`."""
     ray = crew.ray
     free = crew.start(count)
+    if callable(jobs):
+        jobs = jobs(crew.answers)
     room = count  # the actors this run may have: one fewer for each fresh one given up on
     waiting = [(job, 1) for job in jobs]
     running: dict = {}
