@@ -150,13 +150,14 @@ def schedule(
     and (job, attempts, result) as each ends; with `tick` (a callback and its seconds), the
     callback runs at least that often while tasks run (their progress). `jobs` may be a function
     of what the first actors' `ready` answered (a part is left out that an earlier run finished
-    with the weights they loaded), called once they are ready. A job whose actor died,
-    or whose task failed other than by our own error, is sent again (`retried(job, attempt,
-    why)` hears it first), ATTEMPTS times at most in all, to an actor left idle. The actor dropped is replaced by a fresh one (`Crew`),
-    not waited for: the other actors keep taking the queued jobs meanwhile, and one not ready
-    within the crew's `place_s` is killed, the run going on with one actor fewer. After a job's
-    last attempt, or on our own error, its result is Failed; where no actor is left alive and
-    none could be placed, every job still queued ends as Failed too, `stranded`."""
+    with the weights they loaded), called once they are ready. A job whose actor died, or whose
+    task failed other than by our own error, is sent again (`retried(job, attempt, why)` hears
+    it first), ATTEMPTS times at most in all, to an actor left idle. The actor dropped is
+    replaced by a fresh one (`Crew`), not waited for: the other actors keep taking the queued
+    jobs meanwhile, and one not ready within the crew's `place_s` is killed, the run going on
+    with one actor fewer. After a job's last attempt, or on our own error, its result is Failed;
+    where no actor is left alive and none could be placed, every job still queued ends as Failed
+    too, `stranded`."""
     ray = crew.ray
     free = crew.start(count)
     if callable(jobs):
