@@ -11,6 +11,7 @@ Ctrl-C during the interpreter's own start-up, before any line of skipsr runs, es
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -68,6 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     # `exec` (dataclasses and namedtuples build their methods so, as modules import) ended in a
     # KeyboardInterrupt, even one caught since; each string eval clears that note first.
     exec("")
+    if argv is None:
+        # The process ends now, its outputs closed and in place: what is left of its objects
+        # needs no last collection, which over torch's many took 0.4-0.5 s of the exit
+        # (BENCHMARKS.md). Refcounts, atexit and the flush of stdout and stderr still run.
+        gc.freeze()
     sys.exit(code)
 
 
