@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> None:
         if argv is None:  # the command itself, not a call from a program with its own processes
             # a long video's workers: their fork server imports torch beside this process's
             processes.start_early(sys.argv[1:])
+            # no collections while torch and the commands import (about 0.3 s of them); `_run`
+            # freezes what they made and turns collection back on
+            gc.disable()
         code = _run(argv)
     except KeyboardInterrupt:  # Ctrl-C before a command took over (imports, parsing) or after it
         from skipsr_cli.media.partials import left_behind_words
@@ -88,6 +91,10 @@ def _run(argv: list[str] | None) -> int:
         if _interrupted:
             raise KeyboardInterrupt from None
         raise
+    finally:
+        if not gc.isenabled():  # main turned it off for the imports: what they made stays
+            gc.freeze()
+            gc.enable()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _on_interrupt)  # from here on Ctrl-C interrupts at once
     if _interrupted:  # Ctrl-C while importing: acted on now that the imports are whole

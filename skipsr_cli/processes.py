@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import hashlib
 import multiprocessing as mp
 import os
@@ -216,6 +217,10 @@ def _in_server(parent: int) -> None:
     _set_death_signal()
     if os.getppid() != parent:  # it ended before the request took effect
         os._exit(1)
+    # no collections while the server imports torch and the run, nor after: its workers fork
+    # from it, and collections would write into the pages they share (`begin_worker` freezes
+    # what they inherit and turns collection on in each)
+    gc.disable()
     # blocked too, a SIGTERM sent to a worker between its fork and its hook below is kept, not
     # dropped as ignored (a blocked signal stays pending on Linux; the mask is forked)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
@@ -333,6 +338,9 @@ def begin_worker(parent: int, environ: Mapping[str, str]) -> None:
     SIGTERM ends it (the caller sets its own handler next), and Ctrl-C is ignored."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _set_death_signal()  # a fork server's worker ends as the server does, which ends with parent
+    if not gc.isenabled():  # forked from the server, whose imports stay shared and uncollected
+        gc.freeze()
+        gc.enable()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     if not parent_alive(parent):  # it died before the request took effect
         os._exit(1)

@@ -56,7 +56,7 @@ def _script(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "bin" / "program.py"
     path.parent.mkdir(exist_ok=True)
     head = (
-        "import json, os, signal, sys, time\n"
+        "import gc, json, os, signal, sys, time\n"
         "from skipsr_cli import processes\n"
         "armed = processes.start_early(['upscale', sys.argv[1], 'out.mp4', '--workers', '2'])\n"
     )
@@ -118,6 +118,8 @@ def test_a_worker_forks_from_the_server_with_its_imports_and_the_callers_environ
             "sigint_ignored": signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
             "parent_alive": processes.parent_alive(parent),
             "stranger_alive": processes.parent_alive(parent + 10**7),
+            "gc_enabled": gc.isenabled(),
+            "frozen": gc.get_freeze_count(),
         })
 
     if __name__ == "__main__":
@@ -139,6 +141,9 @@ def test_a_worker_forks_from_the_server_with_its_imports_and_the_callers_environ
     assert said["sigterm_default"] and said["sigint_ignored"]
     assert said["server_ignores"] == [True, True] and said["worker_blocks"] == [False, False]
     assert said["parent_alive"] and not said["stranger_alive"]
+    # the server imported with collection off; the worker froze what it inherited (torch, the
+    # run: shared with the server, not collected) and collects again, as a long run must
+    assert said["gc_enabled"] and said["frozen"] > 100_000
 
 
 @served
