@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from fractions import Fraction
@@ -502,11 +503,13 @@ def test_the_console_script_collects_again_after_its_imports(monkeypatch):
 
     monkeypatch.setattr(sys, "argv", ["skipsr", "upscale", "--help"])
     before = gc.get_freeze_count()
+    handler = signal.getsignal(signal.SIGINT)  # the console script leaves its own in place
     try:
         with pytest.raises(SystemExit) as ended:
             main()
         assert ended.value.code == 0
         assert gc.isenabled() and gc.get_freeze_count() > before
     finally:
+        signal.signal(signal.SIGINT, handler)
         gc.unfreeze()
         gc.enable()
