@@ -314,11 +314,25 @@ def test_a_batch_says_once_that_a_fresh_actor_was_given_up_on(local_ray, tmp_pat
     assert all_actors_gone()
 
 
-def test_a_batch_on_ray_stopped_after_a_file_names_what_was_written(local_ray, tmp_path):
+def test_a_batch_on_ray_stopped_after_a_file_names_what_was_written(
+    local_ray, tmp_path, monkeypatch
+):
     """Ctrl-C once the first file's result is in: what the batch says it left is exactly the
-    outputs on disk, the finished file's video and its mask, though an actor wrote them."""
+    outputs on disk, the finished file's video and its mask, though an actor wrote them; and the
+    files' claims are read for what an actor put in place after the last result (they were not
+    once a result had come: the loop's result and the flag of its end shared a name)."""
     from skipsr_cli.batch.progress import FileResult
+    from skipsr_cli.farm import ray as farm_ray
     from skipsr_cli.media import partials
+
+    claims_read = []
+
+    def read_claims(*args, **kwargs):
+        claims_read.append(args)
+        return note_claimed(*args, **kwargs)
+
+    note_claimed = farm_ray.note_claimed
+    monkeypatch.setattr(farm_ray, "note_claimed", read_claims)
 
     src, out, masks = tmp_path / "in", tmp_path / "out", tmp_path / "masks"
     src.mkdir()
@@ -341,4 +355,5 @@ def test_a_batch_on_ray_stopped_after_a_file_names_what_was_written(local_ray, t
     assert sorted(partials.left_behind()) == sorted(str(p) for p in on_disk)
     said = partials.left_behind_words()
     assert said == f"{out / 'a.mkv'} and {masks / 'a.mkv'} were written", said
+    assert len(claims_read) == 1
     assert all_actors_gone()

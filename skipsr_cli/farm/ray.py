@@ -377,18 +377,22 @@ def files_on_ray(
 
     ended = False
     try:
-        for (index, item), tries, ended in schedule(
+        for (index, item), tries, outcome in schedule(
             crew, count, jobs, send, retried, (watch.read, ray_progress.READ_S)
         ):
             finished.add(index)
-            if isinstance(ended, Failed) and ended.stranded:
-                error = f"no Ray actor was left to upscale it; {ended.why}"
+            if isinstance(outcome, Failed) and outcome.stranded:
+                error = f"no Ray actor was left to upscale it; {outcome.why}"
                 result = FileResult(item.name, str(item.output), FAILED, error=error)
-            elif isinstance(ended, Failed):
-                error = ended.why if ended.own else f"{ended.why}, on each of its {tries} attempts"
+            elif isinstance(outcome, Failed):
+                error = (
+                    outcome.why
+                    if outcome.own
+                    else f"{outcome.why}, on each of its {tries} attempts"
+                )
                 result = FileResult(item.name, str(item.output), FAILED, error=error)
             else:
-                result = ended[1]
+                result = outcome[1]
                 _note_written(item, given[index], result)
             notes = tuple(said.pop(index, ()))
             went_on = crew.given_up[told:]  # said once, with the file that ended next
