@@ -88,16 +88,24 @@ def sample(series: Series, pids: list[int], now: float) -> None:
             series.setdefault(f"{pid}/{tid}", (group, []))[1].append((now, cpu))
 
 
+def _spent(samples: list[tuple[float, float]], start: float) -> float | None:
+    """A thread's CPU seconds from `start` (-inf: from its birth) to its last sample; None where
+    it was not sampled from then on."""
+    inside = [cpu for t, cpu in samples if t >= start]
+    if not inside:
+        return None
+    before = [cpu for t, cpu in samples if t < start]
+    return inside[-1] - (before[-1] if before else 0.0 if start == float("-inf") else inside[0])
+
+
 def by_group(series: Series, start: float) -> tuple[dict[str, float], dict[str, int]]:
     """CPU seconds each group spent from `start` to each thread's last sample, and its threads."""
     seconds: dict[str, float] = collections.Counter()
     threads: dict[str, int] = collections.Counter()
     for group, samples in series.values():
-        inside = [cpu for t, cpu in samples if t >= start]
-        before = [cpu for t, cpu in samples if t < start]
-        if inside:
-            since = before[-1] if before else (0.0 if start == float("-inf") else inside[0])
-            seconds[group] += inside[-1] - since
+        spent = _spent(samples, start)
+        if spent is not None:
+            seconds[group] += spent
             threads[group] += 1
     return seconds, threads
 
@@ -159,11 +167,9 @@ def python_by_rank(series: Series, start: float) -> list[float]:
     carry one name, come apart by how busy each is."""
     per_copy: dict[str, list[float]] = collections.defaultdict(list)
     for key, (group, samples) in series.items():
-        inside = [cpu for t, cpu in samples if t >= start]
-        before = [cpu for t, cpu in samples if t < start]
-        if group == "python" and inside:
-            since = before[-1] if before else (0.0 if start == float("-inf") else inside[0])
-            per_copy[key.split("/")[0]].append(inside[-1] - since)
+        spent = _spent(samples, start)
+        if group == "python" and spent is not None:
+            per_copy[key.split("/")[0]].append(spent)
     if not per_copy:
         return []
     ranked = [sorted(spent, reverse=True) for spent in per_copy.values()]
