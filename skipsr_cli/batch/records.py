@@ -309,10 +309,21 @@ def exclusive_hold(lock: Path, busy: str) -> Iterator[bool]:
                 lock.unlink(missing_ok=True)
 
 
+RACE_TRIES = 100  # a folder removed by other runs as soon as it is made: tries before giving up
+
+
+def _yield_to_others(attempt: int) -> None:
+    """After the first ten tries lost to other runs removing a folder, a wait that grows by a
+    millisecond a try (4 s over all 100), so that a busy host's runs take turns: four processes
+    taking and letting go of one hold on two cores once lost all 100 tries in a row."""
+    if attempt >= 10:
+        time.sleep(0.001 * (attempt - 9))
+
+
 def _open_lock(lock: Path) -> tuple[IO[str], bool]:
     """The file `lock`, open to read and write, and whether this call made it; its folder and
     itself are made where missing, also where a holder letting go removed them meanwhile."""
-    for _ in range(100):
+    for attempt in range(RACE_TRIES):
         make_folders(lock.parent)
         try:
             try:
@@ -320,7 +331,7 @@ def _open_lock(lock: Path) -> tuple[IO[str], bool]:
             except FileExistsError:
                 return open(lock, "r+"), False  # noqa: SIM115
         except FileNotFoundError:
-            continue  # its folder removed between the two steps: make it again
+            _yield_to_others(attempt)  # its folder removed between the two steps: make it again
         except OSError as e:
             raise OutputError(f"cannot write {lock}: {e.strerror or e}") from e
     raise OutputError(f"cannot write {lock}: it is removed as soon as it is made")
@@ -358,7 +369,7 @@ def make_folders(folder: Path) -> list[Path]:
     OutputError where it cannot be made (a file in the way, no permission)."""
     made: list[Path] = []
     try:
-        for _ in range(100):
+        for attempt in range(RACE_TRIES):
             for path in (*reversed(folder.parents), folder):
                 if path.is_dir():
                     continue
@@ -372,6 +383,7 @@ def make_folders(folder: Path) -> list[Path]:
                     break  # a folder above was removed meanwhile: from the top again
             if folder.is_dir():
                 return made
+            _yield_to_others(attempt)
     except OSError as e:
         remove_empty(made)
         raise OutputError(f"cannot write {folder}: {e.strerror or e}") from e
