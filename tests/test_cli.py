@@ -404,6 +404,28 @@ def test_each_capacity_copy_runs_the_chunk_plan_it_is_given(clip, monkeypatch):
     assert (job.chunk_frames, job.overlap, job.scale) == (8, 2, 2)
 
 
+def test_model_beside_bicubic_runs_the_model_and_hands_on_bicubic(clip):
+    """`bench capacity --upscale --bicubic-frames`: every chunk goes through the model, whose mask
+    comes back, while the frames are bicubic's, the floor's own."""
+    import torch
+
+    from models.skipsr import Settings
+    from skipsr_cli.measure.bench import ModelBeside, Resampler
+    from skipsr_cli.weights import load_model
+
+    model = load_model("debug", random_weights=True)
+    calls = []
+    model.register_forward_hook(lambda module, args, out: calls.append(out))
+    lr = torch.rand(1, 3, 5, 24, 40, generator=torch.Generator().manual_seed(0))
+    out = ModelBeside(model)(lr, (48, 80), Settings())
+    (made,) = calls
+    assert torch.equal(out.frames, Resampler()(lr, (48, 80), Settings()).frames)
+    assert not torch.equal(out.frames, made.frames)  # the untrained debug model's own differ
+    assert out.keep is made.keep and out.kept_fraction == made.kept_fraction
+    bad = run("bench", "capacity", clip, "--bicubic-frames")
+    assert bad.returncode == ExitCode.USAGE and "--bicubic-frames goes with --upscale" in bad.stderr
+
+
 @pytest.mark.slow
 def test_bench_capacity_says_why_a_copy_failed(tmp_path):
     """A copy that fails before the common start ends the measurement at once, with its reason."""

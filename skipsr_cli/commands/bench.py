@@ -264,6 +264,14 @@ def bench_capacity_command(
     overlap: Annotated[
         int, typer.Option(min=0, help="Frames shared by neighbouring chunks, as upscale's.")
     ] = OVERLAP,
+    bicubic_frames: Annotated[
+        bool,
+        typer.Option(
+            "--bicubic-frames",
+            help="With --upscale: run the model on every chunk but encode bicubic's frames, "
+            "to tell what the model's presence costs the encoder from what its frames do.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """The host's encoding capacity: K copies of the encode floor (the whole pipeline with bicubic
@@ -288,11 +296,13 @@ def bench_capacity_command(
     check_chunk_options(chunk_frames, overlap)
     options = EncodeOptions(codec=codec, crf=crf, preset=preset)
     validate_encode_options(options, info.width * scale, info.height * scale)
+    if bicubic_frames and not upscale:
+        raise UsageError("--bicubic-frames goes with --upscale (the floor's frames are bicubic's)")
     upscaler = None
     if upscale:
         load_model(model, weights, random_weights=random_weights)  # its error before the copies
         settings = Settings(threshold=threshold, frame_slice=FRAME_SLICE)
-        upscaler = Upscaler(model, weights, random_weights, settings)
+        upscaler = Upscaler(model, weights, random_weights, settings, bicubic_frames)
     rows = encode_capacity(
         source, scale, options, parse_devices(devices), counts, upscaler, (chunk_frames, overlap)
     )
@@ -301,7 +311,9 @@ def bench_capacity_command(
         "input": f"{info.width}x{info.height}",
         "output": f"{info.width * scale}x{info.height * scale}",
         "encoder": f"{codec} crf {crf} {preset}",
-        "copies_of": "upscale" if upscale else "floor",
+        "copies_of": ("model beside bicubic" if bicubic_frames else "upscale")
+        if upscale
+        else "floor",
         "chunks": f"{chunk_frames} frames, overlap {overlap}",
     }
     if json_out:

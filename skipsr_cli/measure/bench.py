@@ -224,6 +224,20 @@ class Resampler(torch.nn.Module):
         return Result(up, keep, 1.0)
 
 
+class ModelBeside(torch.nn.Module):
+    """Runs the model on every chunk, then hands on bicubic's frames in place of its own: copies of
+    this, beside copies of the floor and of the upscale, tell what the model's presence in a
+    process costs the encoder (its launches, its waits for the GPU) from what its frames do."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.args, self.bicubic = model, model.args, Resampler()
+
+    def forward(self, lr: torch.Tensor, size: tuple[int, int], settings: Settings) -> Result:
+        made = self.model(lr, size, settings)
+        return Result(self.bicubic(lr, size, settings).frames, made.keep, made.kept_fraction)
+
+
 @dataclass(frozen=True)
 class HostStages:
     """Per-frame host-side costs measured in isolation, in ms per output frame."""

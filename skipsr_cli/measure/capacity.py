@@ -49,6 +49,9 @@ class Upscaler:
     weights: Path | None = None
     random_weights: bool = False  # the untrained network (tests)
     settings: Settings = field(default_factory=Settings)
+    # encode bicubic's frames, not the model's, though the model still runs on every chunk
+    # (`bench.ModelBeside`): what its presence costs the encoder, apart from its frames
+    bicubic_frames: bool = False
 
 
 @dataclass(frozen=True)
@@ -275,7 +278,7 @@ def _network(
     upscaler: Upscaler | None, dev: torch.device
 ) -> tuple[torch.nn.Module, torch.dtype, Settings]:
     """The copy's network, its precision and settings: bicubic for the floor, else the model."""
-    from skipsr_cli.measure.bench import Resampler
+    from skipsr_cli.measure.bench import ModelBeside, Resampler
     from skipsr_cli.run.options import resolve_dtype
     from skipsr_cli.weights import load_model
 
@@ -289,4 +292,4 @@ def _network(
         device=dev,
         dtype=dt,
     )
-    return net, dt, upscaler.settings
+    return (ModelBeside(net) if upscaler.bicubic_frames else net), dt, upscaler.settings

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Issue 14: is the CPU that a whole upscale spends beyond its floor the model's presence in each
+# process (its launches, its waits for the GPU) or its frames? Four copies at once (`bench
+# capacity --workers 4`) of three kinds, each measured by thread (benchmarks/thread_cpu.py): the
+# floor (bicubic), the upscale (the model), and the model beside bicubic (`--bicubic-frames`: the
+# model runs on every chunk, bicubic's frames are encoded). ROUNDS rounds, alternating the order
+# (floor, upscale, beside; then beside, upscale, floor), as the host's speed drifts. PyAV from a
+# carried wheel (.whl/), bytecode written once, as whole_device.sh.
+# Usage: [ROUNDS=2] [LIMIT=540] benchmarks/presence_gpu.sh SOURCE_CLIP WIDTHxHEIGHT FRAMES
+set -uo pipefail
+[ $# -eq 3 ] || { echo "usage: $0 SOURCE_CLIP WIDTHxHEIGHT FRAMES" >&2; exit 2; }
+SRC=$1; SIZE=$2; FRAMES=$3
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
+unset PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX=/tmp/pyc
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+nproc
+D=$(mktemp -d)
+python3 benchmarks/resize_clip.py "$SRC" "$D/in.mp4" "${SIZE%x*}" "${SIZE#*x}" "$FRAMES" || exit 1
+S="python3 -m skipsr_cli.cli"
+$S --help > /dev/null
+one() {  # one kind's four copies, by thread
+  local flags=()
+  case $1 in upscale) flags=(--upscale) ;; beside) flags=(--upscale --bicubic-frames) ;; esac
+  python3 benchmarks/thread_cpu.py --label "$1 (round $2)" -- \
+    $S bench capacity "$D/in.mp4" --scale 2 --workers 4 --devices all --json "${flags[@]}"
+}
+rounds() {
+  for r in $(seq "${ROUNDS:-2}"); do
+    order="floor upscale beside"; [ $((r % 2)) = 0 ] && order="beside upscale floor"
+    for kind in $order; do one "$kind" "$r"; echo; done
+  done
+}
+export -f one rounds; export D S
+timeout "${LIMIT:-540}" bash -c rounds
+echo "presence_gpu.sh: exit $?"
+rm -rf "$D"
