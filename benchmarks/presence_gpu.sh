@@ -5,8 +5,11 @@
 # floor (bicubic), the upscale (the model), and the model beside bicubic (`--bicubic-frames`: the
 # model runs on every chunk, bicubic's frames are encoded). ROUNDS rounds, alternating the order
 # (floor, upscale, beside; then beside, upscale, floor), as the host's speed drifts. PyAV from a
-# carried wheel (.whl/), bytecode written once, as whole_device.sh.
-# Usage: [ROUNDS=2] [LIMIT=540] benchmarks/presence_gpu.sh SOURCE_CLIP WIDTHxHEIGHT FRAMES
+# carried wheel (.whl/), bytecode written once, as whole_device.sh. KINDS picks the kinds and their
+# order in odd rounds (even rounds run them in reverse); besides the three, `switch` is the upscale
+# with Python's switch interval at 0.5 ms in every process (a sitecustomize on PYTHONPATH): whether
+# the threads that feed the encoder wait for the GIL while the calling thread launches the model.
+# Usage: [ROUNDS=2] [KINDS="floor upscale beside"] [LIMIT=540] benchmarks/presence_gpu.sh SOURCE_CLIP WIDTHxHEIGHT FRAMES
 set -uo pipefail
 [ $# -eq 3 ] || { echo "usage: $0 SOURCE_CLIP WIDTHxHEIGHT FRAMES" >&2; exit 2; }
 SRC=$1; SIZE=$2; FRAMES=$3
@@ -20,16 +23,25 @@ D=$(mktemp -d)
 python3 benchmarks/resize_clip.py "$SRC" "$D/in.mp4" "${SIZE%x*}" "${SIZE#*x}" "$FRAMES" || exit 1
 S="python3 -m skipsr_cli.cli"
 $S --help > /dev/null
+mkdir -p "$D/switch" && echo "import sys; sys.setswitchinterval(0.0005)" > "$D/switch/sitecustomize.py"
 one() {  # one kind's four copies, by thread
-  local flags=()
-  case $1 in upscale) flags=(--upscale) ;; beside) flags=(--upscale --bicubic-frames) ;; esac
-  python3 benchmarks/thread_cpu.py --label "$1 (round $2)" -- \
+  local flags=() path=$PYTHONPATH
+  case $1 in
+    floor) ;;
+    upscale) flags=(--upscale) ;;
+    beside) flags=(--upscale --bicubic-frames) ;;
+    switch) flags=(--upscale); path=$D/switch:$PYTHONPATH ;;
+    *) echo "KINDS entries are floor, upscale, beside or switch, not $1" >&2; return 2 ;;
+  esac
+  PYTHONPATH=$path python3 benchmarks/thread_cpu.py --label "$1 (round $2)" -- \
     $S bench capacity "$D/in.mp4" --scale 2 --workers 4 --devices all --json "${flags[@]}"
 }
 rounds() {
+  local kinds=(${KINDS:-floor upscale beside})
   for r in $(seq "${ROUNDS:-2}"); do
-    order="floor upscale beside"; [ $((r % 2)) = 0 ] && order="beside upscale floor"
-    for kind in $order; do one "$kind" "$r"; echo; done
+    order=("${kinds[@]}")
+    [ $((r % 2)) = 0 ] && for ((i = ${#kinds[@]} - 1, j = 0; i >= 0; i--, j++)); do order[j]=${kinds[i]}; done
+    for kind in "${order[@]}"; do one "$kind" "$r"; echo; done
   done
 }
 export -f one rounds; export D S

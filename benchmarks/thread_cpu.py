@@ -148,6 +148,8 @@ def main() -> None:
     seconds, threads = by_group(series, start)
     total = sum(seconds.values())
     print(f"{1000 * total / frames:.1f} CPU ms a frame over {what}")
+    if not args.whole:
+        print(f"steady rate {row.get('steady_fps')} fps; waits, s: {row.get('waits_s')}")
     print("| thread group | CPU ms a frame | threads |\n|---|---|---|")
     for group, spent in sorted(seconds.items(), key=lambda item: -item[1]):
         print(f"| {group} | {1000 * spent / frames:.1f} | {threads[group]} |")
