@@ -17,7 +17,7 @@ workers render in their main threads, so `calling thread` there is the model's l
 frames' conversion, as in a copy (with the command's and the server's own main threads, which
 mostly wait).
 
-Usage: python3 benchmarks/thread_cpu.py [--every 0.2] [--label TEXT] [--whole] -- COMMAND...
+Usage: python3 benchmarks/thread_cpu.py [--every 0.2] [--label TEXT] [--whole] [--save OUT.json] -- COMMAND...
 """
 
 from __future__ import annotations
@@ -115,18 +115,23 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=0.2, help="seconds between samples")
     parser.add_argument("--label", default="", help="a name for the table")
     parser.add_argument("--whole", action="store_true", help="COMMAND is a whole upscale")
+    parser.add_argument("--save", type=Path, help="write the command's own output (its JSON) here")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the bench command")
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the command after --")
     series: Series = {}
+    began = time.monotonic()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     while proc.poll() is None:
         pids = tree(proc.pid) if args.whole else copies(proc.pid)
         sample(series, pids, time.monotonic())
         time.sleep(args.every)
+    ended = time.monotonic()  # to within a sample's interval
     out = proc.stdout.read() if proc.stdout else ""
+    if args.save:
+        args.save.write_text(out)
     if proc.returncode != 0:
         sys.exit(f"the command failed with exit code {proc.returncode}")
     if not series:
@@ -136,7 +141,11 @@ def main() -> None:
         said = json.loads(out.strip().splitlines()[-1])
         start = float("-inf")  # each thread from its birth: the whole run
         frames, what = said["frames"], f"the whole run of {said['wall_seconds']} s"
-        print(f"{args.label or ' '.join(command)}: {said['fps']} fps", end=", ")
+        print(
+            f"{args.label or ' '.join(command)}: {said['fps']} fps in-run, end to end "
+            f"{ended - began:.1f} s",
+            end=", ",
+        )
     else:
         row = json.loads(out)["rows"][0]
         start, frames = end - row["wall_s"], row["frames"]

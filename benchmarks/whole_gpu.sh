@@ -62,7 +62,7 @@ done
 # (benchmarks/thread_cpu.py): where the run's CPU beyond the floor's goes
 if [ -n "${THREADS:-}" ]; then
   rm -rf "$OUT/.out.mp4.skipsr-work" "$OUT/out.mp4"
-  python3 benchmarks/thread_cpu.py --whole --label "whole upscale" -- \
+  python3 benchmarks/thread_cpu.py --whole --label "whole upscale" --save "$OUT/summary_threads.json" -- \
     $S upscale "$OUT/long.mp4" "$OUT/out.mp4" -q -y --json "${MODEL[@]}" > "$OUT/threads_whole.md"
   python3 benchmarks/thread_cpu.py --label "floor, ${FLOORS:-4} copies" -- \
     $S bench capacity "$OUT/part.mp4" --scale 2 --workers "${FLOORS:-4}" --devices all --json \
