@@ -13,12 +13,7 @@
 set -uo pipefail
 [ $# -eq 3 ] || { echo "usage: $0 SOURCE_CLIP WIDTHxHEIGHT FRAMES" >&2; exit 2; }
 SRC=$1; SIZE=$2; FRAMES=$3
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
-unset PYTHONDONTWRITEBYTECODE
-export PYTHONPYCACHEPREFIX=/tmp/pyc
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-nproc
+. benchmarks/device_env.sh
 D=$(mktemp -d)
 python3 benchmarks/resize_clip.py "$SRC" "$D/in.mp4" "${SIZE%x*}" "${SIZE#*x}" "$FRAMES" || exit 1
 S="python3 -m skipsr_cli.cli"

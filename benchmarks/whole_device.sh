@@ -9,12 +9,7 @@
 set -uo pipefail
 [ $# -eq 3 ] || { echo "usage: $0 SOURCE_CLIP WIDTHxHEIGHT FRAMES" >&2; exit 2; }
 SRC=$1; SIZE=$2; FRAMES=$3
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
-unset PYTHONDONTWRITEBYTECODE
-export PYTHONPYCACHEPREFIX=/tmp/pyc
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-nproc
+. benchmarks/device_env.sh
 [ -n "${GPUTEST:-}" ] && python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -3
 D=/tmp/w_$SIZE
 export ROUNDS=${ROUNDS:-2} WORKERS=${WORKERS:-default}  # FLOOR_FRAMES, THREADS go along
