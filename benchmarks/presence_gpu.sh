@@ -4,8 +4,8 @@
 # capacity --workers 4`) of three kinds, each measured by thread (benchmarks/thread_cpu.py): the
 # floor (bicubic), the upscale (the model), and the model beside bicubic (`--bicubic-frames`: the
 # model runs on every chunk, bicubic's frames are encoded). ROUNDS rounds, alternating the order
-# (floor, upscale, beside; then beside, upscale, floor), as the host's speed drifts. PyAV from a
-# carried wheel (.whl/), bytecode written once, as whole_device.sh. KINDS picks the kinds and their
+# (floor, upscale, beside; then beside, upscale, floor), as the host's speed drifts. The lent
+# machine's set-up is benchmarks/device_env.sh's. KINDS picks the kinds and their
 # order in odd rounds (even rounds run them in reverse); besides the three, `switch` is the upscale
 # with Python's switch interval at 0.5 ms in every process (a sitecustomize on PYTHONPATH): whether
 # the threads that feed the encoder wait for the GIL while the calling thread launches the model.
