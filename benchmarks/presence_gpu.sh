@@ -9,6 +9,8 @@
 # order in odd rounds (even rounds run them in reverse); besides the three, `switch` is the upscale
 # with Python's switch interval at 0.5 ms in every process (a sitecustomize on PYTHONPATH): whether
 # the threads that feed the encoder wait for the GIL while the calling thread launches the model.
+# `sleep` and `launches` are the floor with one half of the model's presence each
+# (benchmarks/presence_probe.py): a GPU-holding kernel as long as its call, or as many launches.
 # Usage: [ROUNDS=2] [KINDS="floor upscale beside"] [LIMIT=540] benchmarks/presence_gpu.sh SOURCE_CLIP WIDTHxHEIGHT FRAMES
 set -uo pipefail
 [ $# -eq 3 ] || { echo "usage: $0 SOURCE_CLIP WIDTHxHEIGHT FRAMES" >&2; exit 2; }
@@ -21,15 +23,17 @@ $S --help > /dev/null
 mkdir -p "$D/switch" && echo "import sys; sys.setswitchinterval(0.0005)" > "$D/switch/sitecustomize.py"
 one() {  # one kind's four copies, by thread
   local flags=() path=$PYTHONPATH
+  local cmd=($S bench capacity "$D/in.mp4" --scale 2 --workers 4 --devices all --json)
   case $1 in
     floor) ;;
     upscale) flags=(--upscale) ;;
     beside) flags=(--upscale --bicubic-frames) ;;
     switch) flags=(--upscale); path=$D/switch:$PYTHONPATH ;;
-    *) echo "KINDS entries are floor, upscale, beside or switch, not $1" >&2; return 2 ;;
+    sleep|launches) cmd=(env PRESENCE_PROBE="$1" python3 benchmarks/presence_probe.py "$D/in.mp4")
+      path=$PWD:$PYTHONPATH ;;
+    *) echo "KINDS entries are floor, upscale, beside, switch, sleep or launches, not $1" >&2; return 2 ;;
   esac
-  PYTHONPATH=$path python3 benchmarks/thread_cpu.py --label "$1 (round $2)" -- \
-    $S bench capacity "$D/in.mp4" --scale 2 --workers 4 --devices all --json "${flags[@]}"
+  PYTHONPATH=$path python3 benchmarks/thread_cpu.py --label "$1 (round $2)" -- "${cmd[@]}" "${flags[@]}"
 }
 rounds() {
   local kinds=(${KINDS:-floor upscale beside})
