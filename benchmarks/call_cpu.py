@@ -127,7 +127,9 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, vals in rows.items():
         med = [statistics.median(v[i] for v in vals) * 1000 for i in range(3)]
-        print(f"| {name} | {med[0]:.1f} | {med[1]:.1f} | {med[2]:.1f} | {med[1] / args.frames:.2f} |")
+        print(
+            f"| {name} | {med[0]:.1f} | {med[1]:.1f} | {med[2]:.1f} | {med[1] / args.frames:.2f} |"
+        )
 
     stages = staged(model, device)  # each stage drained on both sides: a second pass
     for chunk in chunks:

@@ -65,8 +65,8 @@ if KIND != "floor":  # here and in every copy, which imports this file again as 
 
 
 def main() -> None:
-    from skipsr_cli.media.encoding import EncodeOptions
     from skipsr_cli.measure.capacity import encode_capacity
+    from skipsr_cli.media.encoding import EncodeOptions
 
     clip = Path(sys.argv[1])
     device = torch.device(sys.argv[2] if len(sys.argv) > 2 else "cuda:0")
