@@ -56,7 +56,7 @@ MIB = 1 << 20
 # Options that never change the output's bytes: where it runs and how clashes are handled.
 NOT_IN_KEY = frozenset({"device", "overwrite", "mask_out", "weights", "denoise_weights"})
 # Options added after records of format 1 were first written, and their defaults.
-ADDED_SINCE = {"denoise": (0.0,)}
+ADDED_SINCE = {"denoise": (0.0,), "scene_cuts": (True,)}
 
 
 def fingerprint(path: Path) -> dict:

@@ -165,6 +165,15 @@ NoSkipOpt = Annotated[
         "--no-skip", help="Keep every token: the dense baseline.", rich_help_panel=QUALITY
     ),
 ]
+NoSceneCutsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-scene-cuts",
+        help="Let the model look across scene cuts. By default a chunk is split where its shot "
+        "changes, so one shot never bleeds into the next.",
+        rich_help_panel=QUALITY,
+    ),
+]
 StepsOpt = Annotated[
     int,
     typer.Option(
@@ -322,6 +331,7 @@ def upscale_command(
     seed: SeedOpt = 0,
     chunk_frames: ChunkFramesOpt = CHUNK_FRAMES,
     overlap: OverlapOpt = OVERLAP,
+    no_scene_cuts: NoSceneCutsOpt = False,
     tile: TileOpt = None,
     codec: CodecOpt = None,
     crf: CrfOpt = 18,
@@ -369,6 +379,7 @@ def upscale_command(
         seed=seed,
         chunk_frames=chunk_frames,
         overlap=overlap,
+        scene_cuts=not no_scene_cuts,
         tile=tile,
         codec=codec,
         crf=crf,

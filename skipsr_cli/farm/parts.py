@@ -47,7 +47,7 @@ _FINISHING: ContextVar[contextlib.ExitStack | None] = ContextVar("finishing", de
 # What shapes a part's frames and its encoding: parts that differ in any of these cannot join.
 SHAPING = (
     "scale", "size", "threshold", "skip", "steps", "seed", "chunk_frames", "overlap",
-    "codec", "crf", "preset", "pix_fmt", "lossless",
+    "scene_cuts", "codec", "crf", "preset", "pix_fmt", "lossless",
 )  # fmt: skip
 
 

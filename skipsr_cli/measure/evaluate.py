@@ -25,6 +25,7 @@ from models.skipsr import Settings, SkipSR
 from skipsr_cli.errors import InputError, ModelError, UsageError
 from skipsr_cli.measure import metrics
 from skipsr_cli.media.video_io import probe, read_frames, rgb8
+from skipsr_cli.run.scenes import run_by_shot, shot_starts
 from skipsr_cli.train.degrade import TRACKS, from_uint8, resize
 from skipsr_cli.weights import Blends, auto_denoise
 
@@ -170,6 +171,7 @@ def upscale_model(
     """Model output (T, 3, H, W) float32 on its device and its skip ratio, token-weighted over chunks.
 
     Chunks do not overlap: evaluation measures the network, not the cross-fade of `upscale`.
+    A chunk's shots go through the model apart, as `upscale` runs them (run/scenes.py).
     """
     param = next(model.parameters())
     outputs, kept, tokens = (
@@ -182,7 +184,8 @@ def upscale_model(
         x = piece[None].transpose(1, 2)  # (1, 3, t, h, w)
         try:
             with torch.inference_mode():
-                result = model(x, size, settings)
+                shot = lambda clip, first: model(clip, size, settings)  # noqa: E731
+                result = run_by_shot(shot, x, shot_starts(x, model.args.token_pixels[0]), start)
         except torch.cuda.OutOfMemoryError as e:
             raise ModelError("out of GPU memory: lower --chunk-frames or use --dtype bf16") from e
         except RuntimeError as e:

@@ -64,6 +64,7 @@ class UpscaleOptions:
     seed: int = 0
     chunk_frames: int = CHUNK_FRAMES
     overlap: int = OVERLAP
+    scene_cuts: bool = True  # a chunk's shots go through the model apart (run/scenes.py)
     tile: int | None = None  # decode in tiles of this many latent pixels
     # Encoding
     codec: str | None = None  # None: libx264 (libvpx-vp9 for .webm, gif for .gif, png for frames)
@@ -334,6 +335,7 @@ def job_of(input: Path, output: Path, options: UpscaleOptions) -> UpscaleJob:
         audio_kbps=options.audio_bitrate,
         frames=parse_frames(options.frames),
         strict=options.strict,
+        scene_cuts=options.scene_cuts,
         denoise=_known(effective_denoise(options)),
         mask_encode=None if mask is None else mask_encode_options(options, mask, encode),
     )

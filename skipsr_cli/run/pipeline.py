@@ -41,6 +41,7 @@ from skipsr_cli.run.memory import MemoryLadder
 from skipsr_cli.run.overlap import BackgroundWriter, InlineWriter, Prefetcher
 from skipsr_cli.run.progress import Event, Placing, RunStats, Started, Summary
 from skipsr_cli.run.ranges import range_view
+from skipsr_cli.run.scenes import run_by_shot, shot_starts
 from skipsr_cli.run.targets import at_input_depth, check_mask, check_output
 
 Writer = VideoWriter | ImageWriter
@@ -84,6 +85,7 @@ class UpscaleJob:
         return None if self.frames is None else self.frames[1]
 
     strict: bool = False  # damaged input (frames lost or unreadable) fails instead of a warning
+    scene_cuts: bool = True  # each shot of a chunk through the model apart (run/scenes.py)
     denoise: float | None = None  # the blend the network was loaded with, for the summary
     # the mask video's encoder, for its own container (options.mask_encode_options); None: `encode`
     mask_encode: EncodeOptions | None = None
@@ -369,7 +371,7 @@ def write_chunks(
             continue
         if last is not None and chunk.start >= last:
             break
-        result = run_chunk(model, chunk, size, memory, device)
+        result = run_chunk(model, chunk, size, memory, device, job.scene_cuts)
         stats.add_tokens(result.keep.numel(), int(result.keep.sum()))
         outputs = [result.frames[0].transpose(0, 1).float()]  # (T, 3, H, W)
         if streams > 1:
@@ -403,15 +405,19 @@ def run_chunk(
     size: tuple[int, int],
     memory: MemoryLadder,
     device: torch.device,
+    scene_cuts: bool = True,
 ) -> Result:
-    """One chunk through the model: uint8 RGB frames -> (1, 3, T, H, W) in [0, 1] on the device.
+    """One chunk through the model: uint8 RGB frames -> (1, 3, T, H, W) in [0, 1] on the device,
+    each of its shots apart where `scene_cuts` finds more than one.
 
     Out of GPU memory, `memory` retries it with smaller settings (a ModelError when none fits)."""
     try:
         # fp32 in: the model makes its fill at full precision and runs its networks in its dtype
         lr = frames_to_device(chunk.items, device)
         with torch.inference_mode():
-            return memory.run(model, lr, size, chunk.start)
+            starts = shot_starts(lr, model.args.token_pixels[0]) if scene_cuts else []
+            shot = lambda clip, first: memory.run(model, clip, size, first)  # noqa: E731
+            return run_by_shot(shot, lr, starts, chunk.start)
     except torch.cuda.OutOfMemoryError as e:  # the chunk's own frames did not fit
         raise ModelError(f"out of GPU memory loading frames {chunk.start}-{chunk.stop - 1}") from e
     except RuntimeError as e:

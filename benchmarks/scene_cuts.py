@@ -1,0 +1,125 @@
+"""How well `run/scenes.py` finds cuts: its two scores on real clips, within shots and across cuts.
+
+Every clip (a video file, or a folder of numbered JPEGs such as DAVIS's) is read at 320x180, at
+most MAX frames. Pairs within a clip are consecutive frames of one shot (camera motion, moving
+subjects, lighting); a cut is made by joining the last frame of one clip to the first of another,
+for every ordered pair of clips. Prints each clip's highest scores within its shot, the lowest
+scores across cuts, and how many pairs the module's thresholds call a cut on either side.
+
+Usage: python3 benchmarks/scene_cuts.py FOLDER... [--max 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from skipsr_cli.run import scenes
+
+SIZE = (180, 320)
+
+
+def frames_of(path: Path, most: int) -> torch.Tensor:
+    """(T, 3, 180, 320) in [0, 1]."""
+    if path.is_dir():
+        files = sorted(path.glob("*.jpg"))[:most]
+        images = [next(av.open(str(f)).decode(video=0)).to_ndarray(format="rgb24") for f in files]
+    else:
+        with av.open(str(path)) as container:
+            images = []
+            for frame in container.decode(video=0):
+                images.append(frame.to_ndarray(format="rgb24"))
+                if len(images) == most:
+                    break
+    clip = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+    return F.interpolate(clip, size=SIZE, mode="area")
+
+
+def clips_under(folders: list[Path]) -> list[Path]:
+    found = []
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if (
+                path.suffix in (".mp4", ".mkv", ".avi", ".mov", ".webm")
+                or path.is_dir()
+                and any(path.glob("*.jpg"))
+            ):
+                found.append(path)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folders", nargs="+", type=Path)
+    parser.add_argument("--max", type=int, default=120)
+    args = parser.parse_args()
+    clips = {p: frames_of(p, args.max) for p in clips_under(args.folders)}
+    clips = {p: c for p, c in clips.items() if c.shape[0] >= 2}
+    print(f"{len(clips)} clips, {sum(c.shape[0] for c in clips.values())} frames")
+    print("| clip | frames | highest change | highest shift | pairs called a cut |")
+    print("|---|---|---|---|---|")
+    false = 0
+    within_change, within_shift = [], []
+    for path, clip in clips.items():
+        change, shift = scenes.pair_scores(clip)
+        called = int(((change >= scenes.CHANGE) & (shift >= scenes.SHIFT)).sum())
+        false += called
+        within_change += change.tolist()
+        within_shift += shift.tolist()
+        name = f"{path.parent.name}/{path.name}"
+        print(f"| {name} | {clip.shape[0]} | {change.max():.3f} | {shift.max():.3f} | {called} |")
+    ends = [(c[-1], c[0]) for c in clips.values()]
+    cut_change, cut_shift, missed = [], [], 0
+    for i, (last, _) in enumerate(ends):
+        for j, (_, first) in enumerate(ends):
+            if i != j:
+                change, shift = scenes.pair_scores(torch.stack((last, first)))
+                cut_change.append(float(change[0]))
+                cut_shift.append(float(shift[0]))
+                missed += not (change[0] >= scenes.CHANGE and shift[0] >= scenes.SHIFT)
+    q = lambda v, f: sorted(v)[int(f * (len(v) - 1))]  # noqa: E731
+    margin = max(
+        min(c / scenes.CHANGE, s / scenes.SHIFT)
+        for c, s in zip(within_change, within_shift, strict=True)
+    )
+    print(
+        f"pairs within shots: {len(within_change)}, called a cut: {false}; nearest to a cut: {margin:.2f} of the thresholds"
+    )
+    print(
+        f"  change: median {statistics.median(within_change):.3f}, 99th {q(within_change, 0.99):.3f}, max {max(within_change):.3f}"
+    )
+    print(
+        f"  shift: median {statistics.median(within_shift):.3f}, 99th {q(within_shift, 0.99):.3f}, max {max(within_shift):.3f}"
+    )
+    print(f"cuts made: {len(cut_change)}, missed: {missed}")
+    print(
+        f"  change: min {min(cut_change):.3f}, 1st {q(cut_change, 0.01):.3f}, median {statistics.median(cut_change):.3f}"
+    )
+    print(
+        f"  shift: min {min(cut_shift):.3f}, 1st {q(cut_shift, 0.01):.3f}, median {statistics.median(cut_shift):.3f}"
+    )
+    for change_t, shift_t in (
+        (0.08, 0.15),
+        (0.08, 0.2),
+        (0.1, 0.2),
+        (0.12, 0.2),
+        (0.1, 0.25),
+        (0.12, 0.3),
+    ):
+        fp = sum(
+            c >= change_t and s >= shift_t for c, s in zip(within_change, within_shift, strict=True)
+        )
+        fn = sum(
+            not (c >= change_t and s >= shift_t) for c, s in zip(cut_change, cut_shift, strict=True)
+        )
+        print(f"thresholds {change_t}/{shift_t}: {fp} false cuts, {fn} missed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Scene cuts: found from pairs of frames, and the model never looks across one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models import SkipSR
+from models.skipsr import Result
+from skipsr_cli.run.pipeline import UpscaleJob, prepare, upscale
+from skipsr_cli.run.scenes import pair_scores, run_by_shot, shot_starts
+from skipsr_cli.weights import load_model
+
+SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "bbb_320x180.mp4"
+CUT = 12  # where the second shot starts in `two_shots`
+
+
+def sample_frames(size: tuple[int, int] | None = None) -> torch.Tensor:
+    """The bundled sample (one shot of 50 frames) as (T, 3, h, w) in [0, 1]."""
+    with av.open(str(SAMPLE)) as f:
+        images = [frame.to_ndarray(format="rgb24") for frame in f.decode(video=0)]
+    frames = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+    return frames if size is None else F.interpolate(frames, size=size, mode="area")
+
+
+def two_shots(size: tuple[int, int] | None = None, frames: int = 24) -> torch.Tensor:
+    """The sample's first CUT frames, then later frames as their mirrored negative: (T, 3, h, w)."""
+    x = sample_frames(size)
+    return torch.cat((x[:CUT], (1 - x[CUT:frames]).flip(-1)))
+
+
+def as_clip(frames: torch.Tensor) -> torch.Tensor:
+    return frames.transpose(0, 1)[None]  # (1, 3, T, h, w)
+
+
+@pytest.fixture(scope="module")
+def debug() -> SkipSR:
+    return load_model("debug", random_weights=True)
+
+
+def test_a_cut_is_found_where_the_shot_changes():
+    change, shift = pair_scores(two_shots())
+    assert change.shape == shift.shape == (23,)
+    assert change[CUT - 1] > 0.2 and shift[CUT - 1] > 0.3  # the pair (11, 12)
+    assert change[: CUT - 1].max() < 0.05 and change[CUT:].max() < 0.05
+    assert shot_starts(as_clip(two_shots())) == [CUT]
+    # moved back to a multiple of the model's frames a token
+    assert shot_starts(as_clip(two_shots()), step=4) == [12]
+    assert shot_starts(as_clip(two_shots()), step=5) == [10]
+    assert shot_starts(as_clip(two_shots()[CUT - 1 :]), step=4) == []  # a piece would be empty
+
+
+def test_a_shot_with_motion_is_not_cut():
+    """The sample's 50 frames are one shot with a moving camera; a fade of its brightness by a
+    fifth over two frames is no cut either."""
+    assert shot_starts(as_clip(sample_frames())) == []
+    x = sample_frames()[:16]
+    faded = torch.cat((x[:8], x[8:] * 0.8))
+    assert shot_starts(as_clip(faded)) == []
+    assert shot_starts(as_clip(x[:1])) == []
+
+
+def test_each_shot_runs_apart_and_the_pieces_join_in_time():
+    calls = []
+
+    def run(clip: torch.Tensor, first: int) -> Result:
+        calls.append((clip.shape[2], first))
+        t = clip.shape[2]
+        keep = torch.zeros(1, t, 2, 2, dtype=torch.bool)
+        keep[:, :, 0, 0] = True
+        return Result(clip * 2, keep, 0.25)
+
+    lr = torch.rand(1, 3, 16, 4, 4)
+    result = run_by_shot(run, lr, [5, 12], first=32)
+    assert calls == [(5, 32), (7, 37), (4, 44)]
+    assert torch.equal(result.frames, lr * 2)
+    assert result.keep.shape == (1, 16, 2, 2) and result.kept_fraction == 0.25
+    calls.clear()
+    assert torch.equal(run_by_shot(run, lr, [], first=0).frames, lr * 2) and calls == [(16, 0)]
+
+
+def test_the_model_never_looks_across_a_cut(debug):
+    """With the cut found, the second shot's frames do not change when the first shot's do; with
+    the chunk run whole, they do (the debug network mixes frames in its VAE and its windows)."""
+    lr = as_clip(two_shots((48, 64), frames=16))
+    other = lr.clone()
+    other[:, :, :CUT] = other[:, :, :CUT].flip(-2)
+    size = (96, 128)
+    step = debug.args.token_pixels[0]
+    starts = shot_starts(lr, step)
+    assert starts == [CUT // step * step] == [12]
+
+    def run(clip, first):
+        with torch.inference_mode():
+            return debug(clip, size)
+
+    a, b = (run_by_shot(run, x, starts, 0).frames for x in (lr, other))
+    assert torch.equal(a[:, :, 12:], b[:, :, 12:])
+    assert not torch.equal(a[:, :, :12], b[:, :, :12])
+    whole_a, whole_b = run(lr, 0).frames, run(other, 0).frames
+    assert not torch.equal(whole_a[:, :, 12:], whole_b[:, :, 12:])
+
+
+def write_two_shots(path: Path) -> Path:
+    frames = (two_shots((54, 96)) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=24, options={"preset": "ultrafast", "crf": "12"})
+        stream.width, stream.height, stream.pix_fmt = 96, 54, "yuv420p"
+        for image in frames:
+            out.mux(
+                stream.encode(
+                    av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                )
+            )
+        out.mux(stream.encode())
+    return path
+
+
+def pngs(folder: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for p in sorted(folder.glob("*.png")):
+        with av.open(str(p)) as f:
+            out[p.name] = next(f.decode(video=0)).to_ndarray(format="rgb24")
+    return out
+
+
+def render(model, src: Path, out: Path, frames=None, scene_cuts=True) -> None:
+    out.mkdir()
+    job = UpscaleJob(
+        src, out / "f_%04d.png", chunk_frames=8, overlap=0, frames=frames, scene_cuts=scene_cuts
+    )
+    upscale(model, prepare(job), torch.device("cpu"), torch.float32, emit=lambda e: None)
+
+
+def test_a_cut_inside_a_chunk_keeps_ranges_equal_to_the_whole_run(debug, tmp_path):
+    """The cut at frame 12 lies inside the chunk [8, 16): ranges that start on either side of it
+    render the whole run's frames bit for bit; without cut detection only that chunk differs."""
+    src = write_two_shots(tmp_path / "two.mp4")
+    render(debug, src, tmp_path / "whole")
+    whole = pngs(tmp_path / "whole")
+    assert len(whole) == 24
+    render(debug, src, tmp_path / "a", frames=(0, 10))
+    render(debug, src, tmp_path / "b", frames=(10, 24))
+    parts = {**pngs(tmp_path / "a"), **pngs(tmp_path / "b")}
+    assert parts.keys() == whole.keys()
+    assert all(np.array_equal(parts[k], whole[k]) for k in whole)
+    render(debug, src, tmp_path / "plain", scene_cuts=False)
+    plain = pngs(tmp_path / "plain")
+    names = sorted(whole)
+    differ = [i for i, k in enumerate(names) if not np.array_equal(plain[k], whole[k])]
+    assert differ and min(differ) >= 8 and max(differ) < 16
