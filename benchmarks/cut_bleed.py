@@ -3,8 +3,8 @@
 Joins FRAMES frames of clip A to FRAMES frames of clip B (each read at WIDTHxHEIGHT, the
 reference), shrinks the join by SCALE (area), and upscales it as one chunk with the model twice:
 whole (`--no-scene-cuts`) and a shot at a time (the default, run/scenes.py). Prints each frame's
-PSNR against the reference, for both and for lanczos-free bicubic, so the frames next to the cut
-show what the other shot bleeds into them.
+PSNR against the reference, for both and for bicubic, and the largest change of a pixel between
+the two: the frames next to the cut show what the other shot bleeds into them.
 
 Usage: python3 benchmarks/cut_bleed.py A B [--frames 8] [--size 1280x720] [--scale 2] [--device cpu]
 """
