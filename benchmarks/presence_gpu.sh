@@ -46,6 +46,6 @@ rounds() {
 export -f one rounds; export D S
 # the log also goes to $OUT (the lent machine's result folder) where it is set: a long log's
 # head falls outside the tail that the device's reply shows
-timeout "${LIMIT:-540}" bash -c rounds 2>&1 | tee "${OUT:-$D}/presence.log"
+timeout "${LIMIT:-540}" bash -c rounds 2>&1 | tee "${OUT:-.}/presence.log"
 echo "presence_gpu.sh: exit ${PIPESTATUS[0]}"
 rm -rf "$D"

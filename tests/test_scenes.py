@@ -49,18 +49,22 @@ def test_a_cut_is_found_where_the_shot_changes():
     assert change[CUT - 1] > 0.2 and shift[CUT - 1] > 0.3  # the pair (11, 12)
     assert change[: CUT - 1].max() < 0.05 and change[CUT:].max() < 0.05
     assert shot_starts(as_clip(two_shots())) == [CUT]
-    # moved back to a multiple of the model's frames a token
-    assert shot_starts(as_clip(two_shots()), step=4) == [12]
+    # moved back to the start of the token that holds it (the model's frames a token)
+    assert shot_starts(as_clip(two_shots()[1:]), step=1) == [CUT - 1]
+    assert shot_starts(as_clip(two_shots()[1:]), step=4) == [8]  # frames 8-10 join the new shot
     assert shot_starts(as_clip(two_shots()), step=5) == [10]
-    assert shot_starts(as_clip(two_shots()[CUT - 1 :]), step=4) == []  # a piece would be empty
+    assert shot_starts(as_clip(two_shots()[CUT - 2 :]), step=4) == []  # inside the first token
 
 
 def test_a_shot_with_motion_is_not_cut():
-    """The sample's 50 frames are one shot with a moving camera; a fade of its brightness by a
-    fifth over two frames is no cut either."""
+    """The sample's 50 frames are one shot with a moving camera. Its brightness falling by a fifth
+    from one frame to the next is no cut either: the histograms move past their threshold, but
+    the cells' change stays below its own."""
     assert shot_starts(as_clip(sample_frames())) == []
     x = sample_frames()[:16]
     faded = torch.cat((x[:8], x[8:] * 0.8))
+    change, shift = pair_scores(faded)
+    assert shift[7] >= 0.2 > change[7]
     assert shot_starts(as_clip(faded)) == []
     assert shot_starts(as_clip(x[:1])) == []
 
@@ -69,17 +73,20 @@ def test_each_shot_runs_apart_and_the_pieces_join_in_time():
     calls = []
 
     def run(clip: torch.Tensor, first: int) -> Result:
+        """Each piece keeps a different number of its 4 tokens a frame: 1, 2, 3."""
         calls.append((clip.shape[2], first))
-        t = clip.shape[2]
-        keep = torch.zeros(1, t, 2, 2, dtype=torch.bool)
-        keep[:, :, 0, 0] = True
-        return Result(clip * 2, keep, 0.25)
+        keep = torch.zeros(1, clip.shape[2], 2, 2, dtype=torch.bool)
+        keep.view(1, clip.shape[2], 4)[:, :, : len(calls)] = True
+        return Result(clip * 2 + first, keep, len(calls) / 4)
 
     lr = torch.rand(1, 3, 16, 4, 4)
     result = run_by_shot(run, lr, [5, 12], first=32)
     assert calls == [(5, 32), (7, 37), (4, 44)]
-    assert torch.equal(result.frames, lr * 2)
-    assert result.keep.shape == (1, 16, 2, 2) and result.kept_fraction == 0.25
+    offsets = torch.tensor([32.0] * 5 + [37.0] * 7 + [44.0] * 4)[None, None, :, None, None]
+    assert torch.equal(result.frames, lr * 2 + offsets)  # each piece in its place
+    kept = result.keep.flatten(2).sum(dim=2)[0].tolist()
+    assert kept == [1] * 5 + [2] * 7 + [3] * 4
+    assert result.kept_fraction == pytest.approx((5 * 1 + 7 * 2 + 4 * 3) / 64)
     calls.clear()
     assert torch.equal(run_by_shot(run, lr, [], first=0).frames, lr * 2) and calls == [(16, 0)]
 

@@ -56,7 +56,8 @@ MIB = 1 << 20
 # Options that never change the output's bytes: where it runs and how clashes are handled.
 NOT_IN_KEY = frozenset({"device", "overwrite", "mask_out", "weights", "denoise_weights"})
 # Options added after records of format 1 were first written, and their defaults.
-ADDED_SINCE = {"denoise": (0.0,), "scene_cuts": (True,)}
+# (what runs before an option did: records made before scene cuts were split were made without)
+ADDED_SINCE = {"denoise": (0.0,), "scene_cuts": (False,)}
 
 
 def fingerprint(path: Path) -> dict:

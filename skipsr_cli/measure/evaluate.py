@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.skipsr import Settings, SkipSR
+from models.skipsr import Result, Settings, SkipSR
 from skipsr_cli.errors import InputError, ModelError, UsageError
 from skipsr_cli.measure import metrics
 from skipsr_cli.media.video_io import probe, read_frames, rgb8
@@ -179,13 +179,16 @@ def upscale_model(
         0.0,
         0,
     )  # outputs stay on the model's device, where they are measured
+
+    def shot(clip: Tensor, first: int) -> Result:
+        return model(clip, size, settings)
+
     for start in range(0, lr.shape[0], chunk_frames):
-        piece = lr[start : start + chunk_frames].to(param.device, param.dtype)
-        x = piece[None].transpose(1, 2)  # (1, 3, t, h, w)
+        exact = lr[start : start + chunk_frames].to(param.device)[None].transpose(1, 2)
+        x = exact.to(param.dtype)  # (1, 3, t, h, w); cuts are found in fp32, as upscale does
         try:
             with torch.inference_mode():
-                shot = lambda clip, first: model(clip, size, settings)  # noqa: E731
-                result = run_by_shot(shot, x, shot_starts(x, model.args.token_pixels[0]), start)
+                result = run_by_shot(shot, x, shot_starts(exact, model.args.token_pixels[0]), start)
         except torch.cuda.OutOfMemoryError as e:
             raise ModelError("out of GPU memory: lower --chunk-frames or use --dtype bf16") from e
         except RuntimeError as e:

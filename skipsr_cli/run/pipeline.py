@@ -407,7 +407,7 @@ def run_chunk(
     device: torch.device,
     scene_cuts: bool = True,
 ) -> Result:
-    """One chunk through the model: uint8 RGB frames -> (1, 3, T, H, W) in [0, 1] on the device,
+    """One chunk through the model: decoded frames -> (1, 3, T, H, W) in [0, 1] on the device,
     each of its shots apart where `scene_cuts` finds more than one.
 
     Out of GPU memory, `memory` retries it with smaller settings (a ModelError when none fits)."""

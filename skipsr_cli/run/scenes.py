@@ -2,7 +2,9 @@
 
 The model's transformer attends across a few frames of its chunk, and a learned VAE's temporal
 convolutions reach further still; at a cut, that mixes two unrelated pictures. So a chunk is cut
-where its shot changes and each shot's frames go through the model apart (`run_by_shot`).
+where its shot changes and each shot's frames go through the model apart (`run_by_shot`). A
+network whose token spans several frames is split at the start of the token that holds the cut
+(its pieces must hold whole tokens), so up to that many frames less one run with the next shot.
 
 A cut is found from one pair of consecutive frames of the chunk alone, never from frames beyond
 it. The chunk grid is absolute (run/chunking.py), so a frame range, a segment and a whole run
@@ -50,8 +52,7 @@ def shot_starts(lr: Tensor, step: int = 1) -> list[int]:
         return []
     change, shift = pair_scores(lr[0].transpose(0, 1))
     found = ((change >= CHANGE) & (shift >= SHIFT)).nonzero().flatten().tolist()
-    starts = sorted({(j + 1) // step * step for j in found} - {0})
-    return starts
+    return sorted({(j + 1) // step * step for j in found} - {0})
 
 
 def run_by_shot(
@@ -70,7 +71,7 @@ def run_by_shot(
                 *piece.frames.shape[:2], lr.shape[2], *piece.frames.shape[3:]
             )
         frames[:, :, a:b] = piece.frames
-        keeps.append(piece.keep)  # (1, T'/pieces, H', W'): whole tokens, as each piece is a step
+        keeps.append(piece.keep)  # (1, T' of the piece, H', W'): each starts on a whole token
         del piece
     keep = torch.cat(keeps, dim=1)
     return Result(frames, keep, keep.float().mean().item())
