@@ -136,28 +136,36 @@ def pngs(folder: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def render(model, src: Path, out: Path, frames=None, scene_cuts=True) -> None:
+def render(model, src: Path, out: Path, frames=None, scene_cuts=True, overlap=0) -> None:
     out.mkdir()
     job = UpscaleJob(
-        src, out / "f_%04d.png", chunk_frames=8, overlap=0, frames=frames, scene_cuts=scene_cuts
+        src,
+        out / "f_%04d.png",
+        chunk_frames=8,
+        overlap=overlap,
+        frames=frames,
+        scene_cuts=scene_cuts,
     )
     upscale(model, prepare(job), torch.device("cpu"), torch.float32, emit=lambda e: None)
 
 
-def test_a_cut_inside_a_chunk_keeps_ranges_equal_to_the_whole_run(debug, tmp_path):
-    """The cut at frame 12 lies inside the chunk [8, 16): ranges that start on either side of it
-    render the whole run's frames bit for bit; without cut detection only that chunk differs."""
+# chunks of 8 without overlap: the cut lies inside the chunk [8, 16); with an overlap of 2 the
+# chunks start at 0, 6, 12, ...: inside [6, 14), and [12, 20) starts on it
+@pytest.mark.parametrize(("overlap", "holder"), [(0, (8, 16)), (2, (6, 14))])
+def test_a_cut_inside_a_chunk_keeps_ranges_equal_to_the_whole_run(debug, tmp_path, overlap, holder):
+    """Ranges that start on either side of the cut render the whole run's frames bit for bit;
+    without cut detection only the frames of the chunk that holds it differ."""
     src = write_two_shots(tmp_path / "two.mp4")
-    render(debug, src, tmp_path / "whole")
+    render(debug, src, tmp_path / "whole", overlap=overlap)
     whole = pngs(tmp_path / "whole")
     assert len(whole) == 24
-    render(debug, src, tmp_path / "a", frames=(0, 10))
-    render(debug, src, tmp_path / "b", frames=(10, 24))
+    render(debug, src, tmp_path / "a", frames=(0, 10), overlap=overlap)
+    render(debug, src, tmp_path / "b", frames=(10, 24), overlap=overlap)
     parts = {**pngs(tmp_path / "a"), **pngs(tmp_path / "b")}
     assert parts.keys() == whole.keys()
     assert all(np.array_equal(parts[k], whole[k]) for k in whole)
-    render(debug, src, tmp_path / "plain", scene_cuts=False)
+    render(debug, src, tmp_path / "plain", scene_cuts=False, overlap=overlap)
     plain = pngs(tmp_path / "plain")
     names = sorted(whole)
     differ = [i for i, k in enumerate(names) if not np.array_equal(plain[k], whole[k])]
-    assert differ and min(differ) >= 8 and max(differ) < 16
+    assert differ and min(differ) >= holder[0] and max(differ) < holder[1]
