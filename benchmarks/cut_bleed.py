@@ -12,28 +12,16 @@ Usage: python3 benchmarks/cut_bleed.py A B [--frames 8] [--size 1280x720] [--sca
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-import av
-import numpy as np
 import torch
 import torch.nn.functional as F
+from scene_cuts import frames_of  # benchmarks/, this script's own folder
 
 from models.skipsr import Settings
 from skipsr_cli.run.options import FRAME_SLICE
 from skipsr_cli.run.scenes import run_by_shot, shot_starts
 from skipsr_cli.weights import load_model
-
-
-def read(path: str, frames: int, size: tuple[int, int]) -> torch.Tensor:
-    """(frames, 3, H, W) in [0, 1], the picture resized to `size` (H, W) by area."""
-    images = []
-    with av.open(path) as container:
-        for frame in container.decode(video=0):
-            images.append(frame.to_ndarray(format="rgb24"))
-            if len(images) == frames:
-                break
-    clip = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
-    return F.interpolate(clip, size=size, mode="area")
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> list[float]:
@@ -53,7 +41,7 @@ def main() -> None:
     w, h = (int(v) for v in args.size.split("x"))
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    ref = torch.cat((read(args.a, args.frames, (h, w)), read(args.b, args.frames, (h, w))))
+    ref = torch.cat([frames_of(Path(p), args.frames, (h, w)) for p in (args.a, args.b)])
     lr = F.interpolate(ref, scale_factor=1 / args.scale, mode="area")
     clip = lr.transpose(0, 1)[None].to(device)  # (1, 3, T, h, w)
     model = load_model("base", device=device, dtype=dtype)

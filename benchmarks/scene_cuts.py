@@ -25,11 +25,14 @@ from skipsr_cli.run import scenes
 SIZE = (180, 320)
 
 
-def frames_of(path: Path, most: int) -> torch.Tensor:
-    """(T, 3, 180, 320) in [0, 1]."""
+def frames_of(path: Path, most: int, size: tuple[int, int] = SIZE) -> torch.Tensor:
+    """At most `most` frames of a video or a folder of JPEGs, (T, 3, H, W) in [0, 1], each
+    resized to `size` (H, W) by area."""
     if path.is_dir():
-        files = sorted(path.glob("*.jpg"))[:most]
-        images = [next(av.open(str(f)).decode(video=0)).to_ndarray(format="rgb24") for f in files]
+        images = []
+        for file in sorted(path.glob("*.jpg"))[:most]:
+            with av.open(str(file)) as image:
+                images.append(next(image.decode(video=0)).to_ndarray(format="rgb24"))
     else:
         with av.open(str(path)) as container:
             images = []
@@ -38,7 +41,7 @@ def frames_of(path: Path, most: int) -> torch.Tensor:
                 if len(images) == most:
                     break
     clip = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
-    return F.interpolate(clip, size=SIZE, mode="area")
+    return F.interpolate(clip, size=size, mode="area")
 
 
 def clips_under(folders: list[Path]) -> list[Path]:
