@@ -55,8 +55,9 @@ FORMAT = 1
 MIB = 1 << 20
 # Options that never change the output's bytes: where it runs and how clashes are handled.
 NOT_IN_KEY = frozenset({"device", "overwrite", "mask_out", "weights", "denoise_weights"})
-# Options added after records of format 1 were first written, and their defaults.
-# (what runs before an option did: records made before scene cuts were split were made without)
+# Options added after records of format 1 were first written, each with the value that stands for
+# what runs did before it (no blend; chunks not split at scene cuts): at that value the option is
+# left out of the key, so records written before it still match.
 ADDED_SINCE = {"denoise": (0.0,), "scene_cuts": (False,)}
 
 
