@@ -6,7 +6,8 @@ thread that calls the model (BENCHMARKS.md, eighteenth session). This measures t
 CPU time (`time.thread_time`) and the whole process's (`time.process_time`: the driver's threads
 too) for each step of a chunk, with the host asleep while it waits for the device as a run is, on
 CHUNKS chunks of a real clip; then profiles one model call and prints the operators that spend
-the most CPU, and how many kernels the call launches.
+the most CPU, and how many kernels the call launches; last, the CPU of each stage of the model,
+each drained on both sides.
 
 Usage: python3 benchmarks/call_cpu.py CLIP [--chunks 12] [--frames 16] [--device cuda]
 """
@@ -112,13 +113,14 @@ def main() -> None:
         for i in range(frames.shape[1]):
             rgb_to_planes(frames[:, i], colour, "yuv420p").cpu().numpy()
 
-    steps = {"upload": None, "model": network, "bicubic": bicubic, "finish": finish}
-    rows: dict[str, list[tuple[float, float, float]]] = {k: [] for k in steps}
+    rows: dict[str, list[tuple[float, float, float]]] = {
+        name: [] for name in ("upload", "model", "bicubic", "finish")
+    }
     for n, chunk in enumerate(chunks):
         rows["upload"].append(timed(upload(chunk), device))
-        for name in ("model", "bicubic"):
-            rows[name].append(timed(steps[name], device))
-        rows["finish"].append(timed(finish, device))
+        rows["model"].append(timed(network, device))
+        rows["bicubic"].append(timed(bicubic, device))
+        rows["finish"].append(timed(finish, device))  # bicubic's frames, as large as the model's
         if n == 0:  # the cold first chunk is left out of the medians
             for v in rows.values():
                 v.clear()
@@ -130,15 +132,6 @@ def main() -> None:
         print(
             f"| {name} | {med[0]:.1f} | {med[1]:.1f} | {med[2]:.1f} | {med[1] / args.frames:.2f} |"
         )
-
-    stages = staged(model, device)  # each stage drained on both sides: a second pass
-    for chunk in chunks:
-        upload(chunk)()
-        network()
-    print("| model stage (drained around it) | thread CPU ms, median a call |")
-    print("|---|---|")
-    for name, vals in stages.items():
-        print(f"| {name} | {statistics.median(vals) * 1000:.1f} |")
 
     state["lr"] = torch.from_numpy(chunks[0]).to(device).permute(3, 0, 1, 2)[None].float() / 255
     activities = [torch.profiler.ProfilerActivity.CPU]
@@ -152,6 +145,15 @@ def main() -> None:
     ops = sum(e.count for e in events if e.key.startswith("aten::"))
     print(f"one model call: {ops} aten operator calls (nested included), {kernels} kernels")
     print(events.table(sort_by="self_cpu_time_total", row_limit=20))
+
+    stages = staged(model, device)  # each stage drained on both sides: a last pass
+    for chunk in chunks:
+        upload(chunk)()
+        network()
+    print("| model stage (drained around it) | thread CPU ms, median a call |")
+    print("|---|---|")
+    for name, vals in stages.items():
+        print(f"| {name} | {statistics.median(vals) * 1000:.1f} |")
 
 
 if __name__ == "__main__":

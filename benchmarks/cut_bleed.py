@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from scene_cuts import frames_of  # benchmarks/, this script's own folder
 
 from models.skipsr import Settings
+from skipsr_cli.run.memory import run_in_pieces
 from skipsr_cli.run.options import FRAME_SLICE
-from skipsr_cli.run.scenes import run_by_shot, shot_starts
+from skipsr_cli.run.scenes import shot_starts
 from skipsr_cli.weights import load_model
 
 
@@ -53,7 +54,7 @@ def main() -> None:
 
     starts = shot_starts(clip, model.args.token_pixels[0])
     whole = run(clip, 0).frames[0].transpose(0, 1).float().cpu()
-    apart = run_by_shot(run, clip, starts, 0).frames[0].transpose(0, 1).float().cpu()
+    apart = run_in_pieces(run, clip, starts).frames[0].transpose(0, 1).float().cpu()
     bicubic = F.interpolate(lr, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
     rows = zip(psnr(bicubic, ref), psnr(whole, ref), psnr(apart, ref), strict=True)
     print(f"cut found at {starts} of {ref.shape[0]} frames; PSNR dB against the reference")

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 
 from models import SkipSR
 from models.skipsr import Result
+from skipsr_cli.run.memory import run_in_pieces
 from skipsr_cli.run.pipeline import UpscaleJob, prepare, upscale
-from skipsr_cli.run.scenes import pair_scores, run_by_shot, shot_starts
+from skipsr_cli.run.scenes import pair_scores, shot_starts
 from skipsr_cli.weights import load_model
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "bbb_320x180.mp4"
@@ -80,7 +81,7 @@ def test_each_shot_runs_apart_and_the_pieces_join_in_time():
         return Result(clip * 2 + first, keep, len(calls) / 4)
 
     lr = torch.rand(1, 3, 16, 4, 4)
-    result = run_by_shot(run, lr, [5, 12], first=32)
+    result = run_in_pieces(run, lr, [5, 12], first=32)
     assert calls == [(5, 32), (7, 37), (4, 44)]
     offsets = torch.tensor([32.0] * 5 + [37.0] * 7 + [44.0] * 4)[None, None, :, None, None]
     assert torch.equal(result.frames, lr * 2 + offsets)  # each piece in its place
@@ -88,7 +89,7 @@ def test_each_shot_runs_apart_and_the_pieces_join_in_time():
     assert kept == [1] * 5 + [2] * 7 + [3] * 4
     assert result.kept_fraction == pytest.approx((5 * 1 + 7 * 2 + 4 * 3) / 64)
     calls.clear()
-    assert torch.equal(run_by_shot(run, lr, [], first=0).frames, lr * 2) and calls == [(16, 0)]
+    assert torch.equal(run_in_pieces(run, lr, [], first=0).frames, lr * 2) and calls == [(16, 0)]
 
 
 def test_the_model_never_looks_across_a_cut(debug):
@@ -106,7 +107,7 @@ def test_the_model_never_looks_across_a_cut(debug):
         with torch.inference_mode():
             return debug(clip, size)
 
-    a, b = (run_by_shot(run, x, starts, 0).frames for x in (lr, other))
+    a, b = (run_in_pieces(run, x, starts, 0).frames for x in (lr, other))
     assert torch.equal(a[:, :, 12:], b[:, :, 12:])
     assert not torch.equal(a[:, :, :12], b[:, :, :12])
     whole_a, whole_b = run(lr, 0).frames, run(other, 0).frames

@@ -25,7 +25,8 @@ from models.skipsr import Result, Settings, SkipSR
 from skipsr_cli.errors import InputError, ModelError, UsageError
 from skipsr_cli.measure import metrics
 from skipsr_cli.media.video_io import probe, read_frames, rgb8
-from skipsr_cli.run.scenes import run_by_shot, shot_starts
+from skipsr_cli.run.memory import run_in_pieces
+from skipsr_cli.run.scenes import shot_starts
 from skipsr_cli.train.degrade import TRACKS, from_uint8, resize
 from skipsr_cli.weights import Blends, auto_denoise
 
@@ -188,7 +189,8 @@ def upscale_model(
         x = exact.to(param.dtype)  # (1, 3, t, h, w); cuts are found in fp32, as upscale does
         try:
             with torch.inference_mode():
-                result = run_by_shot(shot, x, shot_starts(exact, model.args.token_pixels[0]), start)
+                starts = shot_starts(exact, model.args.token_pixels[0])
+                result = run_in_pieces(shot, x, starts, start)
         except torch.cuda.OutOfMemoryError as e:
             raise ModelError("out of GPU memory: lower --chunk-frames or use --dtype bf16") from e
         except RuntimeError as e:

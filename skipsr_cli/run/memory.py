@@ -16,7 +16,7 @@ frames is the rung that bounds memory; the decoder's tiles bound only its own ac
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -131,16 +131,28 @@ def same_call(a: Rung, b: Rung, frames: int) -> bool:
 
 def run_rung(model: Model, lr: Tensor, size: tuple[int, int], rung: Rung) -> Result:
     """One chunk at one rung: whole, or in sub-clips of `rung.frames` joined in time."""
-    t = lr.shape[2]
-    if rung.frames is None or rung.frames >= t:
-        return model(lr, size, rung.settings)
-    frames = lr.new_empty(1, 3, t, *size)  # (1, 3, T, H, W): the parts are copied in as they end
-    keeps = []
-    for s in range(0, t, rung.frames):
-        part = model(lr[:, :, s : s + rung.frames], size, rung.settings)
-        frames[:, :, s : s + rung.frames] = part.frames
-        keeps.append(part.keep)  # (1, T'/parts, H', W'): whole latent frames, as frames is a step
-        del part
+    starts = range(rung.frames, lr.shape[2], rung.frames) if rung.frames else ()
+    return run_in_pieces(lambda clip, _: model(clip, size, rung.settings), lr, starts)
+
+
+def run_in_pieces(
+    run: Callable[[Tensor, int], Result], lr: Tensor, starts: Sequence[int], first: int = 0
+) -> Result:
+    """lr (1, 3, T, h, w) through `run(piece, its first frame)` in pieces that begin at `starts`
+    (frames of lr, each a multiple of the model's frames a token), joined in time: their frames,
+    their token masks, and the kept fraction over all. No starts: one call, as it is."""
+    if not starts:
+        return run(lr, first)
+    bounds = [0, *starts, lr.shape[2]]
+    frames, keeps = None, []
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        piece = run(lr[:, :, a:b], first + a)
+        if frames is None:  # filled piece by piece: at 4K a chunk's frames are gigabytes
+            shape = piece.frames.shape
+            frames = piece.frames.new_empty(*shape[:2], lr.shape[2], *shape[3:])
+        frames[:, :, a:b] = piece.frames
+        keeps.append(piece.keep)  # (1, T' of the piece, H', W'): each starts on a whole token
+        del piece
     keep = torch.cat(keeps, dim=1)
     return Result(frames, keep, keep.float().mean().item())
 

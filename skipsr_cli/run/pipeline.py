@@ -37,11 +37,11 @@ from skipsr_cli.run.chunking import (
     iter_chunks,
 )
 from skipsr_cli.run.host_waits import sleep_while_waiting
-from skipsr_cli.run.memory import MemoryLadder
+from skipsr_cli.run.memory import MemoryLadder, run_in_pieces
 from skipsr_cli.run.overlap import BackgroundWriter, InlineWriter, Prefetcher
 from skipsr_cli.run.progress import Event, Placing, RunStats, Started, Summary
 from skipsr_cli.run.ranges import range_view
-from skipsr_cli.run.scenes import run_by_shot, shot_starts
+from skipsr_cli.run.scenes import shot_starts
 from skipsr_cli.run.targets import at_input_depth, check_mask, check_output
 
 Writer = VideoWriter | ImageWriter
@@ -417,7 +417,7 @@ def run_chunk(
         with torch.inference_mode():
             starts = shot_starts(lr, model.args.token_pixels[0]) if scene_cuts else []
             shot = lambda clip, first: memory.run(model, clip, size, first)  # noqa: E731
-            return run_by_shot(shot, lr, starts, chunk.start)
+            return run_in_pieces(shot, lr, starts, chunk.start)
     except torch.cuda.OutOfMemoryError as e:  # the chunk's own frames did not fit
         raise ModelError(f"out of GPU memory loading frames {chunk.start}-{chunk.stop - 1}") from e
     except RuntimeError as e:

@@ -2,9 +2,10 @@
 
 The model's transformer attends across a few frames of its chunk, and a learned VAE's temporal
 convolutions reach further still; at a cut, that mixes two unrelated pictures. So a chunk is cut
-where its shot changes and each shot's frames go through the model apart (`run_by_shot`). A
-network whose token spans several frames is split at the start of the token that holds the cut
-(its pieces must hold whole tokens), so up to that many frames less one run with the next shot.
+where its shot changes and each shot's frames go through the model apart, the pieces joined as
+the memory ladder joins its sub-clips (`memory.run_in_pieces`). A network whose token spans
+several frames is split at the start of the token that holds the cut (its pieces must hold whole
+tokens), so up to that many frames less one run with the next shot.
 
 A cut is found from one pair of consecutive frames of the chunk alone, never from frames beyond
 it. The chunk grid is absolute (run/chunking.py), so a frame range, a segment and a whole run
@@ -18,13 +19,8 @@ a lighting change the second. The thresholds were set on real clips with and wit
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from models.skipsr import Result
 
 CELLS = 32  # the coarse grid's cells along each side (fewer where the frame is smaller)
 BINS = 16  # histogram bins a channel
@@ -53,25 +49,3 @@ def shot_starts(lr: Tensor, step: int = 1) -> list[int]:
     change, shift = pair_scores(lr[0].transpose(0, 1))
     found = ((change >= CHANGE) & (shift >= SHIFT)).nonzero().flatten().tolist()
     return sorted({(j + 1) // step * step for j in found} - {0})
-
-
-def run_by_shot(
-    run: Callable[[Tensor, int], Result], lr: Tensor, starts: list[int], first: int
-) -> Result:
-    """lr (1, 3, T, h, w) through `run(clip, its first frame)` a shot at a time, the pieces
-    joined in time: their frames, their token masks, and the kept fraction over all."""
-    if not starts:
-        return run(lr, first)
-    bounds = [0, *starts, lr.shape[2]]
-    frames, keeps = None, []
-    for a, b in zip(bounds, bounds[1:], strict=False):
-        piece = run(lr[:, :, a:b], first + a)
-        if frames is None:  # filled piece by piece: at 4K a chunk's frames are gigabytes
-            frames = piece.frames.new_empty(
-                *piece.frames.shape[:2], lr.shape[2], *piece.frames.shape[3:]
-            )
-        frames[:, :, a:b] = piece.frames
-        keeps.append(piece.keep)  # (1, T' of the piece, H', W'): each starts on a whole token
-        del piece
-    keep = torch.cat(keeps, dim=1)
-    return Result(frames, keep, keep.float().mean().item())
