@@ -291,3 +291,29 @@ def test_two_workers_forked_from_the_preloaded_server_render_the_whole_run(tmp_p
     whole, split = decoded(tmp_path / "whole.mkv"), decoded(tmp_path / "out.mkv")
     assert len(whole) == len(split) == 41
     assert all(np.array_equal(a, b) for a, b in zip(whole, split, strict=True))
+
+
+def test_base_on_the_gpu_never_looks_across_a_cut(tmp_path):
+    """Scene cuts as users run them (base, bf16, the cut found in fp32): two clips whose first
+    shots differ render the second shot's frames bit for bit the same, where a run that does
+    not look for cuts lets the first shot reach the frames beside the cut."""
+    import av
+    import numpy as np
+    from test_scenes import CUT, write_two_shots
+
+    from skipsr_cli import api
+
+    model = api.load_model("base", device="cuda")
+    decoded = {}
+    for flip in (False, True):
+        src = write_two_shots(tmp_path / f"in{flip}.mp4", (180, 320), flip_first=flip)
+        for cuts in (True, False):
+            out = tmp_path / f"out{flip}{cuts}.mkv"
+            api.upscale(src, out, model=model, lossless=True, scene_cuts=cuts)
+            with av.open(str(out)) as f:
+                decoded[flip, cuts] = [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
+    assert all(len(v) == 24 for v in decoded.values())
+    same = lambda cuts, i: np.array_equal(decoded[False, cuts][i], decoded[True, cuts][i])  # noqa: E731
+    assert all(same(True, i) for i in range(CUT, 24))
+    assert not any(same(True, i) for i in range(CUT))
+    assert not all(same(False, i) for i in range(CUT, 16))  # the chunk [0, 16) holds the cut

@@ -114,11 +114,17 @@ def test_the_model_never_looks_across_a_cut(debug):
     assert not torch.equal(whole_a[:, :, 12:], whole_b[:, :, 12:])
 
 
-def write_two_shots(path: Path) -> Path:
-    frames = (two_shots((54, 96)) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+def write_two_shots(path: Path, size: tuple[int, int] = (54, 96), flip_first=False) -> Path:
+    """`two_shots` at `size` (h, w) as an H.264 file; `flip_first` turns the first shot upside
+    down, leaving the second as it was."""
+    shots = two_shots(size)
+    if flip_first:
+        shots[:CUT] = shots[:CUT].flip(-2)
+    frames = (shots * 255).round().byte().permute(0, 2, 3, 1).numpy()
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=24, options={"preset": "ultrafast", "crf": "12"})
-        stream.width, stream.height, stream.pix_fmt = 96, 54, "yuv420p"
+        stream.height, stream.width = size
+        stream.pix_fmt = "yuv420p"
         for image in frames:
             out.mux(
                 stream.encode(

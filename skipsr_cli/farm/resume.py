@@ -29,7 +29,9 @@ from skipsr_cli.run.options import UpscaleOptions
 from skipsr_cli.run.pipeline import frames_lost
 from skipsr_cli.run.progress import Event, Summary
 
-FRAMES_PER_PART = 1200  # a part a GPU renders in well under a minute at 720p
+# frames a part: what a crash can cost a worker. One of four workers on one H200 rendered parts
+# of 1,000 frames at 720p -> 1440p in 80-89 s (BENCHMARKS.md, 2026-12-03), so about 100 s here
+FRAMES_PER_PART = 1200
 RESUME_FRAMES = 3 * FRAMES_PER_PART  # shorter inputs run in one piece
 RESUMABLE = frozenset({".mp4", ".mkv", ".mov", ".webm"})
 
