@@ -4,7 +4,9 @@ Every clip (a video file, or a folder of numbered JPEGs such as DAVIS's) is read
 most MAX frames. Pairs within a clip are consecutive frames of one shot (camera motion, moving
 subjects, lighting); a cut is made by joining the last frame of one clip to the first of another,
 for every ordered pair of clips. Prints each clip's highest scores within its shot, the lowest
-scores across cuts, and how many pairs the module's thresholds call a cut on either side.
+scores across cuts, and how many pairs the module's thresholds call a cut on either side. Then
+`shot_starts` itself, which drops flashes: on 4 + 4 frames around every join, and on flashes of
+1 to FLASH frames washed towards white in each clip.
 
 Usage: python3 benchmarks/scene_cuts.py FOLDER... [--max 120]
 """
@@ -101,6 +103,13 @@ def main() -> None:
         f"  shift: median {statistics.median(within_shift):.3f}, 99th {q(within_shift, 0.99):.3f}, max {max(within_shift):.3f}"
     )
     print(f"cuts made: {len(cut_change)}, missed: {missed}")
+    joins, flashes = module_rule(list(clips.values()))
+    print(
+        f"  through shot_starts (flashes dropped), 4 + 4 frames around each join: {joins[0]} "
+        f"missed, {joins[1]} found elsewhere"
+    )
+    for n, (tried, cut) in flashes.items():
+        print(f"flashes of {n} frame(s) washed out in each clip: {tried} made, {cut} cut")
     print(
         f"  change: min {min(cut_change):.3f}, 1st {q(cut_change, 0.01):.3f}, median {statistics.median(cut_change):.3f}"
     )
@@ -122,6 +131,32 @@ def main() -> None:
             not (c >= change_t and s >= shift_t) for c, s in zip(cut_change, cut_shift, strict=True)
         )
         print(f"thresholds {change_t}/{shift_t}: {fp} false cuts, {fn} missed")
+
+
+def module_rule(clips: list[torch.Tensor]) -> tuple[tuple[int, int], dict[int, tuple[int, int]]]:
+    """`shot_starts` itself, flashes dropped: on the last 4 frames of each clip joined to the
+    first 4 of every other, (joins whose cut it misses, joins where it cuts elsewhere too); and
+    on 16 frames of each clip with 1 .. FLASH frames from the 6th washed towards white, as a
+    flash does, {frames: (flashes made, flashes it cut)}."""
+    missed = elsewhere = 0
+    for i, a in enumerate(clips):
+        for j, b in enumerate(clips):
+            if i != j:
+                join = torch.cat((a[-4:], b[:4]))
+                starts = scenes.shot_starts(join.transpose(0, 1)[None])
+                missed += len(a[-4:]) not in starts
+                elsewhere += any(s != len(a[-4:]) for s in starts)
+    flashes = {}
+    for n in range(1, scenes.FLASH + 1):
+        made = cut = 0
+        for clip in clips:
+            if clip.shape[0] >= 16:
+                x = clip[:16].clone()
+                x[5 : 5 + n] = x[5 : 5 + n] * 0.3 + 0.7
+                made += 1
+                cut += bool(scenes.shot_starts(x.transpose(0, 1)[None]))
+        flashes[n] = (made, cut)
+    return (missed, elsewhere), flashes
 
 
 if __name__ == "__main__":

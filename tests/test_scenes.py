@@ -14,7 +14,7 @@ from models import SkipSR
 from models.skipsr import Result
 from skipsr_cli.run.memory import run_in_pieces
 from skipsr_cli.run.pipeline import UpscaleJob, prepare, upscale
-from skipsr_cli.run.scenes import pair_scores, shot_starts
+from skipsr_cli.run.scenes import CHANGE, FLASH, SHIFT, pair_scores, shot_starts
 from skipsr_cli.weights import load_model
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "bbb_320x180.mp4"
@@ -70,6 +70,29 @@ def test_a_shot_with_motion_is_not_cut():
     assert shot_starts(as_clip(x[:1])) == []
 
 
+def flashed(frames: torch.Tensor, at: int, length: int) -> torch.Tensor:
+    """`frames` with `length` frames from `at` washed towards white, as a flash does."""
+    out = frames.clone()
+    out[at : at + length] = out[at : at + length] * 0.3 + 0.7
+    return out
+
+
+def test_a_flash_is_no_cut():
+    """One to FLASH washed-out frames cross both thresholds into the flash and out of it; the
+    picture from before returns, so it is one shot. A longer flash, one the chunk ends in, and a
+    real cut beside a flash are cut."""
+    x = sample_frames()[:16]
+    for n in range(1, FLASH + 1):
+        change, shift = pair_scores(flashed(x, 5, n))
+        for pair in (4, 4 + n):  # into the flash, and out of it
+            assert change[pair] >= CHANGE and shift[pair] >= SHIFT
+        assert shot_starts(as_clip(flashed(x, 5, n))) == []
+    assert shot_starts(as_clip(flashed(x, 5, FLASH + 1))) == [5, 5 + FLASH + 1]
+    assert shot_starts(as_clip(flashed(x, 14, 2))) == [14]  # the picture has not come back
+    assert shot_starts(as_clip(flashed(two_shots()[:16], 8, 2))) == [CUT]
+    assert shot_starts(as_clip(flashed(two_shots()[:16], 8, 2)), step=4) == [12]
+
+
 def test_each_shot_runs_apart_and_the_pieces_join_in_time():
     calls = []
 
@@ -115,14 +138,14 @@ def test_the_model_never_looks_across_a_cut(debug):
 
 
 def write_two_shots(path: Path, size: tuple[int, int] = (54, 96), flip_first=False) -> Path:
-    """`two_shots` at `size` (h, w) as an H.264 file; `flip_first` turns the first shot upside
+    """`two_shots` at `size` (h, w) as a lossless H.264 file; `flip_first` turns the first shot upside
     down, leaving the second as it was."""
     shots = two_shots(size)
     if flip_first:
         shots[:CUT] = shots[:CUT].flip(-2)
     frames = (shots * 255).round().byte().permute(0, 2, 3, 1).numpy()
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=24, options={"preset": "ultrafast", "crf": "12"})
+        stream = out.add_stream("libx264", rate=24, options={"preset": "ultrafast", "crf": "0"})
         stream.height, stream.width = size
         stream.pix_fmt = "yuv420p"
         for image in frames:

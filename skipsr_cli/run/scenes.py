@@ -15,10 +15,16 @@ scores compare them: how much the cells changed (mean absolute difference) and h
 distribution of their values changed (histograms). A cut changes both; motion changes the first,
 a lighting change the second. The thresholds were set on real clips with and without cuts
 (BENCHMARKS.md, `benchmarks/scene_cuts.py`).
+
+A flash (a photographer's flash, a strobe, lightning: up to FLASH odd frames, after which the
+picture from before returns) crosses the thresholds twice, into the flash and out of it. It is
+one shot, so both are dropped: a cut stands only where the frame before it is still a cut apart
+from each of the FLASH frames after it that the chunk holds.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -28,24 +34,54 @@ CHANGE = 0.10  # mean absolute change of the cells, of the full range, at or abo
 SHIFT = 0.20  # ... and histogram distance (half the L1 distance, 0-1) at or above which: a cut
 
 
+FLASH = 3  # odd frames after which the picture from before them may return: a flash, no cut
+
+
 def pair_scores(frames: Tensor) -> tuple[Tensor, Tensor]:
     """frames (T, 3, h, w) in [0, 1] -> for each pair (j - 1, j), j = 1 .. T-1: the cells' mean
     absolute change and the histograms' distance, each (T - 1,) in [0, 1]."""
-    cells = F.adaptive_avg_pool2d(
-        frames.float(), (min(CELLS, frames.shape[2]), min(CELLS, frames.shape[3]))
-    )
-    change = (cells[1:] - cells[:-1]).abs().mean(dim=(1, 2, 3))
-    bins = (cells.clamp(0, 1) * BINS).long().clamp_(max=BINS - 1).flatten(2)  # (T, 3, cells)
-    hist = F.one_hot(bins, BINS).sum(dim=2).float() / bins.shape[2]  # (T, 3, BINS)
-    shift = (hist[1:] - hist[:-1]).abs().sum(dim=2).mean(dim=1) / 2
-    return change, shift
+    index = torch.arange(frames.shape[0], device=frames.device)
+    return _scores(_features(frames), index[:-1], index[1:])
 
 
 def shot_starts(lr: Tensor, step: int = 1) -> list[int]:
     """Where a new shot starts in lr (1, 3, T, h, w): frame indices in 1 .. T-1, moved back to a
-    multiple of `step` (the model's frames a token: its pieces must hold whole tokens)."""
-    if lr.shape[2] < 2:
+    multiple of `step` (the model's frames a token: its pieces must hold whole tokens). Flashes
+    are not cuts. One read from the device."""
+    frames = lr.shape[2]
+    if frames < 2:
         return []
-    change, shift = pair_scores(lr[0].transpose(0, 1))
-    found = ((change >= CHANGE) & (shift >= SHIFT)).nonzero().flatten().tolist()
-    return sorted({(j + 1) // step * step for j in found} - {0})
+    # apart[d - 1][i]: frames i and i + d are a cut apart, d = 1 .. FLASH + 1 (past the chunk's
+    # end: unknown, so True)
+    first = torch.arange(frames - 1, device=lr.device)
+    second = first + torch.arange(1, FLASH + 2, device=lr.device)[:, None]  # (FLASH + 1, T - 1)
+    features = _features(lr[0].transpose(0, 1))
+    change, shift = _scores(features, first.expand_as(second), second.clamp(max=frames - 1))
+    apart = ((change >= CHANGE) & (shift >= SHIFT) | (second >= frames)).tolist()
+    found, flashes = set(), set()
+    for j in range(1, frames):
+        if not apart[0][j - 1] or j in flashes:
+            continue
+        back = next((k for k in range(1, FLASH + 1) if not apart[k][j - 1]), None)
+        if back is None:
+            found.add(j)
+        else:  # frames j .. j + back - 1 flashed; the way back out of them is no cut either
+            flashes.update(range(j, j + back + 1))
+    return sorted({j // step * step for j in found} - {0})
+
+
+def _features(frames: Tensor) -> tuple[Tensor, Tensor]:
+    """(T, 3, h, w) -> each frame averaged down to at most CELLS x CELLS cells, (T, 3, c, c'),
+    and the cells' histograms, (T, 3, BINS)."""
+    size = (min(CELLS, frames.shape[2]), min(CELLS, frames.shape[3]))
+    cells = F.adaptive_avg_pool2d(frames.float(), size)
+    bins = (cells.clamp(0, 1) * BINS).long().clamp_(max=BINS - 1).flatten(2)  # (T, 3, cells)
+    return cells, F.one_hot(bins, BINS).sum(dim=2).float() / bins.shape[2]
+
+
+def _scores(features: tuple[Tensor, Tensor], a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Both scores for the pairs of frames (a, b), index tensors of one shape: each that shape."""
+    cells, hist = features
+    change = (cells[b] - cells[a]).abs().flatten(-3).mean(dim=-1)
+    shift = (hist[b] - hist[a]).abs().sum(dim=-1).mean(dim=-1) / 2
+    return change, shift
