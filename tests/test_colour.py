@@ -278,7 +278,7 @@ def test_planes_converted_on_the_device_equal_the_host_conversion(
     import torch
 
     from skipsr_cli.media.video_io import DecodedFrame, frame_to_rgb, ycbcr8
-    from skipsr_cli.run.pipeline import frames_to_device
+    from skipsr_cli.run.device_frames import frames_to_device
 
     rng = np.random.default_rng(height)
     cpu = torch.device("cpu")

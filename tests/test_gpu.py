@@ -189,7 +189,7 @@ def test_a_batch_and_a_rotated_clip_on_the_default_gpu(tmp_path):
     import numpy as np
 
     from skipsr_cli.media.video_io import read_frames
-    from skipsr_cli.run.pipeline import frames_to_device
+    from skipsr_cli.run.device_frames import frames_to_device
 
     folder = tmp_path / "in"
     folder.mkdir()

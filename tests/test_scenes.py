@@ -12,9 +12,10 @@ import torch.nn.functional as F
 
 from models import SkipSR
 from models.skipsr import Result
+from skipsr_cli.run import pipeline
 from skipsr_cli.run.memory import run_in_pieces
 from skipsr_cli.run.pipeline import UpscaleJob, prepare, upscale
-from skipsr_cli.run.scenes import CHANGE, FLASH, SHIFT, pair_scores, shot_starts
+from skipsr_cli.run.scenes import CHANGE, FLASH, PQ, SHIFT, pair_scores, sdr_like, shot_starts
 from skipsr_cli.weights import load_model
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "bbb_320x180.mp4"
@@ -50,11 +51,13 @@ def test_a_cut_is_found_where_the_shot_changes():
     assert change[CUT - 1] > 0.2 and shift[CUT - 1] > 0.3  # the pair (11, 12)
     assert change[: CUT - 1].max() < 0.05 and change[CUT:].max() < 0.05
     assert shot_starts(as_clip(two_shots())) == [CUT]
-    # moved back to the start of the token that holds it (the model's frames a token)
+    # moved on to the end of the token that holds it (the model's frames a token), so the new
+    # shot's piece starts clean
     assert shot_starts(as_clip(two_shots()[1:]), step=1) == [CUT - 1]
-    assert shot_starts(as_clip(two_shots()[1:]), step=4) == [8]  # frames 8-10 join the new shot
-    assert shot_starts(as_clip(two_shots()), step=5) == [10]
-    assert shot_starts(as_clip(two_shots()[CUT - 2 :]), step=4) == []  # inside the first token
+    assert shot_starts(as_clip(two_shots()[1:]), step=4) == [12]  # frame 11 joins the old shot
+    assert shot_starts(as_clip(two_shots()), step=5) == [15]
+    assert shot_starts(as_clip(two_shots()[CUT - 2 :]), step=4) == [4]
+    assert shot_starts(as_clip(two_shots()[1 : CUT + 1]), step=4) == []  # in the last token
 
 
 def test_a_shot_with_motion_is_not_cut():
@@ -93,6 +96,46 @@ def test_a_flash_is_no_cut():
     assert shot_starts(as_clip(flashed(two_shots()[:16], 8, 2)), step=4) == [12]
 
 
+def to_pq(frames: torch.Tensor) -> torch.Tensor:
+    """SDR-coded frames (BT.1886's gamma) as PQ codes the same light, diffuse white at 203 nits."""
+    y = (frames.clamp(0, 1) ** 2.4 * 203 / 10000) ** 0.1593017578125
+    return ((0.8359375 + 18.8515625 * y) / (1 + 18.6875 * y)) ** 78.84375
+
+
+def test_pq_pictures_are_scored_as_sdr_ones():
+    """PQ codes an SDR picture's light below about 0.58 of its range, which roughly halves the
+    cells' change at a cut: read as they are, the codes of this cut miss it; mapped to an
+    SDR-like scale first, they find it, and one shot stays one."""
+    x = sample_frames()
+    clip = torch.cat((x[:CUT], x[38:50] * 0.7))  # a later, darker shot
+    assert torch.allclose(sdr_like(to_pq(clip)), clip, atol=1e-4)
+    assert shot_starts(as_clip(clip)) == [CUT]
+    assert shot_starts(as_clip(to_pq(clip))) == []
+    assert shot_starts(as_clip(to_pq(clip)), transfer=PQ) == [CUT]
+    assert shot_starts(as_clip(to_pq(x[:16])), transfer=PQ) == []
+
+
+def test_the_run_reads_cuts_with_the_input_transfer(debug, tmp_path, monkeypatch):
+    """`upscale` hands the input's transfer (here PQ, 16) to the search, and no search runs
+    with --no-scene-cuts."""
+    from media import make_colour_clip
+
+    seen = []
+
+    def spy(lr, step=1, transfer=None):
+        seen.append(transfer)
+        return shot_starts(lr, step, transfer)
+
+    monkeypatch.setattr(pipeline, "shot_starts", spy)
+    rgb = (sample_frames((48, 64))[0] * 255).round().byte().permute(1, 2, 0).numpy()
+    src = make_colour_clip(
+        tmp_path / "pq.mp4", rgb, matrix=9, colour_range=1, primaries=9, transfer=16, frames=4
+    )
+    for cuts, out in ((True, "a"), (False, "b")):
+        render(debug, src, tmp_path / out, scene_cuts=cuts)
+    assert seen == [16]
+
+
 def test_each_shot_runs_apart_and_the_pieces_join_in_time():
     calls = []
 
@@ -124,7 +167,7 @@ def test_the_model_never_looks_across_a_cut(debug):
     size = (96, 128)
     step = debug.args.token_pixels[0]
     starts = shot_starts(lr, step)
-    assert starts == [CUT // step * step] == [12]
+    assert starts == [-(-CUT // step) * step] == [12]
 
     def run(clip, first):
         with torch.inference_mode():
@@ -179,9 +222,10 @@ def render(model, src: Path, out: Path, frames=None, scene_cuts=True, overlap=0)
     upscale(model, prepare(job), torch.device("cpu"), torch.float32, emit=lambda e: None)
 
 
-# chunks of 8 without overlap: the cut lies inside the chunk [8, 16); with an overlap of 2 the
-# chunks start at 0, 6, 12, ...: inside [6, 14), and [12, 20) starts on it
-@pytest.mark.parametrize(("overlap", "holder"), [(0, (8, 16)), (2, (6, 14))])
+# chunks of 8 without overlap: the cut lies inside the chunk [8, 16), on a token's start; with
+# an overlap of 3 the chunks start at 0, 5, 10, ...: in [5, 13) it lies in the last token (no
+# split), in [10, 18) inside the first token (split at its end, 14)
+@pytest.mark.parametrize(("overlap", "holder"), [(0, (8, 16)), (3, (10, 18))])
 def test_a_cut_inside_a_chunk_keeps_ranges_equal_to_the_whole_run(debug, tmp_path, overlap, holder):
     """Ranges that start on either side of the cut render the whole run's frames bit for bit;
     without cut detection only the frames of the chunk that holds it differ."""

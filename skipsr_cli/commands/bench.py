@@ -26,8 +26,8 @@ from skipsr_cli.commands.common import (
 )
 from skipsr_cli.errors import InputError, UsageError
 from skipsr_cli.run.chunking import CHUNK_FRAMES, OVERLAP
+from skipsr_cli.run.device_frames import frames_to_device
 from skipsr_cli.run.options import FRAME_SLICE, check_threshold, parse_size
-from skipsr_cli.run.pipeline import frames_to_device
 from skipsr_cli.weights import load_model
 
 # The encoder of the runs a benchmark makes (the upscale and its floors), as `upscale` takes it.

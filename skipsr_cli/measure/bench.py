@@ -267,7 +267,7 @@ def host_stages(
 
     from skipsr_cli.media.video_io import probe, read_frames
     from skipsr_cli.media.video_writer import VideoWriter
-    from skipsr_cli.run.pipeline import finish, frames_to_device, write_frame
+    from skipsr_cli.run.device_frames import finish, frames_to_device, write_frame
 
     info = probe(source)
     t0 = time.perf_counter()
@@ -331,7 +331,7 @@ def bench_run(
     """A whole upscale of `source` against its encode floor (the same pipeline with bicubic in
     place of the model), both warm, plus the stages timed alone on its first `frames` frames."""
     from skipsr_cli.media.video_io import probe, read_frames
-    from skipsr_cli.run.pipeline import frames_to_device
+    from skipsr_cli.run.device_frames import frames_to_device
 
     info = probe(source)
     out_size = (info.height * scale, info.width * scale)
@@ -381,7 +381,7 @@ def warm_up(
     call on a GPU loads its kernels (seconds), a one-off cost of any run that would otherwise be
     charged to the first of the two runs timed."""
     from skipsr_cli.media.video_io import read_frames
-    from skipsr_cli.run.pipeline import frames_to_device
+    from skipsr_cli.run.device_frames import frames_to_device
 
     t0 = time.perf_counter()
     first = list(itertools.islice(read_frames(source), 16))

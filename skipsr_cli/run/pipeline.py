@@ -21,7 +21,6 @@ from torch import Tensor
 from models import SkipSR
 from models.skipsr import Result, Settings
 from skipsr_cli.errors import InputError, ModelError, UsageError
-from skipsr_cli.media.colour import ColourInfo, rgb_to_planes, ycbcr_to_rgb_tensor
 from skipsr_cli.media.encoding import EncodeOptions
 from skipsr_cli.media.image_io import ImageWriter, is_image_output
 from skipsr_cli.media.partials import publish_together
@@ -36,6 +35,14 @@ from skipsr_cli.run.chunking import (
     chunk_start,
     iter_chunks,
 )
+from skipsr_cli.run.device_frames import (
+    OutFormat,
+    Writer,
+    finish,
+    frames_to_device,
+    skipped_map,
+    write_frame,
+)
 from skipsr_cli.run.host_waits import sleep_while_waiting
 from skipsr_cli.run.memory import MemoryLadder, run_in_pieces
 from skipsr_cli.run.overlap import BackgroundWriter, InlineWriter, Prefetcher
@@ -44,12 +51,6 @@ from skipsr_cli.run.ranges import range_view
 from skipsr_cli.run.scenes import shot_starts
 from skipsr_cli.run.targets import at_input_depth, check_mask, check_output
 
-Writer = VideoWriter | ImageWriter
-# Per writer: its colour, the planar pix_fmt it takes from the device (None: RGB frames), and
-# the depth of its RGB frames (8: uint8, more: uint16).
-OutFormat = tuple[ColourInfo | None, str | None, int]
-MASK_TINT = (0.15, 0.35, 1.0)  # skipped regions in the mask video lean blue
-MASK_ALPHA = 0.45
 DECODE_AHEAD_CHUNKS = 2  # decoded frames waiting for the model, in chunks
 ENCODE_QUEUE_CHUNKS = 1  # finished frames waiting for the encoder, in chunks
 
@@ -176,7 +177,17 @@ def upscale(
         # lowered, and kept lower, when a chunk runs out of GPU memory
         memory = MemoryLadder(job.settings, job.chunk_frames, model.args.token_pixels[0])
         decoded = write_chunks(
-            model, job, frames, (out_h, out_w), device, memory, sink, formats, stats, report
+            model,
+            job,
+            frames,
+            (out_h, out_w),
+            device,
+            memory,
+            sink,
+            formats,
+            stats,
+            report,
+            info.colour.transfer,
         )
         if decoded == 0 and job.frames is not None:
             raise UsageError(f"--frames: the input has no frames from {job.first} on")
@@ -351,10 +362,12 @@ def write_chunks(
     formats: list[OutFormat],
     stats: RunStats,
     report: Callable[[], None],
+    transfer: int | None = None,
 ) -> int:
     """Upscale chunk by chunk, blend the overlaps, hand each frame to the sink once it is final.
 
-    `formats` has one entry per writer (two when a mask video is written beside the output).
+    `formats` has one entry per writer (two when a mask video is written beside the output);
+    `transfer` is the input's transfer code, for finding scene cuts (run/scenes.py).
     Returns how many frames of the job's range were decoded, so the caller can check none was
     lost. A range runs only the chunks that touch it; its timestamps start at 0.
     """
@@ -371,7 +384,7 @@ def write_chunks(
             continue
         if last is not None and chunk.start >= last:
             break
-        result = run_chunk(model, chunk, size, memory, device, job.scene_cuts)
+        result = run_chunk(model, chunk, size, memory, device, job.scene_cuts, transfer)
         stats.add_tokens(result.keep.numel(), int(result.keep.sum()))
         outputs = [result.frames[0].transpose(0, 1).float()]  # (T, 3, H, W)
         if streams > 1:
@@ -406,86 +419,22 @@ def run_chunk(
     memory: MemoryLadder,
     device: torch.device,
     scene_cuts: bool = True,
+    transfer: int | None = None,
 ) -> Result:
     """One chunk through the model: decoded frames -> (1, 3, T, H, W) in [0, 1] on the device,
-    each of its shots apart where `scene_cuts` finds more than one.
+    each of its shots apart where `scene_cuts` finds more than one (in pictures coded with the
+    input's `transfer`).
 
     Out of GPU memory, `memory` retries it with smaller settings (a ModelError when none fits)."""
     try:
         # fp32 in: the model makes its fill at full precision and runs its networks in its dtype
         lr = frames_to_device(chunk.items, device)
         with torch.inference_mode():
-            starts = shot_starts(lr, model.args.token_pixels[0]) if scene_cuts else []
+            step = model.args.token_pixels[0]
+            starts = shot_starts(lr, step, transfer) if scene_cuts else []
             shot = lambda clip, first: memory.run(model, clip, size, first)  # noqa: E731
             return run_in_pieces(shot, lr, starts, chunk.start)
     except torch.cuda.OutOfMemoryError as e:  # the chunk's own frames did not fit
         raise ModelError(f"out of GPU memory loading frames {chunk.start}-{chunk.stop - 1}") from e
     except RuntimeError as e:
         raise ModelError(f"the model failed on frames {chunk.start}-{chunk.stop - 1}: {e}") from e
-
-
-def frames_to_device(frames: list[DecodedFrame], device: torch.device) -> Tensor:
-    """Decoded frames -> (1, 3, T, H, W) fp32 in [0, 1] on the device. 8-bit YCbCr goes up as its
-    planes and is converted there (the same values as on the host); other frames go up as RGB."""
-    planes = [f.ycbcr for f in frames]
-    first = planes[0]
-    same = lambda p: (p.colour, p.turns, p.y.shape, p.cb.shape)  # noqa: E731
-    if first is not None and all(p is not None and same(p) == same(first) for p in planes):
-        y, cb, cr = (
-            torch.from_numpy(np.stack([getattr(p, name) for p in planes])).to(
-                device, non_blocking=True
-            )
-            for name in ("y", "cb", "cr")
-        )
-        rgb = ycbcr_to_rgb_tensor(y, cb, cr, first.colour)  # (3, T, H, W)
-        if first.turns:  # as np.rot90 turns the host's pictures
-            rgb = torch.rot90(rgb, first.turns, dims=(2, 3)).contiguous()
-        return rgb[None]
-    stacked = np.stack([f.rgb for f in frames])
-    top = 255 if stacked.dtype == np.uint8 else 65535
-    if stacked.dtype == np.uint16:
-        stacked = stacked.astype(np.int32)  # torch has no uint16 arithmetic on every device
-    clip = torch.from_numpy(stacked).to(device, non_blocking=True)
-    return clip.permute(3, 0, 1, 2)[None].to(torch.float32).div(top)
-
-
-def write_frame(writer: Writer, image: np.ndarray, pts: int | None) -> None:
-    """Hand one finished frame to its writer: device-made planes where it takes them, else RGB."""
-    if writer.planes_format is None:
-        writer.write(image, pts)
-    else:
-        writer.write_planes(image, pts)
-
-
-def skipped_map(model: SkipSR, result: Result, size: tuple[int, int]) -> Tensor:
-    """Per output pixel, 1 where its token was skipped: (T, 1, H, W) float on the device."""
-    ft, th, tw = model.args.token_pixels
-    skipped = (~result.keep[0]).float()  # (T', H', W') on the padded token grid
-    full = skipped.repeat_interleave(ft, 0).repeat_interleave(th, 1).repeat_interleave(tw, 2)
-    t = result.frames.shape[2]
-    return full[:t, None, : size[0], : size[1]]
-
-
-def finish(frames: list[Tensor], formats: list[OutFormat]) -> list[np.ndarray]:
-    """The output frame, and the tinted mask frame if any, for each writer: uint8 planes in the
-    writer's planes format converted on the frame's device, else (H, W, 3) uint8 RGB."""
-    image = frames[0]  # (3, H, W) in [0, 1]
-    images = [image]
-    if len(frames) > 1:
-        tint = image.new_tensor(MASK_TINT)[:, None, None]
-        alpha = MASK_ALPHA * frames[1]
-        images.append(image * (1 - alpha) + tint * alpha)
-    return [
-        to_integer(img, depth)
-        if pix_fmt is None
-        else rgb_to_planes(img, colour, pix_fmt).cpu().numpy()
-        for img, (colour, pix_fmt, depth) in zip(images, formats, strict=True)
-    ]
-
-
-def to_integer(image: Tensor, depth: int = 8) -> np.ndarray:
-    """(3, H, W) float in [0, 1] -> (H, W, 3) RGB, rounded: uint8 for 8-bit outputs, else uint16
-    over the full 0-65535 range (the writer converts to the output's depth)."""
-    top, dtype = (255, torch.uint8) if depth <= 8 else (65535, torch.int32)
-    out = image.clamp(0, 1).mul(top).round().to(dtype).permute(1, 2, 0).contiguous().cpu()
-    return out.numpy() if depth <= 8 else out.numpy().astype(np.uint16)
