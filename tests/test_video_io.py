@@ -645,3 +645,37 @@ def test_an_mkv_whose_audio_outlasts_its_video_announces_its_own_frames(tmp_path
     src = make_rich_mkv(tmp_path / "in.mkv", frames=6)
     info = probe(src)
     assert info.frame_count == 6 and not info.frames_exact
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("trim.mp4", ["-ss", "0.3", "-i", "SRC", "-c", "copy"]),  # an edit list hides 8 frames
+        ("late.mkv", ["-itsoffset", "0.25", "-i", "SRC", "-c", "copy"]),  # starts at 0.25 s
+    ],
+)
+def test_healthy_files_whose_counts_mislead_are_not_called_damaged(tmp_path, name, args) -> None:
+    """An mp4 trimmed by stream copy counts the frames its edit list hides (decoded, never shown);
+    an mkv whose video starts late tags where it ends, not how long it lasts. Read plainly, both
+    announce more frames than they show, and a healthy file was refused with --strict, warned
+    about, and never split into parts (every farm task failed with exit 3)."""
+    import subprocess
+
+    from damage import ffmpeg_exe
+
+    from skipsr_cli.farm.resume import split_frames
+    from skipsr_cli.media.video_io import DecodeDamage
+    from skipsr_cli.run.pipeline import frames_lost
+
+    ffmpeg = ffmpeg_exe()
+    if ffmpeg is None:
+        pytest.skip("no ffmpeg binary")
+    source = make_clip(tmp_path / "src.mp4", frames=25, audio=False)
+    path = tmp_path / name
+    cmd = [ffmpeg, "-v", "error", *[str(source) if a == "SRC" else a for a in args], str(path)]
+    subprocess.run(cmd, check=True)
+    info, damage = probe(path), DecodeDamage()
+    shown = len(list(read_frames(path, damage, strict=True)))
+    assert 0 < shown <= 25 and (shown < 25) == (name == "trim.mp4")
+    assert frames_lost(info, shown, damage) == 0
+    assert split_frames(path, info) == shown

@@ -135,10 +135,12 @@ def _stream_duration(
     """Seconds: the video stream's own duration where the container stores one (mkv tag, mp4
     header), else the whole file's, which may include a longer audio track. The tag comes first:
     for Matroska, FFmpeg gives every stream the whole file's duration, so an mkv whose audio
-    outlasts its video announced frames it never had, and read as damaged."""
+    outlasts its video announced frames it never had, and read as damaged. The tag says where the
+    stream ends, counted from the file's zero, so a stream that starts late is that much shorter."""
     tagged = _tag_seconds(stream.metadata.get("DURATION"))
     if tagged:
-        return tagged
+        start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        return tagged - start if 0 < start < tagged else tagged
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
     if container.duration:
@@ -302,6 +304,9 @@ class DecodeDamage:
 
     errors: int = 0  # packets the demuxer or the decoder could not read
     first: str | None = None  # the first of those errors, for the message
+    # packets an edit list hides (an mp4 trimmed by stream copy): counted in the container's
+    # frame count, decoded, never shown
+    hidden: int = 0
 
     def note(self, where: str, error: BaseException) -> None:
         self.errors += 1
@@ -423,6 +428,8 @@ def _packets(
             damage.note("reading the file", e)
             yield None
             return
+        if packet.is_discard and packet.size:
+            damage.hidden += 1
         yield packet
 
 
