@@ -533,11 +533,53 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_partial_part(tmp_path):
 
 def test_parts_made_with_other_options_are_refused_naming_the_option(tmp_path):
     """A farm whose nodes ran different versions (or options): the stitch names what differs."""
-    common = {"count": 2, "input": "in.mp4", "fingerprint": "f", "weights": "w", "total_frames": 9}
     for index, overlap in ((1, 4), (2, 0)):
-        manifest = {**common, "index": index, "settings": {"chunk_frames": 16, "overlap": overlap}}
-        (tmp_path / f"part-{index:05d}-of-00002.json").write_text(json.dumps(manifest))
+        settings = {"chunk_frames": 16, "overlap": overlap}
+        write_manifest(tmp_path, index, settings=settings)
     with pytest.raises(InputError, match=r"in settings \(overlap 0, not 4\): .*another version"):
+        read_manifests(tmp_path, tmp_path / "out.mkv")
+
+
+def write_manifest(folder: Path, number: int, **changes: object) -> Path:
+    """Part `number` of 2 of 9 frames' manifest, as a run writes it but for `changes`."""
+    name = f"part-{number:05d}-of-00002"
+    frames = [0, 4] if number == 1 else [4, 9]
+    manifest = {
+        **{"count": 2, "input": "in.mp4", "fingerprint": "f", "weights": "w", "total_frames": 9},
+        **{
+            "index": number,
+            "part": f"{name}.mkv",
+            "frames": frames,
+            "frames_written": frames[1] - frames[0],
+        },
+        **{"settings": {"overlap": 0}, "encoder": {"codec": "libx264"}},
+        **changes,
+    }
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+def test_parts_of_another_encoder_and_changed_or_malformed_manifests_are_refused(tmp_path):
+    """Parts made for two outputs (a VP9 part among x264 ones: joined, they made a file of two
+    codecs with exit 0), a manifest whose range was changed by hand (joined, its timestamps were
+    doubled and skipped), and one that lacks what the stitch reads (a KeyError, exit 1) are each
+    refused with the file named."""
+    write_manifest(tmp_path, 1)
+    write_manifest(tmp_path, 2, encoder={"codec": "libvpx-vp9"})
+    with pytest.raises(InputError, match=r"part 2 .* differs from part 1 in encoder"):
+        read_manifests(tmp_path, tmp_path / "out.mkv")
+    write_manifest(tmp_path, 2, frames=[5, 10])
+    for i in (1, 2):
+        (tmp_path / f"part-{i:05d}-of-00002.mkv").write_bytes(b"x")
+    with pytest.raises(InputError, match=r"part 2 .* holds frames 5:10, but part 2 of 2 owns 4:9"):
+        read_manifests(tmp_path, tmp_path / "out.mkv")
+    for bad in ({"index": None}, {"frames": [4]}, {"part": "../elsewhere.mkv"}, {"count": 0}):
+        path = write_manifest(tmp_path, 2, **bad)
+        with pytest.raises(InputError, match=f"the manifest {path} is not one skipsr wrote"):
+            read_manifests(tmp_path, tmp_path / "out.mkv")
+    path.write_text("[1, 2]")
+    with pytest.raises(InputError, match="is not one skipsr wrote"):
         read_manifests(tmp_path, tmp_path / "out.mkv")
 
 

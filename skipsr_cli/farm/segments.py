@@ -205,18 +205,13 @@ def read_manifests(
     is refused, naming them."""
     if not folder.is_dir():
         raise InputError(f"no parts to stitch for {output}: {folder} does not exist")
-    manifests = []
-    for path in sorted(folder.glob(f"part-*{MANIFEST_SUFFIX}")):
-        try:
-            manifests.append(json.loads(path.read_text()))
-        except (OSError, ValueError) as e:
-            raise InputError(f"cannot read the manifest {path}: {e}") from e
+    manifests = [_manifest(path) for path in sorted(folder.glob(f"part-*{MANIFEST_SUFFIX}"))]
     if not manifests:
         raise InputError(f"no finished parts in {folder}")
     manifests = _one_split(folder, manifests, count)
     first = manifests[0]
     # the input by its fingerprint, not its path: nodes may mount the storage apart
-    for key in ("count", "fingerprint", "settings", "weights", "total_frames"):
+    for key in ("count", "fingerprint", "settings", "encoder", "weights", "total_frames"):
         values = [json.dumps(m.get(key), sort_keys=True) for m in manifests]
         usual = max(values, key=values.count)  # the odd part is named, not the first
         if values.count(usual) < len(values):
@@ -248,12 +243,46 @@ def read_manifests(
                 "SHA-256 differs): replaced or damaged since; render it again"
             )
         start, stop = m["frames"]
+        owned = Segment(m["index"], m["count"]).frames(m["total_frames"])
+        if (start, stop) != owned:
+            raise InputError(
+                f"part {m['index']} ({part.name}) says it holds frames {start}:{stop}, but part "
+                f"{m['index']} of {m['count']} owns {owned[0]}:{owned[1]}: its manifest was "
+                "changed since; render it again"
+            )
         if m["frames_written"] != stop - start:
             raise InputError(
                 f"part {m['index']} ({part.name}) holds {m['frames_written']} frames, "
                 f"its range {start}:{stop} has {stop - start}"
             )
     return [have[i] for i in range(1, first["count"] + 1)]
+
+
+# what every manifest holds, and of what kind: the stitch reads these before it trusts a part
+_REQUIRED = {"index": int, "count": int, "part": str, "frames_written": int, "total_frames": int}
+
+
+def _manifest(path: Path) -> dict:
+    """A part's manifest, read and checked for the keys the stitch relies on (InputError)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read the manifest {path}: {e}") from e
+    frames = record.get("frames") if isinstance(record, dict) else None
+    if not (
+        isinstance(record, dict)
+        and all(isinstance(record.get(k), kind) for k, kind in _REQUIRED.items())
+        and isinstance(frames, list)
+        and len(frames) == 2
+        and all(isinstance(f, int) for f in frames)
+        and 1 <= record["index"] <= record["count"] <= record["total_frames"]
+        and record["part"] == Path(record["part"]).name  # a file of the folder, nowhere else
+    ):
+        raise InputError(
+            f"the manifest {path} is not one skipsr wrote (a key it needs is missing or of the "
+            "wrong kind): render that part again"
+        )
+    return record
 
 
 def _one_split(folder: Path, manifests: list[dict], count: int | None) -> list[dict]:
