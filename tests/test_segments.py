@@ -705,3 +705,23 @@ def test_a_task_writes_its_part_where_another_took_the_folder_back_as_it_began(
         "part-00001-of-00002.json",
         "part-00001-of-00002.mkv",
     ]
+
+
+def test_a_part_holds_the_video_alone_and_the_stitch_adds_the_rest(debug, tmp_path):
+    """A part leaves the source's other streams, tags and chapters to the stitch, which copies
+    them once into OUTPUT: a part that copied them too warned about streams its own .mkv cannot
+    hold, a container the user never named."""
+    from media import make_rich_mkv
+
+    src = make_rich_mkv(tmp_path / "in.mkv", frames=12)
+    out = tmp_path / "out.mkv"
+    for i in (1, 2):
+        api.upscale(src, out, model=debug, segment=f"{i}/2")
+    with av.open(str(tmp_path / "out.mkv.parts" / "part-00001-of-00002.mkv")) as part:
+        assert [s.type for s in part.streams] == ["video"] and not part.chapters()
+        assert "title" not in part.metadata
+    assert api.stitch(out) == 12
+    with av.open(str(src)) as a, av.open(str(out)) as b:
+        assert [s.type for s in b.streams] == [s.type for s in a.streams]
+        assert len(b.chapters()) == len(a.chapters()) == 2
+        assert b.metadata.get("title") == a.metadata.get("title")

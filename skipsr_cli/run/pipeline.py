@@ -274,7 +274,9 @@ def open_writers(
         sar=output_sar(info, w, h),  # the pixel shape that keeps the input's display aspect
     )
     streams = dict(
-        copy_audio_from=None if info.sequence else job.input,  # a sequence has nothing to copy
+        # a sequence has nothing to copy; a part of a run in parts leaves the input's other
+        # streams, tags and chapters to the stitch, which copies them once into OUTPUT
+        copy_audio_from=None if info.sequence or job.encode.stitchable else job.input,
         hdr=info.hdr,  # HDR10 static metadata, for the output only
         copy_audio=job.copy_audio,
         copy_subtitles=job.copy_subtitles,
