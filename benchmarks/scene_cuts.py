@@ -8,7 +8,10 @@ scores across cuts, and how many pairs the module's thresholds call a cut on eit
 `shot_starts` itself, which drops flashes: on 4 + 4 frames around every join, and on flashes of
 1 to FLASH frames washed towards white in each clip.
 
-Usage: python3 benchmarks/scene_cuts.py FOLDER... [--max 120]
+With --pq, every clip is first coded as PQ (HDR10) codes the same light, SDR's white at 203 nits,
+and `shot_starts` runs both on those codes as they are and told they are PQ.
+
+Usage: python3 benchmarks/scene_cuts.py FOLDER... [--max 120] [--pq]
 """
 
 from __future__ import annotations
@@ -63,9 +66,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--max", type=int, default=120)
+    parser.add_argument("--pq", action="store_true", help="code the clips as PQ first")
     args = parser.parse_args()
     clips = {p: frames_of(p, args.max) for p in clips_under(args.folders)}
-    clips = {p: c for p, c in clips.items() if c.shape[0] >= 2}
+    clips = {p: to_pq(c) if args.pq else c for p, c in clips.items() if c.shape[0] >= 2}
     print(f"{len(clips)} clips, {sum(c.shape[0] for c in clips.values())} frames")
     print("| clip | frames | highest change | highest shift | pairs called a cut |")
     print("|---|---|---|---|---|")
@@ -103,13 +107,14 @@ def main() -> None:
         f"  shift: median {statistics.median(within_shift):.3f}, 99th {q(within_shift, 0.99):.3f}, max {max(within_shift):.3f}"
     )
     print(f"cuts made: {len(cut_change)}, missed: {missed}")
-    joins, flashes = module_rule(list(clips.values()))
-    print(
-        f"  through shot_starts (flashes dropped), 4 + 4 frames around each join: {joins[0]} "
-        f"missed, {joins[1]} found elsewhere"
-    )
-    for n, (tried, cut) in flashes.items():
-        print(f"flashes of {n} frame(s) washed out in each clip: {tried} made, {cut} cut")
+    for transfer in (None, scenes.PQ) if args.pq else (None,):
+        joins, flashes = module_rule(list(clips.values()), transfer)
+        print(
+            f"  through shot_starts (flashes dropped; transfer {transfer}), 4 + 4 frames around "
+            f"each join: {joins[0]} missed, {joins[1]} found elsewhere"
+        )
+        for n, (tried, cut) in flashes.items():
+            print(f"flashes of {n} frame(s) washed out in each clip: {tried} made, {cut} cut")
     print(
         f"  change: min {min(cut_change):.3f}, 1st {q(cut_change, 0.01):.3f}, median {statistics.median(cut_change):.3f}"
     )
@@ -133,17 +138,25 @@ def main() -> None:
         print(f"thresholds {change_t}/{shift_t}: {fp} false cuts, {fn} missed")
 
 
-def module_rule(clips: list[torch.Tensor]) -> tuple[tuple[int, int], dict[int, tuple[int, int]]]:
-    """`shot_starts` itself, flashes dropped: on the last 4 frames of each clip joined to the
-    first 4 of every other, (joins whose cut it misses, joins where it cuts elsewhere too); and
-    on 16 frames of each clip with 1 .. FLASH frames from the 6th washed towards white, as a
-    flash does, {frames: (flashes made, flashes it cut)}."""
+def to_pq(frames: torch.Tensor) -> torch.Tensor:
+    """SDR-coded frames (BT.1886's gamma) as PQ codes the same light, SDR's white at 203 nits."""
+    y = (frames.clamp(0, 1) ** 2.4 * scenes.REFERENCE_WHITE / 10000) ** 0.1593017578125
+    return ((0.8359375 + 18.8515625 * y) / (1 + 18.6875 * y)) ** 78.84375
+
+
+def module_rule(
+    clips: list[torch.Tensor], transfer: int | None = None
+) -> tuple[tuple[int, int], dict[int, tuple[int, int]]]:
+    """`shot_starts` itself, flashes dropped, reading the clips as coded with `transfer`: on the
+    last 4 frames of each clip joined to the first 4 of every other, (joins whose cut it misses,
+    joins where it cuts elsewhere too); and on 16 frames of each clip with 1 .. FLASH frames from
+    the 6th washed towards white, as a flash does, {frames: (flashes made, flashes it cut)}."""
     missed = elsewhere = 0
     for i, a in enumerate(clips):
         for j, b in enumerate(clips):
             if i != j:
                 join = torch.cat((a[-4:], b[:4]))
-                starts = scenes.shot_starts(join.transpose(0, 1)[None])
+                starts = scenes.shot_starts(join.transpose(0, 1)[None], transfer=transfer)
                 missed += len(a[-4:]) not in starts
                 elsewhere += any(s != len(a[-4:]) for s in starts)
     flashes = {}
@@ -154,7 +167,7 @@ def module_rule(clips: list[torch.Tensor]) -> tuple[tuple[int, int], dict[int, t
                 x = clip[:16].clone()
                 x[5 : 5 + n] = x[5 : 5 + n] * 0.3 + 0.7
                 made += 1
-                cut += bool(scenes.shot_starts(x.transpose(0, 1)[None]))
+                cut += bool(scenes.shot_starts(x.transpose(0, 1)[None], transfer=transfer))
         flashes[n] = (made, cut)
     return (missed, elsewhere), flashes
 

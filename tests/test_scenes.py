@@ -58,6 +58,7 @@ def test_a_cut_is_found_where_the_shot_changes():
     assert shot_starts(as_clip(two_shots()), step=5) == [15]
     assert shot_starts(as_clip(two_shots()[CUT - 2 :]), step=4) == [4]
     assert shot_starts(as_clip(two_shots()[1 : CUT + 1]), step=4) == []  # in the last token
+    assert shot_starts(as_clip(two_shots()[3 : CUT + 1]), step=4) == []  # in a last, short one
 
 
 def test_a_shot_with_motion_is_not_cut():

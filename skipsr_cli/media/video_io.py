@@ -304,9 +304,7 @@ class DecodeDamage:
 
     errors: int = 0  # packets the demuxer or the decoder could not read
     first: str | None = None  # the first of those errors, for the message
-    # packets an edit list hides (an mp4 trimmed by stream copy): counted in the container's
-    # frame count, decoded, never shown
-    hidden: int = 0
+    hidden: int = 0  # packets an edit list hides: in an mp4's frame count, never shown
 
     def note(self, where: str, error: BaseException) -> None:
         self.errors += 1

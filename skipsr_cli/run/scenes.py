@@ -73,7 +73,9 @@ def shot_starts(lr: Tensor, step: int = 1, transfer: int | None = None) -> list[
             found.add(j)
         else:  # frames j .. j + back - 1 flashed; the way back out of them is no cut either
             flashes.update(range(j, j + back + 1))
-    return sorted({-(-j // step) * step for j in found} - {frames})  # no split past the end
+    return sorted(
+        s for s in {-(-j // step) * step for j in found} if s < frames
+    )  # none past the end
 
 
 def sdr_like(frames: Tensor) -> Tensor:
