@@ -581,6 +581,10 @@ def test_parts_of_another_encoder_and_changed_or_malformed_manifests_are_refused
     path.write_text("[1, 2]")
     with pytest.raises(InputError, match="is not one skipsr wrote"):
         read_manifests(tmp_path, tmp_path / "out.mkv")
+    # a run's own split (count) passes over another split's manifests, whatever they hold
+    write_manifest(tmp_path, 2)
+    (tmp_path / "part-00001-of-00003.json").write_text('{"count": 3}')
+    assert [m["index"] for m in read_manifests(tmp_path, tmp_path / "out.mkv", count=2)] == [1, 2]
 
 
 def test_the_stitch_never_writes_over_what_it_joins(clip, debug, tmp_path):

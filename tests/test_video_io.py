@@ -23,6 +23,7 @@ from media import (
     writer_like,
 )
 
+from skipsr_cli import api
 from skipsr_cli.errors import InputError, OutputError, UsageError
 from skipsr_cli.media.encoding import EncodeOptions, validate_encode_options
 from skipsr_cli.media.video_io import probe, read_frames
@@ -654,11 +655,14 @@ def test_an_mkv_whose_audio_outlasts_its_video_announces_its_own_frames(tmp_path
         ("late.mkv", ["-itsoffset", "0.25", "-i", "SRC", "-c", "copy"]),  # starts at 0.25 s
     ],
 )
-def test_healthy_files_whose_counts_mislead_are_not_called_damaged(tmp_path, name, args) -> None:
+def test_healthy_files_whose_counts_mislead_are_not_called_damaged(
+    tmp_path, name, args, debug_model
+) -> None:
     """An mp4 trimmed by stream copy counts the frames its edit list hides (decoded, never shown);
     an mkv whose video starts late tags where it ends, not how long it lasts. Read plainly, both
     announce more frames than they show, and a healthy file was refused with --strict, warned
-    about, and never split into parts (every farm task failed with exit 3)."""
+    about, and never split into parts (every farm task failed with exit 3); a range to the end
+    was called damaged too."""
     import subprocess
 
     from damage import ffmpeg_exe
@@ -677,5 +681,8 @@ def test_healthy_files_whose_counts_mislead_are_not_called_damaged(tmp_path, nam
     info, damage = probe(path), DecodeDamage()
     shown = len(list(read_frames(path, damage, strict=True)))
     assert 0 < shown <= 25 and (shown < 25) == (name == "trim.mp4")
+    assert info.frame_count == shown and info.frames_exact == (name == "trim.mp4")
     assert frames_lost(info, shown, damage) == 0
     assert split_frames(path, info) == shown
+    tail = api.upscale(path, tmp_path / "tail.mkv", model=debug_model, frames=f"{shown - 5}:")
+    assert tail.frames == 5 and tail.frames_lost == 0 and not tail.warnings

@@ -29,7 +29,7 @@ from skipsr_cli.farm.segments import (
 )
 from skipsr_cli.media.encoding import EncodeOptions, check_container
 from skipsr_cli.media.image_io import is_image_output
-from skipsr_cli.media.joiner import join_videos, source_packets
+from skipsr_cli.media.joiner import join_videos, source_timestamps
 from skipsr_cli.media.partials import stops_held
 from skipsr_cli.media.video_io import DecodeDamage, probe
 from skipsr_cli.media.video_writer import same_file
@@ -76,9 +76,8 @@ def render_segment(
         codec = encode_options_of(opts, output).codec
         check_container(output, codec, "output", info.time_base, info.rate)
     if total is None:  # a farm's task: it counts, and refuses what --segments refuses
-        stamps, _, hidden = source_packets(input)
-        total = len(stamps)
-        if pipeline.frames_lost(info, total, DecodeDamage(hidden=hidden)):
+        total = len(source_timestamps(input)[0])
+        if pipeline.frames_lost(info, total, DecodeDamage()):
             raise InputError(
                 f"{input} holds {total} frames, fewer than the {info.frame_count} it announces "
                 "(cut short or damaged), so it cannot be split into parts: upscale it without "

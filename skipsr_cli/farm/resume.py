@@ -23,7 +23,7 @@ from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.progress import WholeRun
 from skipsr_cli.farm.segments import MANIFEST_SUFFIX, model_hash, work_folder
 from skipsr_cli.media.image_io import is_image_output
-from skipsr_cli.media.joiner import source_packets, source_timestamps
+from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.media.video_io import DecodeDamage, VideoInfo
 from skipsr_cli.run.options import UpscaleOptions
 from skipsr_cli.run.pipeline import frames_lost
@@ -55,11 +55,11 @@ def resumable(input: Path, output: Path, opts: UpscaleOptions, frames: int | Non
 
 def split_frames(input: Path, info: VideoInfo) -> int | None:
     """The frames a split of the input counts (its video packets), or None where it holds fewer
-    than it announces (a count estimated from the duration may be a frame or so off): a file cut
+    than it announces (a count estimated from the duration may be two frames off): a file cut
     short runs in one piece, where the frames it lost are counted and said (with --strict, exit
     3), not split into parts its tail cannot fill."""
-    stamps, _, hidden = source_packets(input)
-    return len(stamps) if frames_lost(info, len(stamps), DecodeDamage(hidden=hidden)) == 0 else None
+    packets = len(source_timestamps(input)[0])
+    return packets if frames_lost(info, packets, DecodeDamage()) == 0 else None
 
 
 def part_count(total: int, workers: int = 1) -> int:

@@ -205,10 +205,12 @@ def read_manifests(
     is refused, naming them."""
     if not folder.is_dir():
         raise InputError(f"no parts to stitch for {output}: {folder} does not exist")
-    manifests = [_manifest(path) for path in sorted(folder.glob(f"part-*{MANIFEST_SUFFIX}"))]
-    if not manifests:
+    records = [(path, _read(path)) for path in sorted(folder.glob(f"part-*{MANIFEST_SUFFIX}"))]
+    if not records:
         raise InputError(f"no finished parts in {folder}")
-    manifests = _one_split(folder, manifests, count)
+    if count is not None:  # another split's manifests are passed over, whatever they hold
+        records = [(p, r) for p, r in records if isinstance(r, dict) and r.get("count") == count]
+    manifests = _one_split(folder, [_checked(path, record) for path, record in records], count)
     first = manifests[0]
     # the input by its fingerprint, not its path: nodes may mount the storage apart
     for key in ("count", "fingerprint", "settings", "encoder", "weights", "total_frames"):
@@ -262,12 +264,15 @@ def read_manifests(
 _REQUIRED = {"index": int, "count": int, "part": str, "frames_written": int, "total_frames": int}
 
 
-def _manifest(path: Path) -> dict:
-    """A part's manifest, read and checked for the keys the stitch relies on (InputError)."""
+def _read(path: Path) -> object:
     try:
-        record = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read the manifest {path}: {e}") from e
+
+
+def _checked(path: Path, record: object) -> dict:
+    """A part's manifest, checked for the keys the stitch relies on (InputError naming it)."""
     frames = record.get("frames") if isinstance(record, dict) else None
     if not (
         isinstance(record, dict)

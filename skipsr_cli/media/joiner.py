@@ -28,22 +28,14 @@ from skipsr_cli.media.video_writer import check_target, partial_path
 def source_timestamps(path: Path) -> tuple[list[int], Fraction]:
     """Presentation timestamps of the source's video frames, in order, and their time base: a
     packet each, but those an edit list drops (decoded, never shown)."""
-    stamps, time_base, _ = source_packets(path)
-    return stamps, time_base
-
-
-def source_packets(path: Path) -> tuple[list[int], Fraction, int]:
-    """`source_timestamps`, and how many packets an edit list hides (an mp4's frame count holds
-    them), from one pass over the file."""
     with open_input(path) as container:
         stream = container.streams.video[0]
-        stamps, hidden = [], 0
-        for p in container.demux(stream):
-            if p.size and p.is_discard:
-                hidden += 1
-            elif p.size and p.pts is not None:
-                stamps.append(p.pts)
-        return sorted(stamps), Fraction(stream.time_base), hidden
+        stamps = sorted(
+            p.pts
+            for p in container.demux(stream)
+            if p.pts is not None and p.size and not p.is_discard
+        )
+        return stamps, Fraction(stream.time_base)
 
 
 def join_videos(

@@ -58,7 +58,7 @@ class VideoInfo:
     frame_numbers: tuple[int, ...] | None = None  # a sequence's numbers, for the output's names
     hdr: HdrMetadata | None = None  # mastering display and content light levels, if any
     # frame_count is the container's own count (mp4's sample table, a sequence's files), not an
-    # estimate from the duration, which may be a frame off on a healthy file
+    # estimate from the duration, which may be two frames off on a healthy file
     frames_exact: bool = False
 
 
@@ -133,14 +133,14 @@ def _stream_duration(
     container: av.container.InputContainer, stream: av.VideoStream
 ) -> float | None:
     """Seconds: the video stream's own duration where the container stores one (mkv tag, mp4
-    header), else the whole file's, which may include a longer audio track. The tag comes first:
-    for Matroska, FFmpeg gives every stream the whole file's duration, so an mkv whose audio
-    outlasts its video announced frames it never had, and read as damaged. The tag says where the
-    stream ends, counted from the file's zero, so a stream that starts late is that much shorter."""
+    header), else the whole file's, which may include a longer audio track (FFmpeg gives each
+    Matroska stream the file's). FFmpeg's muxer tags where a stream ends, counted from the file's
+    zero, so one that starts late is that much shorter; mkvmerge's tag is the length already."""
     tagged = _tag_seconds(stream.metadata.get("DURATION"))
     if tagged:
         start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-        return tagged - start if 0 < start < tagged else tagged
+        ffmpeg = str(container.metadata.get("ENCODER", "")).startswith("Lavf")
+        return tagged - start if ffmpeg and 0 < start < tagged else tagged
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
     if container.duration:
@@ -163,11 +163,12 @@ def probe(path: Path) -> VideoInfo:
         if rate is None:
             raise InputError(f"cannot read {path}: the video stream has no frame rate")
         duration = _stream_duration(container, stream)
-        frame_count: int | None = stream.frames or None
+        ctx = stream.codec_context
+        rotation, hdr, hidden = _first_frame_facts(container, stream)
+        # an mp4 counts the frames its edit list hides (decoded, never shown) among its own
+        frame_count: int | None = stream.frames - hidden if stream.frames else None
         if frame_count is None and duration is not None:
             frame_count = round(duration * rate)
-        ctx = stream.codec_context
-        rotation, hdr = _first_frame_facts(container, stream)
         width, height, sar = ctx.width, ctx.height, _sample_aspect(stream)
         if width <= 0 or height <= 0:  # a damaged header: no picture can be made of it
             raise InputError(f"cannot read {path}: the video stream has no picture size")
@@ -235,15 +236,19 @@ def _read_sequence(files: list[Path], start: int = 0) -> Iterator[DecodedFrame]:
 
 def _first_frame_facts(
     container: av.container.InputContainer, stream: av.VideoStream
-) -> tuple[int, HdrMetadata | None]:
-    """What only a decoded frame tells: its display rotation (a multiple of 90 degrees; phones
-    carry it as a display matrix) and its HDR10 metadata. (0, None) if it cannot be decoded."""
+) -> tuple[int, HdrMetadata | None, int]:
+    """What only a decoded frame tells: its display rotation (a multiple of 90 degrees) and HDR10
+    metadata, (0, None) if it cannot be decoded; and the packets an edit list hides, all before
+    the first frame shown (frames leave the decoder in presentation order)."""
+    hidden = 0
     try:
-        for frame in container.decode(stream):
-            return _quarter_turns(frame.rotation) * 90, _hdr_metadata(frame)
+        for packet in container.demux(stream):
+            hidden += bool(packet.is_discard and packet.size)
+            for frame in packet.decode():  # the end of the file's packet flushes the decoder
+                return _quarter_turns(frame.rotation) * 90, _hdr_metadata(frame), hidden
     except AV_ERRORS:
-        return 0, None
-    return 0, None
+        pass
+    return 0, None, hidden
 
 
 def _hdr_metadata(frame: av.VideoFrame) -> HdrMetadata | None:
@@ -296,15 +301,12 @@ def _sample_aspect(stream: av.VideoStream) -> Fraction | None:
 
 @dataclass
 class DecodeDamage:
-    """What a decode met on its way: packets the decoder refused and a file that ends early.
-
-    The decoder fills it in as it goes (in its own thread); the pipeline reads it once the last
-    frame is out, to say how many frames were lost.
-    """
+    """What a decode met on its way: packets the decoder refused and a file that ends early. The
+    decoder fills it in as it goes (in its own thread); the pipeline reads it once the last frame
+    is out, to say how many frames were lost."""
 
     errors: int = 0  # packets the demuxer or the decoder could not read
     first: str | None = None  # the first of those errors, for the message
-    hidden: int = 0  # packets an edit list hides: in an mp4's frame count, never shown
 
     def note(self, where: str, error: BaseException) -> None:
         self.errors += 1
@@ -426,8 +428,6 @@ def _packets(
             damage.note("reading the file", e)
             yield None
             return
-        if packet.is_discard and packet.size:
-            damage.hidden += 1
         yield packet
 
 

@@ -225,11 +225,10 @@ def pipeline_waits(frames: object, sink: Sink) -> dict[str, float]:
 def frames_lost(info: VideoInfo, decoded: int, damage: DecodeDamage) -> int:
     """Frames the input announced but did not give, or packets it could not decode: the larger.
 
-    Frames an edit list hides are announced but never shown, so they are not missing. A count
-    estimated from the duration (Matroska, MPEG-TS) may be a frame or two off on a healthy file
-    (a variable frame rate's last frame lasts longer), so a shortfall of that size alone is not
-    called damage there."""
-    shortfall = max(0, (info.frame_count or 0) - damage.hidden - decoded)
+    A count estimated from the duration (Matroska, MPEG-TS) may be a frame or two off on a
+    healthy file (a variable frame rate's last frame lasts longer), so a shortfall of that size
+    alone is not called damage there."""
+    shortfall = max(0, (info.frame_count or 0) - decoded)
     if not info.frames_exact and shortfall <= max(2, (info.frame_count or 0) // 50):
         shortfall = 0
     return max(shortfall, damage.errors)
