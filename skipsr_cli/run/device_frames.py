@@ -67,7 +67,8 @@ def skipped_map(model: SkipSR, result: Result, size: tuple[int, int]) -> Tensor:
 
 def finish(frames: list[Tensor], formats: list[OutFormat]) -> list[np.ndarray]:
     """The output frame, and the tinted mask frame if any, for each writer: uint8 planes in the
-    writer's planes format converted on the frame's device, else (H, W, 3) uint8 RGB."""
+    writer's planes format converted on the frame's device, else (H, W, 3) RGB at the writer's
+    depth (uint8, or uint16 above 8 bits)."""
     image = frames[0]  # (3, H, W) in [0, 1]
     images = [image]
     if len(frames) > 1:
