@@ -729,3 +729,18 @@ def test_a_part_holds_the_video_alone_and_the_stitch_adds_the_rest(debug, tmp_pa
         assert [s.type for s in b.streams] == [s.type for s in a.streams]
         assert len(b.chapters()) == len(a.chapters()) == 2
         assert b.metadata.get("title") == a.metadata.get("title")
+
+
+@pytest.mark.parametrize("suffix", [".mov", ".mkv"])
+def test_a_run_in_parts_keeps_the_start_timecode(debug, tmp_path, suffix):
+    """A camera's start timecode survives the stitch as it survives a whole run (a timecode track
+    in mov, a tag on the video in mkv); stitched outputs used to lose it."""
+    src = make_clip(tmp_path / "in.mov", frames=12, audio=True, timecode="01:02:03:04")
+    out = tmp_path / f"out{suffix}"
+    api.upscale(src, out, model=debug, segments=2)
+    with av.open(str(out)) as c:
+        tags = {k.lower(): v for k, v in c.streams.video[0].metadata.items()}
+        assert tags.get("timecode") == "01:02:03:04"
+        data = [s for s in c.streams if s.type == "data"]
+        assert len(data) == (0 if suffix == ".mkv" else 1)
+        assert all(s.metadata.get("timecode") == "01:02:03:04" for s in data)

@@ -76,6 +76,8 @@ def join_videos(
                 audio_kbps=audio_kbps,
             )
             stack.callback(copier.close)
+            if copier.timecode:  # the source's start timecode, as a whole run keeps it
+                video.metadata["timecode"] = copier.timecode
             ranks = [_ranks(path) for path, _ in pieces]
             depth = max(reorder_depth(r) for r in ranks)
             muxer = _PieceMuxer(stamps, time_base, video, out, copier, depth, rate)
