@@ -72,6 +72,18 @@ def _recording(inner: Callable, record: list[float], device: torch.device) -> Ca
     return call
 
 
+def device_and_base(name: str) -> tuple[torch.device, torch.nn.Module]:
+    """The device named (a GPU made current, its host asleep while it waits, as a run's) and
+    `base` on it in the precision a run takes there."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        device = torch.device("cuda", device.index or 0)
+        torch.cuda.set_device(device)
+        sleep_while_waiting(device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return device, load_model("base", device=device, dtype=dtype)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("clip")
@@ -79,13 +91,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        device = torch.device("cuda", device.index or 0)
-        torch.cuda.set_device(device)
-        sleep_while_waiting(device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = load_model("base", device=device, dtype=dtype)
+    device, model = device_and_base(args.device)
     chunks = clip_chunks(args.clip, args.chunks, args.frames)
     h, w = chunks[0].shape[1:3]
     size = (2 * h, 2 * w)

@@ -18,13 +18,11 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from call_cpu import clip_chunks, timed
+from call_cpu import clip_chunks, device_and_base, timed
 
 from models.skipsr import Settings
-from skipsr_cli.run.host_waits import sleep_while_waiting
 from skipsr_cli.run.options import FRAME_SLICE
 from skipsr_cli.run.scenes import shot_starts
-from skipsr_cli.weights import load_model
 
 
 def main() -> None:
@@ -35,13 +33,7 @@ def main() -> None:
     parser.add_argument("--size", default=None, help="resize the chunks to WxH on the device")
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        device = torch.device("cuda", device.index or 0)
-        torch.cuda.set_device(device)
-        sleep_while_waiting(device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = load_model("base", device=device, dtype=dtype)
+    device, model = device_and_base(args.device)
     settings = Settings(frame_slice=FRAME_SLICE)
     step = model.args.token_pixels[0]
     clips = []
