@@ -73,9 +73,8 @@ def shot_starts(lr: Tensor, step: int = 1, transfer: int | None = None) -> list[
             found.add(j)
         else:  # frames j .. j + back - 1 flashed; the way back out of them is no cut either
             flashes.update(range(j, j + back + 1))
-    return sorted(
-        s for s in {-(-j // step) * step for j in found} if s < frames
-    )  # none past the end
+    starts = {-(-j // step) * step for j in found}  # on to the end of the token holding it
+    return sorted(s for s in starts if s < frames)  # none past a short chunk's end
 
 
 def sdr_like(frames: Tensor) -> Tensor:
