@@ -169,3 +169,14 @@ def test_an_edit_list_that_drops_frames_is_seeked_by_the_frames_it_shows(tmp_pat
             np.array_equal(a.rgb, b.rgb) and a.pts == b.pts
             for a, b in zip(part, whole[start:], strict=True)
         )
+
+
+def test_a_range_past_an_estimated_end_is_no_damage(debug, tmp_path):
+    """An mkv's frame count is estimated from its duration; a farm's last range that overshoots
+    it stops at the end without calling the file damaged, also with --strict."""
+    src = make_clip(tmp_path / "in.mkv", frames=25, audio=False)
+    assert not probe(src).frames_exact
+    job = UpscaleJob(src, tmp_path / "tail.mkv", frames=(20, 40), strict=True)
+    summary = upscale(debug, prepare(job), torch.device("cpu"), torch.float32, emit=lambda e: None)
+    assert summary.frames == 5 and summary.frames_lost == 0
+    assert not any("damaged" in w for w in summary.warnings)

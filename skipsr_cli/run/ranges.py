@@ -43,11 +43,9 @@ VIDEO_ONLY = (
 
 def range_view(info: VideoInfo, frames: tuple[int, int | None]) -> tuple[VideoInfo, list[str]]:
     """What the run sees of the input inside the range: its length and frame numbers (a range past
-    the end stops at the end, as farms' last chunks overshoot), and the notes for the summary.
-    Only an exact count (a container's own) bounds the range: an estimate from the duration may
-    be a few frames short, and the decode finds the end instead."""
+    the end stops at the end, as farms' last chunks overshoot), and the notes for the summary."""
     start, stop = frames
-    count = info.frame_count if info.frames_exact else None
+    count = info.frame_count
     if count is not None:
         if start >= count:
             end = "" if stop is None else stop
