@@ -103,3 +103,24 @@ def test_a_sender_sends_the_start_and_frames_at_most_once_a_period():
         (3, 1, "Advanced"),
     ]
     assert board[1][2].frames == 8
+
+
+def test_the_run_is_named_once_though_every_parts_start_is_read_after_its_end():
+    """A short part ends before the driver reads its Started from the board (so it is dropped);
+    the driver's own `begin`, before any part starts, names the run all the same, with the frames
+    left after an earlier run's parts."""
+    events: list = []
+    run = WholeRun(events.append, Path("in.mp4"), Path("out.mkv"), 60, "Ray, 2 actor(s)")
+    watch = Watch(InstantRay(), run.event, lambda index: index in run.summaries)
+    run.skip(20)  # an earlier run finished a part
+    run.begin((64, 48), (128, 96))
+    for index in (2, 3):
+        Sender(*watch.sender(index, 1)[:3], every=0.0)(started())
+        run.event(index, summary(20))  # the part's result comes before the board is read
+    watch.read()
+    watch.read()
+    (named,) = [e for e in events if isinstance(e, Started)]
+    assert named == Started(
+        Path("in.mp4"), Path("out.mkv"), 40, (64, 48), (128, 96), "Ray, 2 actor(s)"
+    )
+    assert events[0] is named

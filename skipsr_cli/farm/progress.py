@@ -53,19 +53,7 @@ class WholeRun:
         times = self.times.setdefault(index, [None, None, None])
         if isinstance(event, Started):
             times[0] = now
-            if not self.started:
-                self.started = True
-                device = self.device or event.device
-                self.progress(
-                    Started(
-                        self.input,
-                        self.output,
-                        self.to_render,
-                        event.in_size,
-                        event.out_size,
-                        device,
-                    )  # fmt: skip
-                )
+            self.begin(event.in_size, event.out_size, event.device)
         elif isinstance(event, Advanced):
             if times[1] is None and event.frames > 0:
                 times[1] = now
@@ -75,6 +63,16 @@ class WholeRun:
             times[2] = now
             self.summaries[index] = event
             self.frames[index] = (event.frames, event.skip_ratio)
+
+    def begin(self, in_size: tuple[int, int], out_size: tuple[int, int], device: str = "") -> None:
+        """The whole run's Started, shown once: by its driver before any part starts, where the
+        parts' own Started may come late or not at all (on Ray, a short part's can be read after
+        its end and dropped), else with the first part's."""
+        if self.started:
+            return
+        self.started = True
+        device = self.device or device
+        self.progress(Started(self.input, self.output, self.to_render, in_size, out_size, device))
 
     def retried(self, index: int, attempt: int, warning: str) -> None:
         """Part `index` is sent again, as its attempt `attempt`; `warning` says why, among the

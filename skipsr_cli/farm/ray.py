@@ -53,7 +53,9 @@ from skipsr_cli.farm.segments import model_hash
 from skipsr_cli.media.cpu_share import apply_cpu_share, host_cores
 from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.media.partials import identity, note_placing
-from skipsr_cli.run.options import UpscaleOptions, load_network, resolve_dtype
+from skipsr_cli.media.video_io import probe
+from skipsr_cli.run.options import UpscaleOptions, load_network, parse_size, resolve_dtype
+from skipsr_cli.run.pipeline import output_size
 from skipsr_cli.run.progress import Advanced, Event, Summary
 
 CONNECT_S = 10  # to reach a named cluster's head before Ray is asked to attach
@@ -258,6 +260,9 @@ def upscale_on_ray(
     opts, ray, gpus = _start(opts, address)
     count = workers or gpus or 1
     total = len(source_timestamps(input)[0])
+    info = probe(input)
+    size = parse_size(opts.size) if isinstance(opts.size, str) else opts.size
+    sizes = (info.width, info.height), output_size(info, opts.scale, size)
     if parts is None:
         parts = farm.finished_split(input, output, opts, total) or part_count(total, count)
     parts = min(parts, total)  # no empty part
@@ -274,6 +279,7 @@ def upscale_on_ray(
             an earlier run finished are left out of the run's total before any part starts."""
             todo, done = farm.parts_left(input, output, opts, parts, weights[0])
             run.skip(done)
+            run.begin(*sizes)  # now, not with a part's own Started: those come late on Ray
             return [(str(input), str(output), i, parts, total) for i in todo]
 
         def send(actor: Any, job: tuple, attempt: int) -> Any:
