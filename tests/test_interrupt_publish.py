@@ -112,14 +112,14 @@ def test_a_stop_after_the_stitch_ends_as_the_single_file_run_does(
     monkeypatch.setattr(resume, "RESUME_FRAMES", 10)
     monkeypatch.setattr(resume, "FRAMES_PER_PART", 6)
     make_clip(tmp_path / "in.mp4", frames=14, audio=False)
-    empty = farm_parts._empty
+    empty = farm_parts.empty_work_folder
 
     def stopped_while_emptying(folder: Path) -> None:
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)
         empty(folder)
 
-    monkeypatch.setattr(farm_parts, "_empty", stopped_while_emptying)
+    monkeypatch.setattr(farm_parts, "empty_work_folder", stopped_while_emptying)
     code, err = run(["upscale", "in.mp4", "out.mkv", *ARGS, "--chunk-frames", "8"], capsys)
     assert (code, err) == (130, "skipsr: interrupted; out.mkv was written\n")
     assert names(tmp_path) == ["in.mp4", "out.mkv"]

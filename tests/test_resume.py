@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import random
 import signal
@@ -18,6 +19,7 @@ import pytest
 from media import make_clip
 
 from skipsr_cli import api
+from skipsr_cli.cli import main
 from skipsr_cli.errors import OutputError, UsageError
 from skipsr_cli.farm import parts as farm_parts
 from skipsr_cli.farm import resume
@@ -196,6 +198,67 @@ def test_sigkill_at_five_random_points_then_rerun_gives_the_whole_run(tmp_path):
     a, b = frames(out), frames(tmp_path / "whole.mkv")
     assert len(a[0]) == 41 and all(np.array_equal(x, y) for x, y in zip(a[0], b[0], strict=True))
     assert a[1] == pytest.approx(b[1]) and a[2] == 1
+
+
+def test_a_kill_after_the_output_is_in_place_is_finished_by_the_rerun(
+    tmp_path, small_segments, capsys
+):
+    """SIGKILL once the stitched output is in place, before the work folder is emptied: the same
+    command run again knows the output for its own (farm/placed.py), removes the folder, and ends
+    as done, with the output untouched; another job, or a file changed since, is not taken for
+    it (the output exists, the folder stays)."""
+    clip = make_clip(tmp_path / "in.mp4", frames=23, audio=True)
+    out = tmp_path / "out.mkv"
+    killed = "import os, skipsr_cli.farm.parts as p; p.empty_work_folder = lambda f: os._exit(9); "
+    code = SMALL + killed + "from skipsr_cli.cli import main; main()"
+    run = subprocess.run(
+        [sys.executable, "-c", code, "upscale", str(clip), str(out), *ARGS], capture_output=True
+    )
+    assert run.returncode == 9, run.stderr
+    work = work_folder(out)
+    assert (work / "placed.json").is_file() and len(list(work.glob("part-*.json"))) == 4
+    before = out.stat()
+    bytes_before = out.read_bytes()
+
+    other = ARGS + ["--seed", "1"]  # another job for the same output: refused, nothing removed
+    with pytest.raises(SystemExit) as done:
+        main(["upscale", str(clip), str(out), *other])
+    assert done.value.code == 5 and "output exists" in capsys.readouterr().err
+    assert work.is_dir()
+
+    with pytest.raises(SystemExit) as done:
+        main(["upscale", str(clip), str(out), *[a for a in ARGS if a != "-q"], "--json"])
+    stdout, stderr = capsys.readouterr()
+    assert done.value.code == 0, stderr
+    said = json.loads(stdout.splitlines()[-1])
+    assert said["status"] == "kept" and said["frames"] == 23
+    assert (said["out_width"], said["out_height"]) == (2 * 64, 2 * 48)
+    assert f"skipsr: warning: {out} was put in place by an earlier run" in stderr
+    assert not work.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mkv"]
+    after = out.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert out.read_bytes() == bytes_before
+
+
+def test_a_placed_record_vouches_only_for_the_file_it_placed(tmp_path, small_segments, monkeypatch):
+    """The record of a run killed as it tidied up: a rerun of the job after the output was
+    rewritten (another mtime) does not take it for its own; with -y it resumes from the kept
+    parts, stitches again and removes the folder."""
+    clip = make_clip(tmp_path / "in.mp4", frames=23, audio=False)
+    out = tmp_path / "out.mkv"
+    run = dict(model="debug", random_weights=True, device="cpu", lossless=True, chunk_frames=8)
+    with monkeypatch.context() as killed:  # as if killed before emptying the folder
+        killed.setattr(farm_parts, "empty_work_folder", lambda folder: None)
+        api.upscale(clip, out, overlap=2, **run)
+    work = work_folder(out)
+    assert (work / "placed.json").is_file()
+    os.utime(out, ns=(out.stat().st_atime_ns, out.stat().st_mtime_ns + 10**9))
+    with pytest.raises(OutputError, match="output exists"):
+        api.upscale(clip, out, overlap=2, **run)
+    rendered = _parts_rendered(monkeypatch)
+    summary = api.upscale(clip, out, overlap=2, overwrite=True, **run)
+    assert summary.status == "ok" and summary.frames == 23 and rendered == []
+    assert not work.exists()
 
 
 def test_parts_come_in_a_multiple_of_the_workers_and_a_rerun_keeps_the_split(
@@ -496,7 +559,7 @@ def test_a_stop_once_the_output_is_in_place_waits_for_the_tidying_then_acts(
     clip = make_clip(tmp_path / "in.mp4", frames=23, audio=False)
     run = dict(model="debug", random_weights=True, device="cpu", chunk_frames=8, overlap=2)
     out = tmp_path / "out.mkv"
-    empty = farm_parts._empty
+    empty = farm_parts.empty_work_folder
 
     def stopped_while_emptying(folder: Path) -> None:
         os.kill(os.getpid(), stop)
@@ -506,7 +569,7 @@ def test_a_stop_once_the_output_is_in_place_waits_for_the_tidying_then_acts(
     def terminated(*_) -> None:  # as the command line's handler turns SIGTERM into an exception
         raise SystemExit(143)
 
-    monkeypatch.setattr(farm_parts, "_empty", stopped_while_emptying)
+    monkeypatch.setattr(farm_parts, "empty_work_folder", stopped_while_emptying)
     terminate = signal.signal(signal.SIGTERM, terminated)
     try:
         acted = KeyboardInterrupt if stop == signal.SIGINT else SystemExit

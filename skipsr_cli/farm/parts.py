@@ -15,6 +15,7 @@ import torch
 from models import SkipSR
 from skipsr_cli.batch.records import exclusive_hold, make_folders, remove_empty, write_record
 from skipsr_cli.errors import InputError, OutputError, UsageError
+from skipsr_cli.farm.placed import forget_placed, network_of, record_placed
 from skipsr_cli.farm.segments import (
     MANIFEST_SUFFIX,
     PART_SUFFIX,
@@ -30,7 +31,7 @@ from skipsr_cli.farm.segments import (
 from skipsr_cli.media.encoding import EncodeOptions, check_container
 from skipsr_cli.media.image_io import is_image_output
 from skipsr_cli.media.joiner import join_videos, source_timestamps
-from skipsr_cli.media.partials import stops_held
+from skipsr_cli.media.partials import Identity, stops_held
 from skipsr_cli.media.video_io import DecodeDamage, probe
 from skipsr_cli.media.video_writer import same_file
 from skipsr_cli.run import pipeline
@@ -204,6 +205,12 @@ def finished_part(input: Path, output: Path, opts: UpscaleOptions, weights: str)
     return record.get("frames_written") if same else None
 
 
+def placed_as(input: Path, output: Path, opts: UpscaleOptions) -> dict[str, object]:
+    """What a run's record of its placed output says made it: its parts' `_made_as`, and the
+    network (farm/placed.py)."""
+    return {**_made_as(input, output, opts), "network": network_of(opts)}
+
+
 def _made_as(input: Path, output: Path, opts: UpscaleOptions) -> dict[str, object]:
     """What a part's manifest records of how it was made: the input's fingerprint, the options
     that shape the frames, and OUTPUT's encoder."""
@@ -297,13 +304,13 @@ def stitch(
     audio_kbps: int | None = None,
     count: int | None = None,
     hashes: bool = True,
-    placing: Callable[[], object] | None = None,
+    placing: Callable[[Identity, int], object] | None = None,
 ) -> tuple[int, list[str]]:
     """Join every part of OUTPUT into it; returns (frames, warnings). Refuses a missing part, a
     part of another input or other options, or one whose frame count or content is off, naming
     it. `count`: the split (N) to join where the folder may hold another's parts (a run's own
     split); `hashes=False` leaves out the parts' hashes (a run that has just checked them);
-    `placing` is called just before OUTPUT goes into place."""
+    `placing(identity, frames)` is called just before OUTPUT goes into place."""
     folder = parts_folder(output, parts)
     manifests = read_manifests(folder, output, count, hashes)
     first = manifests[0]
@@ -339,8 +346,18 @@ def stitch_run(
     """`stitch` with a run's own options and split: its parts folder, overwrite and streams. The
     run has hashed every part already, the ones it kept when it found them and the ones it
     rendered when it wrote them, so the stitch checks their sizes but reads them only to join.
-    Within `parts_of_run`, stops are held from the moment OUTPUT goes into place."""
+    Within `parts_of_run`, stops are held from the moment OUTPUT goes into place; in the run's
+    own work folder, a record says first what goes into place (farm/placed.py), so a rerun after a
+    kill before the folder is removed knows the output for its own."""
     finishing = _FINISHING.get()
+    own = opts.parts is not None and opts.parts == work_folder(output)
+
+    def placing(ident: Identity, frames: int) -> None:
+        if finishing is not None:
+            finishing.enter_context(stops_held())
+        if own:
+            record_placed(opts.parts, ident, frames, placed_as(input, output, opts))
+
     return stitch(
         output,
         opts.parts,
@@ -351,7 +368,7 @@ def stitch_run(
         audio_kbps=opts.audio_bitrate,
         count=count,
         hashes=False,
-        placing=None if finishing is None else lambda: finishing.enter_context(stops_held()),
+        placing=placing,
     )
 
 
@@ -392,6 +409,7 @@ def _folder_of_run(output: Path, opts: UpscaleOptions, count: int) -> Iterator[U
     try:
         with _held(folder, output):
             drop_other_splits(folder, count)
+            forget_placed(folder)
             with _said_kept(folder, count), _swept(folder, count):
                 yield replace(opts, parts=folder)
     finally:  # let go first: the lock file is gone with the hold (and NFS keeps a file open)
@@ -413,12 +431,12 @@ def _swept(folder: Path, count: int) -> Iterator[None]:
         yield
     except BaseException:
         if not _done(folder, count):
-            _empty(folder)
+            empty_work_folder(folder)
         raise
-    _empty(folder)
+    empty_work_folder(folder)
 
 
-def _empty(folder: Path) -> None:
+def empty_work_folder(folder: Path) -> None:
     """Remove what `folder` holds but its lock file (held: removed as the hold ends)."""
     with contextlib.suppress(OSError):
         for entry in list(folder.iterdir()):

@@ -20,11 +20,12 @@ import torch
 from models import SkipSR
 from skipsr_cli.batch.records import exclusive_hold, remove_empty
 from skipsr_cli.farm import parts as farm
+from skipsr_cli.farm.placed import PLACED_NAME, placed_record
 from skipsr_cli.farm.progress import WholeRun
 from skipsr_cli.farm.segments import MANIFEST_SUFFIX, model_hash, work_folder
 from skipsr_cli.media.image_io import is_image_output
 from skipsr_cli.media.joiner import source_timestamps
-from skipsr_cli.media.video_io import DecodeDamage, VideoInfo
+from skipsr_cli.media.video_io import DecodeDamage, VideoInfo, probe
 from skipsr_cli.run.options import UpscaleOptions
 from skipsr_cli.run.pipeline import frames_lost
 from skipsr_cli.run.progress import Event, Summary
@@ -105,6 +106,44 @@ def upscale_resumably(
             )
         frames, warnings = farm.stitch_run(output, input, opts, count)
     return run.finish(frames, warnings)
+
+
+def finished_before(input: Path, output: Path, opts: UpscaleOptions) -> Summary | None:
+    """The summary of OUTPUT as an earlier run in parts of this very job put it in place, where
+    that run was killed before it removed its work folder (farm/placed.py): the folder is removed
+    now and the run is not made again (a "kept" summary, with a warning that says so). None where
+    no such run left one: no folder, no record, or the output or the job differs."""
+    folder = work_folder(output)
+    if not (folder / PLACED_NAME).is_file():
+        return None
+    record = placed_record(folder, output, farm.placed_as(input, output, opts))
+    if record is None:
+        return None
+    busy = f"another skipsr run is writing {output}: its work folder {folder} is in use"
+    with exclusive_hold(folder / farm.LOCK_NAME, busy):
+        farm.empty_work_folder(folder)
+    remove_empty([folder])
+    info = probe(output)
+    said = (
+        f"{output} was put in place by an earlier run of this command, stopped before it removed "
+        f"its work folder: removed {folder} now"
+    )
+    return Summary(
+        input=str(input),
+        output=str(output),
+        frames=record["frames"],
+        wall_seconds=0.0,
+        fps=0.0,
+        skip_ratio=0.0,
+        peak_gpu_bytes=None,
+        peak_host_bytes=0,
+        device="",
+        out_width=info.width,
+        out_height=info.height,
+        status="kept",
+        warnings=(said,),
+        cpu_seconds=0.0,
+    )
 
 
 def unused_parts(output: Path) -> str | None:

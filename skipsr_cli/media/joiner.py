@@ -19,7 +19,7 @@ import av
 
 from skipsr_cli.errors import OutputError
 from skipsr_cli.media.av_errors import AV_ERRORS
-from skipsr_cli.media.partials import identity, note_placing, stops_deferred
+from skipsr_cli.media.partials import Identity, identity, note_placing, stops_deferred
 from skipsr_cli.media.stream_copy import StreamCopier, packet_seconds
 from skipsr_cli.media.video_io import open_input
 from skipsr_cli.media.video_writer import check_target, partial_path
@@ -48,12 +48,13 @@ def join_videos(
     copy_subtitles: bool = True,
     audio_kbps: int | None = None,
     expected: int | None = None,
-    placing: Callable[[], object] | None = None,
+    placing: Callable[[Identity, int], object] | None = None,
 ) -> tuple[int, list[str]]:
     """Join (piece, first frame) pairs in order into `output`; returns (frames, warnings).
     With `expected`, a join of another frame count is refused and nothing is published.
-    `placing` is called just before the joined file is renamed into place, which a stop waits
-    for; the file goes into `partials.placements`, so a stop after it says it was written."""
+    `placing(identity, frames)` is called just before the joined file is renamed into place (the
+    identity it will have there), which a stop waits for; the file goes into
+    `partials.placements`, so a stop after it says it was written."""
     check_target(output, source, overwrite)
     stamps, time_base = source_timestamps(source)
     temp: Path | None = None
@@ -90,10 +91,11 @@ def join_videos(
             raise OutputError(f"the pieces hold {frames} frames, the source {expected}")
         if output.exists() and not overwrite:
             raise OutputError(f"output exists: {output} (pass --overwrite to replace it)")
+        placed = identity(output, temp)
         if placing is not None:
-            placing()
+            placing(placed, frames)
         with stops_deferred():  # placed and noted, or neither
-            note_placing([identity(output, temp)], [output])
+            note_placing([placed], [output])
             os.replace(temp, output)
     except AV_ERRORS as e:
         _remove(temp)
