@@ -154,3 +154,23 @@ def test_when_nothing_fits_it_is_exit_4_one_line_and_no_file(capsys, monkeypatch
     assert "1 frame(s) per model call" not in err and "4 frame(s) per model call" in err
     assert list(folder.iterdir()) == [] and stdout == ""
     assert len(calls) == len(ladder(Settings(frame_slice=4), 16, 4))  # every rung, once
+
+
+@pytest.mark.parametrize("where", ["loading", "shots"])
+def test_out_of_memory_outside_the_ladder_says_where(capsys, monkeypatch, clip, tmp_path, where):
+    """Out of memory putting a chunk's frames on the device, or finding and joining its shots
+    (outside the ladder, which only lowers the model's calls): exit 4, one line that names which,
+    and no file."""
+    from skipsr_cli.run import pipeline
+
+    def full(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by the test)")
+
+    monkeypatch.setattr(pipeline, "frames_to_device" if where == "loading" else "shot_starts", full)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    code, err, stdout = call(capsys, "upscale", clip, folder / "out.mp4", *DEBUG, "-q")
+    assert code == ExitCode.MODEL and err.count("\n") == 1, err
+    said = "loading frames 0-15" if where == "loading" else "on frames 0-15, finding or joining"
+    assert err.startswith(f"skipsr: error: out of GPU memory {said}"), err
+    assert list(folder.iterdir()) == [] and stdout == ""

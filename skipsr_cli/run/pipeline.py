@@ -429,15 +429,22 @@ def run_chunk(
     input's `transfer`).
 
     Out of GPU memory, `memory` retries it with smaller settings (a ModelError when none fits)."""
+    frames = f"frames {chunk.start}-{chunk.stop - 1}"
     try:
         # fp32 in: the model makes its fill at full precision and runs its networks in its dtype
         lr = frames_to_device(chunk.items, device)
+    except torch.cuda.OutOfMemoryError as e:  # the chunk's own frames did not fit
+        raise ModelError(f"out of GPU memory loading {frames}") from e
+    try:
         with torch.inference_mode():
             step = model.args.token_pixels[0]
             starts = shot_starts(lr, step, transfer) if scene_cuts else []
             shot = lambda clip, first: memory.run(model, clip, size, first)  # noqa: E731
             return run_in_pieces(shot, lr, starts, chunk.start)
-    except torch.cuda.OutOfMemoryError as e:  # the chunk's own frames did not fit
-        raise ModelError(f"out of GPU memory loading frames {chunk.start}-{chunk.stop - 1}") from e
+    except torch.cuda.OutOfMemoryError as e:  # outside the ladder: finding or joining the shots
+        raise ModelError(
+            f"out of GPU memory on {frames}, finding or joining its shots: free the GPU, or "
+            "lower --chunk-frames, --scale or --size"
+        ) from e
     except RuntimeError as e:
-        raise ModelError(f"the model failed on frames {chunk.start}-{chunk.stop - 1}: {e}") from e
+        raise ModelError(f"the model failed on {frames}: {e}") from e
