@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 from pathlib import Path
 
 import av
@@ -208,6 +209,14 @@ def test_a_part_run_again_is_kept_when_done_and_rendered_again_when_not(clip, de
     del record["bytes"], record["sha256"]
     manifest.write_text(json.dumps(record))
     assert api.upscale(clip, out, model=debug, segment="1/2", crf=30, **RUN).status == "kept"
+    # an input rewritten since (its modification time moved; frames of a fixed size changed in
+    # the middle keep its size, head and tail): rendered again
+    stat = clip.stat()
+    os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    try:
+        assert api.upscale(clip, out, model=debug, segment="1/2", crf=30, **RUN).status == "ok"
+    finally:
+        os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def test_a_part_refuses_what_it_cannot_carry_and_does_not_warn_of_its_audio(clip, debug, tmp_path):

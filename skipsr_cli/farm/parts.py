@@ -129,6 +129,7 @@ def render_segment(
             "total_frames": total,
             "input": str(input.resolve()),
             "fingerprint": fingerprint(input),
+            "input_modified_ns": input.stat().st_mtime_ns,
             "settings": {k: _plain(getattr(opts, k)) for k in SHAPING},
             "encoder": encoder_of(encode),
             "weights": weights,
@@ -212,10 +213,14 @@ def placed_as(input: Path, output: Path, opts: UpscaleOptions) -> dict[str, obje
 
 
 def _made_as(input: Path, output: Path, opts: UpscaleOptions) -> dict[str, object]:
-    """What a part's manifest records of how it was made: the input's fingerprint, the options
-    that shape the frames, and OUTPUT's encoder."""
+    """What a part's manifest records of how it was made: the input's fingerprint and its
+    modification time, the options that shape the frames, and OUTPUT's encoder. The time is for
+    keeping a part only: an input rewritten since with the same size, head and tail (frames of a
+    fixed size, changed in the middle) renders again; the stitch checks the fingerprint alone,
+    as the nodes of a farm may hold copies of the input made at other times."""
     return {
         "fingerprint": fingerprint(input),
+        "input_modified_ns": input.stat().st_mtime_ns,
         "settings": {k: _plain(getattr(opts, k)) for k in SHAPING},
         "encoder": encoder_of(encode_options_of(opts, output)),
     }
