@@ -25,7 +25,14 @@ from skipsr_cli.errors import ExitCode
 from skipsr_cli.run import memory
 from skipsr_cli.run.memory import MemoryLadder, ladder
 
-DEBUG = ["--model", "debug", "--random-weights", "--lossless"]  # FFV1: frames compare exactly
+DEBUG = [
+    "--model",
+    "debug",
+    "--random-weights",
+    "--lossless",
+    "--device",
+    "cpu",
+]  # FFV1, fp32: exact
 FRAMES = 17  # three chunks of 8 with an overlap of 2
 
 
