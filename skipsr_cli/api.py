@@ -147,9 +147,9 @@ def upscale(
     if isinstance(model, SkipSR):
         opts = for_loaded_model(opts)
     opts = with_denoise_for(opts, input)  # auto: one amount for every worker and segment
-    if opts.segment is None and (kept := resume.finished_before(input, output, opts)):
+    if not isinstance(model, SkipSR) and (kept := resume.finished_before(input, output, opts)):
         (progress or _ignore)(kept)  # killed as it tidied up: its output is this job's, done
-        return kept
+        return _held_stops_acted_on(kept)
     if isinstance(model, SkipSR):
         param = next(model.parameters())
         device, dtype = param.device, param.dtype

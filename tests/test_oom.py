@@ -181,3 +181,18 @@ def test_out_of_memory_outside_the_ladder_says_where(capsys, monkeypatch, clip, 
     said = "loading frames 0-15" if where == "loading" else "on frames 0-15, finding or joining"
     assert err.startswith(f"skipsr: error: out of GPU memory {said}"), err
     assert list(folder.iterdir()) == [] and stdout == ""
+
+
+def test_another_device_error_loading_a_chunk_is_a_model_error(capsys, monkeypatch, clip, tmp_path):
+    """A CUDA error of the chunk before surfaces as the next chunk is copied to the device: exit 4,
+    one line naming the frames, not an internal error."""
+    from skipsr_cli.run import pipeline
+
+    def failed(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered (injected)")
+
+    monkeypatch.setattr(pipeline, "frames_to_device", failed)
+    code, err, _ = call(capsys, "upscale", clip, tmp_path / "out.mp4", *DEBUG, "-q")
+    assert code == ExitCode.MODEL and err.count("\n") == 1, err
+    assert err.startswith("skipsr: error: the model failed on frames 0-15: CUDA error"), err
+    assert not (tmp_path / "out.mp4").exists()

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from media import make_clip
 
-from skipsr_cli import api
+from skipsr_cli import api, load_model
 from skipsr_cli.cli import main
 from skipsr_cli.errors import OutputError, UsageError
 from skipsr_cli.farm import parts as farm_parts
@@ -29,6 +29,7 @@ from skipsr_cli.farm.segments import work_folder
 SMALL = "import skipsr_cli.farm.resume as r; r.RESUME_FRAMES = 10; r.FRAMES_PER_PART = 6; "
 ARGS = ["--model", "debug", "--random-weights", "--device", "cpu", "--lossless", "-q"]
 ARGS += ["--chunk-frames", "8", "--overlap", "2"]
+RUN = dict(device="cpu", lossless=True, chunk_frames=8, overlap=2)  # ARGS' run, for the API
 
 
 def frames(path: Path) -> tuple[list[np.ndarray], list[float], int]:
@@ -220,11 +221,18 @@ def test_a_kill_after_the_output_is_in_place_is_finished_by_the_rerun(
     before = out.stat()
     bytes_before = out.read_bytes()
 
-    other = ARGS + ["--seed", "1"]  # another job for the same output: refused, nothing removed
-    with pytest.raises(SystemExit) as done:
-        main(["upscale", str(clip), str(out), *other])
-    assert done.value.code == 5 and "output exists" in capsys.readouterr().err
-    assert work.is_dir()
+    # another job for the same output is refused as before, and nothing is removed: other
+    # frames, other streams, a mask besides, frames of a range, another dtype
+    for other in (["--seed", "1"], ["--no-audio"], ["--mask-out", "m.mkv"], ["--frames", "0:5"]):
+        with pytest.raises(SystemExit) as done:
+            main(["upscale", str(clip), str(out), *ARGS, *other])
+        assert done.value.code == 5 and "output exists" in capsys.readouterr().err, other
+        assert work.is_dir() and (work / "placed.json").is_file()
+    with pytest.raises(OutputError, match="output exists"):  # a network the caller loaded
+        api.upscale(clip, out, model=load_model("debug", device="cpu", random_weights=True), **RUN)
+    with pytest.raises(OutputError, match="output exists"):
+        api.upscale(clip, out, model="debug", random_weights=True, dtype="bf16", **RUN)
+    assert (work / "placed.json").is_file()
 
     with pytest.raises(SystemExit) as done:
         main(["upscale", str(clip), str(out), *[a for a in ARGS if a != "-q"], "--json"])
@@ -409,6 +417,7 @@ def test_the_lock_file_is_there_only_while_a_run_holds_it(tmp_path, monkeypatch)
     first holds it. One that opened the file just before its holder let go and removed it, then
     locks that removed file, finds the path names another file (a third run's, held) and is
     refused, never holding a lock of its own beside the third's."""
+
     from skipsr_cli.batch import records
 
     lock = tmp_path / "state" / "lock"
@@ -513,6 +522,7 @@ def test_a_lock_on_a_file_removed_meanwhile_is_taken_again_not_taken_for_no_lock
     """NFS: a lock asked on the handle of a file its holder removed just then fails with ESTALE.
     That is not a file system without locks (on which a run would go on without a hold): the
     path is opened again and locked."""
+
     from skipsr_cli.batch import records
 
     real, calls = fcntl.flock, []
@@ -588,3 +598,35 @@ def test_a_stop_once_the_output_is_in_place_waits_for_the_tidying_then_acts(
         assert not (tmp_path / "late.mkv").exists()
     finally:
         signal.signal(signal.SIGTERM, terminate)
+
+
+def test_a_placed_record_that_cannot_be_written_costs_only_the_rerun_its_ease(
+    tmp_path, small_segments, monkeypatch
+):
+    """The disk full as the record is written: the joined output goes into place all the same and
+    the folder is removed; and a record left beside an input that is not a file (a folder of
+    frames) is not read (no crash)."""
+    from test_images import write_png
+
+    from skipsr_cli.batch import records
+
+    clip = make_clip(tmp_path / "in.mp4", frames=23, audio=False)
+    out = tmp_path / "out.mkv"
+    write = records.write_record
+
+    def full(path: Path, record: dict) -> None:
+        if path.name == "placed.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, record)
+
+    monkeypatch.setattr("skipsr_cli.farm.placed.write_record", full)
+    assert api.upscale(clip, out, model="debug", random_weights=True, **RUN).frames == 23
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mkv"]
+    frames_dir = tmp_path / "shots"
+    frames_dir.mkdir()
+    for n in range(3):
+        write_png(frames_dir / f"shot_{n}.png", np.full((48, 64, 3), 40 * n, np.uint8))
+    work_folder(out).mkdir()
+    (work_folder(out) / "placed.json").write_text("{}")
+    with pytest.raises(OutputError, match="output exists"):
+        api.upscale(frames_dir, out, model="debug", random_weights=True, **RUN)

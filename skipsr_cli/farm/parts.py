@@ -15,7 +15,7 @@ import torch
 from models import SkipSR
 from skipsr_cli.batch.records import exclusive_hold, make_folders, remove_empty, write_record
 from skipsr_cli.errors import InputError, OutputError, UsageError
-from skipsr_cli.farm.placed import forget_placed, network_of, record_placed
+from skipsr_cli.farm.placed import forget_placed, job_of_placed, record_placed
 from skipsr_cli.farm.segments import (
     MANIFEST_SUFFIX,
     PART_SUFFIX,
@@ -208,8 +208,8 @@ def finished_part(input: Path, output: Path, opts: UpscaleOptions, weights: str)
 
 def placed_as(input: Path, output: Path, opts: UpscaleOptions) -> dict[str, object]:
     """What a run's record of its placed output says made it: its parts' `_made_as`, and the
-    network (farm/placed.py)."""
-    return {**_made_as(input, output, opts), "network": network_of(opts)}
+    rest of the job (farm/placed.py)."""
+    return {**_made_as(input, output, opts), "job": job_of_placed(opts)}
 
 
 def _made_as(input: Path, output: Path, opts: UpscaleOptions) -> dict[str, object]:
@@ -361,7 +361,7 @@ def stitch_run(
         if finishing is not None:
             finishing.enter_context(stops_held())
         if own:
-            record_placed(opts.parts, ident, frames, placed_as(input, output, opts))
+            record_placed(opts.parts, ident, frames, lambda: placed_as(input, output, opts))
 
     return stitch(
         output,
@@ -441,10 +441,12 @@ def _swept(folder: Path, count: int) -> Iterator[None]:
     empty_work_folder(folder)
 
 
-def empty_work_folder(folder: Path) -> None:
-    """Remove what `folder` holds but its lock file (held: removed as the hold ends)."""
+def empty_work_folder(folder: Path, last: str | None = None) -> None:
+    """Remove what `folder` holds but its lock file (held: removed as the hold ends); the entry
+    named `last` goes after all the others."""
     with contextlib.suppress(OSError):
-        for entry in list(folder.iterdir()):
+        entries = sorted(folder.iterdir(), key=lambda entry: entry.name == last)
+        for entry in entries:
             if entry.name == LOCK_NAME:
                 continue
             if entry.is_dir() and not entry.is_symlink():  # a partial folder of PNG frames

@@ -13,36 +13,45 @@ an earlier record first, so a record never vouches for parts that came after it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-from skipsr_cli.batch.records import write_record
-from skipsr_cli.farm.segments import fingerprint
+from skipsr_cli.batch.records import weights_identity, write_record
+from skipsr_cli.errors import SkipSRError
 from skipsr_cli.media.partials import Identity
 from skipsr_cli.run.options import UpscaleOptions
 
 PLACED_NAME = "placed.json"
 
 
-def network_of(opts: UpscaleOptions) -> dict[str, object]:
-    """What names the network a run loads: the preset, its weights files (their fingerprints),
-    random weights, and the --denoise amount (resolved for the input: `with_denoise_for`)."""
+def job_of_placed(opts: UpscaleOptions) -> dict[str, object]:
+    """What the record says of the job beyond its parts' manifests (whose weights' hash is of a
+    loaded network): the network a run loads, named (the preset, its weights files by their
+    SHA-256 or random weights and their seed, the --denoise amount resolved for the input, the
+    device and dtype as asked), and the streams the stitch copies."""
     return {
         "model": str(opts.model),
-        "weights": None if opts.weights is None else fingerprint(Path(opts.weights)),
-        "random_weights": opts.random_weights,
+        "weights": weights_identity(opts),
         "denoise": opts.denoise,
-        "denoise_weights": (
-            None if opts.denoise_weights is None else fingerprint(Path(opts.denoise_weights))
-        ),
+        "device": str(opts.device),
+        "dtype": str(opts.dtype),
+        "copy_audio": opts.copy_audio,
+        "copy_subtitles": opts.copy_subtitles,
+        "audio_bitrate": opts.audio_bitrate,
     }
 
 
-def record_placed(folder: Path, ident: Identity, frames: int, made_as: dict) -> None:
-    """Written (atomically) just before the output goes into place as `ident`."""
-    record = {"output": list(ident), "frames": frames, "made_as": made_as}
-    write_record(folder / PLACED_NAME, record)
+def record_placed(folder: Path, ident: Identity, frames: int, made_as: Callable[[], dict]) -> None:
+    """Written (atomically) just before the output goes into place as `ident`. Only a help to a
+    rerun: where it cannot be written (the disk filled up with the joined output, a weights file
+    gone since it was loaded), the output goes into place all the same, and a rerun after a kill
+    is told that the output exists."""
+    with contextlib.suppress(OSError, SkipSRError):
+        record = {"output": list(ident), "frames": frames, "made_as": made_as()}
+        write_record(folder / PLACED_NAME, record)
 
 
 def forget_placed(folder: Path) -> None:
@@ -50,19 +59,19 @@ def forget_placed(folder: Path) -> None:
     (folder / PLACED_NAME).unlink(missing_ok=True)
 
 
-def placed_record(folder: Path, output: Path, made_as: dict) -> dict | None:
+def placed_record(folder: Path, output: Path, made_as: Callable[[], dict]) -> dict | None:
     """The record in `folder` where the file at `output` is the one it placed (same inode, size
-    and mtime) and it was made as `made_as`; else None (no record, another file, other options).
-    """
+    and mtime), checked first, and it was made as `made_as()` says this job is; else None (no
+    record, another file, another job, or an input that cannot be read)."""
     try:
         record = json.loads((folder / PLACED_NAME).read_text())
         path, ino, size, mtime = record["output"]
         st = os.stat(output)
+        here = str(output.parent.resolve() / output.name)  # as partials.identity names it
+        if (path, ino, size, mtime) != (here, st.st_ino, st.st_size, st.st_mtime_ns):
+            return None
+        if record.get("made_as") != made_as() or not isinstance(record.get("frames"), int):
+            return None
     except (OSError, ValueError, KeyError, TypeError):
-        return None
-    here = str(output.parent.resolve() / output.name)  # as partials.identity names it
-    if (path, ino, size, mtime) != (here, st.st_ino, st.st_size, st.st_mtime_ns):
-        return None
-    if record.get("made_as") != made_as or not isinstance(record.get("frames"), int):
         return None
     return record

@@ -279,7 +279,8 @@ def upscale_on_ray(
             an earlier run finished are left out of the run's total before any part starts."""
             todo, done = farm.parts_left(input, output, opts, parts, weights[0])
             run.skip(done)
-            run.begin(*sizes)  # now, not with a part's own Started: those come late on Ray
+            if todo:  # now, not with a part's own Started: those come late on Ray
+                run.begin(*sizes)
             return [(str(input), str(output), i, parts, total) for i in todo]
 
         def send(actor: Any, job: tuple, attempt: int) -> Any:

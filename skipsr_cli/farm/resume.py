@@ -25,6 +25,7 @@ from skipsr_cli.farm.progress import WholeRun
 from skipsr_cli.farm.segments import MANIFEST_SUFFIX, model_hash, work_folder
 from skipsr_cli.media.image_io import is_image_output
 from skipsr_cli.media.joiner import source_timestamps
+from skipsr_cli.media.partials import note_placing, stops_held
 from skipsr_cli.media.video_io import DecodeDamage, VideoInfo, probe
 from skipsr_cli.run.options import UpscaleOptions
 from skipsr_cli.run.pipeline import frames_lost
@@ -114,14 +115,21 @@ def finished_before(input: Path, output: Path, opts: UpscaleOptions) -> Summary 
     now and the run is not made again (a "kept" summary, with a warning that says so). None where
     no such run left one: no folder, no record, or the output or the job differs."""
     folder = work_folder(output)
+    if opts.overwrite or opts.segment is not None or not splittable(input, output, opts):
+        return None  # with -y the run stitches its parts again; the rest never runs in parts
     if not (folder / PLACED_NAME).is_file():
         return None
-    record = placed_record(folder, output, farm.placed_as(input, output, opts))
-    if record is None:
+    made_as = lambda: farm.placed_as(input, output, opts)  # noqa: E731 - read only if need be
+    if placed_record(folder, output, made_as) is None:
         return None
     busy = f"another skipsr run is writing {output}: its work folder {folder} is in use"
-    with exclusive_hold(folder / farm.LOCK_NAME, busy):
-        farm.empty_work_folder(folder)
+    with exclusive_hold(folder / farm.LOCK_NAME, busy), stops_held():
+        # read again while held: a run that took the folder over meanwhile removed the record
+        record = placed_record(folder, output, made_as)
+        if record is None:
+            return None
+        note_placing([tuple(record["output"])], [output])  # a stop now names it as written
+        farm.empty_work_folder(folder, last=PLACED_NAME)
     remove_empty([folder])
     info = probe(output)
     said = (

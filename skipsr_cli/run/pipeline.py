@@ -435,6 +435,8 @@ def run_chunk(
         lr = frames_to_device(chunk.items, device)
     except torch.cuda.OutOfMemoryError as e:  # the chunk's own frames did not fit
         raise ModelError(f"out of GPU memory loading {frames}") from e
+    except RuntimeError as e:  # e.g. a CUDA error of the chunk before, raised at this copy
+        raise ModelError(f"the model failed on {frames}: {e}") from e
     try:
         with torch.inference_mode():
             step = model.args.token_pixels[0]
