@@ -4,9 +4,10 @@ Exit codes (README, "Exit codes"): 0 ok, 1 internal error, 2 bad usage, 3 unread
 4 model or weights error, 5 output or encode error, 130 interrupted, 143 terminated.
 
 Every way a run ends is an exit code and at most one `skipsr: error:` line: the command line's own
-usage errors (an unknown option, a value out of range) included, and Ctrl-C while the commands and
-torch are still being imported. So this module imports nothing heavy before `main` is running; only
-Ctrl-C during the interpreter's own start-up, before any line of skipsr runs, escapes this.
+usage errors (an unknown option, a value out of range) included, and Ctrl-C or SIGTERM while the
+commands and torch are still being imported. So this module imports nothing heavy before `main` is
+running; only a stop during the interpreter's own start-up, before any line of skipsr runs, escapes
+this.
 """
 
 from __future__ import annotations
@@ -22,9 +23,14 @@ from skipsr_cli import processes
 __all__ = ["main"]  # and `app`, the Typer application, imported on first use
 
 INTERRUPTED = 130
+TERMINATED = 143
 
 
-_interrupted = []  # a Ctrl-C was seen, even one that C code (torch's start-up) swallowed
+_interrupted = []  # a Ctrl-C or SIGTERM was seen, even one that C code (torch's start-up) swallowed
+
+
+class _Terminated(BaseException):
+    """SIGTERM before a command took over (imports, parsing): it unwinds as Ctrl-C does."""
 
 
 def _on_interrupt(signum: int, frame: object) -> None:
@@ -32,15 +38,25 @@ def _on_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _defer_interrupt(signum: int, frame: object) -> None:
-    """While torch imports, Ctrl-C is only noted: an exception raised inside its initialisation
-    can abort the process (SIGABRT) or leave a half-imported module behind."""
+def _on_terminate(signum: int, frame: object) -> None:
     _interrupted.append(signum)
+    raise _Terminated
+
+
+def _defer_interrupt(signum: int, frame: object) -> None:
+    """While torch imports, Ctrl-C and SIGTERM are only noted: an exception raised inside its
+    initialisation can abort the process (SIGABRT) or leave a half-imported module behind."""
+    _interrupted.append(signum)
+
+
+def _stop_of_start_up() -> BaseException:
+    """The exception for the stop noted while the commands imported: SIGTERM's, else Ctrl-C's."""
+    return _Terminated() if signal.SIGTERM in _interrupted else KeyboardInterrupt()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    previous = None
+    previous = previous_term = None
     _interrupted.clear()
     placed = sys.modules.get("skipsr_cli.media.partials")  # loaded by an earlier call's command
     if placed is not None:
@@ -55,14 +71,22 @@ def main(argv: list[str] | None = None) -> None:
             # no collections while torch and the commands import (about 0.3 s of them); `_run`
             # freezes what they made and turns collection back on
             gc.disable()
+        if previous is not None:  # after the fork server started: it keeps SIGTERM's default
+            previous_term = signal.signal(signal.SIGTERM, _defer_interrupt)
         code = _run(argv)
-    except KeyboardInterrupt:  # Ctrl-C before a command took over (imports, parsing) or after it
+    except (KeyboardInterrupt, _Terminated) as e:  # before a command took over, or after it
         from skipsr_cli.media.partials import left_behind_words
 
         left = left_behind_words()  # ended: what it put in place, if anything
-        print(f"skipsr: interrupted; {left}", file=sys.stderr, flush=True)
-        code = INTERRUPTED
+        if isinstance(e, _Terminated):  # as the commands say it (commands/common.py)
+            print(f"skipsr: terminated (SIGTERM); {left}", file=sys.stderr, flush=True)
+            code = TERMINATED
+        else:
+            print(f"skipsr: interrupted; {left}", file=sys.stderr, flush=True)
+            code = INTERRUPTED
     finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
         if previous is not None:
             # the console script exits now, and its exit runs library clean-ups (torch's atexit):
             # a Ctrl-C there (a second press, or one as the run ends) is only noted, not a
@@ -89,7 +113,7 @@ def _run(argv: list[str] | None) -> int:
         from skipsr_cli.commands.common import run_state
     except Exception:  # a Ctrl-C that a library swallowed can leave a half-imported module
         if _interrupted:
-            raise KeyboardInterrupt from None
+            raise _stop_of_start_up() from None
         raise
     finally:
         if not gc.isenabled():  # main turned it off for the imports: what they made stays
@@ -97,8 +121,10 @@ def _run(argv: list[str] | None) -> int:
             gc.enable()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _on_interrupt)  # from here on Ctrl-C interrupts at once
-    if _interrupted:  # Ctrl-C while importing: acted on now that the imports are whole
-        raise KeyboardInterrupt
+        if signal.getsignal(signal.SIGTERM) is _defer_interrupt:  # and SIGTERM
+            signal.signal(signal.SIGTERM, _on_terminate)
+    if _interrupted:  # a stop while importing: acted on now that the imports are whole
+        raise _stop_of_start_up()
     try:
         result = app(args=argv, standalone_mode=False)
     except click_errors.NoArgsIsHelpError as e:  # bare `skipsr`: the help, as before

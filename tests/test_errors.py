@@ -140,8 +140,11 @@ def _torch_is_loading(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("after", [0.0, 1.0])
-def test_ctrl_c_while_starting_up_is_exit_130_and_one_line(tmp_path, after) -> None:
-    """SIGINT while torch is being imported (seen in the process's maps), or a second later."""
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stop_while_starting_up_is_its_exit_code_and_one_line(tmp_path, after, stop) -> None:
+    """SIGINT or SIGTERM (a farm's scancel, `timeout`) while torch is being imported (seen in the
+    process's maps), or a second later: 130 or 143, and the line a stopped run says, as they are
+    once the command runs (SIGTERM killed the process silently here before)."""
     import signal
     import time
 
@@ -155,11 +158,16 @@ def test_ctrl_c_while_starting_up_is_exit_130_and_one_line(tmp_path, after) -> N
         assert proc.poll() is None
         time.sleep(0.005)
     time.sleep(after)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, stop))
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == ExitCode.INTERRUPTED, err
+    code, said = (
+        (ExitCode.INTERRUPTED, "interrupted")
+        if stop == "SIGINT"
+        else (ExitCode.TERMINATED, "terminated (SIGTERM)")
+    )
+    assert proc.returncode == code, err
     assert "Traceback" not in err
-    assert err == "skipsr: interrupted; no output was left behind\n"
+    assert err == f"skipsr: {said}; no output was left behind\n"
     assert [p.name for p in tmp_path.iterdir()] == ["long.mp4"]
 
 
