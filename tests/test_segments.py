@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -204,11 +205,13 @@ def test_a_part_run_again_is_kept_when_done_and_rendered_again_when_not(clip, de
     del record["encoder"]
     manifest.write_text(json.dumps(record))
     assert api.upscale(clip, out, model=debug, segment="1/2", crf=30, **RUN).status == "ok"
-    # one without the part's size and hash (made before they were recorded) is kept
-    record = json.loads(manifest.read_text())
-    del record["bytes"], record["sha256"]
-    manifest.write_text(json.dumps(record))
-    assert api.upscale(clip, out, model=debug, segment="1/2", crf=30, **RUN).status == "kept"
+    # one without the part's size or hash (changed by hand, or made before they were recorded)
+    # is rendered again: nothing says the part is as it was written
+    for key in ("bytes", "sha256"):
+        record = json.loads(manifest.read_text())
+        del record[key]
+        manifest.write_text(json.dumps(record))
+        assert api.upscale(clip, out, model=debug, segment="1/2", crf=30, **RUN).status == "ok"
     # an input rewritten since (its modification time moved; frames of a fixed size changed in
     # the middle keep its size, head and tail): rendered again
     stat = clip.stat()
@@ -274,10 +277,14 @@ def test_stitch_refuses_a_part_cut_short_or_replaced_naming_it(clip, debug, tmp_
     assert not out.exists()
     second.write_bytes(kept)
     assert api.stitch(out) == 23
-    # manifests made before the size and hash were recorded still stitch
-    for manifest in folder.glob("part-*.json"):
+    # a manifest without the size or the hash (changed by hand, or made before they were
+    # recorded) is refused by name: nothing says its part is as it was written
+    manifest = folder / "part-00002-of-00002.json"
+    for key in ("bytes", "sha256"):
         record = json.loads(manifest.read_text())
-        del record["bytes"], record["sha256"]
+        manifest.write_text(json.dumps({k: v for k, v in record.items() if k != key}))
+        with pytest.raises(InputError, match=f"the manifest {manifest} is not one skipsr wrote"):
+            api.stitch(out, overwrite=True)
         manifest.write_text(json.dumps(record))
     assert api.stitch(out, overwrite=True) == 23
 
@@ -560,6 +567,9 @@ def write_manifest(folder: Path, number: int, **changes: object) -> Path:
             "part": f"{name}.mkv",
             "frames": frames,
             "frames_written": frames[1] - frames[0],
+            # of the one-byte part files the tests write
+            "bytes": 1,
+            "sha256": hashlib.sha256(b"x").hexdigest(),
         },
         **{"settings": {"overlap": 0}, "encoder": {"codec": "libx264"}},
         **changes,

@@ -251,7 +251,7 @@ def finished_split(input: Path, output: Path, opts: UpscaleOptions, total: int) 
             0 < count <= total
             and record.get("total_frames") == total
             and _matches(record, made_as)
-            and _intact(part, record.get("bytes"), None)  # its size: the hash is checked later
+            and _intact(part, record.get("bytes"), record.get("sha256"), hashed=False)  # later
         ):
             frames[count] = frames.get(count, 0) + written
     return max(frames, key=lambda c: (frames[c], c)) if frames else None
@@ -264,15 +264,18 @@ def encoder_of(encode: EncodeOptions) -> dict[str, object]:
     return {"codec": encode.codec, "pix_fmt": encode.pix_fmt, "lossless": encode.lossless}
 
 
-def _intact(part: Path, size: int | None, sha256: str | None) -> bool:
-    """The part's file is there, the size and content it was written with (each where the
-    manifest records it: an older version's manifest may not). Its size first, which costs
-    nothing; the hash reads the part once (0.85 s a GiB from memory on 2 cores: BENCHMARKS.md)."""
+def _intact(part: Path, size: object, sha256: object, hashed: bool = True) -> bool:
+    """The part's file is there, with the size and content (where `hashed`) its manifest says it
+    was written with; a manifest that does not say (an older version's, or one changed by hand)
+    keeps no part. Its size first, which costs nothing; the hash reads the part once (0.85 s a
+    GiB from memory on 2 cores: BENCHMARKS.md)."""
+    if not isinstance(size, int) or not isinstance(sha256, str):
+        return False
     try:
         return (
             part.is_file()
-            and (size is None or part.stat().st_size == size)
-            and (sha256 is None or file_hash(part) == sha256)
+            and part.stat().st_size == size
+            and (not hashed or file_hash(part) == sha256)
         )
     except OSError:
         return False

@@ -234,12 +234,12 @@ def read_manifests(
         if not part.is_file():
             raise InputError(f"part {m['index']} is listed but its file {part} is missing")
         size = part.stat().st_size
-        if m.get("bytes") is not None and size != m["bytes"]:
+        if size != m["bytes"]:
             raise InputError(
                 f"part {m['index']} ({part.name}) is {size} bytes, not the {m['bytes']} it was "
                 "written with: cut short or replaced; render it again"
             )
-        if hashes and m.get("sha256") is not None and file_hash(part) != m["sha256"]:
+        if hashes and file_hash(part) != m["sha256"]:
             raise InputError(
                 f"part {m['index']} ({part.name}) is not the file it was written as (its "
                 "SHA-256 differs): replaced or damaged since; render it again"
@@ -261,7 +261,10 @@ def read_manifests(
 
 
 # what every manifest holds, and of what kind: the stitch reads these before it trusts a part
-_REQUIRED = {"index": int, "count": int, "part": str, "frames_written": int, "total_frames": int}
+_REQUIRED = {
+    "index": int, "count": int, "part": str, "frames_written": int, "total_frames": int,
+    "bytes": int, "sha256": str,  # a part is joined only as it was written, checked
+}  # fmt: skip
 
 
 def _read(path: Path) -> object:
@@ -285,7 +288,7 @@ def _checked(path: Path, record: object) -> dict:
     ):
         raise InputError(
             f"the manifest {path} is not one skipsr wrote (a key it needs is missing or of the "
-            "wrong kind): render that part again"
+            "wrong kind: changed by hand, or written by an older skipsr): render that part again"
         )
     return record
 
