@@ -669,6 +669,13 @@ def test_stitch_and_segment_refuse_an_output_no_video_container_is(clip, debug, 
         assert "libx264" not in err and "image2" not in err, err
         with pytest.raises(UsageError, match=f"--segment renders a part .* {what}"):
             api.upscale(clip, tmp_path / name, model=debug, segment="1/2", **RUN)
+    # x264 parts into a webm, which holds VP8, VP9 and AV1 only: exit 2 naming what it holds,
+    # not FFmpeg's complaint as an output error (exit 5) after the parts were read
+    with pytest.raises(SystemExit) as done:
+        main(["stitch", str(tmp_path / "o.webm"), "--parts", str(parts)])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith("skipsr: error: cannot stitch into") and "(libx264, as" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4.parts"]
 
 

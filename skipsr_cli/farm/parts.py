@@ -327,6 +327,17 @@ def stitch(
         raise InputError(f"the source {source} of the parts is not here: give it with --input")
     if fingerprint(source) != first["fingerprint"]:
         raise InputError(f"{source} is not the file the parts were made from")
+    codec = (first.get("encoder") or {}).get("codec")
+    if isinstance(codec, str):  # the parts' video goes in as it is: OUTPUT's container takes it
+        info = probe(source)
+        try:
+            check_container(output, codec, "output", info.time_base, info.rate)
+        except UsageError:
+            raise UsageError(
+                f"cannot stitch into {output}: its container cannot hold the parts' video "
+                f"({codec}, as they were rendered for another container); stitch them into a "
+                f".mkv, or render the parts for {output.name}"
+            ) from None
     pieces = [(folder / m["part"], m["frames"][0]) for m in manifests]
     for m in manifests:  # -y over a part would destroy what the join reads
         for own in (folder / m["part"], (folder / m["part"]).with_suffix(MANIFEST_SUFFIX)):
