@@ -23,19 +23,22 @@ import importlib
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["BatchSummary", "Summary", "UpscaleOptions", "load_model", "upscale", "upscale_batch"]
+__all__ = [
+    "BatchSummary", "Summary", "UpscaleOptions", "load_model", "stitch", "upscale", "upscale_batch",
+]  # fmt: skip
 
 _LAZY = {
     "load_model": "skipsr_cli.api",
     "upscale": "skipsr_cli.api",
     "upscale_batch": "skipsr_cli.api",
+    "stitch": "skipsr_cli.api",
     "BatchSummary": "skipsr_cli.batch.progress",
     "UpscaleOptions": "skipsr_cli.run.options",
     "Summary": "skipsr_cli.run.progress",
 }
 
 if TYPE_CHECKING:
-    from skipsr_cli.api import load_model, upscale, upscale_batch
+    from skipsr_cli.api import load_model, stitch, upscale, upscale_batch
     from skipsr_cli.batch.progress import BatchSummary
     from skipsr_cli.run.options import UpscaleOptions
     from skipsr_cli.run.progress import Summary

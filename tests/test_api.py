@@ -119,6 +119,12 @@ def test_importing_the_package_is_cheap():
     assert "upscale" in done.stdout and "load_model" in done.stdout
 
 
+def test_every_name_the_package_exports_is_there():
+    """The README's `stitch` was not: skipsr_cli.stitch was an AttributeError."""
+    assert all(callable(getattr(skipsr_cli, name)) for name in skipsr_cli.__all__)
+    assert skipsr_cli.stitch is skipsr_cli.api.stitch
+
+
 def test_paths_given_as_text_work_as_paths(model: SkipSR, clip: Path, tmp_path: Path):
     """Options naming files or folders (mask_out, weights, denoise_weights, parts) may be given
     as text, as the command's are: mask_out="m.gif" crashed ('str' has no attribute 'suffix')."""
