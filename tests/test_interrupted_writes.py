@@ -64,3 +64,16 @@ def test_a_json_write_stopped_before_its_rename_leaves_the_old_file_only(
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["part.json"]
     assert json.loads(path.read_text()) == {"old": True}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_record_takes_the_mode_the_umask_gives(tmp_path: Path, umask: int):
+    """A manifest or record is as readable as the outputs beside it: the umask's mode, not
+    mkstemp's 0600 (a farm's stitch run as another user could read the parts, not their
+    manifests)."""
+    previous = os.umask(umask)
+    try:
+        write_record(tmp_path / "part.json", {"part": 1})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "part.json").stat().st_mode & 0o777 == 0o666 & ~umask

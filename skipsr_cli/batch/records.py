@@ -35,9 +35,9 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, fields, replace
@@ -199,12 +199,16 @@ def remove_stale_claims(out_dir: Path) -> list[Path]:
 
 def write_record(path: Path, record: dict) -> None:
     """Atomically: a temp file beside it, then os.replace. An error or a stop (Ctrl-C, SIGTERM)
-    before the rename removes the temp file (a kill leaves it to `remove_partials`)."""
+    before the rename removes the temp file (a kill leaves it to `remove_partials`). Its mode is
+    the umask's, as the outputs' are (mkstemp's 0600 kept a farm's stitch, run as another user,
+    from reading the manifests of the parts it could read)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp: str | None = None
     renamed = False
     try:  # the temp file made inside: a stop right after it is made still removes it
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        name = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        temp = name  # ours: only now is it removed on the way out
         with os.fdopen(fd, "w") as f:
             json.dump(record, f, indent=1)
             f.flush()
