@@ -127,8 +127,11 @@ def _run(argv: list[str] | None) -> int:
         raise _stop_of_start_up()
     try:
         result = app(args=argv, standalone_mode=False)
-    except click_errors.NoArgsIsHelpError as e:  # bare `skipsr`: the help, as before
-        print(e.ctx.get_help() if e.ctx else e.format_message(), file=sys.stderr)
+    except click_errors.NoArgsIsHelpError as e:  # bare `skipsr`, `skipsr bench`: the help, once
+        # Rich prints it as the error is made (its message is then empty); the plain formatter
+        # only returns it. Asked for again, Rich printed it a second time.
+        if e.format_message().strip():
+            print(e.format_message(), file=sys.stderr)
         return 2
     except click_errors.ClickException as e:
         print(f"skipsr: error: {usage_line(e, argv)}", file=sys.stderr, flush=True)

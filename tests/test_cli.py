@@ -535,3 +535,20 @@ def test_the_console_script_collects_again_after_its_imports(monkeypatch):
         signal.signal(signal.SIGINT, handler)
         gc.unfreeze()
         gc.enable()
+
+
+@pytest.mark.parametrize("command", [[], ["bench"], ["train"]])
+def test_a_bare_command_shows_its_help_once(command, tmp_path):
+    """`skipsr`, `skipsr bench`, `skipsr train` alone: the help once, exit 2, and no stray line
+    on stderr (Rich printed the help twice, and an empty line went to stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "skipsr_cli.cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == ExitCode.USAGE
+    said = done.stdout + done.stderr
+    assert said.count("Usage:") == 1 and "Commands" in said, said
+    assert done.stderr.strip() in ("", said.strip())
