@@ -118,6 +118,7 @@ def test_bad_input_gets_its_exit_code_and_leaves_no_output(tmp_path, make_input,
     r = run("upscale", src, out, *DEBUG)
     assert r.returncode == code
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("skipsr: error:")  # one line
+    assert "Errno" not in r.stderr, r.stderr  # FFmpeg's words, not its error number
     assert not out.exists()
     assert not list(tmp_path.glob("*skipsr-partial*"))
     assert (src.read_bytes() if src.exists() else None) == before  # the input is never touched

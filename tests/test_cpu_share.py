@@ -61,9 +61,10 @@ def test_each_worker_gets_its_share_of_the_cores(workers, cores):
 
 def test_the_share_can_be_set_by_the_environment():
     assert cpu_share.cpu_share(1, 32, env={ENV: "6"}) == CpuShare(6, 4, 9, 6)
-    assert cpu_share.cpu_share(4, 2, model_on_cpu=True, env={ENV: "0"}) == CpuShare(1, 1, 1, 1)
-    with pytest.raises(UsageError, match=ENV):
-        cpu_share.cpu_share(2, 16, env={ENV: "many"})
+    assert cpu_share.cpu_share(4, 2, model_on_cpu=True, env={ENV: "1"}) == CpuShare(1, 1, 1, 1)
+    for bad in ("many", "0", "-1"):  # 0 and -1 were taken for 1, "many" refused
+        with pytest.raises(UsageError, match=f"{ENV}='{bad}' is not a number of cores"):
+            cpu_share.cpu_share(2, 16, env={ENV: bad})
 
 
 @pytest.fixture

@@ -94,6 +94,15 @@ def test_parse_segment_from_text_and_from_farms():
         parse_segment("auto", env={"JOB_COMPLETION_INDEX": "1"})
     with pytest.raises(UsageError, match="no array index"):
         parse_segment("auto", 3, env={})
+    # an index past the array is named as the scheduler set it, not as a part I/N nobody typed;
+    # a task counted with neither MAX nor COUNT said prints no None
+    for name in ("JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX"):
+        with pytest.raises(UsageError, match=rf"{name}=16 is outside the array of 16 parts"):
+            parse_segment("auto", 16, env={name: "16"})
+    counted = {k: v for k, v in stepped.items() if k != "SLURM_ARRAY_TASK_MAX"}
+    with pytest.raises(UsageError, match=r"\(min 0, step 2, 16 tasks\)") as said:
+        parse_segment("auto", 16, env={**counted, "SLURM_ARRAY_TASK_ID": "3"})
+    assert "None" not in str(said.value)
 
 
 def test_parts_tile_the_video():

@@ -322,11 +322,20 @@ def stitch(
     folder = parts_folder(output, parts)
     manifests = read_manifests(folder, output, count, hashes)
     first = manifests[0]
+    if source is not None and not source.is_file():
+        raise InputError(f"the source given, {source}, is not a file")
     source = Path(first["input"]) if source is None else source
     if not source.is_file():
         raise InputError(f"the source {source} of the parts is not here: give it with --input")
     if fingerprint(source) != first["fingerprint"]:
         raise InputError(f"{source} is not the file the parts were made from")
+    pieces = [(folder / m["part"], m["frames"][0]) for m in manifests]
+    for m in manifests:  # -y over a part would destroy what the join reads
+        for own in (folder / m["part"], (folder / m["part"]).with_suffix(MANIFEST_SUFFIX)):
+            if same_file(output, own):
+                raise UsageError(
+                    f"the output {output} is {own.name} of the parts it joins: choose another path"
+                )
     codec = (first.get("encoder") or {}).get("codec")
     if isinstance(codec, str):  # the parts' video goes in as it is: OUTPUT's container takes it
         info = probe(source)
@@ -338,13 +347,6 @@ def stitch(
                 f"({codec}, as they were rendered for another container); stitch them into a "
                 f".mkv, or render the parts for {output.name}"
             ) from None
-    pieces = [(folder / m["part"], m["frames"][0]) for m in manifests]
-    for m in manifests:  # -y over a part would destroy what the join reads
-        for own in (folder / m["part"], (folder / m["part"]).with_suffix(MANIFEST_SUFFIX)):
-            if same_file(output, own):
-                raise UsageError(
-                    f"the output {output} is {own.name} of the parts it joins: choose another path"
-                )
     frames, warnings = join_videos(
         pieces,
         output,

@@ -103,9 +103,11 @@ def _from_slurm(task: int, count: int | None, number: Callable[[str], int | None
     span = (high - low) // step + 1 if high is not None else tasks
     ask = "give the part as --segment I/N, or requeue the task in its array (scontrol requeue)"
     if (task - low) % step or (tasks is not None and tasks != span):
+        said = [f"min {low}", f"max {high}" if high is not None else "", f"step {step}"]
+        said.append(f"{tasks} tasks" if tasks is not None else "")
         raise UsageError(
             f"--segment auto: task {task} is not on a SLURM array range A-B[:S] "
-            f"(min {low}, max {high}, step {step}, {tasks} tasks); {ask}"
+            f"({', '.join(s for s in said if s)}); {ask}"
         )
     if span == 1 and count != 1:  # N = 1 only when --segments 1 says so
         raise UsageError(
@@ -114,12 +116,18 @@ def _from_slurm(task: int, count: int | None, number: Callable[[str], int | None
         )
     if count is not None and count != span:  # tasks past N would fail, and the stitch never run
         raise UsageError(f"--segments {count} disagrees with SLURM's array of {span} tasks")
-    return _indexed((task - low) // step, span, "SLURM_ARRAY_TASK_ID")
+    return _indexed((task - low) // step, span, "SLURM_ARRAY_TASK_ID", task)
 
 
-def _indexed(zero_based: int, count: int | None, name: str) -> Segment:
+def _indexed(zero_based: int, count: int | None, name: str, value: int | None = None) -> Segment:
+    """Part `zero_based` + 1 of `count`; `value` is `name`'s own, where it is not the index."""
     if count is None:
         raise UsageError(f"--segment auto: {name} gives the part, --segments N must give N")
+    if not 0 <= zero_based < count:  # named as the scheduler set it, not as part I of N
+        raise UsageError(
+            f"--segment auto: {name}={zero_based if value is None else value} is outside the "
+            f"array of {count} parts (indices 0 to {count - 1})"
+        )
     return Segment(zero_based + 1, count)
 
 

@@ -65,9 +65,11 @@ def cpu_share(
         return None
     if given:
         try:
-            share = max(1, int(given))
+            share = int(given)
         except ValueError:
-            raise UsageError(f"{ENV}={given!r} is not a number of cores") from None
+            share = 0
+        if share < 1:
+            raise UsageError(f"{ENV}={given!r} is not a number of cores (1 or more)")
     else:
         share = max(1, (cores or host_cores()) // workers)
     return CpuShare(

@@ -22,6 +22,7 @@ import av
 import numpy as np
 
 from skipsr_cli.errors import InputError, OutputError, UsageError
+from skipsr_cli.media.av_errors import said
 from skipsr_cli.media.partials import Identity, identity, keep_old, partial_name, remove_stale
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
@@ -82,7 +83,7 @@ def read_image(path: Path) -> av.VideoFrame:
             for frame in container.decode(video=0):
                 return frame
     except (av.FFmpegError, OSError, ValueError) as e:
-        raise InputError(f"cannot read image {path}: {e}") from e
+        raise InputError(f"cannot read image {path}: {said(e)}") from e
     raise InputError(f"cannot read image {path}: it holds no picture")
 
 
@@ -186,7 +187,7 @@ class ImageWriter:
             )
             (self._temp / name).write_bytes(data)
         except (av.FFmpegError, OSError) as e:
-            raise OutputError(f"cannot write {self.folder / name}: {e}") from e
+            raise OutputError(f"cannot write {self.folder / name}: {said(e)}") from e
         self._written.append(name)
         self.frames_written += 1
 

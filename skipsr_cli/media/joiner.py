@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 
 from skipsr_cli.errors import OutputError
-from skipsr_cli.media.av_errors import AV_ERRORS
+from skipsr_cli.media.av_errors import AV_ERRORS, said
 from skipsr_cli.media.partials import Identity, identity, note_placing, stops_deferred
 from skipsr_cli.media.stream_copy import StreamCopier, packet_seconds
 from skipsr_cli.media.video_io import open_input
@@ -99,7 +99,7 @@ def join_videos(
             os.replace(temp, output)
     except AV_ERRORS as e:
         _remove(temp)
-        raise OutputError(f"cannot write {output}: {e}") from e
+        raise OutputError(f"cannot write {output}: {said(e)}") from e
     except BaseException:
         _remove(temp)
         raise

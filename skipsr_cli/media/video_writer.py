@@ -14,7 +14,7 @@ import av
 import numpy as np
 
 from skipsr_cli.errors import OutputError, UsageError
-from skipsr_cli.media.av_errors import AV_ERRORS
+from skipsr_cli.media.av_errors import AV_ERRORS, said
 from skipsr_cli.media.colour import (
     ACCURATE,
     DEVICE_PIX_FMTS,
@@ -177,7 +177,7 @@ class VideoWriter:
             self._video.codec_context.open()
         except AV_ERRORS as e:
             self.abort()
-            raise OutputError(f"cannot write {self.path}: {e}") from e
+            raise OutputError(f"cannot write {self.path}: {said(e)}") from e
         except BaseException:
             self.abort()
             raise
@@ -278,7 +278,9 @@ class VideoWriter:
         try:
             self._mux_video(self._video.encode(frame))
         except AV_ERRORS as e:
-            raise OutputError(f"cannot write {self.path}: frame {self.frames_written}: {e}") from e
+            raise OutputError(
+                f"cannot write {self.path}: frame {self.frames_written}: {said(e)}"
+            ) from e
         self.frames_written += 1
 
     @property
@@ -386,7 +388,7 @@ class VideoWriter:
                 self._copier.close()
             self._output.close()
         except AV_ERRORS as e:
-            raise OutputError(f"cannot write {self.path}: {e}") from e
+            raise OutputError(f"cannot write {self.path}: {said(e)}") from e
 
     def identity(self) -> Identity:
         """The finished file's identity at `path` (partials.identity), once `publish` has put it there."""
@@ -411,7 +413,7 @@ class VideoWriter:
             try:
                 os.replace(self._temp, self.path)
             except OSError as e:
-                raise OutputError(f"cannot write {self.path}: {e}") from e
+                raise OutputError(f"cannot write {self.path}: {said(e)}") from e
             self.published = True
         except BaseException:
             if not self.published:
