@@ -221,6 +221,9 @@ def upscale(
         )
     if (note := resume.unused_parts(output)) is not None:
         plan = replace(plan, notes=(*plan.notes, note))
+    if opts.parts is not None:  # the folder of a run in parts: this one is not
+        said = f"--parts {opts.parts} is for a run in parts (--segment, --segments, a long video)"
+        plan = replace(plan, notes=(*plan.notes, f"{said}: this one ran in one piece"))
     return pipeline.upscale(load(), plan, device, dtype, progress or _ignore)
 
 

@@ -196,6 +196,7 @@ def test_a_part_run_again_is_kept_when_done_and_rendered_again_when_not(clip, de
     written = part.stat().st_mtime_ns
     again = api.upscale(clip, out, model=debug, segment="1/2", **RUN)
     assert again.status == "kept" and again.frames == first.frames == 11
+    assert again.denoise == first.denoise is not None  # was None: the amount of the kept part
     assert part.stat().st_mtime_ns == written
     forced = api.upscale(clip, out, model=debug, segment="1/2", overwrite=True, **RUN)
     assert forced.status == "ok" and part.stat().st_mtime_ns != written
@@ -779,3 +780,13 @@ def test_a_run_in_parts_keeps_the_start_timecode(debug, tmp_path, suffix):
         data = [s for s in c.streams if s.type == "data"]
         assert len(data) == (0 if suffix == ".mkv" else 1)
         assert all(s.metadata.get("timecode") == "01:02:03:04" for s in data)
+
+
+def test_parts_named_for_a_run_in_one_piece_are_said_to_be_unused(clip, debug, tmp_path):
+    """--parts DIR on a short run without --segment or --segments: it runs in one piece, and a
+    warning says the folder was not used (it was silently ignored)."""
+    done = api.upscale(clip, tmp_path / "out.mkv", model=debug, parts=tmp_path / "p", **RUN)
+    assert done.frames == 23 and not (tmp_path / "p").exists()
+    assert any(
+        w.startswith(f"--parts {tmp_path / 'p'} is for a run in parts") for w in done.warnings
+    )

@@ -19,6 +19,7 @@ from skipsr_cli.farm.placed import forget_placed, job_of_placed, record_placed
 from skipsr_cli.farm.segments import (
     MANIFEST_SUFFIX,
     PART_SUFFIX,
+    check_holds_parts,
     drop_other_splits,
     file_hash,
     fingerprint,
@@ -110,7 +111,7 @@ def render_segment(
         # options and weights; --overwrite renders it again
         done = None if opts.overwrite else finished_part(input, output, opts, weights)
         if done is not None:
-            summary = _kept(input, part, done, plan.out_size, device)
+            summary = _kept(input, part, done, plan.out_size, device, opts.denoise)
             progress(summary)
             return summary
         manifest.unlink(missing_ok=True)  # until the new part is complete, this part is not done
@@ -168,8 +169,9 @@ def _made(folder: Path) -> Iterator[list[Path]]:
         raise
 
 
-def _kept(input: Path, part: Path, frames: int, size: tuple[int, int], device) -> Summary:
-    """The summary of a part that an earlier run finished: kept, not rendered again."""
+def _kept(input: Path, part: Path, frames: int, size: tuple[int, int], device, denoise) -> Summary:
+    """The summary of a part that an earlier run finished: kept, not rendered again; its
+    --denoise amount is this run's (the weights' hash, of the blended network, matched)."""
     return Summary(
         input=str(input),
         output=str(part),
@@ -183,6 +185,7 @@ def _kept(input: Path, part: Path, frames: int, size: tuple[int, int], device) -
         out_width=size[0],
         out_height=size[1],
         status="kept",
+        denoise=float(denoise) if isinstance(denoise, int | float) else None,
         cpu_seconds=0.0,  # nothing rendered now
     )
 
@@ -336,17 +339,7 @@ def stitch(
                 raise UsageError(
                     f"the output {output} is {own.name} of the parts it joins: choose another path"
                 )
-    codec = (first.get("encoder") or {}).get("codec")
-    if isinstance(codec, str):  # the parts' video goes in as it is: OUTPUT's container takes it
-        info = probe(source)
-        try:
-            check_container(output, codec, "output", info.time_base, info.rate)
-        except UsageError:
-            raise UsageError(
-                f"cannot stitch into {output}: its container cannot hold the parts' video "
-                f"({codec}, as they were rendered for another container); stitch them into a "
-                f".mkv, or render the parts for {output.name}"
-            ) from None
+    check_holds_parts(output, (first.get("encoder") or {}).get("codec"), probe(source))
     frames, warnings = join_videos(
         pieces,
         output,

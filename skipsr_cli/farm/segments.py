@@ -20,8 +20,10 @@ from pathlib import Path
 import torch
 
 from skipsr_cli.errors import InputError, UsageError
+from skipsr_cli.media.encoding import check_container
 from skipsr_cli.media.image_io import is_image_output
 from skipsr_cli.media.partials import fitted
+from skipsr_cli.media.video_io import VideoInfo
 
 PART_SUFFIX = ".mkv"  # Matroska holds every codec a part may be encoded with
 MANIFEST_SUFFIX = ".json"
@@ -153,6 +155,22 @@ def check_stitchable(output: Path, doing: str) -> None:
     raise UsageError(
         f"{doing}: the parts join into a video container such as {STITCH_CONTAINERS}, not {what}"
     )
+
+
+def check_holds_parts(output: Path, codec: object, source: VideoInfo) -> None:
+    """OUTPUT's container takes the parts' video (encoded with `codec`) as it is, at the source's
+    time base and rate: a usage error before anything is read where it cannot (x264 parts into a
+    .webm), not FFmpeg's complaint once the join writes."""
+    if not isinstance(codec, str):
+        return
+    try:
+        check_container(output, codec, "output", source.time_base, source.rate)
+    except UsageError:
+        raise UsageError(
+            f"cannot stitch into {output}: its container cannot hold the parts' video ({codec}, "
+            f"as they were rendered for another container); stitch them into a .mkv, or render "
+            f"the parts for {output.name}"
+        ) from None
 
 
 def work_folder(output: Path) -> Path:
