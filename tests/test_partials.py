@@ -224,3 +224,36 @@ def test_upscale_to_a_long_name_or_a_folder_given_as_dot(debug_model, tmp_path: 
     finally:
         os.chdir(cwd)
     assert len(list(frames.glob("*.png"))) == 3
+
+
+def test_a_write_error_the_disk_reports_only_at_the_flush_fails_the_run(
+    debug_model, tmp_path: Path, monkeypatch
+) -> None:
+    """A network disk's late write error (over quota) comes at fsync, before the rename: the
+    output (a run's, or a stitch's) is not put in place, the run fails with exit 5 naming it, and
+    no partial is left. Without the flush, the file went into place and the run said done."""
+    import errno
+
+    import pytest
+
+    from skipsr_cli.errors import OutputError
+    from skipsr_cli.media import partials
+
+    tiny = make_clip(tmp_path / "tiny.mp4", frames=3, audio=False)
+    flushed: list[str] = []
+    real = os.fsync
+
+    def over_quota(fd: int) -> None:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if partials.SUFFIX in name and Path(name).parent == tmp_path:  # an output, not a part
+            flushed.append(name)
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", over_quota)
+    for kwargs in ({}, {"segments": 2}):  # a run in one piece, and one whose stitch flushes
+        out = tmp_path / f"out{len(kwargs)}.mkv"
+        with pytest.raises(OutputError, match=f"cannot write {out}: Disk quota exceeded"):
+            skipsr_cli.upscale(tiny, out, model=debug_model, **kwargs)
+        assert not out.exists() and not list(tmp_path.glob("*skipsr-partial*"))
+    assert len(flushed) >= 2

@@ -19,7 +19,13 @@ import av
 
 from skipsr_cli.errors import OutputError
 from skipsr_cli.media.av_errors import AV_ERRORS, said
-from skipsr_cli.media.partials import Identity, identity, note_placing, stops_deferred
+from skipsr_cli.media.partials import (
+    Identity,
+    flush_to_disk,
+    identity,
+    note_placing,
+    stops_deferred,
+)
 from skipsr_cli.media.stream_copy import StreamCopier, packet_seconds
 from skipsr_cli.media.video_io import open_input
 from skipsr_cli.media.video_writer import check_target, partial_path
@@ -89,6 +95,7 @@ def join_videos(
             warnings = copier.warnings + copier.late_warnings()
         if expected is not None and frames != expected:
             raise OutputError(f"the pieces hold {frames} frames, the source {expected}")
+        flush_to_disk(temp)
         if output.exists() and not overwrite:
             raise OutputError(f"output exists: {output} (pass --overwrite to replace it)")
         placed = identity(output, temp)

@@ -196,6 +196,18 @@ def publish_together(
             output.commit()
 
 
+def flush_to_disk(path: Path) -> None:
+    """The finished file's data on the disk before it is renamed into place (fsync): after a
+    power cut the output is whole or not there, never a file of the right name with a hole, and a
+    network disk's late write error (a quota, a full server) is raised here, as an OSError, not
+    lost after the command said done."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def identity(final: Path, partial: Path) -> Identity:
     """(path, st_ino, size, mtime_ns) that the finished file at `partial` will have at `final`
     once renamed: a rename keeps them all, and a file put there by anyone else all but surely

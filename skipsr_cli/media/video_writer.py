@@ -32,7 +32,14 @@ from skipsr_cli.media.encoding import (
     resolve_pix_fmt,
     validate_encode_options,
 )
-from skipsr_cli.media.partials import Identity, identity, keep_old, partial_name, remove_stale
+from skipsr_cli.media.partials import (
+    Identity,
+    flush_to_disk,
+    identity,
+    keep_old,
+    partial_name,
+    remove_stale,
+)
 from skipsr_cli.media.stream_copy import StreamCopier, packet_seconds
 from skipsr_cli.media.video_io import HdrMetadata, open_input, pix_fmt_depth
 
@@ -387,6 +394,7 @@ class VideoWriter:
                 self.warnings.extend(self._copier.late_warnings())
                 self._copier.close()
             self._output.close()
+            flush_to_disk(self._temp)
         except AV_ERRORS as e:
             raise OutputError(f"cannot write {self.path}: {said(e)}") from e
 
