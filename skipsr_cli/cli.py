@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     if placed is not None:
         placed.forget_placements()  # its outputs are not this call's to name
     if threading.current_thread() is threading.main_thread():
-        # first: before torch and the commands load
+        # first: before torch and the commands load (the fork server, started next, ignores both
+        # by its own choice, and a Python handler does not pass through its exec anyway)
         previous = signal.signal(signal.SIGINT, _defer_interrupt)
+        previous_term = signal.signal(signal.SIGTERM, _defer_interrupt)
     try:
         if argv is None:  # the command itself, not a call from a program with its own processes
             # a long video's workers: their fork server imports torch beside this process's
@@ -71,10 +73,11 @@ def main(argv: list[str] | None = None) -> None:
             # no collections while torch and the commands import (about 0.3 s of them); `_run`
             # freezes what they made and turns collection back on
             gc.disable()
-        if previous is not None:  # after the fork server started: it keeps SIGTERM's default
-            previous_term = signal.signal(signal.SIGTERM, _defer_interrupt)
         code = _run(argv)
     except (KeyboardInterrupt, _Terminated) as e:  # before a command took over, or after it
+        if previous is not None:  # a second stop while this one is said is only noted
+            signal.signal(signal.SIGINT, _defer_interrupt)
+            signal.signal(signal.SIGTERM, _defer_interrupt)
         from skipsr_cli.media.partials import left_behind_words
 
         left = left_behind_words()  # ended: what it put in place, if anything

@@ -325,3 +325,23 @@ def test_an_output_without_an_extension_is_refused_before_the_model_loads(
     (tmp_path / "frames").mkdir()
     assert api.upscale(clip, tmp_path / "frames", **run).frames == 3
     assert len(list((tmp_path / "frames").glob("frame_*.png"))) == 3
+
+
+def test_ffmpegs_words_are_one_line_and_name_another_file() -> None:
+    """`said`: no errno, FFmpeg's logged line on the same line (its newline gone), the file the
+    error is about where the message names another (a source read while the output is written),
+    never the output's own partial name."""
+    import av
+
+    from skipsr_cli.media.av_errors import said
+
+    log = (16, "mov,mp4", "moov atom not found\n")
+    e = av.FFmpegError(1094995529, "Invalid data found when processing input", "in.mp4", log)
+    assert (
+        said(e, "in.mp4")
+        == "Invalid data found when processing input (mov,mp4: moov atom not found)"
+    )
+    assert said(e, "out.mp4").startswith("Invalid data found when processing input: in.mp4 (")
+    partial = OSError(28, "No space left on device", "d/.out.mp4.x-1@h.skipsr-partial.mp4")
+    assert said(partial, "out.mp4") == "No space left on device"
+    assert said(ValueError("bad")) == "bad"

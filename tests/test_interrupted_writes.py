@@ -77,3 +77,12 @@ def test_a_record_takes_the_mode_the_umask_gives(tmp_path: Path, umask: int):
     finally:
         os.umask(previous)
     assert (tmp_path / "part.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_record_of_a_long_name_is_written(tmp_path: Path):
+    """A record's temp name is its name and 14 bytes more, as mkstemp's was: a batch's claims of
+    long output names (227-230 bytes) fit the file system's 255 again."""
+    path = tmp_path / ("a" * 236 + ".json")  # 241 bytes: 255 with the temp name's own 14
+    write_record(path, {"long": True})
+    assert json.loads(path.read_text()) == {"long": True}
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]

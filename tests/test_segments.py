@@ -99,6 +99,12 @@ def test_parse_segment_from_text_and_from_farms():
     for name in ("JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX"):
         with pytest.raises(UsageError, match=rf"{name}=16 is outside the array of 16 parts"):
             parse_segment("auto", 16, env={name: "16"})
+    for task, array in (("0", r"1-4 \(4 tasks\)"), ("9", r"1-7:2 \(4 tasks\)")):
+        env = {"SLURM_ARRAY_TASK_ID": task, "SLURM_ARRAY_TASK_MIN": "1"}
+        env["SLURM_ARRAY_TASK_MAX"] = "4" if task == "0" else "7"
+        env["SLURM_ARRAY_TASK_STEP"] = "1" if task == "0" else "2"
+        with pytest.raises(UsageError, match=rf"_ID={task} is outside its array {array}"):
+            parse_segment("auto", 4, env)
     counted = {k: v for k, v in stepped.items() if k != "SLURM_ARRAY_TASK_MAX"}
     with pytest.raises(UsageError, match=r"\(min 0, step 2, 16 tasks\)") as said:
         parse_segment("auto", 16, env={**counted, "SLURM_ARRAY_TASK_ID": "3"})

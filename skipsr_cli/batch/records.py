@@ -206,7 +206,7 @@ def write_record(path: Path, record: dict) -> None:
     temp: str | None = None
     renamed = False
     try:  # the temp file made inside: a stop right after it is made still removes it
-        name = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        name = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")  # as long as mkstemp's
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         temp = name  # ours: only now is it removed on the way out
         with os.fdopen(fd, "w") as f:

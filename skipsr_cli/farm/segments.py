@@ -118,18 +118,19 @@ def _from_slurm(task: int, count: int | None, number: Callable[[str], int | None
         )
     if count is not None and count != span:  # tasks past N would fail, and the stitch never run
         raise UsageError(f"--segments {count} disagrees with SLURM's array of {span} tasks")
-    return _indexed((task - low) // step, span, "SLURM_ARRAY_TASK_ID", task)
+    array = f"{low}-{low + (span - 1) * step}" + (f":{step}" if step != 1 else "")
+    said = f"SLURM_ARRAY_TASK_ID={task} is outside its array {array} ({span} tasks)"
+    return _indexed((task - low) // step, span, "SLURM_ARRAY_TASK_ID", said)
 
 
-def _indexed(zero_based: int, count: int | None, name: str, value: int | None = None) -> Segment:
-    """Part `zero_based` + 1 of `count`; `value` is `name`'s own, where it is not the index."""
+def _indexed(zero_based: int, count: int | None, name: str, slurm: str | None = None) -> Segment:
+    """Part `zero_based` + 1 of `count`, from `name`; `slurm` is the task and its array in words,
+    where the index is the task's place in it."""
     if count is None:
         raise UsageError(f"--segment auto: {name} gives the part, --segments N must give N")
     if not 0 <= zero_based < count:  # named as the scheduler set it, not as part I of N
-        raise UsageError(
-            f"--segment auto: {name}={zero_based if value is None else value} is outside the "
-            f"array of {count} parts (indices 0 to {count - 1})"
-        )
+        where = slurm or f"{name}={zero_based} is outside the array of {count} parts (0 to "
+        raise UsageError(f"--segment auto: {where}{'' if slurm else f'{count - 1})'}")
     return Segment(zero_based + 1, count)
 
 

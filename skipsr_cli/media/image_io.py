@@ -83,7 +83,7 @@ def read_image(path: Path) -> av.VideoFrame:
             for frame in container.decode(video=0):
                 return frame
     except (av.FFmpegError, OSError, ValueError) as e:
-        raise InputError(f"cannot read image {path}: {said(e)}") from e
+        raise InputError(f"cannot read image {path}: {said(e, path)}") from e
     raise InputError(f"cannot read image {path}: it holds no picture")
 
 
@@ -187,7 +187,9 @@ class ImageWriter:
             )
             (self._temp / name).write_bytes(data)
         except (av.FFmpegError, OSError) as e:
-            raise OutputError(f"cannot write {self.folder / name}: {said(e)}") from e
+            raise OutputError(
+                f"cannot write {self.folder / name}: {said(e, self.folder / name)}"
+            ) from e
         self._written.append(name)
         self.frames_written += 1
 

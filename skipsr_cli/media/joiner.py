@@ -106,7 +106,7 @@ def join_videos(
             os.replace(temp, output)
     except AV_ERRORS as e:
         _remove(temp)
-        raise OutputError(f"cannot write {output}: {said(e)}") from e
+        raise OutputError(f"cannot write {output}: {said(e, output)}") from e
     except BaseException:
         _remove(temp)
         raise

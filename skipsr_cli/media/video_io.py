@@ -102,7 +102,7 @@ def open_input(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path), "r")
     except AV_ERRORS as e:
-        raise InputError(f"cannot read {path}: {said(e)}") from e
+        raise InputError(f"cannot read {path}: {said(e, path)}") from e
 
 
 def video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
@@ -424,7 +424,7 @@ def _packets(
             return
         except AV_ERRORS as e:  # cut short or unreadable from here on
             if strict:
-                raise InputError(f"cannot read {path}: {said(e)}") from e
+                raise InputError(f"cannot read {path}: {said(e, path)}") from e
             damage.note("reading the file", e)
             yield None
             return

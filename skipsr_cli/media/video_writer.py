@@ -184,7 +184,7 @@ class VideoWriter:
             self._video.codec_context.open()
         except AV_ERRORS as e:
             self.abort()
-            raise OutputError(f"cannot write {self.path}: {said(e)}") from e
+            raise OutputError(f"cannot write {self.path}: {said(e, self.path)}") from e
         except BaseException:
             self.abort()
             raise
@@ -286,7 +286,7 @@ class VideoWriter:
             self._mux_video(self._video.encode(frame))
         except AV_ERRORS as e:
             raise OutputError(
-                f"cannot write {self.path}: frame {self.frames_written}: {said(e)}"
+                f"cannot write {self.path}: frame {self.frames_written}: {said(e, self.path)}"
             ) from e
         self.frames_written += 1
 
@@ -396,7 +396,7 @@ class VideoWriter:
             self._output.close()
             flush_to_disk(self._temp)
         except AV_ERRORS as e:
-            raise OutputError(f"cannot write {self.path}: {said(e)}") from e
+            raise OutputError(f"cannot write {self.path}: {said(e, self.path)}") from e
 
     def identity(self) -> Identity:
         """The finished file's identity at `path` (partials.identity), once `publish` has put it there."""
@@ -421,7 +421,7 @@ class VideoWriter:
             try:
                 os.replace(self._temp, self.path)
             except OSError as e:
-                raise OutputError(f"cannot write {self.path}: {said(e)}") from e
+                raise OutputError(f"cannot write {self.path}: {said(e, self.path)}") from e
             self.published = True
         except BaseException:
             if not self.published:
