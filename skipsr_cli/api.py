@@ -198,7 +198,15 @@ def upscale(
                 address = ray_address(opts.ray)
                 return _held_stops_acted_on(
                     upscale_on_ray(
-                        input, output, opts, opts.segments, address, opts.workers, progress
+                        input,
+                        output,
+                        opts,
+                        opts.segments,
+                        address,
+                        opts.workers,
+                        progress,
+                        sizes=((plan.info.width, plan.info.height), plan.out_size),
+                        total=total,
                     )
                 )
             done = progress or _ignore

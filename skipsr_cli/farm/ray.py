@@ -51,11 +51,8 @@ from skipsr_cli.farm.ray_progress import Watch, reporting
 from skipsr_cli.farm.resume import part_count
 from skipsr_cli.farm.segments import model_hash
 from skipsr_cli.media.cpu_share import apply_cpu_share, host_cores
-from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.media.partials import identity, note_placing
-from skipsr_cli.media.video_io import probe
-from skipsr_cli.run.options import UpscaleOptions, load_network, parse_size, resolve_dtype
-from skipsr_cli.run.pipeline import output_size
+from skipsr_cli.run.options import UpscaleOptions, load_network, resolve_dtype
 from skipsr_cli.run.progress import Advanced, Event, Summary
 
 CONNECT_S = 10  # to reach a named cluster's head before Ray is asked to attach
@@ -248,21 +245,22 @@ def upscale_on_ray(
     address: str | None = None,
     workers: int | None = None,
     progress: Callable[[Event], None] | None = None,
+    *,
+    sizes: tuple[tuple[int, int], tuple[int, int]],
+    total: int,
 ) -> Summary:
     """Render the segments on Ray and stitch them into `output`; returns the whole run's summary
     (its parts' and the stitch's warnings included). `progress` sees the run as one while its
     parts render (their actors' events, read from the run's board every READ_S seconds:
-    farm/ray_progress.py), then the summary.
+    farm/ray_progress.py), then the summary. `sizes` (the input's and the output's, width by
+    height) and `total` (the input's frames, counted by its packets) are the caller's, who
+    probed and counted the input already.
     `parts` defaults to the split of the parts a stopped run finished, else `resume.part_count`'s
     for its actors. Weights that cannot load are one error (exit 4) before Ray starts, not a
     failure of every actor."""
     began = time.perf_counter()
     opts, ray, gpus = _start(opts, address)
     count = workers or gpus or 1
-    total = len(source_timestamps(input)[0])
-    info = probe(input)
-    size = parse_size(opts.size) if isinstance(opts.size, str) else opts.size
-    sizes = (info.width, info.height), output_size(info, opts.scale, size)
     if parts is None:
         parts = farm.finished_split(input, output, opts, total) or part_count(total, count)
     parts = min(parts, total)  # no empty part
