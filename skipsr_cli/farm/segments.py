@@ -129,8 +129,10 @@ def _indexed(zero_based: int, count: int | None, name: str, slurm: str | None = 
     if count is None:
         raise UsageError(f"--segment auto: {name} gives the part, --segments N must give N")
     if not 0 <= zero_based < count:  # named as the scheduler set it, not as part I of N
-        where = slurm or f"{name}={zero_based} is outside the array of {count} parts (0 to "
-        raise UsageError(f"--segment auto: {where}{'' if slurm else f'{count - 1})'}")
+        where = (
+            slurm or f"{name}={zero_based} is outside the array of {count} parts (0 to {count - 1})"
+        )
+        raise UsageError(f"--segment auto: {where}")
     return Segment(zero_based + 1, count)
 
 

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import av
 
+from skipsr_cli.media.partials import SUFFIX as PARTIAL
+
 # Its own FFmpegError family, plus the plain OSError / ValueError it uses for bad paths,
 # unsupported codec and container pairs, and bad arguments.
 AV_ERRORS = (av.FFmpegError, OSError, ValueError)
+
+
+def logged_line(error: BaseException) -> str | None:
+    """FFmpeg's last logged error line where PyAV kept one with the error, on one line (FFmpeg
+    ends its own with a newline); else None."""
+    log = getattr(error, "log", None)
+    if isinstance(log, tuple) and len(log) == 3 and str(log[2]).strip():
+        return " ".join(str(log[2]).split())
+    return None
 
 
 def said(error: BaseException, about: object = None) -> str:
@@ -19,10 +30,10 @@ def said(error: BaseException, about: object = None) -> str:
     if not isinstance(text, str) or not text:
         return str(error)
     name = getattr(error, "filename", None)
-    if name and str(name) != str(about) and ".skipsr-partial" not in str(name):
+    if name and str(name) != str(about) and PARTIAL not in str(name):
         text += f": {name}"
-    log = getattr(error, "log", None)
-    if isinstance(log, tuple) and len(log) == 3 and str(log[2]).strip():
-        line = " ".join(str(log[2]).split())  # one line: FFmpeg ends its own with a newline
-        text += f" ({log[1]}: {line})" if log[1] else f" ({line})"
+    line = logged_line(error)
+    if line is not None:
+        where = error.log[1]
+        text += f" ({where}: {line})" if where else f" ({line})"
     return text

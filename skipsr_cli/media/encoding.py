@@ -15,7 +15,7 @@ import av
 import av.logging
 
 from skipsr_cli.errors import UsageError
-from skipsr_cli.media.av_errors import AV_ERRORS
+from skipsr_cli.media.av_errors import AV_ERRORS, logged_line
 
 # Encoders whose "preset" option speaks x264's vocabulary ("medium", "slow", ...). Other encoders
 # either have no preset or a numeric one, so the default "medium" would make them fail to open.
@@ -312,10 +312,8 @@ def _ffmpeg_errors_kept() -> Iterator[None]:
 
 def _ffmpeg_says(error: Exception) -> str:
     """FFmpeg's last error line where PyAV kept one ("vp9 only supported in MP4."), else its text."""
-    log = getattr(error, "log", None)
-    if log and len(log) == 3 and log[2]:
-        return str(log[2]).strip().rstrip(".")
-    return str(error)
+    line = logged_line(error)
+    return str(error) if line is None else line.rstrip(".")
 
 
 def container_holds(path: Path, codec: str) -> bool:
