@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 import av
 import numpy as np
@@ -28,6 +29,8 @@ from skipsr_cli.media.colour import ColourInfo, output_colour, rgb_to_planes
 from skipsr_cli.run.host_waits import sleep_while_waiting
 from skipsr_cli.run.options import FRAME_SLICE
 from skipsr_cli.weights import load_model
+
+T = TypeVar("T")
 
 
 def clip_chunks(path: str, chunks: int, frames: int) -> list[np.ndarray]:
@@ -51,6 +54,24 @@ def timed(step: Callable[[], object], device: torch.device) -> tuple[float, floa
     step()
     torch.cuda.synchronize(device) if device.type == "cuda" else None
     return time.perf_counter() - w, time.thread_time() - t, time.process_time() - p
+
+
+def timed_chunks(
+    chunks: Sequence[T],
+    names: Sequence[str],
+    steps_of: Callable[[int, T], Iterable[tuple[str, Callable[[], object]]]],
+    device: torch.device,
+) -> dict[str, list[tuple[float, float, float]]]:
+    """Each chunk's steps `timed` (`steps_of(n, chunk)`: (name, step) pairs, in the order they
+    run), per name of `names` in that order; the cold first chunk is left out of them all."""
+    rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
+    for n, chunk in enumerate(chunks):
+        for name, step in steps_of(n, chunk):
+            rows[name].append(timed(step, device))
+        if n == 0:
+            for v in rows.values():
+                v.clear()
+    return rows
 
 
 def staged(model: torch.nn.Module, device: torch.device) -> dict[str, list[float]]:
@@ -119,17 +140,11 @@ def main() -> None:
         for i in range(frames.shape[1]):
             rgb_to_planes(frames[:, i], colour, "yuv420p").cpu().numpy()
 
-    rows: dict[str, list[tuple[float, float, float]]] = {
-        name: [] for name in ("upload", "model", "bicubic", "finish")
-    }
-    for n, chunk in enumerate(chunks):
-        rows["upload"].append(timed(upload(chunk), device))
-        rows["model"].append(timed(network, device))
-        rows["bicubic"].append(timed(bicubic, device))
-        rows["finish"].append(timed(finish, device))  # bicubic's frames, as large as the model's
-        if n == 0:  # the cold first chunk is left out of the medians
-            for v in rows.values():
-                v.clear()
+    def steps(n: int, chunk: np.ndarray) -> list[tuple[str, Callable[[], object]]]:
+        steps = [("upload", upload(chunk)), ("model", network), ("bicubic", bicubic)]
+        return [*steps, ("finish", finish)]  # bicubic's frames, as large as the model's
+
+    rows = timed_chunks(chunks, ("upload", "model", "bicubic", "finish"), steps, device)
     print(f"{args.device}, {w}x{h} -> {size[1]}x{size[0]}, chunks of {args.frames} frames")
     print("| step | wall ms | thread CPU ms | process CPU ms | thread CPU ms a frame |")
     print("|---|---|---|---|---|")

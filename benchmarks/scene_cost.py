@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from collections.abc import Callable
 from functools import partial
 
 import torch
 import torch.nn.functional as F
-from call_cpu import clip_chunks, device_and_base, timed
+from call_cpu import clip_chunks, device_and_base, timed_chunks
 
 from models.skipsr import Settings
 from skipsr_cli.run.options import FRAME_SLICE
@@ -59,15 +60,13 @@ def main() -> None:
         search(lr)
         call(lr)
 
-    rows: dict[str, list[tuple[float, float, float]]] = {"search": [], "model": [], "both": []}
     steps = {"search": search, "model": call, "both": both}
-    for n, lr in enumerate(clips):
+
+    def chunk_steps(n: int, lr: torch.Tensor) -> list[tuple[str, Callable[[], object]]]:
         order = ("search", "model", "both") if n % 2 else ("search", "both", "model")
-        for name in order:
-            rows[name].append(timed(partial(steps[name], lr), device))
-        if n == 0:  # the cold first chunk is left out of the medians
-            for v in rows.values():
-                v.clear()
+        return [(name, partial(steps[name], lr)) for name in order]
+
+    rows = timed_chunks(clips, ("search", "model", "both"), chunk_steps, device)
     print(f"{device}, {w}x{h} -> {size[1]}x{size[0]}, chunks of {args.frames} frames")
     print("| step | wall ms | thread CPU ms | wall ms a frame |")
     print("|---|---|---|---|")
