@@ -17,9 +17,10 @@ import contextlib
 import json
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from skipsr_cli.batch.records import weights_identity, write_record
+from skipsr_cli.batch.records import options_key, weights_identity, write_record
 from skipsr_cli.errors import SkipSRError
 from skipsr_cli.media.partials import Identity
 from skipsr_cli.run.options import UpscaleOptions
@@ -29,18 +30,15 @@ PLACED_NAME = "placed.json"
 
 def job_of_placed(opts: UpscaleOptions) -> dict[str, object]:
     """What the record says of the job beyond its parts' manifests (whose weights' hash is of a
-    loaded network): the network a run loads, named (the preset, its weights files by their
-    SHA-256 or random weights and their seed, the --denoise amount resolved for the input, the
-    device and dtype as asked), and the streams the stitch copies."""
+    loaded network): every option that changes an output, as a batch's done-record keeps them
+    (`records.options_key`: the streams copied, the dtype, --denoise resolved for the input...),
+    the device as asked (a dtype of auto follows it), and the weights by their SHA-256 or as
+    random with their seed. The run's own parts folder is not among them: the rerun that reads
+    the record has not taken it yet."""
     return {
-        "model": str(opts.model),
-        "weights": weights_identity(opts),
-        "denoise": opts.denoise,
+        "options": options_key(replace(opts, parts=None)),
         "device": str(opts.device),
-        "dtype": str(opts.dtype),
-        "copy_audio": opts.copy_audio,
-        "copy_subtitles": opts.copy_subtitles,
-        "audio_bitrate": opts.audio_bitrate,
+        "weights": weights_identity(opts),
     }
 
 
