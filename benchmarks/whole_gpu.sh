@@ -6,7 +6,9 @@
 # FLOOR_FRAMES frames a copy, a quarter of FRAMES unless given; FLOORS=1,2,3,4 takes the best of
 # 1-4 as the issue defines the capacity, 4 alone is quicker). WORKERS="4 6" runs one whole upscale
 # for each entry between the same two floors, with `--workers N` (`default`: none given; `spawn`:
-# none given, the workers spawned fresh as before the fork server, benchmarks/spawned_workers.py).
+# none given, the workers spawned fresh as before the fork server, benchmarks/spawned_workers.py;
+# `NtK`: N workers, each given K cores by SKIPSR_WORKER_THREADS, so that its x264 runs 1.5 K
+# threads; `tK` alone is a process given K cores, which keeps to one worker, as a farm task does).
 # ROUNDS=R repeats the runs R times, a floor between rounds (each run has its own floors before and
 # after; benchmarks/whole_table.py gives each entry's median over the rounds, as the floors swing).
 # THREADS=1 adds one whole upscale and one floor measured by thread (after the rounds).
@@ -37,7 +39,8 @@ floor() {
 }
 WORKERS=${WORKERS:-default}
 for n in $WORKERS; do
-  case $n in default|spawn|[1-9]|[1-9][0-9]) ;; *) echo "WORKERS entries are counts or default, not $n" >&2; exit 2 ;; esac
+  [[ $n =~ ^(default|spawn|[1-9][0-9]?|[1-9][0-9]?t[1-9][0-9]?|t[1-9][0-9]?)$ ]] \
+    || { echo "WORKERS entries are default, spawn, N, tK or NtK, not $n" >&2; exit 2; }
 done
 # every Python module compiled once before the clock (a run's first import of a module with no
 # bytecode compiles it: 841 of them, 1.8-2.6 s a process, where torch ships none; this writes it,
@@ -50,9 +53,13 @@ for r in $(seq 1 "$ROUNDS"); do
   for n in $WORKERS; do
     i=$((i + 1))  # runs are numbered, so that an entry given twice keeps both runs' files
     rm -rf "$OUT/.out.mp4.skipsr-work" "$OUT/out.mp4"
-    ARGS=(); case $n in default|spawn) ;; *) ARGS=(--workers "$n") ;; esac
+    ARGS=(); SHARE=(); count=$n
+    if [[ $n =~ ^([0-9]*)t([0-9]+)$ ]]; then
+      count=${BASH_REMATCH[1]}; SHARE=(env "SKIPSR_WORKER_THREADS=${BASH_REMATCH[2]}")
+    fi
+    case $count in default|spawn|'') ;; *) ARGS=(--workers "$count") ;; esac
     RUN=$S; [ "$n" = spawn ] && RUN="python3 benchmarks/spawned_workers.py"
-    python3 benchmarks/memwatch.py --every 2 --json "$OUT/whole_${r}_${i}_$n.json" -- \
+    "${SHARE[@]}" python3 benchmarks/memwatch.py --every 2 --json "$OUT/whole_${r}_${i}_$n.json" -- \
       $RUN upscale "$OUT/long.mp4" "$OUT/out.mp4" -q -y --json "${MODEL[@]}" "${ARGS[@]}" \
       > "$OUT/summary_${r}_${i}_$n.json" 2> "$OUT/whole_${r}_${i}_$n.log"
   done
