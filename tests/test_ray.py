@@ -216,6 +216,51 @@ def test_a_folder_batch_on_ray_actors(local_ray, quick_board, tmp_path, monkeypa
     assert [f.status for f in again.files if f.file != "broken.mp4"] == ["skipped"] * 3
 
 
+def test_a_batch_on_ray_names_each_file_whose_board_events_come_after_its_end(
+    local_ray, tmp_path, monkeypatch
+):
+    """A short file ends before the driver reads its Started from the board, which drops events
+    of ended files: the file was never named as it started, only as done. Here the board hears
+    nothing at all; each file's Started still comes once, before its result, from its task's
+    answer."""
+    from skipsr_cli.batch.progress import FileProgress, FileResult
+    from skipsr_cli.farm import ray as farm_ray
+    from skipsr_cli.run.progress import Started
+
+    class Silent(farm_ray.FileWorker):  # every event to the board lost
+        def run(self, index, item, sender=None):
+            return super().run(index, item, None)
+
+    monkeypatch.setattr(farm_ray, "FileWorker", Silent)
+    src = tmp_path / "in"
+    src.mkdir()
+    for name, length in (("a.mp4", 3), ("b.mp4", 4)):
+        make_clip(src / name, frames=length, audio=False)
+    events = []
+    summary = api.upscale_batch(
+        src,
+        tmp_path / "out",
+        ray="local",
+        workers=2,
+        device="cpu",
+        model="debug",
+        random_weights=True,
+        progress=events.append,
+    )
+    assert [f.status for f in summary.files] == ["done", "done"]
+    for name, length in (("a.mp4", 3), ("b.mp4", 4)):
+        mine = [
+            e
+            for e in events
+            if (isinstance(e, FileProgress) and e.name == name)
+            or (isinstance(e, FileResult) and e.file == name)
+        ]
+        assert isinstance(mine[0], FileProgress) and isinstance(mine[0].event, Started)
+        assert mine[0].event.total_frames == length
+        assert sum(isinstance(e, FileProgress) and isinstance(e.event, Started) for e in mine) == 1
+        assert isinstance(mine[-1], FileResult)
+
+
 def test_a_batch_on_ray_with_weights_that_cannot_load_is_one_error(local_ray, tmp_path):
     """As with local workers: one model error before any actor starts, no output folder filled."""
     from skipsr_cli.errors import ModelError

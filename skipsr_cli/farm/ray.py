@@ -53,7 +53,7 @@ from skipsr_cli.farm.segments import model_hash
 from skipsr_cli.media.cpu_share import apply_cpu_share, host_cores
 from skipsr_cli.media.partials import identity, note_placing
 from skipsr_cli.run.options import UpscaleOptions, load_network, resolve_dtype
-from skipsr_cli.run.progress import Advanced, Event, Summary
+from skipsr_cli.run.progress import Advanced, Event, Started, Summary
 
 CONNECT_S = 10  # to reach a named cluster's head before Ray is asked to attach
 
@@ -132,11 +132,19 @@ class FileWorker:
 
     def run(
         self, index: int, item: BatchItem, sender: tuple[Any, int, int, float] | None = None
-    ) -> tuple[int, FileResult]:
-        """File `index` of the batch, its progress to the run's board where `sender` names it."""
-        return index, run_item(
-            self.model, item, self.options, self.key, reporting(sender) or _quiet
-        )
+    ) -> tuple[int, FileResult, Started | None]:
+        """File `index` of the batch, its progress to the run's board where `sender` names it:
+        `index`, its result and its Started (None where it did not start), which the driver shows
+        where the board's copy comes after the result (a short file's does)."""
+        report, began = reporting(sender) or _quiet, []
+
+        def progress(event: Event) -> None:
+            if isinstance(event, Started):
+                began.append(event)
+            report(event)
+
+        result = run_item(self.model, item, self.options, self.key, progress)
+        return index, result, began[0] if began else None
 
 
 def _quiet(event: object) -> None:
@@ -373,9 +381,14 @@ def files_on_ray(
     jobs = [_whole(task) for task in todo]
     given = dict(todo)  # each file's item as the batch named its outputs
     finished: set[int] = set()
-    watch = Watch(
-        ray, lambda i, event: emit(FileProgress(i, given[i].name, event)), finished.__contains__
-    )
+    named: set[int] = set()  # files whose Started was shown
+
+    def show(index: int, event: Event) -> None:
+        if isinstance(event, Started):
+            named.add(index)
+        emit(FileProgress(index, given[index].name, event))
+
+    watch = Watch(ray, show, finished.__contains__)
 
     def send(actor: Any, job: tuple[int, BatchItem], attempt: int) -> Any:
         return actor.run.remote(*job, watch.sender(job[0], attempt))
@@ -397,7 +410,9 @@ def files_on_ray(
                 )
                 result = FileResult(item.name, str(item.output), FAILED, error=error)
             else:
-                result = outcome[1]
+                result, began = outcome[1], outcome[2]
+                if began is not None and index not in named:  # the board's copy comes late
+                    show(index, began)
                 _note_written(item, given[index], result)
             notes = tuple(said.pop(index, ()))
             went_on = crew.given_up[told:]  # said once, with the file that ended next
