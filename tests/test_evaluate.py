@@ -134,6 +134,34 @@ def test_a_ten_bit_reference_is_read_at_its_depth(tmp_path):
     assert result.clips[0].rows[0].psnr > 20
 
 
+def test_a_pq_reference_finds_its_shots_as_upscale_does(model, tmp_path, monkeypatch):
+    """The shots of a PQ clip are found with its transfer (16), as `upscale` finds them; eval
+    read every reference as SDR. Images and SDR videos name none."""
+    from media import make_colour_clip
+
+    from skipsr_cli.measure import evaluate as evaluation
+
+    seen = []
+
+    def spy(lr, step=1, transfer=None):
+        seen.append(transfer)
+        return shot_starts(lr, step, transfer)
+
+    shot_starts = evaluation.shot_starts
+    monkeypatch.setattr(evaluation, "shot_starts", spy)
+    rgb = smooth_image(48, 64, 0.0)
+    pq = make_colour_clip(
+        tmp_path / "pq.mp4", rgb, matrix=9, colour_range=1, primaries=9, transfer=16, frames=3
+    )
+    assert load_reference(find_sources([pq])[0], 2).transfer == 16
+    evaluate([pq], 2, model, methods=("model",), frames=3)
+    assert seen and set(seen) == {16}
+    seen.clear()
+    sdr = make_clip(tmp_path / "sdr.mp4", width=64, height=48, frames=3, audio=False)
+    evaluate([sdr], 2, model, methods=("model",), frames=3)
+    assert seen and set(seen) == {None}
+
+
 def test_mixed_paths_and_frame_limit(video, folder):
     result = evaluate([video, folder / "b.png"], 2, methods=("lanczos",), frames=3)
     assert [(c.name, c.frames) for c in result.clips] == [("clip.mp4", 3), ("b.png", 1)]

@@ -51,6 +51,7 @@ class Reference:
     name: str
     frames: Tensor  # (T, 3, H, W) float32 in [0, 1], cropped so H and W divide by the scale
     crop: tuple[int, int]  # (rows, columns) removed at the bottom and the right
+    transfer: int | None = None  # the video's transfer code (PQ: 16), for finding its shots
 
 
 @dataclass(frozen=True)
@@ -123,12 +124,14 @@ def _folder_sources(folder: Path) -> list[tuple[Path, str]]:
 def load_reference(source: ClipSource, scale: int, frames: int | None = None) -> Reference:
     """Decode a reference and crop it (bottom and right) so that its sides divide by `scale`."""
     rgb = _read_image(source.path) if source.kind == "image" else _read_video(source.path, frames)
+    transfer = probe(source.path).colour.transfer if source.kind == "video" else None
     clip = to_unit(rgb)  # (T, 3, H, W)
     h, w = clip.shape[-2:]
     dh, dw = h % scale, w % scale
     if h - dh < scale or w - dw < scale:
         raise InputError(f"{source.path} is {w}x{h}: too small for x{scale}")
-    return Reference(source.name, clip[:, :, : h - dh, : w - dw].contiguous(), (dh, dw))
+    crop = clip[:, :, : h - dh, : w - dw].contiguous()
+    return Reference(source.name, crop, (dh, dw), transfer)
 
 
 def to_unit(rgb: np.ndarray) -> Tensor:
@@ -167,12 +170,18 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def upscale_model(
-    model: SkipSR, lr: Tensor, size: tuple[int, int], settings: Settings, chunk_frames: int = 16
+    model: SkipSR,
+    lr: Tensor,
+    size: tuple[int, int],
+    settings: Settings,
+    chunk_frames: int = 16,
+    transfer: int | None = None,
 ) -> tuple[Tensor, float]:
     """Model output (T, 3, H, W) float32 on its device and its skip ratio, token-weighted over chunks.
 
     Chunks do not overlap: evaluation measures the network, not the cross-fade of `upscale`.
-    A chunk's shots go through the model apart, as `upscale` runs them (run/scenes.py).
+    A chunk's shots go through the model apart, as `upscale` runs them (run/scenes.py), found
+    with the clip's `transfer` as `upscale` finds them.
     """
     param = next(model.parameters())
     outputs, kept, tokens = (
@@ -189,7 +198,7 @@ def upscale_model(
         x = exact.to(param.dtype)  # (1, 3, t, h, w); cuts are found in fp32, as upscale does
         try:
             with torch.inference_mode():
-                starts = shot_starts(exact, model.args.token_pixels[0])
+                starts = shot_starts(exact, model.args.token_pixels[0], transfer)
                 result = run_in_pieces(shot, x, starts, start)
         except torch.cuda.OutOfMemoryError as e:
             raise ModelError("out of GPU memory: lower --chunk-frames or use --dtype bf16") from e
@@ -242,9 +251,10 @@ def evaluate_clip(
     chunk_frames: int = 16,
     log: Callable[[str], None] | None = None,
     skip_fraction: float | None = None,
+    transfer: int | None = None,
 ) -> list[Row]:
-    """Rows for every track and method on one reference clip (T, 3, H, W) on the CPU; each model
-    method gives one row per model."""
+    """Rows for every track and method on one reference clip (T, 3, H, W) on the CPU, coded
+    with `transfer` (None: SDR); each model method gives one row per model."""
     models = _as_models(model)
     device = _device(models)
     size = (ref.shape[2], ref.shape[3])
@@ -269,7 +279,7 @@ def evaluate_clip(
                     if isinstance(net, Blends):
                         amount = auto_denoise(qp)
                         network = net.at(amount)
-                    out, skip = upscale_model(network, lr, size, settings, chunk_frames)
+                    out, skip = upscale_model(network, lr, size, settings, chunk_frames, transfer)
                 else:
                     out = upscale_classic(lr, size, method)
                 rows.append(measure(track.name, label, out, target, skip, amount))
@@ -318,7 +328,15 @@ def evaluate(
             log(f"{source.name}: {ref.frames.shape[0]} frames")
         say = _prefixed(log, source.name)
         rows = evaluate_clip(
-            ref.frames, scale, model, methods, threshold, chunk_frames, say, skip_fraction
+            ref.frames,
+            scale,
+            model,
+            methods,
+            threshold,
+            chunk_frames,
+            say,
+            skip_fraction,
+            ref.transfer,
         )
         size = (ref.frames.shape[2], ref.frames.shape[3])
         clips.append(
