@@ -41,7 +41,9 @@ from skipsr_cli.run.progress import Event, Summary
 # H200 with 16 cores, a whole upscale of 4,800 frames at 720p -> 1440p (x264 medium) made
 # 55.4 fps with 4 workers against 44.3 with 3 and 45.1 with 5, run in that order; run 3 then 4,
 # 5,000 frames made 38.7 and 38.3 fps (BENCHMARKS.md, 2026-12-02): 3 and 4 are about equal once
-# the parts are a multiple of the workers. So a worker per 4 cores, at most 4 a GPU, as far as the
+# the parts are a multiple of the workers. Against 6 workers, in two calls of 3,600 frames run in
+# both orders, 4 made 0.877 and 0.947 of the host's capacity and 6 made 0.971 and 0.910 (the
+# second run of each call the faster). So a worker per 4 cores, at most 4 a GPU, as far as the
 # GPU's memory and the host's available memory hold them (gpu_bytes_per_worker,
 # host_bytes_per_worker).
 CORES_PER_WORKER = 4
