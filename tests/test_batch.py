@@ -479,14 +479,26 @@ def test_one_batch_at_a_time_and_none_without_file_locks(tmp_path, monkeypatch):
     without locks a batch is refused too (clearing partials would not be safe), as one error."""
     import errno
     import fcntl
+    import subprocess
+    import sys
 
     from skipsr_cli.batch import records
     from skipsr_cli.errors import OutputError
+    from skipsr_cli.media import partials
 
     out = tmp_path / "out"
     (out / records.STATE_DIR).mkdir(parents=True)
-    partial = out / ".a.1234.skipsr-partial.mp4"
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    host = partials._host()
+    partial = out / f".a.0123abcd-{ended.pid}@{host}.skipsr-partial.mp4"
     partial.write_bytes(b"a killed run's")
+    # a single upscale writing beside the batch, and a run on another host of a shared disk
+    (out / "sub").mkdir()
+    live = out / "sub" / f".b.0123abcd-{os.getpid()}@{host}.skipsr-partial.mp4"
+    elsewhere = out / f".c.0123abcd-{ended.pid}@{host}x.skipsr-partial.mp4"
+    for path in (live, elsewhere):
+        path.write_bytes(b"being written")
     with open(out / records.STATE_DIR / "lock", "a+") as first:
         fcntl.flock(first, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a live batch holds it
         busy = pytest.raises(OutputError, match=f"another skipsr batch is writing into {out}")
@@ -505,6 +517,7 @@ def test_one_batch_at_a_time_and_none_without_file_locks(tmp_path, monkeypatch):
     monkeypatch.undo()
     with records.batch_lock(out):
         assert not partial.exists()
+        assert live.exists() and elsewhere.exists()  # they were removed: the live run failed
 
 
 def test_an_output_folder_that_cannot_be_made_is_an_output_error(tmp_path):

@@ -46,7 +46,7 @@ from typing import IO
 
 from skipsr_cli import weights
 from skipsr_cli.errors import ModelError, OutputError
-from skipsr_cli.media import quantiser
+from skipsr_cli.media import partials, quantiser
 from skipsr_cli.run.options import AUTO, UpscaleOptions, effective_denoise
 
 STATE_DIR = ".skipsr-batch"
@@ -429,9 +429,12 @@ def remove_empty(folders: Iterable[Path]) -> None:
 
 
 def remove_partials(out_dir: Path) -> list[Path]:
-    """Remove what killed runs left in `out_dir` (call only while holding its lock)."""
+    """Remove what killed runs left in `out_dir` (call only while holding its lock): partials
+    whose writer on this host is gone (a live run's, say a single upscale writing beside the
+    batch, and another host's stay), and the batch's own records half written."""
     removed = []
-    stale = [*out_dir.rglob(".*.skipsr-partial*"), *(out_dir / STATE_DIR).rglob(".*.json.*.tmp")]
+    partial = (p for p in out_dir.rglob(f".*{partials.SUFFIX}*") if partials.left_by_the_gone(p.name))
+    stale = [*partial, *(out_dir / STATE_DIR).rglob(".*.json.*.tmp")]
     for path in sorted(stale):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

@@ -276,6 +276,13 @@ def gone(pid: int) -> bool:
     return False
 
 
+def left_by_the_gone(name: str) -> bool:
+    """Whether `name` is a partial whose writer, a process of this host, has ended: never a live
+    run's, nor another host's (whose processes cannot be asked)."""
+    match = _NAME.fullmatch(name)
+    return match is not None and match["host"] == _host() and gone(int(match["pid"]))
+
+
 def remove_stale(folder: Path, stem: str, ext: str = "") -> list[Path]:
     """Remove the partials of output `stem` + `ext` in `folder` whose writer, a process of this
     host, is gone; returns what was removed."""
