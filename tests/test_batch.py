@@ -499,7 +499,7 @@ def test_one_batch_at_a_time_and_none_without_file_locks(tmp_path, monkeypatch):
     elsewhere = out / f".c.0123abcd-{ended.pid}@{host}x.skipsr-partial.mp4"
     for path in (live, elsewhere):
         path.write_bytes(b"being written")
-    with open(out / records.STATE_DIR / "lock", "a+") as first:
+    with open(out / records.STATE_DIR / records.LOCK, "a+") as first:
         fcntl.flock(first, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a live batch holds it
         busy = pytest.raises(OutputError, match=f"another skipsr batch is writing into {out}")
         with busy, records.batch_lock(out):
@@ -625,7 +625,7 @@ def test_a_batch_stopped_before_a_file_is_done_leaves_nothing_behind(tmp_path: P
     ]
     again = api.upscale_batch(src, out, **batch)
     assert [f.status for f in again.files] == ["skipped", "done"]
-    assert not (out / records.STATE_DIR / "lock").exists()
+    assert not (out / records.STATE_DIR / records.LOCK).exists()
 
 
 def test_a_batch_refused_or_failing_early_takes_back_only_folders_it_made(tmp_path: Path):
@@ -653,3 +653,52 @@ def test_a_batch_refused_or_failing_early_takes_back_only_folders_it_made(tmp_pa
         with busy, records.batch_lock(out, made=made):
             pass
         assert (out / "sub").is_dir()
+
+
+def test_a_missing_output_beside_its_mask_is_made_again(tmp_path: Path):
+    """The output and its mask have the same name in their folders: the record kept one size
+    for both (the mask's), so a deleted output was taken as done and never made again."""
+    src, out, masks = tmp_path / "in", tmp_path / "out", tmp_path / "masks"
+    clip(src / "a.mp4")
+    assert invoke(src, out, "--mask-out", masks).exit_code == 0
+    (out / "a.mp4").unlink()
+    again = invoke(src, out, "--mask-out", masks, "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout.splitlines()[0])["status"] == "done"
+    assert len(frames_of(out / "a.mp4")) == 3
+    same = invoke(src, out, "--mask-out", masks, "--json")
+    assert json.loads(same.stdout.splitlines()[0])["status"] == "skipped"
+
+
+def test_a_second_folder_of_the_same_names_does_not_replace_the_first_ones_outputs(
+    tmp_path: Path,
+):
+    """day2/a.mp4 into the OUT_DIR that holds day1/a.mp4's output: that output has a record, so
+    it was taken as the batch's own and replaced without a word. Now it is another input's, and
+    only --overwrite replaces it; the same folder moved keeps its outputs its own."""
+    out = tmp_path / "out"
+    clip(tmp_path / "day1" / "a.mp4", seed=1)
+    clip(tmp_path / "day2" / "a.mp4", frames=4, seed=2)
+    assert invoke(tmp_path / "day1", out).exit_code == 0
+    first = outputs(out)
+    second = invoke(tmp_path / "day2", out, "--json")
+    assert second.exit_code == ExitCode.PARTIAL
+    (failed,) = [json.loads(line) for line in second.stdout.splitlines()[:-1]]
+    assert failed["status"] == "failed" and "exists" in failed["error"]
+    assert outputs(out) == first and len(frames_of(out / "a.mp4")) == 3
+    (tmp_path / "day1").rename(tmp_path / "moved")
+    (tmp_path / "moved" / "a.mp4").touch()  # a changed input is made again, as before
+    assert invoke(tmp_path / "moved", out).exit_code == 0
+    assert outputs(out) != first and len(frames_of(out / "a.mp4")) == 3
+    assert invoke(tmp_path / "day2", out, "--overwrite").exit_code == 0
+    assert len(frames_of(out / "a.mp4")) == 4
+
+
+def test_a_subfolder_named_lock_is_a_folder_like_any_other(tmp_path: Path):
+    """Its records' folder, .skipsr-batch/lock/, was the batch's lock file: internal error."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    clip(src / "lock" / "x.mov")
+    clip(src / "sub" / "y.mov", seed=1)
+    r = invoke(src, out, "-r")
+    assert r.exit_code == 0, r.output
+    assert len(frames_of(out / "lock" / "x.mov")) == 3 and (out / "sub" / "y.mov").is_file()

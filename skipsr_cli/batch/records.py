@@ -19,7 +19,7 @@ identity (put there by somebody else) is never taken for the batch's. Claims tha
 place (a run that failed, was stopped, or was killed before) are removed when a batch takes the lock
 and when it lets go of it.
 
-The lock (fcntl, on `.skipsr-batch/lock`) is held for the whole batch. Whoever takes it knows no
+The lock (fcntl, on `.skipsr-batch/.lock`) is held for the whole batch. Whoever takes it knows no
 live batch writes into OUT_DIR, so every partial file there (`.NAME.RANDOM.skipsr-partial.EXT`, or
 a `.NAME.RANDOM.skipsr-partial` folder of PNG frames) is left over from a killed run: removed.
 The lock file is there only while a batch holds it (`exclusive_hold`), and a batch stopped before
@@ -51,6 +51,9 @@ from skipsr_cli.run.options import AUTO, UpscaleOptions, effective_denoise
 
 STATE_DIR = ".skipsr-batch"
 CLAIM = ".claim.json"  # beside NAME.json while NAME is being made
+# the batch's lock in STATE_DIR: hidden, as no input's path is, so that no record's folder (an
+# input's subfolder, mirrored) can take its name
+LOCK = ".lock"
 FORMAT = 1
 MIB = 1 << 20
 # Options that never change the output's bytes: where it runs and how clashes are handled.
@@ -128,13 +131,40 @@ def record_path(out_dir: Path, output: Path) -> Path:
 
 
 def make_record(input: Path, outputs: list[Path], options: dict, weights_id: str) -> dict:
+    """The record of a finished file: its input (fingerprint and path), what made it, and the
+    sizes of its `outputs` (the output, then its mask where there is one)."""
     return {
         "format": FORMAT,
         "input": fingerprint(input),
+        "input_path": str(input.resolve()),
         "options": options,
         "weights": weights_id,
-        "outputs": {p.name: p.stat().st_size for p in outputs},
+        "outputs": _sizes(outputs),
     }
+
+
+def _sizes(outputs: list[Path]) -> dict[str, int | None]:
+    """Each output's size (None: not there) by its name, the mask's as `mask:NAME`: the two
+    have the same name in their folders."""
+    return {
+        ("mask:" if i else "") + p.name: (p.stat().st_size if p.is_file() else None)
+        for i, p in enumerate(outputs)
+    }
+
+
+def made_from(path: Path, input: Path) -> bool:
+    """Whether the record at `path` is of a file made from `input`: the same path, or the same
+    content (a folder moved or copied); a record from before inputs had their path says yes.
+    An output a record of another input made (a second folder of the same names sent to this
+    OUT_DIR) is not this file's to replace."""
+    try:
+        record = json.loads(path.read_text())
+        if "input_path" not in record or record["input_path"] == str(input.resolve()):
+            return True
+        then, now = record["input"], fingerprint(input)
+        return (then["size"], then["sha256"]) == (now["size"], now["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def claim_path(out_dir: Path, output: Path) -> Path:
@@ -228,7 +258,7 @@ def is_done(path: Path, input: Path, outputs: list[Path], options: dict, weights
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    sizes = {p.name: (p.stat().st_size if p.is_file() else None) for p in outputs}
+    sizes = _sizes(outputs)
     return (
         record.get("format") == FORMAT
         and record.get("options") == options
@@ -251,7 +281,7 @@ def batch_lock(out_dir: Path, *others: Path, made: Iterable[Path] = ()) -> Itera
     above = {out_dir, *out_dir.parents}
     ours = False  # a batch refused takes nothing back: the batch that holds it may write there
     try:
-        with exclusive_hold(state / "lock", busy) as held:
+        with exclusive_hold(state / LOCK, busy) as held:
             if not held:  # clearing partials is safe only where no other batch can be writing
                 raise OutputError(f"cannot lock {out_dir}: its file system has no file locks")
             ours = True
@@ -433,7 +463,9 @@ def remove_partials(out_dir: Path) -> list[Path]:
     whose writer on this host is gone (a live run's, say a single upscale writing beside the
     batch, and another host's stay), and the batch's own records half written."""
     removed = []
-    partial = (p for p in out_dir.rglob(f".*{partials.SUFFIX}*") if partials.left_by_the_gone(p.name))
+    partial = (
+        p for p in out_dir.rglob(f".*{partials.SUFFIX}*") if partials.left_by_the_gone(p.name)
+    )
     stale = [*partial, *(out_dir / STATE_DIR).rglob(".*.json.*.tmp")]
     for path in sorted(stale):
         if path.is_dir():

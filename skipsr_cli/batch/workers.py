@@ -147,9 +147,9 @@ def run_item(
     began = time.perf_counter()
     record = records.record_path(key.out_dir, item.output)
     claim = records.claim_path(key.out_dir, item.output)
-    # an output this batch made (it has a record, or it is the file a killed run's claim put
-    # in place) is ours to replace
-    ours = record.exists() or records.claim_holds(claim)
+    # an output this batch made from this input (its record says so, or it is the file a killed
+    # run's claim put in place) is ours to replace
+    ours = records.made_from(record, item.input) or records.claim_holds(claim)
     opts = replace(options, mask_out=item.mask_out, overwrite=options.overwrite or ours)
     try:
         check_options(item.input, opts)
