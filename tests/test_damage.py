@@ -13,7 +13,8 @@ from damage import ffmpeg_frames, make_source, truncated
 
 import skipsr_cli
 from skipsr_cli.errors import InputError
-from skipsr_cli.media.video_io import DecodeDamage, probe, read_frames
+from skipsr_cli.media.damage import DecodeDamage
+from skipsr_cli.media.video_io import probe, read_frames
 
 DEBUG = ["--model", "debug", "--random-weights"]
 FAST = dict(chunk_frames=8, overlap=2, preset="ultrafast")
@@ -74,3 +75,47 @@ def test_the_command_warns_reports_and_with_strict_exits_3(tmp_path: Path) -> No
     assert r.returncode == 3 and r.stderr.startswith("skipsr: error: damaged input")
     assert r.stderr.count("\n") == 1
     assert not list(tmp_path.glob("*strict*"))
+
+
+def test_a_variable_frame_rate_mkv_is_not_damage_and_splits(debug_model, tmp_path: Path) -> None:
+    """A healthy VFR Matroska file holds fewer frames than its duration times its nominal rate,
+    the count Matroska's estimate gives: it was called damaged (exit 3 with --strict), and
+    farm tasks refused to split it. Its frames reach its stated end, which a cut file's do not."""
+    import imageio_ffmpeg
+
+    from skipsr_cli.farm.resume import split_frames
+
+    vfr = tmp_path / "vfr.mkv"
+    subprocess.run(
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=64x48:rate=30",
+            "-vf",
+            r"select=not(eq(mod(n\,7)\,3))",
+            "-fps_mode",
+            "vfr",
+            "-t",
+            "3",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            str(vfr),
+        ],
+        check=True,
+    )
+    shown = len(seconds(vfr))
+    info = probe(vfr)
+    assert not info.frames_exact and info.frame_count - shown > 2  # the estimate overshoots
+    summary = skipsr_cli.upscale(vfr, tmp_path / "out.mkv", model=debug_model, strict=True, **FAST)
+    assert (summary.frames, summary.frames_lost, summary.warnings) == (shown, 0, ())
+    assert split_frames(vfr, info) == shown
+    cut = truncated(vfr, tmp_path / "cut.mkv", 0.6)
+    assert split_frames(cut, probe(cut)) is None  # a file cut short still runs in one piece
+    with pytest.raises(InputError, match="damaged input"):
+        skipsr_cli.upscale(cut, tmp_path / "cut_out.mkv", model=debug_model, strict=True, **FAST)

@@ -668,7 +668,7 @@ def test_healthy_files_whose_counts_mislead_are_not_called_damaged(
     from damage import ffmpeg_exe
 
     from skipsr_cli.farm.resume import split_frames
-    from skipsr_cli.media.video_io import DecodeDamage
+    from skipsr_cli.media.damage import DecodeDamage
     from skipsr_cli.run.pipeline import frames_lost
 
     ffmpeg = ffmpeg_exe()

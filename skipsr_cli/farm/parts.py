@@ -29,11 +29,12 @@ from skipsr_cli.farm.segments import (
     read_manifests,
     work_folder,
 )
+from skipsr_cli.media.damage import DecodeDamage
 from skipsr_cli.media.encoding import EncodeOptions, check_container
 from skipsr_cli.media.image_io import is_image_output
 from skipsr_cli.media.joiner import join_videos, source_timestamps
 from skipsr_cli.media.partials import Identity, stops_held
-from skipsr_cli.media.video_io import DecodeDamage, probe
+from skipsr_cli.media.video_io import probe
 from skipsr_cli.media.video_writer import same_file
 from skipsr_cli.run import pipeline
 from skipsr_cli.run.host_memory import check_host_memory
@@ -78,8 +79,9 @@ def render_segment(
         codec = encode_options_of(opts, output).codec
         check_container(output, codec, "output", info.time_base, info.rate)
     if total is None:  # a farm's task: it counts, and refuses what --segments refuses
-        total = len(source_timestamps(input)[0])
-        if pipeline.frames_lost(info, total, DecodeDamage()):
+        stamps, time_base = source_timestamps(input)
+        total = len(stamps)
+        if pipeline.frames_lost(info, total, DecodeDamage.of_timestamps(stamps, time_base)):
             raise InputError(
                 f"{input} holds {total} frames, fewer than the {info.frame_count} it announces "
                 "(cut short or damaged), so it cannot be split into parts: upscale it without "

@@ -23,10 +23,11 @@ from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.placed import PLACED_NAME, placed_record
 from skipsr_cli.farm.progress import WholeRun
 from skipsr_cli.farm.segments import MANIFEST_SUFFIX, model_hash, work_folder
+from skipsr_cli.media.damage import DecodeDamage
 from skipsr_cli.media.image_io import is_image_output
 from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.media.partials import note_placing, stops_held
-from skipsr_cli.media.video_io import DecodeDamage, VideoInfo, probe
+from skipsr_cli.media.video_io import VideoInfo, probe
 from skipsr_cli.run.options import UpscaleOptions
 from skipsr_cli.run.pipeline import frames_lost
 from skipsr_cli.run.progress import Event, Summary
@@ -60,8 +61,9 @@ def split_frames(input: Path, info: VideoInfo) -> int | None:
     than it announces (a count estimated from the duration may be two frames off): a file cut
     short runs in one piece, where the frames it lost are counted and said (with --strict, exit
     3), not split into parts its tail cannot fill."""
-    packets = len(source_timestamps(input)[0])
-    return packets if frames_lost(info, packets, DecodeDamage()) == 0 else None
+    stamps, time_base = source_timestamps(input)
+    clean = DecodeDamage.of_timestamps(stamps, time_base)
+    return len(stamps) if frames_lost(info, len(stamps), clean) == 0 else None
 
 
 def part_count(total: int, workers: int = 1) -> int:

@@ -31,6 +31,7 @@ from skipsr_cli.media.colour import (
     sws_matrix,
 )
 from skipsr_cli.media.cpu_share import decoder_threads
+from skipsr_cli.media.damage import DecodeDamage
 from skipsr_cli.media.seeking import seek_frame
 
 
@@ -299,21 +300,6 @@ def _sample_aspect(stream: av.VideoStream) -> Fraction | None:
     return None
 
 
-@dataclass
-class DecodeDamage:
-    """What a decode met on its way: packets the decoder refused and a file that ends early. The
-    decoder fills it in as it goes (in its own thread); the pipeline reads it once the last frame
-    is out, to say how many frames were lost."""
-
-    errors: int = 0  # packets the demuxer or the decoder could not read
-    first: str | None = None  # the first of those errors, for the message
-
-    def note(self, where: str, error: BaseException) -> None:
-        self.errors += 1
-        if self.first is None:
-            self.first = f"{where}: {error}"
-
-
 def read_frames(
     path: Path, damage: DecodeDamage | None = None, *, strict: bool = True, start: int = 0
 ) -> Iterator[DecodedFrame]:
@@ -392,6 +378,8 @@ def _decode(
             for frame in frames:
                 if after is not None and frame.pts is not None and frame.pts < after:
                     continue  # between the keyframe the seek found and the frame asked for
+                if frame.pts is not None and frame.time_base:
+                    damage.saw(float(frame.pts * frame.time_base))
                 picture = frame_picture(frame)
                 turns = _quarter_turns(frame.rotation)
                 if turns:  # show the picture the right way up; the output has no matrix

@@ -21,10 +21,11 @@ from torch import Tensor
 from models import SkipSR
 from models.skipsr import Result, Settings
 from skipsr_cli.errors import InputError, ModelError, UsageError
+from skipsr_cli.media.damage import DecodeDamage
 from skipsr_cli.media.encoding import EncodeOptions
 from skipsr_cli.media.image_io import ImageWriter, is_image_output
 from skipsr_cli.media.partials import publish_together
-from skipsr_cli.media.video_io import DecodeDamage, DecodedFrame, VideoInfo, probe, read_frames
+from skipsr_cli.media.video_io import DecodedFrame, VideoInfo, probe, read_frames
 from skipsr_cli.media.video_writer import VideoWriter
 from skipsr_cli.run.chunking import (
     CHUNK_FRAMES,
@@ -227,11 +228,24 @@ def frames_lost(info: VideoInfo, decoded: int, damage: DecodeDamage) -> int:
 
     A count estimated from the duration (Matroska, MPEG-TS) may be a frame or two off on a
     healthy file (a variable frame rate's last frame lasts longer), so a shortfall of that size
-    alone is not called damage there."""
+    alone is not called damage there; nor is any shortfall of frames that reach the stream's
+    stated end (a variable frame rate shows fewer frames than its duration times its nominal
+    rate: a file cut short ends early)."""
     shortfall = max(0, (info.frame_count or 0) - decoded)
-    if not info.frames_exact and shortfall <= max(2, (info.frame_count or 0) // 50):
+    if not info.frames_exact and (
+        shortfall <= max(2, (info.frame_count or 0) // 50) or reaches_end(info, damage)
+    ):
         shortfall = 0
     return max(shortfall, damage.errors)
+
+
+def reaches_end(info: VideoInfo, damage: DecodeDamage) -> bool:
+    """Whether the frames `damage` saw span the stream's stated duration, within three frames
+    at its nominal rate or 2% of it (the last frame shows for a while after it starts)."""
+    if info.duration is None or damage.earliest is None or damage.latest is None:
+        return False
+    slack = max(3 / float(info.rate), info.duration / 50)
+    return damage.latest - damage.earliest >= info.duration - slack
 
 
 def check_damage(
