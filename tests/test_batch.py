@@ -702,3 +702,17 @@ def test_a_subfolder_named_lock_is_a_folder_like_any_other(tmp_path: Path):
     r = invoke(src, out, "-r")
     assert r.exit_code == 0, r.output
     assert len(frames_of(out / "lock" / "x.mov")) == 3 and (out / "sub" / "y.mov").is_file()
+
+
+def test_ext_png_with_videos_in_the_folder_is_refused_before_any_work(tmp_path: Path):
+    """Every video failed, one by one, asking for a %d pattern a batch cannot take."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    clip(src / "a.mp4")
+    png(src / "b.png", 1)
+    r = invoke(src, out, "--ext", "png")
+    assert r.exit_code == ExitCode.USAGE and "a.mp4 is a video" in r.stderr
+    assert not out.exists()
+    stills = tmp_path / "stills"
+    stills.mkdir()
+    png(stills / "c.png", 2)
+    assert invoke(stills, out, "--ext", "png").exit_code == 0 and (out / "c.png").is_file()

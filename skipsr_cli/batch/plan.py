@@ -126,6 +126,12 @@ def plan_batch(
         items.append(BatchItem(path, out_dir / out_rel, rel.as_posix(), mask))
     if not items:
         raise InputError(f"no videos or images to upscale in folder {in_dir}")
+    videos = [i for i in items if i.input.suffix.lower() not in IMAGE_SUFFIXES]
+    if suffix == STILL_SUFFIX and videos:  # each would fail: a video is not one PNG
+        raise UsageError(
+            f"--ext {ext}: {videos[0].name} is a video, and a batch writes each video into one "
+            "file (stills become PNG without --ext); name a video container such as mkv or mp4"
+        )
     check_no_input_written(items, in_dir, written)
     check_no_output_shared(items)
     return items
