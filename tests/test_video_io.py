@@ -686,3 +686,19 @@ def test_healthy_files_whose_counts_mislead_are_not_called_damaged(
     assert split_frames(path, info) == shown
     tail = api.upscale(path, tmp_path / "tail.mkv", model=debug_model, frames=f"{shown - 5}:")
     assert tail.frames == 5 and tail.frames_lost == 0 and not tail.warnings
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_an_mp4_chapter_track_is_the_chapters_not_a_stream_left_out(tmp_path: Path, ext) -> None:
+    """mp4 keeps its chapter list in a text track that FFmpeg shows as a data stream: every
+    output of such a source warned "data stream 1 ... left out", while its chapters were kept."""
+    src = make_rich_mkv(tmp_path / "in.mkv")
+    with_chapters = tmp_path / "in.mp4"
+    copy_through(src, with_chapters)  # an mp4 with chapters, as FFmpeg's muxer writes them
+    with av.open(str(with_chapters)) as container:
+        assert any(s.type == "data" for s in container.streams)
+    out = tmp_path / f"out.{ext}"
+    writer = copy_through(with_chapters, out, copy_audio=False)
+    assert not any("data stream" in w for w in writer.warnings), writer.warnings
+    with av.open(str(out)) as container:
+        assert [c["metadata"]["title"] for c in container.chapters()] == ["Opening", "Ending"]

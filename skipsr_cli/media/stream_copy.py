@@ -45,6 +45,15 @@ def _tag(stream: av.stream.Stream, name: str) -> str | None:
     return next((v for k, v in stream.metadata.items() if k.lower() == name), None)
 
 
+AVDISCARD_ALL = 48  # libavformat's AVDiscard: the demuxer gives none of the stream's packets
+
+
+def _chapter_track(stream: av.stream.Stream) -> bool:
+    """An mp4/mov chapter track (the text track the chapter list is read from), which FFmpeg's
+    demuxer shows as a data stream it discards itself."""
+    return getattr(stream, "discard", 0) >= AVDISCARD_ALL
+
+
 def describe(stream: av.stream.Stream) -> str:
     """ "subtitle stream 2 (subrip, eng)": how a warning names a stream of the source."""
     details = ", ".join(x for x in (_codec_name(stream), stream.metadata.get("language")) if x)
@@ -126,6 +135,8 @@ class StreamCopier:
                 if s.type == "attachment":
                     self._copy_attachment(s, suffix)
                     continue
+                if s.type == "data" and _chapter_track(s):
+                    continue  # the chapters themselves are copied (set_chapters)
                 if s.type == "video" and _is_cover(s):
                     self._copy_cover(s, suffix)
                     continue
