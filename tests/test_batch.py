@@ -716,3 +716,27 @@ def test_ext_png_with_videos_in_the_folder_is_refused_before_any_work(tmp_path: 
     stills.mkdir()
     png(stills / "c.png", 2)
     assert invoke(stills, out, "--ext", "png").exit_code == 0 and (out / "c.png").is_file()
+
+
+def test_a_batchs_total_counts_each_still_as_one_frame(tmp_path: Path):
+    """A still's container gives no count, so the total left stills out and the progress read
+    more frames done than the total (87/85)."""
+    from skipsr_cli import api
+    from skipsr_cli.batch.progress import BatchStarted, FileResult
+
+    src = tmp_path / "in"
+    clip(src / "a.mp4", frames=5)
+    png(src / "b.png", 1)
+    png(src / "c.png", 2)
+    events = []
+    api.upscale_batch(
+        src,
+        tmp_path / "out",
+        model="debug",
+        random_weights=True,
+        device="cpu",
+        progress=events.append,
+    )
+    (started,) = [e for e in events if isinstance(e, BatchStarted)]
+    done = sum(e.frames for e in events if isinstance(e, FileResult))
+    assert started.frames == done == 7

@@ -29,6 +29,7 @@ from skipsr_cli.batch.progress import (
 from skipsr_cli.batch.workers import BatchKey, load_for, run_inline, run_pool
 from skipsr_cli.errors import OutputError, SkipSRError, UsageError
 from skipsr_cli.media.cpu_share import apply_cpu_share
+from skipsr_cli.media.image_io import IMAGE_SUFFIXES
 from skipsr_cli.media.video_io import probe
 from skipsr_cli.run.options import UpscaleOptions, for_loaded_model
 
@@ -121,15 +122,22 @@ def is_done(item: BatchItem, key: BatchKey) -> bool:
 
 
 def total_frames(todo: Indexed) -> int | None:
-    """Frames of the files to do, as their containers say (unreadable files count nothing)."""
-    counts = []
+    """Frames of the files to do, as their containers say, a still's one (unreadable files count
+    nothing); None where a video does not say, as a part of the total would end below the
+    frames done."""
+    total = 0
     for _, item in todo:
+        if item.input.suffix.lower() in IMAGE_SUFFIXES:
+            total += 1
+            continue
         try:
-            counts.append(probe(item.input).frame_count)
+            count = probe(item.input).frame_count
         except SkipSRError:
             continue
-    known = [c for c in counts if c is not None]
-    return sum(known) if known else None
+        if count is None:
+            return None
+        total += count
+    return total or None
 
 
 def weights_identity(options: UpscaleOptions, model: SkipSR | None) -> str:
