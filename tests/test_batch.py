@@ -740,3 +740,23 @@ def test_a_batchs_total_counts_each_still_as_one_frame(tmp_path: Path):
     (started,) = [e for e in events if isinstance(e, BatchStarted)]
     done = sum(e.frames for e in events if isinstance(e, FileResult))
     assert started.frames == done == 7
+
+
+def test_a_batch_letting_go_removes_what_its_dead_workers_left(tmp_path: Path):
+    """A worker killed mid-file left its partial file until the next batch; the batch that saw
+    it die removes it as it lets go of the lock, and leaves a live run's."""
+    from skipsr_cli.batch import records
+    from skipsr_cli.media import partials
+
+    out, masks = tmp_path / "out", tmp_path / "masks"
+    out.mkdir()
+    masks.mkdir()
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    host = partials._host()
+    live = out / f".b.0123abcd-{os.getpid()}@{host}.skipsr-partial.mp4"
+    with records.batch_lock(out, masks):
+        dead = [f / f".a.0123abcd-{ended.pid}@{host}.skipsr-partial.mp4" for f in (out, masks)]
+        for path in (*dead, live):
+            path.write_bytes(b"half a video")
+    assert not any(p.exists() for p in dead) and live.exists()

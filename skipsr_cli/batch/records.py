@@ -292,6 +292,8 @@ def batch_lock(out_dir: Path, *others: Path, made: Iterable[Path] = ()) -> Itera
                 yield
             finally:  # claims of files that failed, were stopped, or whose worker died mid-file
                 remove_stale_claims(out_dir)
+                for folder in (out_dir, *others):  # and the partials of workers that died
+                    remove_partials(folder)
                 claims = [p for p in state.rglob("*") if p.is_dir()]  # their subfolders
                 remove_empty([*claims, *(f for f in made if f not in above)])
     finally:  # once let go of: the lock file is gone, so the state folder is empty or it is kept
