@@ -760,3 +760,16 @@ def test_a_batch_letting_go_removes_what_its_dead_workers_left(tmp_path: Path):
         for path in (*dead, live):
             path.write_bytes(b"half a video")
     assert not any(p.exists() for p in dead) and live.exists()
+
+
+def test_a_name_near_the_file_systems_limit_is_recorded_and_skipped_again(tmp_path: Path):
+    """A record's and a claim's names add to their output's: a name of 250 bytes, which a single
+    upscale writes, failed in a batch with "File name too long"."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    name = "x" * 246 + ".mov"
+    clip(src / name)
+    first = invoke(src, out, "--json")
+    assert first.exit_code == 0, first.output
+    assert len(frames_of(out / name)) == 3
+    again = invoke(src, out, "--json")
+    assert json.loads(again.stdout.splitlines()[0])["status"] == "skipped"

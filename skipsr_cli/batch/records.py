@@ -126,8 +126,21 @@ def _plain(value: object) -> object:
     return value if isinstance(value, bool | int | float | str | type(None)) else str(value)
 
 
+# what a record's name adds to its output's at the longest: a claim's and its temp file's
+# (".NAME.claim.json.0123abcd.tmp")
+RECORD_ROOM = len(f".{CLAIM}.{'0' * 8}.tmp")
+
+
 def record_path(out_dir: Path, output: Path) -> Path:
-    return out_dir / STATE_DIR / f"{output.relative_to(out_dir).as_posix()}.json"
+    return _state_path(out_dir, output, ".json")
+
+
+def _state_path(out_dir: Path, output: Path, suffix: str) -> Path:
+    """Where OUT_DIR's state keeps `output`'s record or claim (`suffix`): its path under OUT_DIR,
+    its name cut to fit with a hash of it where the output's own uses most of NAME_MAX."""
+    rel = output.relative_to(out_dir)
+    name = partials.fitted(rel.name, RECORD_ROOM)
+    return out_dir / STATE_DIR / rel.parent / f"{name}{suffix}"
 
 
 def make_record(input: Path, outputs: list[Path], options: dict, weights_id: str) -> dict:
@@ -168,7 +181,7 @@ def made_from(path: Path, input: Path) -> bool:
 
 
 def claim_path(out_dir: Path, output: Path) -> Path:
-    return out_dir / STATE_DIR / f"{output.relative_to(out_dir).as_posix()}{CLAIM}"
+    return _state_path(out_dir, output, CLAIM)
 
 
 def claim_record(input: Path, options: dict, weights_id: str, held: list[list]) -> dict:
