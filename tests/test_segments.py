@@ -604,6 +604,9 @@ def test_parts_of_another_encoder_and_changed_or_malformed_manifests_are_refused
     write_manifest(tmp_path, 2, encoder={"codec": "libvpx-vp9"})
     with pytest.raises(InputError, match=r"part 2 .* differs from part 1 in encoder"):
         read_manifests(tmp_path, tmp_path / "out.mkv")
+    write_manifest(tmp_path, 2, weights="another hash")  # made with --dtype fp32, say
+    with pytest.raises(InputError, match=r"part 2 .* in weights \(.*or another --dtype\)"):
+        read_manifests(tmp_path, tmp_path / "out.mkv")
     write_manifest(tmp_path, 2, frames=[5, 10])
     for i in (1, 2):
         (tmp_path / f"part-{i:05d}-of-00002.mkv").write_bytes(b"x")

@@ -218,6 +218,8 @@ def file_hash(path: Path) -> str:
 
 def _difference(key: str, theirs: object, ours: object) -> str:
     """`key`, and for the options the ones that differ: "settings (overlap 4, not 0)"."""
+    if key == "weights":  # a hash of the tensors as they ran: cast to the dtype too
+        return "weights (the network's tensors as they ran: other weights, or another --dtype)"
     if not (isinstance(theirs, dict) and isinstance(ours, dict)):
         return key
     names = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
