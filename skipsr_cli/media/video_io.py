@@ -152,11 +152,12 @@ def _stream_duration(
 def probe(path: Path) -> VideoInfo:
     """Read what the pipeline needs to plan its work (decoding at most the first frame)."""
     from skipsr_cli.media.image_io import sequence_frames
+    from skipsr_cli.media.sequences import probe_sequence
 
     path = Path(path)
     frames = sequence_frames(path)
     if frames is not None:
-        return _probe_sequence(path, frames)
+        return probe_sequence(path, frames)
     container = open_input(path)
     with container:
         stream = video_stream(container, path)
@@ -193,46 +194,6 @@ def probe(path: Path) -> VideoInfo:
             hdr=hdr,
             frames_exact=bool(stream.frames),
         )
-
-
-def _probe_sequence(path: Path, frames: list[tuple[int, Path]]) -> VideoInfo:
-    from skipsr_cli.media.image_io import SEQUENCE_RATE, read_image
-
-    files = [p for _, p in frames]
-    numbers = tuple(n for n, _ in frames)
-    first = read_image(files[0])
-    return VideoInfo(
-        path=path,
-        width=first.width,
-        height=first.height,
-        rate=SEQUENCE_RATE,
-        time_base=1 / SEQUENCE_RATE,
-        frame_count=len(files),
-        duration=float(len(files) / SEQUENCE_RATE),
-        codec="image sequence",
-        pix_fmt=first.format.name,
-        audio_streams=0,
-        colour=ColourInfo.of(first),
-        bit_depth=pix_fmt_depth(first.format.name),
-        sequence=True,
-        frames_exact=True,
-        # the output's frames keep these numbers when they are distinct and increasing
-        frame_numbers=numbers if list(numbers) == sorted(set(numbers)) else None,
-    )
-
-
-def _read_sequence(files: list[Path], start: int = 0) -> Iterator[DecodedFrame]:
-    from skipsr_cli.media.image_io import read_image
-
-    size = None
-    for index, file in enumerate(files[start:], start):
-        frame = read_image(file)
-        if size is not None and (frame.width, frame.height) != size:
-            raise InputError(
-                f"{file} is {frame.width}x{frame.height}, the sequence {size[0]}x{size[1]}"
-            )
-        size = (frame.width, frame.height)
-        yield DecodedFrame(frame_picture(frame), index, index)
 
 
 def _first_frame_facts(
@@ -315,11 +276,12 @@ def read_frames(
     decoder seeks to the keyframe at or before it and drops what comes before it.
     """
     from skipsr_cli.media.image_io import sequence_files
+    from skipsr_cli.media.sequences import read_sequence
 
     path = Path(path)
     files = sequence_files(path)
     if files is not None:
-        return _read_sequence(files, start)
+        return read_sequence(files, start)
     container, stream = _open_video(path)
     try:
         landed = seek_frame(container, stream, start) if start else None
