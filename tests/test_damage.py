@@ -119,3 +119,40 @@ def test_a_variable_frame_rate_mkv_is_not_damage_and_splits(debug_model, tmp_pat
     assert split_frames(cut, probe(cut)) is None  # a file cut short still runs in one piece
     with pytest.raises(InputError, match="damaged input"):
         skipsr_cli.upscale(cut, tmp_path / "cut_out.mkv", model=debug_model, strict=True, **FAST)
+
+
+@pytest.mark.parametrize("fraction", [0.85, 0.95])
+def test_frames_the_decoders_frame_threads_drop_are_decoded_again(
+    debug_model, tmp_path: Path, fraction: float
+) -> None:
+    """Cut short inside its last frames, an x264 file lost two frames more than the ffmpeg
+    command decodes, with no error said: FFmpeg's frame threads drop the frames in flight at the
+    damaged packet. The tail is decoded again with slice threads, which lose only that one."""
+    import imageio_ffmpeg
+
+    src = tmp_path / "src.mp4"
+    subprocess.run(
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=64x48:rate=30",
+            "-frames:v",
+            "30",
+            "-c:v",
+            "libx264",
+            "-movflags",
+            "+faststart",
+            str(src),
+        ],
+        check=True,
+    )
+    cut = truncated(src, tmp_path / "cut.mp4", fraction)
+    reference = ffmpeg_frames(cut)
+    summary = skipsr_cli.upscale(cut, tmp_path / "out.mkv", model=debug_model, **FAST)
+    assert reference is not None and 0 < reference <= summary.frames < 30
+    assert summary.frames_lost == 30 - summary.frames
+    assert [f.index for f in read_frames(cut, strict=False)] == list(range(summary.frames))

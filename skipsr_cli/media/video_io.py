@@ -300,12 +300,15 @@ def read_frames(
     return _decode(container, stream, path, damage, strict, start, after, first)
 
 
-def _open_video(path: Path) -> tuple[av.container.InputContainer, av.VideoStream]:
-    """The input opened, with its video stream's decoder set up to run beside the model."""
+def _open_video(
+    path: Path, frame_threads: bool = True
+) -> tuple[av.container.InputContainer, av.VideoStream]:
+    """The input opened, with its video stream's decoder set up to run beside the model (slice
+    and frame threads, or slice threads alone)."""
     container = open_input(path)
     try:
         stream = video_stream(container, path)
-        stream.codec_context.thread_type = "AUTO"  # slice + frame threads: decode beside the model
+        stream.codec_context.thread_type = "AUTO" if frame_threads else "SLICE"
         if decoder_threads():  # a worker among several on this host: its share of the cores
             stream.codec_context.thread_count = decoder_threads()
     except BaseException:
@@ -325,9 +328,13 @@ def _decode(
     first: av.Packet | None = None,
 ) -> Iterator[DecodedFrame]:
     """Frames numbered from `index`; with `after` (a seek's target), those before it dropped;
-    `first` is a packet read already (the seek's keyframe)."""
+    `first` is a packet read already (the seek's keyframe). A decode with frame threads that gave
+    fewer frames than its packets and its container's count goes on as `_decode_again` finds."""
+    last, shown, given = None, 0, 0  # the latest timestamp given; packets to show, frames given
     with container:
         for packet in _packets(container, stream, path, damage, strict, first):
+            if packet is not None and packet.size and not packet.is_discard:
+                shown += after is None or packet.pts is None or packet.pts >= after
             try:
                 frames = packet.decode() if packet is not None else stream.decode(None)
             except AV_ERRORS as e:  # one damaged packet: the next one may decode again
@@ -342,6 +349,7 @@ def _decode(
                     continue  # between the keyframe the seek found and the frame asked for
                 if frame.pts is not None and frame.time_base:
                     damage.saw(float(frame.pts * frame.time_base))
+                    last = frame.pts if last is None else max(last, frame.pts)
                 picture = frame_picture(frame)
                 turns = _quarter_turns(frame.rotation)
                 if turns:  # show the picture the right way up; the output has no matrix
@@ -352,6 +360,39 @@ def _decode(
                     )
                 yield DecodedFrame(picture, frame.pts, index)
                 index += 1
+                given += 1
+    # frames dropped: fewer given than packets to show, in a file that counts more (an mp4 cut
+    # short; not a stream whose packets outnumber its frames by design, as VP8's hidden ones)
+    threaded = stream.codec_context.thread_type.name != "SLICE"
+    if not strict and threaded and given < shown and index < stream.frames:
+        yield from _decode_again(path, damage, index, after if last is None else last + 1)
+
+
+def _decode_again(
+    path: Path, damage: DecodeDamage, index: int, after: int | None
+) -> Iterator[DecodedFrame]:
+    """The frames from `index` on (those shown at `after` or later), decoded again with slice
+    threads alone: FFmpeg's frame threads drop the frames in flight at a damaged packet without
+    a word (an H.264 file cut short: 3 frames where the ffmpeg command decodes 5), where slice
+    threads lose only that packet's. From the keyframe before frame `index - 1` where a seek
+    finds it, else from the start; what this decode meets is added to `damage`."""
+    container, stream = _open_video(path, frame_threads=False)
+    try:
+        landed = seek_frame(container, stream, index - 1) if index else None
+    except BaseException:
+        container.close()
+        raise
+    if index and landed is None:
+        container.close()  # a seek that missed leaves the demuxer anywhere: start again
+        container, stream = _open_video(path, frame_threads=False)
+    again = DecodeDamage()
+    first = None if landed is None else landed[1]
+    yield from _decode(container, stream, path, again, False, index, after, first)
+    damage.errors = max(damage.errors, again.errors)  # the same cut, met twice, is one
+    damage.first = damage.first or again.first
+    for seconds in (again.earliest, again.latest):
+        if seconds is not None:
+            damage.saw(seconds)
 
 
 def _packets(
