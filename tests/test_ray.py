@@ -261,6 +261,36 @@ def test_a_batch_on_ray_names_each_file_whose_board_events_come_after_its_end(
         assert isinstance(mine[-1], FileResult)
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_a_batch_on_ray_stopped_after_a_file_ended_stops_cleanly(local_ray, tmp_path):
+    """Ctrl-C after a file's result: the batch's tidy-up on Ray, as its runner closed, was handed
+    that file's Started in place of the batch's start time and ended in a TypeError (ignored, as
+    it came in a generator's close), so what the actors put in place went unnamed."""
+    from skipsr_cli.batch.progress import FileResult
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        make_clip(src / name, frames=3, audio=False)
+
+    def stop(event: object) -> None:
+        if isinstance(event, FileResult):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        api.upscale_batch(
+            src,
+            tmp_path / "out",
+            ray="local",
+            workers=1,
+            device="cpu",
+            model="debug",
+            random_weights=True,
+            progress=stop,
+        )
+    assert (tmp_path / "out" / "a.mp4").is_file() or (tmp_path / "out" / "b.mp4").is_file()
+
+
 def test_a_batch_on_ray_with_weights_that_cannot_load_is_one_error(local_ray, tmp_path):
     """As with local workers: one model error before any actor starts, no output folder filled."""
     from skipsr_cli.errors import ModelError

@@ -399,21 +399,10 @@ def files_on_ray(
             crew, count, jobs, send, retried, (watch.read, ray_progress.READ_S)
         ):
             finished.add(index)
-            if isinstance(outcome, Failed) and outcome.stranded:
-                error = f"no Ray actor was left to upscale it; {outcome.why}"
-                result = FileResult(item.name, str(item.output), FAILED, error=error)
-            elif isinstance(outcome, Failed):
-                error = (
-                    outcome.why
-                    if outcome.own
-                    else f"{outcome.why}, on each of its {tries} attempts"
-                )
-                result = FileResult(item.name, str(item.output), FAILED, error=error)
-            else:
-                result, began = outcome[1], outcome[2]
-                if began is not None and index not in named:  # the board's copy comes late
-                    show(index, began)
-                _note_written(item, given[index], result)
+            result, started = _ended(item, tries, outcome)
+            if started is not None and index not in named:  # the board's copy comes late
+                show(index, started)
+            _note_written(item, given[index], result)
             notes = tuple(said.pop(index, ()))
             went_on = crew.given_up[told:]  # said once, with the file that ended next
             told = len(crew.given_up)
@@ -425,6 +414,18 @@ def files_on_ray(
         watch.stop()
         if not ended:  # stopped: what an actor put in place after the last result read here
             note_claimed(key, dict(jobs), began, given)
+
+
+def _ended(item: BatchItem, tries: int, outcome: object) -> tuple[FileResult, Started | None]:
+    """How file `item` ended on Ray after `tries` attempts: its result, and the Started its task
+    answered with (None where it failed without an answer)."""
+    if not isinstance(outcome, Failed):
+        return outcome[1], outcome[2]
+    if outcome.stranded:
+        error = f"no Ray actor was left to upscale it; {outcome.why}"
+    else:
+        error = outcome.why if outcome.own else f"{outcome.why}, on each of its {tries} attempts"
+    return FileResult(item.name, str(item.output), FAILED, error=error), None
 
 
 def _note_written(item: BatchItem, given: BatchItem, result: FileResult) -> None:
