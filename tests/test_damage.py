@@ -101,6 +101,8 @@ def test_a_variable_frame_rate_mkv_is_not_damage_and_splits(debug_model, tmp_pat
             "vfr",
             "-t",
             "3",
+            "-g",
+            "10",  # a keyframe every 10 frames: after a hole, the decode picks up again
             "-c:v",
             "libx264",
             "-preset",
@@ -115,10 +117,23 @@ def test_a_variable_frame_rate_mkv_is_not_damage_and_splits(debug_model, tmp_pat
     summary = skipsr_cli.upscale(vfr, tmp_path / "out.mkv", model=debug_model, strict=True, **FAST)
     assert (summary.frames, summary.frames_lost, summary.warnings) == (shown, 0, ())
     assert split_frames(vfr, info) == shown
+    # a range to the end reaches it too (farms' frame-range chunks)
+    tail = skipsr_cli.upscale(
+        vfr, tmp_path / "tail.mkv", model=debug_model, strict=True, frames=(40, 90), **FAST
+    )
+    assert (tail.frames, tail.frames_lost) == (shown - 40, 0)
     cut = truncated(vfr, tmp_path / "cut.mkv", 0.6)
     assert split_frames(cut, probe(cut)) is None  # a file cut short still runs in one piece
     with pytest.raises(InputError, match="damaged input"):
         skipsr_cli.upscale(cut, tmp_path / "cut_out.mkv", model=debug_model, strict=True, **FAST)
+    # bytes lost from the middle keep the timestamps after them: the frames reach the end, but
+    # pause where the hole is, which is damage
+    data = vfr.read_bytes()
+    holed = tmp_path / "hole.mkv"
+    holed.write_bytes(data[: len(data) * 3 // 10] + data[len(data) * 6 // 10 :])
+    assert split_frames(holed, probe(holed)) is None
+    with pytest.raises(InputError, match="damaged input"):
+        skipsr_cli.upscale(holed, tmp_path / "hole_out.mkv", model=debug_model, strict=True, **FAST)
 
 
 @pytest.mark.parametrize("fraction", [0.85, 0.95])

@@ -61,6 +61,7 @@ class VideoInfo:
     # frame_count is the container's own count (mp4's sample table, a sequence's files), not an
     # estimate from the duration, which may be two frames off on a healthy file
     frames_exact: bool = False
+    start: float = 0.0  # seconds: the video stream's first timestamp (its end: start + duration)
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,7 @@ def probe(path: Path) -> VideoInfo:
             rotation=rotation,
             hdr=hdr,
             frames_exact=bool(stream.frames),
+            start=float(stream.start_time * stream.time_base) if stream.start_time else 0.0,
         )
 
 
@@ -388,11 +390,7 @@ def _decode_again(
     again = DecodeDamage()
     first = None if landed is None else landed[1]
     yield from _decode(container, stream, path, again, False, index, after, first)
-    damage.errors = max(damage.errors, again.errors)  # the same cut, met twice, is one
-    damage.first = damage.first or again.first
-    for seconds in (again.earliest, again.latest):
-        if seconds is not None:
-            damage.saw(seconds)
+    damage.merge(again)
 
 
 def _packets(

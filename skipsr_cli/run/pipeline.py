@@ -229,23 +229,23 @@ def frames_lost(info: VideoInfo, decoded: int, damage: DecodeDamage) -> int:
     A count estimated from the duration (Matroska, MPEG-TS) may be a frame or two off on a
     healthy file (a variable frame rate's last frame lasts longer), so a shortfall of that size
     alone is not called damage there; nor is any shortfall of frames that reach the stream's
-    stated end (a variable frame rate shows fewer frames than its duration times its nominal
-    rate: a file cut short ends early)."""
+    stated end without a hole (a variable frame rate shows fewer frames than its duration times
+    its nominal rate; a file cut short ends early, and one with bytes lost from its middle
+    pauses there)."""
     shortfall = max(0, (info.frame_count or 0) - decoded)
-    if not info.frames_exact and (
-        shortfall <= max(2, (info.frame_count or 0) // 50) or reaches_end(info, damage)
-    ):
+    slack = max(2, (info.frame_count or 0) // 50)
+    if not info.frames_exact and (shortfall <= slack or _reaches_end(info, damage)):
         shortfall = 0
     return max(shortfall, damage.errors)
 
 
-def reaches_end(info: VideoInfo, damage: DecodeDamage) -> bool:
-    """Whether the frames `damage` saw span the stream's stated duration, within three frames
-    at its nominal rate or 2% of it (the last frame shows for a while after it starts)."""
-    if info.duration is None or damage.earliest is None or damage.latest is None:
+def _reaches_end(info: VideoInfo, damage: DecodeDamage) -> bool:
+    """Whether the frames seen reach the stream's stated end, within three frames at its nominal
+    rate or 2% of it (its last frame shows for a while after it starts), with no hole."""
+    if info.duration is None:
         return False
     slack = max(3 / float(info.rate), info.duration / 50)
-    return damage.latest - damage.earliest >= info.duration - slack
+    return damage.reaches(info.start + info.duration, info.rate, slack)
 
 
 def check_damage(
