@@ -773,3 +773,23 @@ def test_a_name_near_the_file_systems_limit_is_recorded_and_skipped_again(tmp_pa
     assert len(frames_of(out / name)) == 3
     again = invoke(src, out, "--json")
     assert json.loads(again.stdout.splitlines()[0])["status"] == "skipped"
+
+
+def test_a_killed_runs_claim_holds_its_output_only_for_its_own_input(tmp_path: Path):
+    """day1's a.mp4 was put in place, then the batch was killed before its record: its claim
+    made the output anybody's to replace, so day2's a.mp4 took it without --overwrite."""
+    from skipsr_cli.batch import records
+
+    out = tmp_path / "out"
+    clip(tmp_path / "day1" / "a.mp4", seed=1)
+    clip(tmp_path / "day2" / "a.mp4", frames=4, seed=2)
+    assert invoke(tmp_path / "day1", out).exit_code == 0
+    records.record_path(out, out / "a.mp4").unlink()  # killed before its record, claim left
+    claim = records.claim_path(out, out / "a.mp4")
+    made = records.claim_record(tmp_path / "day1" / "a.mp4", {}, "w", [identity(out / "a.mp4")])
+    records.write_record(claim, made)
+    assert records.claimed_for(claim, tmp_path / "day1" / "a.mp4")
+    assert not records.claimed_for(claim, tmp_path / "day2" / "a.mp4")
+    second = invoke(tmp_path / "day2", out, "--json")
+    assert second.exit_code == ExitCode.PARTIAL and len(frames_of(out / "a.mp4")) == 3
+    assert invoke(tmp_path / "day1", out).exit_code == 0  # its own run takes it back

@@ -20,8 +20,10 @@ place (a run that failed, was stopped, or was killed before) are removed when a 
 and when it lets go of it.
 
 The lock (fcntl, on `.skipsr-batch/.lock`) is held for the whole batch. Whoever takes it knows no
-live batch writes into OUT_DIR, so every partial file there (`.NAME.RANDOM.skipsr-partial.EXT`, or
-a `.NAME.RANDOM.skipsr-partial` folder of PNG frames) is left over from a killed run: removed.
+live batch writes into OUT_DIR, so a partial file there (`.NAME.RANDOM-PID@HOST.skipsr-partial.EXT`,
+or such a folder of PNG frames) whose writer on this host has ended is left over from a killed run:
+removed, as the batch takes the lock and as it lets go of it. A live run's (a single upscale
+writing beside the batch) and another host's are left alone.
 The lock file is there only while a batch holds it (`exclusive_hold`), and a batch stopped before
 it finished any file leaves no `.skipsr-batch/` behind (nor the folders it made for outputs it
 never wrote: batch/run.py); the done-records of the files it finished stay, for the rerun.
@@ -126,8 +128,7 @@ def _plain(value: object) -> object:
     return value if isinstance(value, bool | int | float | str | type(None)) else str(value)
 
 
-# what a record's name adds to its output's at the longest: a claim's and its temp file's
-# (".NAME.claim.json.0123abcd.tmp")
+# what a record's name adds to its output's at the longest: ".NAME.claim.json.0123abcd.tmp"
 RECORD_ROOM = len(f".{CLAIM}.{'0' * 8}.tmp")
 
 
@@ -166,10 +167,9 @@ def _sizes(outputs: list[Path]) -> dict[str, int | None]:
 
 
 def made_from(path: Path, input: Path) -> bool:
-    """Whether the record at `path` is of a file made from `input`: the same path, or the same
-    content (a folder moved or copied); a record from before inputs had their path says yes.
-    An output a record of another input made (a second folder of the same names sent to this
-    OUT_DIR) is not this file's to replace."""
+    """Whether the record at `path` is of a file made from `input` (the same path, or the same
+    content: a folder moved or copied; a record older than input paths says yes), not another
+    input's (a second folder of the same names sent to this OUT_DIR), which is not ours."""
     try:
         record = json.loads(path.read_text())
         if "input_path" not in record or record["input_path"] == str(input.resolve()):
@@ -187,11 +187,11 @@ def claim_path(out_dir: Path, output: Path) -> Path:
 def claim_record(input: Path, options: dict, weights_id: str, held: list[list]) -> dict:
     """The claim of a file's outputs about to be written: what will make them, and the outputs
     an earlier claim put in place that are still there (`held`), which stay the batch's own
-    until the new ones take their place. The input is named, not fingerprinted: only `placed`
-    is ever read back."""
+    until the new ones take their place. The input is named by its whole path, not
+    fingerprinted: `claimed_for` reads it back."""
     return {
         "format": FORMAT,
-        "input": str(input),
+        "input": str(input.resolve()),
         "options": options,
         "weights": weights_id,
         "placed": held,
@@ -225,6 +225,15 @@ def held_outputs(claim: Path) -> list[list]:
 
 def claim_holds(claim: Path) -> bool:
     return bool(held_outputs(claim))
+
+
+def claimed_for(claim: Path, input: Path) -> bool:
+    """Whether the claim holds an output in place that a run of `input` put there."""
+    try:
+        named = json.loads(claim.read_text())["input"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return Path(named).resolve() == input.resolve() and claim_holds(claim)
 
 
 def remove_stale_claims(out_dir: Path) -> list[Path]:

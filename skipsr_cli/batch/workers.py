@@ -149,7 +149,7 @@ def run_item(
     claim = records.claim_path(key.out_dir, item.output)
     # an output this batch made from this input (its record says so, or it is the file a killed
     # run's claim put in place) is ours to replace
-    ours = records.made_from(record, item.input) or records.claim_holds(claim)
+    ours = records.made_from(record, item.input) or records.claimed_for(claim, item.input)
     opts = replace(options, mask_out=item.mask_out, overwrite=options.overwrite or ours)
     try:
         check_options(item.input, opts)
