@@ -332,11 +332,11 @@ def evaluate(
             scale,
             model,
             methods,
-            threshold,
-            chunk_frames,
-            say,
-            skip_fraction,
-            ref.transfer,
+            threshold=threshold,
+            chunk_frames=chunk_frames,
+            log=say,
+            skip_fraction=skip_fraction,
+            transfer=ref.transfer,
         )
         size = (ref.frames.shape[2], ref.frames.shape[3])
         clips.append(
