@@ -34,6 +34,16 @@ def ffmpeg_frames(path: Path) -> int | None:
     return sum(1 for line in out.splitlines() if line and not line.startswith("#"))
 
 
+def lavfi_clip(path: Path, *args: str) -> Path:
+    """FFmpeg's testsrc2 pattern, 64x48 at 30 fps, encoded by the ffmpeg command line with
+    `args` (length, filters, codec options) into `path`."""
+    exe = ffmpeg_exe()
+    assert exe is not None, "no ffmpeg to make test media with"
+    base = [exe, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=30"]
+    subprocess.run([*base, *args, str(path)], check=True)
+    return path
+
+
 def faststart(src: Path, dst: Path) -> Path:
     """A copy of an mp4 with its index (moov) first, as players and cameras write it: cut short,
     it still opens, and the frames before the cut can be decoded."""

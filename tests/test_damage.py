@@ -9,7 +9,7 @@ from pathlib import Path
 
 import av
 import pytest
-from damage import ffmpeg_frames, make_source, truncated
+from damage import ffmpeg_frames, lavfi_clip, make_source, truncated
 
 import skipsr_cli
 from skipsr_cli.errors import InputError
@@ -81,35 +81,13 @@ def test_a_variable_frame_rate_mkv_is_not_damage_and_splits(debug_model, tmp_pat
     """A healthy VFR Matroska file holds fewer frames than its duration times its nominal rate,
     the count Matroska's estimate gives: it was called damaged (exit 3 with --strict), and
     farm tasks refused to split it. Its frames reach its stated end, which a cut file's do not."""
-    import imageio_ffmpeg
-
     from skipsr_cli.farm.resume import split_frames
 
-    vfr = tmp_path / "vfr.mkv"
-    subprocess.run(
-        [
-            imageio_ffmpeg.get_ffmpeg_exe(),
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=64x48:rate=30",
-            "-vf",
-            r"select=not(eq(mod(n\,7)\,3))",
-            "-fps_mode",
-            "vfr",
-            "-t",
-            "3",
-            "-g",
-            "10",  # a keyframe every 10 frames: after a hole, the decode picks up again
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            str(vfr),
-        ],
-        check=True,
+    vfr = lavfi_clip(
+        tmp_path / "vfr.mkv",
+        *("-vf", r"select=not(eq(mod(n\,7)\,3))", "-fps_mode", "vfr", "-t", "3"),
+        *("-g", "10"),  # a keyframe every 10 frames: after a hole, the decode picks up again
+        *("-c:v", "libx264", "-preset", "ultrafast"),
     )
     shown = len(seconds(vfr))
     info = probe(vfr)
@@ -143,27 +121,8 @@ def test_frames_the_decoders_frame_threads_drop_are_decoded_again(
     """Cut short inside its last frames, an x264 file lost two frames more than the ffmpeg
     command decodes, with no error said: FFmpeg's frame threads drop the frames in flight at the
     damaged packet. The tail is decoded again with slice threads, which lose only that one."""
-    import imageio_ffmpeg
-
-    src = tmp_path / "src.mp4"
-    subprocess.run(
-        [
-            imageio_ffmpeg.get_ffmpeg_exe(),
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=64x48:rate=30",
-            "-frames:v",
-            "30",
-            "-c:v",
-            "libx264",
-            "-movflags",
-            "+faststart",
-            str(src),
-        ],
-        check=True,
+    src = lavfi_clip(
+        tmp_path / "src.mp4", "-frames:v", "30", "-c:v", "libx264", "-movflags", "+faststart"
     )
     cut = truncated(src, tmp_path / "cut.mp4", fraction)
     reference = ffmpeg_frames(cut)
