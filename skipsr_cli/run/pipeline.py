@@ -228,13 +228,14 @@ def frames_lost(info: VideoInfo, decoded: int, damage: DecodeDamage) -> int:
 
     A count estimated from the duration (Matroska, MPEG-TS) may be a frame or two off on a
     healthy file (a variable frame rate's last frame lasts longer), so a shortfall of that size
-    alone is not called damage there; nor is any shortfall of frames that reach the stream's
-    stated end without a hole (a variable frame rate shows fewer frames than its duration times
-    its nominal rate; a file cut short ends early, and one with bytes lost from its middle
-    pauses there)."""
+    alone is not called damage there; nor is any shortfall of a decode without errors whose
+    frames reach the stream's stated end without a hole (a variable frame rate shows fewer
+    frames than its duration times its nominal rate; a file cut short ends early, and one with
+    bytes lost from its middle pauses there, or fails to decode)."""
     shortfall = max(0, (info.frame_count or 0) - decoded)
     slack = max(2, (info.frame_count or 0) // 50)
-    if not info.frames_exact and (shortfall <= slack or _reaches_end(info, damage)):
+    healthy = damage.errors == 0 and _reaches_end(info, damage)
+    if not info.frames_exact and (shortfall <= slack or healthy):
         shortfall = 0
     return max(shortfall, damage.errors)
 
