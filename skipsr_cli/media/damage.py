@@ -23,9 +23,8 @@ class DecodeDamage:
 
     errors: int = 0  # packets the demuxer or the decoder could not read
     first: str | None = None  # the first of those errors, for the message
-    # seconds of the earliest and the latest frame shown, and the longest pause between two in a
-    # row: whether a stream whose count is only estimated reached its stated end without a hole
-    earliest: float | None = None
+    # seconds of the latest frame shown, and the longest pause between two in a row: whether a
+    # stream whose count is only estimated reached its stated end without a hole
     latest: float | None = None
     widest: float = 0.0
 
@@ -38,17 +37,7 @@ class DecodeDamage:
         """A frame shown at `seconds`, after those seen before (the decoder's order)."""
         if self.latest is not None and seconds > self.latest:
             self.widest = max(self.widest, seconds - self.latest)
-        self.earliest = seconds if self.earliest is None else min(self.earliest, seconds)
         self.latest = seconds if self.latest is None else max(self.latest, seconds)
-
-    def merge(self, later: DecodeDamage) -> None:
-        """What a decode of the frames after these met (video_io's second pass over a tail)."""
-        self.errors = max(self.errors, later.errors)  # the same cut, met twice, is one
-        self.first = self.first or later.first
-        if later.earliest is not None and later.latest is not None:
-            self.saw(later.earliest)
-            self.latest = max(self.latest or later.latest, later.latest)
-            self.widest = max(self.widest, later.widest)
 
     def reaches(self, end: float, rate: Fraction, slack: float) -> bool:
         """Whether the frames seen reach `end` (seconds), within `slack`, with no pause longer

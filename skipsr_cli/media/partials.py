@@ -290,13 +290,12 @@ def remove_stale(folder: Path, stem: str, ext: str = "") -> list[Path]:
         entries = list(os.scandir(folder))
     except OSError:
         return []
-    removed, host, stem = [], _host(), fitted(stem, _stem_room(ext))
+    removed, stem = [], fitted(stem, _stem_room(ext))
     for entry in entries:
         match = _NAME.fullmatch(entry.name)
-        if match is None or (match["stem"], match["ext"], match["host"]) != (stem, ext, host):
+        if match is None or (match["stem"], match["ext"]) != (stem, ext):
             continue
-        pid = int(match["pid"])
-        if not gone(pid):
+        if not left_by_the_gone(entry.name):
             continue
         path = Path(entry.path)
         try:

@@ -377,7 +377,7 @@ def _decode_again(
     threads alone: FFmpeg's frame threads drop the frames in flight at a damaged packet without
     a word (an H.264 file cut short: 3 frames where the ffmpeg command decodes 5), where slice
     threads lose only that packet's. From the keyframe before frame `index - 1` where a seek
-    finds it, else from the start; what this decode meets is added to `damage`."""
+    finds it, else from the start; what this decode meets goes into `damage`."""
     container, stream = _open_video(path, frame_threads=False)
     try:
         landed = seek_frame(container, stream, index - 1) if index else None
@@ -387,10 +387,10 @@ def _decode_again(
     if index and landed is None:
         container.close()  # a seek that missed leaves the demuxer anywhere: start again
         container, stream = _open_video(path, frame_threads=False)
-    again = DecodeDamage()
     first = None if landed is None else landed[1]
-    yield from _decode(container, stream, path, again, False, index, after, first)
-    damage.merge(again)
+    met, damage.errors = damage.errors, 0  # the same cut, met twice, is one
+    yield from _decode(container, stream, path, damage, False, index, after, first)
+    damage.errors = max(met, damage.errors)
 
 
 def _packets(
