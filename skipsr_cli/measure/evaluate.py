@@ -44,6 +44,7 @@ class ClipSource:
     path: Path
     kind: str  # "video" or "image"
     name: str  # shown in the table: the file name, or the path where names repeat
+    transfer: int | None = None  # a video's transfer code (PQ: 16), for finding its shots
 
 
 @dataclass(frozen=True)
@@ -95,12 +96,11 @@ def find_sources(paths: Sequence[Path]) -> list[ClipSource]:
         if not path.exists():
             raise InputError(f"input not found: {path}")
         found.extend(_folder_sources(path) if path.is_dir() else [(path, _kind(path))])
-    for path, kind in found:
-        if kind == "video":
-            probe(path)
+    transfers = {p: probe(p).colour.transfer for p, kind in found if kind == "video"}
     names = [p.name for p, _ in found]
     return [
-        ClipSource(p, kind, p.name if names.count(p.name) == 1 else str(p)) for p, kind in found
+        ClipSource(p, kind, p.name if names.count(p.name) == 1 else str(p), transfers.get(p))
+        for p, kind in found
     ]
 
 
@@ -124,14 +124,13 @@ def _folder_sources(folder: Path) -> list[tuple[Path, str]]:
 def load_reference(source: ClipSource, scale: int, frames: int | None = None) -> Reference:
     """Decode a reference and crop it (bottom and right) so that its sides divide by `scale`."""
     rgb = _read_image(source.path) if source.kind == "image" else _read_video(source.path, frames)
-    transfer = probe(source.path).colour.transfer if source.kind == "video" else None
     clip = to_unit(rgb)  # (T, 3, H, W)
     h, w = clip.shape[-2:]
     dh, dw = h % scale, w % scale
     if h - dh < scale or w - dw < scale:
         raise InputError(f"{source.path} is {w}x{h}: too small for x{scale}")
     crop = clip[:, :, : h - dh, : w - dw].contiguous()
-    return Reference(source.name, crop, (dh, dw), transfer)
+    return Reference(source.name, crop, (dh, dw), source.transfer)
 
 
 def to_unit(rgb: np.ndarray) -> Tensor:
