@@ -6,6 +6,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -157,6 +158,40 @@ def test_x264_parts_join_with_the_timing_and_audio_of_a_whole_run(clip, debug, t
     assert video_timing(out) == video_timing(whole_path)
     with av.open(str(out)) as f, av.open(str(whole_path)) as g:
         assert f.streams.audio[0].duration == g.streams.audio[0].duration
+
+
+def packets(path: Path) -> tuple[object, list[list[tuple[int, int, int]]]]:
+    """The file's start, and each stream's (pts, dts, duration) in the order they are stored."""
+    with av.open(str(path)) as f:
+        kept: list[list[tuple[int, int, int]]] = [[] for _ in f.streams]
+        for p in f.demux():
+            if p.size:
+                kept[p.stream.index].append((p.pts, p.dts, p.duration))
+        return f.start_time, kept
+
+
+@pytest.mark.parametrize(
+    ("source", "ext"), [("mp4 24", ".ts"), ("mkv 30000/1001", ".ts"), ("mkv 30000/1001", ".mov")]
+)
+def test_stitched_packets_have_the_times_of_a_whole_run(clip, debug, tmp_path, source, ext):
+    # MPEG-TS moves every stream so the first decode time is 0: the pieces' decode times must
+    # begin as far back as a whole run's (x264's declared depth, not the pieces' own reordering).
+    # A 1 ms clock (Matroska) becomes mov's 1/16000: the last frame's duration must be the
+    # muxer's, as in a whole run, not one rounded on the source's clock.
+    if source != "mp4 24":
+        clip = make_clip(tmp_path / "in.mkv", frames=23, rate=Fraction(30000, 1001))
+    whole_path, out = tmp_path / f"whole{ext}", tmp_path / f"out{ext}"
+    api.upscale(clip, whole_path, model=debug, **RUN)
+    render_parts(clip, out, debug, 3)
+    api.stitch(out)
+    (start, stitched), (whole_start, whole) = packets(out), packets(whole_path)
+    assert start == whole_start
+    assert [len(s) for s in stitched] == [len(s) for s in whole]
+    for mine, theirs in zip(stitched, whole, strict=True):
+        assert sorted(p[0] for p in mine) == sorted(p[0] for p in theirs)  # every pts
+        # decode times and durations as stored (a part's B-frames lie elsewhere than a whole
+        # run's, so a pts may have another frame's place in decode order)
+        assert [p[1:] for p in mine] == [p[1:] for p in theirs]
 
 
 def codec_of(path: Path) -> str:

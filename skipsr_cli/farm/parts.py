@@ -341,7 +341,8 @@ def stitch(
                 raise UsageError(
                     f"the output {output} is {own.name} of the parts it joins: choose another path"
                 )
-    check_holds_parts(output, (first.get("encoder") or {}).get("codec"), probe(source))
+    info = probe(source)
+    check_holds_parts(output, (first.get("encoder") or {}).get("codec"), info)
     frames, warnings = join_videos(
         pieces,
         output,
@@ -352,6 +353,7 @@ def stitch(
         audio_kbps=audio_kbps,
         expected=first["total_frames"],
         placing=placing,
+        rate=info.rate,
     )
     return frames, warnings
 

@@ -55,9 +55,12 @@ def join_videos(
     audio_kbps: int | None = None,
     expected: int | None = None,
     placing: Callable[[Identity, int], object] | None = None,
+    rate: Fraction | None = None,
 ) -> tuple[int, list[str]]:
     """Join (piece, first frame) pairs in order into `output`; returns (frames, warnings).
-    With `expected`, a join of another frame count is refused and nothing is published.
+    With `expected`, a join of another frame count is refused and nothing is published. `rate`:
+    the frame rate a whole run's encoder is opened at (the source's, as probe reads it); by
+    default the pieces' own, which Matroska's default duration may have rounded.
     `placing(identity, frames)` is called just before the joined file is renamed into place (the
     identity it will have there), which a stop waits for; the file goes into
     `partials.placements`, so a stop after it says it was written."""
@@ -71,7 +74,7 @@ def join_videos(
             first = stack.enter_context(open_input(pieces[0][0]))
             video = out.add_stream_from_template(first.streams.video[0])
             video.time_base = time_base  # the source's clock, where the container allows it
-            rate = first.streams.video[0].average_rate  # the rate the pieces were encoded at
+            rate = rate or first.streams.video[0].average_rate
             if rate:  # Matroska's default duration comes from it: unset, an mkv read 12,800 fps
                 video.codec_context.framerate = rate
             copier = StreamCopier(
@@ -86,7 +89,11 @@ def join_videos(
             if copier.timecode:  # the source's start timecode, as a whole run keeps it
                 video.metadata["timecode"] = copier.timecode
             ranks = [_ranks(path) for path, _ in pieces]
-            depth = max(reorder_depth(r) for r in ranks)
+            # decode times run as far behind as the encoder declares (x264's 2 with B-pyramid),
+            # as a whole run's do, even where no piece reorders that deep: a muxer that moves
+            # the first decode time to 0 (MPEG-TS) moves every stream's timestamps by it
+            declared = max(_declared_depth(path) for path, _ in pieces)
+            depth = max(declared, *(reorder_depth(r) for r in ranks))
             muxer = _PieceMuxer(stamps, time_base, video, out, copier, depth, rate)
             frames = sum(
                 muxer.copy(p, start, r) for (p, start), r in zip(pieces, ranks, strict=True)
@@ -127,6 +134,13 @@ def _ranks(path: Path) -> list[int]:
     return [order[pts] for pts in stamps]
 
 
+def _declared_depth(path: Path) -> int:
+    """The frames a piece's encoder says a decoder must hold (H.264's and HEVC's
+    max_num_reorder_frames, FFmpeg's has_b_frames): how far its decode times run behind."""
+    with open_input(path) as container:
+        return container.streams.video[0].codec_context.reorder_depth
+
+
 def reorder_depth(ranks: list[int]) -> int:
     """Frames a decoder must hold before it can show the first: how far decode order runs ahead."""
     return max([0, *(i - r for i, r in enumerate(ranks))])
@@ -152,7 +166,7 @@ class _PieceMuxer:
         rate: Fraction | None,
     ) -> None:
         self.stamps, self.time_base = stamps, time_base  # the source's frame times
-        self.rate = Fraction(rate) if rate else None  # the pieces' frame rate
+        self.rate = Fraction(rate) if rate else None  # the video's frame rate
         self.video, self.out, self.copier, self.depth = video, out, copier, depth
 
     def decode_time(self, index: int) -> int:
@@ -160,19 +174,21 @@ class _PieceMuxer:
         back = index - self.depth
         if back >= 0:
             return self.stamps[back]
+        if self.depth < len(self.stamps):  # as x264 and x265 begin: the first frames' times,
+            return self.stamps[index] - (self.stamps[self.depth] - self.stamps[0])  # less depth's
         step = self.stamps[1] - self.stamps[0] if len(self.stamps) > 1 else 1
         return self.stamps[0] + back * step
 
     def duration(self, frame: int, packet: av.Packet) -> int:
-        """How long the frame shows, on the source's clock: up to the source's next frame, and
-        for the last, one frame at the pieces' rate, as the encoder of a whole run has it (the
-        piece's own duration is on its container's clock, Matroska's milliseconds, so rounded).
-        An mp4 or mov keeps the last frame's duration as given: a wrong one shortens the video
-        and skews the frame rate read from it."""
+        """How long the frame shows, on the source's clock: up to the source's next frame; for
+        the last, where the rate is known, none, as a whole run's encoder gives it: the muxer then
+        makes it a frame at the stream's rate on its own clock (mov's 1/16000 for a 1/1000
+        source: 667, where 42 ms on the source's clock read 672). An mp4 or mov keeps the last
+        frame's duration: a wrong one shortens the video and skews the rate read from it."""
         if frame + 1 < len(self.stamps):
             return self.stamps[frame + 1] - self.stamps[frame]
         if self.rate:
-            return max(1, round(1 / (self.rate * self.time_base)))
+            return 0  # the muxer's frame at video.codec_context.framerate, as in a whole run
         if not packet.duration or packet.time_base is None:
             return 0  # unknown: the muxer's own guess
         return max(1, round(packet.duration * Fraction(packet.time_base) / self.time_base))
