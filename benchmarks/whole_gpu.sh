@@ -11,6 +11,7 @@
 # threads; `tK` alone is a process given K cores, which keeps to one worker, as a farm task does).
 # ROUNDS=R repeats the runs R times, a floor between rounds (each run has its own floors before and
 # after; benchmarks/whole_table.py gives each entry's median over the rounds, as the floors swing).
+# FLOOR_THREADS=K measures each floor a second time with K cores a copy (floorK_R.json).
 # THREADS=1 adds one whole upscale and one floor measured by thread (after the rounds).
 # Usage: [ROUNDS=R] [THREADS=1] [FLOORS=4] [FLOOR_FRAMES=N] [WORKERS="default 6"] benchmarks/whole_gpu.sh SOURCE_CLIP OUTDIR WIDTHxHEIGHT FRAMES [WEIGHTS]
 #   e.g. 1280x720 4800, or 1920x1080 3600. A FLOOR_FRAMES below FRAMES / 4 saves device time but
@@ -36,6 +37,11 @@ python3 benchmarks/loop_clip.py "$OUT/one.mp4" "$OUT/part.mp4" "$(seconds "$FLOO
 floor() {
   $S bench capacity "$OUT/part.mp4" --scale 2 --workers "${FLOORS:-4}" --devices all --json > "$OUT/$1.json" \
     || { echo "the floor copies ($1) failed" >&2; rm -f "$OUT/$1.json"; }
+  # FLOOR_THREADS=K: the same copies again, each given K cores (x264 threads 1.5 K) beside it in
+  # floorK_*.json, for encoders given more threads than their share of the cores
+  [ -n "${FLOOR_THREADS:-}" ] && SKIPSR_WORKER_THREADS=$FLOOR_THREADS $S bench capacity "$OUT/part.mp4" \
+    --scale 2 --workers "${FLOORS:-4}" --devices all --json > "$OUT/floor${FLOOR_THREADS}_${1#floor_}.json"
+  return 0
 }
 WORKERS=${WORKERS:-default}
 for n in $WORKERS; do

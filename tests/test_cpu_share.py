@@ -31,17 +31,19 @@ def _own_threads():
     cpu_share._applied = None
 
 
-# (workers, cores) -> cores each, x264 threads (1.5 a core), torch threads beside a GPU
+# (workers, cores) -> cores each, x264 threads (1.5 a core), torch threads beside a GPU; and
+# beside a GPU, the cores its encoder and decoder get threads for: twice its share, the host's
+# at most (its idle cores go to the others' encoders)
 TABLE = {
-    (2, 2): (1, 1, 1),
-    (3, 2): (1, 1, 1),  # never below one core
-    (4, 2): (1, 1, 1),
-    (2, 16): (8, 12, 4),
-    (3, 16): (5, 7, 4),
-    (4, 16): (4, 6, 4),
-    (2, 32): (16, 24, 4),
-    (3, 32): (10, 15, 4),
-    (4, 32): (8, 12, 4),
+    (2, 2): (1, 1, 1, 2),
+    (3, 2): (1, 1, 1, 2),  # never below one core
+    (4, 2): (1, 1, 1, 2),
+    (2, 16): (8, 12, 4, 16),
+    (3, 16): (5, 7, 4, 10),
+    (4, 16): (4, 6, 4, 8),
+    (2, 32): (16, 24, 4, 32),
+    (3, 32): (10, 15, 4, 20),
+    (4, 32): (8, 12, 4, 16),
 }
 
 
@@ -53,9 +55,10 @@ def test_each_worker_gets_its_share_of_the_cores(workers, cores):
     if workers == 1:  # alone: the libraries' own choices, every core (no share at all)
         assert gpu is None and cpu is None
         return
-    each, encoder, torch_beside_gpu = TABLE[workers, cores]
-    assert gpu == CpuShare(each, torch_beside_gpu, encoder, decoder_threads=each)
-    assert cpu == CpuShare(each, each, encoder, decoder_threads=each)  # the model runs in torch
+    each, encoder, torch_beside_gpu, coding = TABLE[workers, cores]
+    assert gpu == CpuShare(each, torch_beside_gpu, coding * 3 // 2, min(coding, 16))
+    # a model on the CPU runs in torch's pool, and nothing is given more than the share
+    assert cpu == CpuShare(each, each, encoder, decoder_threads=each)
     assert each * workers <= max(cores, workers)  # the shares fit the host, a core each at least
 
 
@@ -88,8 +91,8 @@ def test_a_worker_applies_its_share_and_one_alone_changes_nothing(monkeypatch, r
     assert share == CpuShare(4, 4, 6, 4)
     assert torch.get_num_threads() == 4
     assert (cpu_share.encoder_threads(), cpu_share.decoder_threads()) == (6, 4)
-    apply_cpu_share(4, "cuda:0")  # beside a GPU torch keeps a few threads
-    assert torch.get_num_threads() == 2 and cpu_share.encoder_threads() == 3
+    apply_cpu_share(4, "cuda:0")  # beside a GPU torch keeps a few threads, the encoder twice its
+    assert torch.get_num_threads() == 2 and cpu_share.encoder_threads() == 6  # 2 cores' threads
 
 
 def test_ray_actors_share_a_node_by_the_live_nodes():
