@@ -630,3 +630,41 @@ def test_a_placed_record_that_cannot_be_written_costs_only_the_rerun_its_ease(
     (work_folder(out) / "placed.json").write_text("{}")
     with pytest.raises(OutputError, match="output exists"):
         api.upscale(frames_dir, out, model="debug", random_weights=True, **RUN)
+
+
+def test_the_record_of_a_placed_output_is_the_last_thing_the_sweep_removes(tmp_path, monkeypatch):
+    """A run killed while it empties its work folder after its stitch finds, when run again,
+    either the record of its placed output (and ends as done) or nothing left to resume: the
+    record goes last."""
+    folder = tmp_path / ".out.mkv.skipsr-work"
+    folder.mkdir()
+    for name in ("a.json", "placed.json", "part-00001-of-00002.mkv", "z.json", LOCK_NAME):
+        (folder / name).write_text("x")
+    removed: list[str] = []
+    unlink = Path.unlink
+    monkeypatch.setattr(Path, "unlink", lambda p, *a, **k: (removed.append(p.name), unlink(p)))
+    farm_parts.empty_work_folder(folder)
+    assert removed[-1] == "placed.json" and len(removed) == 4
+    assert [p.name for p in folder.iterdir()] == [LOCK_NAME]  # the hold's own, while held
+
+
+def test_a_work_folder_left_with_only_its_lock_goes_with_the_next_run(tmp_path, small_segments):
+    """Killed after the sweep but before its hold was let go of, a run leaves its folder with
+    nothing but the lock file: the next run of the command removes it, and says the output
+    exists, as it is."""
+    clip = make_clip(tmp_path / "in.mp4", frames=23, audio=False)
+    out = tmp_path / "out.mkv"
+    run = dict(model="debug", random_weights=True, device="cpu", chunk_frames=8, overlap=2)
+    api.upscale(clip, out, **run)
+    work = work_folder(out)
+    work.mkdir()
+    (work / LOCK_NAME).write_text("")
+    with pytest.raises(OutputError, match="output exists"):
+        api.upscale(clip, out, **run)
+    assert not work.exists()
+    work.mkdir()  # a live run's folder, the lock held: left alone
+    with open(work / LOCK_NAME, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(OutputError):
+            api.upscale(clip, out, **run)
+        assert (work / LOCK_NAME).exists()

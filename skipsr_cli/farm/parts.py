@@ -15,7 +15,7 @@ import torch
 from models import SkipSR
 from skipsr_cli.batch.records import exclusive_hold, make_folders, remove_empty, write_record
 from skipsr_cli.errors import InputError, OutputError, UsageError
-from skipsr_cli.farm.placed import forget_placed, job_of_placed, record_placed
+from skipsr_cli.farm.placed import PLACED_NAME, forget_placed, job_of_placed, record_placed
 from skipsr_cli.farm.segments import (
     MANIFEST_SUFFIX,
     PART_SUFFIX,
@@ -454,9 +454,10 @@ def _swept(folder: Path, count: int) -> Iterator[None]:
     empty_work_folder(folder)
 
 
-def empty_work_folder(folder: Path, last: str | None = None) -> None:
+def empty_work_folder(folder: Path, last: str = PLACED_NAME) -> None:
     """Remove what `folder` holds but its lock file (held: removed as the hold ends); the entry
-    named `last` goes after all the others."""
+    named `last` goes after all the others: the record of a placed output, by which a run killed
+    meanwhile knows that output for its own when run again (resume.finished_before)."""
     with contextlib.suppress(OSError):
         entries = sorted(folder.iterdir(), key=lambda entry: entry.name == last)
         for entry in entries:

@@ -10,6 +10,7 @@ RESUME_FRAMES run in one piece: they lose little to a crash and need not pay for
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,6 +20,7 @@ import torch
 
 from models import SkipSR
 from skipsr_cli.batch.records import exclusive_hold, remove_empty
+from skipsr_cli.errors import OutputError
 from skipsr_cli.farm import parts as farm
 from skipsr_cli.farm.placed import PLACED_NAME, placed_record
 from skipsr_cli.farm.progress import WholeRun
@@ -111,6 +113,18 @@ def upscale_resumably(
     return run.finish(frames, warnings)
 
 
+def _drop_if_only_lock(folder: Path) -> None:
+    """Remove a work folder that holds nothing but the lock file of a run killed as it removed
+    the folder, its output in place: there is nothing in it to resume. Held by a live run, it
+    stays."""
+    with contextlib.suppress(OSError, OutputError):
+        if [entry.name for entry in folder.iterdir()] != [farm.LOCK_NAME]:
+            return
+        with exclusive_hold(folder / farm.LOCK_NAME, f"{folder} is in use"):
+            pass  # the lock file goes with the hold
+        remove_empty([folder])
+
+
 def finished_before(input: Path, output: Path, opts: UpscaleOptions) -> Summary | None:
     """The summary of OUTPUT as an earlier run in parts of this very job put it in place, where
     that run was killed before it removed its work folder (farm/placed.py): the folder is removed
@@ -120,6 +134,7 @@ def finished_before(input: Path, output: Path, opts: UpscaleOptions) -> Summary 
     if opts.overwrite or opts.segment is not None or not splittable(input, output, opts):
         return None  # with -y the run stitches its parts again; the rest never runs in parts
     if not (folder / PLACED_NAME).is_file():
+        _drop_if_only_lock(folder)
         return None
     made_as = lambda: farm.placed_as(input, output, opts)  # noqa: E731 - read only if need be
     if placed_record(folder, output, made_as) is None:
