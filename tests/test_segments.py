@@ -203,6 +203,8 @@ def codec_of(path: Path) -> str:
 # x264, which it cannot hold), and a lossless mp4 x264 at qp 0 (not Matroska's FFV1)
 @pytest.mark.parametrize(("name", "options", "codec"), [
     ("out.webm", {}, "vp9"), ("out.mp4", {"lossless": True}, "h264"),
+    # AV1 parts decode with libdav1d, an encoder of which name there is none: copied as they are
+    ("out.mkv", {"codec": "libsvtav1"}, "libdav1d"),
 ])  # fmt: skip
 def test_parts_take_the_encoder_of_the_output_container(
     clip, debug, tmp_path, name, options, codec

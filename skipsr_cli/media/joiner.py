@@ -72,7 +72,9 @@ def join_videos(
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(av.open(str(temp), "w"))
             first = stack.enter_context(open_input(pieces[0][0]))
-            video = out.add_stream_from_template(first.streams.video[0])
+            # opaque: the codec copied as it is, with no encoder of its name (AV1 parts decode
+            # with libdav1d, which has none)
+            video = out.add_stream_from_template(first.streams.video[0], opaque=True)
             video.time_base = time_base  # the source's clock, where the container allows it
             rate = rate or first.streams.video[0].average_rate
             if rate:  # Matroska's default duration comes from it: unset, an mkv read 12,800 fps
