@@ -12,9 +12,9 @@ on a node that other tasks share).
 Beside a GPU, a worker of a share it took by itself gives its encoder and decoder threads for twice
 its cores (never more than the host's), so that the cores a worker leaves idle (its part starting,
 waiting for the model, or done before the others) go to the others' encoders. On one H200 with 16
-cores, four workers upscaling 720p to 1440p ran 4-12% faster so than with threads for their share
-alone, and at less CPU a frame (BENCHMARKS.md). Torch's pool keeps to the share: a model on the
-CPU gets no more threads than its cores, and the encoders keep the threads of the share.
+cores, four workers upscaling 720p to 1440p ran 4-12% faster than with threads for their share
+alone, and at less CPU a frame (BENCHMARKS.md). Torch's pool keeps to the share. A model on the
+CPU (which runs in torch's pool) and a share set by SKIPSR_WORKER_THREADS keep every pool to it.
 
 A worker applies its share once at start (`apply_cpu_share`), before it opens any file: the
 encoders and decoders it opens later read the share of their process here. A process alone
