@@ -13,6 +13,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from damage import lavfi_clip
 from media import make_clip
 
 from skipsr_cli import api
@@ -192,6 +193,21 @@ def test_stitched_packets_have_the_times_of_a_whole_run(clip, debug, tmp_path, s
         # decode times and durations as stored (a part's B-frames lie elsewhere than a whole
         # run's, so a pts may have another frame's place in decode order)
         assert [p[1:] for p in mine] == [p[1:] for p in theirs]
+
+
+def test_a_variable_frame_rate_stitch_keeps_the_durations_of_a_whole_run(debug, tmp_path):
+    # Matroska: a frame before a pause lasts a frame at the rate in a whole run (as in the
+    # source), not until the next frame
+    pause = "setpts='PTS+gte(N,10)*0.12/TB+gte(N,17)*0.08/TB'"
+    clip = lavfi_clip(tmp_path / "vfr.mkv", "-frames:v", "24", "-vf", pause, "-c:v", "libx264")
+    whole_path, out = tmp_path / "whole.mkv", tmp_path / "out.mkv"
+    api.upscale(clip, whole_path, model=debug, **RUN)
+    render_parts(clip, out, debug, 3)
+    api.stitch(out)
+    (_, stitched), (_, whole) = packets(out), packets(whole_path)
+    times = [sorted((p[0], p[2]) for p in kept[0]) for kept in (stitched, whole, packets(clip)[1])]
+    assert times[0] == times[1] and len(times[0]) == 24
+    assert [d for _, d in times[0]] == [d for _, d in times[2]]  # the source's own
 
 
 def codec_of(path: Path) -> str:

@@ -182,15 +182,17 @@ class _PieceMuxer:
         return self.stamps[0] + back * step
 
     def duration(self, frame: int, packet: av.Packet) -> int:
-        """How long the frame shows, on the source's clock: up to the source's next frame; for
-        the last, where the rate is known, none, as a whole run's encoder gives it: the muxer then
-        makes it a frame at the stream's rate on its own clock (mov's 1/16000 for a 1/1000
-        source: 667, where 42 ms on the source's clock read 672). An mp4 or mov keeps the last
-        frame's duration: a wrong one shortens the video and skews the rate read from it."""
-        if frame + 1 < len(self.stamps):
-            return self.stamps[frame + 1] - self.stamps[frame]
+        """How long the frame shows, on the source's clock. Where the rate is known, none, as a
+        whole run's encoder gives it: the muxer then makes it what it makes a whole run's. An mp4
+        or mov takes it from the next frame's decode time, and the last frame's as a frame at the
+        stream's rate on its own clock (mov's 1/16000 for a 1/1000 source: 667, where 42 ms on
+        the source's clock read 672); Matroska writes none, and a reader takes a frame at the
+        rate (a frame before a pause in a variable frame rate too, as in the source). Else up to
+        the source's next frame."""
         if self.rate:
             return 0  # the muxer's frame at video.codec_context.framerate, as in a whole run
+        if frame + 1 < len(self.stamps):
+            return self.stamps[frame + 1] - self.stamps[frame]
         if not packet.duration or packet.time_base is None:
             return 0  # unknown: the muxer's own guess
         return max(1, round(packet.duration * Fraction(packet.time_base) / self.time_base))
