@@ -625,6 +625,16 @@ def test_parts_made_with_other_options_are_refused_naming_the_option(tmp_path):
         read_manifests(tmp_path, tmp_path / "out.mkv")
 
 
+def test_a_part_given_the_default_codec_by_name_joins_the_others(clip, debug, tmp_path):
+    out = tmp_path / "out.mkv"  # a farm task requeued with the default spelt out
+    api.upscale(clip, out, model=debug, segment="1/2", codec="libx264", **RUN)
+    api.upscale(clip, out, model=debug, segment="2/2", **RUN)
+    assert api.stitch(out) == 23
+    api.upscale(clip, out, model=debug, segment="2/2", codec="libx265", **RUN)  # another: refused
+    with pytest.raises(InputError, match=r"part 2 .* in encoder"):
+        api.stitch(out, overwrite=True)
+
+
 def write_manifest(folder: Path, number: int, **changes: object) -> Path:
     """Part `number` of 2 of 9 frames' manifest, as a run writes it but for `changes`."""
     name = f"part-{number:05d}-of-00002"

@@ -48,9 +48,11 @@ LOCK_NAME = ".skipsr-lock"
 _FINISHING: ContextVar[contextlib.ExitStack | None] = ContextVar("finishing", default=None)
 
 # What shapes a part's frames and its encoding: parts that differ in any of these cannot join.
+# The codec is recorded as the output's encoder resolves it (encoder_of): `--codec libx264` given
+# for one part and left to the default for the others is the same encoder.
 SHAPING = (
     "scale", "size", "threshold", "skip", "steps", "seed", "chunk_frames", "overlap",
-    "scene_cuts", "codec", "crf", "preset", "pix_fmt", "lossless",
+    "scene_cuts", "crf", "preset", "pix_fmt", "lossless",
 )  # fmt: skip
 
 
