@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -140,7 +141,7 @@ def test_the_joiner_puts_its_output_in_place_before_a_stop_and_notes_it(
     partials.forget_placements()
     monkeypatch.setattr(joiner.os, "replace", signalled)
     with pytest.raises(KeyboardInterrupt):
-        joiner.join_videos([(clip, 0)], tmp_path / "out.mkv", clip)
+        joiner.join_videos([(clip, 0)], tmp_path / "out.mkv", clip, Fraction(24))
     assert partials.left_behind() == [str(tmp_path / "out.mkv")]
     assert names(tmp_path) == ["in.mp4", "out.mkv"]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ def test_a_stop_as_the_joiner_makes_its_partial_file_leaves_nothing(tmp_path, mo
     src = make_clip(tmp_path / "in.mp4", frames=2)
     stop_once_made(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        join_videos([(src, 0)], tmp_path / "out.mp4", src)
+        join_videos([(src, 0)], tmp_path / "out.mp4", src, Fraction(24))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
 
 

@@ -349,13 +349,13 @@ def stitch(
         pieces,
         output,
         source,
+        info.rate,
         overwrite=overwrite,
         copy_audio=copy_audio,
         copy_subtitles=copy_subtitles,
         audio_kbps=audio_kbps,
         expected=first["total_frames"],
         placing=placing,
-        rate=info.rate,
     )
     return frames, warnings
 

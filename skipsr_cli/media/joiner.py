@@ -48,6 +48,7 @@ def join_videos(
     pieces: Sequence[tuple[Path, int]],
     output: Path,
     source: Path,
+    rate: Fraction,
     *,
     overwrite: bool = False,
     copy_audio: bool = True,
@@ -55,12 +56,11 @@ def join_videos(
     audio_kbps: int | None = None,
     expected: int | None = None,
     placing: Callable[[Identity, int], object] | None = None,
-    rate: Fraction | None = None,
 ) -> tuple[int, list[str]]:
     """Join (piece, first frame) pairs in order into `output`; returns (frames, warnings).
-    With `expected`, a join of another frame count is refused and nothing is published. `rate`:
-    the frame rate a whole run's encoder is opened at (the source's, as probe reads it); by
-    default the pieces' own, which Matroska's default duration may have rounded.
+    `rate`: the frame rate a whole run's encoder is opened at, the source's as probe reads it
+    (the pieces' own is read back from Matroska's default duration, which may round it).
+    With `expected`, a join of another frame count is refused and nothing is published.
     `placing(identity, frames)` is called just before the joined file is renamed into place (the
     identity it will have there), which a stop waits for; the file goes into
     `partials.placements`, so a stop after it says it was written."""
@@ -76,9 +76,9 @@ def join_videos(
             # with libdav1d, which has none)
             video = out.add_stream_from_template(first.streams.video[0], opaque=True)
             video.time_base = time_base  # the source's clock, where the container allows it
-            rate = rate or first.streams.video[0].average_rate
-            if rate:  # Matroska's default duration comes from it: unset, an mkv read 12,800 fps
-                video.codec_context.framerate = rate
+            # Matroska's default duration comes from it (unset, an mkv read 12,800 fps), and an
+            # mp4's or mov's last frame's duration
+            video.codec_context.framerate = rate
             copier = StreamCopier(
                 open_input(source),
                 out,
@@ -90,13 +90,13 @@ def join_videos(
             stack.callback(copier.close)
             if copier.timecode:  # the source's start timecode, as a whole run keeps it
                 video.metadata["timecode"] = copier.timecode
-            ranks = [_ranks(path) for path, _ in pieces]
+            orders = [_order(path) for path, _ in pieces]
+            ranks = [r for r, _ in orders]
             # decode times run as far behind as the encoder declares (x264's 2 with B-pyramid),
             # as a whole run's do, even where no piece reorders that deep: a muxer that moves
             # the first decode time to 0 (MPEG-TS) moves every stream's timestamps by it
-            declared = max(_declared_depth(path) for path, _ in pieces)
-            depth = max(declared, *(reorder_depth(r) for r in ranks))
-            muxer = _PieceMuxer(stamps, time_base, video, out, copier, depth, rate)
+            depth = max(max(declared, reorder_depth(r)) for r, declared in orders)
+            muxer = _PieceMuxer(stamps, time_base, video, out, copier, depth)
             frames = sum(
                 muxer.copy(p, start, r) for (p, start), r in zip(pieces, ranks, strict=True)
             )
@@ -127,20 +127,16 @@ def _remove(temp: Path | None) -> None:
         temp.unlink(missing_ok=True)
 
 
-def _ranks(path: Path) -> list[int]:
-    """For each packet of a piece's video, in decode order, its frame's place in presentation."""
+def _order(path: Path) -> tuple[list[int], int]:
+    """For each packet of a piece's video, in decode order, its frame's place in presentation;
+    and the frames its encoder says a decoder must hold (H.264's and HEVC's
+    max_num_reorder_frames, FFmpeg's has_b_frames): how far its decode times run behind."""
     with open_input(path) as container:
         stream = container.streams.video[0]
         stamps = [p.pts for p in container.demux(stream) if p.size]
+        declared = stream.codec_context.reorder_depth
     order = {pts: i for i, pts in enumerate(sorted(stamps))}
-    return [order[pts] for pts in stamps]
-
-
-def _declared_depth(path: Path) -> int:
-    """The frames a piece's encoder says a decoder must hold (H.264's and HEVC's
-    max_num_reorder_frames, FFmpeg's has_b_frames): how far its decode times run behind."""
-    with open_input(path) as container:
-        return container.streams.video[0].codec_context.reorder_depth
+    return [order[pts] for pts in stamps], declared
 
 
 def reorder_depth(ranks: list[int]) -> int:
@@ -153,7 +149,7 @@ class _PieceMuxer:
 
     A packet takes the source's timestamp of its frame (its piece's first frame plus its place in
     presentation order); decode times run `depth` frames behind decode order over the whole joined
-    stream (the deepest reordering of any piece), so they rise strictly and never pass a
+    stream (the deepest any piece declares or reorders), so they rise strictly and never pass a
     presentation time, across the joins too.
     """
 
@@ -165,10 +161,8 @@ class _PieceMuxer:
         out: av.container.OutputContainer,
         copier: StreamCopier,
         depth: int,
-        rate: Fraction | None,
     ) -> None:
         self.stamps, self.time_base = stamps, time_base  # the source's frame times
-        self.rate = Fraction(rate) if rate else None  # the video's frame rate
         self.video, self.out, self.copier, self.depth = video, out, copier, depth
 
     def decode_time(self, index: int) -> int:
@@ -181,22 +175,6 @@ class _PieceMuxer:
         step = self.stamps[1] - self.stamps[0] if len(self.stamps) > 1 else 1
         return self.stamps[0] + back * step
 
-    def duration(self, frame: int, packet: av.Packet) -> int:
-        """How long the frame shows, on the source's clock. Where the rate is known, none, as a
-        whole run's encoder gives it: the muxer then makes it what it makes a whole run's. An mp4
-        or mov takes it from the next frame's decode time, and the last frame's as a frame at the
-        stream's rate on its own clock (mov's 1/16000 for a 1/1000 source: 667, where 42 ms on
-        the source's clock read 672); Matroska writes none, and a reader takes a frame at the
-        rate (a frame before a pause in a variable frame rate too, as in the source). Else up to
-        the source's next frame."""
-        if self.rate:
-            return 0  # the muxer's frame at video.codec_context.framerate, as in a whole run
-        if frame + 1 < len(self.stamps):
-            return self.stamps[frame + 1] - self.stamps[frame]
-        if not packet.duration or packet.time_base is None:
-            return 0  # unknown: the muxer's own guess
-        return max(1, round(packet.duration * Fraction(packet.time_base) / self.time_base))
-
     def copy(self, path: Path, start: int, ranks: list[int]) -> int:
         """One piece, whose frames are the source's frames start, start + 1, ..."""
         if start + len(ranks) > len(self.stamps):
@@ -204,12 +182,16 @@ class _PieceMuxer:
         with open_input(path) as container:
             packets = (p for p in container.demux(container.streams.video[0]) if p.size)
             for i, (packet, rank) in enumerate(zip(packets, ranks, strict=True)):
-                duration = self.duration(start + rank, packet)
                 packet.stream = self.video
                 packet.time_base = self.time_base  # mux() rescales to the stream's own
                 packet.pts = self.stamps[start + rank]
                 packet.dts = self.decode_time(start + i)
-                packet.duration = duration
+                # none, as a whole run's encoder gives it: the muxer makes it what it makes a
+                # whole run's. An mp4 or mov takes it from the next decode time, and the last
+                # frame's as a frame at the rate on its own clock (mov's 1/16000 for a 1/1000
+                # source: 667, where 42 ms on the source's clock read 672); Matroska writes
+                # none, and a reader takes a frame at the rate, before a pause too (the source's)
+                packet.duration = 0
                 self.copier.mux_until(packet_seconds(packet))
                 self.out.mux(packet)
         return len(ranks)
