@@ -15,6 +15,8 @@ from skipsr_cli import api
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 
+ON_RAY = dict(ray="local", device="cpu", model="debug", random_weights=True)  # a batch's files
+
 
 @pytest.fixture(scope="module")
 def local_ray():
@@ -237,16 +239,7 @@ def test_a_batch_on_ray_names_each_file_whose_board_events_come_after_its_end(
     for name, length in (("a.mp4", 3), ("b.mp4", 4)):
         make_clip(src / name, frames=length, audio=False)
     events = []
-    summary = api.upscale_batch(
-        src,
-        tmp_path / "out",
-        ray="local",
-        workers=2,
-        device="cpu",
-        model="debug",
-        random_weights=True,
-        progress=events.append,
-    )
+    summary = api.upscale_batch(src, tmp_path / "out", workers=2, progress=events.append, **ON_RAY)
     assert [f.status for f in summary.files] == ["done", "done"]
     for name, length in (("a.mp4", 3), ("b.mp4", 4)):
         mine = [
@@ -278,16 +271,7 @@ def test_a_batch_on_ray_stopped_after_a_file_ended_stops_cleanly(local_ray, tmp_
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        api.upscale_batch(
-            src,
-            tmp_path / "out",
-            ray="local",
-            workers=1,
-            device="cpu",
-            model="debug",
-            random_weights=True,
-            progress=stop,
-        )
+        api.upscale_batch(src, tmp_path / "out", workers=1, progress=stop, **ON_RAY)
     assert (tmp_path / "out" / "a.mp4").is_file() or (tmp_path / "out" / "b.mp4").is_file()
 
 
