@@ -240,17 +240,19 @@ def test_bench_refuses_a_threshold_that_is_no_number_of_db(capsys, clip, command
     assert err == "skipsr: error: --threshold must be a finite number of dB, not nan\n"
 
 
-def test_an_x265_run_with_quiet_prints_nothing(clip, tmp_path) -> None:
-    """x265 writes its own info lines (its version, the level, the settings) from C, past FFmpeg's
+@pytest.mark.parametrize(("codec", "decoded"), [("libx265", "hevc"), ("libsvtav1", "libdav1d")])
+def test_an_encoder_with_its_own_log_prints_nothing_under_quiet(clip, tmp_path, codec, decoded):
+    """x265 and SVT-AV1 write their own info lines (version, level, settings) from C, past FFmpeg's
     log level: a `-q` run printed a dozen of them on stderr, at the trial open and the real one."""
     out = tmp_path / "o.mkv"
     cmd = [sys.executable, "-m", "skipsr_cli.cli", "upscale", str(clip), str(out), *DEBUG]
+    env = {k: v for k, v in os.environ.items() if k != "SVT_LOG"}
     r = subprocess.run(
-        [*cmd, "--codec", "libx265", "-q"], capture_output=True, text=True, timeout=120
+        [*cmd, "--codec", codec, "-q"], capture_output=True, text=True, env=env, timeout=120
     )
     assert r.returncode == 0 and r.stderr == ""
     with av.open(str(out)) as f:
-        assert f.streams.video[0].codec_context.name == "hevc"
+        assert f.streams.video[0].codec_context.name == decoded
 
 
 def test_an_output_too_large_for_the_hosts_memory_is_refused_before_any_work(clip, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -488,6 +489,8 @@ def codec_options(options: EncodeOptions) -> dict[str, str]:
     if options.codec == "libx265":
         # x265 prints its own info and notes (a dozen lines an open), past FFmpeg's log level
         opts["x265-params"] = ":".join(p for p in (opts.get("x265-params"), "log-level=error") if p)
+    if options.codec == "libsvtav1":  # SVT-AV1's banner (a dozen lines an open) obeys only SVT_LOG
+        os.environ.setdefault("SVT_LOG", "1")  # errors, as x265's; a user's own SVT_LOG stands
     return opts
 
 
