@@ -9,7 +9,7 @@ from pathlib import Path
 
 import av
 import pytest
-from damage import ffmpeg_frames, lavfi_clip, make_source, truncated
+from damage import faststart, ffmpeg_exe, ffmpeg_frames, lavfi_clip, make_source, truncated
 
 import skipsr_cli
 from skipsr_cli.errors import InputError
@@ -130,3 +130,52 @@ def test_frames_the_decoders_frame_threads_drop_are_decoded_again(
     assert reference is not None and 0 < reference <= summary.frames < 30
     assert summary.frames_lost == 30 - summary.frames
     assert [f.index for f in read_frames(cut, strict=False)] == list(range(summary.frames))
+
+
+def test_an_open_gop_cut_at_its_keyframe_is_not_damage(debug_model, tmp_path: Path) -> None:
+    """`ffmpeg -ss T -i in.mp4 -c copy` of an HEVC file with open GOPs starts on a CRA keyframe
+    whose leading (RASL) pictures refer to frames before the cut: the decoder drops them without
+    an error, as the ffmpeg command does, but the mp4 counts them among the samples its edit list
+    shows. The file announced 3 frames more than it shows: it was warned about, refused with
+    --strict, and split into parts counted on frames that never decode (its second part began
+    two frames early, and the stitch timed the frames by the dropped pictures' timestamps). Cut
+    short, it is still damage."""
+    from skipsr_cli.farm.resume import split_frames
+    from skipsr_cli.media.joiner import source_timestamps
+
+    exe = ffmpeg_exe()
+    encoders = subprocess.run([exe, "-v", "quiet", "-encoders"], capture_output=True, text=True)
+    if "libx265" not in encoders.stdout:
+        pytest.skip("no libx265 in this ffmpeg")
+    x265 = "open-gop=1:keyint=30:min-keyint=30:bframes=4:scenecut=0:log-level=error"
+    src = lavfi_clip(
+        tmp_path / "src.mp4", "-frames:v", "60", "-c:v", "libx265", "-x265-params", x265
+    )
+    cut = tmp_path / "cut.mp4"  # from the CRA of frame 30, its three RASL pictures inside the edit
+    subprocess.run([exe, "-v", "error", "-ss", "0.9", "-i", src, "-c", "copy", cut], check=True)
+    with av.open(str(cut)) as c:
+        samples = sum(1 for p in c.demux(video=0) if p.size and not p.is_discard)
+    shown = ffmpeg_frames(cut)
+    assert samples - shown == 3
+
+    info, frames = probe(cut), list(read_frames(cut))
+    assert (info.frame_count, len(frames), info.frames_exact) == (shown, shown, True)
+    stamps, base = source_timestamps(cut)  # what a split counts and a stitch times frames by
+    assert stamps == [f.pts for f in frames] and split_frames(cut, info) == shown
+    for start in (1, shown // 2):
+        assert [f.pts for f in read_frames(cut, start=start)] == stamps[start:]
+
+    whole = tmp_path / "whole.mkv"
+    summary = skipsr_cli.upscale(cut, whole, model=debug_model, strict=True, **FAST)
+    assert (summary.frames, summary.frames_lost, summary.warnings) == (shown, 0, ())
+    assert seconds(whole) == [round(float(t * base), 3) for t in stamps]
+    parts = tmp_path / "parts.mkv"
+    for i in (1, 2):
+        skipsr_cli.upscale(cut, parts, model=debug_model, segment=f"{i}/2", strict=True, **FAST)
+    assert skipsr_cli.stitch(parts) == shown
+    assert seconds(parts) == seconds(whole)
+
+    short = truncated(faststart(cut, tmp_path / "fast.mp4"), tmp_path / "short.mp4", 0.95)
+    assert probe(short).frame_count == shown
+    with pytest.raises(InputError, match="damaged input"):
+        skipsr_cli.upscale(short, tmp_path / "short.mkv", model=debug_model, strict=True, **FAST)

@@ -26,20 +26,21 @@ from skipsr_cli.media.partials import (
     note_placing,
     stops_deferred,
 )
+from skipsr_cli.media.seeking import shows
 from skipsr_cli.media.stream_copy import StreamCopier, packet_seconds
-from skipsr_cli.media.video_io import open_input
+from skipsr_cli.media.video_io import open_input, shown_floor, video_stream
 from skipsr_cli.media.video_writer import check_target, partial_path
 
 
 def source_timestamps(path: Path) -> tuple[list[int], Fraction]:
     """Presentation timestamps of the source's video frames, in order, and their time base: a
-    packet each, but those an edit list drops (decoded, never shown)."""
+    packet each, but those that show no frame (an edit list hides them, or they are leading
+    pictures cut off from their references: seeking.shows)."""
+    floor = shown_floor(path)
     with open_input(path) as container:
-        stream = container.streams.video[0]
+        stream = video_stream(container, path)
         stamps = sorted(
-            p.pts
-            for p in container.demux(stream)
-            if p.pts is not None and p.size and not p.is_discard
+            p.pts for p in container.demux(stream) if p.pts is not None and shows(p, floor)
         )
         return stamps, Fraction(stream.time_base)
 

@@ -1,5 +1,6 @@
 """Finding frame N of a video without decoding what comes before it: a seek to the keyframe at
-or before it, checked, since not every demuxer lands where it is asked to."""
+or before it, checked, since not every demuxer lands where it is asked to; and which packets show
+a frame at all (`shows`), which is what N counts."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ REORDER_WINDOW = 64  # packets past a frame that may still show before it (H.264
 
 
 def seek_frame(
-    container: av.container.InputContainer, stream: av.VideoStream, start: int
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    start: int,
+    floor: int | None = None,
 ) -> tuple[int, av.Packet] | None:
     """Seek to the keyframe at or before frame `start`: the timestamp of frame `start` and the
     first packet read after the seek, or None where there is no keyframe to seek to or the seek
-    did not land on it (the caller then decodes from the beginning).
+    did not land on it (the caller then decodes from the beginning). Frames are counted among
+    the packets that show one (`shows`, with first_shown's `floor`).
 
     Frame `start` is counted among the packets demuxed up to REORDER_WINDOW past it (decode order
     runs at most a few frames ahead of presentation), so a part near the start of a long film does
@@ -24,16 +29,15 @@ def seek_frame(
     keyframe gives no pictures until the next: so the packet read first must be that keyframe."""
     stamps, keys = [], []
     for packet in container.demux(stream):
-        if packet.is_discard:  # before an edit list's start: decoded, never shown
+        if not shows(packet, floor):  # no picture, or one decoded and never shown
             continue
-        if packet.size and packet.pts is None:  # a frame no timestamp can find
+        if packet.pts is None:  # a frame no timestamp can find
             return None
-        if packet.size:
-            stamps.append(packet.pts)
-            if packet.is_keyframe:
-                keys.append(packet.pts)
-            if len(stamps) > start + REORDER_WINDOW:
-                break
+        stamps.append(packet.pts)
+        if packet.is_keyframe:
+            keys.append(packet.pts)
+        if len(stamps) > start + REORDER_WINDOW:
+            break
     stamps.sort()
     if len(stamps) <= start:
         return None
@@ -51,6 +55,41 @@ def seek_frame(
         if first is not None:
             return stamps[start], first
     return None
+
+
+def shows(packet: av.Packet, floor: int | None = None) -> bool:
+    """Whether a packet shows a frame: it holds a picture that an edit list does not hide
+    (decoded, never shown), and that is not a leading picture timed before `floor`, the first
+    frame the decoder shows (first_shown)."""
+    if not packet.size or packet.is_discard:
+        return False
+    return floor is None or packet.pts is None or packet.pts >= floor
+
+
+def first_shown(
+    container: av.container.InputContainer, stream: av.VideoStream
+) -> tuple[av.VideoFrame | None, int | None, int]:
+    """Decoded from the container's start: the first frame shown, the `floor` that `shows` takes
+    (None: no packet is dropped for its time), and how many packets read before it show nothing.
+
+    Those are the packets an edit list hides and, in a file that starts on a keyframe, those timed
+    before its first frame: an open GOP's leading pictures cut off from the frames they refer to
+    (an HEVC CRA's RASL pictures after `ffmpeg -ss T -c copy`). The decoder drops them without an
+    error, as every player does, but the container counts them. Frames leave the decoder in
+    presentation order, after every leading picture of their keyframe has gone in. A file that
+    does not start on a keyframe keeps no floor: what its decoder drops is damage. (None, None,
+    the hidden packets read) where no frame decodes."""
+    read: list[av.Packet] = []
+    try:
+        for packet in container.demux(stream):
+            read += [packet] if packet.size else []
+            for frame in packet.decode():  # the end of the file's packet flushes the decoder
+                keyed = bool(read) and read[0].is_keyframe
+                floor = frame.pts if keyed else None
+                return frame, floor, sum(not shows(p, floor) for p in read)
+    except AV_ERRORS:
+        pass
+    return None, None, sum(p.is_discard for p in read)
 
 
 SEEK_BACK = (0, 1, 4, 16)  # seconds before the keyframe that seeks aim at, in turn

@@ -32,7 +32,7 @@ from skipsr_cli.media.colour import (
 )
 from skipsr_cli.media.cpu_share import decoder_threads
 from skipsr_cli.media.damage import DecodeDamage
-from skipsr_cli.media.seeking import seek_frame
+from skipsr_cli.media.seeking import first_shown, seek_frame, shows
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,8 @@ def probe(path: Path) -> VideoInfo:
         duration = _stream_duration(container, stream)
         ctx = stream.codec_context
         rotation, hdr, hidden = _first_frame_facts(container, stream)
-        # an mp4 counts the frames its edit list hides (decoded, never shown) among its own
+        # an mp4 counts among its own the frames its edit list hides (decoded, never shown) and
+        # the leading pictures an open GOP cut at its keyframe cannot show (first_shown)
         frame_count: int | None = stream.frames - hidden if stream.frames else None
         if frame_count is None and duration is not None:
             frame_count = round(duration * rate)
@@ -202,17 +203,18 @@ def _first_frame_facts(
     container: av.container.InputContainer, stream: av.VideoStream
 ) -> tuple[int, HdrMetadata | None, int]:
     """What only a decoded frame tells: its display rotation (a multiple of 90 degrees) and HDR10
-    metadata, (0, None) if it cannot be decoded; and the packets an edit list hides, all before
-    the first frame shown (frames leave the decoder in presentation order)."""
-    hidden = 0
-    try:
-        for packet in container.demux(stream):
-            hidden += bool(packet.is_discard and packet.size)
-            for frame in packet.decode():  # the end of the file's packet flushes the decoder
-                return _quarter_turns(frame.rotation) * 90, _hdr_metadata(frame), hidden
-    except AV_ERRORS:
-        pass
-    return 0, None, hidden
+    metadata, (0, None) if it cannot be decoded; and the packets before the first frame shown
+    that show nothing (first_shown)."""
+    frame, _, hidden = first_shown(container, stream)
+    if frame is None:
+        return 0, None, hidden
+    return _quarter_turns(frame.rotation) * 90, _hdr_metadata(frame), hidden
+
+
+def shown_floor(path: Path) -> int | None:
+    """first_shown's floor for the video of `path`: leading pictures before it show nothing."""
+    with open_input(path) as container:
+        return first_shown(container, video_stream(container, path))[1]
 
 
 def _hdr_metadata(frame: av.VideoFrame) -> HdrMetadata | None:
@@ -284,9 +286,10 @@ def read_frames(
     files = sequence_files(path)
     if files is not None:
         return read_sequence(files, start)
+    floor = shown_floor(path)
     container, stream = _open_video(path)
     try:
-        landed = seek_frame(container, stream, start) if start else None
+        landed = seek_frame(container, stream, start, floor) if start else None
     except BaseException:
         container.close()
         raise
@@ -294,12 +297,12 @@ def read_frames(
     if start and landed is None:  # no keyframe to seek to: decode from the start, drop the rest
         container.close()  # a seek that missed leaves the demuxer anywhere: start again
         container, stream = _open_video(path)
-        frames = _decode(container, stream, path, damage, strict)
+        frames = _decode(container, stream, path, damage, strict, floor)
         return (f for f in frames if f.index >= start)
     if landed is None:
-        return _decode(container, stream, path, damage, strict)
+        return _decode(container, stream, path, damage, strict, floor)
     after, first = landed
-    return _decode(container, stream, path, damage, strict, start, after, first)
+    return _decode(container, stream, path, damage, strict, floor, start, after, first)
 
 
 def _open_video(
@@ -325,17 +328,19 @@ def _decode(
     path: Path,
     damage: DecodeDamage,
     strict: bool,
+    floor: int | None,
     index: int = 0,
     after: int | None = None,
     first: av.Packet | None = None,
 ) -> Iterator[DecodedFrame]:
     """Frames numbered from `index`; with `after` (a seek's target), those before it dropped;
     `first` is a packet read already (the seek's keyframe). A decode with frame threads that gave
-    fewer frames than its packets and its container's count goes on as `_decode_again` finds."""
+    fewer frames than its packets that show one (`shows`, with `floor`) and its container's count
+    goes on as `_decode_again` finds."""
     last, shown, given = None, 0, 0  # the latest timestamp given; packets to show, frames given
     with container:
         for packet in _packets(container, stream, path, damage, strict, first):
-            if packet is not None and packet.size and not packet.is_discard:
+            if packet is not None and shows(packet, floor):
                 shown += after is None or packet.pts is None or packet.pts >= after
             try:
                 frames = packet.decode() if packet is not None else stream.decode(None)
@@ -367,11 +372,11 @@ def _decode(
     # short; not a stream whose packets outnumber its frames by design, as VP8's hidden ones)
     threaded = stream.codec_context.thread_type.name != "SLICE"
     if not strict and threaded and given < shown and index < stream.frames:
-        yield from _decode_again(path, damage, index, after if last is None else last + 1)
+        yield from _decode_again(path, damage, floor, index, after if last is None else last + 1)
 
 
 def _decode_again(
-    path: Path, damage: DecodeDamage, index: int, after: int | None
+    path: Path, damage: DecodeDamage, floor: int | None, index: int, after: int | None
 ) -> Iterator[DecodedFrame]:
     """The frames from `index` on (those shown at `after` or later), decoded again with slice
     threads alone: FFmpeg's frame threads drop the frames in flight at a damaged packet without
@@ -380,7 +385,7 @@ def _decode_again(
     finds it, else from the start; what this decode meets goes into `damage`."""
     container, stream = _open_video(path, frame_threads=False)
     try:
-        landed = seek_frame(container, stream, index - 1) if index else None
+        landed = seek_frame(container, stream, index - 1, floor) if index else None
     except BaseException:
         container.close()
         raise
@@ -389,7 +394,7 @@ def _decode_again(
         container, stream = _open_video(path, frame_threads=False)
     first = None if landed is None else landed[1]
     met, damage.errors = damage.errors, 0  # the same cut, met twice, is one
-    yield from _decode(container, stream, path, damage, False, index, after, first)
+    yield from _decode(container, stream, path, damage, False, floor, index, after, first)
     damage.errors = max(met, damage.errors)
 
 
