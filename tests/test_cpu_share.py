@@ -1,12 +1,16 @@
-"""Workers on one host share its cores: each sizes its torch, encoder and decoder threads to its
-share, and a process alone keeps every library's own choice (media/cpu_share.py)."""
+"""Workers on one host share its cores: each sizes its torch and decoder threads to its share, and
+a process alone keeps those libraries' own choice; every encoder gets the host's threads, so a
+video's bytes do not depend on how many workers made it (media/cpu_share.py)."""
 
 from __future__ import annotations
 
+import os
 import re
+from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from media import make_clip
@@ -31,19 +35,18 @@ def _own_threads():
     cpu_share._applied = None
 
 
-# (workers, cores) -> cores each, x264 threads (1.5 a core), torch threads beside a GPU; and
-# beside a GPU, the cores its encoder and decoder get threads for: twice its share, the host's
-# at most (its idle cores go to the others' encoders)
+# (workers, cores) -> cores each, torch threads beside a GPU; and beside a GPU, the cores its
+# decoder gets threads for: twice its share, the host's at most (its idle cores go to the others)
 TABLE = {
-    (2, 2): (1, 1, 1, 2),
-    (3, 2): (1, 1, 1, 2),  # never below one core
-    (4, 2): (1, 1, 1, 2),
-    (2, 16): (8, 12, 4, 16),
-    (3, 16): (5, 7, 4, 10),
-    (4, 16): (4, 6, 4, 8),
-    (2, 32): (16, 24, 4, 32),
-    (3, 32): (10, 15, 4, 20),
-    (4, 32): (8, 12, 4, 16),
+    (2, 2): (1, 1, 2),
+    (3, 2): (1, 1, 2),  # never below one core
+    (4, 2): (1, 1, 2),
+    (2, 16): (8, 4, 16),
+    (3, 16): (5, 4, 10),
+    (4, 16): (4, 4, 8),
+    (2, 32): (16, 4, 32),
+    (3, 32): (10, 4, 20),
+    (4, 32): (8, 4, 16),
 }
 
 
@@ -55,10 +58,11 @@ def test_each_worker_gets_its_share_of_the_cores(workers, cores):
     if workers == 1:  # alone: the libraries' own choices, every core (no share at all)
         assert gpu is None and cpu is None
         return
-    each, encoder, torch_beside_gpu, coding = TABLE[workers, cores]
-    assert gpu == CpuShare(each, torch_beside_gpu, coding * 3 // 2, min(coding, 16))
-    # a model on the CPU runs in torch's pool, and nothing is given more than the share
-    assert cpu == CpuShare(each, each, encoder, decoder_threads=each)
+    each, torch_beside_gpu, coding = TABLE[workers, cores]
+    # the encoder's threads are none of the share's (0: the host's, encoder_threads)
+    assert gpu == CpuShare(each, torch_beside_gpu, 0, min(coding, 16))
+    # a model on the CPU runs in torch's pool, and its decoder is given no more than the share
+    assert cpu == CpuShare(each, each, 0, decoder_threads=each)
     assert each * workers <= max(cores, workers)  # the shares fit the host, a core each at least
 
 
@@ -86,13 +90,16 @@ def test_a_worker_applies_its_share_and_one_alone_changes_nothing(monkeypatch, r
     before = torch.get_num_threads()
     assert apply_cpu_share(1, "cpu") is None
     assert torch.get_num_threads() == before
-    assert cpu_share.encoder_threads() == 0 and cpu_share.decoder_threads() == 0  # auto, as today
+    assert cpu_share.decoder_threads() == 0  # libavcodec picks, as before
+    # x264's own rule for 8 cores: 1.5 a core, one per two rows of 16 pixels at most
+    assert cpu_share.encoder_threads(1440) == 12 and cpu_share.encoder_threads(96) == 3
     share = apply_cpu_share(2, "cpu")
-    assert share == CpuShare(4, 4, 6, 4)
+    assert share == CpuShare(4, 4, 0, 4)
     assert torch.get_num_threads() == 4
-    assert (cpu_share.encoder_threads(), cpu_share.decoder_threads()) == (6, 4)
-    apply_cpu_share(4, "cuda:0")  # beside a GPU torch keeps a few threads, the encoder twice its
-    assert torch.get_num_threads() == 2 and cpu_share.encoder_threads() == 6  # 2 cores' threads
+    assert (cpu_share.encoder_threads(1440), cpu_share.decoder_threads()) == (12, 4)
+    apply_cpu_share(4, "cuda:0")  # beside a GPU torch keeps a few threads, the decoder twice its
+    assert torch.get_num_threads() == 2 and cpu_share.decoder_threads() == 4  # 2 cores'
+    assert cpu_share.encoder_threads(1440) == 12  # the host's, whatever the workers
 
 
 def test_ray_actors_share_a_node_by_the_live_nodes():
@@ -109,17 +116,11 @@ def x264_threads(path: Path) -> list[int]:
     return [int(n) for n in re.findall(rb"[^_]threads=(\d+)", path.read_bytes())]
 
 
-def worker_encoder_threads() -> int:
-    """What a worker of two on this host gives x264 (the workers run the debug model on the CPU)."""
-    share = cpu_share.cpu_share(2, model_on_cpu=True)
-    assert share is not None
-    return share.encoder_threads
-
-
 # Outputs of 96 rows: x264 alone would pick min(1.5 a core, 3) threads (2 rows of 16 pixels each)
+HOSTS_THREADS = min(cpu_share.host_cores() * 3 // 2, 3)
 
 
-def test_batch_workers_encode_with_their_share(tmp_path: Path, monkeypatch):
+def test_batch_workers_encode_with_the_hosts_threads(tmp_path: Path, monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
     (tmp_path / "in").mkdir()
     for i in range(2):
@@ -127,7 +128,7 @@ def test_batch_workers_encode_with_their_share(tmp_path: Path, monkeypatch):
     summary = skipsr_cli.upscale_batch(tmp_path / "in", tmp_path / "out", devices="cpu,cpu", **RUN)
     assert summary.done == 2
     for i in range(2):
-        assert x264_threads(tmp_path / "out" / f"v{i}.mp4") == [worker_encoder_threads()]
+        assert x264_threads(tmp_path / "out" / f"v{i}.mp4") == [HOSTS_THREADS]
 
 
 def test_segment_workers_encode_with_the_share_the_environment_sets(tmp_path: Path, monkeypatch):
@@ -139,5 +140,41 @@ def test_segment_workers_encode_with_the_share_the_environment_sets(tmp_path: Pa
     alone = api.upscale(clip, tmp_path / "alone.mp4", **RUN)  # a farm task sharing a node
     assert alone.frames == 9 and x264_threads(tmp_path / "alone.mp4") == [7]
     monkeypatch.delenv(ENV)
-    free = api.upscale(clip, tmp_path / "free.mp4", **RUN)  # alone, unset: x264 picks, as before
-    assert free.frames == 9 and x264_threads(tmp_path / "free.mp4") != [7]
+    free = api.upscale(clip, tmp_path / "free.mp4", **RUN)  # alone, unset: the host's
+    assert free.frames == 9 and x264_threads(tmp_path / "free.mp4") == [HOSTS_THREADS]
+
+
+def test_parts_are_the_same_bytes_whether_one_process_or_two_workers_render_them(
+    tmp_path: Path, monkeypatch
+):
+    """x264's output depends on its threads: two workers' parts, each worker with half the host,
+    stitch into the very file one process makes of the same parts (a run stopped and resumed with
+    other workers, or with fewer of them for want of memory, is the same file too)."""
+    monkeypatch.delenv(ENV, raising=False)
+    clip = make_clip(tmp_path / "in.mp4", frames=9, audio=False)
+    one, two = tmp_path / "one.mp4", tmp_path / "two.mp4"
+    assert api.upscale(clip, one, segments=2, **RUN).frames == 9
+    assert api.upscale(clip, two, devices="cpu,cpu", segments=2, **RUN).frames == 9
+    assert x264_threads(two) == x264_threads(one) == [HOSTS_THREADS] * 2
+    assert two.read_bytes() == one.read_bytes()
+
+
+@pytest.mark.skipif(cpu_share.host_cores() < 2, reason="needs two cores to bind to one")
+def test_an_encoder_opened_by_a_thread_bound_to_one_core_takes_the_hosts_threads(tmp_path: Path):
+    """x264 left to count by itself counts the cores of the thread that opens it (one, where an
+    OpenMP runtime bound the model's thread): the count is the process's, read once."""
+    from skipsr_cli.media.encoding import EncodeOptions
+    from skipsr_cli.media.video_writer import VideoWriter
+
+    out = tmp_path / "bound.mp4"
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cores)})  # this thread only
+    try:
+        with VideoWriter(
+            out, width=128, height=96, rate=Fraction(24), time_base=None, options=EncodeOptions()
+        ) as writer:
+            for _ in range(3):
+                writer.write(np.zeros((96, 128, 3), np.uint8))
+    finally:
+        os.sched_setaffinity(0, cores)
+    assert x264_threads(out) == [HOSTS_THREADS]

@@ -224,10 +224,10 @@ class VideoWriter:
             if self._yuv_colour:
                 ctx.colorspace = self.colour.matrix
                 ctx.color_range = self.colour.range
-        # thread_count 0 lets the encoder pick one thread per core (FFmpeg's default is 1); a
-        # worker among several on this host takes its share of the cores (cpu_share.py).
+        # as many threads as x264 would pick for this host (FFmpeg's default is 1), counted here,
+        # never by the encoder itself: the same in every worker and part (cpu_share.py)
         stream.codec_context.thread_type = "AUTO"
-        stream.codec_context.thread_count = encoder_threads()
+        stream.codec_context.thread_count = encoder_threads(self.height)
         return stream
 
     def write(self, rgb: np.ndarray, pts: int | None = None) -> None:
