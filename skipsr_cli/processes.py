@@ -182,7 +182,7 @@ def _socket_folder() -> Iterator[None]:
 
 def _remove_stale_sockets(base: Path) -> None:
     """The socket folders of this host's processes that are gone (a SIGKILL's)."""
-    from skipsr_cli.media.partials import changed, gone
+    from skipsr_cli.media.partials import gone
 
     named = re.compile(rf"\.{SOCKETS}-(\d+)-{_host_tag()}")
     try:
@@ -191,7 +191,7 @@ def _remove_stale_sockets(base: Path) -> None:
         return
     for entry in entries:
         found = named.fullmatch(entry.name)
-        if found and gone(int(found[1]), changed(entry)):
+        if found and gone(int(found[1])):
             shutil.rmtree(entry.path, ignore_errors=True)
 
 

@@ -487,7 +487,9 @@ def remove_partials(out_dir: Path) -> list[Path]:
     whose writer on this host is gone (a live run's, say a single upscale writing beside the
     batch, and another host's stay), and the batch's own records half written."""
     removed = []
-    partial = (p for p in out_dir.rglob(f".*{partials.SUFFIX}*") if partials.left_by_the_gone(p))
+    partial = (
+        p for p in out_dir.rglob(f".*{partials.SUFFIX}*") if partials.left_by_the_gone(p.name)
+    )
     stale = [*partial, *(out_dir / STATE_DIR).rglob(".*.json.*.tmp")]
     for path in sorted(stale):
         if path.is_dir():

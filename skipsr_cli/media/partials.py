@@ -2,8 +2,7 @@
 
 Each is named after the process that writes it, `.NAME.RANDOM-PID@HOST.skipsr-partial.EXT`, so a
 later run to the same output can tell what a dead run left (after SIGKILL or a power cut, when no
-clean-up could run) from what a live run is still writing, and remove only the former. A pid that
-is alive again in a later process (a container run again is pid 1 again) is told by its start. A partial
+clean-up could run) from what a live run is still writing, and remove only the former. A partial
 of another host (a shared disk), of a process that is alive, or of unknown origin is left alone.
 The outputs of one run (a video and its mask video) are put in place together (`publish_together`),
 a Ctrl-C or SIGTERM waiting until every rename is done (`stops_deferred`). A stop that comes once
@@ -263,19 +262,9 @@ def partial_name(stem: str, ext: str = "") -> str:
     return f".{stem}.{secrets.token_hex(4)}-{os.getpid()}@{_host()}{SUFFIX}{ext}"
 
 
-# A process that started this long after a file was last changed cannot have written it: its pid
-# was reused (a container run again is pid 1 again). Seconds: the start is known to within a
-# second, and a shared disk's server stamps the file by its own clock.
-REUSED_AFTER = 60.0
-
-
-def gone(pid: int, since: float | None = None) -> bool:
+def gone(pid: int) -> bool:
     """Whether process `pid` of this host has ended: never this process, and another user's,
-    which may not be signalled (EPERM), is alive. With `since` (when its file was last changed),
-    also where the process that has the number now started after that (REUSED_AFTER)."""
-    started = _started(pid) if since is not None else None
-    if started is not None and started > since + REUSED_AFTER:
-        return True
+    which may not be signalled (EPERM), is alive."""
     if pid == os.getpid():
         return False
     try:
@@ -287,33 +276,11 @@ def gone(pid: int, since: float | None = None) -> bool:
     return False
 
 
-def _started(pid: int) -> float | None:
-    """When process `pid` started, in seconds since the epoch; None where /proc does not say."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        boot = next(ln for ln in Path("/proc/stat").read_text().splitlines() if ln[:6] == "btime ")
-        ticks = int(stat[stat.rindex(")") + 2 :].split()[19])  # field 22, starttime
-        return int(boot[6:]) + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
-def changed(path: Path | os.DirEntry) -> float | None:
-    """When the file or folder at `path` was last written or renamed (gone's `since`)."""
-    try:
-        st = path.stat(follow_symlinks=False)
-    except OSError:
-        return None
-    return max(st.st_mtime, st.st_ctime)
-
-
-def left_by_the_gone(path: Path | os.DirEntry) -> bool:
-    """Whether `path` is a partial whose writer, a process of this host, has ended: never a live
+def left_by_the_gone(name: str) -> bool:
+    """Whether `name` is a partial whose writer, a process of this host, has ended: never a live
     run's, nor another host's (whose processes cannot be asked)."""
-    match = _NAME.fullmatch(path.name)
-    if match is None or match["host"] != _host():
-        return False
-    return gone(int(match["pid"]), changed(path))
+    match = _NAME.fullmatch(name)
+    return match is not None and match["host"] == _host() and gone(int(match["pid"]))
 
 
 def remove_stale(folder: Path, stem: str, ext: str = "") -> list[Path]:
@@ -328,7 +295,7 @@ def remove_stale(folder: Path, stem: str, ext: str = "") -> list[Path]:
         match = _NAME.fullmatch(entry.name)
         if match is None or (match["stem"], match["ext"]) != (stem, ext):
             continue
-        if not left_by_the_gone(entry):
+        if not left_by_the_gone(entry.name):
             continue
         path = Path(entry.path)
         try:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from skipsr_cli.media.partials import SUFFIX, changed, gone, identity, note_placing, partial_name
+from skipsr_cli.media.partials import SUFFIX, gone, identity, note_placing, partial_name
 
 SHARD_BYTES = 15 * 2**20
 OLD = "-old"  # the role of a temporary that holds the checkpoint being replaced
@@ -63,7 +63,7 @@ def sweep(folder: Path, targets: Iterable[Path]) -> list[Path]:
         name = _parse(entry.name)
         if name is None or name["host"] != host or (name["stem"], name["ext"]) not in roles:
             continue
-        if gone(int(name["pid"]), changed(entry)):
+        if gone(int(name["pid"])):
             target, role = roles[name["stem"], name["ext"]]
             left.setdefault(target, []).append((role, Path(entry.path)))
     removed = []
