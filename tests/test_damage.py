@@ -179,3 +179,38 @@ def test_an_open_gop_cut_at_its_keyframe_is_not_damage(debug_model, tmp_path: Pa
     assert probe(short).frame_count == shown
     with pytest.raises(InputError, match="damaged input"):
         skipsr_cli.upscale(short, tmp_path / "short.mkv", model=debug_model, strict=True, **FAST)
+
+
+def test_a_gop_lost_after_a_first_packet_flagged_key_is_still_damage(
+    debug_model, tmp_path: Path
+) -> None:
+    """The open-GOP floor holds only where the first packet's own picture is the first shown. A
+    file whose first packet is flagged key but is a P picture (a cut mid-GOP by a muxer that marks
+    every sample sync) shows nothing until the next IDR: the GOP is lost, not leading pictures of
+    a CRA. Its packets before that IDR were taken for hidden ones: probe announced the 30 frames
+    that decode, and --strict passed a file missing 28."""
+    exe = ffmpeg_exe()
+    encoders = subprocess.run([exe, "-v", "quiet", "-encoders"], capture_output=True, text=True)
+    if "libx265" not in encoders.stdout:
+        pytest.skip("no libx265 in this ffmpeg")
+    x265 = "keyint=30:min-keyint=30:bframes=4:scenecut=0:log-level=error"
+    src = lavfi_clip(
+        tmp_path / "src.mp4", "-frames:v", "60", "-c:v", "libx265", "-x265-params", x265
+    )
+    cut = tmp_path / "cut.mp4"
+    with av.open(str(src)) as inp, av.open(str(cut), "w") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        packets = [p for p in inp.demux(video=0) if p.size]
+        first = next(i for i, p in enumerate(packets) if not p.is_keyframe)  # a P picture
+        packets[first].is_keyframe = True
+        for packet in packets[first:]:
+            packet.stream = stream
+            out.mux(packet)
+    with av.open(str(cut)) as c:  # what its edit list shows
+        announced = sum(1 for p in c.demux(video=0) if p.size and not p.is_discard)
+    shown = ffmpeg_frames(cut)
+    assert shown == 30 and probe(cut).frame_count == announced > shown
+    summary = skipsr_cli.upscale(cut, tmp_path / "out.mkv", model=debug_model, **FAST)
+    assert (summary.frames, summary.frames_lost) == (shown, announced - shown)
+    with pytest.raises(InputError, match="damaged input"):
+        skipsr_cli.upscale(cut, tmp_path / "strict.mkv", model=debug_model, strict=True, **FAST)

@@ -72,24 +72,36 @@ def first_shown(
     """Decoded from the container's start: the first frame shown, the `floor` that `shows` takes
     (None: no packet is dropped for its time), and how many packets read before it show nothing.
 
-    Those are the packets an edit list hides and, in a file that starts on a keyframe, those timed
-    before its first frame: an open GOP's leading pictures cut off from the frames they refer to
-    (an HEVC CRA's RASL pictures after `ffmpeg -ss T -c copy`). The decoder drops them without an
-    error, as every player does, but the container counts them. Frames leave the decoder in
-    presentation order, after every leading picture of their keyframe has gone in. A file that
-    does not start on a keyframe keeps no floor: what its decoder drops is damage. (None, None,
-    the hidden packets read) where no frame decodes."""
-    read: list[av.Packet] = []
+    Those are the packets an edit list hides and, in a file that starts on a keyframe whose own
+    picture is the first shown, those timed before it: an open GOP's leading pictures cut off from
+    the frames they refer to (an HEVC CRA's RASL pictures after `ffmpeg -ss T -c copy`). The
+    decoder drops them without an error, as every player does, but the container counts them.
+    Frames leave the decoder in presentation order, after every leading picture of their keyframe
+    has gone in. A file that does not start on a keyframe keeps no floor: what its decoder drops
+    is damage; nor does one whose first frame shown is not its first packet's picture (a packet
+    flagged key that is none, or a keyframe the decoder could not use: a GOP lost, not leading
+    pictures). (None, None, the hidden packets read) where no frame decodes. Only the timestamps
+    of the packets read are kept: a file that never decodes is not held in memory."""
+    read: list[tuple[int | None, bool]] = []  # (pts, hidden by the edit list) of those with data
+    keyed, lead = False, None  # the first packet a keyframe; the first packet not hidden, its pts
     try:
         for packet in container.demux(stream):
-            read += [packet] if packet.size else []
+            if packet.size:
+                keyed = keyed or (not read and packet.is_keyframe)
+                if lead is None and not packet.is_discard:
+                    lead = packet.pts
+                read.append((packet.pts, packet.is_discard))
             for frame in packet.decode():  # the end of the file's packet flushes the decoder
-                keyed = bool(read) and read[0].is_keyframe
-                floor = frame.pts if keyed else None
-                return frame, floor, sum(not shows(p, floor) for p in read)
+                floor = frame.pts if keyed and frame.pts is not None and frame.pts == lead else None
+                return frame, floor, sum(_hidden(pts, discard, floor) for pts, discard in read)
     except AV_ERRORS:
         pass
-    return None, None, sum(p.is_discard for p in read)
+    return None, None, sum(discard for _, discard in read)
+
+
+def _hidden(pts: int | None, discard: bool, floor: int | None) -> bool:
+    """`not shows` for a packet with data, from its timestamp and discard flag alone."""
+    return discard or (floor is not None and pts is not None and pts < floor)
 
 
 SEEK_BACK = (0, 1, 4, 16)  # seconds before the keyframe that seeks aim at, in turn
