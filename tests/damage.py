@@ -72,6 +72,21 @@ def truncated(src: Path, dst: Path, fraction: float) -> Path:
     return dst
 
 
+def cut_at(src: Path, dst: Path, size: int) -> Path:
+    """The first `size` bytes of `src`."""
+    dst.write_bytes(src.read_bytes()[:size])
+    return dst
+
+
+def transport_packets(path: Path) -> list[tuple[int, bool]]:
+    """An MPEG-TS file's 188-byte packets: each one's PID, and whether it starts a PES."""
+    data = path.read_bytes()
+    return [
+        ((data[i + 1] & 0x1F) << 8 | data[i + 2], bool(data[i + 1] & 0x40))
+        for i in range(0, len(data), 188)
+    ]
+
+
 def flipped(src: Path, dst: Path, at: float, count: int = 64, start: int = 0) -> Path:
     """`count` bytes XOR-ed from `at` (a fraction of the file past `start` bytes)."""
     data = bytearray(src.read_bytes())

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import av
 import pytest
-from damage import faststart, ffmpeg_exe, ffmpeg_frames, lavfi_clip, make_source, truncated
+from damage import (
+    cut_at,
+    faststart,
+    ffmpeg_exe,
+    ffmpeg_frames,
+    lavfi_clip,
+    make_source,
+    transport_packets,
+    truncated,
+)
 
 import skipsr_cli
 from skipsr_cli.errors import InputError
@@ -112,6 +121,37 @@ def test_a_variable_frame_rate_mkv_is_not_damage_and_splits(debug_model, tmp_pat
     assert split_frames(holed, probe(holed)) is None
     with pytest.raises(InputError, match="damaged input"):
         skipsr_cli.upscale(holed, tmp_path / "hole_out.mkv", model=debug_model, strict=True, **FAST)
+
+
+def test_a_ts_cut_inside_a_picture_is_damage(debug_model, tmp_path: Path) -> None:
+    """MPEG-TS counts no frames, and its demuxer drops a last transport packet cut short without
+    a word: a `.ts` cut inside a picture passed --strict, where an mp4 or mkv cut so is refused.
+    Cut in the first packet of a picture, that picture is lost with it; cut in a later one, the
+    picture is cut short (the decoder conceals the rest, and flags it, or not: HEVC mostly does
+    not). Both are damage now. Cut where a packet ends between two pictures, the file is a shorter
+    whole one to every reader (the ffmpeg command included): no verdict is made there."""
+    src = make_source(tmp_path, "ts", frames=30, audio=True)
+    clean = skipsr_cli.upscale(src, tmp_path / "src.mkv", model=debug_model, strict=True, **FAST)
+    assert (clean.frames, clean.frames_lost, clean.warnings) == (30, 0, ())
+    with av.open(str(src)) as c:
+        video = c.streams.video[0].id
+    packets = list(enumerate(transport_packets(src)))[len(transport_packets(src)) // 2 :]
+    first = next(i for i, packet in packets if packet == (video, True))
+    later = next(i for i, packet in packets if packet == (video, False))
+    for name, size in (("first", first * 188 + 100), ("later", later * 188 + 100)):
+        cut = cut_at(src, tmp_path / f"{name}.ts", size)
+        summary = skipsr_cli.upscale(cut, tmp_path / f"{name}.mkv", model=debug_model, **FAST)
+        assert 0 < summary.frames < 30 and summary.frames_lost == 1, name
+        assert summary.warnings[0].startswith("damaged input: 1 frame(s)"), name
+        with pytest.raises(InputError, match="damaged input"):
+            skipsr_cli.upscale(
+                cut, tmp_path / f"s{name}.mkv", model=debug_model, strict=True, **FAST
+            )
+    between = cut_at(src, tmp_path / "between.ts", first * 188)
+    summary = skipsr_cli.upscale(
+        between, tmp_path / "b.mkv", model=debug_model, strict=True, **FAST
+    )
+    assert (summary.frames_lost, summary.frames) == (0, ffmpeg_frames(between) or summary.frames)
 
 
 @pytest.mark.parametrize("fraction", [0.85, 0.95])

@@ -60,6 +60,7 @@ def test_damaged_media_end_in_a_warning_or_exit_3(capsys, tmp_path, ext, damage)
     whole = 3 if ext == "png folder" else 1 if ext == "png" else FRAMES
     if summary["frames"] < whole and ext != "ts":
         # MPEG-TS announces no frame count, and its demuxer drops a damaged packet without a
-        # word: what is lost there cannot be counted (README, "Damage is never silent")
+        # word: a cut between two pictures, or a packet the decoder gets past without a flag,
+        # cannot be counted (README, "Damage is never silent")
         assert "skipsr: warning: damaged input" in err
     assert [p.name for p in out_dir.iterdir()] == ["out.mkv"]

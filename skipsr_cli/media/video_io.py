@@ -31,7 +31,7 @@ from skipsr_cli.media.colour import (
     sws_matrix,
 )
 from skipsr_cli.media.cpu_share import decoder_threads
-from skipsr_cli.media.damage import DecodeDamage
+from skipsr_cli.media.damage import Concealed, DecodeDamage
 from skipsr_cli.media.seeking import first_shown, seek_frame, shows
 
 
@@ -349,11 +349,13 @@ def _decode(
                     raise InputError(
                         f"damaged input {path}: cannot decode it at frame {index}: {e}"
                     ) from e
-                damage.note(f"frame {index}", e)
+                damage.note(f"frame {index}", e, None if packet is None else packet.pts)
                 continue
             for frame in frames:
                 if after is not None and frame.pts is not None and frame.pts < after:
                     continue  # between the keyframe the seek found and the frame asked for
+                if frame.is_corrupt:  # given, with what was lost or damaged concealed
+                    damage.met(f"frame {index}", Concealed(), strict, path, frame.pts)
                 if frame.pts is not None and frame.time_base:
                     damage.saw(float(frame.pts * frame.time_base))
                     last = frame.pts if last is None else max(last, frame.pts)
@@ -410,11 +412,13 @@ def _packets(
     the decoder holds)."""
     if first is not None:
         yield first
-    demux = container.demux(stream)
+    demux, last = container.demux(stream), None  # and the latest packet's timestamp
     while True:
         try:
             packet = next(demux)
         except StopIteration:
+            if container.format.name == "mpegts":  # no count to hold a cut to: its last bytes
+                damage.ts_end(path, stream.id, last, strict)
             return
         except AV_ERRORS as e:  # cut short or unreadable from here on
             if strict:
@@ -422,6 +426,7 @@ def _packets(
             damage.note("reading the file", e)
             yield None
             return
+        last = packet.pts if packet.size else last
         yield packet
 
 
