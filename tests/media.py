@@ -90,10 +90,12 @@ def make_clip(
     sar: Fraction | None = None,
     timecode: str | None = None,
     rotation: int = 0,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """Write a short clip with a moving picture and (optionally) a sine tone of the same length.
 
-    `sar` sets a pixel aspect ratio; `timecode` (mov/mp4) makes the muxer add a timecode data track.
+    `sar` sets a pixel aspect ratio; `timecode` (mov/mp4) makes the muxer add a timecode data track;
+    `options` go to the encoder (`{"bf": "3"}`: B-frames, which x264's ultrafast leaves out).
     """
     path = Path(path)
     rate = Fraction(rate)
@@ -109,7 +111,7 @@ def make_clip(
         if rotation:
             video.set_display_rotation(rotation)  # a display matrix, as phones write
         if codec in {"libx264", "libx265"}:
-            video.options = {"preset": "ultrafast", "crf": "18"}
+            video.options = {"preset": "ultrafast", "crf": "18", **(options or {})}
         sound = None
         if audio:
             sound = output.add_stream(audio_codec_for(path), rate=AUDIO_RATE, layout="mono")

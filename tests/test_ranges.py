@@ -12,6 +12,7 @@ from media import make_clip
 
 from models import SkipSR
 from skipsr_cli.errors import UsageError
+from skipsr_cli.media.joiner import source_timestamps
 from skipsr_cli.media.video_io import probe, read_frames
 from skipsr_cli.run.chunking import Chunk, OverlapAdd
 from skipsr_cli.run.pipeline import UpscaleJob, prepare, upscale
@@ -180,3 +181,29 @@ def test_a_range_past_an_estimated_end_is_no_damage(debug, tmp_path):
     summary = upscale(debug, prepare(job), torch.device("cpu"), torch.float32, emit=lambda e: None)
     assert summary.frames == 5 and summary.frames_lost == 0
     assert not any("damaged" in w for w in summary.warnings)
+
+
+def test_an_avi_with_b_frames_is_numbered_and_timed_as_its_decoder_shows_it(debug, tmp_path):
+    """An AVI holds no presentation times: FFmpeg gives H.264 B-frames' packets their decode
+    times, which the decoded frames keep, out of order (1, 4, 3, 5, 2: a whole run's encoder
+    refused them), and a seek that counts frames by them lands on the wrong ones. Frames take
+    the packets' times in the order they are shown, as source_timestamps has them; a decode
+    from frame N gives the whole decode's frames, and a range renders the whole run's."""
+    src = make_clip(tmp_path / "in.avi", frames=30, audio=False, options={"bf": "3"})
+    whole = list(read_frames(src))
+    stamps = [f.pts for f in whole]
+    assert stamps == source_timestamps(src)[0] and stamps == sorted(set(stamps))
+    for start in (1, 9, 22):
+        part = list(read_frames(src, start=start))
+        assert [f.index for f in part] == list(range(start, 30))
+        assert all(
+            np.array_equal(a.rgb, b.rgb) and a.pts == b.pts
+            for a, b in zip(part, whole[start:], strict=True)
+        )
+    (tmp_path / "whole").mkdir()
+    render(debug, src, tmp_path / "whole")
+    (tmp_path / "part").mkdir()
+    render(debug, src, tmp_path / "part", frames=(10, 25))
+    whole_pngs, part_pngs = pngs(tmp_path / "whole"), pngs(tmp_path / "part")
+    assert len(whole_pngs) == 30 and len(part_pngs) == 15
+    assert all(np.array_equal(part_pngs[name], whole_pngs[name]) for name in part_pngs)

@@ -137,6 +137,18 @@ def test_lossless_parts_stitch_into_the_whole_run_bit_for_bit(clip, debug, tmp_p
     assert stitched[1] == pytest.approx(whole[1]) and stitched[2] == whole[2] == 1
 
 
+def test_an_avi_with_b_frames_stitches_into_the_whole_run(debug, tmp_path):
+    """An AVI times H.264 B-frames' packets in decode order (seeking.decode_ordered): the parts
+    begin at the frames a whole run numbers so, and the stitch times them as the whole run."""
+    src = make_clip(tmp_path / "in.avi", frames=23, audio=True, options={"bf": "3"})
+    api.upscale(src, tmp_path / "whole.mkv", model=debug, lossless=True, **RUN)
+    render_parts(src, tmp_path / "out.mkv", debug, 3, lossless=True)
+    assert api.stitch(tmp_path / "out.mkv") == 23
+    whole, stitched = decoded(tmp_path / "whole.mkv"), decoded(tmp_path / "out.mkv")
+    assert all(np.array_equal(a, b) for a, b in zip(whole[0], stitched[0], strict=True))
+    assert stitched[1] == pytest.approx(whole[1]) and stitched[2] == whole[2] == 1
+
+
 def video_timing(path: Path) -> tuple[object, float]:
     """The video stream's frame rate as written, and when its last frame ends, in seconds."""
     with av.open(str(path)) as f:

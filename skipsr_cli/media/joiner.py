@@ -26,17 +26,18 @@ from skipsr_cli.media.partials import (
     note_placing,
     stops_deferred,
 )
-from skipsr_cli.media.seeking import shows
+from skipsr_cli.media.seeking import frame_timing, shows
 from skipsr_cli.media.stream_copy import StreamCopier, packet_seconds
-from skipsr_cli.media.video_io import open_input, shown_floor, video_stream
+from skipsr_cli.media.video_io import open_input, video_stream
 from skipsr_cli.media.video_writer import check_target, partial_path
 
 
 def source_timestamps(path: Path) -> tuple[list[int], Fraction]:
     """Presentation timestamps of the source's video frames, in order, and their time base: a
     packet each, but those that show no frame (an edit list hides them, or they are leading
-    pictures cut off from their references: seeking.shows)."""
-    floor = shown_floor(path)
+    pictures cut off from their references: seeking.shows). Where packets are timed in decode
+    order (seeking.decode_ordered), the Nth time is the Nth frame's, as read_frames times it."""
+    floor = frame_timing(path)[0]
     with open_input(path) as container:
         stream = video_stream(container, path)
         stamps = sorted(

@@ -1,14 +1,21 @@
 """Finding frame N of a video without decoding what comes before it: a seek to the keyframe at
 or before it, checked, since not every demuxer lands where it is asked to; and which packets show
-a frame at all (`shows`), which is what N counts."""
+a frame at all (`shows`), which is what N counts; and where packets are timed in decode order
+(`decode_ordered`: AVI), which frames take which times (`FrameClock`), where no seek can be used."""
 
 from __future__ import annotations
+
+import heapq
+from pathlib import Path
 
 import av
 
 from skipsr_cli.media.av_errors import AV_ERRORS
 
 REORDER_WINDOW = 64  # packets past a frame that may still show before it (H.264 allows 16)
+# first_shown's floor (None: no packet is dropped for its time), and whether packets are timed in
+# decode order (decode_ordered): how a stream's packets give its frames' numbers and times
+Timing = tuple[int | None, bool]
 
 
 def seek_frame(
@@ -55,6 +62,60 @@ def seek_frame(
         if first is not None:
             return stamps[start], first
     return None
+
+
+def frame_timing(path: Path) -> Timing:
+    """first_shown's floor for the video of `path` (leading pictures before it show nothing), and
+    whether its packets are timed in decode order (decode_ordered, read from the start)."""
+    from skipsr_cli.media.video_io import open_input, video_stream
+
+    with open_input(path) as container:
+        stream = video_stream(container, path)
+        floor, reorders = first_shown(container, stream)[1], stream.codec_context.reorder_depth
+    if not reorders:
+        return floor, False
+    with open_input(path) as container:
+        return floor, decode_ordered(container, video_stream(container, path))
+
+
+def decode_ordered(container: av.container.InputContainer, stream: av.VideoStream) -> bool:
+    """Whether the stream's packets carry decode times where its frames show in another order. An
+    AVI holds no presentation times: FFmpeg's demuxer gives H.264 with B-frames its decode times
+    (packets 1, 2, 3, 4, 5 whose pictures show as 1, 4, 3, 5, 2), and the decoder's frames keep
+    their packets' times, out of order. Then frame N cannot be found by its packet's time (no
+    seek) and frames are timed by FrameClock. Told from the first packets (the container's start,
+    up to REORDER_WINDOW): times that never go back, where the codec reorders frames (FFmpeg's
+    has_b_frames). MPEG-4 Part 2 in AVI is not: FFmpeg's parser gives its packets their own."""
+    if not stream.codec_context.reorder_depth:
+        return False
+    stamps: list[int] = []
+    for packet in container.demux(stream):
+        if packet.size and packet.pts is not None:
+            stamps.append(packet.pts)
+        if len(stamps) > REORDER_WINDOW:
+            break
+    return all(a <= b for a, b in zip(stamps, stamps[1:], strict=False))
+
+
+class FrameClock:
+    """The timestamp each frame takes as the decoder gives it: its own, or where packets are timed
+    in decode order (`decode_ordered`), the earliest time among the packets sent that show a frame
+    (`shows`) not yet taken: frames leave the decoder in presentation order, so the Nth frame takes
+    the Nth packet's time, as source_timestamps (the packets' times, sorted) has it. Where the
+    packets' times are presentation times after all, that earliest time is the frame's own."""
+
+    def __init__(self, ordered: bool) -> None:
+        self.pending: list[int] | None = [] if ordered else None
+
+    def sent(self, packet: av.Packet) -> None:
+        """A packet that shows a frame has gone to the decoder."""
+        if self.pending is not None and packet.pts is not None:
+            heapq.heappush(self.pending, packet.pts)
+
+    def pts(self, frame: av.VideoFrame) -> int | None:
+        if self.pending is None:
+            return frame.pts
+        return heapq.heappop(self.pending) if self.pending else None
 
 
 def shows(packet: av.Packet, floor: int | None = None) -> bool:

@@ -32,7 +32,7 @@ from skipsr_cli.media.colour import (
 )
 from skipsr_cli.media.cpu_share import decoder_threads
 from skipsr_cli.media.damage import Concealed, DecodeDamage
-from skipsr_cli.media.seeking import first_shown, seek_frame, shows
+from skipsr_cli.media.seeking import FrameClock, first_shown, frame_timing, seek_frame, shows
 
 
 @dataclass(frozen=True)
@@ -211,12 +211,6 @@ def _first_frame_facts(
     return _quarter_turns(frame.rotation) * 90, _hdr_metadata(frame), hidden
 
 
-def shown_floor(path: Path) -> int | None:
-    """first_shown's floor for the video of `path`: leading pictures before it show nothing."""
-    with open_input(path) as container:
-        return first_shown(container, video_stream(container, path))[1]
-
-
 def _hdr_metadata(frame: av.VideoFrame) -> HdrMetadata | None:
     """Mastering display and content light level side data, as x265 spells them."""
     from av.sidedata.sidedata import Type
@@ -277,7 +271,8 @@ def read_frames(
     how many frames were lost (never silently).
 
     With `start`, the frames begin at that frame (counted in presentation order, as `index` is): the
-    decoder seeks to the keyframe at or before it and drops what comes before it.
+    decoder seeks to the keyframe at or before it and drops what comes before it (decodes from the
+    start where packets are timed in decode order: seeking.decode_ordered, an AVI's B-frames).
     """
     from skipsr_cli.media.image_io import sequence_files
     from skipsr_cli.media.sequences import read_sequence
@@ -286,10 +281,10 @@ def read_frames(
     files = sequence_files(path)
     if files is not None:
         return read_sequence(files, start)
-    floor = shown_floor(path)
+    floor, ordered = frame_timing(path)
     container, stream = _open_video(path)
     try:
-        landed = seek_frame(container, stream, start, floor) if start else None
+        landed = seek_frame(container, stream, start, floor) if start and not ordered else None
     except BaseException:
         container.close()
         raise
@@ -297,12 +292,12 @@ def read_frames(
     if start and landed is None:  # no keyframe to seek to: decode from the start, drop the rest
         container.close()  # a seek that missed leaves the demuxer anywhere: start again
         container, stream = _open_video(path)
-        frames = _decode(container, stream, path, damage, strict, floor)
+        frames = _decode(container, stream, path, damage, strict, (floor, ordered))
         return (f for f in frames if f.index >= start)
     if landed is None:
-        return _decode(container, stream, path, damage, strict, floor)
+        return _decode(container, stream, path, damage, strict, (floor, ordered))
     after, first = landed
-    return _decode(container, stream, path, damage, strict, floor, start, after, first)
+    return _decode(container, stream, path, damage, strict, (floor, ordered), start, after, first)
 
 
 def _open_video(
@@ -328,20 +323,22 @@ def _decode(
     path: Path,
     damage: DecodeDamage,
     strict: bool,
-    floor: int | None,
+    timing: tuple[int | None, bool],  # frame_timing's
     index: int = 0,
     after: int | None = None,
     first: av.Packet | None = None,
 ) -> Iterator[DecodedFrame]:
     """Frames numbered from `index`; with `after` (a seek's target), those before it dropped;
-    `first` is a packet read already (the seek's keyframe). A decode with frame threads that gave
-    fewer frames than its packets that show one (`shows`, with `floor`) and its container's count
-    goes on as `_decode_again` finds."""
+    `first` is a packet read already (the seek's keyframe). `timing`: frame_timing's. A decode
+    with frame threads that gave fewer frames than its packets that show one (`shows`, with
+    frame_timing's floor) and its container's count goes on as `_decode_again` finds."""
     last, shown, given = None, 0, 0  # the latest timestamp given; packets to show, frames given
+    floor, clock = timing[0], FrameClock(timing[1])
     with container:
         for packet in _packets(container, stream, path, damage, strict, first):
             if packet is not None and shows(packet, floor):
                 shown += after is None or packet.pts is None or packet.pts >= after
+                clock.sent(packet)
             try:
                 frames = packet.decode() if packet is not None else stream.decode(None)
             except AV_ERRORS as e:  # one damaged packet: the next one may decode again
@@ -352,13 +349,14 @@ def _decode(
                 damage.note(f"frame {index}", e, None if packet is None else packet.pts)
                 continue
             for frame in frames:
-                if after is not None and frame.pts is not None and frame.pts < after:
+                pts = clock.pts(frame)
+                if after is not None and pts is not None and pts < after:
                     continue  # between the keyframe the seek found and the frame asked for
                 if frame.is_corrupt:  # given, with what was lost or damaged concealed
-                    damage.met(f"frame {index}", Concealed(), strict, path, frame.pts)
-                if frame.pts is not None and frame.time_base:
-                    damage.saw(float(frame.pts * frame.time_base))
-                    last = frame.pts if last is None else max(last, frame.pts)
+                    damage.met(f"frame {index}", Concealed(), strict, path, pts)
+                if pts is not None and frame.time_base:
+                    damage.saw(float(pts * frame.time_base))
+                    last = pts if last is None else max(last, pts)
                 picture = frame_picture(frame)
                 turns = _quarter_turns(frame.rotation)
                 if turns:  # show the picture the right way up; the output has no matrix
@@ -367,18 +365,18 @@ def _decode(
                         if isinstance(picture, YCbCr8)
                         else np.ascontiguousarray(np.rot90(picture, turns))
                     )
-                yield DecodedFrame(picture, frame.pts, index)
+                yield DecodedFrame(picture, pts, index)
                 index += 1
                 given += 1
     # frames dropped: fewer given than packets to show, in a file that counts more (an mp4 cut
     # short; not a stream whose packets outnumber its frames by design, as VP8's hidden ones)
     threaded = stream.codec_context.thread_type.name != "SLICE"
     if not strict and threaded and given < shown and index < stream.frames:
-        yield from _decode_again(path, damage, floor, index, after if last is None else last + 1)
+        yield from _decode_again(path, damage, timing, index, after if last is None else last + 1)
 
 
 def _decode_again(
-    path: Path, damage: DecodeDamage, floor: int | None, index: int, after: int | None
+    path: Path, damage: DecodeDamage, timing: tuple[int | None, bool], index: int, after: int | None
 ) -> Iterator[DecodedFrame]:
     """The frames from `index` on (those shown at `after` or later), decoded again with slice
     threads alone: FFmpeg's frame threads drop the frames in flight at a damaged packet without
@@ -387,16 +385,17 @@ def _decode_again(
     finds it, else from the start; what this decode meets goes into `damage`."""
     container, stream = _open_video(path, frame_threads=False)
     try:
-        landed = seek_frame(container, stream, index - 1, floor) if index else None
+        seek = index and not timing[1]  # no seek where packets are timed in decode order
+        landed = seek_frame(container, stream, index - 1, timing[0]) if seek else None
     except BaseException:
         container.close()
         raise
-    if index and landed is None:
+    if seek and landed is None:
         container.close()  # a seek that missed leaves the demuxer anywhere: start again
         container, stream = _open_video(path, frame_threads=False)
     first = None if landed is None else landed[1]
     met, damage.errors = damage.errors, 0  # the same cut, met twice, is one
-    yield from _decode(container, stream, path, damage, False, floor, index, after, first)
+    yield from _decode(container, stream, path, damage, False, timing, index, after, first)
     damage.errors = max(met, damage.errors)
 
 
