@@ -184,13 +184,7 @@ def test_an_open_gop_cut_at_its_keyframe_is_not_damage(debug_model, tmp_path: Pa
     from skipsr_cli.media.joiner import source_timestamps
 
     exe = ffmpeg_exe()
-    encoders = subprocess.run([exe, "-v", "quiet", "-encoders"], capture_output=True, text=True)
-    if "libx265" not in encoders.stdout:
-        pytest.skip("no libx265 in this ffmpeg")
-    x265 = "open-gop=1:keyint=30:min-keyint=30:bframes=4:scenecut=0:log-level=error"
-    src = lavfi_clip(
-        tmp_path / "src.mp4", "-frames:v", "60", "-c:v", "libx265", "-x265-params", x265
-    )
+    src = x265_clip(tmp_path / "src.mp4", "open-gop=1")
     cut = tmp_path / "cut.mp4"  # from the CRA of frame 30, its three RASL pictures inside the edit
     subprocess.run([exe, "-v", "error", "-ss", "0.9", "-i", src, "-c", "copy", cut], check=True)
     with av.open(str(cut)) as c:
@@ -229,14 +223,7 @@ def test_a_gop_lost_after_a_first_packet_flagged_key_is_still_damage(
     every sample sync) shows nothing until the next IDR: the GOP is lost, not leading pictures of
     a CRA. Its packets before that IDR were taken for hidden ones: probe announced the 30 frames
     that decode, and --strict passed a file missing 28."""
-    exe = ffmpeg_exe()
-    encoders = subprocess.run([exe, "-v", "quiet", "-encoders"], capture_output=True, text=True)
-    if "libx265" not in encoders.stdout:
-        pytest.skip("no libx265 in this ffmpeg")
-    x265 = "keyint=30:min-keyint=30:bframes=4:scenecut=0:log-level=error"
-    src = lavfi_clip(
-        tmp_path / "src.mp4", "-frames:v", "60", "-c:v", "libx265", "-x265-params", x265
-    )
+    src = x265_clip(tmp_path / "src.mp4")
     cut = tmp_path / "cut.mp4"
     with av.open(str(src)) as inp, av.open(str(cut), "w") as out:
         stream = out.add_stream_from_template(inp.streams.video[0])
@@ -254,3 +241,14 @@ def test_a_gop_lost_after_a_first_packet_flagged_key_is_still_damage(
     assert (summary.frames, summary.frames_lost) == (shown, announced - shown)
     with pytest.raises(InputError, match="damaged input"):
         skipsr_cli.upscale(cut, tmp_path / "strict.mkv", model=debug_model, strict=True, **FAST)
+
+
+def x265_clip(path: Path, *params: str) -> Path:
+    """60 frames of HEVC in GOPs of 30 with B-frames (and x265's `params`); skips the test where
+    this ffmpeg has no libx265."""
+    exe = ffmpeg_exe()
+    encoders = subprocess.run([exe, "-v", "quiet", "-encoders"], capture_output=True, text=True)
+    if "libx265" not in encoders.stdout:
+        pytest.skip("no libx265 in this ffmpeg")
+    x265 = ":".join((*params, "keyint=30:min-keyint=30:bframes=4:scenecut=0:log-level=error"))
+    return lavfi_clip(path, "-frames:v", "60", "-c:v", "libx265", "-x265-params", x265)
